@@ -1,0 +1,180 @@
+-------------------------------------------------------------------------------
+-- Internal plumbing: cache invalidation, append-only audit, counters
+-------------------------------------------------------------------------------
+
+-- Statement trigger on every configuration table: tells every backend to
+-- drop its cached configuration (relcache invalidation + callback in C).
+CREATE FUNCTION allocation._invalidate() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'allocation_invalidate' LANGUAGE C;
+COMMENT ON FUNCTION allocation._invalidate() IS 'internal: invalidates the per-backend allocation caches after a configuration change';
+
+CREATE TRIGGER zz_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON allocation.team
+    FOR EACH STATEMENT EXECUTE FUNCTION allocation._invalidate();
+CREATE TRIGGER zz_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON allocation.rep
+    FOR EACH STATEMENT EXECUTE FUNCTION allocation._invalidate();
+CREATE TRIGGER zz_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON allocation.territory
+    FOR EACH STATEMENT EXECUTE FUNCTION allocation._invalidate();
+CREATE TRIGGER zz_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON allocation.rule
+    FOR EACH STATEMENT EXECUTE FUNCTION allocation._invalidate();
+CREATE TRIGGER zz_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON allocation.managed_table
+    FOR EACH STATEMENT EXECUTE FUNCTION allocation._invalidate();
+
+-- Append-only audit log.
+CREATE FUNCTION allocation._event_append_only() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+    RAISE EXCEPTION 'allocation.event is append-only'
+        USING ERRCODE = 'LA050',
+              DETAIL = format('%s on allocation.event was refused; audit entries can never be changed or removed.', TG_OP),
+              HINT = 'Record a correcting decision instead (for example with allocation.assign()).';
+END
+$$;
+COMMENT ON FUNCTION allocation._event_append_only() IS 'internal: refuses UPDATE, DELETE and TRUNCATE on allocation.event';
+CREATE TRIGGER event_no_update BEFORE UPDATE OR DELETE ON allocation.event
+    FOR EACH ROW EXECUTE FUNCTION allocation._event_append_only();
+CREATE TRIGGER event_no_truncate BEFORE TRUNCATE ON allocation.event
+    FOR EACH STATEMENT EXECUTE FUNCTION allocation._event_append_only();
+
+-- Every rep gets a holdings counter.
+CREATE FUNCTION allocation._rep_load_row() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+    INSERT INTO allocation.rep_load (rep_id) VALUES (NEW.id) ON CONFLICT DO NOTHING;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION allocation._rep_load_row() IS 'internal: creates the holdings counter of a new rep';
+CREATE TRIGGER rep_load_row AFTER INSERT ON allocation.rep
+    FOR EACH ROW EXECUTE FUNCTION allocation._rep_load_row();
+
+-- Territory bookkeeping: updated_at, and a hierarchy without cycles.
+CREATE FUNCTION allocation._territory_before() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+    IF NEW.parent_id IS NOT NULL AND EXISTS (
+        WITH RECURSIVE up AS (
+            SELECT t.id, t.parent_id FROM allocation.territory t WHERE t.id = NEW.parent_id
+            UNION
+            SELECT t.id, t.parent_id FROM allocation.territory t JOIN up ON t.id = up.parent_id)
+        SELECT 1 FROM up WHERE up.id = NEW.id)
+    THEN
+        RAISE EXCEPTION 'territory hierarchy would contain a cycle'
+            USING ERRCODE = 'LA009',
+                  DETAIL = format('Territory %s cannot have %s as parent because it is one of its ancestors.', NEW.code, NEW.parent_id),
+                  HINT = 'Choose a parent outside the territory''s own subtree.';
+    END IF;
+    NEW.updated_at := now();
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION allocation._territory_before() IS 'internal: keeps territory.updated_at and rejects hierarchy cycles';
+CREATE TRIGGER territory_before BEFORE INSERT OR UPDATE ON allocation.territory
+    FOR EACH ROW EXECUTE FUNCTION allocation._territory_before();
+
+CREATE FUNCTION allocation._team_before() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+    IF NEW.parent_id IS NOT NULL AND EXISTS (
+        WITH RECURSIVE up AS (
+            SELECT t.id, t.parent_id FROM allocation.team t WHERE t.id = NEW.parent_id
+            UNION
+            SELECT t.id, t.parent_id FROM allocation.team t JOIN up ON t.id = up.parent_id)
+        SELECT 1 FROM up WHERE up.id = NEW.id)
+    THEN
+        RAISE EXCEPTION 'team hierarchy would contain a cycle'
+            USING ERRCODE = 'LA009',
+                  DETAIL = format('Team %s cannot have %s as parent because it is one of its ancestors.', NEW.code, NEW.parent_id),
+                  HINT = 'Choose a parent outside the team''s own subtree.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION allocation._team_before() IS 'internal: rejects team hierarchy cycles';
+CREATE TRIGGER team_before BEFORE INSERT OR UPDATE ON allocation.team
+    FOR EACH ROW EXECUTE FUNCTION allocation._team_before();
+
+-- Rule validation: the SQL condition is parsed, type-checked and compiled here,
+-- once, when the rule is saved (C: rules.c).
+CREATE FUNCTION allocation._rule_before() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'allocation_rule_before' LANGUAGE C;
+COMMENT ON FUNCTION allocation._rule_before() IS 'internal: validates and compiles a rule''s SQL condition when the rule is saved';
+CREATE TRIGGER rule_before BEFORE INSERT OR UPDATE ON allocation.rule
+    FOR EACH ROW EXECUTE FUNCTION allocation._rule_before();
+
+-- The C triggers installed on managed tables by allocation.manage().
+CREATE FUNCTION allocation._row_trigger() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'allocation_row_trigger' LANGUAGE C;
+COMMENT ON FUNCTION allocation._row_trigger() IS 'internal: row trigger on managed tables (assignment on INSERT, reassignment on UPDATE, history on DELETE)';
+CREATE FUNCTION allocation._stmt_trigger() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'allocation_stmt_trigger' LANGUAGE C;
+COMMENT ON FUNCTION allocation._stmt_trigger() IS 'internal: statement trigger on managed tables (opens and flushes the per-statement decision batch)';
+
+-- Writes one statement's decisions: registry, history, suggestions, audit,
+-- counters. Called once per statement by the C statement trigger.
+CREATE FUNCTION allocation._record_batch(
+    p_actor text, p_managed integer[], p_op text[], p_key text[], p_rep bigint[],
+    p_old_rep bigint[], p_team bigint[], p_territory bigint[], p_rule bigint[],
+    p_source text[], p_pinned boolean[], p_kind text[], p_reason text[],
+    p_tier text[], p_crop text[], p_btype text[], p_suggest bigint[], p_release bigint[])
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+    -- close the open registry row of updated/deleted customers
+    UPDATE allocation.assignment a
+       SET valid_to = now(), closed_reason = b.kind
+      FROM unnest(p_managed, p_op, p_key, p_kind) AS b(managed_id, op, key, kind)
+     WHERE b.op IN ('update', 'delete')
+       AND a.managed_id = b.managed_id AND a.key = b.key AND a.valid_to IS NULL;
+
+    -- open the new registry row of inserted/updated customers
+    INSERT INTO allocation.assignment (managed_id, key, rep_id, team_id, territory_id, rule_id,
+                                       source, pinned, reason, tier, crop, business_type)
+    SELECT b.managed_id, b.key, b.rep, b.team, b.territory, b.rule, b.source, b.pinned,
+           b.reason, b.tier, b.crop, b.btype
+      FROM unnest(p_managed, p_op, p_key, p_rep, p_team, p_territory, p_rule, p_source,
+                  p_pinned, p_reason, p_tier, p_crop, p_btype)
+           AS b(managed_id, op, key, rep, team, territory, rule, source, pinned, reason, tier, crop, btype)
+     WHERE b.op IN ('insert', 'update');
+
+    -- suggestions: a pending one is superseded by any new decision on the same customer
+    UPDATE allocation.suggestion s
+       SET status = CASE WHEN b.source = 'suggestion' THEN 'accepted' ELSE 'superseded' END,
+           decided_at = now(), decided_by = p_actor,
+           decision_reason = b.reason
+      FROM unnest(p_managed, p_op, p_key, p_source, p_reason) AS b(managed_id, op, key, source, reason)
+     WHERE s.managed_id = b.managed_id AND s.key = b.key AND s.status = 'pending';
+
+    INSERT INTO allocation.suggestion (managed_id, key, rep_id, rule_id, territory_id, reason)
+    SELECT b.managed_id, b.key, b.sug, b.rule, b.territory, b.reason
+      FROM unnest(p_managed, p_key, p_suggest, p_rule, p_territory, p_reason)
+           AS b(managed_id, key, sug, rule, territory, reason)
+     WHERE b.sug IS NOT NULL;
+
+    -- counters: release the former owners and the reservations of rows that were not stored
+    UPDATE allocation.rep_load l
+       SET held = l.held - r.n
+      FROM (SELECT rep, count(*)::integer AS n
+              FROM (SELECT unnest(p_old_rep) AS rep UNION ALL SELECT unnest(p_release)) u
+             WHERE rep IS NOT NULL GROUP BY rep) r
+     WHERE l.rep_id = r.rep;
+
+    INSERT INTO allocation.event (actor, kind, managed_id, table_name, key, from_rep, to_rep, rule_id, reason, detail)
+    SELECT p_actor, b.kind, b.managed_id, m.table_name, b.key, b.old_rep,
+           CASE WHEN b.op = 'delete' THEN NULL ELSE coalesce(b.rep, b.sug) END,
+           b.rule, b.reason,
+           jsonb_strip_nulls(jsonb_build_object('territory_id', b.territory, 'team_id', b.team,
+                                                'source', b.source, 'pinned', b.pinned,
+                                                'suggested', b.sug IS NOT NULL))
+      FROM unnest(p_managed, p_op, p_key, p_rep, p_old_rep, p_team, p_territory, p_rule,
+                  p_source, p_pinned, p_kind, p_reason, p_suggest)
+           AS b(managed_id, op, key, rep, old_rep, team, territory, rule, source, pinned, kind, reason, sug)
+      JOIN allocation.managed_table m ON m.id = b.managed_id;
+END
+$$;
+COMMENT ON FUNCTION allocation._record_batch(text, integer[], text[], text[], bigint[], bigint[], bigint[], bigint[], bigint[], text[], boolean[], text[], text[], text[], text[], text[], bigint[], bigint[])
+    IS 'internal: writes one statement''s allocation decisions (registry, history, suggestions, counters, audit)';

@@ -1,0 +1,435 @@
+-------------------------------------------------------------------------------
+-- Attaching the engine to an existing customer table
+-------------------------------------------------------------------------------
+
+-- Column checks shared by manage() and the DDL event trigger.
+CREATE FUNCTION allocation._column_attnum(tbl regclass, col name, what text)
+RETURNS smallint
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n smallint;
+BEGIN
+    SELECT a.attnum INTO n FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = tbl AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped;
+    IF n IS NULL THEN
+        RAISE EXCEPTION 'column "%" of table % does not exist', col, tbl
+            USING ERRCODE = '42703',
+                  DETAIL = format('The %s column was given as "%s".', what, col),
+                  HINT = format('Pick one of: %s.', (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum)
+                                                      FROM pg_catalog.pg_attribute a
+                                                     WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped));
+    END IF;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION allocation._column_attnum(regclass, name, text) IS 'internal: attnum of a column, or a clear error naming the columns that exist';
+
+CREATE FUNCTION allocation.manage(
+    tbl regclass,
+    key_column name,
+    location_column name,
+    owner_column name,
+    attributes jsonb DEFAULT '{}')
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    known constant text[] := ARRAY['tier', 'crop', 'business_type', 'tags', 'stage', 'name', 'phone',
+                                   'credit_code', 'last_contact', 'expected_output'];
+    v_kind   char;
+    v_type   oid;
+    v_typmod integer;
+    v_attnum smallint;
+    v_attnums jsonb := '{}';
+    v_logical text;
+    v_col    text;
+    v_id     integer;
+    v_name   text;
+    v_bad    text;
+    v_count  bigint;
+BEGIN
+    IF tbl IS NULL OR key_column IS NULL OR owner_column IS NULL THEN
+        RAISE EXCEPTION 'table, key column and owner column are required'
+            USING ERRCODE = '22004',
+                  DETAIL = 'allocation.manage() was called with a NULL table, key column or owner column.',
+                  HINT = 'Call allocation.manage(''crm.customer'', ''id'', ''location'', ''owner_id'').';
+    END IF;
+    SELECT c.relkind, format('%I.%I', n.nspname, c.relname) INTO v_kind, v_name
+      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl;
+    IF v_kind = 'p' THEN
+        RAISE EXCEPTION 'partitioned table % cannot be managed yet', tbl
+            USING ERRCODE = 'LA010',
+                  DETAIL = 'Version 1.0 of the allocation engine supports ordinary tables only.',
+                  HINT = 'Manage an ordinary table; partitioned tables are on the roadmap.';
+    END IF;
+    IF v_kind <> 'r' THEN
+        RAISE EXCEPTION '% is not a table', tbl
+            USING ERRCODE = 'LA010',
+                  DETAIL = format('Relation %s has relkind %s; only ordinary tables can be managed.', tbl, v_kind),
+                  HINT = 'Manage the base table behind the view.';
+    END IF;
+    IF v_name LIKE 'allocation.%' THEN
+        RAISE EXCEPTION 'the extension''s own tables cannot be managed'
+            USING ERRCODE = 'LA010', DETAIL = format('%s belongs to the allocation extension.', v_name),
+                  HINT = 'Manage your customer table.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM allocation.managed_table m WHERE m.tbl = manage.tbl AND m.active) THEN
+        RAISE EXCEPTION 'table % is already managed', tbl
+            USING ERRCODE = 'LA011',
+                  DETAIL = 'allocation.manage() was already called for this table.',
+                  HINT = 'Call allocation.unmanage() first to change the mapping.';
+    END IF;
+
+    -- key: one column with a unique, non-partial index of its own
+    v_attnum := allocation._column_attnum(tbl, key_column, 'key');
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i
+                    WHERE i.indrelid = tbl AND i.indisunique AND i.indisvalid AND i.indpred IS NULL
+                      AND i.indnkeyatts = 1 AND i.indkey[0] = v_attnum) THEN
+        RAISE EXCEPTION 'key column "%" of % is not unique', key_column, tbl
+            USING ERRCODE = 'LA013',
+                  DETAIL = 'The key must be a single column with a primary key or a unique, non-partial index.',
+                  HINT = format('ALTER TABLE %s ADD UNIQUE (%I);', tbl, key_column);
+    END IF;
+    v_attnums := v_attnums || jsonb_build_object('key', v_attnum);
+
+    -- location: a PostGIS geometry holding points
+    IF location_column IS NOT NULL THEN
+        v_attnum := allocation._column_attnum(tbl, location_column, 'location');
+        SELECT a.atttypid, a.atttypmod INTO v_type, v_typmod FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid = tbl AND a.attnum = v_attnum;
+        IF v_type IS DISTINCT FROM 'geometry'::regtype
+           OR (v_typmod >= 0 AND postgis_typmod_type(v_typmod) NOT IN ('Point', 'Geometry')) THEN
+            RAISE EXCEPTION 'location column "%" of % is not a PostGIS point column', location_column, tbl
+                USING ERRCODE = 'LA014',
+                      DETAIL = format('Its type is %s.', format_type(v_type, v_typmod)),
+                      HINT = 'Use a geometry(Point, 4326) column (ALTER TABLE ... ADD COLUMN location geometry(Point, 4326)).';
+        END IF;
+        v_attnums := v_attnums || jsonb_build_object('location', v_attnum);
+    END IF;
+
+    -- owner: holds a rep id
+    v_attnum := allocation._column_attnum(tbl, owner_column, 'owner');
+    SELECT a.atttypid INTO v_type FROM pg_catalog.pg_attribute a WHERE a.attrelid = tbl AND a.attnum = v_attnum;
+    IF v_type NOT IN ('bigint'::regtype, 'integer'::regtype) THEN
+        RAISE EXCEPTION 'owner column "%" of % cannot hold a rep id', owner_column, tbl
+            USING ERRCODE = 'LA015',
+                  DETAIL = format('Its type is %s; rep ids are bigint.', format_type(v_type, NULL)),
+                  HINT = format('ALTER TABLE %s ALTER COLUMN %I TYPE bigint USING ...;', tbl, owner_column);
+    END IF;
+    v_attnums := v_attnums || jsonb_build_object('owner', v_attnum);
+
+    -- attributes: logical name -> column
+    IF attributes IS NULL OR jsonb_typeof(attributes) <> 'object' THEN
+        RAISE EXCEPTION 'attributes must be a JSON object'
+            USING ERRCODE = 'LA016',
+                  DETAIL = format('Got %s.', coalesce(attributes::text, 'NULL')),
+                  HINT = 'Map logical names to columns, e.g. {"tier": "customer_tier", "crop": "main_crop"}.';
+    END IF;
+    FOR v_logical, v_col IN SELECT key, value #>> '{}' FROM jsonb_each(attributes) LOOP
+        IF NOT v_logical = ANY (known) THEN
+            RAISE EXCEPTION 'unknown attribute "%"', v_logical
+                USING ERRCODE = 'LA016',
+                      DETAIL = format('The attributes object maps "%s", which the engine does not know.', v_logical),
+                      HINT = format('Known attributes: %s.', array_to_string(known, ', '));
+        END IF;
+        IF v_col IS NULL OR jsonb_typeof(attributes -> v_logical) <> 'string' THEN
+            RAISE EXCEPTION 'attribute "%" must name a column', v_logical
+                USING ERRCODE = 'LA016', DETAIL = format('Got %s.', attributes -> v_logical),
+                      HINT = 'Give the column name as a JSON string.';
+        END IF;
+        v_attnum := allocation._column_attnum(tbl, v_col::name, format('%s attribute', v_logical));
+        IF v_logical = 'tags' THEN
+            SELECT a.atttypid INTO v_type FROM pg_catalog.pg_attribute a WHERE a.attrelid = tbl AND a.attnum = v_attnum;
+            IF v_type NOT IN ('text[]'::regtype, 'varchar[]'::regtype) THEN
+                RAISE EXCEPTION 'tags column "%" of % is not a text array', v_col, tbl
+                    USING ERRCODE = 'LA016', DETAIL = format('Its type is %s.', format_type(v_type, NULL)),
+                          HINT = 'Map tags to a text[] column.';
+            END IF;
+        END IF;
+        v_attnums := v_attnums || jsonb_build_object(v_logical, v_attnum);
+    END LOOP;
+
+    -- existing owners must be known reps
+    EXECUTE format('SELECT min(%1$I)::text, count(*) FROM %2$s c WHERE %1$I IS NOT NULL
+                     AND NOT EXISTS (SELECT 1 FROM allocation.rep r WHERE r.id = c.%1$I)', owner_column, tbl)
+       INTO v_bad, v_count;
+    IF v_count > 0 THEN
+        RAISE EXCEPTION '% rows of % have an owner that is not a rep', v_count, tbl
+            USING ERRCODE = 'LA020',
+                  DETAIL = format('For example owner %s does not exist in allocation.rep.', v_bad),
+                  HINT = 'Create the missing reps (or clear those owners) before calling allocation.manage().';
+    END IF;
+
+    UPDATE allocation.managed_table m
+       SET active = true, key_column = manage.key_column, location_column = manage.location_column,
+           owner_column = manage.owner_column, attributes = manage.attributes, attnums = v_attnums,
+           managed_since = now(), table_name = v_name
+     WHERE m.tbl = manage.tbl
+    RETURNING m.id INTO v_id;
+    IF v_id IS NULL THEN
+        INSERT INTO allocation.managed_table (tbl, key_column, location_column, owner_column, attributes, attnums, table_name)
+        VALUES (tbl, key_column, location_column, owner_column, attributes, v_attnums, v_name)
+        RETURNING id INTO v_id;
+    END IF;
+
+    -- rows already in the table enter the registry: owned rows as pinned manual
+    -- assignments, the rest in the pool
+    EXECUTE format($q$
+        INSERT INTO allocation.assignment (managed_id, key, rep_id, source, pinned, reason, tier, crop, business_type)
+        SELECT $1, c.%1$I::text, c.%2$I, CASE WHEN c.%2$I IS NULL THEN 'pool' ELSE 'manual' END,
+               c.%2$I IS NOT NULL,
+               CASE WHEN c.%2$I IS NULL THEN 'no owner when the table was attached'
+                    ELSE 'owner when the table was attached' END,
+               %3$s, %4$s, %5$s
+          FROM %6$s c$q$,
+        key_column, owner_column,
+        coalesce(format('c.%I::text', attributes->>'tier'), 'NULL'),
+        coalesce(format('c.%I::text', attributes->>'crop'), 'NULL'),
+        coalesce(format('c.%I::text', attributes->>'business_type'), 'NULL'),
+        tbl) USING v_id;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    PERFORM allocation._recount_loads();
+
+    EXECUTE format('CREATE TRIGGER zz_allocation_before BEFORE INSERT OR UPDATE ON %s
+                    FOR EACH ROW EXECUTE FUNCTION allocation._row_trigger()', tbl);
+    EXECUTE format('CREATE TRIGGER zz_allocation_after AFTER INSERT OR UPDATE OR DELETE ON %s
+                    FOR EACH ROW EXECUTE FUNCTION allocation._row_trigger()', tbl);
+    EXECUTE format('CREATE TRIGGER zz_allocation_stmt_before BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s
+                    FOR EACH STATEMENT EXECUTE FUNCTION allocation._stmt_trigger()', tbl);
+    EXECUTE format('CREATE TRIGGER zz_allocation_stmt_after AFTER INSERT OR UPDATE OR DELETE ON %s
+                    FOR EACH STATEMENT EXECUTE FUNCTION allocation._stmt_trigger()', tbl);
+
+    INSERT INTO allocation.event (actor, kind, managed_id, table_name, reason, detail)
+    VALUES (session_user, 'manage', v_id, v_name, 'table attached',
+            jsonb_build_object('key_column', key_column, 'location_column', location_column,
+                               'owner_column', owner_column, 'attributes', attributes, 'existing_rows', v_count));
+END
+$$;
+COMMENT ON FUNCTION allocation.manage(regclass, name, name, name, jsonb) IS
+'Attaches the allocation engine to an existing customer table: validates the key (unique), location (PostGIS point), owner (rep id) and mapped attribute columns, registers existing rows, and installs the C triggers';
+
+CREATE FUNCTION allocation._recount_loads() RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS
+$$
+    UPDATE allocation.rep_load l SET held = coalesce(c.n, 0)
+      FROM allocation.rep r
+      LEFT JOIN (SELECT a.rep_id, count(*)::integer AS n FROM allocation.assignment a
+                  WHERE a.valid_to IS NULL AND a.rep_id IS NOT NULL GROUP BY a.rep_id) c ON c.rep_id = r.id
+     WHERE l.rep_id = r.id AND l.held IS DISTINCT FROM coalesce(c.n, 0);
+$$;
+COMMENT ON FUNCTION allocation._recount_loads() IS 'internal: recomputes rep holdings from the registry (used by manage/unmanage)';
+
+CREATE FUNCTION allocation.unmanage(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_id integer;
+    v_name text;
+BEGIN
+    SELECT m.id, m.table_name INTO v_id, v_name FROM allocation.managed_table m WHERE m.tbl = unmanage.tbl AND m.active;
+    IF v_id IS NULL THEN
+        RAISE EXCEPTION 'table % is not managed', tbl
+            USING ERRCODE = 'LA012',
+                  DETAIL = 'There is no active allocation.manage() registration for this table.',
+                  HINT = 'See SELECT tbl FROM allocation.managed_table WHERE active.';
+    END IF;
+    EXECUTE format('DROP TRIGGER IF EXISTS zz_allocation_before ON %s', tbl);
+    EXECUTE format('DROP TRIGGER IF EXISTS zz_allocation_after ON %s', tbl);
+    EXECUTE format('DROP TRIGGER IF EXISTS zz_allocation_stmt_before ON %s', tbl);
+    EXECUTE format('DROP TRIGGER IF EXISTS zz_allocation_stmt_after ON %s', tbl);
+    PERFORM allocation._detach(v_id, 'unmanaged');
+END
+$$;
+COMMENT ON FUNCTION allocation.unmanage(regclass) IS
+'Removes the allocation triggers from a managed table and closes its open ownership records; the history stays queryable';
+
+-- Shared by unmanage() and DROP TABLE: close the registry, keep the history.
+CREATE FUNCTION allocation._detach(p_managed integer, p_why text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+    UPDATE allocation.assignment SET valid_to = now(), closed_reason = p_why
+     WHERE managed_id = p_managed AND valid_to IS NULL;
+    UPDATE allocation.suggestion SET status = 'superseded', decided_at = now(), decided_by = session_user,
+           decision_reason = p_why
+     WHERE managed_id = p_managed AND status = 'pending';
+    UPDATE allocation.managed_table SET active = false WHERE id = p_managed;
+    PERFORM allocation._recount_loads();
+    INSERT INTO allocation.event (actor, kind, managed_id, table_name, reason)
+    SELECT session_user, p_why, m.id, m.table_name, format('table %s', p_why)
+      FROM allocation.managed_table m WHERE m.id = p_managed;
+END
+$$;
+COMMENT ON FUNCTION allocation._detach(integer, text) IS 'internal: closes the registry of a table that stops being managed';
+
+CREATE FUNCTION allocation.set_reevaluate(tbl regclass, mode text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF mode IS NULL OR mode NOT IN ('unless_pinned', 'always', 'never') THEN
+        RAISE EXCEPTION 'unknown re-evaluation mode "%"', mode
+            USING ERRCODE = '22023',
+                  DETAIL = 'The mode decides what an UPDATE of location or attributes does to the owner.',
+                  HINT = 'Use unless_pinned (default), always or never.';
+    END IF;
+    UPDATE allocation.managed_table m SET reevaluate = mode WHERE m.tbl = set_reevaluate.tbl AND m.active;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'table % is not managed', tbl
+            USING ERRCODE = 'LA012', DETAIL = 'There is no active allocation.manage() registration for this table.',
+                  HINT = 'Call allocation.manage() first.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION allocation.set_reevaluate(regclass, text) IS
+'What an UPDATE of location or mapped attributes does: unless_pinned (re-run the rules unless the owner was set by hand), always, never';
+
+-- Looks up the managed registration of a table or raises LA012.
+CREATE FUNCTION allocation._managed(tbl regclass)
+RETURNS allocation.managed_table
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    m allocation.managed_table;
+BEGIN
+    SELECT * INTO m FROM allocation.managed_table mt WHERE mt.tbl = _managed.tbl AND mt.active;
+    IF m.id IS NULL THEN
+        RAISE EXCEPTION 'table % is not managed', tbl
+            USING ERRCODE = 'LA012', DETAIL = 'There is no active allocation.manage() registration for this table.',
+                  HINT = 'Call allocation.manage() first.';
+    END IF;
+    RETURN m;
+END
+$$;
+COMMENT ON FUNCTION allocation._managed(regclass) IS 'internal: the active registration of a managed table, or error LA012';
+
+-------------------------------------------------------------------------------
+-- DDL on managed tables: drops and renames must not break the engine
+-------------------------------------------------------------------------------
+CREATE FUNCTION allocation._on_sql_drop() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    o record;
+    m record;
+BEGIN
+    FOR o IN SELECT * FROM pg_catalog.pg_event_trigger_dropped_objects() LOOP
+        IF o.object_type = 'table' THEN
+            FOR m IN SELECT * FROM allocation.managed_table mt WHERE mt.tbl = o.objid LOOP
+                IF m.active THEN
+                    PERFORM allocation._detach(m.id, 'table_dropped');
+                END IF;
+                UPDATE allocation.managed_table SET tbl = NULL, active = false WHERE id = m.id;
+            END LOOP;
+            INSERT INTO allocation.event (actor, kind, reason, rule_id, detail)
+            SELECT session_user, 'rule_dropped', format('table %s was dropped', o.object_identity), r.id, to_jsonb(r)
+              FROM allocation.rule r WHERE r.tbl = o.objid;
+            DELETE FROM allocation.rule WHERE tbl = o.objid;
+        ELSIF o.object_type = 'table column' THEN
+            FOR m IN SELECT * FROM allocation.managed_table mt WHERE mt.tbl = o.objid AND mt.active LOOP
+                IF o.address_names[3] IN (m.key_column, m.location_column, m.owner_column)
+                   OR o.address_names[3] IN (SELECT value #>> '{}' FROM jsonb_each(m.attributes)) THEN
+                    RAISE EXCEPTION 'column % is used by the allocation engine', o.object_identity
+                        USING ERRCODE = 'LA018',
+                              DETAIL = format('Table %s is managed and maps this column.', m.table_name),
+                              HINT = 'Call allocation.unmanage() first (then manage() again without this column).';
+                END IF;
+            END LOOP;
+            IF EXISTS (SELECT 1 FROM allocation.rule r
+                        WHERE r.tbl = o.objid AND r.condition_bin IS NOT NULL
+                          AND allocation._condition_uses_column(r.condition_bin, o.objsubid)) THEN
+                RAISE EXCEPTION 'column % is used by an allocation rule condition', o.object_identity
+                    USING ERRCODE = 'LA018',
+                          DETAIL = format('Rules using it: %s.', (SELECT string_agg(r.name, ', ') FROM allocation.rule r
+                                    WHERE r.tbl = o.objid AND r.condition_bin IS NOT NULL
+                                      AND allocation._condition_uses_column(r.condition_bin, o.objsubid))),
+                          HINT = 'Change or delete those rules first.';
+            END IF;
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION allocation._on_sql_drop() IS 'internal: closes the registry of dropped managed tables, and refuses to drop columns the engine uses';
+
+CREATE FUNCTION allocation._on_ddl_end() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    m record;
+    l text;
+    n smallint;
+    cur name;
+    v_attributes jsonb;
+    v_attnums jsonb;
+    v_changed boolean;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger_ddl_commands() c
+                    JOIN allocation.managed_table mt ON mt.tbl = c.objid AND mt.active) THEN
+        RETURN;
+    END IF;
+    FOR m IN SELECT mt.* FROM allocation.managed_table mt
+              WHERE mt.active AND mt.tbl IN (SELECT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c) LOOP
+        v_attributes := m.attributes;
+        v_attnums := m.attnums;
+        v_changed := false;
+        FOR l, n IN SELECT key, (value #>> '{}')::smallint FROM jsonb_each(m.attnums) LOOP
+            SELECT a.attname INTO cur FROM pg_catalog.pg_attribute a
+             WHERE a.attrelid = m.tbl AND a.attnum = n AND NOT a.attisdropped;
+            -- a mapped column that was renamed: follow it
+            IF cur IS NOT NULL AND cur IS DISTINCT FROM CASE l WHEN 'key' THEN m.key_column WHEN 'location' THEN m.location_column
+                                   WHEN 'owner' THEN m.owner_column ELSE (v_attributes->>l)::name END
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                                WHERE a.attrelid = m.tbl AND NOT a.attisdropped
+                                  AND a.attname = CASE l WHEN 'key' THEN m.key_column WHEN 'location' THEN m.location_column
+                                                    WHEN 'owner' THEN m.owner_column ELSE (v_attributes->>l)::name END) THEN
+                CASE l
+                    WHEN 'key' THEN m.key_column := cur;
+                    WHEN 'location' THEN m.location_column := cur;
+                    WHEN 'owner' THEN m.owner_column := cur;
+                    ELSE v_attributes := jsonb_set(v_attributes, ARRAY[l], to_jsonb(cur::text));
+                END CASE;
+                v_changed := true;
+            END IF;
+        END LOOP;
+        IF v_changed THEN
+            UPDATE allocation.managed_table
+               SET key_column = m.key_column, location_column = m.location_column,
+                   owner_column = m.owner_column, attributes = v_attributes
+             WHERE id = m.id;
+        END IF;
+        -- keep rule condition text in step with renamed columns
+        UPDATE allocation.rule r SET condition = pg_catalog.pg_get_expr(r.condition_bin, r.tbl)
+         WHERE r.tbl = m.tbl AND r.condition_bin IS NOT NULL
+           AND r.condition IS DISTINCT FROM pg_catalog.pg_get_expr(r.condition_bin, r.tbl);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION allocation._on_ddl_end() IS 'internal: follows column renames on managed tables (mapping and rule conditions)';
+
+CREATE EVENT TRIGGER allocation_sql_drop ON sql_drop EXECUTE FUNCTION allocation._on_sql_drop();
+CREATE EVENT TRIGGER allocation_ddl_end ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION allocation._on_ddl_end();
+
+-- TRUNCATE of a managed table: close the whole registry of the table.
+CREATE FUNCTION allocation._record_truncate(p_managed integer, p_actor text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+    UPDATE allocation.assignment SET valid_to = now(), closed_reason = 'truncate'
+     WHERE managed_id = p_managed AND valid_to IS NULL;
+    UPDATE allocation.suggestion SET status = 'superseded', decided_at = now(), decided_by = p_actor,
+           decision_reason = 'truncate'
+     WHERE managed_id = p_managed AND status = 'pending';
+    PERFORM allocation._recount_loads();
+    INSERT INTO allocation.event (actor, kind, managed_id, table_name, reason)
+    SELECT p_actor, 'truncate', m.id, m.table_name, 'table truncated: every ownership closed'
+      FROM allocation.managed_table m WHERE m.id = p_managed;
+END
+$$;
+COMMENT ON FUNCTION allocation._record_truncate(integer, text) IS 'internal: closes the registry of a truncated managed table';

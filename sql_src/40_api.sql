@@ -1,0 +1,252 @@
+-------------------------------------------------------------------------------
+-- Manual decisions and the suggestion queue
+-------------------------------------------------------------------------------
+
+-- Sets a customer's owner through the managed table itself, so the C trigger
+-- validates (rep exists, active, capacity, exclusive territory) and records it.
+CREATE FUNCTION allocation._set_owner(p_tbl regclass, p_key text, p_rep bigint, p_source text, p_reason text)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    m allocation.managed_table;
+    v_keytype text;
+    v_found boolean;
+BEGIN
+    m := allocation._managed(p_tbl);
+    SELECT format_type(a.atttypid, a.atttypmod) INTO v_keytype FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = p_tbl AND a.attname = m.key_column;
+    PERFORM set_config('allocation.change_source', p_source, true);
+    PERFORM set_config('allocation.change_reason', coalesce(p_reason, ''), true);
+    BEGIN
+        EXECUTE format('UPDATE %s SET %I = $1 WHERE %I = $2::%s RETURNING true', p_tbl, m.owner_column, m.key_column, v_keytype)
+           INTO v_found USING p_rep, p_key;
+    EXCEPTION WHEN others THEN
+        PERFORM set_config('allocation.change_source', '', true);
+        PERFORM set_config('allocation.change_reason', '', true);
+        RAISE;
+    END;
+    PERFORM set_config('allocation.change_source', '', true);
+    PERFORM set_config('allocation.change_reason', '', true);
+    IF v_found IS NULL THEN
+        RAISE EXCEPTION 'customer % not found in %', p_key, p_tbl
+            USING ERRCODE = 'LA062',
+                  DETAIL = format('No row of %s has %s = %s.', p_tbl, m.key_column, p_key),
+                  HINT = 'Check the key; it is compared with the key column''s own type.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION allocation._set_owner(regclass, text, bigint, text, text) IS 'internal: owner change through the managed table with a recorded source and reason';
+
+CREATE FUNCTION allocation.assign(tbl regclass, key text, rep bigint, reason text)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+    IF reason IS NULL OR btrim(reason) = '' THEN
+        RAISE EXCEPTION 'a manual assignment needs a reason'
+            USING ERRCODE = '22004', DETAIL = 'The reason is kept in the audit log as the evidence for this decision.',
+                  HINT = 'Say why, e.g. ''dealer asked for the rep who visited last season''.';
+    END IF;
+    PERFORM allocation._set_owner(tbl, key, rep, 'manual', reason);
+END
+$$;
+COMMENT ON FUNCTION allocation.assign(regclass, text, bigint, text) IS
+'Manager''s manual decision: gives the customer to a rep (NULL = public pool), validated like any owner change, pinned and audited with the reason';
+
+CREATE FUNCTION allocation.accept_suggestion(id bigint)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    s allocation.suggestion;
+    m allocation.managed_table;
+BEGIN
+    SELECT * INTO s FROM allocation.suggestion WHERE suggestion.id = accept_suggestion.id FOR UPDATE;
+    IF s.id IS NULL THEN
+        RAISE EXCEPTION 'suggestion % does not exist', id
+            USING ERRCODE = 'LA060', DETAIL = 'No row of allocation.suggestion has this id.',
+                  HINT = 'See allocation.pending_suggestion.';
+    END IF;
+    IF s.status <> 'pending' THEN
+        RAISE EXCEPTION 'suggestion % is %, not pending', id, s.status
+            USING ERRCODE = 'LA061',
+                  DETAIL = format('It was %s by %s at %s.', s.status, coalesce(s.decided_by, '?'), coalesce(s.decided_at::text, '?')),
+                  HINT = 'Only pending suggestions can be accepted or rejected.';
+    END IF;
+    SELECT * INTO m FROM allocation.managed_table mt WHERE mt.id = s.managed_id;
+    PERFORM allocation._set_owner(m.tbl, s.key, s.rep_id, 'suggestion', coalesce(s.reason, 'suggestion accepted'));
+END
+$$;
+COMMENT ON FUNCTION allocation.accept_suggestion(bigint) IS 'Accepts a pending suggestion: the suggested rep becomes the owner (validated like any owner change)';
+
+CREATE FUNCTION allocation.reject_suggestion(id bigint, reason text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    s allocation.suggestion;
+BEGIN
+    SELECT * INTO s FROM allocation.suggestion WHERE suggestion.id = reject_suggestion.id FOR UPDATE;
+    IF s.id IS NULL THEN
+        RAISE EXCEPTION 'suggestion % does not exist', id
+            USING ERRCODE = 'LA060', DETAIL = 'No row of allocation.suggestion has this id.',
+                  HINT = 'See allocation.pending_suggestion.';
+    END IF;
+    IF s.status <> 'pending' THEN
+        RAISE EXCEPTION 'suggestion % is %, not pending', id, s.status
+            USING ERRCODE = 'LA061',
+                  DETAIL = format('It was %s by %s at %s.', s.status, coalesce(s.decided_by, '?'), coalesce(s.decided_at::text, '?')),
+                  HINT = 'Only pending suggestions can be accepted or rejected.';
+    END IF;
+    UPDATE allocation.suggestion
+       SET status = 'rejected', decided_at = now(), decided_by = session_user, decision_reason = reason
+     WHERE suggestion.id = s.id;
+    INSERT INTO allocation.event (actor, kind, managed_id, table_name, key, to_rep, rule_id, reason, detail)
+    SELECT session_user, 'suggestion_rejected', s.managed_id, m.table_name, s.key, s.rep_id, s.rule_id, reason,
+           jsonb_build_object('suggestion_id', s.id)
+      FROM allocation.managed_table m WHERE m.id = s.managed_id;
+END
+$$;
+COMMENT ON FUNCTION allocation.reject_suggestion(bigint, text) IS 'Rejects a pending suggestion with a reason; the customer stays where it is (usually the pool)';
+
+-------------------------------------------------------------------------------
+-- History and explanation
+-------------------------------------------------------------------------------
+CREATE FUNCTION allocation.owner_at(tbl regclass, key text, at timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    v_managed integer;
+    v_rep bigint;
+BEGIN
+    SELECT m.id INTO v_managed FROM allocation.managed_table m WHERE m.tbl = owner_at.tbl;
+    IF v_managed IS NULL THEN
+        RAISE EXCEPTION 'table % is not managed', tbl
+            USING ERRCODE = 'LA012', DETAIL = 'There is no allocation.manage() registration for this table.',
+                  HINT = 'Call allocation.manage() first.';
+    END IF;
+    SELECT a.rep_id INTO v_rep FROM allocation.assignment a
+     WHERE a.managed_id = v_managed AND a.key = owner_at.key
+       AND a.valid_from <= at AND (a.valid_to IS NULL OR a.valid_to > at)
+     ORDER BY a.valid_from DESC, a.id DESC LIMIT 1;
+    RETURN v_rep;
+END
+$$;
+COMMENT ON FUNCTION allocation.owner_at(regclass, text, timestamptz) IS 'The rep that owned a customer at a point in time (NULL = pool or unknown)';
+
+CREATE FUNCTION allocation.explain(tbl regclass, key text)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'allocation_explain_key' LANGUAGE C STABLE;
+COMMENT ON FUNCTION allocation.explain(regclass, text) IS
+'Decision trace for a stored customer: territories, each rule considered and why it matched or not, candidates with load and capacity, tie-breaks, result. Same C code as the trigger; no side effects';
+
+CREATE FUNCTION allocation.explain(tbl regclass, "row" jsonb)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'allocation_explain_row' LANGUAGE C STABLE;
+COMMENT ON FUNCTION allocation.explain(regclass, jsonb) IS
+'Decision trace for a hypothetical customer row given as JSON (column name -> value); no side effects';
+
+CREATE FUNCTION allocation._condition_uses_column(bin text, attnum integer)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'allocation_condition_uses_column' LANGUAGE C STRICT STABLE;
+COMMENT ON FUNCTION allocation._condition_uses_column(text, integer) IS 'internal: whether a compiled rule condition reads the given column';
+
+CREATE FUNCTION allocation.check_consistency()
+RETURNS TABLE (problem text, rep_id bigint, managed_id integer, key text, expected bigint, actual bigint)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+    SELECT 'holdings counter differs from registry', l.rep_id, NULL::integer, NULL::text,
+           coalesce(c.n, 0), l.held::bigint
+      FROM allocation.rep_load l
+      LEFT JOIN (SELECT a.rep_id, count(*) AS n FROM allocation.assignment a
+                  WHERE a.valid_to IS NULL AND a.rep_id IS NOT NULL GROUP BY a.rep_id) c ON c.rep_id = l.rep_id
+     WHERE l.held <> coalesce(c.n, 0)
+    UNION ALL
+    SELECT 'rep holds more than capacity', r.id, NULL, NULL, r.capacity::bigint, l.held::bigint
+      FROM allocation.rep r JOIN allocation.rep_load l ON l.rep_id = r.id
+     WHERE r.capacity IS NOT NULL AND l.held > r.capacity
+$$;
+COMMENT ON FUNCTION allocation.check_consistency() IS 'Lists disagreements between the holdings counters and the registry, and reps over capacity (empty = consistent)';
+
+-------------------------------------------------------------------------------
+-- Views for BI
+-------------------------------------------------------------------------------
+CREATE VIEW allocation.current_owner AS
+SELECT m.tbl, m.table_name, a.key, a.rep_id, r.code AS rep_code, r.name AS rep_name,
+       r.team_id, tm.name AS team_name, a.territory_id, t.code AS territory_code, t.name AS territory_name,
+       a.rule_id, ru.name AS rule_name, a.source, a.pinned, a.reason,
+       a.tier, a.crop, a.business_type, a.valid_from AS since
+  FROM allocation.assignment a
+  JOIN allocation.managed_table m ON m.id = a.managed_id
+  LEFT JOIN allocation.rep r ON r.id = a.rep_id
+  LEFT JOIN allocation.team tm ON tm.id = r.team_id
+  LEFT JOIN allocation.territory t ON t.id = a.territory_id
+  LEFT JOIN allocation.rule ru ON ru.id = a.rule_id
+ WHERE a.valid_to IS NULL;
+COMMENT ON VIEW allocation.current_owner IS 'Current owner of every managed customer (rep NULL = public pool), with team, territory, rule and since when';
+
+CREATE VIEW allocation.rep_portfolio AS
+SELECT r.id AS rep_id, r.code AS rep_code, r.name AS rep_name, r.team_id, tm.name AS team_name, r.active,
+       coalesce(l.held, 0) AS held, r.capacity,
+       CASE WHEN r.capacity IS NULL THEN NULL ELSE r.capacity - coalesce(l.held, 0) END AS free,
+       CASE WHEN r.capacity > 0 THEN round(100.0 * coalesce(l.held, 0) / r.capacity, 1) END AS utilization_pct,
+       coalesce((SELECT jsonb_object_agg(x.tier, x.n) FROM (
+                    SELECT coalesce(a.tier, '(none)') AS tier, count(*) AS n FROM allocation.assignment a
+                     WHERE a.rep_id = r.id AND a.valid_to IS NULL GROUP BY 1) x), '{}') AS by_tier,
+       coalesce((SELECT jsonb_object_agg(x.crop, x.n) FROM (
+                    SELECT coalesce(a.crop, '(none)') AS crop, count(*) AS n FROM allocation.assignment a
+                     WHERE a.rep_id = r.id AND a.valid_to IS NULL GROUP BY 1) x), '{}') AS by_crop
+  FROM allocation.rep r
+  LEFT JOIN allocation.rep_load l ON l.rep_id = r.id
+  LEFT JOIN allocation.team tm ON tm.id = r.team_id;
+COMMENT ON VIEW allocation.rep_portfolio IS 'Each rep''s holdings against capacity, broken down by customer tier and crop';
+
+CREATE VIEW allocation.pool AS
+SELECT m.tbl, m.table_name, a.key, a.territory_id, t.code AS territory_code, a.reason, a.tier, a.crop,
+       a.business_type, a.valid_from AS since
+  FROM allocation.assignment a
+  JOIN allocation.managed_table m ON m.id = a.managed_id
+  LEFT JOIN allocation.territory t ON t.id = a.territory_id
+ WHERE a.valid_to IS NULL AND a.rep_id IS NULL;
+COMMENT ON VIEW allocation.pool IS 'Customers in the public pool (公海): no owner, with the reason';
+
+CREATE VIEW allocation.pending_suggestion AS
+SELECT s.id, m.tbl, m.table_name, s.key, s.rep_id, r.code AS rep_code, r.name AS rep_name,
+       s.rule_id, ru.name AS rule_name, s.territory_id, s.reason, s.created_at
+  FROM allocation.suggestion s
+  JOIN allocation.managed_table m ON m.id = s.managed_id
+  LEFT JOIN allocation.rep r ON r.id = s.rep_id
+  LEFT JOIN allocation.rule ru ON ru.id = s.rule_id
+ WHERE s.status = 'pending';
+COMMENT ON VIEW allocation.pending_suggestion IS 'Suggest-mode decisions waiting for a manager';
+
+CREATE FUNCTION allocation.territory_geojson()
+RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+    SELECT jsonb_build_object('type', 'FeatureCollection', 'features', coalesce(jsonb_agg(f ORDER BY id), '[]'))
+      FROM (SELECT t.id, jsonb_build_object(
+                'type', 'Feature',
+                'geometry', ST_AsGeoJSON(t.geom, 6)::jsonb,
+                'properties', jsonb_build_object(
+                    'id', t.id, 'code', t.code, 'name', t.name, 'parent', p.code,
+                    'crop_zones', to_jsonb(t.crop_zones), 'priority', t.priority, 'exclusive', t.exclusive,
+                    'owner_rep', r.code, 'owner_rep_name', r.name, 'owner_team', tm.code,
+                    'holdings', (SELECT count(*) FROM allocation.assignment a
+                                  WHERE a.territory_id = t.id AND a.valid_to IS NULL AND a.rep_id IS NOT NULL),
+                    'pool', (SELECT count(*) FROM allocation.assignment a
+                              WHERE a.territory_id = t.id AND a.valid_to IS NULL AND a.rep_id IS NULL))) AS f
+              FROM allocation.territory t
+              LEFT JOIN allocation.territory p ON p.id = t.parent_id
+              LEFT JOIN allocation.rep r ON r.id = t.owner_rep_id
+              LEFT JOIN allocation.team tm ON tm.id = t.owner_team_id
+             WHERE t.geom IS NOT NULL) s
+$$;
+COMMENT ON FUNCTION allocation.territory_geojson() IS 'All territories as a GeoJSON FeatureCollection with owner, holdings and pool counts (for a map in any GIS or BI tool)';
+
+CREATE FUNCTION allocation.cache_stats()
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'allocation_cache_stats' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION allocation.cache_stats() IS 'Size of this backend''s in-memory territory index: territories, vertices, bytes, bytes per vertex (builds it if needed)';

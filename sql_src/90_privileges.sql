@@ -1,0 +1,97 @@
+-------------------------------------------------------------------------------
+-- Roles and privileges
+-------------------------------------------------------------------------------
+CREATE FUNCTION allocation.grant_role(role regrole, kind text)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    r text := role::text;
+BEGIN
+    IF kind IS NULL OR kind NOT IN ('admin', 'manager', 'rep', 'analyst') THEN
+        RAISE EXCEPTION 'unknown allocation role kind "%"', kind
+            USING ERRCODE = '22023',
+                  DETAIL = 'The kinds are admin (configures), manager (decides), rep (sells) and analyst (reads).',
+                  HINT = 'SELECT allocation.grant_role(''crm_manager'', ''manager'');';
+    END IF;
+    EXECUTE format('GRANT USAGE ON SCHEMA allocation TO %s', r);
+    -- everyone: read the organisation, territories and rules; explain decisions
+    EXECUTE format('GRANT SELECT ON allocation.team, allocation.rep, allocation.territory, allocation.rule TO %s', r);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.explain(regclass, text), allocation.explain(regclass, jsonb),
+                    allocation.owner_at(regclass, text, timestamptz), allocation.territory_at(geometry),
+                    allocation.territory_geojson() TO %s', r);
+    IF kind IN ('analyst', 'manager', 'admin') THEN
+        EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA allocation TO %s', r);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.check_consistency() TO %s', r);
+    END IF;
+    IF kind IN ('manager', 'admin') THEN
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.assign(regclass, text, bigint, text),
+                        allocation.accept_suggestion(bigint), allocation.reject_suggestion(bigint, text) TO %s', r);
+    END IF;
+    IF kind = 'admin' THEN
+        EXECUTE format('GRANT INSERT, UPDATE, DELETE ON allocation.team, allocation.rep, allocation.territory,
+                        allocation.rule, allocation.managed_table, allocation.rr_cursor TO %s', r);
+        EXECUTE format('GRANT INSERT, UPDATE ON allocation.assignment, allocation.rep_load, allocation.suggestion TO %s', r);
+        EXECUTE format('GRANT INSERT ON allocation.event TO %s', r);
+        EXECUTE format('GRANT USAGE ON ALL SEQUENCES IN SCHEMA allocation TO %s', r);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.import_territories(jsonb, text, text, text),
+                        allocation.manage(regclass, name, name, name, jsonb), allocation.unmanage(regclass),
+                        allocation.set_reevaluate(regclass, text), allocation.grant_role(regrole, text),
+                        allocation._row_trigger(), allocation._stmt_trigger() TO %s', r);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION allocation.grant_role(regrole, text) IS
+'Grants what an existing role needs to act as an allocation admin, manager, rep or analyst (nothing is granted to PUBLIC)';
+
+-- Nothing for PUBLIC: revoke first, then grant through allocation.grant_role().
+REVOKE ALL ON SCHEMA allocation FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA allocation FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA allocation FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA allocation FROM PUBLIC;
+
+-- (Trigger functions need no EXECUTE at fire time; manage() callers get it via grant_role('admin').)
+
+-------------------------------------------------------------------------------
+-- pg_dump: configuration and history are user data
+-------------------------------------------------------------------------------
+SELECT pg_catalog.pg_extension_config_dump('allocation.team', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.rep', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.rep_load', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.rr_cursor', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.territory', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.managed_table', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.rule', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.assignment', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.suggestion', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.event', '');
+DO $$
+DECLARE
+    s regclass;
+BEGIN
+    -- identity sequences, one command each (each call updates pg_extension)
+    FOR s IN SELECT c.oid FROM pg_catalog.pg_class c
+              WHERE c.relnamespace = 'allocation'::regnamespace AND c.relkind = 'S' LOOP
+        PERFORM pg_catalog.pg_extension_config_dump(s, '');
+    END LOOP;
+END
+$$;
+
+-------------------------------------------------------------------------------
+-- Pin search_path of every function to pg_catalog + PostGIS's schema: the
+-- bodies qualify the extension's own objects, PostGIS may live anywhere.
+-------------------------------------------------------------------------------
+DO $$
+DECLARE
+    f regprocedure;
+    postgis_schema name;
+BEGIN
+    SELECT n.nspname INTO postgis_schema FROM pg_catalog.pg_extension e
+      JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'postgis';
+    FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
+              WHERE p.pronamespace = 'allocation'::regnamespace
+                AND p.proconfig IS NOT NULL AND array_to_string(p.proconfig, ',') LIKE 'search_path=%' LOOP
+        EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, %I, pg_temp', f, postgis_schema);
+    END LOOP;
+END
+$$;

@@ -1,0 +1,198 @@
+/*
+ * allocation.c
+ *		Module wiring: GUCs, cache invalidation, user switching, PostGIS lookups.
+ *
+ * _PG_init only registers things; the work lives in the other files.
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/indexing.h"
+#include "catalog/pg_extension.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "commands/trigger.h"
+#include "miscadmin.h"
+#include "parser/parse_func.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/guc.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+
+#include "allocation.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+char	   *allocation_change_source = NULL;
+char	   *allocation_change_reason = NULL;
+
+AllocationOids alloc_oids;
+
+/* Relcache invalidation: drop whichever cache depends on the relation */
+static void
+alloc_relcache_callback(Datum arg, Oid relid)
+{
+	if (!OidIsValid(relid))
+	{
+		config_invalidate();
+		tindex_invalidate();
+		alloc_oids.valid = false;
+		return;
+	}
+	if (!alloc_oids.valid)
+		return;
+	if (relid == alloc_oids.territory || tindex_known_relid(relid))
+		tindex_invalidate();
+	if (relid == alloc_oids.team || relid == alloc_oids.rep ||
+		relid == alloc_oids.rule || relid == alloc_oids.managed_table ||
+		config_known_relid(relid))
+		config_invalidate();
+}
+
+/* Transaction end: forget per-statement batches */
+static void
+alloc_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_COMMIT ||
+		event == XACT_EVENT_PARALLEL_ABORT || event == XACT_EVENT_PARALLEL_COMMIT ||
+		event == XACT_EVENT_PREPARE)
+		trigger_reset_all();
+}
+
+void
+_PG_init(void)
+{
+	DefineCustomStringVariable("allocation.change_source",
+							   "Source recorded for the next owner change (set by allocation.assign and friends).",
+							   NULL, &allocation_change_source, "",
+							   PGC_USERSET, GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("allocation.change_reason",
+							   "Reason recorded for the next owner change (set by allocation.assign and friends).",
+							   NULL, &allocation_change_reason, "",
+							   PGC_USERSET, GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL,
+							   NULL, NULL, NULL);
+	MarkGUCPrefixReserved("allocation");
+
+	CacheRegisterRelcacheCallback(alloc_relcache_callback, (Datum) 0);
+	RegisterXactCallback(alloc_xact_callback, NULL);
+}
+
+/* Schema of an installed extension (not exported by PostgreSQL 15) */
+static Oid
+extension_schema(const char *extname)
+{
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	Oid			result = InvalidOid;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
+				CStringGetDatum(extname));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+		result = ((Form_pg_extension) GETSTRUCT(tup))->extnamespace;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	if (!OidIsValid(result))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("extension \"%s\" is not installed", extname),
+				 errhint("CREATE EXTENSION %s;", extname)));
+	return result;
+}
+
+/* Resolves the OIDs of the extension's schema and tables */
+void
+alloc_lookup_oids(void)
+{
+	Oid			nsp;
+	HeapTuple	tup;
+
+	if (alloc_oids.valid)
+		return;
+	nsp = get_namespace_oid("allocation", false);
+	tup = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(nsp));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for namespace %u", nsp);
+	alloc_oids.schema_owner = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
+	ReleaseSysCache(tup);
+	alloc_oids.schema = nsp;
+	alloc_oids.team = get_relname_relid("team", nsp);
+	alloc_oids.rep = get_relname_relid("rep", nsp);
+	alloc_oids.territory = get_relname_relid("territory", nsp);
+	alloc_oids.rule = get_relname_relid("rule", nsp);
+	alloc_oids.managed_table = get_relname_relid("managed_table", nsp);
+	alloc_oids.postgis_schema = extension_schema("postgis");
+	alloc_oids.valid = true;
+}
+
+/*
+ * Internal reads and writes run as the owner of the allocation schema with a
+ * pinned search_path, so application roles need no grants on the engine's
+ * tables and cannot redirect its queries.
+ */
+void
+alloc_become_owner(AllocUserSwitch *sw)
+{
+	alloc_lookup_oids();
+	GetUserIdAndSecContext(&sw->save_userid, &sw->save_sec);
+	SetUserIdAndSecContext(alloc_oids.schema_owner,
+						   sw->save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	sw->save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+}
+
+void
+alloc_restore_user(AllocUserSwitch *sw)
+{
+	AtEOXact_GUC(true, sw->save_nestlevel);
+	SetUserIdAndSecContext(sw->save_userid, sw->save_sec);
+}
+
+/* A PostGIS function, looked up in the schema PostGIS is installed in */
+Oid
+alloc_postgis_func(const char *name, int nargs, Oid *argtypes)
+{
+	List	   *qname;
+
+	alloc_lookup_oids();
+	qname = list_make2(makeString(get_namespace_name(alloc_oids.postgis_schema)),
+					   makeString(pstrdup(name)));
+	return LookupFuncName(qname, nargs, argtypes, false);
+}
+
+Oid
+alloc_geometry_type(void)
+{
+	alloc_lookup_oids();
+	return GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
+						   CStringGetDatum("geometry"),
+						   ObjectIdGetDatum(alloc_oids.postgis_schema));
+}
+
+/* Statement trigger on configuration tables: invalidate every backend's cache */
+PG_FUNCTION_INFO_V1(allocation_invalidate);
+Datum
+allocation_invalidate(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		elog(ERROR, "allocation_invalidate: not called by trigger manager");
+	CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));
+	PG_RETURN_POINTER(NULL);
+}

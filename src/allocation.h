@@ -1,0 +1,284 @@
+/*
+ * allocation.h
+ *		Shared declarations of the allocation extension.
+ */
+#ifndef ALLOCATION_H
+#define ALLOCATION_H
+
+#include "postgres.h"
+
+#include "access/htup.h"
+#include "access/tupdesc.h"
+#include "executor/tuptable.h"
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "nodes/execnodes.h"
+
+/* ---------- allocation.c: module wiring, helpers ---------- */
+
+/* Custom GUCs */
+extern char *allocation_change_source;
+extern char *allocation_change_reason;
+
+/* OIDs of the extension's own tables, known once the caches were built */
+typedef struct AllocationOids
+{
+	bool		valid;
+	Oid			schema;
+	Oid			schema_owner;
+	Oid			team;
+	Oid			rep;
+	Oid			territory;
+	Oid			rule;
+	Oid			managed_table;
+	Oid			postgis_schema;
+} AllocationOids;
+
+extern AllocationOids alloc_oids;
+
+extern void alloc_lookup_oids(void);
+
+/* Run SPI work as the extension owner (internal writes need no user grants) */
+typedef struct AllocUserSwitch
+{
+	Oid			save_userid;
+	int			save_sec;
+	int			save_nestlevel;
+} AllocUserSwitch;
+
+extern void alloc_become_owner(AllocUserSwitch *sw);
+extern void alloc_restore_user(AllocUserSwitch *sw);
+
+/* Looks up a PostGIS function by name and argument types */
+extern Oid	alloc_postgis_func(const char *name, int nargs, Oid *argtypes);
+extern Oid	alloc_geometry_type(void);
+
+/* ---------- location.c: reading customer locations ---------- */
+
+typedef struct AllocPoint
+{
+	bool		present;		/* false for NULL or empty geometry */
+	double		x;
+	double		y;
+	int32		srid;			/* SRID as stored (before transformation) */
+} AllocPoint;
+
+extern void alloc_read_point(Datum geom, AllocPoint *pt, const char *table_name);
+
+/* ---------- territory_index.c: in-memory territory index ---------- */
+
+typedef struct TerritoryInfo
+{
+	int64		id;
+	int64		parent_id;		/* 0 = none */
+	int32		priority;
+	bool		exclusive;
+	int64		owner_rep;		/* 0 = none */
+	int64		owner_team;		/* 0 = none */
+	char	   *code;
+	char	   *name;
+} TerritoryInfo;
+
+#define ALLOC_MAX_HITS 64
+
+/* fills hits[] with territories covering (x, y): priority DESC, id ASC */
+extern int	tindex_lookup(double x, double y, TerritoryInfo **hits, int maxhits);
+extern TerritoryInfo *tindex_get(int64 id);
+extern bool tindex_is_within(int64 territory_id, int64 scope_id);
+extern void tindex_invalidate(void);
+extern void tindex_prepare(void);
+extern void tindex_stats(int64 *nterritories, int64 *nvertices, Size *bytes);
+extern bool tindex_known_relid(Oid relid);
+
+/* ---------- config.c: per-backend configuration cache ---------- */
+
+typedef struct RepInfo
+{
+	int64		id;
+	int64		team_id;		/* 0 = none */
+	int32		capacity;		/* -1 = unlimited */
+	bool		active;
+	char	   *code;
+	char	   *name;
+	int			ncrops;
+	char	  **crops;
+} RepInfo;
+
+typedef struct TeamInfo
+{
+	int64		id;
+	int64		parent_id;
+	char	   *code;
+	char	   *name;
+	int			nmembers;		/* reps of the team and its sub-teams, by id */
+	int64	   *members;
+} TeamInfo;
+
+typedef enum RuleTarget
+{
+	TARGET_REP = 'r',
+	TARGET_TEAM = 't',
+	TARGET_POOL = 'p'
+} RuleTarget;
+
+typedef enum RulePolicy
+{
+	POLICY_NONE = 0,
+	POLICY_TERRITORY_OWNER = 'o',
+	POLICY_ROUND_ROBIN = 'r',
+	POLICY_LEAST_LOADED = 'l',
+	POLICY_WEIGHTED = 'w',
+	POLICY_SKILL = 's'
+} RulePolicy;
+
+typedef struct TextSet
+{
+	int			n;
+	char	  **items;
+} TextSet;
+
+typedef struct RuleInfo
+{
+	int64		id;
+	char	   *name;
+	int32		priority;
+	bool		suggest;
+	Oid			relid;			/* InvalidOid = every managed table */
+	int64		territory_id;	/* 0 = any */
+	TextSet		crops;			/* n < 0: no filter */
+	TextSet		tiers;
+	TextSet		btypes;
+	TextSet		tags;
+	char	   *condition;		/* source text, NULL = none */
+	Expr	   *cond_expr;		/* planned condition, NULL = none */
+	RuleTarget	target;
+	int64		target_rep;
+	int64		target_team;
+	RulePolicy	policy;
+} RuleInfo;
+
+/* Logical attributes a managed table can map */
+typedef enum AllocAttr
+{
+	ATTR_TIER = 0,
+	ATTR_CROP,
+	ATTR_BTYPE,
+	ATTR_TAGS,
+	ATTR_STAGE,
+	ATTR_NAME,
+	ATTR_PHONE,
+	ATTR_CREDIT,
+	ATTR_LAST_CONTACT,
+	ATTR_EXPECTED_OUTPUT,
+	ATTR__COUNT
+} AllocAttr;
+
+extern const char *const alloc_attr_names[ATTR__COUNT];
+
+typedef struct ManagedTable
+{
+	Oid			relid;
+	int32		id;
+	char	   *name;
+	char		reevaluate;		/* 'u' unless_pinned, 'a' always, 'n' never */
+	AttrNumber	key_att;
+	AttrNumber	loc_att;		/* InvalidAttrNumber = none */
+	AttrNumber	owner_att;
+	Oid			owner_type;
+	AttrNumber	attr_att[ATTR__COUNT];
+	FmgrInfo	key_out;
+	FmgrInfo	attr_out[ATTR__COUNT];
+	TupleDesc	tupdesc;
+	/* rules that apply to this table, in evaluation order */
+	int			nrules;
+	RuleInfo  **rules;
+	ExprState **cond_state;		/* per rule, NULL = no condition */
+	ExprContext *econtext;
+	TupleTableSlot *slot;
+} ManagedTable;
+
+extern ManagedTable *config_get_table(Oid relid, bool missing_ok);
+extern RepInfo *config_get_rep(int64 id);
+extern TeamInfo *config_get_team(int64 id);
+extern RuleInfo *config_get_rule(int64 id);
+extern void config_invalidate(void);
+extern void config_prepare(void);
+extern bool config_known_relid(Oid relid);
+
+/* ---------- rules.c: SQL conditions ---------- */
+
+extern Node *rules_compile_condition(Oid relid, const char *condition, const char *rule_name);
+
+/* ---------- assign.c: the decision engine ---------- */
+
+typedef struct Customer
+{
+	char	   *key;
+	char	   *attr[ATTR__COUNT];	/* text values (tags: NULL, see tags) */
+	int			ntags;
+	char	  **tags;
+	AllocPoint	loc;
+	int			nterr;
+	TerritoryInfo *terr[ALLOC_MAX_HITS];
+} Customer;
+
+typedef enum DecisionKind
+{
+	DECISION_ASSIGN = 'a',		/* owner set by a rule */
+	DECISION_SUGGEST = 's',		/* owner left NULL, suggestion queued */
+	DECISION_POOL = 'p',		/* public pool */
+	DECISION_MANUAL = 'm'		/* owner given by a person */
+} DecisionKind;
+
+typedef struct Decision
+{
+	DecisionKind kind;
+	int64		rep_id;			/* owner (assign/manual) or suggested rep */
+	int64		team_id;
+	int64		territory_id;
+	int64		rule_id;
+	bool		reserved;		/* a holdings slot was taken for rep_id */
+	char	   *reason;
+} Decision;
+
+/* Trace for explain(); NULL on the hot path */
+typedef struct Trace
+{
+	StringInfoData rules;		/* JSON array body */
+	StringInfoData cur;			/* candidates of the current rule */
+	int			nrules;
+	int			ncand;
+} Trace;
+
+extern void assign_read_customer(ManagedTable *mt, HeapTuple tuple, Customer *c, bool hypothetical);
+extern void assign_decide(ManagedTable *mt, HeapTuple tuple, Customer *c, Decision *d,
+						  bool dry_run, Trace *tr);
+extern void assign_check_manual(ManagedTable *mt, Customer *c, int64 rep_id, bool dry_run);
+extern bool assign_reserve(int64 rep_id, bool wait);
+extern int32 assign_current_load(int64 rep_id);
+
+/* ---------- trigger.c ---------- */
+extern void trigger_reset_all(void);
+
+/* ---------- json helpers (explain.c) ---------- */
+extern void json_kv_str(StringInfo buf, const char *key, const char *val, bool comma);
+extern void json_kv_int(StringInfo buf, const char *key, int64 val, bool isnull, bool comma);
+
+/* SQLSTATEs of the extension (class LA) */
+#define ERRCODE_ALLOC_UNKNOWN_REP		MAKE_SQLSTATE('L','A','0','2','0')
+#define ERRCODE_ALLOC_REP_INACTIVE		MAKE_SQLSTATE('L','A','0','2','1')
+#define ERRCODE_ALLOC_REP_AT_CAPACITY	MAKE_SQLSTATE('L','A','0','2','2')
+#define ERRCODE_ALLOC_EXCLUSIVE			MAKE_SQLSTATE('L','A','0','2','3')
+#define ERRCODE_ALLOC_KEY_CHANGED		MAKE_SQLSTATE('L','A','0','2','4')
+#define ERRCODE_ALLOC_BAD_CONDITION		MAKE_SQLSTATE('L','A','0','3','0')
+#define ERRCODE_ALLOC_COND_NOT_BOOLEAN	MAKE_SQLSTATE('L','A','0','3','1')
+#define ERRCODE_ALLOC_COND_VOLATILE		MAKE_SQLSTATE('L','A','0','3','2')
+#define ERRCODE_ALLOC_COND_SUBQUERY		MAKE_SQLSTATE('L','A','0','3','3')
+#define ERRCODE_ALLOC_RULE_TARGET		MAKE_SQLSTATE('L','A','0','3','4')
+#define ERRCODE_ALLOC_UNKNOWN_SRID		MAKE_SQLSTATE('L','A','0','4','0')
+#define ERRCODE_ALLOC_NOT_POINT			MAKE_SQLSTATE('L','A','0','4','1')
+#define ERRCODE_ALLOC_NOT_MANAGED		MAKE_SQLSTATE('L','A','0','1','2')
+#define ERRCODE_ALLOC_CUSTOMER_NOT_FOUND	MAKE_SQLSTATE('L','A','0','6','2')
+#define ERRCODE_ALLOC_BAD_ROW			MAKE_SQLSTATE('L','A','0','6','3')
+
+#endif							/* ALLOCATION_H */

@@ -1,0 +1,722 @@
+/*
+ * assign.c
+ *		The decision engine: one function decides the owner of a customer row
+ *		for the trigger (dry_run = false: reserves capacity) and for explain()
+ *		(dry_run = true, with a trace: no side effects).
+ *
+ * Evaluation order (documented in README "How a decision is made"):
+ *   1. territories covering the location, winner first (priority, lowest id);
+ *   2. enabled rules applying to the table, by priority DESC, id ASC; a rule
+ *      matches when every structured filter it sets matches and its SQL
+ *      condition is true;
+ *   3. a matching rule yields candidates (its rep, or its team's reps ordered
+ *      by the policy); inactive reps, reps at capacity and reps barred by an
+ *      exclusive territory are skipped;
+ *   4. the first candidate whose capacity slot can be reserved wins (auto),
+ *      or is suggested (suggest); a pool rule sends the customer to the pool;
+ *      a rule with no available candidate falls through to the next rule;
+ *   5. no rule decides: public pool, with the reason.
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "executor/executor.h"
+#include "executor/spi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/lsyscache.h"
+
+#include "allocation.h"
+
+/* ---------- reading the customer row ---------- */
+
+void
+assign_read_customer(ManagedTable *mt, HeapTuple tuple, Customer *c, bool hypothetical)
+{
+	bool		isnull;
+	Datum		d;
+	int			a;
+
+	memset(c, 0, sizeof(Customer));
+	d = heap_getattr(tuple, mt->key_att, mt->tupdesc, &isnull);
+	if (isnull && hypothetical)
+		c->key = NULL;
+	else if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_ALLOC_BAD_ROW),
+				 errmsg("customer key must not be NULL"),
+				 errdetail("Table %s is managed with key column \"%s\"; every row needs a key to be registered.",
+						   mt->name, NameStr(TupleDescAttr(mt->tupdesc, mt->key_att - 1)->attname)),
+				 errhint("Declare the key column NOT NULL (or as the primary key).")));
+	else
+		c->key = OutputFunctionCall(&mt->key_out, d);
+
+	for (a = ATTR_TIER; a <= ATTR_BTYPE; a++)
+	{
+		if (mt->attr_att[a] == InvalidAttrNumber)
+			continue;
+		d = heap_getattr(tuple, mt->attr_att[a], mt->tupdesc, &isnull);
+		if (!isnull)
+			c->attr[a] = OutputFunctionCall(&mt->attr_out[a], d);
+	}
+	if (mt->attr_att[ATTR_TAGS] != InvalidAttrNumber)
+	{
+		d = heap_getattr(tuple, mt->attr_att[ATTR_TAGS], mt->tupdesc, &isnull);
+		if (!isnull)
+		{
+			ArrayType  *arr = DatumGetArrayTypeP(d);
+			Datum	   *elems;
+			bool	   *nulls;
+			int			n,
+						i;
+
+			deconstruct_array(arr, ARR_ELEMTYPE(arr), -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+			c->tags = palloc(sizeof(char *) * Max(n, 1));
+			for (i = 0; i < n; i++)
+				if (!nulls[i])
+					c->tags[c->ntags++] = TextDatumGetCString(elems[i]);
+		}
+	}
+	if (mt->loc_att != InvalidAttrNumber)
+	{
+		d = heap_getattr(tuple, mt->loc_att, mt->tupdesc, &isnull);
+		if (!isnull)
+			alloc_read_point(d, &c->loc, mt->name);
+	}
+	if (c->loc.present)
+		c->nterr = tindex_lookup(c->loc.x, c->loc.y, c->terr, ALLOC_MAX_HITS);
+}
+
+/* ---------- capacity: counters in allocation.rep_load ---------- */
+
+static SPIPlanPtr plan_reserve_wait = NULL;
+static SPIPlanPtr plan_reserve_skip = NULL;
+static SPIPlanPtr plan_loads = NULL;
+static SPIPlanPtr plan_rr_next = NULL;
+static SPIPlanPtr plan_rr_peek = NULL;
+
+static SPIPlanPtr
+keep_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *types)
+{
+	if (*slot == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(sql, nargs, types);
+
+		if (p == NULL)
+			elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+		SPI_keepplan(p);
+		*slot = p;
+	}
+	return *slot;
+}
+
+/*
+ * Takes one holdings slot of a rep with a conditional UPDATE: it succeeds
+ * only while the rep is active and below capacity, re-checked on the newest
+ * row version when another session got there first.  With wait = false a
+ * rep whose counter is locked by another transaction is skipped.
+ */
+bool
+assign_reserve(int64 rep_id, bool wait)
+{
+	AllocUserSwitch sw;
+	Oid			types[1] = {INT8OID};
+	Datum		vals[1];
+	bool		ok;
+	int			rc;
+
+	alloc_become_owner(&sw);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	vals[0] = Int64GetDatum(rep_id);
+	if (wait)
+		rc = SPI_execute_plan(keep_plan(&plan_reserve_wait,
+										"UPDATE allocation.rep_load l SET held = l.held + 1"
+										" FROM allocation.rep r"
+										" WHERE l.rep_id = $1 AND r.id = l.rep_id AND r.active"
+										" AND (r.capacity IS NULL OR l.held < r.capacity)",
+										1, types), vals, NULL, false, 1);
+	else
+		rc = SPI_execute_plan(keep_plan(&plan_reserve_skip,
+										"UPDATE allocation.rep_load l SET held = l.held + 1"
+										" FROM allocation.rep r"
+										" WHERE l.rep_id = (SELECT x.rep_id FROM allocation.rep_load x"
+										"                    WHERE x.rep_id = $1 FOR UPDATE SKIP LOCKED)"
+										" AND r.id = l.rep_id AND r.active"
+										" AND (r.capacity IS NULL OR l.held < r.capacity)",
+										1, types), vals, NULL, false, 1);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "reserving a holdings slot failed: %s", SPI_result_code_string(rc));
+	ok = SPI_processed == 1;
+	SPI_finish();
+	alloc_restore_user(&sw);
+	return ok;
+}
+
+/* Current holdings of reps ids[0..n-1] into held[] */
+static void
+read_loads(int64 *ids, int n, int32 *held)
+{
+	AllocUserSwitch sw;
+	Oid			types[1] = {INT8ARRAYOID};
+	Datum		vals[1];
+	Datum	   *elems;
+	int			i;
+	uint64		k;
+
+	for (i = 0; i < n; i++)
+		held[i] = 0;
+	if (n == 0)
+		return;
+	elems = palloc(sizeof(Datum) * n);
+	for (i = 0; i < n; i++)
+		elems[i] = Int64GetDatum(ids[i]);
+	vals[0] = PointerGetDatum(construct_array(elems, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+
+	alloc_become_owner(&sw);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_plan(keep_plan(&plan_loads,
+								   "SELECT rep_id, held FROM allocation.rep_load WHERE rep_id = ANY ($1)",
+								   1, types), vals, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "reading rep holdings failed");
+	for (k = 0; k < SPI_processed; k++)
+	{
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 1, &isnull));
+		int32		h = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 2, &isnull));
+
+		for (i = 0; i < n; i++)
+			if (ids[i] == id)
+				held[i] = h;
+	}
+	SPI_finish();
+	alloc_restore_user(&sw);
+}
+
+int32
+assign_current_load(int64 rep_id)
+{
+	int32		held;
+
+	read_loads(&rep_id, 1, &held);
+	return held;
+}
+
+/* Next round-robin position of a team (persisted; peek only when dry) */
+static int64
+rr_position(int64 team_id, bool advance)
+{
+	AllocUserSwitch sw;
+	Oid			types[1] = {INT8OID};
+	Datum		vals[1];
+	int64		pos = 0;
+	int			rc;
+
+	alloc_become_owner(&sw);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	vals[0] = Int64GetDatum(team_id);
+	if (advance)
+		rc = SPI_execute_plan(keep_plan(&plan_rr_next,
+										"INSERT INTO allocation.rr_cursor AS c (team_id, pos) VALUES ($1, 1)"
+										" ON CONFLICT (team_id) DO UPDATE SET pos = c.pos + 1 RETURNING c.pos - 1",
+										1, types), vals, NULL, false, 1);
+	else
+		rc = SPI_execute_plan(keep_plan(&plan_rr_peek,
+										"SELECT pos FROM allocation.rr_cursor WHERE team_id = $1",
+										1, types), vals, NULL, true, 1);
+	if (rc < 0)
+		elog(ERROR, "round-robin cursor failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed > 0)
+	{
+		bool		isnull;
+
+		pos = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	SPI_finish();
+	alloc_restore_user(&sw);
+	return pos;
+}
+
+/* ---------- trace helpers (explain) ---------- */
+
+static void
+tr_json_str(StringInfo buf, const char *s)
+{
+	if (s)
+		escape_json(buf, s);
+	else
+		appendStringInfoString(buf, "null");
+}
+
+static void
+tr_textset(StringInfo buf, const TextSet *s)
+{
+	int			i;
+
+	appendStringInfoChar(buf, '[');
+	for (i = 0; i < s->n; i++)
+	{
+		if (i)
+			appendStringInfoChar(buf, ',');
+		escape_json(buf, s->items[i]);
+	}
+	appendStringInfoChar(buf, ']');
+}
+
+static void
+tr_rule_begin(Trace *tr, RuleInfo *r)
+{
+	if (!tr)
+		return;
+	if (tr->nrules++)
+		appendStringInfoChar(&tr->rules, ',');
+	appendStringInfo(&tr->rules, "{\"rule_id\": " INT64_FORMAT ", \"rule\": ", r->id);
+	escape_json(&tr->rules, r->name);
+	appendStringInfo(&tr->rules, ", \"priority\": %d, \"mode\": \"%s\"", r->priority,
+					 r->suggest ? "suggest" : "auto");
+	resetStringInfo(&tr->cur);
+	tr->ncand = 0;
+}
+
+static void
+tr_rule_end(Trace *tr, bool matched, const char *why, const char *outcome, int64 chosen)
+{
+	if (!tr)
+		return;
+	appendStringInfo(&tr->rules, ", \"matched\": %s", matched ? "true" : "false");
+	if (why)
+	{
+		appendStringInfoString(&tr->rules, ", \"why\": ");
+		escape_json(&tr->rules, why);
+	}
+	if (matched)
+	{
+		appendStringInfo(&tr->rules, ", \"candidates\": [%s]", tr->cur.data);
+		appendStringInfoString(&tr->rules, ", \"outcome\": ");
+		tr_json_str(&tr->rules, outcome);
+		if (chosen)
+			appendStringInfo(&tr->rules, ", \"chosen_rep_id\": " INT64_FORMAT, chosen);
+	}
+	appendStringInfoChar(&tr->rules, '}');
+}
+
+static void
+tr_candidate(Trace *tr, int order, RepInfo *rep, int64 rep_id, int32 held, bool available, const char *why)
+{
+	if (!tr)
+		return;
+	if (tr->ncand++)
+		appendStringInfoChar(&tr->cur, ',');
+	appendStringInfo(&tr->cur, "{\"order\": %d, \"rep_id\": " INT64_FORMAT ", \"rep\": ", order, rep_id);
+	tr_json_str(&tr->cur, rep ? rep->code : NULL);
+	appendStringInfo(&tr->cur, ", \"held\": %d, \"capacity\": ", held);
+	if (rep && rep->capacity >= 0)
+		appendStringInfo(&tr->cur, "%d", rep->capacity);
+	else
+		appendStringInfoString(&tr->cur, "null");
+	appendStringInfo(&tr->cur, ", \"available\": %s", available ? "true" : "false");
+	if (why)
+	{
+		appendStringInfoString(&tr->cur, ", \"why\": ");
+		escape_json(&tr->cur, why);
+	}
+	appendStringInfoChar(&tr->cur, '}');
+}
+
+/* ---------- rule matching ---------- */
+
+static bool
+textset_contains(const TextSet *s, const char *v)
+{
+	int			i;
+
+	if (v == NULL)
+		return false;
+	for (i = 0; i < s->n; i++)
+		if (strcmp(s->items[i], v) == 0)
+			return true;
+	return false;
+}
+
+static char *
+filter_mismatch(Trace *tr, const char *what, const char *value, const TextSet *set)
+{
+	StringInfoData b;
+
+	if (!tr)
+		return "structured filter";
+	initStringInfo(&b);
+	appendStringInfo(&b, "%s %s not in ", what, value ? value : "(none)");
+	tr_textset(&b, set);
+	return b.data;
+}
+
+/* NULL when rule k matches the customer, else why not */
+static const char *
+rule_mismatch(ManagedTable *mt, int k, Customer *c, HeapTuple tuple, Trace *tr)
+{
+	RuleInfo   *r = mt->rules[k];
+	int			i,
+				j;
+
+	if (r->tiers.n >= 0 && !textset_contains(&r->tiers, c->attr[ATTR_TIER]))
+		return filter_mismatch(tr, "tier", c->attr[ATTR_TIER], &r->tiers);
+	if (r->btypes.n >= 0 && !textset_contains(&r->btypes, c->attr[ATTR_BTYPE]))
+		return filter_mismatch(tr, "business type", c->attr[ATTR_BTYPE], &r->btypes);
+	if (r->crops.n >= 0 && !textset_contains(&r->crops, c->attr[ATTR_CROP]))
+		return filter_mismatch(tr, "crop", c->attr[ATTR_CROP], &r->crops);
+	if (r->tags.n >= 0)
+	{
+		bool		any = false;
+
+		for (i = 0; i < c->ntags && !any; i++)
+			any = textset_contains(&r->tags, c->tags[i]);
+		if (!any)
+			return tr ? psprintf("no tag of the customer is in the rule's tags") : "tags";
+	}
+	if (r->territory_id != 0)
+	{
+		bool		inside = false;
+
+		for (j = 0; j < c->nterr && !inside; j++)
+			inside = tindex_is_within(c->terr[j]->id, r->territory_id);
+		if (!inside)
+		{
+			if (!tr)
+				return "territory";
+			if (c->nterr == 0)
+				return c->loc.present ? "the location is outside every territory" : "the customer has no location";
+			return psprintf("not inside territory %s or its descendants",
+							tindex_get(r->territory_id) ? tindex_get(r->territory_id)->code : "?");
+		}
+	}
+	if (mt->cond_state[k])
+	{
+		bool		isnull;
+		Datum		res;
+
+		ExecStoreHeapTuple(tuple, mt->slot, false);
+		mt->econtext->ecxt_scantuple = mt->slot;
+		res = ExecEvalExprSwitchContext(mt->cond_state[k], mt->econtext, &isnull);
+		ResetExprContext(mt->econtext);
+		ExecClearTuple(mt->slot);
+		if (isnull || !DatumGetBool(res))
+			return tr ? psprintf("condition is %s: %s", isnull ? "null" : "false", r->condition) : "condition";
+	}
+	return NULL;
+}
+
+/* ---------- candidates ---------- */
+
+typedef struct Cand
+{
+	int64		id;
+	RepInfo    *rep;
+	int32		held;
+	double		sortkey;
+} Cand;
+
+static int
+cand_cmp(const void *a, const void *b)
+{
+	const Cand *x = a,
+			   *y = b;
+
+	if (x->sortkey != y->sortkey)
+		return x->sortkey < y->sortkey ? -1 : 1;
+	return x->id < y->id ? -1 : (x->id > y->id ? 1 : 0);
+}
+
+static bool
+members_contain(TeamInfo *t, int64 rep_id)
+{
+	int			i;
+
+	for (i = 0; i < t->nmembers; i++)
+		if (t->members[i] == rep_id)
+			return true;
+	return false;
+}
+
+/* The territory that decides exclusivity and ownership: the winner */
+static TerritoryInfo *
+primary_territory(Customer *c)
+{
+	return c->nterr > 0 ? c->terr[0] : NULL;
+}
+
+/* Why an exclusive territory bars a rep, or NULL */
+static const char *
+exclusive_bar(Customer *c, int64 rep_id, Trace *tr)
+{
+	TerritoryInfo *t = primary_territory(c);
+
+	if (t == NULL || !t->exclusive || (t->owner_rep == 0 && t->owner_team == 0))
+		return NULL;
+	if (t->owner_rep != 0 && t->owner_rep == rep_id)
+		return NULL;
+	if (t->owner_team != 0)
+	{
+		TeamInfo   *team = config_get_team(t->owner_team);
+
+		if (team && members_contain(team, rep_id))
+			return NULL;
+	}
+	return tr ? psprintf("territory %s is exclusive to its owner", t->code) : "exclusive territory";
+}
+
+/*
+ * The candidate reps of a matching rule, in the policy's order.  Fills
+ * cands[] (palloc'd) and returns the count; ineligible reps are traced.
+ */
+static int
+rule_candidates(RuleInfo *r, Customer *c, bool dry_run, Cand **out, Trace *tr, const char **why)
+{
+	int64	   *ids;
+	int			nids = 0,
+				n = 0,
+				i;
+	Cand	   *cands;
+	int32	   *held;
+	TeamInfo   *team = NULL;
+
+	*why = NULL;
+	if (r->target == TARGET_REP)
+	{
+		ids = palloc(sizeof(int64));
+		ids[nids++] = r->target_rep;
+	}
+	else
+	{
+		team = config_get_team(r->target_team);
+		if (team == NULL)
+		{
+			*why = "the rule's team no longer exists";
+			*out = NULL;
+			return 0;
+		}
+		ids = palloc(sizeof(int64) * Max(team->nmembers, 1));
+		if (r->policy == POLICY_TERRITORY_OWNER)
+		{
+			TerritoryInfo *t = primary_territory(c);
+			int			depth = 0;
+
+			/* the winner territory's owner, else the nearest ancestor's */
+			while (t && t->owner_rep == 0 && t->owner_team == 0 && depth++ < 256)
+				t = t->parent_id ? tindex_get(t->parent_id) : NULL;
+			if (t == NULL)
+				*why = c->nterr == 0 ? "the customer is in no territory" : "the territory has no owner";
+			else if (t->owner_rep != 0)
+			{
+				if (members_contain(team, t->owner_rep))
+					ids[nids++] = t->owner_rep;
+				else
+					*why = tr ? psprintf("territory %s is owned by rep " INT64_FORMAT ", who is not in team %s",
+										 t->code, t->owner_rep, team->code) : "owner not in team";
+			}
+			else
+			{
+				TeamInfo   *ot = config_get_team(t->owner_team);
+
+				for (i = 0; ot && i < ot->nmembers; i++)
+					if (members_contain(team, ot->members[i]))
+						ids[nids++] = ot->members[i];
+				if (nids == 0)
+					*why = "the territory's owner team has no rep in the rule's team";
+			}
+		}
+		else
+		{
+			for (i = 0; i < team->nmembers; i++)
+				ids[nids++] = team->members[i];
+			if (nids == 0)
+				*why = "the team has no reps";
+		}
+	}
+
+	held = palloc(sizeof(int32) * Max(nids, 1));
+	read_loads(ids, nids, held);
+	cands = palloc(sizeof(Cand) * Max(nids, 1));
+	for (i = 0; i < nids; i++)
+	{
+		RepInfo    *rep = config_get_rep(ids[i]);
+		const char *bar = NULL;
+
+		if (rep == NULL)
+			bar = "unknown rep";
+		else if (!rep->active)
+			bar = "inactive";
+		else if (rep->capacity >= 0 && held[i] >= rep->capacity)
+			bar = "at capacity";
+		else if (r->policy == POLICY_SKILL &&
+				 !(c->attr[ATTR_CROP] && rep->ncrops > 0 &&
+				   textset_contains(&(TextSet)
+									{
+									.n = rep->ncrops,.items = rep->crops
+									}, c->attr[ATTR_CROP])))
+			bar = "no skill for the customer's crop";
+		else
+			bar = exclusive_bar(c, ids[i], tr);
+		if (bar)
+		{
+			tr_candidate(tr, 0, rep, ids[i], held[i], false, bar);
+			continue;
+		}
+		cands[n].id = ids[i];
+		cands[n].rep = rep;
+		cands[n].held = held[i];
+		switch (r->policy)
+		{
+			case POLICY_WEIGHTED:
+				cands[n].sortkey = rep->capacity > 0 ? (double) held[i] / rep->capacity : 0.0;
+				break;
+			case POLICY_LEAST_LOADED:
+			case POLICY_SKILL:
+			case POLICY_TERRITORY_OWNER:
+				cands[n].sortkey = held[i];
+				break;
+			default:
+				cands[n].sortkey = 0;	/* ids order */
+		}
+		n++;
+	}
+	if (n > 1)
+		qsort(cands, n, sizeof(Cand), cand_cmp);
+	if (n > 1 && r->policy == POLICY_ROUND_ROBIN)
+	{
+		int64		pos = rr_position(r->target_team, !dry_run);
+		int			start = (int) (pos % n);
+		Cand	   *rot = palloc(sizeof(Cand) * n);
+
+		for (i = 0; i < n; i++)
+			rot[i] = cands[(start + i) % n];
+		cands = rot;
+	}
+	*out = cands;
+	return n;
+}
+
+/* ---------- the decision ---------- */
+
+void
+assign_decide(ManagedTable *mt, HeapTuple tuple, Customer *c, Decision *d,
+			  bool dry_run, Trace *tr)
+{
+	int			k;
+	const char *fallthrough = NULL;
+
+	memset(d, 0, sizeof(Decision));
+	d->kind = DECISION_POOL;
+	d->territory_id = c->nterr > 0 ? c->terr[0]->id : 0;
+
+	for (k = 0; k < mt->nrules; k++)
+	{
+		RuleInfo   *r = mt->rules[k];
+		const char *why;
+		Cand	   *cands;
+		int			n,
+					i,
+					pass;
+
+		tr_rule_begin(tr, r);
+		why = rule_mismatch(mt, k, c, tuple, tr);
+		if (why)
+		{
+			tr_rule_end(tr, false, why, NULL, 0);
+			continue;
+		}
+		if (r->target == TARGET_POOL)
+		{
+			tr_rule_end(tr, true, NULL, "pool", 0);
+			d->rule_id = r->id;
+			d->reason = psprintf("rule %s sends the customer to the pool", r->name);
+			return;
+		}
+		n = rule_candidates(r, c, dry_run, &cands, tr, &why);
+		if (r->suggest || dry_run)
+		{
+			/* first available candidate in policy order (no reservation) */
+			for (i = 0; i < n; i++)
+				tr_candidate(tr, i + 1, cands[i].rep, cands[i].id, cands[i].held, true, NULL);
+			if (n > 0)
+			{
+				d->kind = r->suggest ? DECISION_SUGGEST : DECISION_ASSIGN;
+				d->rep_id = cands[0].id;
+				d->team_id = cands[0].rep->team_id;
+				d->rule_id = r->id;
+				d->reason = psprintf("rule %s", r->name);
+				tr_rule_end(tr, true, why, r->suggest ? "suggest" : "assign", d->rep_id);
+				return;
+			}
+		}
+		else
+		{
+			/* reserve in order: skip reps locked by other sessions, then wait */
+			for (pass = 0; pass < 2 && n > 0; pass++)
+				for (i = 0; i < n; i++)
+					if (assign_reserve(cands[i].id, pass == 1))
+					{
+						d->kind = DECISION_ASSIGN;
+						d->rep_id = cands[i].id;
+						d->team_id = cands[i].rep->team_id;
+						d->rule_id = r->id;
+						d->reserved = true;
+						d->reason = psprintf("rule %s", r->name);
+						return;
+					}
+		}
+		tr_rule_end(tr, true, why ? why : "no candidate has free capacity", "fall through", 0);
+		fallthrough = r->name;
+	}
+	d->reason = fallthrough
+		? psprintf("no available rep: the last matching rule (%s) had no candidate with free capacity", fallthrough)
+		: pstrdup("no rule matched");
+}
+
+/*
+ * Validates a manual owner (explicit INSERT value, UPDATE, assign()) and,
+ * unless dry_run, reserves its slot.  Errors name what is wrong.
+ */
+void
+assign_check_manual(ManagedTable *mt, Customer *c, int64 rep_id, bool dry_run)
+{
+	RepInfo    *rep = config_get_rep(rep_id);
+	const char *bar;
+
+	if (rep == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_ALLOC_UNKNOWN_REP),
+				 errmsg("rep " INT64_FORMAT " does not exist", rep_id),
+				 errdetail("Customer %s of %s was given owner " INT64_FORMAT ", which is not in allocation.rep.",
+						   c->key, mt->name, rep_id),
+				 errhint("Use the id of an existing rep, or leave the owner NULL to let the rules decide.")));
+	if (!rep->active)
+		ereport(ERROR,
+				(errcode(ERRCODE_ALLOC_REP_INACTIVE),
+				 errmsg("rep %s is inactive", rep->code),
+				 errdetail("Customer %s of %s cannot be given to an inactive rep.", c->key, mt->name),
+				 errhint("Choose an active rep, or reactivate this one.")));
+	bar = exclusive_bar(c, rep_id, NULL);
+	if (bar)
+	{
+		TerritoryInfo *t = primary_territory(c);
+
+		ereport(ERROR,
+				(errcode(ERRCODE_ALLOC_EXCLUSIVE),
+				 errmsg("territory %s is exclusive", t->code),
+				 errdetail("Customer %s of %s lies in exclusive territory %s, which only its owner may hold; rep %s is not the owner.",
+						   c->key, mt->name, t->code, rep->code),
+				 errhint("Give the customer to the territory's owner, or change the territory's owner or exclusive flag.")));
+	}
+	if (!dry_run && !assign_reserve(rep_id, true))
+		ereport(ERROR,
+				(errcode(ERRCODE_ALLOC_REP_AT_CAPACITY),
+				 errmsg("rep %s is at capacity", rep->code),
+				 errdetail("Rep %s already holds %d customers, the capacity; customer %s of %s cannot be added.",
+						   rep->code, assign_current_load(rep_id), c->key, mt->name),
+				 errhint("Release a customer of this rep, raise the rep's capacity, or choose another rep.")));
+}

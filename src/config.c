@@ -1,0 +1,478 @@
+/*
+ * config.c
+ *		Per-backend cache of the allocation configuration: managed tables
+ *		(attribute numbers, output functions, compiled rule conditions), reps,
+ *		teams and rules.
+ *
+ * Built on first use with a handful of SPI queries, dropped when any
+ * configuration table changes (statement trigger -> relcache invalidation ->
+ * callback in allocation.c) or when a managed table's definition changes.
+ * Rebuilds happen only at the start of a decision (config_prepare), so
+ * pointers handed out stay valid for the rest of that decision.
+ */
+#include "postgres.h"
+
+#include "access/table.h"
+#include "catalog/pg_type.h"
+#include "executor/executor.h"
+#include "executor/spi.h"
+#include "optimizer/optimizer.h"
+#include "parser/parse_relation.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+
+#include "allocation.h"
+
+const char *const alloc_attr_names[ATTR__COUNT] = {
+	"tier", "crop", "business_type", "tags", "stage", "name", "phone",
+	"credit_code", "last_contact", "expected_output"
+};
+
+typedef struct ConfigCache
+{
+	MemoryContext cxt;
+	int			nreps;
+	RepInfo    *reps;			/* sorted by id */
+	int			nteams;
+	TeamInfo   *teams;			/* sorted by id */
+	int			nrules;
+	RuleInfo   *rules;			/* evaluation order */
+	int			ntables;
+	ManagedTable **tables;
+} ConfigCache;
+
+static ConfigCache *config = NULL;
+static bool config_stale = true;
+
+void
+config_invalidate(void)
+{
+	config_stale = true;
+}
+
+bool
+config_known_relid(Oid relid)
+{
+	int			i;
+
+	if (config == NULL)
+		return false;
+	for (i = 0; i < config->ntables; i++)
+		if (config->tables[i]->relid == relid)
+			return true;
+	return false;
+}
+
+/* text[] datum -> TextSet (n = -1 for NULL) */
+static TextSet
+textset_from_datum(Datum d, bool isnull)
+{
+	TextSet		s;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n,
+				i,
+				k = 0;
+
+	if (isnull)
+	{
+		s.n = -1;
+		s.items = NULL;
+		return s;
+	}
+	deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &nulls, &n);
+	s.items = palloc(sizeof(char *) * Max(n, 1));
+	for (i = 0; i < n; i++)
+		if (!nulls[i])
+			s.items[k++] = TextDatumGetCString(elems[i]);
+	s.n = k;
+	return s;
+}
+
+/* SPI query whose results are then copied into the cache context */
+static void
+cfg_query(ConfigCache *c, const char *sql, const char *what)
+{
+	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read %s", what);
+	MemoryContextSwitchTo(c->cxt);
+}
+
+static int
+rep_cmp(const void *a, const void *b)
+{
+	int64		x = ((const RepInfo *) a)->id,
+				y = ((const RepInfo *) b)->id;
+
+	return x < y ? -1 : (x > y ? 1 : 0);
+}
+
+static int
+team_cmp(const void *a, const void *b)
+{
+	int64		x = ((const TeamInfo *) a)->id,
+				y = ((const TeamInfo *) b)->id;
+
+	return x < y ? -1 : (x > y ? 1 : 0);
+}
+
+RepInfo *
+config_get_rep(int64 id)
+{
+	RepInfo		key;
+
+	if (config == NULL)
+		config_prepare();
+	key.id = id;
+	return bsearch(&key, config->reps, config->nreps, sizeof(RepInfo), rep_cmp);
+}
+
+TeamInfo *
+config_get_team(int64 id)
+{
+	TeamInfo	key;
+
+	if (config == NULL)
+		config_prepare();
+	key.id = id;
+	return bsearch(&key, config->teams, config->nteams, sizeof(TeamInfo), team_cmp);
+}
+
+RuleInfo *
+config_get_rule(int64 id)
+{
+	int			i;
+
+	if (config == NULL)
+		config_prepare();
+	for (i = 0; i < config->nrules; i++)
+		if (config->rules[i].id == id)
+			return &config->rules[i];
+	return NULL;
+}
+
+/* Whether team `inner` is `outer` or below it */
+static bool
+team_within(ConfigCache *c, int64 inner, int64 outer)
+{
+	int			depth = 0;
+
+	while (inner != 0 && depth++ < 256)
+	{
+		TeamInfo	key,
+				   *t;
+
+		if (inner == outer)
+			return true;
+		key.id = inner;
+		t = bsearch(&key, c->teams, c->nteams, sizeof(TeamInfo), team_cmp);
+		if (t == NULL)
+			return false;
+		inner = t->parent_id;
+	}
+	return false;
+}
+
+static void
+load_reps_teams(ConfigCache *c)
+{
+	uint64		i;
+	int			j,
+				k;
+
+	cfg_query(c, "SELECT id, coalesce(team_id, 0), coalesce(capacity, -1), active, code, name, crops"
+					" FROM allocation.rep ORDER BY id", "allocation.rep");
+	c->nreps = SPI_processed;
+	c->reps = palloc0(sizeof(RepInfo) * Max(c->nreps, 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	td = SPI_tuptable->tupdesc;
+		RepInfo    *r = &c->reps[i];
+		bool		isnull;
+		TextSet		crops;
+
+		r->id = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
+		r->team_id = DatumGetInt64(SPI_getbinval(tup, td, 2, &isnull));
+		r->capacity = DatumGetInt32(SPI_getbinval(tup, td, 3, &isnull));
+		r->active = DatumGetBool(SPI_getbinval(tup, td, 4, &isnull));
+		r->code = SPI_getvalue(tup, td, 5);
+		r->name = SPI_getvalue(tup, td, 6);
+		crops = textset_from_datum(SPI_getbinval(tup, td, 7, &isnull), isnull);
+		r->ncrops = Max(crops.n, 0);
+		r->crops = crops.items;
+	}
+
+	cfg_query(c, "SELECT id, coalesce(parent_id, 0), code, name FROM allocation.team ORDER BY id",
+			  "allocation.team");
+	c->nteams = SPI_processed;
+	c->teams = palloc0(sizeof(TeamInfo) * Max(c->nteams, 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	td = SPI_tuptable->tupdesc;
+		TeamInfo   *t = &c->teams[i];
+		bool		isnull;
+
+		t->id = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
+		t->parent_id = DatumGetInt64(SPI_getbinval(tup, td, 2, &isnull));
+		t->code = SPI_getvalue(tup, td, 3);
+		t->name = SPI_getvalue(tup, td, 4);
+	}
+	/* members: reps of the team and of every sub-team, ordered by id */
+	for (j = 0; j < c->nteams; j++)
+	{
+		TeamInfo   *t = &c->teams[j];
+
+		t->members = palloc(sizeof(int64) * Max(c->nreps, 1));
+		t->nmembers = 0;
+		for (k = 0; k < c->nreps; k++)
+			if (c->reps[k].team_id != 0 && team_within(c, c->reps[k].team_id, t->id))
+				t->members[t->nmembers++] = c->reps[k].id;
+	}
+}
+
+static void
+load_rules(ConfigCache *c)
+{
+	uint64		i;
+
+	cfg_query(c, "SELECT id, name, priority, mode = 'suggest', coalesce(tbl::oid, 0),"
+					" coalesce(territory_id, 0), crops, tiers, business_types, tags,"
+					" condition, condition_bin, target_kind, coalesce(target_rep_id, 0),"
+					" coalesce(target_team_id, 0), policy"
+					" FROM allocation.rule WHERE enabled ORDER BY priority DESC, id", "allocation.rule");
+	c->nrules = SPI_processed;
+	c->rules = palloc0(sizeof(RuleInfo) * Max(c->nrules, 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	td = SPI_tuptable->tupdesc;
+		RuleInfo   *r = &c->rules[i];
+		bool		isnull;
+		Datum		d;
+		char	   *s;
+
+		r->id = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
+		r->name = SPI_getvalue(tup, td, 2);
+		r->priority = DatumGetInt32(SPI_getbinval(tup, td, 3, &isnull));
+		r->suggest = DatumGetBool(SPI_getbinval(tup, td, 4, &isnull));
+		r->relid = DatumGetObjectId(SPI_getbinval(tup, td, 5, &isnull));
+		r->territory_id = DatumGetInt64(SPI_getbinval(tup, td, 6, &isnull));
+		d = SPI_getbinval(tup, td, 7, &isnull);
+		r->crops = textset_from_datum(d, isnull);
+		d = SPI_getbinval(tup, td, 8, &isnull);
+		r->tiers = textset_from_datum(d, isnull);
+		d = SPI_getbinval(tup, td, 9, &isnull);
+		r->btypes = textset_from_datum(d, isnull);
+		d = SPI_getbinval(tup, td, 10, &isnull);
+		r->tags = textset_from_datum(d, isnull);
+		r->condition = SPI_getvalue(tup, td, 11);
+		s = SPI_getvalue(tup, td, 12);
+		r->cond_expr = s ? expression_planner((Expr *) stringToNode(s)) : NULL;
+		s = SPI_getvalue(tup, td, 13);
+		r->target = (RuleTarget) (s[0] == 'r' ? TARGET_REP : s[0] == 't' ? TARGET_TEAM : TARGET_POOL);
+		r->target_rep = DatumGetInt64(SPI_getbinval(tup, td, 14, &isnull));
+		r->target_team = DatumGetInt64(SPI_getbinval(tup, td, 15, &isnull));
+		s = SPI_getvalue(tup, td, 16);
+		if (s == NULL)
+			r->policy = POLICY_NONE;
+		else if (strcmp(s, "territory_owner") == 0)
+			r->policy = POLICY_TERRITORY_OWNER;
+		else if (strcmp(s, "round_robin") == 0)
+			r->policy = POLICY_ROUND_ROBIN;
+		else if (strcmp(s, "least_loaded") == 0)
+			r->policy = POLICY_LEAST_LOADED;
+		else if (strcmp(s, "weighted") == 0)
+			r->policy = POLICY_WEIGHTED;
+		else
+			r->policy = POLICY_SKILL;
+	}
+}
+
+/* Resolves a mapped column; the DDL event trigger keeps names current */
+static AttrNumber
+resolve_column(Relation rel, const char *col, const char *what)
+{
+	AttrNumber	n;
+
+	if (col == NULL)
+		return InvalidAttrNumber;
+	n = attnameAttNum(rel, col, false);
+	if (n == InvalidAttrNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("%s column \"%s\" of managed table %s does not exist",
+						what, col, RelationGetRelationName(rel)),
+				 errdetail("The allocation mapping of this table refers to a column that is gone."),
+				 errhint("Call allocation.unmanage() and allocation.manage() again with the current columns.")));
+	return n;
+}
+
+static void
+set_output(ManagedTable *mt, AttrNumber att, FmgrInfo *fi, MemoryContext cxt)
+{
+	Oid			typout;
+	bool		varlena;
+
+	getTypeOutputInfo(TupleDescAttr(mt->tupdesc, att - 1)->atttypid, &typout, &varlena);
+	fmgr_info_cxt(typout, fi, cxt);
+}
+
+static void
+load_tables(ConfigCache *c)
+{
+	uint64		i;
+	int			a,
+				k;
+	SPITupleTable *tt;
+	uint64		nt;
+
+	cfg_query(c, "SELECT id, tbl::oid, key_column, location_column, owner_column, attributes::text,"
+			  " reevaluate, table_name FROM allocation.managed_table WHERE active ORDER BY id",
+			  "allocation.managed_table");
+	tt = SPI_tuptable;
+	nt = SPI_processed;
+	c->ntables = nt;
+	c->tables = palloc0(sizeof(ManagedTable *) * Max(nt, 1));
+	for (i = 0; i < nt; i++)
+	{
+		HeapTuple	tup = tt->vals[i];
+		TupleDesc	td = tt->tupdesc;
+		ManagedTable *mt = palloc0(sizeof(ManagedTable));
+		bool		isnull;
+		Relation	rel;
+		Jsonb	   *attrs;
+		char	   *s;
+
+		mt->id = DatumGetInt32(SPI_getbinval(tup, td, 1, &isnull));
+		mt->relid = DatumGetObjectId(SPI_getbinval(tup, td, 2, &isnull));
+		mt->name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(mt->relid)),
+											  get_rel_name(mt->relid));
+		s = SPI_getvalue(tup, td, 7);
+		mt->reevaluate = s[0] == 'a' ? 'a' : (s[0] == 'n' ? 'n' : 'u');
+
+		rel = table_open(mt->relid, AccessShareLock);
+		mt->tupdesc = CreateTupleDescCopy(RelationGetDescr(rel));
+		mt->key_att = resolve_column(rel, SPI_getvalue(tup, td, 3), "key");
+		mt->loc_att = resolve_column(rel, SPI_getvalue(tup, td, 4), "location");
+		mt->owner_att = resolve_column(rel, SPI_getvalue(tup, td, 5), "owner");
+		mt->owner_type = TupleDescAttr(mt->tupdesc, mt->owner_att - 1)->atttypid;
+		attrs = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(SPI_getvalue(tup, td, 6))));
+		for (a = 0; a < ATTR__COUNT; a++)
+		{
+			JsonbValue	kv,
+					   *v;
+
+			kv.type = jbvString;
+			kv.val.string.val = (char *) alloc_attr_names[a];
+			kv.val.string.len = strlen(alloc_attr_names[a]);
+			v = findJsonbValueFromContainer(&attrs->root, JB_FOBJECT, &kv);
+			mt->attr_att[a] = InvalidAttrNumber;
+			if (v && v->type == jbvString)
+			{
+				mt->attr_att[a] = resolve_column(rel, pnstrdup(v->val.string.val, v->val.string.len),
+												 alloc_attr_names[a]);
+				if (a != ATTR_TAGS)
+					set_output(mt, mt->attr_att[a], &mt->attr_out[a], c->cxt);
+			}
+		}
+		set_output(mt, mt->key_att, &mt->key_out, c->cxt);
+		table_close(rel, AccessShareLock);
+
+		/* the rules that apply to this table, conditions compiled once */
+		mt->rules = palloc(sizeof(RuleInfo *) * Max(c->nrules, 1));
+		mt->cond_state = palloc0(sizeof(ExprState *) * Max(c->nrules, 1));
+		for (k = 0; k < c->nrules; k++)
+		{
+			RuleInfo   *r = &c->rules[k];
+
+			if (OidIsValid(r->relid) && r->relid != mt->relid)
+				continue;
+			if (r->cond_expr)
+				mt->cond_state[mt->nrules] = ExecInitExpr(r->cond_expr, NULL);
+			mt->rules[mt->nrules++] = r;
+		}
+		mt->econtext = CreateStandaloneExprContext();
+		mt->slot = MakeSingleTupleTableSlot(mt->tupdesc, &TTSOpsHeapTuple);
+		c->tables[i] = mt;
+	}
+}
+
+static void
+config_free(ConfigCache *c)
+{
+	int			i;
+
+	for (i = 0; i < c->ntables; i++)
+	{
+		ManagedTable *mt = c->tables[i];
+
+		if (mt->econtext)
+			FreeExprContext(mt->econtext, false);
+		if (mt->slot)
+			ExecDropSingleTupleTableSlot(mt->slot);
+	}
+	MemoryContextDelete(c->cxt);
+}
+
+static void
+config_build(void)
+{
+	MemoryContext cxt,
+				old;
+	AllocUserSwitch sw;
+	ConfigCache *c;
+
+	cxt = AllocSetContextCreate(CacheMemoryContext, "allocation config",
+								ALLOCSET_DEFAULT_SIZES);
+	alloc_become_owner(&sw);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	old = MemoryContextSwitchTo(cxt);
+	c = palloc0(sizeof(ConfigCache));
+	c->cxt = cxt;
+	/* SPI results are copied into cxt while it is current */
+	load_reps_teams(c);
+	load_rules(c);
+	load_tables(c);
+	MemoryContextSwitchTo(old);
+	SPI_finish();
+	alloc_restore_user(&sw);
+
+	if (config)
+		config_free(config);
+	config = c;
+	config_stale = false;
+}
+
+/* Rebuilds a stale cache; called at the start of each decision only */
+void
+config_prepare(void)
+{
+	if (config_stale || config == NULL)
+		config_build();
+}
+
+ManagedTable *
+config_get_table(Oid relid, bool missing_ok)
+{
+	int			i;
+
+	config_prepare();
+	for (i = 0; i < config->ntables; i++)
+		if (config->tables[i]->relid == relid)
+			return config->tables[i];
+	if (!missing_ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_ALLOC_NOT_MANAGED),
+				 errmsg("table %s is not managed", get_rel_name(relid)),
+				 errdetail("There is no active allocation.manage() registration for this table."),
+				 errhint("Call allocation.manage() first.")));
+	return NULL;
+}

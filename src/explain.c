@@ -1,0 +1,248 @@
+/*
+ * explain.c
+ *		allocation.explain(): the decision trace of a stored or hypothetical
+ *		customer, produced by the trigger's own decision code in dry-run mode
+ *		(no reservation, no round-robin advance, no writes).
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
+#include "allocation.h"
+
+void
+json_kv_str(StringInfo buf, const char *key, const char *val, bool comma)
+{
+	if (comma)
+		appendStringInfoString(buf, ", ");
+	escape_json(buf, key);
+	appendStringInfoString(buf, ": ");
+	if (val)
+		escape_json(buf, val);
+	else
+		appendStringInfoString(buf, "null");
+}
+
+void
+json_kv_int(StringInfo buf, const char *key, int64 val, bool isnull, bool comma)
+{
+	if (comma)
+		appendStringInfoString(buf, ", ");
+	escape_json(buf, key);
+	if (isnull)
+		appendStringInfoString(buf, ": null");
+	else
+		appendStringInfo(buf, ": " INT64_FORMAT, val);
+}
+
+/* Runs a one-row query returning a row of the table's type; copies it out */
+static HeapTuple
+fetch_row(const char *sql, Oid argtype, Datum arg)
+{
+	HeapTuple	result = NULL;
+	Datum		d;
+	bool		isnull;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args(sql, 1, &argtype, &arg, NULL, true, 2) != SPI_OK_SELECT)
+		elog(ERROR, "explain: reading the customer failed");
+	if (SPI_processed > 0)
+	{
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		if (!isnull)
+		{
+			HeapTupleHeader hdr = DatumGetHeapTupleHeader(SPI_datumTransfer(d, false, -1));
+			HeapTupleData tmp;
+
+			tmp.t_len = HeapTupleHeaderGetDatumLength(hdr);
+			ItemPointerSetInvalid(&tmp.t_self);
+			tmp.t_tableOid = InvalidOid;
+			tmp.t_data = hdr;
+			result = palloc(sizeof(HeapTupleData));
+			*result = tmp;
+		}
+	}
+	SPI_finish();
+	return result;
+}
+
+static Datum
+explain_tuple(ManagedTable *mt, HeapTuple tup, bool hypothetical)
+{
+	Customer	c;
+	Decision	d;
+	Trace		tr;
+	StringInfoData out;
+	int			i;
+	bool		isnull;
+	Datum		owner;
+	RepInfo    *rep;
+
+	assign_read_customer(mt, tup, &c, hypothetical);
+	initStringInfo(&tr.rules);
+	initStringInfo(&tr.cur);
+	tr.nrules = 0;
+	tr.ncand = 0;
+	assign_decide(mt, tup, &c, &d, true, &tr);
+
+	initStringInfo(&out);
+	appendStringInfoChar(&out, '{');
+	json_kv_str(&out, "table", mt->name, false);
+	json_kv_str(&out, "key", c.key, true);
+	appendStringInfo(&out, ", \"hypothetical\": %s", hypothetical ? "true" : "false");
+
+	owner = heap_getattr(tup, mt->owner_att, mt->tupdesc, &isnull);
+	json_kv_int(&out, "current_owner",
+				isnull ? 0 : (mt->owner_type == INT4OID ? DatumGetInt32(owner) : DatumGetInt64(owner)),
+				isnull, true);
+
+	appendStringInfoString(&out, ", \"customer\": {");
+	json_kv_str(&out, "tier", c.attr[ATTR_TIER], false);
+	json_kv_str(&out, "crop", c.attr[ATTR_CROP], true);
+	json_kv_str(&out, "business_type", c.attr[ATTR_BTYPE], true);
+	appendStringInfoString(&out, ", \"tags\": [");
+	for (i = 0; i < c.ntags; i++)
+	{
+		if (i)
+			appendStringInfoChar(&out, ',');
+		escape_json(&out, c.tags[i]);
+	}
+	appendStringInfoString(&out, "], \"location\": ");
+	if (c.loc.present)
+		appendStringInfo(&out, "{\"lon\": %.9g, \"lat\": %.9g, \"srid\": %d}", c.loc.x, c.loc.y, c.loc.srid);
+	else
+		appendStringInfoString(&out, "null");
+	appendStringInfoChar(&out, '}');
+
+	appendStringInfoString(&out, ", \"territories\": [");
+	for (i = 0; i < c.nterr; i++)
+	{
+		TerritoryInfo *t = c.terr[i];
+
+		if (i)
+			appendStringInfoChar(&out, ',');
+		appendStringInfoChar(&out, '{');
+		json_kv_int(&out, "id", t->id, false, false);
+		json_kv_str(&out, "code", t->code, true);
+		json_kv_str(&out, "name", t->name, true);
+		json_kv_int(&out, "priority", t->priority, false, true);
+		appendStringInfo(&out, ", \"exclusive\": %s", t->exclusive ? "true" : "false");
+		json_kv_int(&out, "owner_rep_id", t->owner_rep, t->owner_rep == 0, true);
+		json_kv_int(&out, "owner_team_id", t->owner_team, t->owner_team == 0, true);
+		appendStringInfo(&out, ", \"winner\": %s", i == 0 ? "true" : "false");
+		appendStringInfoChar(&out, '}');
+	}
+	appendStringInfoString(&out, "]");
+	appendStringInfoString(&out, ", \"tie_break\": \"territories: priority DESC, id ASC; candidates: policy order, then rep id ASC\"");
+	appendStringInfo(&out, ", \"rules\": [%s]", tr.rules.data);
+
+	appendStringInfoString(&out, ", \"result\": {");
+	json_kv_str(&out, "outcome", d.kind == DECISION_ASSIGN ? "assign" :
+				d.kind == DECISION_SUGGEST ? "suggest" : "pool", false);
+	rep = d.rep_id ? config_get_rep(d.rep_id) : NULL;
+	json_kv_int(&out, "rep_id", d.rep_id, d.rep_id == 0, true);
+	json_kv_str(&out, "rep", rep ? rep->code : NULL, true);
+	json_kv_int(&out, "team_id", d.team_id, d.team_id == 0, true);
+	json_kv_int(&out, "rule_id", d.rule_id, d.rule_id == 0, true);
+	json_kv_int(&out, "territory_id", d.territory_id, d.territory_id == 0, true);
+	json_kv_str(&out, "reason", d.reason, true);
+	appendStringInfoString(&out, "}}");
+
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data));
+}
+
+static char *
+key_type_name(ManagedTable *mt)
+{
+	Form_pg_attribute att = TupleDescAttr(mt->tupdesc, mt->key_att - 1);
+
+	return format_type_with_typemod(att->atttypid, att->atttypmod);
+}
+
+PG_FUNCTION_INFO_V1(allocation_explain_key);
+Datum
+allocation_explain_key(PG_FUNCTION_ARGS)
+{
+	Oid			relid;
+	text	   *key;
+	ManagedTable *mt;
+	HeapTuple	tup;
+	char	   *sql;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		PG_RETURN_NULL();
+	relid = PG_GETARG_OID(0);
+	key = PG_GETARG_TEXT_PP(1);
+	config_prepare();
+	tindex_prepare();
+	mt = config_get_table(relid, false);
+	sql = psprintf("SELECT t FROM %s t WHERE %s = $1::%s",
+				   mt->name,
+				   quote_identifier(NameStr(TupleDescAttr(mt->tupdesc, mt->key_att - 1)->attname)),
+				   key_type_name(mt));
+	tup = fetch_row(sql, TEXTOID, PointerGetDatum(key));
+	if (tup == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_ALLOC_CUSTOMER_NOT_FOUND),
+				 errmsg("customer %s not found in %s", text_to_cstring(key), mt->name),
+				 errdetail("No row of %s has that key.", mt->name),
+				 errhint("Use allocation.explain(table, row jsonb) for a customer that is not stored.")));
+	PG_RETURN_DATUM(explain_tuple(mt, tup, false));
+}
+
+PG_FUNCTION_INFO_V1(allocation_explain_row);
+Datum
+allocation_explain_row(PG_FUNCTION_ARGS)
+{
+	Oid			relid;
+	ManagedTable *mt;
+	HeapTuple	tup;
+	char	   *sql;
+	Jsonb	   *row;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		PG_RETURN_NULL();
+	relid = PG_GETARG_OID(0);
+	row = PG_GETARG_JSONB_P(1);
+	if (!JB_ROOT_IS_OBJECT(row))
+		ereport(ERROR,
+				(errcode(ERRCODE_ALLOC_BAD_ROW),
+				 errmsg("hypothetical customer must be a JSON object"),
+				 errdetail("explain() got a JSON value that is not an object."),
+				 errhint("Pass column names and values, e.g. '{\"tier\": \"retailer\", \"location\": \"SRID=4326;POINT(113.2 28.1)\"}'.")));
+	config_prepare();
+	tindex_prepare();
+	mt = config_get_table(relid, false);
+	sql = psprintf("SELECT pg_catalog.jsonb_populate_record(NULL::%s, $1)", mt->name);
+	tup = fetch_row(sql, JSONBOID, JsonbPGetDatum(row));
+	if (tup == NULL)
+		elog(ERROR, "jsonb_populate_record returned no row");
+	PG_RETURN_DATUM(explain_tuple(mt, tup, true));
+}
+
+/* Memory and size of this backend's territory index (for bench/) */
+PG_FUNCTION_INFO_V1(allocation_cache_stats);
+Datum
+allocation_cache_stats(PG_FUNCTION_ARGS)
+{
+	int64		n,
+				nv;
+	Size		bytes;
+	StringInfoData out;
+
+	tindex_stats(&n, &nv, &bytes);
+	initStringInfo(&out);
+	appendStringInfo(&out, "{\"territories\": " INT64_FORMAT ", \"vertices\": " INT64_FORMAT
+					 ", \"bytes\": " INT64_FORMAT ", \"bytes_per_vertex\": %.2f}",
+					 n, nv, (int64) bytes, nv > 0 ? (double) bytes / nv : 0.0);
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data)));
+}

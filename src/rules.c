@@ -1,0 +1,242 @@
+/*
+ * rules.c
+ *		Validation and compilation of a rule's SQL condition.
+ *
+ * A condition is a boolean SQL expression over one customer row, like a
+ * CHECK constraint.  It is parsed and analysed once, when the rule is saved
+ * (BEFORE trigger on allocation.rule), and stored as a node tree next to the
+ * source text; backends compile the tree once (config.c) and evaluate it per
+ * row with no parsing.
+ */
+#include "postgres.h"
+
+#include "access/sysattr.h"
+#include "access/table.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "nodes/nodeFuncs.h"
+#include "optimizer/optimizer.h"
+#include "parser/parse_collate.h"
+#include "parser/parse_expr.h"
+#include "parser/parse_node.h"
+#include "parser/parse_relation.h"
+#include "parser/parser.h"
+#include "rewrite/rewriteManip.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/timestamp.h"
+
+#include "allocation.h"
+
+typedef struct CondErrCtx
+{
+	const char *rule_name;
+	const char *condition;
+} CondErrCtx;
+
+static void
+condition_error_callback(void *arg)
+{
+	CondErrCtx *ctx = (CondErrCtx *) arg;
+
+	errcontext("condition of allocation rule \"%s\": %s", ctx->rule_name, ctx->condition);
+}
+
+/* The single expression of "SELECT <condition>", or an error */
+static Node *
+parse_condition(const char *sql, const char *condition)
+{
+	List	   *stmts;
+	RawStmt    *raw;
+	SelectStmt *sel;
+	ResTarget  *rt;
+
+	stmts = raw_parser(sql, RAW_PARSE_DEFAULT);
+	if (list_length(stmts) != 1)
+		goto bad;
+	raw = linitial_node(RawStmt, stmts);
+	if (!IsA(raw->stmt, SelectStmt))
+		goto bad;
+	sel = (SelectStmt *) raw->stmt;
+	if (sel->op != SETOP_NONE || list_length(sel->targetList) != 1 || sel->fromClause != NIL ||
+		sel->whereClause != NULL || sel->groupClause != NIL || sel->havingClause != NULL ||
+		sel->windowClause != NIL || sel->sortClause != NIL || sel->limitCount != NULL ||
+		sel->limitOffset != NULL || sel->distinctClause != NIL || sel->withClause != NULL ||
+		sel->intoClause != NULL || sel->lockingClause != NIL || sel->valuesLists != NIL)
+		goto bad;
+	rt = linitial_node(ResTarget, sel->targetList);
+	if (rt->name != NULL)
+		goto bad;
+	return rt->val;
+
+bad:
+	ereport(ERROR,
+			(errcode(ERRCODE_ALLOC_BAD_CONDITION),
+			 errmsg("rule condition is not a single SQL expression"),
+			 errdetail("The condition must be one boolean expression over the customer row, got: %s", condition),
+			 errhint("Write it like a WHERE clause, e.g. annual_volume > 500000 AND NOT is_cooperative.")));
+	return NULL;				/* keep compiler quiet */
+}
+
+/*
+ * Parses, type-checks and vets a condition over relation relid.  Returns the
+ * analysed expression (Vars with varno 1 = the customer row).
+ */
+Node *
+rules_compile_condition(Oid relid, const char *condition, const char *rule_name)
+{
+	ErrorContextCallback errcb;
+	CondErrCtx	ctx;
+	char	   *sql;
+	Node	   *raw;
+	Node	   *expr;
+	ParseState *pstate;
+	ParseNamespaceItem *nsitem;
+	Relation	rel;
+	Oid			type;
+
+	ctx.rule_name = rule_name;
+	ctx.condition = condition;
+	errcb.callback = condition_error_callback;
+	errcb.arg = &ctx;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
+
+	sql = psprintf("SELECT %s", condition);
+	raw = parse_condition(sql, condition);
+
+	rel = table_open(relid, AccessShareLock);
+	pstate = make_parsestate(NULL);
+	pstate->p_sourcetext = sql;
+	nsitem = addRangeTableEntryForRelation(pstate, rel, AccessShareLock, NULL, false, true);
+	addNSItemToQuery(pstate, nsitem, true, true, true);
+
+	expr = transformExpr(pstate, raw, EXPR_KIND_OTHER);
+
+	if (pstate->p_hasSubLinks || checkExprHasSubLink(expr))
+		ereport(ERROR,
+				(errcode(ERRCODE_ALLOC_COND_SUBQUERY),
+				 errmsg("rule condition must not contain a subquery"),
+				 errdetail("Conditions are evaluated on one customer row during INSERT, without running queries."),
+				 errhint("Copy the looked-up value into a column of the customer table, or use a structured rule field.")));
+	if (pstate->p_hasAggs || pstate->p_hasWindowFuncs)
+		ereport(ERROR,
+				(errcode(ERRCODE_ALLOC_COND_SUBQUERY),
+				 errmsg("rule condition must not contain aggregate or window functions"),
+				 errdetail("Conditions look at one customer row at a time."),
+				 errhint("Compare the row's own columns, e.g. annual_volume > 500000.")));
+	if (expression_returns_set(expr))
+		ereport(ERROR,
+				(errcode(ERRCODE_ALLOC_COND_SUBQUERY),
+				 errmsg("rule condition must not return a set"),
+				 errdetail("Set-returning functions are not allowed in a condition."),
+				 errhint("Use a scalar expression.")));
+
+	type = exprType(expr);
+	if (type != BOOLOID)
+		ereport(ERROR,
+				(errcode(ERRCODE_ALLOC_COND_NOT_BOOLEAN),
+				 errmsg("rule condition must be boolean, not %s", format_type_be(type)),
+				 errdetail("The condition decides whether the rule matches a customer."),
+				 errhint("Compare the value, e.g. \"%s > 0\" or \"%s IS NOT NULL\".", condition, condition)));
+
+	assign_expr_collations(pstate, expr);
+
+	if (contain_volatile_functions(expr))
+		ereport(ERROR,
+				(errcode(ERRCODE_ALLOC_COND_VOLATILE),
+				 errmsg("rule condition must not call volatile functions"),
+				 errdetail("A condition that can change between calls (random(), nextval(), clock_timestamp(), ...) would make assignments unrepeatable and explain() untrue."),
+				 errhint("Use only immutable or stable functions.")));
+
+	free_parsestate(pstate);
+	table_close(rel, AccessShareLock);
+	error_context_stack = errcb.previous;
+	return expr;
+}
+
+/* BEFORE INSERT OR UPDATE trigger on allocation.rule */
+PG_FUNCTION_INFO_V1(allocation_rule_before);
+Datum
+allocation_rule_before(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	TupleDesc	td;
+	HeapTuple	tup;
+	int			att_cond,
+				att_bin,
+				att_tbl,
+				att_name,
+				att_updated;
+	bool		isnull;
+	char	   *condition;
+	char	   *name;
+	Datum		tbl;
+	int			cols[2];
+	Datum		vals[2];
+	bool		nulls[2];
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
+		elog(ERROR, "allocation_rule_before: must be fired BEFORE ... FOR EACH ROW");
+
+	td = RelationGetDescr(trigdata->tg_relation);
+	tup = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ? trigdata->tg_newtuple : trigdata->tg_trigtuple;
+	att_cond = SPI_fnumber(td, "condition");
+	att_bin = SPI_fnumber(td, "condition_bin");
+	att_tbl = SPI_fnumber(td, "tbl");
+	att_name = SPI_fnumber(td, "name");
+	att_updated = SPI_fnumber(td, "updated_at");
+
+	condition = SPI_getvalue(tup, td, att_cond);
+	name = SPI_getvalue(tup, td, att_name);
+	tbl = SPI_getbinval(tup, td, att_tbl, &isnull);
+
+	cols[0] = att_bin;
+	cols[1] = att_updated;
+	nulls[0] = true;
+	nulls[1] = false;
+	vals[0] = (Datum) 0;
+	vals[1] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+
+	if (condition != NULL && strspn(condition, " \t\r\n") == strlen(condition))
+		ereport(ERROR,
+				(errcode(ERRCODE_ALLOC_BAD_CONDITION),
+				 errmsg("rule condition is empty"),
+				 errdetail("Rule \"%s\" has a condition made only of blanks.", name ? name : "?"),
+				 errhint("Set condition to NULL for a rule without one.")));
+	if (condition != NULL)
+	{
+		Node	   *expr;
+
+		if (isnull)
+			ereport(ERROR,
+					(errcode(ERRCODE_ALLOC_BAD_CONDITION),
+					 errmsg("a rule with a condition must name its table"),
+					 errdetail("Rule \"%s\" has a condition but no tbl, so its columns cannot be resolved.", name ? name : "?"),
+					 errhint("Set tbl to the managed customer table the condition reads.")));
+		expr = rules_compile_condition(DatumGetObjectId(tbl), condition, name ? name : "?");
+		vals[0] = CStringGetTextDatum(nodeToString(expr));
+		nulls[0] = false;
+	}
+
+	tup = heap_modify_tuple_by_cols(tup, td, 2, cols, vals, nulls);
+	return PointerGetDatum(tup);
+}
+
+/* Whether a stored condition reads column attnum */
+PG_FUNCTION_INFO_V1(allocation_condition_uses_column);
+Datum
+allocation_condition_uses_column(PG_FUNCTION_ARGS)
+{
+	char	   *bin = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	int32		attnum = PG_GETARG_INT32(1);
+	Bitmapset  *atts = NULL;
+	Node	   *expr = (Node *) stringToNode(bin);
+
+	pull_varattnos(expr, 1, &atts);
+	PG_RETURN_BOOL(bms_is_member(attnum - FirstLowInvalidHeapAttributeNumber, atts) ||
+				   bms_is_member(0 - FirstLowInvalidHeapAttributeNumber, atts));
+}

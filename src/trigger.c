@@ -1,0 +1,695 @@
+/*
+ * trigger.c
+ *		The C triggers allocation.manage() installs on a customer table.
+ *
+ *   zz_allocation_stmt_before  BEFORE stmt   opens a batch (a "frame")
+ *   zz_allocation_before       BEFORE row    INSERT: decides the owner and
+ *                                            writes it into the new row;
+ *                                            UPDATE: manual change or
+ *                                            re-evaluation
+ *   zz_allocation_after        AFTER row     confirms the row was stored
+ *                                            (ON CONFLICT DO NOTHING skips);
+ *                                            DELETE: closes the ownership
+ *   zz_allocation_stmt_after   AFTER stmt    writes the batch with one call:
+ *                                            registry, history, suggestions,
+ *                                            counters and audit
+ *
+ * Names start with "zz_" so the BEFORE trigger runs after the user's own
+ * BEFORE triggers and sees the final row.  Capacity slots are reserved in the
+ * BEFORE trigger (the only point where the owner can still be set); slots of
+ * rows that were not stored are given back when the batch is written.
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+
+#include "allocation.h"
+
+typedef enum EntryOp
+{
+	OP_INSERT = 'i',
+	OP_UPDATE = 'u',
+	OP_DELETE = 'd'
+} EntryOp;
+
+typedef struct Entry
+{
+	EntryOp		op;
+	bool		confirmed;
+	bool		release_only;	/* only gives back a slot; never confirmed */
+	Oid			relid;
+	int32		managed_id;
+	char	   *key;
+	int64		rep;			/* new owner, 0 = none */
+	int64		old_rep;		/* released owner (update/delete), 0 = none */
+	int64		suggest;		/* suggested rep, 0 = none */
+	int64		team;
+	int64		territory;
+	int64		rule;
+	int64		reserved;		/* rep whose slot this entry took, 0 = none */
+	const char *source;
+	bool		pinned;
+	const char *kind;
+	char	   *reason;
+	char	   *tier;
+	char	   *crop;
+	char	   *btype;
+} Entry;
+
+typedef struct Frame
+{
+	struct Frame *prev;
+	int			nest_level;
+	int			n;
+	int			cap;
+	int			cursor;			/* next entry expected to be confirmed */
+	Entry	   *entries;
+} Frame;
+
+static Frame *frames = NULL;
+static MemoryContext frame_cxt = NULL;
+
+/* Transaction end: everything lived in TopTransactionContext */
+void
+trigger_reset_all(void)
+{
+	frames = NULL;
+	frame_cxt = NULL;
+}
+
+/* Subtransaction abort: drop the frames its statements opened */
+static void
+trigger_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						 SubTransactionId parentSubid, void *arg)
+{
+	if (event != SUBXACT_EVENT_ABORT_SUB)
+		return;
+	while (frames && frames->nest_level >= GetCurrentTransactionNestLevel())
+		frames = frames->prev;
+}
+
+static void
+push_frame(void)
+{
+	MemoryContext old;
+	Frame	   *f;
+	static bool registered = false;
+
+	if (!registered)
+	{
+		RegisterSubXactCallback(trigger_subxact_callback, NULL);
+		registered = true;
+	}
+	if (frame_cxt == NULL)
+		frame_cxt = AllocSetContextCreate(TopTransactionContext, "allocation batches",
+										  ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(frame_cxt);
+	f = palloc0(sizeof(Frame));
+	f->nest_level = GetCurrentTransactionNestLevel();
+	f->cap = 64;
+	f->entries = palloc(sizeof(Entry) * f->cap);
+	f->prev = frames;
+	frames = f;
+	MemoryContextSwitchTo(old);
+}
+
+static Entry *
+new_entry(EntryOp op, ManagedTable *mt, const char *key)
+{
+	Frame	   *f = frames;
+	Entry	   *e;
+
+	if (f == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
+				 errmsg("allocation statement trigger did not run on %s", mt->name),
+				 errdetail("The row trigger found no open batch; the statement trigger zz_allocation_stmt_before is missing or disabled."),
+				 errhint("Call allocation.unmanage() and allocation.manage() to reinstall the triggers.")));
+	if (f->n == f->cap)
+	{
+		f->cap *= 2;
+		f->entries = repalloc_huge(f->entries, sizeof(Entry) * f->cap);
+	}
+	e = &f->entries[f->n++];
+	memset(e, 0, sizeof(Entry));
+	e->op = op;
+	e->relid = mt->relid;
+	e->managed_id = mt->id;
+	e->key = MemoryContextStrdup(frame_cxt, key);
+	return e;
+}
+
+static char *
+frame_strdup(const char *s)
+{
+	return s ? MemoryContextStrdup(frame_cxt, s) : NULL;
+}
+
+static void
+fill_decision(Entry *e, Customer *c, Decision *d)
+{
+	e->team = d->team_id;
+	e->territory = d->territory_id;
+	e->rule = d->rule_id;
+	e->reason = frame_strdup(d->reason);
+	e->tier = frame_strdup(c->attr[ATTR_TIER]);
+	e->crop = frame_strdup(c->attr[ATTR_CROP]);
+	e->btype = frame_strdup(c->attr[ATTR_BTYPE]);
+	if (d->reserved)
+		e->reserved = d->rep_id;
+	switch (d->kind)
+	{
+		case DECISION_ASSIGN:
+			e->rep = d->rep_id;
+			break;
+		case DECISION_SUGGEST:
+			e->suggest = d->rep_id;
+			break;
+		case DECISION_MANUAL:
+			e->rep = d->rep_id;
+			e->pinned = true;
+			break;
+		case DECISION_POOL:
+			break;
+	}
+}
+
+/* Owner column value <-> rep id */
+static int64
+owner_value(ManagedTable *mt, HeapTuple tup, bool *isnull)
+{
+	Datum		d = heap_getattr(tup, mt->owner_att, mt->tupdesc, isnull);
+
+	if (*isnull)
+		return 0;
+	return mt->owner_type == INT4OID ? (int64) DatumGetInt32(d) : DatumGetInt64(d);
+}
+
+static HeapTuple
+set_owner(ManagedTable *mt, HeapTuple tup, int64 rep)
+{
+	int			col = mt->owner_att;
+	Datum		val;
+	bool		isnull = (rep == 0);
+
+	if (mt->owner_type == INT4OID)
+	{
+		if (rep > PG_INT32_MAX)
+			ereport(ERROR,
+					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+					 errmsg("rep id " INT64_FORMAT " does not fit the integer owner column of %s", rep, mt->name),
+					 errdetail("The owner column is integer; rep ids are bigint."),
+					 errhint("ALTER the owner column to bigint.")));
+		val = Int32GetDatum((int32) rep);
+	}
+	else
+		val = Int64GetDatum(rep);
+	return heap_modify_tuple_by_cols(tup, mt->tupdesc, 1, &col, &val, &isnull);
+}
+
+/* What a person asked for via allocation.assign()/accept_suggestion() */
+static const char *
+change_source(void)
+{
+	return (allocation_change_source && allocation_change_source[0]) ? allocation_change_source : "manual";
+}
+
+static char *
+change_reason(const char *dflt)
+{
+	return (allocation_change_reason && allocation_change_reason[0]) ? allocation_change_reason : (char *) dflt;
+}
+
+/* BEFORE INSERT: the hot path */
+static HeapTuple
+before_insert(ManagedTable *mt, HeapTuple tup)
+{
+	Customer	c;
+	Decision	d;
+	bool		isnull;
+	int64		owner;
+	Entry	   *e;
+
+	assign_read_customer(mt, tup, &c, false);
+	owner = owner_value(mt, tup, &isnull);
+	if (!isnull)
+	{
+		assign_check_manual(mt, &c, owner, false);
+		memset(&d, 0, sizeof(d));
+		d.kind = DECISION_MANUAL;
+		d.rep_id = owner;
+		d.reserved = true;
+		d.team_id = config_get_rep(owner)->team_id;
+		d.territory_id = c.nterr > 0 ? c.terr[0]->id : 0;
+		d.reason = change_reason("owner given on INSERT");
+	}
+	else
+	{
+		assign_decide(mt, tup, &c, &d, false, NULL);
+		if (d.kind == DECISION_ASSIGN)
+			tup = set_owner(mt, tup, d.rep_id);
+	}
+	e = new_entry(OP_INSERT, mt, c.key);
+	fill_decision(e, &c, &d);
+	e->source = d.kind == DECISION_MANUAL ? "manual" : (d.kind == DECISION_ASSIGN ? "rule" : "pool");
+	e->kind = d.kind == DECISION_MANUAL ? "manual_assign" :
+		d.kind == DECISION_ASSIGN ? "assign" : d.kind == DECISION_SUGGEST ? "suggest" : "pool";
+	return tup;
+}
+
+/* Whether any column that feeds the rules changed */
+static bool
+inputs_changed(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
+{
+	AttrNumber	atts[ATTR__COUNT + 1];
+	int			n = 0,
+				i;
+
+	if (mt->loc_att != InvalidAttrNumber)
+		atts[n++] = mt->loc_att;
+	for (i = ATTR_TIER; i <= ATTR_STAGE; i++)
+		if (mt->attr_att[i] != InvalidAttrNumber)
+			atts[n++] = mt->attr_att[i];
+	for (i = 0; i < n; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(mt->tupdesc, atts[i] - 1);
+		bool		n1,
+					n2;
+		Datum		d1 = heap_getattr(oldtup, atts[i], mt->tupdesc, &n1),
+					d2 = heap_getattr(newtup, atts[i], mt->tupdesc, &n2);
+
+		if (n1 != n2)
+			return true;
+		if (!n1 && !datumIsEqual(d1, d2, att->attbyval, att->attlen))
+			return true;
+	}
+	return false;
+}
+
+/* Whether the customer's current ownership was set by a person */
+static bool
+registry_pinned(ManagedTable *mt, const char *key)
+{
+	static SPIPlanPtr plan = NULL;
+	AllocUserSwitch sw;
+	Oid			types[2] = {INT4OID, TEXTOID};
+	Datum		vals[2];
+	bool		pinned = false;
+
+	alloc_become_owner(&sw);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (plan == NULL)
+	{
+		plan = SPI_prepare("SELECT pinned FROM allocation.assignment"
+						   " WHERE managed_id = $1 AND key = $2 AND valid_to IS NULL", 2, types);
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed");
+		SPI_keepplan(plan);
+	}
+	vals[0] = Int32GetDatum(mt->id);
+	vals[1] = CStringGetTextDatum(key);
+	if (SPI_execute_plan(plan, vals, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "reading the ownership registry failed");
+	if (SPI_processed > 0)
+	{
+		bool		isnull;
+
+		pinned = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	SPI_finish();
+	alloc_restore_user(&sw);
+	return pinned;
+}
+
+/* BEFORE UPDATE: manual owner change, or re-evaluation */
+static HeapTuple
+before_update(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
+{
+	Customer	c;
+	Decision	d;
+	bool		oldnull,
+				newnull,
+				k1,
+				k2;
+	int64		old_owner = owner_value(mt, oldtup, &oldnull);
+	int64		new_owner = owner_value(mt, newtup, &newnull);
+	Form_pg_attribute katt = TupleDescAttr(mt->tupdesc, mt->key_att - 1);
+	Datum		kold = heap_getattr(oldtup, mt->key_att, mt->tupdesc, &k1);
+	Datum		knew = heap_getattr(newtup, mt->key_att, mt->tupdesc, &k2);
+	Entry	   *e;
+
+	if (k1 != k2 || (!k1 && !datumIsEqual(kold, knew, katt->attbyval, katt->attlen)))
+		ereport(ERROR,
+				(errcode(ERRCODE_ALLOC_KEY_CHANGED),
+				 errmsg("the key of a managed customer cannot change"),
+				 errdetail("Table %s is managed with key column \"%s\"; ownership history is recorded under the key.",
+						   mt->name, NameStr(katt->attname)),
+				 errhint("Delete the row and insert it with the new key, or unmanage the table first.")));
+
+	if (oldnull != newnull || old_owner != new_owner)
+	{
+		/* a person changed the owner */
+		const char *src = change_source();
+
+		assign_read_customer(mt, newtup, &c, false);
+		memset(&d, 0, sizeof(d));
+		d.territory_id = c.nterr > 0 ? c.terr[0]->id : 0;
+		if (!newnull)
+		{
+			assign_check_manual(mt, &c, new_owner, false);
+			d.kind = DECISION_MANUAL;
+			d.rep_id = new_owner;
+			d.reserved = true;
+			d.team_id = config_get_rep(new_owner)->team_id;
+		}
+		else
+			d.kind = DECISION_POOL;
+		d.reason = change_reason(newnull ? "owner cleared by UPDATE" : "owner changed by UPDATE");
+		e = new_entry(OP_UPDATE, mt, c.key);
+		fill_decision(e, &c, &d);
+		e->pinned = true;
+		e->old_rep = oldnull ? 0 : old_owner;
+		e->source = strcmp(src, "suggestion") == 0 ? "suggestion" : "manual";
+		e->kind = strcmp(src, "suggestion") == 0 ? "suggestion_accepted" : (newnull ? "release" : "reassign");
+		return newtup;
+	}
+
+	if (mt->reevaluate == 'n' || !inputs_changed(mt, oldtup, newtup))
+		return newtup;
+	assign_read_customer(mt, newtup, &c, false);
+	if (mt->reevaluate == 'u' && registry_pinned(mt, c.key))
+		return newtup;
+
+	assign_decide(mt, newtup, &c, &d, false, NULL);
+	if (d.kind == DECISION_ASSIGN && !oldnull && d.rep_id == old_owner)
+	{
+		/* same owner: give back the extra slot the decision took */
+		e = new_entry(OP_UPDATE, mt, c.key);
+		e->release_only = true;
+		e->reserved = d.rep_id;
+		return newtup;
+	}
+	if (d.kind != DECISION_ASSIGN && oldnull)
+	{
+		/* still without owner: record only a new suggestion */
+		if (d.kind != DECISION_SUGGEST)
+			return newtup;
+	}
+	newtup = set_owner(mt, newtup, d.kind == DECISION_ASSIGN ? d.rep_id : 0);
+	e = new_entry(OP_UPDATE, mt, c.key);
+	fill_decision(e, &c, &d);
+	e->old_rep = oldnull ? 0 : old_owner;
+	e->source = d.kind == DECISION_ASSIGN ? "reevaluate" : "pool";
+	e->kind = d.kind == DECISION_SUGGEST ? "suggest" : "reevaluate";
+	return newtup;
+}
+
+/* AFTER INSERT/UPDATE row: the row was stored, confirm its entry */
+static void
+confirm(ManagedTable *mt, HeapTuple tup, EntryOp op)
+{
+	Frame	   *f = frames;
+	bool		isnull;
+	char	   *key;
+	int			j;
+
+	if (f == NULL || f->n == 0)
+		return;
+	key = OutputFunctionCall(&mt->key_out, heap_getattr(tup, mt->key_att, mt->tupdesc, &isnull));
+	for (j = f->cursor; j < f->n; j++)
+	{
+		Entry	   *e = &f->entries[j];
+
+		if (!e->confirmed && !e->release_only && e->op == op && e->relid == mt->relid &&
+			strcmp(e->key, key) == 0)
+		{
+			e->confirmed = true;
+			f->cursor = j + 1;
+			return;
+		}
+	}
+	for (j = 0; j < f->cursor && j < f->n; j++)
+	{
+		Entry	   *e = &f->entries[j];
+
+		if (!e->confirmed && !e->release_only && e->op == op && e->relid == mt->relid &&
+			strcmp(e->key, key) == 0)
+		{
+			e->confirmed = true;
+			return;
+		}
+	}
+}
+
+/* AFTER DELETE row */
+static void
+after_delete(ManagedTable *mt, HeapTuple oldtup)
+{
+	bool		isnull;
+	int64		owner = owner_value(mt, oldtup, &isnull);
+	Datum		kd = heap_getattr(oldtup, mt->key_att, mt->tupdesc, &isnull);
+	Entry	   *e;
+
+	if (isnull)
+		return;
+	e = new_entry(OP_DELETE, mt, OutputFunctionCall(&mt->key_out, kd));
+	e->confirmed = true;
+	e->old_rep = owner;
+	e->source = "manual";
+	e->kind = "delete";
+	e->reason = frame_strdup("row deleted");
+}
+
+PG_FUNCTION_INFO_V1(allocation_row_trigger);
+Datum
+allocation_row_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	TriggerEvent ev;
+	ManagedTable *mt;
+	HeapTuple	result;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		elog(ERROR, "allocation_row_trigger: not called by trigger manager");
+	ev = td->tg_event;
+	if (!TRIGGER_FIRED_FOR_ROW(ev))
+		elog(ERROR, "allocation_row_trigger: must be fired FOR EACH ROW");
+
+	if (TRIGGER_FIRED_BEFORE(ev))
+	{
+		config_prepare();
+		tindex_prepare();
+	}
+	mt = config_get_table(RelationGetRelid(td->tg_relation), false);
+
+	if (TRIGGER_FIRED_BEFORE(ev))
+	{
+		if (TRIGGER_FIRED_BY_INSERT(ev))
+			result = before_insert(mt, td->tg_trigtuple);
+		else if (TRIGGER_FIRED_BY_UPDATE(ev))
+			result = before_update(mt, td->tg_trigtuple, td->tg_newtuple);
+		else
+			result = td->tg_trigtuple;
+		return PointerGetDatum(result);
+	}
+
+	if (TRIGGER_FIRED_BY_INSERT(ev))
+		confirm(mt, td->tg_trigtuple, OP_INSERT);
+	else if (TRIGGER_FIRED_BY_UPDATE(ev))
+		confirm(mt, td->tg_newtuple, OP_UPDATE);
+	else if (TRIGGER_FIRED_BY_DELETE(ev))
+		after_delete(mt, td->tg_trigtuple);
+	return PointerGetDatum(NULL);
+}
+
+/* ---------- writing a batch ---------- */
+
+typedef struct Cols
+{
+	int			n;
+	Datum	   *v[18];
+	bool	   *isnull[18];
+} Cols;
+
+enum
+{
+	C_MANAGED, C_OP, C_KEY, C_REP, C_OLD_REP, C_TEAM, C_TERRITORY, C_RULE, C_SOURCE,
+	C_PINNED, C_KIND, C_REASON, C_TIER, C_CROP, C_BTYPE, C_SUGGEST, C_RELEASE, C__N
+};
+
+static const Oid col_types[C__N] = {
+	INT4OID, TEXTOID, TEXTOID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID,
+	BOOLOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, INT8OID
+};
+
+static void
+put_i8(Cols *c, int col, int row, int64 v)
+{
+	c->v[col][row] = Int64GetDatum(v);
+	c->isnull[col][row] = (v == 0);
+}
+
+static void
+put_text(Cols *c, int col, int row, const char *s)
+{
+	c->v[col][row] = s ? CStringGetTextDatum(s) : (Datum) 0;
+	c->isnull[col][row] = (s == NULL);
+}
+
+static Datum
+col_array(Cols *c, int col, int n)
+{
+	Oid			t = col_types[col];
+	int16		len;
+	bool		byval;
+	char		align;
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	get_typlenbyvalalign(t, &len, &byval, &align);
+	return PointerGetDatum(construct_md_array(c->v[col], c->isnull[col], 1, dims, lbs, t, len, byval, align));
+}
+
+static void
+flush_frame(Frame *f)
+{
+	static SPIPlanPtr plan = NULL;
+	AllocUserSwitch sw;
+	Cols		c;
+	Oid			types[C__N + 1];
+	Datum		args[C__N + 1];
+	int			i,
+				col,
+				n = 0,
+				nrel = 0;
+	char	   *actor;
+
+	if (f->n == 0)
+		return;
+	for (col = 0; col < C__N; col++)
+	{
+		c.v[col] = palloc(sizeof(Datum) * f->n);
+		c.isnull[col] = palloc(sizeof(bool) * f->n);
+	}
+	for (i = 0; i < f->n; i++)
+	{
+		Entry	   *e = &f->entries[i];
+
+		if (!e->confirmed)
+		{
+			/* the row was not stored: give back its slot */
+			if (e->reserved)
+				put_i8(&c, C_RELEASE, nrel++, e->reserved);
+			continue;
+		}
+		c.v[C_MANAGED][n] = Int32GetDatum(e->managed_id);
+		c.isnull[C_MANAGED][n] = false;
+		put_text(&c, C_OP, n, e->op == OP_INSERT ? "insert" : e->op == OP_UPDATE ? "update" : "delete");
+		put_text(&c, C_KEY, n, e->key);
+		put_i8(&c, C_REP, n, e->rep);
+		put_i8(&c, C_OLD_REP, n, e->old_rep);
+		put_i8(&c, C_TEAM, n, e->team);
+		put_i8(&c, C_TERRITORY, n, e->territory);
+		put_i8(&c, C_RULE, n, e->rule);
+		put_text(&c, C_SOURCE, n, e->source);
+		c.v[C_PINNED][n] = BoolGetDatum(e->pinned);
+		c.isnull[C_PINNED][n] = false;
+		put_text(&c, C_KIND, n, e->kind);
+		put_text(&c, C_REASON, n, e->reason);
+		put_text(&c, C_TIER, n, e->tier);
+		put_text(&c, C_CROP, n, e->crop);
+		put_text(&c, C_BTYPE, n, e->btype);
+		put_i8(&c, C_SUGGEST, n, e->suggest);
+		n++;
+	}
+	if (n == 0 && nrel == 0)
+		return;
+
+	actor = GetUserNameFromId(GetUserId(), false);
+	types[0] = TEXTOID;
+	args[0] = CStringGetTextDatum(actor);
+	for (col = 0; col < C__N; col++)
+	{
+		types[col + 1] = get_array_type(col_types[col]);
+		args[col + 1] = col_array(&c, col, col == C_RELEASE ? nrel : n);
+	}
+
+	alloc_become_owner(&sw);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (plan == NULL)
+	{
+		plan = SPI_prepare("SELECT allocation._record_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+						   " $11, $12, $13, $14, $15, $16, $17, $18)", C__N + 1, types);
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare of the batch writer failed");
+		SPI_keepplan(plan);
+	}
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "writing the allocation batch failed");
+	SPI_finish();
+	alloc_restore_user(&sw);
+}
+
+static void
+record_truncate(ManagedTable *mt)
+{
+	AllocUserSwitch sw;
+	Oid			types[2] = {INT4OID, TEXTOID};
+	Datum		args[2];
+	char	   *actor = GetUserNameFromId(GetUserId(), false);
+
+	args[0] = Int32GetDatum(mt->id);
+	args[1] = CStringGetTextDatum(actor);
+	alloc_become_owner(&sw);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args("SELECT allocation._record_truncate($1, $2)", 2, types, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "recording the truncate failed");
+	SPI_finish();
+	alloc_restore_user(&sw);
+}
+
+PG_FUNCTION_INFO_V1(allocation_stmt_trigger);
+Datum
+allocation_stmt_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	TriggerEvent ev;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		elog(ERROR, "allocation_stmt_trigger: not called by trigger manager");
+	ev = td->tg_event;
+	if (!TRIGGER_FIRED_FOR_STATEMENT(ev))
+		elog(ERROR, "allocation_stmt_trigger: must be fired FOR EACH STATEMENT");
+
+	if (TRIGGER_FIRED_BY_TRUNCATE(ev))
+	{
+		config_prepare();
+		record_truncate(config_get_table(RelationGetRelid(td->tg_relation), false));
+	}
+	else if (TRIGGER_FIRED_BEFORE(ev))
+		push_frame();
+	else
+	{
+		Frame	   *f = frames;
+
+		if (f == NULL)
+			elog(ERROR, "allocation batch stack is empty at statement end");
+		frames = f->prev;
+		flush_frame(f);
+	}
+	return PointerGetDatum(NULL);
+}

@@ -137,9 +137,10 @@ BEGIN
     SELECT b.managed_id, b.key, b.rep, b.team, b.territory, b.rule, b.source, b.pinned,
            b.reason, b.tier, b.crop, b.btype
       FROM unnest(p_managed, p_op, p_key, p_rep, p_team, p_territory, p_rule, p_source,
-                  p_pinned, p_reason, p_tier, p_crop, p_btype)
-           AS b(managed_id, op, key, rep, team, territory, rule, source, pinned, reason, tier, crop, btype)
-     WHERE b.op IN ('insert', 'update');
+                  p_pinned, p_reason, p_tier, p_crop, p_btype) WITH ORDINALITY
+           AS b(managed_id, op, key, rep, team, territory, rule, source, pinned, reason, tier, crop, btype, ord)
+     WHERE b.op IN ('insert', 'update')
+     ORDER BY b.ord;
 
     -- suggestions: a pending one is superseded by any new decision on the same customer
     UPDATE allocation.suggestion s
@@ -171,9 +172,10 @@ BEGIN
                                                 'source', b.source, 'pinned', b.pinned,
                                                 'suggested', b.sug IS NOT NULL))
       FROM unnest(p_managed, p_op, p_key, p_rep, p_old_rep, p_team, p_territory, p_rule,
-                  p_source, p_pinned, p_kind, p_reason, p_suggest)
-           AS b(managed_id, op, key, rep, old_rep, team, territory, rule, source, pinned, kind, reason, sug)
-      JOIN allocation.managed_table m ON m.id = b.managed_id;
+                  p_source, p_pinned, p_kind, p_reason, p_suggest) WITH ORDINALITY
+           AS b(managed_id, op, key, rep, old_rep, team, territory, rule, source, pinned, kind, reason, sug, ord)
+      JOIN allocation.managed_table m ON m.id = b.managed_id
+     ORDER BY b.ord;
 END
 $$;
 COMMENT ON FUNCTION allocation._record_batch(text, integer[], text[], text[], bigint[], bigint[], bigint[], bigint[], bigint[], text[], boolean[], text[], text[], text[], text[], text[], bigint[], bigint[])

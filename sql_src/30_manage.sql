@@ -186,9 +186,9 @@ BEGIN
                %3$s, %4$s, %5$s
           FROM %6$s c$q$,
         key_column, owner_column,
-        coalesce(format('c.%I::text', attributes->>'tier'), 'NULL'),
-        coalesce(format('c.%I::text', attributes->>'crop'), 'NULL'),
-        coalesce(format('c.%I::text', attributes->>'business_type'), 'NULL'),
+        CASE WHEN attributes ? 'tier' THEN format('c.%I::text', attributes->>'tier') ELSE 'NULL' END,
+        CASE WHEN attributes ? 'crop' THEN format('c.%I::text', attributes->>'crop') ELSE 'NULL' END,
+        CASE WHEN attributes ? 'business_type' THEN format('c.%I::text', attributes->>'business_type') ELSE 'NULL' END,
         tbl) USING v_id;
     GET DIAGNOSTICS v_count = ROW_COUNT;
     PERFORM allocation._recount_loads();

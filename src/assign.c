@@ -608,6 +608,7 @@ assign_decide(ManagedTable *mt, HeapTuple tuple, Customer *c, Decision *d,
 {
 	int			k;
 	const char *fallthrough = NULL;
+	const char *fallthrough_why = NULL;
 
 	memset(d, 0, sizeof(Decision));
 	d->kind = DECISION_POOL;
@@ -671,9 +672,10 @@ assign_decide(ManagedTable *mt, HeapTuple tuple, Customer *c, Decision *d,
 		}
 		tr_rule_end(tr, true, why ? why : "no candidate has free capacity", "fall through", 0);
 		fallthrough = r->name;
+		fallthrough_why = why ? why : "no candidate has free capacity";
 	}
 	d->reason = fallthrough
-		? psprintf("no available rep: the last matching rule (%s) had no candidate with free capacity", fallthrough)
+		? psprintf("no rep available: the last matching rule, %s, fell through (%s)", fallthrough, fallthrough_why)
 		: pstrdup("no rule matched");
 }
 

@@ -34,13 +34,22 @@ typedef struct CondErrCtx
 {
 	const char *rule_name;
 	const char *condition;
+	const char *sql;
 } CondErrCtx;
 
 static void
 condition_error_callback(void *arg)
 {
 	CondErrCtx *ctx = (CondErrCtx *) arg;
+	int			pos = geterrposition();
 
+	/* point the error cursor into the condition, not the user's statement */
+	if (pos > 0 && ctx->sql)
+	{
+		errposition(0);
+		internalerrposition(pos);
+		internalerrquery(ctx->sql);
+	}
 	errcontext("condition of allocation rule \"%s\": %s", ctx->rule_name, ctx->condition);
 }
 
@@ -99,12 +108,14 @@ rules_compile_condition(Oid relid, const char *condition, const char *rule_name)
 
 	ctx.rule_name = rule_name;
 	ctx.condition = condition;
+	ctx.sql = NULL;
 	errcb.callback = condition_error_callback;
 	errcb.arg = &ctx;
 	errcb.previous = error_context_stack;
 	error_context_stack = &errcb;
 
 	sql = psprintf("SELECT %s", condition);
+	ctx.sql = sql;
 	raw = parse_condition(sql, condition);
 
 	rel = table_open(relid, AccessShareLock);

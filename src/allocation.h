@@ -218,6 +218,7 @@ typedef struct Customer
 	int			ntags;
 	char	  **tags;
 	AllocPoint	loc;
+	int64		current_owner;	/* re-evaluation: the owner now (holds a slot), else 0 */
 	int			nterr;
 	TerritoryInfo *terr[ALLOC_MAX_HITS];
 } Customer;

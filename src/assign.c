@@ -540,6 +540,10 @@ rule_candidates(RuleInfo *r, Customer *c, bool dry_run, Cand **out, Trace *tr, c
 
 	held = palloc(sizeof(int32) * Max(nids, 1));
 	read_loads(ids, nids, held);
+	/* on re-evaluation the current owner's count includes this customer */
+	for (i = 0; i < nids; i++)
+		if (c->current_owner != 0 && ids[i] == c->current_owner && held[i] > 0)
+			held[i]--;
 	cands = palloc(sizeof(Cand) * Max(nids, 1));
 	for (i = 0; i < nids; i++)
 	{
@@ -659,13 +663,13 @@ assign_decide(ManagedTable *mt, HeapTuple tuple, Customer *c, Decision *d,
 			/* reserve in order: skip reps locked by other sessions, then wait */
 			for (pass = 0; pass < 2 && n > 0; pass++)
 				for (i = 0; i < n; i++)
-					if (assign_reserve(cands[i].id, pass == 1))
+					if (cands[i].id == c->current_owner || assign_reserve(cands[i].id, pass == 1))
 					{
 						d->kind = DECISION_ASSIGN;
 						d->rep_id = cands[i].id;
 						d->team_id = cands[i].rep->team_id;
 						d->rule_id = r->id;
-						d->reserved = true;
+						d->reserved = cands[i].id != c->current_owner;	/* owner keeps its slot */
 						d->reason = psprintf("rule %s", r->name);
 						return;
 					}

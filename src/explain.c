@@ -88,6 +88,10 @@ explain_tuple(ManagedTable *mt, HeapTuple tup, bool hypothetical)
 	RepInfo    *rep;
 
 	assign_read_customer(mt, tup, &c, hypothetical);
+	owner = heap_getattr(tup, mt->owner_att, mt->tupdesc, &isnull);
+	/* a stored customer is explained as a re-evaluation: its owner keeps its slot */
+	if (!isnull)
+		c.current_owner = mt->owner_type == INT4OID ? DatumGetInt32(owner) : DatumGetInt64(owner);
 	initStringInfo(&tr.rules);
 	initStringInfo(&tr.cur);
 	tr.nrules = 0;
@@ -100,10 +104,7 @@ explain_tuple(ManagedTable *mt, HeapTuple tup, bool hypothetical)
 	json_kv_str(&out, "key", c.key, true);
 	appendStringInfo(&out, ", \"hypothetical\": %s", hypothetical ? "true" : "false");
 
-	owner = heap_getattr(tup, mt->owner_att, mt->tupdesc, &isnull);
-	json_kv_int(&out, "current_owner",
-				isnull ? 0 : (mt->owner_type == INT4OID ? DatumGetInt32(owner) : DatumGetInt64(owner)),
-				isnull, true);
+	json_kv_int(&out, "current_owner", c.current_owner, c.current_owner == 0, true);
 
 	appendStringInfoString(&out, ", \"customer\": {");
 	json_kv_str(&out, "tier", c.attr[ATTR_TIER], false);

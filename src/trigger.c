@@ -47,7 +47,6 @@ typedef struct Entry
 {
 	EntryOp		op;
 	bool		confirmed;
-	bool		release_only;	/* only gives back a slot; never confirmed */
 	Oid			relid;
 	int32		managed_id;
 	char	   *key;
@@ -392,15 +391,10 @@ before_update(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 	if (mt->reevaluate == 'u' && registry_pinned(mt, c.key))
 		return newtup;
 
+	c.current_owner = oldnull ? 0 : old_owner;
 	assign_decide(mt, newtup, &c, &d, false, NULL);
 	if (d.kind == DECISION_ASSIGN && !oldnull && d.rep_id == old_owner)
-	{
-		/* same owner: give back the extra slot the decision took */
-		e = new_entry(OP_UPDATE, mt, c.key);
-		e->release_only = true;
-		e->reserved = d.rep_id;
-		return newtup;
-	}
+		return newtup;			/* same owner, who keeps the slot */
 	if (d.kind != DECISION_ASSIGN && oldnull)
 	{
 		/* still without owner: record only a new suggestion */
@@ -432,8 +426,7 @@ confirm(ManagedTable *mt, HeapTuple tup, EntryOp op)
 	{
 		Entry	   *e = &f->entries[j];
 
-		if (!e->confirmed && !e->release_only && e->op == op && e->relid == mt->relid &&
-			strcmp(e->key, key) == 0)
+		if (!e->confirmed && e->op == op && e->relid == mt->relid && strcmp(e->key, key) == 0)
 		{
 			e->confirmed = true;
 			f->cursor = j + 1;
@@ -444,8 +437,7 @@ confirm(ManagedTable *mt, HeapTuple tup, EntryOp op)
 	{
 		Entry	   *e = &f->entries[j];
 
-		if (!e->confirmed && !e->release_only && e->op == op && e->relid == mt->relid &&
-			strcmp(e->key, key) == 0)
+		if (!e->confirmed && e->op == op && e->relid == mt->relid && strcmp(e->key, key) == 0)
 		{
 			e->confirmed = true;
 			return;

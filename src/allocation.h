@@ -77,6 +77,8 @@ typedef struct TerritoryInfo
 	int64		owner_team;		/* 0 = none */
 	char	   *code;
 	char	   *name;
+	int			nzones;
+	char	  **zones;			/* crop_zones */
 } TerritoryInfo;
 
 #define ALLOC_MAX_HITS 64
@@ -146,6 +148,7 @@ typedef struct RuleInfo
 	Oid			relid;			/* InvalidOid = every managed table */
 	int64		territory_id;	/* 0 = any */
 	TextSet		crops;			/* n < 0: no filter */
+	TextSet		zones;			/* crop zones of the winning territory */
 	TextSet		tiers;
 	TextSet		btypes;
 	TextSet		tags;
@@ -197,6 +200,7 @@ typedef struct ManagedTable
 	TupleTableSlot *slot;
 } ManagedTable;
 
+extern TextSet textset_from_datum(Datum d, bool isnull);
 extern ManagedTable *config_get_table(Oid relid, bool missing_ok);
 extern RepInfo *config_get_rep(int64 id);
 extern TeamInfo *config_get_team(int64 id);

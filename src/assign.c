@@ -369,6 +369,22 @@ rule_mismatch(ManagedTable *mt, int k, Customer *c, HeapTuple tuple, Trace *tr)
 		return filter_mismatch(tr, "business type", c->attr[ATTR_BTYPE], &r->btypes);
 	if (r->crops.n >= 0 && !textset_contains(&r->crops, c->attr[ATTR_CROP]))
 		return filter_mismatch(tr, "crop", c->attr[ATTR_CROP], &r->crops);
+	if (r->zones.n >= 0)
+	{
+		TerritoryInfo *t = c->nterr > 0 ? c->terr[0] : NULL;
+		bool		any = false;
+
+		for (i = 0; t && i < t->nzones && !any; i++)
+			any = textset_contains(&r->zones, t->zones[i]);
+		if (!any)
+		{
+			if (!tr)
+				return "crop zone";
+			if (t == NULL)
+				return "crop zone filter: the customer is in no territory";
+			return filter_mismatch(tr, "crop zones of territory", t->code, &r->zones);
+		}
+	}
 	if (r->tags.n >= 0)
 	{
 		bool		any = false;

@@ -68,7 +68,7 @@ config_known_relid(Oid relid)
 }
 
 /* text[] datum -> TextSet (n = -1 for NULL) */
-static TextSet
+TextSet
 textset_from_datum(Datum d, bool isnull)
 {
 	TextSet		s;
@@ -245,7 +245,7 @@ load_rules(ConfigCache *c)
 	cfg_query(c, "SELECT id, name, priority, mode = 'suggest', coalesce(tbl::oid, 0),"
 					" coalesce(territory_id, 0), crops, tiers, business_types, tags,"
 					" condition, condition_bin, target_kind, coalesce(target_rep_id, 0),"
-					" coalesce(target_team_id, 0), policy"
+					" coalesce(target_team_id, 0), policy, crop_zones"
 					" FROM allocation.rule WHERE enabled ORDER BY priority DESC, id", "allocation.rule");
 	c->nrules = SPI_processed;
 	c->rules = palloc0(sizeof(RuleInfo) * Max(c->nrules, 1));
@@ -279,6 +279,8 @@ load_rules(ConfigCache *c)
 		r->target = (RuleTarget) (s[0] == 'r' ? TARGET_REP : s[0] == 't' ? TARGET_TEAM : TARGET_POOL);
 		r->target_rep = DatumGetInt64(SPI_getbinval(tup, td, 14, &isnull));
 		r->target_team = DatumGetInt64(SPI_getbinval(tup, td, 15, &isnull));
+		d = SPI_getbinval(tup, td, 17, &isnull);
+		r->zones = textset_from_datum(d, isnull);
 		s = SPI_getvalue(tup, td, 16);
 		if (s == NULL)
 			r->policy = POLICY_NONE;

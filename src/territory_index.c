@@ -470,7 +470,7 @@ tindex_build(void)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	sql = psprintf("SELECT id, coalesce(parent_id, 0), priority, exclusive, coalesce(owner_rep_id, 0),"
-				   " coalesce(owner_team_id, 0), code, name, %s.st_asbinary(geom, 'NDR')"
+				   " coalesce(owner_team_id, 0), code, name, %s.st_asbinary(geom, 'NDR'), crop_zones"
 				   " FROM allocation.territory ORDER BY id",
 				   quote_identifier(get_namespace_name(alloc_oids.postgis_schema)));
 	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
@@ -497,6 +497,12 @@ tindex_build(void)
 		t->info.owner_team = DatumGetInt64(SPI_getbinval(tup, td, 6, &isnull));
 		t->info.code = SPI_getvalue(tup, td, 7);
 		t->info.name = SPI_getvalue(tup, td, 8);
+		{
+			TextSet		z = textset_from_datum(SPI_getbinval(tup, td, 10, &isnull), isnull);
+
+			t->info.nzones = Max(z.n, 0);
+			t->info.zones = z.items;
+		}
 		g = SPI_getbinval(tup, td, 9, &isnull);
 		if (!isnull)
 			ix->nvertices += read_multipolygon(DatumGetByteaPP(g), t);

@@ -40,10 +40,10 @@ COMMENT ON TABLE allocation.rep_load IS 'Number of customers each rep currently 
 
 -- Round-robin position per team, persisted across sessions.
 CREATE TABLE allocation.rr_cursor (
-    team_id bigint PRIMARY KEY REFERENCES allocation.team (id) ON DELETE CASCADE,
-    pos     bigint NOT NULL DEFAULT 0
+    team_id      bigint PRIMARY KEY REFERENCES allocation.team (id) ON DELETE CASCADE,
+    last_rep_id  bigint NOT NULL
 );
-COMMENT ON TABLE allocation.rr_cursor IS 'Persistent round-robin cursor per team';
+COMMENT ON TABLE allocation.rr_cursor IS 'Persistent round-robin cursor per team: the rep served last (the next is the next available rep by id)';
 
 -------------------------------------------------------------------------------
 -- Territories
@@ -158,6 +158,7 @@ CREATE TABLE allocation.assignment (
 CREATE UNIQUE INDEX assignment_current_uniq ON allocation.assignment (managed_id, key) WHERE valid_to IS NULL;
 CREATE INDEX assignment_history_idx ON allocation.assignment (managed_id, key, valid_from);
 CREATE INDEX assignment_rep_idx ON allocation.assignment (rep_id) WHERE valid_to IS NULL;
+
 COMMENT ON TABLE allocation.assignment IS 'Ownership registry and history: one open row (valid_to IS NULL) per managed customer, closed rows are history; rep_id NULL = public pool';
 
 -------------------------------------------------------------------------------

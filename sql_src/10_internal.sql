@@ -49,6 +49,22 @@ COMMENT ON FUNCTION allocation._rep_load_row() IS 'internal: creates the holding
 CREATE TRIGGER rep_load_row AFTER INSERT ON allocation.rep
     FOR EACH ROW EXECUTE FUNCTION allocation._rep_load_row();
 
+-- Holdings counters are derived state: rows written to the registry by anything
+-- but the engine's batch writer (manage(), a pg_restore) trigger a recount.
+CREATE FUNCTION allocation._assignment_loaded() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+    IF current_setting('allocation.in_batch', true) IS DISTINCT FROM 'on' THEN
+        PERFORM allocation._recount_loads();
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION allocation._assignment_loaded() IS 'internal: recounts rep holdings after registry rows are loaded outside the engine (manage, restore)';
+CREATE TRIGGER assignment_loaded AFTER INSERT ON allocation.assignment
+    FOR EACH STATEMENT EXECUTE FUNCTION allocation._assignment_loaded();
+
 -- Territory bookkeeping: updated_at, and a hierarchy without cycles.
 CREATE FUNCTION allocation._territory_before() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
@@ -63,10 +79,14 @@ BEGIN
     THEN
         RAISE EXCEPTION 'territory hierarchy would contain a cycle'
             USING ERRCODE = 'LA009',
-                  DETAIL = format('Territory %s cannot have %s as parent because it is one of its ancestors.', NEW.code, NEW.parent_id),
+                  DETAIL = format('Territory %s cannot have %s as parent: %s lies inside %s''s own subtree.', NEW.code,
+                                  (SELECT t.code FROM allocation.territory t WHERE t.id = NEW.parent_id),
+                                  (SELECT t.code FROM allocation.territory t WHERE t.id = NEW.parent_id), NEW.code),
                   HINT = 'Choose a parent outside the territory''s own subtree.';
     END IF;
-    NEW.updated_at := now();
+    IF TG_OP = 'UPDATE' THEN
+        NEW.updated_at := now();   -- on INSERT keep a supplied value (pg_restore)
+    END IF;
     RETURN NEW;
 END
 $$;
@@ -87,7 +107,9 @@ BEGIN
     THEN
         RAISE EXCEPTION 'team hierarchy would contain a cycle'
             USING ERRCODE = 'LA009',
-                  DETAIL = format('Team %s cannot have %s as parent because it is one of its ancestors.', NEW.code, NEW.parent_id),
+                  DETAIL = format('Team %s cannot have %s as parent: %s lies inside %s''s own subtree.', NEW.code,
+                                  (SELECT t.code FROM allocation.team t WHERE t.id = NEW.parent_id),
+                                  (SELECT t.code FROM allocation.team t WHERE t.id = NEW.parent_id), NEW.code),
                   HINT = 'Choose a parent outside the team''s own subtree.';
     END IF;
     RETURN NEW;
@@ -121,9 +143,18 @@ CREATE FUNCTION allocation._record_batch(
     p_source text[], p_pinned boolean[], p_kind text[], p_reason text[],
     p_tier text[], p_crop text[], p_btype text[], p_suggest bigint[], p_release bigint[])
 RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET allocation.in_batch = on AS
 $$
 BEGIN
+    -- an accepted suggestion is recorded under the suggestion's rule
+    IF 'suggestion' = ANY (p_source) THEN
+        SELECT array_agg(coalesce(b.rule, (SELECT s.rule_id FROM allocation.suggestion s
+                                            WHERE b.source = 'suggestion' AND s.managed_id = b.managed_id
+                                              AND s.key = b.key AND s.status = 'pending')) ORDER BY b.ord)
+          INTO p_rule
+          FROM unnest(p_managed, p_key, p_rule, p_source) WITH ORDINALITY AS b(managed_id, key, rule, source, ord);
+    END IF;
+
     -- close the open registry row of updated/deleted customers
     UPDATE allocation.assignment a
        SET valid_to = now(), closed_reason = b.kind

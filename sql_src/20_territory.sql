@@ -34,6 +34,13 @@ BEGIN
                   HINT = 'Export the layer from your GIS as GeoJSON (QGIS: Export > Save Features As > GeoJSON).';
     END IF;
 
+    IF code_property IS NULL OR name_property IS NULL THEN
+        RAISE EXCEPTION 'code_property and name_property must not be NULL'
+            USING ERRCODE = '22004',
+                  DETAIL = 'They name the feature properties holding the territory code and name.',
+                  HINT = 'Leave them out to use the defaults ''code'' and ''name''.';
+    END IF;
+
     -- named CRS (GeoJSON 2008 style); absent means WGS 84 (RFC 7946)
     v_crs := fc #>> '{crs,properties,name}';
     IF v_crs IS NOT NULL AND v_crs !~* '(EPSG:+4326|CRS84)$' THEN
@@ -75,8 +82,16 @@ BEGIN
                       DETAIL = 'Territories must be Polygon or MultiPolygon geometries.',
                       HINT = 'Convert lines or points to polygons in your GIS before exporting.';
         END IF;
+        -- PostGIS reads a non-number ordinate as 0: refuse it here
+        IF jsonb_path_exists(f->'geometry'->'coordinates',
+                             'strict $.** ? (@.type() != "array" && @.type() != "number")') THEN
+            RAISE EXCEPTION 'feature % (%) has a malformed geometry', i, v_code
+                USING ERRCODE = 'LA001',
+                      DETAIL = 'A coordinate is not a number.',
+                      HINT = 'Check the coordinates arrays of the feature.';
+        END IF;
         BEGIN
-            v_geom := ST_GeomFromGeoJSON(f->'geometry');
+            v_geom := ST_Force2D(ST_GeomFromGeoJSON(f->'geometry'));
         EXCEPTION WHEN others THEN
             RAISE EXCEPTION 'feature % (%) has a malformed geometry', i, v_code
                 USING ERRCODE = 'LA001', DETAIL = SQLERRM,
@@ -89,6 +104,13 @@ BEGIN
                       HINT = 'Reproject the layer to EPSG:4326 before exporting it.';
         END IF;
         v_geom := ST_SetSRID(v_geom, 4326);
+        IF ST_XMin(v_geom) < -180 OR ST_XMax(v_geom) > 180 OR ST_YMin(v_geom) < -90 OR ST_YMax(v_geom) > 90 THEN
+            RAISE EXCEPTION 'feature % (%) has coordinates outside longitude/latitude range', i, v_code
+                USING ERRCODE = 'LA005',
+                      DETAIL = format('Its extent is %s; EPSG:4326 longitudes lie in [-180, 180] and latitudes in [-90, 90].',
+                                      ST_AsText(ST_Envelope(v_geom))),
+                      HINT = 'The layer is probably in a projected CRS: reproject it to EPSG:4326 before exporting.';
+        END IF;
         IF NOT ST_IsValid(v_geom) THEN
             v_reason := ST_IsValidReason(v_geom);
             v_fixed := ST_CollectionExtract(ST_MakeValid(v_geom), 3);

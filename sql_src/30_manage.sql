@@ -59,6 +59,12 @@ BEGIN
     END IF;
     SELECT c.relkind, format('%I.%I', n.nspname, c.relname) INTO v_kind, v_name
       FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = tbl AND c.relpersistence = 't') THEN
+        RAISE EXCEPTION 'temporary table % cannot be managed', tbl
+            USING ERRCODE = 'LA010',
+                  DETAIL = 'A temporary table disappears at the end of the session without notice, leaving the registry open.',
+                  HINT = 'Manage a permanent table.';
+    END IF;
     IF v_kind = 'p' THEN
         RAISE EXCEPTION 'partitioned table % cannot be managed yet', tbl
             USING ERRCODE = 'LA010',
@@ -152,12 +158,20 @@ BEGIN
         v_attnums := v_attnums || jsonb_build_object(v_logical, v_attnum);
     END LOOP;
 
+    EXECUTE format('SELECT count(*) FROM %s c WHERE c.%I IS NULL', tbl, key_column) INTO v_count;
+    IF v_count > 0 THEN
+        RAISE EXCEPTION '% row(s) of % have a NULL key', v_count, tbl
+            USING ERRCODE = 'LA063',
+                  DETAIL = format('Column %I is the key; every customer needs one to be registered.', key_column),
+                  HINT = format('Give those rows a key, then ALTER TABLE %s ALTER COLUMN %I SET NOT NULL.', tbl, key_column);
+    END IF;
+
     -- existing owners must be known reps
     EXECUTE format('SELECT min(%1$I)::text, count(*) FROM %2$s c WHERE %1$I IS NOT NULL
                      AND NOT EXISTS (SELECT 1 FROM allocation.rep r WHERE r.id = c.%1$I)', owner_column, tbl)
        INTO v_bad, v_count;
     IF v_count > 0 THEN
-        RAISE EXCEPTION '% rows of % have an owner that is not a rep', v_count, tbl
+        RAISE EXCEPTION '% row(s) of % have an owner that is not a rep', v_count, tbl
             USING ERRCODE = 'LA020',
                   DETAIL = format('For example owner %s does not exist in allocation.rep.', v_bad),
                   HINT = 'Create the missing reps (or clear those owners) before calling allocation.manage().';
@@ -261,7 +275,8 @@ BEGIN
     UPDATE allocation.managed_table SET active = false WHERE id = p_managed;
     PERFORM allocation._recount_loads();
     INSERT INTO allocation.event (actor, kind, managed_id, table_name, reason)
-    SELECT session_user, p_why, m.id, m.table_name, format('table %s', p_why)
+    SELECT session_user, p_why, m.id, m.table_name,
+           CASE p_why WHEN 'table_dropped' THEN 'table dropped' ELSE 'table unmanaged' END
       FROM allocation.managed_table m WHERE m.id = p_managed;
 END
 $$;
@@ -363,51 +378,56 @@ $$
 DECLARE
     m record;
     l text;
-    n smallint;
-    cur name;
-    v_attributes jsonb;
+    v_name name;
+    v_attnum smallint;
+    v_now name;
+    v_names jsonb;
     v_attnums jsonb;
-    v_changed boolean;
+    v_table text;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger_ddl_commands() c
-                    JOIN allocation.managed_table mt ON mt.tbl = c.objid AND mt.active) THEN
-        RETURN;
-    END IF;
     FOR m IN SELECT mt.* FROM allocation.managed_table mt
-              WHERE mt.active AND mt.tbl IN (SELECT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c) LOOP
-        v_attributes := m.attributes;
-        v_attnums := m.attnums;
-        v_changed := false;
-        FOR l, n IN SELECT key, (value #>> '{}')::smallint FROM jsonb_each(m.attnums) LOOP
-            SELECT a.attname INTO cur FROM pg_catalog.pg_attribute a
-             WHERE a.attrelid = m.tbl AND a.attnum = n AND NOT a.attisdropped;
-            -- a mapped column that was renamed: follow it
-            IF cur IS NOT NULL AND cur IS DISTINCT FROM CASE l WHEN 'key' THEN m.key_column WHEN 'location' THEN m.location_column
-                                   WHEN 'owner' THEN m.owner_column ELSE (v_attributes->>l)::name END
-               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
-                                WHERE a.attrelid = m.tbl AND NOT a.attisdropped
-                                  AND a.attname = CASE l WHEN 'key' THEN m.key_column WHEN 'location' THEN m.location_column
-                                                    WHEN 'owner' THEN m.owner_column ELSE (v_attributes->>l)::name END) THEN
-                CASE l
-                    WHEN 'key' THEN m.key_column := cur;
-                    WHEN 'location' THEN m.location_column := cur;
-                    WHEN 'owner' THEN m.owner_column := cur;
-                    ELSE v_attributes := jsonb_set(v_attributes, ARRAY[l], to_jsonb(cur::text));
-                END CASE;
-                v_changed := true;
+              WHERE mt.active
+                AND mt.tbl IN (SELECT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c) LOOP
+        -- logical name -> column name, as stored
+        v_names := jsonb_strip_nulls(jsonb_build_object('key', m.key_column, 'location', m.location_column,
+                                                        'owner', m.owner_column)) || m.attributes;
+        v_attnums := '{}';
+        FOR l, v_name IN SELECT key, value #>> '{}' FROM jsonb_each(v_names) LOOP
+            SELECT a.attnum INTO v_attnum FROM pg_catalog.pg_attribute a
+             WHERE a.attrelid = m.tbl AND a.attname = v_name AND a.attnum > 0 AND NOT a.attisdropped;
+            IF v_attnum IS NULL THEN
+                -- the name is gone: the column was renamed; follow its number
+                SELECT a.attname, a.attnum INTO v_now, v_attnum FROM pg_catalog.pg_attribute a
+                 WHERE a.attrelid = m.tbl AND a.attnum = (m.attnums ->> l)::smallint AND NOT a.attisdropped;
+                IF v_now IS NOT NULL THEN
+                    v_names := jsonb_set(v_names, ARRAY[l], to_jsonb(v_now::text));
+                END IF;
             END IF;
+            -- numbers follow the names (they shift after a dump and restore)
+            IF v_attnum IS NOT NULL THEN
+                v_attnums := v_attnums || jsonb_build_object(l, v_attnum);
+            END IF;
+            v_now := NULL;
+            v_attnum := NULL;
         END LOOP;
-        IF v_changed THEN
-            UPDATE allocation.managed_table
-               SET key_column = m.key_column, location_column = m.location_column,
-                   owner_column = m.owner_column, attributes = v_attributes
-             WHERE id = m.id;
-        END IF;
-        -- keep rule condition text in step with renamed columns
-        UPDATE allocation.rule r SET condition = pg_catalog.pg_get_expr(r.condition_bin, r.tbl)
-         WHERE r.tbl = m.tbl AND r.condition_bin IS NOT NULL
-           AND r.condition IS DISTINCT FROM pg_catalog.pg_get_expr(r.condition_bin, r.tbl);
+        SELECT format('%I.%I', n.nspname, c.relname) INTO v_table
+          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.oid = m.tbl;
+        UPDATE allocation.managed_table mt
+           SET key_column = v_names ->> 'key', location_column = v_names ->> 'location',
+               owner_column = v_names ->> 'owner',
+               attributes = v_names - 'key' - 'location' - 'owner',
+               attnums = v_attnums, table_name = v_table
+         WHERE mt.id = m.id
+           AND (mt.key_column, mt.location_column, mt.owner_column, mt.attributes, mt.attnums, mt.table_name)
+               IS DISTINCT FROM (v_names ->> 'key', v_names ->> 'location', v_names ->> 'owner',
+                                 v_names - 'key' - 'location' - 'owner', v_attnums, v_table);
     END LOOP;
+    -- keep rule condition texts in step with renamed columns
+    UPDATE allocation.rule r SET condition = allocation._condition_deparse(r.condition_bin, r.tbl)
+     WHERE r.condition_bin IS NOT NULL
+       AND r.tbl IN (SELECT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c)
+       AND r.condition IS DISTINCT FROM allocation._condition_deparse(r.condition_bin, r.tbl);
 END
 $$;
 COMMENT ON FUNCTION allocation._on_ddl_end() IS 'internal: follows column renames on managed tables (mapping and rule conditions)';

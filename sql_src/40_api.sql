@@ -16,6 +16,14 @@ BEGIN
     m := allocation._managed(p_tbl);
     SELECT format_type(a.atttypid, a.atttypmod) INTO v_keytype FROM pg_catalog.pg_attribute a
      WHERE a.attrelid = p_tbl AND a.attname = m.key_column;
+    BEGIN
+        EXECUTE format('SELECT $1::%s', v_keytype) USING p_key;
+    EXCEPTION WHEN data_exception THEN
+        RAISE EXCEPTION 'customer % not found in %', p_key, p_tbl
+            USING ERRCODE = 'LA062',
+                  DETAIL = format('%s is not a valid %s, the type of key column %s.', quote_literal(p_key), v_keytype, m.key_column),
+                  HINT = 'Check the key.';
+    END;
     PERFORM set_config('allocation.change_source', p_source, true);
     PERFORM set_config('allocation.change_reason', coalesce(p_reason, ''), true);
     BEGIN
@@ -100,10 +108,12 @@ BEGIN
                   HINT = 'Only pending suggestions can be accepted or rejected.';
     END IF;
     UPDATE allocation.suggestion
-       SET status = 'rejected', decided_at = now(), decided_by = session_user, decision_reason = reason
+       SET status = 'rejected', decided_at = now(), decided_by = session_user,
+           decision_reason = reject_suggestion.reason
      WHERE suggestion.id = s.id;
     INSERT INTO allocation.event (actor, kind, managed_id, table_name, key, to_rep, rule_id, reason, detail)
-    SELECT session_user, 'suggestion_rejected', s.managed_id, m.table_name, s.key, s.rep_id, s.rule_id, reason,
+    SELECT session_user, 'suggestion_rejected', s.managed_id, m.table_name, s.key, s.rep_id, s.rule_id,
+           reject_suggestion.reason,
            jsonb_build_object('suggestion_id', s.id)
       FROM allocation.managed_table m WHERE m.id = s.managed_id;
 END
@@ -147,6 +157,11 @@ RETURNS jsonb
 AS 'MODULE_PATHNAME', 'allocation_explain_row' LANGUAGE C STABLE;
 COMMENT ON FUNCTION allocation.explain(regclass, jsonb) IS
 'Decision trace for a hypothetical customer row given as JSON (column name -> value); no side effects';
+
+CREATE FUNCTION allocation._condition_deparse(bin text, tbl regclass)
+RETURNS text
+AS 'MODULE_PATHNAME', 'allocation_condition_deparse' LANGUAGE C STRICT STABLE;
+COMMENT ON FUNCTION allocation._condition_deparse(text, regclass) IS 'internal: source text of a compiled rule condition with the table''s current column names';
 
 CREATE FUNCTION allocation._condition_uses_column(bin text, attnum integer)
 RETURNS boolean

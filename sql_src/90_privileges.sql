@@ -57,7 +57,7 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA allocation FROM PUBLIC;
 -------------------------------------------------------------------------------
 SELECT pg_catalog.pg_extension_config_dump('allocation.team', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.rep', '');
-SELECT pg_catalog.pg_extension_config_dump('allocation.rep_load', '');
+-- rep_load is derived: recounted when the registry is restored (trigger assignment_loaded)
 SELECT pg_catalog.pg_extension_config_dump('allocation.rr_cursor', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.territory', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.managed_table', '');

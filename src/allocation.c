@@ -34,6 +34,7 @@ void		_PG_init(void);
 
 char	   *allocation_change_source = NULL;
 char	   *allocation_change_reason = NULL;
+static bool allocation_in_batch = false;
 
 AllocationOids alloc_oids;
 
@@ -81,6 +82,11 @@ _PG_init(void)
 							   NULL, &allocation_change_reason, "",
 							   PGC_USERSET, GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL,
 							   NULL, NULL, NULL);
+	DefineCustomBoolVariable("allocation.in_batch",
+							 "Set while the engine's batch writer runs (internal).",
+							 NULL, &allocation_in_batch, false,
+							 PGC_USERSET, GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL,
+							 NULL, NULL, NULL);
 	MarkGUCPrefixReserved("allocation");
 
 	CacheRegisterRelcacheCallback(alloc_relcache_callback, (Datum) 0);

@@ -260,6 +260,7 @@ extern void assign_decide(ManagedTable *mt, HeapTuple tuple, Customer *c, Decisi
 						  bool dry_run, Trace *tr);
 extern void assign_check_manual(ManagedTable *mt, Customer *c, int64 rep_id, bool dry_run);
 extern bool assign_reserve(int64 rep_id, bool wait);
+extern void assign_release(int64 rep_id);
 extern int32 assign_current_load(int64 rep_id);
 
 /* ---------- trigger.c ---------- */

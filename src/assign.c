@@ -155,6 +155,27 @@ assign_reserve(int64 rep_id, bool wait)
 	return ok;
 }
 
+/* Gives back a slot taken by assign_reserve() */
+void
+assign_release(int64 rep_id)
+{
+	static SPIPlanPtr plan = NULL;
+	AllocUserSwitch sw;
+	Oid			types[1] = {INT8OID};
+	Datum		vals[1];
+
+	alloc_become_owner(&sw);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	vals[0] = Int64GetDatum(rep_id);
+	if (SPI_execute_plan(keep_plan(&plan, "UPDATE allocation.rep_load SET held = held - 1"
+								   " WHERE rep_id = $1 AND held > 0", 1, types),
+						 vals, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "releasing a holdings slot failed");
+	SPI_finish();
+	alloc_restore_user(&sw);
+}
+
 /* Current holdings of reps ids[0..n-1] into held[] */
 static void
 read_loads(int64 *ids, int n, int32 *held)
@@ -180,7 +201,7 @@ read_loads(int64 *ids, int n, int32 *held)
 		elog(ERROR, "SPI_connect failed");
 	if (SPI_execute_plan(keep_plan(&plan_loads,
 								   "SELECT rep_id, held FROM allocation.rep_load WHERE rep_id = ANY ($1)",
-								   1, types), vals, NULL, true, 0) != SPI_OK_SELECT)
+								   1, types), vals, NULL, false, 0) != SPI_OK_SELECT)	/* see this statement's reservations */
 		elog(ERROR, "reading rep holdings failed");
 	for (k = 0; k < SPI_processed; k++)
 	{
@@ -205,28 +226,33 @@ assign_current_load(int64 rep_id)
 	return held;
 }
 
-/* Next round-robin position of a team (persisted; peek only when dry) */
+/*
+ * The rep a team's round robin served last (0 = none).  Unless dry, the
+ * cursor row is locked (created if missing) so concurrent inserts into the
+ * same team take turns.
+ */
 static int64
-rr_position(int64 team_id, bool advance)
+rr_last(int64 team_id, bool lock)
 {
 	AllocUserSwitch sw;
 	Oid			types[1] = {INT8OID};
 	Datum		vals[1];
-	int64		pos = 0;
+	int64		last = 0;
 	int			rc;
 
 	alloc_become_owner(&sw);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	vals[0] = Int64GetDatum(team_id);
-	if (advance)
+	if (lock)
 		rc = SPI_execute_plan(keep_plan(&plan_rr_next,
-										"INSERT INTO allocation.rr_cursor AS c (team_id, pos) VALUES ($1, 1)"
-										" ON CONFLICT (team_id) DO UPDATE SET pos = c.pos + 1 RETURNING c.pos - 1",
+										"INSERT INTO allocation.rr_cursor AS c (team_id, last_rep_id) VALUES ($1, 0)"
+										" ON CONFLICT (team_id) DO UPDATE SET last_rep_id = c.last_rep_id"
+										" RETURNING c.last_rep_id",
 										1, types), vals, NULL, false, 1);
 	else
 		rc = SPI_execute_plan(keep_plan(&plan_rr_peek,
-										"SELECT pos FROM allocation.rr_cursor WHERE team_id = $1",
+										"SELECT last_rep_id FROM allocation.rr_cursor WHERE team_id = $1",
 										1, types), vals, NULL, true, 1);
 	if (rc < 0)
 		elog(ERROR, "round-robin cursor failed: %s", SPI_result_code_string(rc));
@@ -234,11 +260,32 @@ rr_position(int64 team_id, bool advance)
 	{
 		bool		isnull;
 
-		pos = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		last = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	}
 	SPI_finish();
 	alloc_restore_user(&sw);
-	return pos;
+	return last;
+}
+
+/* Records the rep a team's round robin served */
+static void
+rr_served(int64 team_id, int64 rep_id)
+{
+	static SPIPlanPtr plan = NULL;
+	AllocUserSwitch sw;
+	Oid			types[2] = {INT8OID, INT8OID};
+	Datum		vals[2];
+
+	alloc_become_owner(&sw);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	vals[0] = Int64GetDatum(team_id);
+	vals[1] = Int64GetDatum(rep_id);
+	if (SPI_execute_plan(keep_plan(&plan, "UPDATE allocation.rr_cursor SET last_rep_id = $2 WHERE team_id = $1",
+								   2, types), vals, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "round-robin cursor update failed");
+	SPI_finish();
+	alloc_restore_user(&sw);
 }
 
 /* ---------- trace helpers (explain) ---------- */
@@ -416,6 +463,7 @@ rule_mismatch(ManagedTable *mt, int k, Customer *c, HeapTuple tuple, Trace *tr)
 		Datum		res;
 
 		ExecStoreHeapTuple(tuple, mt->slot, false);
+		mt->slot->tts_tableOid = mt->relid;
 		mt->econtext->ecxt_scantuple = mt->slot;
 		res = ExecEvalExprSwitchContext(mt->cond_state[k], mt->econtext, &isnull);
 		ResetExprContext(mt->econtext);
@@ -485,6 +533,24 @@ exclusive_bar(Customer *c, int64 rep_id, Trace *tr)
 	return tr ? psprintf("territory %s is exclusive to its owner", t->code) : "exclusive territory";
 }
 
+/* "no candidate available: a (inactive), b (at capacity), ..." */
+static const char *
+summarize_bars(int nbars, const char **code, const char **why)
+{
+	StringInfoData b;
+	int			i;
+
+	if (nbars == 0)
+		return "no candidate";
+	initStringInfo(&b);
+	appendStringInfoString(&b, "no candidate available: ");
+	for (i = 0; i < nbars && i < 5; i++)
+		appendStringInfo(&b, "%s%s (%s)", i ? ", " : "", code[i], why[i]);
+	if (nbars > 5)
+		appendStringInfo(&b, " and %d more", nbars - 5);
+	return b.data;
+}
+
 /*
  * The candidate reps of a matching rule, in the policy's order.  Fills
  * cands[] (palloc'd) and returns the count; ineligible reps are traced.
@@ -499,6 +565,9 @@ rule_candidates(RuleInfo *r, Customer *c, bool dry_run, Cand **out, Trace *tr, c
 	Cand	   *cands;
 	int32	   *held;
 	TeamInfo   *team = NULL;
+	int			nbars = 0;
+	const char **bar_code;
+	const char **bar_why;
 
 	*why = NULL;
 	if (r->target == TARGET_REP)
@@ -561,6 +630,8 @@ rule_candidates(RuleInfo *r, Customer *c, bool dry_run, Cand **out, Trace *tr, c
 		if (c->current_owner != 0 && ids[i] == c->current_owner && held[i] > 0)
 			held[i]--;
 	cands = palloc(sizeof(Cand) * Max(nids, 1));
+	bar_code = palloc(sizeof(char *) * Max(nids, 1));
+	bar_why = palloc(sizeof(char *) * Max(nids, 1));
 	for (i = 0; i < nids; i++)
 	{
 		RepInfo    *rep = config_get_rep(ids[i]);
@@ -584,6 +655,8 @@ rule_candidates(RuleInfo *r, Customer *c, bool dry_run, Cand **out, Trace *tr, c
 		if (bar)
 		{
 			tr_candidate(tr, 0, rep, ids[i], held[i], false, bar);
+			bar_code[nbars] = rep ? rep->code : "?";
+			bar_why[nbars++] = bar;
 			continue;
 		}
 		cands[n].id = ids[i];
@@ -608,14 +681,19 @@ rule_candidates(RuleInfo *r, Customer *c, bool dry_run, Cand **out, Trace *tr, c
 		qsort(cands, n, sizeof(Cand), cand_cmp);
 	if (n > 1 && r->policy == POLICY_ROUND_ROBIN)
 	{
-		int64		pos = rr_position(r->target_team, !dry_run);
-		int			start = (int) (pos % n);
+		/* continue after the rep served last, in id order */
+		int64		last = rr_last(r->target_team, !dry_run);
+		int			start = 0;
 		Cand	   *rot = palloc(sizeof(Cand) * n);
 
+		while (start < n && cands[start].id <= last)
+			start++;
 		for (i = 0; i < n; i++)
 			rot[i] = cands[(start + i) % n];
 		cands = rot;
 	}
+	if (n == 0 && *why == NULL)
+		*why = summarize_bars(nbars, bar_code, bar_why);
 	*out = cands;
 	return n;
 }
@@ -665,6 +743,8 @@ assign_decide(ManagedTable *mt, HeapTuple tuple, Customer *c, Decision *d,
 				tr_candidate(tr, i + 1, cands[i].rep, cands[i].id, cands[i].held, true, NULL);
 			if (n > 0)
 			{
+				if (r->suggest && !dry_run && r->policy == POLICY_ROUND_ROBIN)
+					rr_served(r->target_team, cands[0].id);
 				d->kind = r->suggest ? DECISION_SUGGEST : DECISION_ASSIGN;
 				d->rep_id = cands[0].id;
 				d->team_id = cands[0].rep->team_id;
@@ -681,6 +761,8 @@ assign_decide(ManagedTable *mt, HeapTuple tuple, Customer *c, Decision *d,
 				for (i = 0; i < n; i++)
 					if (cands[i].id == c->current_owner || assign_reserve(cands[i].id, pass == 1))
 					{
+						if (r->policy == POLICY_ROUND_ROBIN)
+							rr_served(r->target_team, cands[i].id);
 						d->kind = DECISION_ASSIGN;
 						d->rep_id = cands[i].id;
 						d->team_id = cands[i].rep->team_id;
@@ -690,9 +772,11 @@ assign_decide(ManagedTable *mt, HeapTuple tuple, Customer *c, Decision *d,
 						return;
 					}
 		}
-		tr_rule_end(tr, true, why ? why : "no candidate has free capacity", "fall through", 0);
+		if (why == NULL)
+			why = "no candidate could be reserved (taken by concurrent sessions)";
+		tr_rule_end(tr, true, why, "fall through", 0);
 		fallthrough = r->name;
-		fallthrough_why = why ? why : "no candidate has free capacity";
+		fallthrough_why = why;
 	}
 	d->reason = fallthrough
 		? psprintf("no rep available: the last matching rule, %s, fell through (%s)", fallthrough, fallthrough_why)

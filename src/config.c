@@ -274,7 +274,7 @@ load_rules(ConfigCache *c)
 		r->tags = textset_from_datum(d, isnull);
 		r->condition = SPI_getvalue(tup, td, 11);
 		s = SPI_getvalue(tup, td, 12);
-		r->cond_expr = s ? expression_planner((Expr *) stringToNode(s)) : NULL;
+		r->cond_expr = s ? (Expr *) stringToNode(s) : NULL;	/* planned in compile_rules() */
 		s = SPI_getvalue(tup, td, 13);
 		r->target = (RuleTarget) (s[0] == 'r' ? TARGET_REP : s[0] == 't' ? TARGET_TEAM : TARGET_POOL);
 		r->target_rep = DatumGetInt64(SPI_getbinval(tup, td, 14, &isnull));
@@ -330,8 +330,7 @@ static void
 load_tables(ConfigCache *c)
 {
 	uint64		i;
-	int			a,
-				k;
+	int			a;
 	SPITupleTable *tt;
 	uint64		nt;
 
@@ -386,8 +385,28 @@ load_tables(ConfigCache *c)
 		}
 		set_output(mt, mt->key_att, &mt->key_out, c->cxt);
 		table_close(rel, AccessShareLock);
+		c->tables[i] = mt;
+	}
+}
 
-		/* the rules that apply to this table, conditions compiled once */
+/*
+ * Plans each rule condition and compiles it once per table it applies to.
+ * Runs as the session's own user and search_path (not the engine owner's
+ * pinned one), like the validation did when the rule was saved.
+ */
+static void
+compile_rules(ConfigCache *c)
+{
+	int			i,
+				k;
+
+	for (k = 0; k < c->nrules; k++)
+		if (c->rules[k].cond_expr)
+			c->rules[k].cond_expr = expression_planner(c->rules[k].cond_expr);
+	for (i = 0; i < c->ntables; i++)
+	{
+		ManagedTable *mt = c->tables[i];
+
 		mt->rules = palloc(sizeof(RuleInfo *) * Max(c->nrules, 1));
 		mt->cond_state = palloc0(sizeof(ExprState *) * Max(c->nrules, 1));
 		for (k = 0; k < c->nrules; k++)
@@ -402,7 +421,6 @@ load_tables(ConfigCache *c)
 		}
 		mt->econtext = CreateStandaloneExprContext();
 		mt->slot = MakeSingleTupleTableSlot(mt->tupdesc, &TTSOpsHeapTuple);
-		c->tables[i] = mt;
 	}
 }
 
@@ -446,6 +464,19 @@ config_build(void)
 	MemoryContextSwitchTo(old);
 	SPI_finish();
 	alloc_restore_user(&sw);
+
+	PG_TRY();
+	{
+		old = MemoryContextSwitchTo(cxt);
+		compile_rules(c);
+		MemoryContextSwitchTo(old);
+	}
+	PG_CATCH();
+	{
+		MemoryContextDelete(cxt);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 
 	if (config)
 		config_free(config);

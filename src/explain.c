@@ -7,6 +7,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "funcapi.h"
@@ -15,6 +16,7 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/resowner.h"
 
 #include "allocation.h"
 
@@ -161,6 +163,39 @@ explain_tuple(ManagedTable *mt, HeapTuple tup, bool hypothetical)
 	return DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data));
 }
 
+/* Whether text is valid input for the key column's type (no error escapes) */
+static bool
+key_input_ok(ManagedTable *mt, const char *s)
+{
+	Form_pg_attribute att = TupleDescAttr(mt->tupdesc, mt->key_att - 1);
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	bool		ok = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		Oid			infunc,
+					ioparam;
+
+		getTypeInputInfo(att->atttypid, &infunc, &ioparam);
+		(void) OidInputFunctionCall(infunc, (char *) s, ioparam, att->atttypmod);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return ok;
+}
+
 static char *
 key_type_name(ManagedTable *mt)
 {
@@ -186,6 +221,12 @@ allocation_explain_key(PG_FUNCTION_ARGS)
 	config_prepare();
 	tindex_prepare();
 	mt = config_get_table(relid, false);
+	if (!key_input_ok(mt, text_to_cstring(key)))
+		ereport(ERROR,
+				(errcode(ERRCODE_ALLOC_CUSTOMER_NOT_FOUND),
+				 errmsg("customer %s not found in %s", text_to_cstring(key), mt->name),
+				 errdetail("\"%s\" is not a valid %s, the type of the key column.", text_to_cstring(key), key_type_name(mt)),
+				 errhint("Check the key.")));
 	sql = psprintf("SELECT t FROM %s t WHERE %s = $1::%s",
 				   mt->name,
 				   quote_identifier(NameStr(TupleDescAttr(mt->tupdesc, mt->key_att - 1)->attname)),

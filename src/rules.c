@@ -24,6 +24,7 @@
 #include "parser/parser.h"
 #include "rewrite/rewriteManip.h"
 #include "utils/builtins.h"
+#include "utils/ruleutils.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/timestamp.h"
@@ -188,6 +189,7 @@ allocation_rule_before(PG_FUNCTION_ARGS)
 	int			cols[2];
 	Datum		vals[2];
 	bool		nulls[2];
+	int			ncols;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
@@ -211,6 +213,7 @@ allocation_rule_before(PG_FUNCTION_ARGS)
 	nulls[1] = false;
 	vals[0] = (Datum) 0;
 	vals[1] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	ncols = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ? 2 : 1;	/* INSERT keeps a supplied updated_at */
 
 	if (condition != NULL && strspn(condition, " \t\r\n") == strlen(condition))
 		ereport(ERROR,
@@ -233,7 +236,7 @@ allocation_rule_before(PG_FUNCTION_ARGS)
 		nulls[0] = false;
 	}
 
-	tup = heap_modify_tuple_by_cols(tup, td, 2, cols, vals, nulls);
+	tup = heap_modify_tuple_by_cols(tup, td, ncols, cols, vals, nulls);
 	return PointerGetDatum(tup);
 }
 
@@ -250,4 +253,21 @@ allocation_condition_uses_column(PG_FUNCTION_ARGS)
 	pull_varattnos(expr, 1, &atts);
 	PG_RETURN_BOOL(bms_is_member(attnum - FirstLowInvalidHeapAttributeNumber, atts) ||
 				   bms_is_member(0 - FirstLowInvalidHeapAttributeNumber, atts));
+}
+
+/* Source text of a stored condition, with the table's current column names */
+PG_FUNCTION_INFO_V1(allocation_condition_deparse);
+Datum
+allocation_condition_deparse(PG_FUNCTION_ARGS)
+{
+	char	   *bin = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Oid			relid = PG_GETARG_OID(1);
+	Node	   *expr = (Node *) stringToNode(bin);
+	char	   *relname = get_rel_name(relid);
+	List	   *ctx;
+
+	if (relname == NULL)
+		PG_RETURN_NULL();
+	ctx = deparse_context_for(relname, relid);
+	PG_RETURN_TEXT_P(cstring_to_text(deparse_expression(expr, ctx, false, false)));
 }

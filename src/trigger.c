@@ -348,6 +348,24 @@ before_update(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 	Datum		kold = heap_getattr(oldtup, mt->key_att, mt->tupdesc, &k1);
 	Datum		knew = heap_getattr(newtup, mt->key_att, mt->tupdesc, &k2);
 	Entry	   *e;
+	Frame	   *f = frames;
+
+	/*
+	 * INSERT ... ON CONFLICT DO UPDATE: the BEFORE INSERT of this very row
+	 * (the latest entry) reserved a slot for a row that will not be
+	 * inserted; give it back now so this decision sees true loads.
+	 */
+	if (f && f->n > 0)
+	{
+		Entry	   *last = &f->entries[f->n - 1];
+
+		if (last->op == OP_INSERT && !last->confirmed && last->reserved && last->relid == mt->relid &&
+			!k1 && strcmp(last->key, OutputFunctionCall(&mt->key_out, kold)) == 0)
+		{
+			assign_release(last->reserved);
+			last->reserved = 0;
+		}
+	}
 
 	if (k1 != k2 || (!k1 && !datumIsEqual(kold, knew, katt->attbyval, katt->attlen)))
 		ereport(ERROR,

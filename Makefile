@@ -22,3 +22,6 @@ include $(PGXS)
 # one editable source per piece; the install script is assembled from them
 $(EXTENSION)--$(EXTVERSION).sql: $(sort $(wildcard sql_src/*.sql))
 	cat $^ > $@
+
+# every C file includes the shared header
+$(OBJS): src/allocation.h

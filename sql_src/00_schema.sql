@@ -179,6 +179,7 @@ CREATE TABLE allocation.suggestion (
     decision_reason  text
 );
 CREATE UNIQUE INDEX suggestion_pending_uniq ON allocation.suggestion (managed_id, key) WHERE status = 'pending';
+CREATE INDEX suggestion_pending_rep_idx ON allocation.suggestion (rep_id) WHERE status = 'pending';
 COMMENT ON TABLE allocation.suggestion IS 'Suggest-mode decisions waiting for a manager: accept_suggestion() or reject_suggestion()';
 
 -------------------------------------------------------------------------------

@@ -155,6 +155,17 @@ BEGIN
           FROM unnest(p_managed, p_key, p_rule, p_source) WITH ORDINALITY AS b(managed_id, key, rule, source, ord);
     END IF;
 
+    -- same owner, new attributes: the open registry row follows (no history, no event)
+    IF 'refresh' = ANY (p_op) THEN
+        UPDATE allocation.assignment a
+           SET tier = b.tier, crop = b.crop, business_type = b.btype, territory_id = b.territory,
+               reason = coalesce(b.reason, a.reason),
+               rule_id = CASE WHEN b.reason IS NULL THEN a.rule_id ELSE b.rule END
+          FROM unnest(p_managed, p_op, p_key, p_territory, p_rule, p_reason, p_tier, p_crop, p_btype)
+               AS b(managed_id, op, key, territory, rule, reason, tier, crop, btype)
+         WHERE b.op = 'refresh' AND a.managed_id = b.managed_id AND a.key = b.key AND a.valid_to IS NULL;
+    END IF;
+
     -- close the open registry row of updated/deleted customers
     UPDATE allocation.assignment a
        SET valid_to = now(), closed_reason = b.kind
@@ -179,7 +190,7 @@ BEGIN
            decided_at = now(), decided_by = p_actor,
            decision_reason = b.reason
       FROM unnest(p_managed, p_op, p_key, p_source, p_reason) AS b(managed_id, op, key, source, reason)
-     WHERE s.managed_id = b.managed_id AND s.key = b.key AND s.status = 'pending';
+     WHERE b.op <> 'refresh' AND s.managed_id = b.managed_id AND s.key = b.key AND s.status = 'pending';
 
     INSERT INTO allocation.suggestion (managed_id, key, rep_id, rule_id, territory_id, reason)
     SELECT b.managed_id, b.key, b.sug, b.rule, b.territory, b.reason
@@ -206,6 +217,7 @@ BEGIN
                   p_source, p_pinned, p_kind, p_reason, p_suggest) WITH ORDINALITY
            AS b(managed_id, op, key, rep, old_rep, team, territory, rule, source, pinned, kind, reason, sug, ord)
       JOIN allocation.managed_table m ON m.id = b.managed_id
+     WHERE b.op <> 'refresh'
      ORDER BY b.ord;
 END
 $$;

@@ -308,7 +308,7 @@ COMMENT ON FUNCTION allocation.set_reevaluate(regclass, text) IS
 -- Looks up the managed registration of a table or raises LA012.
 CREATE FUNCTION allocation._managed(tbl regclass)
 RETURNS allocation.managed_table
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
     m allocation.managed_table;
@@ -324,11 +324,21 @@ END
 $$;
 COMMENT ON FUNCTION allocation._managed(regclass) IS 'internal: the active registration of a managed table, or error LA012';
 
+CREATE FUNCTION allocation._managed_by_id(p_id integer)
+RETURNS allocation.managed_table
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+    SELECT * FROM allocation.managed_table WHERE id = p_id
+$$;
+COMMENT ON FUNCTION allocation._managed_by_id(integer) IS 'internal: a managed table registration by id';
+
 -------------------------------------------------------------------------------
 -- DDL on managed tables: drops and renames must not break the engine
 -------------------------------------------------------------------------------
+-- Event trigger functions run for every user's DDL: SECURITY DEFINER, so a role
+-- without rights on allocation.* can still ALTER or DROP its own tables.
 CREATE FUNCTION allocation._on_sql_drop() RETURNS event_trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
     o record;
@@ -373,7 +383,7 @@ $$;
 COMMENT ON FUNCTION allocation._on_sql_drop() IS 'internal: closes the registry of dropped managed tables, and refuses to drop columns the engine uses';
 
 CREATE FUNCTION allocation._on_ddl_end() RETURNS event_trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
     m record;
@@ -424,10 +434,11 @@ BEGIN
                                  v_names - 'key' - 'location' - 'owner', v_attnums, v_table);
     END LOOP;
     -- keep rule condition texts in step with renamed columns
+    -- (only when the written text no longer means the stored condition, e.g. after a rename)
     UPDATE allocation.rule r SET condition = allocation._condition_deparse(r.condition_bin, r.tbl)
      WHERE r.condition_bin IS NOT NULL
        AND r.tbl IN (SELECT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c)
-       AND r.condition IS DISTINCT FROM allocation._condition_deparse(r.condition_bin, r.tbl);
+       AND NOT allocation._condition_still_means(r.condition, r.condition_bin, r.tbl);
 END
 $$;
 COMMENT ON FUNCTION allocation._on_ddl_end() IS 'internal: follows column renames on managed tables (mapping and rule conditions)';

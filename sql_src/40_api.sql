@@ -62,6 +62,15 @@ $$;
 COMMENT ON FUNCTION allocation.assign(regclass, text, bigint, text) IS
 'Manager''s manual decision: gives the customer to a rep (NULL = public pool), validated like any owner change, pinned and audited with the reason';
 
+-- Locks a suggestion for a decision (the caller needs no rights on the table).
+CREATE FUNCTION allocation._lock_suggestion(p_id bigint)
+RETURNS allocation.suggestion
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+    SELECT * FROM allocation.suggestion WHERE id = p_id FOR UPDATE
+$$;
+COMMENT ON FUNCTION allocation._lock_suggestion(bigint) IS 'internal: locks and returns a suggestion for accept_suggestion()';
+
 CREATE FUNCTION allocation.accept_suggestion(id bigint)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
@@ -70,7 +79,7 @@ DECLARE
     s allocation.suggestion;
     m allocation.managed_table;
 BEGIN
-    SELECT * INTO s FROM allocation.suggestion WHERE suggestion.id = accept_suggestion.id FOR UPDATE;
+    s := allocation._lock_suggestion(accept_suggestion.id);
     IF s.id IS NULL THEN
         RAISE EXCEPTION 'suggestion % does not exist', id
             USING ERRCODE = 'LA060', DETAIL = 'No row of allocation.suggestion has this id.',
@@ -82,7 +91,7 @@ BEGIN
                   DETAIL = format('It was %s by %s at %s.', s.status, coalesce(s.decided_by, '?'), coalesce(s.decided_at::text, '?')),
                   HINT = 'Only pending suggestions can be accepted or rejected.';
     END IF;
-    SELECT * INTO m FROM allocation.managed_table mt WHERE mt.id = s.managed_id;
+    SELECT * INTO m FROM allocation._managed_by_id(s.managed_id);
     PERFORM allocation._set_owner(m.tbl, s.key, s.rep_id, 'suggestion', coalesce(s.reason, 'suggestion accepted'));
 END
 $$;
@@ -125,7 +134,7 @@ COMMENT ON FUNCTION allocation.reject_suggestion(bigint, text) IS 'Rejects a pen
 -------------------------------------------------------------------------------
 CREATE FUNCTION allocation.owner_at(tbl regclass, key text, at timestamptz)
 RETURNS bigint
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
     v_managed integer;
@@ -162,6 +171,11 @@ CREATE FUNCTION allocation._condition_deparse(bin text, tbl regclass)
 RETURNS text
 AS 'MODULE_PATHNAME', 'allocation_condition_deparse' LANGUAGE C STRICT STABLE;
 COMMENT ON FUNCTION allocation._condition_deparse(text, regclass) IS 'internal: source text of a compiled rule condition with the table''s current column names';
+
+CREATE FUNCTION allocation._condition_still_means(condition text, bin text, tbl regclass)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'allocation_condition_still_means' LANGUAGE C STRICT STABLE;
+COMMENT ON FUNCTION allocation._condition_still_means(text, text, regclass) IS 'internal: whether a condition text still compiles to the stored condition';
 
 CREATE FUNCTION allocation._condition_uses_column(bin text, attnum integer)
 RETURNS boolean
@@ -220,12 +234,14 @@ COMMENT ON VIEW allocation.rep_portfolio IS 'Each rep''s holdings against capaci
 
 CREATE VIEW allocation.pool AS
 SELECT m.tbl, m.table_name, a.key, a.territory_id, t.code AS territory_code, a.reason, a.tier, a.crop,
-       a.business_type, a.valid_from AS since
+       a.business_type, a.valid_from AS since, s.id AS suggestion_id, s.rep_id AS suggested_rep_id,
+       s.id IS NOT NULL AS awaiting_review
   FROM allocation.assignment a
   JOIN allocation.managed_table m ON m.id = a.managed_id
   LEFT JOIN allocation.territory t ON t.id = a.territory_id
+  LEFT JOIN allocation.suggestion s ON s.managed_id = a.managed_id AND s.key = a.key AND s.status = 'pending'
  WHERE a.valid_to IS NULL AND a.rep_id IS NULL;
-COMMENT ON VIEW allocation.pool IS 'Customers in the public pool (公海): no owner, with the reason';
+COMMENT ON VIEW allocation.pool IS 'Customers in the public pool (公海): no owner, with the reason; awaiting_review = a suggestion is pending for it';
 
 CREATE VIEW allocation.pending_suggestion AS
 SELECT s.id, m.tbl, m.table_name, s.key, s.rep_id, r.code AS rep_code, r.name AS rep_name,
@@ -239,7 +255,7 @@ COMMENT ON VIEW allocation.pending_suggestion IS 'Suggest-mode decisions waiting
 
 CREATE FUNCTION allocation.territory_geojson()
 RETURNS jsonb
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
 $$
     SELECT jsonb_build_object('type', 'FeatureCollection', 'features', coalesce(jsonb_agg(f ORDER BY id), '[]'))
       FROM (SELECT t.id, jsonb_build_object(

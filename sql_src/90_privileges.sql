@@ -26,7 +26,9 @@ BEGIN
     END IF;
     IF kind IN ('manager', 'admin') THEN
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.assign(regclass, text, bigint, text),
-                        allocation.accept_suggestion(bigint), allocation.reject_suggestion(bigint, text) TO %s', r);
+                        allocation.accept_suggestion(bigint), allocation.reject_suggestion(bigint, text),
+                        allocation._set_owner(regclass, text, bigint, text, text), allocation._managed(regclass),
+                        allocation._managed_by_id(integer), allocation._lock_suggestion(bigint) TO %s', r);
     END IF;
     IF kind = 'admin' THEN
         EXECUTE format('GRANT INSERT, UPDATE, DELETE ON allocation.team, allocation.rep, allocation.territory,
@@ -34,10 +36,8 @@ BEGIN
         EXECUTE format('GRANT INSERT, UPDATE ON allocation.assignment, allocation.rep_load, allocation.suggestion TO %s', r);
         EXECUTE format('GRANT INSERT ON allocation.event TO %s', r);
         EXECUTE format('GRANT USAGE ON ALL SEQUENCES IN SCHEMA allocation TO %s', r);
-        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.import_territories(jsonb, text, text, text),
-                        allocation.manage(regclass, name, name, name, jsonb), allocation.unmanage(regclass),
-                        allocation.set_reevaluate(regclass, text), allocation.grant_role(regrole, text),
-                        allocation._row_trigger(), allocation._stmt_trigger() TO %s', r);
+        -- every function, internal helpers of manage()/unmanage() included
+        EXECUTE format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA allocation TO %s', r);
     END IF;
 END
 $$;

@@ -59,6 +59,15 @@ alloc_relcache_callback(Datum arg, Oid relid)
 		config_invalidate();
 }
 
+/* A schema changed (e.g. DROP/CREATE EXTENSION): forget the cached OIDs */
+static void
+alloc_namespace_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	alloc_oids.valid = false;
+	config_invalidate();
+	tindex_invalidate();
+}
+
 /* Transaction end: forget per-statement batches */
 static void
 alloc_xact_callback(XactEvent event, void *arg)
@@ -66,7 +75,10 @@ alloc_xact_callback(XactEvent event, void *arg)
 	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_COMMIT ||
 		event == XACT_EVENT_PARALLEL_ABORT || event == XACT_EVENT_PARALLEL_COMMIT ||
 		event == XACT_EVENT_PREPARE)
+	{
 		trigger_reset_all();
+		assign_reset_locks();
+	}
 }
 
 void
@@ -90,6 +102,7 @@ _PG_init(void)
 	MarkGUCPrefixReserved("allocation");
 
 	CacheRegisterRelcacheCallback(alloc_relcache_callback, (Datum) 0);
+	CacheRegisterSyscacheCallback(NAMESPACEOID, alloc_namespace_callback, (Datum) 0);
 	RegisterXactCallback(alloc_xact_callback, NULL);
 }
 

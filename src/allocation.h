@@ -185,6 +185,8 @@ typedef struct ManagedTable
 	char	   *name;
 	char		reevaluate;		/* 'u' unless_pinned, 'a' always, 'n' never */
 	AttrNumber	key_att;
+	Oid			key_index;		/* the unique index on the key column */
+	RegProcedure key_eq;		/* its equality procedure */
 	AttrNumber	loc_att;		/* InvalidAttrNumber = none */
 	AttrNumber	owner_att;
 	Oid			owner_type;
@@ -261,6 +263,7 @@ extern void assign_decide(ManagedTable *mt, HeapTuple tuple, Customer *c, Decisi
 extern void assign_check_manual(ManagedTable *mt, Customer *c, int64 rep_id, bool dry_run);
 extern bool assign_reserve(int64 rep_id, bool wait);
 extern void assign_release(int64 rep_id);
+extern void assign_reset_locks(void);
 extern int32 assign_current_load(int64 rep_id);
 
 /* ---------- trigger.c ---------- */

@@ -113,6 +113,27 @@ keep_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *types)
 }
 
 /*
+ * Deadlock avoidance.  A transaction holds the counter rows of the reps it
+ * took slots of until it ends.  It only ever WAITS for a counter with a
+ * higher rep id than every counter it holds (ordered locking: no cycle among
+ * counters); otherwise a locked rep is skipped.  It waits for a round-robin
+ * cursor only while it holds no counter.  Reset at transaction end.
+ */
+static int64 max_counter_held = 0;
+
+void
+assign_reset_locks(void)
+{
+	max_counter_held = 0;
+}
+
+static bool
+may_wait_for(int64 rep_id)
+{
+	return rep_id > max_counter_held;
+}
+
+/*
  * Takes one holdings slot of a rep with a conditional UPDATE: it succeeds
  * only while the rep is active and below capacity, re-checked on the newest
  * row version when another session got there first.  With wait = false a
@@ -150,6 +171,8 @@ assign_reserve(int64 rep_id, bool wait)
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "reserving a holdings slot failed: %s", SPI_result_code_string(rc));
 	ok = SPI_processed == 1;
+	if (ok && rep_id > max_counter_held)
+		max_counter_held = rep_id;
 	SPI_finish();
 	alloc_restore_user(&sw);
 	return ok;
@@ -176,13 +199,19 @@ assign_release(int64 rep_id)
 	alloc_restore_user(&sw);
 }
 
-/* Current holdings of reps ids[0..n-1] into held[] */
+/*
+ * Current holdings of reps ids[0..n-1] into held[]; with_pending adds the
+ * rep's pending suggestions (so suggest rules spread their suggestions).
+ */
 static void
-read_loads(int64 *ids, int n, int32 *held)
+read_loads(int64 *ids, int n, int32 *held, bool with_pending, int32 managed_id, const char *key)
 {
+	static SPIPlanPtr plan_loads_pending = NULL;
+	Oid			ptypes[3] = {INT8ARRAYOID, INT4OID, TEXTOID};
 	AllocUserSwitch sw;
 	Oid			types[1] = {INT8ARRAYOID};
-	Datum		vals[1];
+	Datum		vals[3];
+	char		nulls[3] = {' ', ' ', ' '};
 	Datum	   *elems;
 	int			i;
 	uint64		k;
@@ -199,9 +228,18 @@ read_loads(int64 *ids, int n, int32 *held)
 	alloc_become_owner(&sw);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_plan(keep_plan(&plan_loads,
-								   "SELECT rep_id, held FROM allocation.rep_load WHERE rep_id = ANY ($1)",
-								   1, types), vals, NULL, false, 0) != SPI_OK_SELECT)	/* see this statement's reservations */
+	vals[1] = Int32GetDatum(managed_id);
+	vals[2] = key ? CStringGetTextDatum(key) : (Datum) 0;
+	nulls[2] = key ? ' ' : 'n';
+	if (SPI_execute_plan(with_pending
+						 ? keep_plan(&plan_loads_pending,
+									 "SELECT l.rep_id, l.held + (SELECT count(*) FROM allocation.suggestion s"
+									 " WHERE s.rep_id = l.rep_id AND s.status = 'pending'"
+									 " AND (s.managed_id, s.key) IS DISTINCT FROM ($2, $3))::integer"
+									 " FROM allocation.rep_load l WHERE l.rep_id = ANY ($1)", 3, ptypes)
+						 : keep_plan(&plan_loads,
+									 "SELECT rep_id, held FROM allocation.rep_load WHERE rep_id = ANY ($1)",
+									 1, types), vals, nulls, false, 0) != SPI_OK_SELECT)	/* see this statement's reservations */
 		elog(ERROR, "reading rep holdings failed");
 	for (k = 0; k < SPI_processed; k++)
 	{
@@ -222,7 +260,7 @@ assign_current_load(int64 rep_id)
 {
 	int32		held;
 
-	read_loads(&rep_id, 1, &held);
+	read_loads(&rep_id, 1, &held, false, 0, NULL);
 	return held;
 }
 
@@ -244,7 +282,20 @@ rr_last(int64 team_id, bool lock)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	vals[0] = Int64GetDatum(team_id);
-	if (lock)
+	if (lock && max_counter_held != 0)
+	{
+		/* holding counters: take the cursor only if it is free */
+		static SPIPlanPtr plan_rr_try = NULL;
+
+		rc = SPI_execute_plan(keep_plan(&plan_rr_try,
+										"SELECT last_rep_id FROM allocation.rr_cursor WHERE team_id = $1"
+										" FOR UPDATE SKIP LOCKED", 1, types), vals, NULL, false, 1);
+		if (rc >= 0 && SPI_processed == 0)
+			rc = SPI_execute_plan(keep_plan(&plan_rr_peek,
+											"SELECT last_rep_id FROM allocation.rr_cursor WHERE team_id = $1",
+											1, types), vals, NULL, true, 1);
+	}
+	else if (lock)
 		rc = SPI_execute_plan(keep_plan(&plan_rr_next,
 										"INSERT INTO allocation.rr_cursor AS c (team_id, last_rep_id) VALUES ($1, 0)"
 										" ON CONFLICT (team_id) DO UPDATE SET last_rep_id = c.last_rep_id"
@@ -281,7 +332,9 @@ rr_served(int64 team_id, int64 rep_id)
 		elog(ERROR, "SPI_connect failed");
 	vals[0] = Int64GetDatum(team_id);
 	vals[1] = Int64GetDatum(rep_id);
-	if (SPI_execute_plan(keep_plan(&plan, "UPDATE allocation.rr_cursor SET last_rep_id = $2 WHERE team_id = $1",
+	if (SPI_execute_plan(keep_plan(&plan, "UPDATE allocation.rr_cursor SET last_rep_id = $2"
+								   " WHERE team_id = (SELECT team_id FROM allocation.rr_cursor WHERE team_id = $1"
+								   "                  FOR UPDATE SKIP LOCKED)",
 								   2, types), vals, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "round-robin cursor update failed");
 	SPI_finish();
@@ -556,7 +609,7 @@ summarize_bars(int nbars, const char **code, const char **why)
  * cands[] (palloc'd) and returns the count; ineligible reps are traced.
  */
 static int
-rule_candidates(RuleInfo *r, Customer *c, bool dry_run, Cand **out, Trace *tr, const char **why)
+rule_candidates(RuleInfo *r, int32 mt_id, Customer *c, bool dry_run, Cand **out, Trace *tr, const char **why)
 {
 	int64	   *ids;
 	int			nids = 0,
@@ -624,7 +677,7 @@ rule_candidates(RuleInfo *r, Customer *c, bool dry_run, Cand **out, Trace *tr, c
 	}
 
 	held = palloc(sizeof(int32) * Max(nids, 1));
-	read_loads(ids, nids, held);
+	read_loads(ids, nids, held, r->suggest, mt_id, c->key);	/* its own pending suggestion is not load */
 	/* on re-evaluation the current owner's count includes this customer */
 	for (i = 0; i < nids; i++)
 		if (c->current_owner != 0 && ids[i] == c->current_owner && held[i] > 0)
@@ -692,6 +745,16 @@ rule_candidates(RuleInfo *r, Customer *c, bool dry_run, Cand **out, Trace *tr, c
 			rot[i] = cands[(start + i) % n];
 		cands = rot;
 	}
+	/* re-evaluation: an eligible current owner keeps the customer (no churn) */
+	for (i = 1; i < n && c->current_owner != 0; i++)
+		if (cands[i].id == c->current_owner)
+		{
+			Cand		keep = cands[i];
+
+			memmove(&cands[1], &cands[0], sizeof(Cand) * i);
+			cands[0] = keep;
+			break;
+		}
 	if (n == 0 && *why == NULL)
 		*why = summarize_bars(nbars, bar_code, bar_why);
 	*out = cands;
@@ -735,7 +798,7 @@ assign_decide(ManagedTable *mt, HeapTuple tuple, Customer *c, Decision *d,
 			d->reason = psprintf("rule %s sends the customer to the pool", r->name);
 			return;
 		}
-		n = rule_candidates(r, c, dry_run, &cands, tr, &why);
+		n = rule_candidates(r, mt->id, c, dry_run, &cands, tr, &why);
 		if (r->suggest || dry_run)
 		{
 			/* first available candidate in policy order (no reservation) */
@@ -759,9 +822,10 @@ assign_decide(ManagedTable *mt, HeapTuple tuple, Customer *c, Decision *d,
 			/* reserve in order: skip reps locked by other sessions, then wait */
 			for (pass = 0; pass < 2 && n > 0; pass++)
 				for (i = 0; i < n; i++)
-					if (cands[i].id == c->current_owner || assign_reserve(cands[i].id, pass == 1))
+					if (cands[i].id == c->current_owner ||
+						((pass == 0 || may_wait_for(cands[i].id)) && assign_reserve(cands[i].id, pass == 1)))
 					{
-						if (r->policy == POLICY_ROUND_ROBIN)
+						if (r->policy == POLICY_ROUND_ROBIN && cands[i].id != c->current_owner)
 							rr_served(r->target_team, cands[i].id);
 						d->kind = DECISION_ASSIGN;
 						d->rep_id = cands[i].id;
@@ -818,8 +882,18 @@ assign_check_manual(ManagedTable *mt, Customer *c, int64 rep_id, bool dry_run)
 						   c->key, mt->name, t->code, rep->code),
 				 errhint("Give the customer to the territory's owner, or change the territory's owner or exclusive flag.")));
 	}
-	if (!dry_run && !assign_reserve(rep_id, true))
+	if (dry_run)
+		return;
+	if (may_wait_for(rep_id) ? assign_reserve(rep_id, true) : assign_reserve(rep_id, false))
+		return;
+	if (!may_wait_for(rep_id) && (rep->capacity < 0 || assign_current_load(rep_id) < rep->capacity))
 		ereport(ERROR,
+				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+				 errmsg("rep %s is busy", rep->code),
+				 errdetail("Another open transaction is taking customers for rep %s; waiting for it here could deadlock with this transaction's own earlier assignments.",
+						   rep->code),
+				 errhint("Retry after the other transaction ends, or give customers to reps in rep id order within one transaction.")));
+	ereport(ERROR,
 				(errcode(ERRCODE_ALLOC_REP_AT_CAPACITY),
 				 errmsg("rep %s is at capacity", rep->code),
 				 errdetail("Rep %s already holds %d customers, the capacity; customer %s of %s cannot be added.",

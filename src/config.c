@@ -12,7 +12,11 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/stratnum.h"
 #include "access/table.h"
+#include "catalog/pg_am.h"
+#include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
@@ -24,6 +28,8 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/relcache.h"
 
 #include "allocation.h"
 
@@ -98,7 +104,7 @@ textset_from_datum(Datum d, bool isnull)
 static void
 cfg_query(ConfigCache *c, const char *sql, const char *what)
 {
-	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
+	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)	/* read-only: the pushed snapshot */
 		elog(ERROR, "could not read %s", what);
 	MemoryContextSwitchTo(c->cxt);
 }
@@ -326,6 +332,40 @@ set_output(ManagedTable *mt, AttrNumber att, FmgrInfo *fi, MemoryContext cxt)
 	fmgr_info_cxt(typout, fi, cxt);
 }
 
+/* The single-column unique index manage() required on the key */
+static void
+find_key_index(Relation rel, ManagedTable *mt)
+{
+	List	   *indexes = RelationGetIndexList(rel);
+	ListCell   *lc;
+
+	mt->key_index = InvalidOid;
+	foreach(lc, indexes)
+	{
+		Relation	idx = index_open(lfirst_oid(lc), AccessShareLock);
+		Form_pg_index ix = idx->rd_index;
+
+		if (ix->indisunique && ix->indisvalid && ix->indnkeyatts == 1 &&
+			ix->indkey.values[0] == mt->key_att && RelationGetIndexPredicate(idx) == NIL &&
+			idx->rd_rel->relam == BTREE_AM_OID)
+		{
+			Oid			opfamily = idx->rd_opfamily[0];
+			Oid			opcintype = idx->rd_opcintype[0];
+			Oid			eqop = get_opfamily_member(opfamily, opcintype, opcintype, BTEqualStrategyNumber);
+
+			if (OidIsValid(eqop))
+			{
+				mt->key_index = RelationGetRelid(idx);
+				mt->key_eq = get_opcode(eqop);
+			}
+		}
+		index_close(idx, AccessShareLock);
+		if (OidIsValid(mt->key_index))
+			break;
+	}
+	list_free(indexes);
+}
+
 static void
 load_tables(ConfigCache *c)
 {
@@ -384,6 +424,7 @@ load_tables(ConfigCache *c)
 			}
 		}
 		set_output(mt, mt->key_att, &mt->key_out, c->cxt);
+		find_key_index(rel, mt);
 		table_close(rel, AccessShareLock);
 		c->tables[i] = mt;
 	}
@@ -442,7 +483,7 @@ config_free(ConfigCache *c)
 }
 
 static void
-config_build(void)
+config_build_inner(void)
 {
 	MemoryContext cxt,
 				old;
@@ -451,9 +492,13 @@ config_build(void)
 
 	cxt = AllocSetContextCreate(CacheMemoryContext, "allocation config",
 								ALLOCSET_DEFAULT_SIZES);
+	/* an invalidation arriving while we read marks the new cache stale again */
+	config_stale = false;
 	alloc_become_owner(&sw);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	/* read the latest committed configuration, whatever the statement's snapshot */
+	PushActiveSnapshot(GetLatestSnapshot());
 	old = MemoryContextSwitchTo(cxt);
 	c = palloc0(sizeof(ConfigCache));
 	c->cxt = cxt;
@@ -462,6 +507,7 @@ config_build(void)
 	load_rules(c);
 	load_tables(c);
 	MemoryContextSwitchTo(old);
+	PopActiveSnapshot();
 	SPI_finish();
 	alloc_restore_user(&sw);
 
@@ -481,7 +527,22 @@ config_build(void)
 	if (config)
 		config_free(config);
 	config = c;
-	config_stale = false;
+}
+
+/* Builds the cache; on error the old one stays marked stale */
+static void
+config_build(void)
+{
+	PG_TRY();
+	{
+		config_build_inner();
+	}
+	PG_CATCH();
+	{
+		config_stale = true;
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 }
 
 /* Rebuilds a stale cache; called at the start of each decision only */

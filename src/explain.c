@@ -226,7 +226,8 @@ allocation_explain_key(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_ALLOC_CUSTOMER_NOT_FOUND),
 				 errmsg("customer %s not found in %s", text_to_cstring(key), mt->name),
 				 errdetail("\"%s\" is not a valid %s, the type of the key column.", text_to_cstring(key), key_type_name(mt)),
-				 errhint("Check the key.")));
+				 errhint("For a hypothetical customer pass the row as jsonb: allocation.explain('%s', '{...}'::jsonb).",
+						 mt->name)));
 	sql = psprintf("SELECT t FROM %s t WHERE %s = $1::%s",
 				   mt->name,
 				   quote_identifier(NameStr(TupleDescAttr(mt->tupdesc, mt->key_att - 1)->attname)),
@@ -237,7 +238,8 @@ allocation_explain_key(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_ALLOC_CUSTOMER_NOT_FOUND),
 				 errmsg("customer %s not found in %s", text_to_cstring(key), mt->name),
 				 errdetail("No row of %s has that key.", mt->name),
-				 errhint("Use allocation.explain(table, row jsonb) for a customer that is not stored.")));
+				 errhint("For a customer that is not stored pass the row as jsonb: allocation.explain('%s', '{...}'::jsonb).",
+						 mt->name)));
 	PG_RETURN_DATUM(explain_tuple(mt, tup, false));
 }
 

@@ -27,6 +27,8 @@
 #include "utils/ruleutils.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/resowner.h"
+#include "access/xact.h"
 #include "utils/timestamp.h"
 
 #include "allocation.h"
@@ -270,4 +272,41 @@ allocation_condition_deparse(PG_FUNCTION_ARGS)
 		PG_RETURN_NULL();
 	ctx = deparse_context_for(relname, relid);
 	PG_RETURN_TEXT_P(cstring_to_text(deparse_expression(expr, ctx, false, false)));
+}
+
+/*
+ * Whether a condition text still compiles to the stored tree (false after a
+ * rename made the text stale).  Errors are swallowed in a subtransaction.
+ */
+PG_FUNCTION_INFO_V1(allocation_condition_still_means);
+Datum
+allocation_condition_still_means(PG_FUNCTION_ARGS)
+{
+	char	   *condition = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Node	   *stored = (Node *) stringToNode(text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	Oid			relid = PG_GETARG_OID(2);
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	bool		same = false;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		Node	   *now = rules_compile_condition(relid, condition, "?");
+
+		same = equal(now, stored);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		same = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	PG_RETURN_BOOL(same);
 }

@@ -20,6 +20,7 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 
 #include "allocation.h"
 
@@ -455,7 +456,7 @@ build_grid(TIndex *ix)
 }
 
 static void
-tindex_build(void)
+tindex_build_inner(void)
 {
 	MemoryContext cxt,
 				old;
@@ -466,9 +467,13 @@ tindex_build(void)
 
 	cxt = AllocSetContextCreate(CacheMemoryContext, "allocation territory index",
 								ALLOCSET_DEFAULT_SIZES);
+	/* an invalidation arriving while we read marks the new index stale again */
+	tindex_stale = false;
 	alloc_become_owner(&sw);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	/* read the latest committed territories, whatever the statement's snapshot */
+	PushActiveSnapshot(GetLatestSnapshot());
 	sql = psprintf("SELECT id, coalesce(parent_id, 0), priority, exclusive, coalesce(owner_rep_id, 0),"
 				   " coalesce(owner_team_id, 0), code, name, %s.st_asbinary(geom, 'NDR'), crop_zones"
 				   " FROM allocation.territory ORDER BY id",
@@ -509,13 +514,29 @@ tindex_build(void)
 	}
 	build_grid(ix);
 	MemoryContextSwitchTo(old);
+	PopActiveSnapshot();
 	SPI_finish();
 	alloc_restore_user(&sw);
 
 	if (tindex)
 		MemoryContextDelete(tindex->cxt);
 	tindex = ix;
-	tindex_stale = false;
+}
+
+/* Builds the cache; on error the old one stays marked stale */
+static void
+tindex_build(void)
+{
+	PG_TRY();
+	{
+		tindex_build_inner();
+	}
+	PG_CATCH();
+	{
+		tindex_stale = true;
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 }
 
 /* Rebuilds a stale index; called at the start of each decision only */

@@ -21,7 +21,11 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/relscan.h"
+#include "access/stratnum.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -33,6 +37,8 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "executor/tuptable.h"
 
 #include "allocation.h"
 
@@ -40,6 +46,7 @@ typedef enum EntryOp
 {
 	OP_INSERT = 'i',
 	OP_UPDATE = 'u',
+	OP_REFRESH = 'r',			/* same owner: refresh the registry's attribute snapshot */
 	OP_DELETE = 'd'
 } EntryOp;
 
@@ -230,9 +237,40 @@ change_reason(const char *dflt)
 	return (allocation_change_reason && allocation_change_reason[0]) ? allocation_change_reason : (char *) dflt;
 }
 
+/*
+ * Whether a row with this key is already stored (committed, or inserted
+ * earlier by this very statement).  Such a row will not be inserted as new:
+ * ON CONFLICT skips it or turns it into an UPDATE, otherwise the unique index
+ * refuses it.  One btree probe, no SPI.
+ */
+static bool
+key_exists(ManagedTable *mt, Relation heap, HeapTuple tup)
+{
+	Relation	idx;
+	IndexScanDesc scan;
+	ScanKeyData skey;
+	TupleTableSlot *slot;
+	bool		isnull;
+	bool		found;
+	Datum		key = heap_getattr(tup, mt->key_att, mt->tupdesc, &isnull);
+
+	if (isnull || !OidIsValid(mt->key_index))
+		return false;
+	idx = index_open(mt->key_index, RowExclusiveLock);
+	ScanKeyInit(&skey, 1, BTEqualStrategyNumber, mt->key_eq, key);
+	slot = table_slot_create(heap, NULL);
+	scan = index_beginscan(heap, idx, SnapshotSelf, 1, 0);
+	index_rescan(scan, &skey, 1, NULL, 0);
+	found = index_getnext_slot(scan, ForwardScanDirection, slot);
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(idx, RowExclusiveLock);
+	return found;
+}
+
 /* BEFORE INSERT: the hot path */
 static HeapTuple
-before_insert(ManagedTable *mt, HeapTuple tup)
+before_insert(ManagedTable *mt, Relation rel, HeapTuple tup)
 {
 	Customer	c;
 	Decision	d;
@@ -240,8 +278,12 @@ before_insert(ManagedTable *mt, HeapTuple tup)
 	int64		owner;
 	Entry	   *e;
 
-	assign_read_customer(mt, tup, &c, false);
 	owner = owner_value(mt, tup, &isnull);
+	/* a row whose key is taken runs no rule and takes no slot (ON CONFLICT) */
+	if (isnull && key_exists(mt, rel, tup))
+		return tup;
+
+	assign_read_customer(mt, tup, &c, false);
 	if (!isnull)
 	{
 		assign_check_manual(mt, &c, owner, false);
@@ -403,21 +445,36 @@ before_update(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 		return newtup;
 	}
 
-	if (mt->reevaluate == 'n' || !inputs_changed(mt, oldtup, newtup))
+	if (!inputs_changed(mt, oldtup, newtup))
 		return newtup;
 	assign_read_customer(mt, newtup, &c, false);
-	if (mt->reevaluate == 'u' && registry_pinned(mt, c.key))
+	if (mt->reevaluate == 'n' || (mt->reevaluate == 'u' && registry_pinned(mt, c.key)))
+	{
+		/* owner stays; the registry's snapshot of the attributes follows */
+		e = new_entry(OP_REFRESH, mt, c.key);
+		e->territory = c.nterr > 0 ? c.terr[0]->id : 0;
+		e->tier = frame_strdup(c.attr[ATTR_TIER]);
+		e->crop = frame_strdup(c.attr[ATTR_CROP]);
+		e->btype = frame_strdup(c.attr[ATTR_BTYPE]);
 		return newtup;
+	}
 
 	c.current_owner = oldnull ? 0 : old_owner;
 	assign_decide(mt, newtup, &c, &d, false, NULL);
-	if (d.kind == DECISION_ASSIGN && !oldnull && d.rep_id == old_owner)
-		return newtup;			/* same owner, who keeps the slot */
-	if (d.kind != DECISION_ASSIGN && oldnull)
+	if ((d.kind == DECISION_ASSIGN && !oldnull && d.rep_id == old_owner) ||
+		(d.kind == DECISION_POOL && oldnull))
 	{
-		/* still without owner: record only a new suggestion */
-		if (d.kind != DECISION_SUGGEST)
-			return newtup;
+		/*
+		 * Same owner (who keeps the slot), or still in the pool: no new
+		 * decision, but the registry row follows the new attributes (and,
+		 * in the pool, the new reason).
+		 */
+		e = new_entry(OP_REFRESH, mt, c.key);
+		fill_decision(e, &c, &d);
+		e->reserved = 0;
+		if (!oldnull)
+			e->reason = NULL;	/* the owner's original reason stands */
+		return newtup;
 	}
 	newtup = set_owner(mt, newtup, d.kind == DECISION_ASSIGN ? d.rep_id : 0);
 	e = new_entry(OP_UPDATE, mt, c.key);
@@ -437,14 +494,15 @@ confirm(ManagedTable *mt, HeapTuple tup, EntryOp op)
 	char	   *key;
 	int			j;
 
-	if (f == NULL || f->n == 0)
+	if (f == NULL)
 		return;
 	key = OutputFunctionCall(&mt->key_out, heap_getattr(tup, mt->key_att, mt->tupdesc, &isnull));
 	for (j = f->cursor; j < f->n; j++)
 	{
 		Entry	   *e = &f->entries[j];
 
-		if (!e->confirmed && e->op == op && e->relid == mt->relid && strcmp(e->key, key) == 0)
+		if (!e->confirmed && (e->op == op || (op == OP_UPDATE && e->op == OP_REFRESH)) &&
+			e->relid == mt->relid && strcmp(e->key, key) == 0)
 		{
 			e->confirmed = true;
 			f->cursor = j + 1;
@@ -455,11 +513,25 @@ confirm(ManagedTable *mt, HeapTuple tup, EntryOp op)
 	{
 		Entry	   *e = &f->entries[j];
 
-		if (!e->confirmed && e->op == op && e->relid == mt->relid && strcmp(e->key, key) == 0)
+		if (!e->confirmed && (e->op == op || (op == OP_UPDATE && e->op == OP_REFRESH)) &&
+			e->relid == mt->relid && strcmp(e->key, key) == 0)
 		{
 			e->confirmed = true;
 			return;
 		}
+	}
+	if (op == OP_INSERT)
+	{
+		/*
+		 * Stored although its key looked taken (the other row was deleted by
+		 * a concurrent transaction meanwhile): register it in the pool.
+		 */
+		Entry	   *e = new_entry(OP_INSERT, mt, key);
+
+		e->confirmed = true;
+		e->source = "pool";
+		e->kind = "pool";
+		e->reason = frame_strdup("stored while its key was taken by a row being deleted; no rule was run");
 	}
 }
 
@@ -507,7 +579,7 @@ allocation_row_trigger(PG_FUNCTION_ARGS)
 	if (TRIGGER_FIRED_BEFORE(ev))
 	{
 		if (TRIGGER_FIRED_BY_INSERT(ev))
-			result = before_insert(mt, td->tg_trigtuple);
+			result = before_insert(mt, td->tg_relation, td->tg_trigtuple);
 		else if (TRIGGER_FIRED_BY_UPDATE(ev))
 			result = before_update(mt, td->tg_trigtuple, td->tg_newtuple);
 		else
@@ -606,7 +678,8 @@ flush_frame(Frame *f)
 		}
 		c.v[C_MANAGED][n] = Int32GetDatum(e->managed_id);
 		c.isnull[C_MANAGED][n] = false;
-		put_text(&c, C_OP, n, e->op == OP_INSERT ? "insert" : e->op == OP_UPDATE ? "update" : "delete");
+		put_text(&c, C_OP, n, e->op == OP_INSERT ? "insert" : e->op == OP_UPDATE ? "update" :
+				 e->op == OP_REFRESH ? "refresh" : "delete");
 		put_text(&c, C_KEY, n, e->key);
 		put_i8(&c, C_REP, n, e->rep);
 		put_i8(&c, C_OLD_REP, n, e->old_rep);

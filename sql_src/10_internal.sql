@@ -141,10 +141,13 @@ CREATE FUNCTION allocation._record_batch(
     p_actor text, p_managed integer[], p_op text[], p_key text[], p_rep bigint[],
     p_old_rep bigint[], p_team bigint[], p_territory bigint[], p_rule bigint[],
     p_source text[], p_pinned boolean[], p_kind text[], p_reason text[],
-    p_tier text[], p_crop text[], p_btype text[], p_suggest bigint[], p_release bigint[])
+    p_tier text[], p_crop text[], p_btype text[], p_suggest bigint[], p_delta_rep bigint[],
+    p_delta_n integer[])
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET allocation.in_batch = on AS
 $$
+DECLARE
+    v_changes boolean;
 BEGIN
     -- an accepted suggestion is recorded under the suggestion's rule
     IF 'suggestion' = ANY (p_source) THEN
@@ -166,12 +169,16 @@ BEGIN
          WHERE b.op = 'refresh' AND a.managed_id = b.managed_id AND a.key = b.key AND a.valid_to IS NULL;
     END IF;
 
+    v_changes := 'update' = ANY (p_op) OR 'delete' = ANY (p_op);
+
     -- close the open registry row of updated/deleted customers
-    UPDATE allocation.assignment a
-       SET valid_to = now(), closed_reason = b.kind
-      FROM unnest(p_managed, p_op, p_key, p_kind) AS b(managed_id, op, key, kind)
-     WHERE b.op IN ('update', 'delete')
-       AND a.managed_id = b.managed_id AND a.key = b.key AND a.valid_to IS NULL;
+    IF v_changes THEN
+        UPDATE allocation.assignment a
+           SET valid_to = now(), closed_reason = b.kind
+          FROM unnest(p_managed, p_op, p_key, p_kind) AS b(managed_id, op, key, kind)
+         WHERE b.op IN ('update', 'delete')
+           AND a.managed_id = b.managed_id AND a.key = b.key AND a.valid_to IS NULL;
+    END IF;
 
     -- open the new registry row of inserted/updated customers
     INSERT INTO allocation.assignment (managed_id, key, rep_id, team_id, territory_id, rule_id,
@@ -185,26 +192,34 @@ BEGIN
      ORDER BY b.ord;
 
     -- suggestions: a pending one is superseded by any new decision on the same customer
+    -- (a new key cannot have one: DELETE supersedes)
+    IF v_changes THEN
     UPDATE allocation.suggestion s
        SET status = CASE WHEN b.source = 'suggestion' THEN 'accepted' ELSE 'superseded' END,
            decided_at = now(), decided_by = p_actor,
            decision_reason = b.reason
       FROM unnest(p_managed, p_op, p_key, p_source, p_reason) AS b(managed_id, op, key, source, reason)
      WHERE b.op <> 'refresh' AND s.managed_id = b.managed_id AND s.key = b.key AND s.status = 'pending';
+    END IF;
 
-    INSERT INTO allocation.suggestion (managed_id, key, rep_id, rule_id, territory_id, reason)
-    SELECT b.managed_id, b.key, b.sug, b.rule, b.territory, b.reason
-      FROM unnest(p_managed, p_key, p_suggest, p_rule, p_territory, p_reason)
-           AS b(managed_id, key, sug, rule, territory, reason)
-     WHERE b.sug IS NOT NULL;
+    IF p_suggest IS NOT NULL THEN
+        INSERT INTO allocation.suggestion (managed_id, key, rep_id, rule_id, territory_id, reason)
+        SELECT b.managed_id, b.key, b.sug, b.rule, b.territory, b.reason
+          FROM unnest(p_managed, p_key, p_suggest, p_rule, p_territory, p_reason)
+               AS b(managed_id, key, sug, rule, territory, reason)
+         WHERE b.sug IS NOT NULL;
+    END IF;
 
-    -- counters: release the former owners and the reservations of rows that were not stored
-    UPDATE allocation.rep_load l
-       SET held = l.held - r.n
-      FROM (SELECT rep, count(*)::integer AS n
-              FROM (SELECT unnest(p_old_rep) AS rep UNION ALL SELECT unnest(p_release)) u
-             WHERE rep IS NOT NULL GROUP BY rep) r
-     WHERE l.rep_id = r.rep;
+    -- counters: the statement's slots (one write per rep), minus the former owners
+    IF p_delta_rep IS NOT NULL OR v_changes THEN
+        UPDATE allocation.rep_load l
+           SET held = l.held + r.n
+          FROM (SELECT rep, sum(n)::integer AS n
+                  FROM (SELECT unnest(p_old_rep) AS rep, -1 AS n
+                        UNION ALL SELECT * FROM unnest(p_delta_rep, p_delta_n)) u
+                 WHERE rep IS NOT NULL GROUP BY rep) r
+         WHERE l.rep_id = r.rep AND r.n <> 0;
+    END IF;
 
     INSERT INTO allocation.event (actor, kind, managed_id, table_name, key, from_rep, to_rep, rule_id, reason, detail)
     SELECT p_actor, b.kind, b.managed_id, m.table_name, b.key, b.old_rep,
@@ -221,5 +236,5 @@ BEGIN
      ORDER BY b.ord;
 END
 $$;
-COMMENT ON FUNCTION allocation._record_batch(text, integer[], text[], text[], bigint[], bigint[], bigint[], bigint[], bigint[], text[], boolean[], text[], text[], text[], text[], text[], bigint[], bigint[])
+COMMENT ON FUNCTION allocation._record_batch(text, integer[], text[], text[], bigint[], bigint[], bigint[], bigint[], bigint[], text[], boolean[], text[], text[], text[], text[], text[], bigint[], bigint[], integer[])
     IS 'internal: writes one statement''s allocation decisions (registry, history, suggestions, counters, audit)';

@@ -262,12 +262,15 @@ extern void assign_decide(ManagedTable *mt, HeapTuple tuple, Customer *c, Decisi
 						  bool dry_run, Trace *tr);
 extern void assign_check_manual(ManagedTable *mt, Customer *c, int64 rep_id, bool dry_run);
 extern bool assign_reserve(int64 rep_id, bool wait);
-extern void assign_release(int64 rep_id);
 extern void assign_reset_locks(void);
+extern void assign_forget_bases(void);
+extern void assign_note_written(int64 rep_id, int32 n);
 extern int32 assign_current_load(int64 rep_id);
 
 /* ---------- trigger.c ---------- */
 extern void trigger_reset_all(void);
+extern void frames_add_reservation(int64 rep_id, int32 n);
+extern int32 frames_pending(int64 rep_id);
 
 /* ---------- json helpers (explain.c) ---------- */
 extern void json_kv_str(StringInfo buf, const char *key, const char *val, bool comma);

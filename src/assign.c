@@ -27,6 +27,9 @@
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+#include "access/xact.h"
 
 #include "allocation.h"
 
@@ -134,69 +137,116 @@ may_wait_for(int64 rep_id)
 }
 
 /*
- * Takes one holdings slot of a rep with a conditional UPDATE: it succeeds
- * only while the rep is active and below capacity, re-checked on the newest
- * row version when another session got there first.  With wait = false a
- * rep whose counter is locked by another transaction is skipped.
+ * Holdings counters.  The first time a transaction needs a rep's slot it
+ * locks the rep's counter row (SELECT ... FOR UPDATE, re-read on the newest
+ * version) and remembers the value: from then on no other transaction can
+ * change it until this one ends, so further slots are counted in memory
+ * (per statement, in the trigger's batch) and written once per rep at the end
+ * of each statement.  Capacity = remembered value + this transaction's
+ * unwritten slots.  A subtransaction abort forgets the remembered values
+ * (its writes and maybe its locks are gone); they are simply read again.
+ */
+typedef struct RepBase
+{
+	int64		rep_id;			/* hash key */
+	int32		held;			/* counter value, including our written slots */
+} RepBase;
+
+static HTAB *rep_bases = NULL;
+
+void
+assign_forget_bases(void)
+{
+	rep_bases = NULL;			/* memory goes with TopTransactionContext */
+}
+
+static RepBase *
+rep_base(int64 rep_id, bool create)
+{
+	bool		found;
+	RepBase    *b;
+
+	if (rep_bases == NULL)
+	{
+		HASHCTL		ctl;
+
+		if (!create)
+			return NULL;
+		ctl.keysize = sizeof(int64);
+		ctl.entrysize = sizeof(RepBase);
+		ctl.hcxt = TopTransactionContext;
+		rep_bases = hash_create("allocation locked counters", 64, &ctl,
+								HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	b = hash_search(rep_bases, &rep_id, create ? HASH_ENTER : HASH_FIND, &found);
+	if (b && create && !found)
+		b->held = -1;
+	return b;
+}
+
+/* The batch writer changed a counter this transaction holds */
+void
+assign_note_written(int64 rep_id, int32 n)
+{
+	RepBase    *b = rep_base(rep_id, false);
+
+	if (b && b->held >= 0)
+		b->held += n;
+}
+
+/*
+ * Takes one holdings slot of a rep: succeeds only while the rep is active
+ * and below capacity.  With wait = false a rep whose counter is locked by
+ * another transaction is skipped.
  */
 bool
 assign_reserve(int64 rep_id, bool wait)
 {
-	AllocUserSwitch sw;
-	Oid			types[1] = {INT8OID};
-	Datum		vals[1];
-	bool		ok;
-	int			rc;
+	RepBase    *b = rep_base(rep_id, false);
+	RepInfo    *rep = config_get_rep(rep_id);
 
-	alloc_become_owner(&sw);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	vals[0] = Int64GetDatum(rep_id);
-	if (wait)
-		rc = SPI_execute_plan(keep_plan(&plan_reserve_wait,
-										"UPDATE allocation.rep_load l SET held = l.held + 1"
-										" FROM allocation.rep r"
-										" WHERE l.rep_id = $1 AND r.id = l.rep_id AND r.active"
-										" AND (r.capacity IS NULL OR l.held < r.capacity)",
-										1, types), vals, NULL, false, 1);
-	else
-		rc = SPI_execute_plan(keep_plan(&plan_reserve_skip,
-										"UPDATE allocation.rep_load l SET held = l.held + 1"
-										" FROM allocation.rep r"
-										" WHERE l.rep_id = (SELECT x.rep_id FROM allocation.rep_load x"
-										"                    WHERE x.rep_id = $1 FOR UPDATE SKIP LOCKED)"
-										" AND r.id = l.rep_id AND r.active"
-										" AND (r.capacity IS NULL OR l.held < r.capacity)",
-										1, types), vals, NULL, false, 1);
-	if (rc != SPI_OK_UPDATE)
-		elog(ERROR, "reserving a holdings slot failed: %s", SPI_result_code_string(rc));
-	ok = SPI_processed == 1;
-	if (ok && rep_id > max_counter_held)
-		max_counter_held = rep_id;
-	SPI_finish();
-	alloc_restore_user(&sw);
-	return ok;
-}
+	if (rep == NULL || !rep->active)
+		return false;
+	if (b == NULL || b->held < 0)
+	{
+		AllocUserSwitch sw;
+		Oid			types[1] = {INT8OID};
+		Datum		vals[1];
+		int			rc;
+		bool		isnull;
 
-/* Gives back a slot taken by assign_reserve() */
-void
-assign_release(int64 rep_id)
-{
-	static SPIPlanPtr plan = NULL;
-	AllocUserSwitch sw;
-	Oid			types[1] = {INT8OID};
-	Datum		vals[1];
-
-	alloc_become_owner(&sw);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	vals[0] = Int64GetDatum(rep_id);
-	if (SPI_execute_plan(keep_plan(&plan, "UPDATE allocation.rep_load SET held = held - 1"
-								   " WHERE rep_id = $1 AND held > 0", 1, types),
-						 vals, NULL, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "releasing a holdings slot failed");
-	SPI_finish();
-	alloc_restore_user(&sw);
+		alloc_become_owner(&sw);
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		vals[0] = Int64GetDatum(rep_id);
+		rc = SPI_execute_plan(wait
+							  ? keep_plan(&plan_reserve_wait,
+										  "SELECT held FROM allocation.rep_load WHERE rep_id = $1 FOR UPDATE",
+										  1, types)
+							  : keep_plan(&plan_reserve_skip,
+										  "SELECT held FROM allocation.rep_load WHERE rep_id = $1"
+										  " FOR UPDATE SKIP LOCKED", 1, types),
+							  vals, NULL, false, 1);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "locking a holdings counter failed: %s", SPI_result_code_string(rc));
+		if (SPI_processed == 0)
+		{
+			/* locked by another transaction (skip), or no counter row */
+			SPI_finish();
+			alloc_restore_user(&sw);
+			return false;
+		}
+		b = rep_base(rep_id, true);
+		b->held = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		SPI_finish();
+		alloc_restore_user(&sw);
+		if (rep_id > max_counter_held)
+			max_counter_held = rep_id;
+	}
+	if (rep->capacity >= 0 && b->held + frames_pending(rep_id) >= rep->capacity)
+		return false;
+	frames_add_reservation(rep_id, 1);
+	return true;
 }
 
 /*
@@ -249,7 +299,7 @@ read_loads(int64 *ids, int n, int32 *held, bool with_pending, int32 managed_id, 
 
 		for (i = 0; i < n; i++)
 			if (ids[i] == id)
-				held[i] = h;
+				held[i] = h + frames_pending(id);	/* + this transaction's unwritten slots */
 	}
 	SPI_finish();
 	alloc_restore_user(&sw);

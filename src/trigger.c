@@ -73,9 +73,17 @@ typedef struct Entry
 	char	   *btype;
 } Entry;
 
+/* Holdings slots a statement took, per rep (written once, at the end) */
+typedef struct RepCount
+{
+	int64		rep_id;			/* hash key */
+	int32		n;
+} RepCount;
+
 typedef struct Frame
 {
 	struct Frame *prev;
+	HTAB	   *reps;			/* RepCount by rep id, NULL until a slot is taken */
 	int			nest_level;
 	int			n;
 	int			cap;
@@ -103,6 +111,8 @@ trigger_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 		return;
 	while (frames && frames->nest_level >= GetCurrentTransactionNestLevel())
 		frames = frames->prev;
+	/* the subtransaction's counter writes and locks are gone: re-read them */
+	assign_forget_bases();
 }
 
 static void
@@ -128,6 +138,57 @@ push_frame(void)
 	f->prev = frames;
 	frames = f;
 	MemoryContextSwitchTo(old);
+}
+
+static void frames_add_reservation_in(Frame *f, int64 rep_id, int32 n);
+
+/* Records n slots of a rep taken (n < 0: given back) by the current statement */
+void
+frames_add_reservation(int64 rep_id, int32 n)
+{
+	if (frames == NULL)
+		elog(ERROR, "allocation: no open statement batch for a reservation");
+	frames_add_reservation_in(frames, rep_id, n);
+}
+
+static void
+frames_add_reservation_in(Frame *f, int64 rep_id, int32 n)
+{
+	RepCount   *rc;
+	bool		found;
+
+	if (f->reps == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(int64);
+		ctl.entrysize = sizeof(RepCount);
+		ctl.hcxt = frame_cxt;
+		f->reps = hash_create("allocation statement slots", 64, &ctl,
+							  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	rc = hash_search(f->reps, &rep_id, HASH_ENTER, &found);
+	if (!found)
+		rc->n = 0;
+	rc->n += n;
+}
+
+/* Slots of a rep taken by this transaction's statements still running */
+int32
+frames_pending(int64 rep_id)
+{
+	Frame	   *f;
+	int32		n = 0;
+
+	for (f = frames; f; f = f->prev)
+		if (f->reps)
+		{
+			RepCount   *rc = hash_search(f->reps, &rep_id, HASH_FIND, NULL);
+
+			if (rc)
+				n += rc->n;
+		}
+	return n;
 }
 
 static Entry *
@@ -404,7 +465,7 @@ before_update(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 		if (last->op == OP_INSERT && !last->confirmed && last->reserved && last->relid == mt->relid &&
 			!k1 && strcmp(last->key, OutputFunctionCall(&mt->key_out, kold)) == 0)
 		{
-			assign_release(last->reserved);
+			frames_add_reservation(last->reserved, -1);
 			last->reserved = 0;
 		}
 	}
@@ -598,22 +659,24 @@ allocation_row_trigger(PG_FUNCTION_ARGS)
 
 /* ---------- writing a batch ---------- */
 
+#define C__N_MAX 20
+
 typedef struct Cols
 {
 	int			n;
-	Datum	   *v[18];
-	bool	   *isnull[18];
+	Datum	   *v[C__N_MAX];
+	bool	   *isnull[C__N_MAX];
 } Cols;
 
 enum
 {
 	C_MANAGED, C_OP, C_KEY, C_REP, C_OLD_REP, C_TEAM, C_TERRITORY, C_RULE, C_SOURCE,
-	C_PINNED, C_KIND, C_REASON, C_TIER, C_CROP, C_BTYPE, C_SUGGEST, C_RELEASE, C__N
+	C_PINNED, C_KIND, C_REASON, C_TIER, C_CROP, C_BTYPE, C_SUGGEST, C_DELTA_REP, C_DELTA_N, C__N
 };
 
 static const Oid col_types[C__N] = {
 	INT4OID, TEXTOID, TEXTOID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID,
-	BOOLOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, INT8OID
+	BOOLOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, INT8OID, INT4OID
 };
 
 static void
@@ -655,15 +718,19 @@ flush_frame(Frame *f)
 	int			i,
 				col,
 				n = 0,
-				nrel = 0;
+				ndelta = 0;
+	bool		any_suggest = false;
+	char		nulls[C__N + 1];
 	char	   *actor;
 
 	if (f->n == 0)
 		return;
 	for (col = 0; col < C__N; col++)
 	{
-		c.v[col] = palloc(sizeof(Datum) * f->n);
-		c.isnull[col] = palloc(sizeof(bool) * f->n);
+		int			len = Max(f->n, f->reps ? (int) hash_get_num_entries(f->reps) : 0);
+
+		c.v[col] = palloc(sizeof(Datum) * Max(len, 1));
+		c.isnull[col] = palloc(sizeof(bool) * Max(len, 1));
 	}
 	for (i = 0; i < f->n; i++)
 	{
@@ -671,11 +738,13 @@ flush_frame(Frame *f)
 
 		if (!e->confirmed)
 		{
-			/* the row was not stored: give back its slot */
+			/* the row was not stored: its slot is not taken after all */
 			if (e->reserved)
-				put_i8(&c, C_RELEASE, nrel++, e->reserved);
+				frames_add_reservation_in(f, e->reserved, -1);
 			continue;
 		}
+		if (e->suggest)
+			any_suggest = true;
 		c.v[C_MANAGED][n] = Int32GetDatum(e->managed_id);
 		c.isnull[C_MANAGED][n] = false;
 		put_text(&c, C_OP, n, e->op == OP_INSERT ? "insert" : e->op == OP_UPDATE ? "update" :
@@ -697,8 +766,23 @@ flush_frame(Frame *f)
 		put_i8(&c, C_SUGGEST, n, e->suggest);
 		n++;
 	}
-	if (n == 0 && nrel == 0)
+	if (n == 0)
 		return;
+	if (f->reps)
+	{
+		HASH_SEQ_STATUS hs;
+		RepCount   *rc;
+
+		hash_seq_init(&hs, f->reps);
+		while ((rc = hash_seq_search(&hs)) != NULL)
+			if (rc->n != 0)
+			{
+				put_i8(&c, C_DELTA_REP, ndelta, rc->rep_id);
+				c.v[C_DELTA_N][ndelta] = Int32GetDatum(rc->n);
+				c.isnull[C_DELTA_N][ndelta] = false;
+				ndelta++;
+			}
+	}
 
 	actor = GetUserNameFromId(GetUserId(), false);
 	types[0] = TEXTOID;
@@ -706,8 +790,20 @@ flush_frame(Frame *f)
 	for (col = 0; col < C__N; col++)
 	{
 		types[col + 1] = get_array_type(col_types[col]);
-		args[col + 1] = col_array(&c, col, col == C_RELEASE ? nrel : n);
+		nulls[col + 1] = ' ';
+		if (col == C_DELTA_REP || col == C_DELTA_N)
+		{
+			if (ndelta == 0)
+				nulls[col + 1] = 'n';
+			else
+				args[col + 1] = col_array(&c, col, ndelta);
+		}
+		else if (col == C_SUGGEST && !any_suggest)
+			nulls[col + 1] = 'n';
+		else
+			args[col + 1] = col_array(&c, col, n);
 	}
+	nulls[0] = ' ';
 
 	alloc_become_owner(&sw);
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -715,15 +811,22 @@ flush_frame(Frame *f)
 	if (plan == NULL)
 	{
 		plan = SPI_prepare("SELECT allocation._record_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
-						   " $11, $12, $13, $14, $15, $16, $17, $18)", C__N + 1, types);
+						   " $11, $12, $13, $14, $15, $16, $17, $18, $19)", C__N + 1, types);
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare of the batch writer failed");
 		SPI_keepplan(plan);
 	}
-	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
+	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "writing the allocation batch failed");
 	SPI_finish();
 	alloc_restore_user(&sw);
+
+	/* the counters now include this statement; we hold their locks */
+	for (i = 0; i < ndelta; i++)
+		assign_note_written(DatumGetInt64(c.v[C_DELTA_REP][i]), DatumGetInt32(c.v[C_DELTA_N][i]));
+	for (i = 0; i < n; i++)
+		if (!c.isnull[C_OLD_REP][i])
+			assign_note_written(DatumGetInt64(c.v[C_OLD_REP][i]), -1);
 }
 
 static void

@@ -60,7 +60,7 @@ SELECT allocation.current_rep_id();
 SELECT id, owner FROM s_customer ORDER BY id;
 RESET ROLE;
 
--- an inactive rep's login sees nothing special: it is no longer a rep
+-- an inactive rep's login is still a rep's login: only its own customers (none now)
 UPDATE allocation.rep SET active = false WHERE code = 'li';
 SET ROLE regress_rls_li;
 SELECT allocation.current_rep_id();

@@ -148,6 +148,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET allocation.in_batch =
 $$
 DECLARE
     v_changes boolean;
+    v_released bigint[];
 BEGIN
     -- an accepted suggestion is recorded under the suggestion's rule
     IF 'suggestion' = ANY (p_source) THEN
@@ -171,13 +172,17 @@ BEGIN
 
     v_changes := 'update' = ANY (p_op) OR 'delete' = ANY (p_op);
 
-    -- close the open registry row of updated/deleted customers
+    -- close the open registry row of updated/deleted customers; the owners whose
+    -- slots are released are the ones the registry recorded
     IF v_changes THEN
-        UPDATE allocation.assignment a
-           SET valid_to = now(), closed_reason = b.kind
-          FROM unnest(p_managed, p_op, p_key, p_kind) AS b(managed_id, op, key, kind)
-         WHERE b.op IN ('update', 'delete')
-           AND a.managed_id = b.managed_id AND a.key = b.key AND a.valid_to IS NULL;
+        WITH closed AS (
+            UPDATE allocation.assignment a
+               SET valid_to = greatest(now(), a.valid_from), closed_reason = b.kind
+              FROM unnest(p_managed, p_op, p_key, p_kind) AS b(managed_id, op, key, kind)
+             WHERE b.op IN ('update', 'delete')
+               AND a.managed_id = b.managed_id AND a.key = b.key AND a.valid_to IS NULL
+            RETURNING a.rep_id)
+        SELECT array_agg(rep_id) INTO v_released FROM closed WHERE rep_id IS NOT NULL;
     END IF;
 
     -- open the new registry row of inserted/updated customers
@@ -211,11 +216,11 @@ BEGIN
     END IF;
 
     -- counters: the statement's slots (one write per rep), minus the former owners
-    IF p_delta_rep IS NOT NULL OR v_changes THEN
+    IF p_delta_rep IS NOT NULL OR v_released IS NOT NULL THEN
         UPDATE allocation.rep_load l
            SET held = l.held + r.n
           FROM (SELECT rep, sum(n)::integer AS n
-                  FROM (SELECT unnest(p_old_rep) AS rep, -1 AS n
+                  FROM (SELECT unnest(v_released) AS rep, -1 AS n
                         UNION ALL SELECT * FROM unnest(p_delta_rep, p_delta_n)) u
                  WHERE rep IS NOT NULL GROUP BY rep) r
          WHERE l.rep_id = r.rep AND r.n <> 0;

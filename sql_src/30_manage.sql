@@ -65,6 +65,12 @@ BEGIN
                   DETAIL = 'A temporary table disappears at the end of the session without notice, leaving the registry open.',
                   HINT = 'Manage a permanent table.';
     END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = tbl AND c.relispartition) THEN
+        RAISE EXCEPTION 'partition % cannot be managed', tbl
+            USING ERRCODE = 'LA010',
+                  DETAIL = 'Rows inserted through the partitioned parent would not find the mapping.',
+                  HINT = 'Manage an ordinary, unpartitioned table.';
+    END IF;
     IF v_kind = 'p' THEN
         RAISE EXCEPTION 'partitioned table % cannot be managed yet', tbl
             USING ERRCODE = 'LA010',
@@ -82,6 +88,8 @@ BEGIN
             USING ERRCODE = 'LA010', DETAIL = format('%s belongs to the allocation extension.', v_name),
                   HINT = 'Manage your customer table.';
     END IF;
+    -- no writes slip between registering the existing rows and installing the triggers
+    EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', tbl);
     IF EXISTS (SELECT 1 FROM allocation.managed_table m WHERE m.tbl = manage.tbl AND m.active) THEN
         RAISE EXCEPTION 'table % is already managed', tbl
             USING ERRCODE = 'LA011',
@@ -267,7 +275,7 @@ CREATE FUNCTION allocation._detach(p_managed integer, p_why text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
 BEGIN
-    UPDATE allocation.assignment SET valid_to = now(), closed_reason = p_why
+    UPDATE allocation.assignment SET valid_to = greatest(now(), valid_from), closed_reason = p_why
      WHERE managed_id = p_managed AND valid_to IS NULL;
     UPDATE allocation.suggestion SET status = 'superseded', decided_at = now(), decided_by = session_user,
            decision_reason = p_why
@@ -420,6 +428,25 @@ BEGIN
             v_now := NULL;
             v_attnum := NULL;
         END LOOP;
+        -- a mapped column whose type changed would break the engine: refuse the DDL
+        IF (SELECT a.atttypid FROM pg_catalog.pg_attribute a
+             WHERE a.attrelid = m.tbl AND a.attname = (v_names ->> 'owner') AND NOT a.attisdropped)
+           NOT IN ('pg_catalog.int8'::pg_catalog.regtype, 'pg_catalog.int4'::pg_catalog.regtype)
+           OR (v_names ? 'location' AND (SELECT a.atttypid FROM pg_catalog.pg_attribute a
+                                          WHERE a.attrelid = m.tbl AND a.attname = (v_names ->> 'location')
+                                            AND NOT a.attisdropped)
+               IS DISTINCT FROM (SELECT t.oid FROM pg_catalog.pg_type t
+                                   JOIN pg_catalog.pg_extension e ON e.extnamespace = t.typnamespace
+                                  WHERE e.extname = 'postgis' AND t.typname = 'geometry'))
+           OR (v_names ? 'tags' AND (SELECT a.atttypid FROM pg_catalog.pg_attribute a
+                                      WHERE a.attrelid = m.tbl AND a.attname = (v_names ->> 'tags')
+                                        AND NOT a.attisdropped)
+               NOT IN ('pg_catalog._text'::pg_catalog.regtype, 'pg_catalog._varchar'::pg_catalog.regtype)) THEN
+            RAISE EXCEPTION 'the type of a column used by the allocation engine cannot change'
+                USING ERRCODE = 'LA018',
+                      DETAIL = format('Table %s is managed: its owner column must stay integer or bigint, its location a PostGIS geometry, its tags a text array.', m.table_name),
+                      HINT = 'Call allocation.unmanage() first, change the column, then allocation.manage() again.';
+        END IF;
         SELECT format('%I.%I', n.nspname, c.relname) INTO v_table
           FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
          WHERE c.oid = m.tbl;
@@ -452,7 +479,7 @@ CREATE FUNCTION allocation._record_truncate(p_managed integer, p_actor text) RET
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
 BEGIN
-    UPDATE allocation.assignment SET valid_to = now(), closed_reason = 'truncate'
+    UPDATE allocation.assignment SET valid_to = greatest(now(), valid_from), closed_reason = 'truncate'
      WHERE managed_id = p_managed AND valid_to IS NULL;
     UPDATE allocation.suggestion SET status = 'superseded', decided_at = now(), decided_by = p_actor,
            decision_reason = 'truncate'

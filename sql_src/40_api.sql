@@ -253,9 +253,21 @@ SELECT s.id, m.tbl, m.table_name, s.key, s.rep_id, r.code AS rep_code, r.name AS
  WHERE s.status = 'pending';
 COMMENT ON VIEW allocation.pending_suggestion IS 'Suggest-mode decisions waiting for a manager';
 
+-- Holdings per territory (SECURITY DEFINER: callers need no right on the registry)
+CREATE FUNCTION allocation._territory_holdings()
+RETURNS TABLE (territory_id bigint, holdings bigint, pool bigint)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+    SELECT a.territory_id, count(*) FILTER (WHERE a.rep_id IS NOT NULL), count(*) FILTER (WHERE a.rep_id IS NULL)
+      FROM allocation.assignment a
+     WHERE a.valid_to IS NULL AND a.territory_id IS NOT NULL
+     GROUP BY a.territory_id
+$$;
+COMMENT ON FUNCTION allocation._territory_holdings() IS 'internal: open holdings and pool customers per territory';
+
 CREATE FUNCTION allocation.territory_geojson()
 RETURNS jsonb
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
 $$
     SELECT jsonb_build_object('type', 'FeatureCollection', 'features', coalesce(jsonb_agg(f ORDER BY id), '[]'))
       FROM (SELECT t.id, jsonb_build_object(
@@ -265,14 +277,13 @@ $$
                     'id', t.id, 'code', t.code, 'name', t.name, 'parent', p.code,
                     'crop_zones', to_jsonb(t.crop_zones), 'priority', t.priority, 'exclusive', t.exclusive,
                     'owner_rep', r.code, 'owner_rep_name', r.name, 'owner_team', tm.code,
-                    'holdings', (SELECT count(*) FROM allocation.assignment a
-                                  WHERE a.territory_id = t.id AND a.valid_to IS NULL AND a.rep_id IS NOT NULL),
-                    'pool', (SELECT count(*) FROM allocation.assignment a
-                              WHERE a.territory_id = t.id AND a.valid_to IS NULL AND a.rep_id IS NULL))) AS f
+                    'holdings', coalesce(h.holdings, 0),
+                    'pool', coalesce(h.pool, 0))) AS f
               FROM allocation.territory t
               LEFT JOIN allocation.territory p ON p.id = t.parent_id
               LEFT JOIN allocation.rep r ON r.id = t.owner_rep_id
               LEFT JOIN allocation.team tm ON tm.id = t.owner_team_id
+              LEFT JOIN allocation._territory_holdings() h ON h.territory_id = t.id
              WHERE t.geom IS NOT NULL) s
 $$;
 COMMENT ON FUNCTION allocation.territory_geojson() IS 'All territories as a GeoJSON FeatureCollection with owner, holdings and pool counts (for a map in any GIS or BI tool)';

@@ -8,9 +8,9 @@ CREATE FUNCTION allocation._rep_of(p_role name)
 RETURNS bigint
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
 $$
-    SELECT r.id FROM allocation.rep r WHERE r.login = p_role AND r.active
+    SELECT r.id FROM allocation.rep r WHERE r.login = p_role
 $$;
-COMMENT ON FUNCTION allocation._rep_of(name) IS 'internal: the active rep whose login is the given role';
+COMMENT ON FUNCTION allocation._rep_of(name) IS 'internal: the rep (active or not) whose login is the given role';
 
 CREATE FUNCTION allocation.current_rep_id()
 RETURNS bigint
@@ -19,7 +19,7 @@ SET search_path = pg_catalog, pg_temp AS
 $$
     SELECT allocation._rep_of(current_user)
 $$;
-COMMENT ON FUNCTION allocation.current_rep_id() IS 'The rep whose login is the current role (NULL when the current role is not a rep''s login)';
+COMMENT ON FUNCTION allocation.current_rep_id() IS 'The rep whose login is the current role, active or not (NULL when the current role is no rep''s login)';
 
 CREATE FUNCTION allocation._drop_rep_policies(tbl regclass)
 RETURNS void

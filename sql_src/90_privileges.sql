@@ -18,8 +18,9 @@ BEGIN
     -- everyone: read the organisation, territories and rules; explain decisions
     EXECUTE format('GRANT SELECT ON allocation.team, allocation.rep, allocation.territory, allocation.rule TO %s', r);
     EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.explain(regclass, text), allocation.explain(regclass, jsonb),
-                    allocation.owner_at(regclass, text, timestamptz), allocation.territory_at(geometry),
-                    allocation.territory_geojson() TO %s', r);
+                    allocation.owner_at(regclass, text, timestamptz), %s,
+                    allocation.territory_geojson(), allocation._territory_holdings() TO %s',
+                   'allocation.territory_at'::regproc::regprocedure, r);
     IF kind IN ('analyst', 'manager', 'admin') THEN
         EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA allocation TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.check_consistency() TO %s', r);
@@ -36,8 +37,15 @@ BEGIN
         EXECUTE format('GRANT INSERT, UPDATE ON allocation.assignment, allocation.rep_load, allocation.suggestion TO %s', r);
         EXECUTE format('GRANT INSERT ON allocation.event TO %s', r);
         EXECUTE format('GRANT USAGE ON ALL SEQUENCES IN SCHEMA allocation TO %s', r);
-        -- every function, internal helpers of manage()/unmanage() included
-        EXECUTE format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA allocation TO %s', r);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.import_territories(jsonb, text, text, text),
+                        allocation.manage(regclass, name, name, name, jsonb), allocation.unmanage(regclass),
+                        allocation.set_reevaluate(regclass, text), allocation.grant_role(regrole, text),
+                        allocation.enable_rep_security(regclass), allocation.disable_rep_security(regclass),
+                        allocation.cache_stats(), allocation.current_rep_id(),
+                        allocation._row_trigger(), allocation._stmt_trigger(),
+                        allocation._column_attnum(regclass, name, text), allocation._recount_loads(),
+                        allocation._detach(integer, text), allocation._drop_rep_policies(regclass),
+                        allocation._rep_of(name) TO %s', r);
     END IF;
 END
 $$;
@@ -78,8 +86,12 @@ END
 $$;
 
 -------------------------------------------------------------------------------
--- Pin search_path of every function to pg_catalog + PostGIS's schema: the
--- bodies qualify the extension's own objects, PostGIS may live anywhere.
+-- search_path: every function is pinned to pg_catalog, pg_temp (set in its
+-- definition).  The few SECURITY INVOKER functions that call PostGIS get
+-- PostGIS's schema too; it is known only now.  SECURITY DEFINER functions and
+-- everything the engine runs as the extension owner never search it: a role
+-- with CREATE there could otherwise plant operators or functions that run
+-- with the owner's rights.
 -------------------------------------------------------------------------------
 DO $$
 DECLARE
@@ -89,8 +101,8 @@ BEGIN
     SELECT n.nspname INTO postgis_schema FROM pg_catalog.pg_extension e
       JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'postgis';
     FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
-              WHERE p.pronamespace = 'allocation'::regnamespace
-                AND p.proconfig IS NOT NULL AND array_to_string(p.proconfig, ',') LIKE 'search_path=%' LOOP
+              WHERE p.pronamespace = 'allocation'::regnamespace AND NOT p.prosecdef
+                AND p.proname IN ('import_territories', 'territory_at', 'territory_geojson', 'manage') LOOP
         EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, %I, pg_temp', f, postgis_schema);
     END LOOP;
 END

@@ -79,6 +79,7 @@ alloc_xact_callback(XactEvent event, void *arg)
 		trigger_reset_all();
 		assign_reset_locks();
 		assign_forget_bases();
+		alloc_decision_depth = 0;
 	}
 }
 

@@ -158,6 +158,7 @@ typedef struct RuleInfo
 	int64		target_rep;
 	int64		target_team;
 	RulePolicy	policy;
+	bool		broken;			/* condition no longer compiles: rule skipped */
 } RuleInfo;
 
 /* Logical attributes a managed table can map */
@@ -204,6 +205,7 @@ typedef struct ManagedTable
 
 extern TextSet textset_from_datum(Datum d, bool isnull);
 extern ManagedTable *config_get_table(Oid relid, bool missing_ok);
+extern int	alloc_decision_depth;
 extern RepInfo *config_get_rep(int64 id);
 extern TeamInfo *config_get_team(int64 id);
 extern RuleInfo *config_get_rule(int64 id);

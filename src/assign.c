@@ -184,13 +184,21 @@ rep_base(int64 rep_id, bool create)
 	return b;
 }
 
-/* The batch writer changed a counter this transaction holds */
+/*
+ * The batch writer added n slots to a counter this transaction holds;
+ * n = 0: it changed by an amount only the registry knows (a release), so
+ * the value is read again when next needed (the lock is still ours).
+ */
 void
 assign_note_written(int64 rep_id, int32 n)
 {
 	RepBase    *b = rep_base(rep_id, false);
 
-	if (b && b->held >= 0)
+	if (b == NULL || b->held < 0)
+		return;
+	if (n == 0)
+		b->held = -1;
+	else
 		b->held += n;
 }
 

@@ -29,6 +29,8 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/resowner.h"
+#include "access/xact.h"
 #include "utils/relcache.h"
 
 #include "allocation.h"
@@ -404,6 +406,19 @@ load_tables(ConfigCache *c)
 		mt->loc_att = resolve_column(rel, SPI_getvalue(tup, td, 4), "location");
 		mt->owner_att = resolve_column(rel, SPI_getvalue(tup, td, 5), "owner");
 		mt->owner_type = TupleDescAttr(mt->tupdesc, mt->owner_att - 1)->atttypid;
+		if (mt->owner_type != INT4OID && mt->owner_type != INT8OID)
+			ereport(ERROR,
+					(errcode(MAKE_SQLSTATE('L', 'A', '0', '1', '5')),
+					 errmsg("owner column of managed table %s is no longer integer or bigint", mt->name),
+					 errdetail("Its type is %s.", format_type_be(mt->owner_type)),
+					 errhint("Change it back, or call allocation.unmanage() and allocation.manage() again.")));
+		if (mt->loc_att != InvalidAttrNumber &&
+			TupleDescAttr(mt->tupdesc, mt->loc_att - 1)->atttypid != alloc_geometry_type())
+			ereport(ERROR,
+					(errcode(MAKE_SQLSTATE('L', 'A', '0', '1', '4')),
+					 errmsg("location column of managed table %s is no longer a PostGIS geometry", mt->name),
+					 errdetail("Its type is %s.", format_type_be(TupleDescAttr(mt->tupdesc, mt->loc_att - 1)->atttypid)),
+					 errhint("Change it back, or call allocation.unmanage() and allocation.manage() again.")));
 		attrs = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(SPI_getvalue(tup, td, 6))));
 		for (a = 0; a < ATTR__COUNT; a++)
 		{
@@ -421,6 +436,12 @@ load_tables(ConfigCache *c)
 												 alloc_attr_names[a]);
 				if (a != ATTR_TAGS)
 					set_output(mt, mt->attr_att[a], &mt->attr_out[a], c->cxt);
+				else if (TupleDescAttr(mt->tupdesc, mt->attr_att[a] - 1)->atttypid != TEXTARRAYOID &&
+						 TupleDescAttr(mt->tupdesc, mt->attr_att[a] - 1)->atttypid != 1015 /* varchar[] */ )
+					ereport(ERROR,
+							(errcode(MAKE_SQLSTATE('L', 'A', '0', '1', '6')),
+							 errmsg("tags column of managed table %s is no longer a text array", mt->name),
+							 errhint("Change it back, or call allocation.unmanage() and allocation.manage() again.")));
 			}
 		}
 		set_output(mt, mt->key_att, &mt->key_out, c->cxt);
@@ -428,6 +449,48 @@ load_tables(ConfigCache *c)
 		table_close(rel, AccessShareLock);
 		c->tables[i] = mt;
 	}
+}
+
+/*
+ * Plans and test-compiles one condition in a subtransaction.  A condition
+ * that no longer compiles (a function it calls was dropped, ...) disables
+ * only its own rule, with a WARNING, instead of breaking every managed table.
+ */
+static Expr *
+plan_condition(RuleInfo *r)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	Expr	   *planned = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		planned = expression_planner(r->cond_expr);
+		(void) ExecInitExpr(planned, NULL);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		ereport(WARNING,
+				(errcode(ERRCODE_ALLOC_BAD_CONDITION),
+				 errmsg("allocation rule \"%s\" is skipped: its condition no longer compiles", r->name),
+				 errdetail("%s", edata->message),
+				 errhint("Fix or delete the rule (UPDATE allocation.rule SET condition = ...).")));
+		r->broken = true;
+		planned = NULL;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return planned;
 }
 
 /*
@@ -443,7 +506,7 @@ compile_rules(ConfigCache *c)
 
 	for (k = 0; k < c->nrules; k++)
 		if (c->rules[k].cond_expr)
-			c->rules[k].cond_expr = expression_planner(c->rules[k].cond_expr);
+			c->rules[k].cond_expr = plan_condition(&c->rules[k]);
 	for (i = 0; i < c->ntables; i++)
 	{
 		ManagedTable *mt = c->tables[i];
@@ -455,6 +518,8 @@ compile_rules(ConfigCache *c)
 			RuleInfo   *r = &c->rules[k];
 
 			if (OidIsValid(r->relid) && r->relid != mt->relid)
+				continue;
+			if (r->broken)
 				continue;
 			if (r->cond_expr)
 				mt->cond_state[mt->nrules] = ExecInitExpr(r->cond_expr, NULL);
@@ -545,11 +610,17 @@ config_build(void)
 	PG_END_TRY();
 }
 
+/*
+ * Decisions in progress (a condition can run a statement that starts a
+ * nested decision): while one runs, a stale cache is kept, never freed.
+ */
+int			alloc_decision_depth = 0;
+
 /* Rebuilds a stale cache; called at the start of each decision only */
 void
 config_prepare(void)
 {
-	if (config_stale || config == NULL)
+	if (config == NULL || (config_stale && alloc_decision_depth == 0))
 		config_build();
 }
 

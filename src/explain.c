@@ -77,8 +77,29 @@ fetch_row(const char *sql, Oid argtype, Datum arg)
 	return result;
 }
 
+static Datum explain_tuple_inner(ManagedTable *mt, HeapTuple tup, bool hypothetical);
+
+/* The decision trace of one row (a decision in progress: caches are kept) */
 static Datum
 explain_tuple(ManagedTable *mt, HeapTuple tup, bool hypothetical)
+{
+	Datum		result;
+
+	alloc_decision_depth++;
+	PG_TRY();
+	{
+		result = explain_tuple_inner(mt, tup, hypothetical);
+	}
+	PG_FINALLY();
+	{
+		alloc_decision_depth--;
+	}
+	PG_END_TRY();
+	return result;
+}
+
+static Datum
+explain_tuple_inner(ManagedTable *mt, HeapTuple tup, bool hypothetical)
 {
 	Customer	c;
 	Decision	d;

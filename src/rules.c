@@ -24,6 +24,8 @@
 #include "parser/parser.h"
 #include "rewrite/rewriteManip.h"
 #include "utils/builtins.h"
+#include "utils/acl.h"
+#include "miscadmin.h"
 #include "utils/ruleutils.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -233,6 +235,14 @@ allocation_rule_before(PG_FUNCTION_ARGS)
 					 errmsg("a rule with a condition must name its table"),
 					 errdetail("Rule \"%s\" has a condition but no tbl, so its columns cannot be resolved.", name ? name : "?"),
 					 errhint("Set tbl to the managed customer table the condition reads.")));
+		/* like CHECK constraints: only the table's owner may run code on its rows */
+		if (!pg_class_ownercheck(DatumGetObjectId(tbl), GetUserId()))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("must be owner of table %s to give rule \"%s\" a condition on it",
+							get_rel_name(DatumGetObjectId(tbl)), name ? name : "?"),
+					 errdetail("A condition runs as whoever writes a customer row, like a CHECK constraint."),
+					 errhint("Ask the table's owner (or a superuser) to save the rule.")));
 		expr = rules_compile_condition(DatumGetObjectId(tbl), condition, name ? name : "?");
 		vals[0] = CStringGetTextDatum(nodeToString(expr));
 		nulls[0] = false;

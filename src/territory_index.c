@@ -543,7 +543,7 @@ tindex_build(void)
 void
 tindex_prepare(void)
 {
-	if (tindex_stale || tindex == NULL)
+	if (tindex == NULL || (tindex_stale && alloc_decision_depth == 0))
 		tindex_build();
 }
 

@@ -83,6 +83,9 @@ typedef struct RepCount
 typedef struct Frame
 {
 	struct Frame *prev;
+	MemoryContext cxt;			/* the frame's own memory, freed after the flush */
+	CommandId	cid;			/* command id of the statement (query) */
+	int			refs;			/* statement triggers of that query still to end */
 	HTAB	   *reps;			/* RepCount by rep id, NULL until a slot is taken */
 	int			nest_level;
 	int			n;
@@ -92,14 +95,14 @@ typedef struct Frame
 } Frame;
 
 static Frame *frames = NULL;
-static MemoryContext frame_cxt = NULL;
+
+#define frame_cxt (frames->cxt)
 
 /* Transaction end: everything lived in TopTransactionContext */
 void
 trigger_reset_all(void)
 {
 	frames = NULL;
-	frame_cxt = NULL;
 }
 
 /* Subtransaction abort: drop the frames its statements opened */
@@ -110,7 +113,12 @@ trigger_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	if (event != SUBXACT_EVENT_ABORT_SUB)
 		return;
 	while (frames && frames->nest_level >= GetCurrentTransactionNestLevel())
-		frames = frames->prev;
+	{
+		Frame	   *f = frames;
+
+		frames = f->prev;
+		MemoryContextDelete(f->cxt);
+	}
 	/* the subtransaction's counter writes and locks are gone: re-read them */
 	assign_forget_bases();
 }
@@ -118,8 +126,10 @@ trigger_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 static void
 push_frame(void)
 {
-	MemoryContext old;
+	MemoryContext old,
+				cxt;
 	Frame	   *f;
+	CommandId	cid;
 	static bool registered = false;
 
 	if (!registered)
@@ -127,11 +137,27 @@ push_frame(void)
 		RegisterSubXactCallback(trigger_subxact_callback, NULL);
 		registered = true;
 	}
-	if (frame_cxt == NULL)
-		frame_cxt = AllocSetContextCreate(TopTransactionContext, "allocation batches",
-										  ALLOCSET_DEFAULT_SIZES);
-	old = MemoryContextSwitchTo(frame_cxt);
+	/*
+	 * One frame per query: several ModifyTable nodes of one query (DML in
+	 * WITH, ON CONFLICT DO UPDATE firing INSERT and UPDATE statement
+	 * triggers) share the query's snapshot command id and so its frame; it is
+	 * written when the last of their AFTER statement triggers fires, after
+	 * every row of the query was confirmed.  A statement run inside a trigger
+	 * or function has a newer command id and its own frame.
+	 */
+	cid = ActiveSnapshotSet() ? GetActiveSnapshot()->curcid : GetCurrentCommandId(false);
+	if (frames && frames->cid == cid && frames->nest_level == GetCurrentTransactionNestLevel())
+	{
+		frames->refs++;
+		return;
+	}
+	cxt = AllocSetContextCreate(TopTransactionContext, "allocation statement batch",
+								ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(cxt);
 	f = palloc0(sizeof(Frame));
+	f->cxt = cxt;
+	f->cid = cid;
+	f->refs = 1;
 	f->nest_level = GetCurrentTransactionNestLevel();
 	f->cap = 64;
 	f->entries = palloc(sizeof(Entry) * f->cap);
@@ -163,7 +189,7 @@ frames_add_reservation_in(Frame *f, int64 rep_id, int32 n)
 
 		ctl.keysize = sizeof(int64);
 		ctl.entrysize = sizeof(RepCount);
-		ctl.hcxt = frame_cxt;
+		ctl.hcxt = f->cxt;
 		f->reps = hash_create("allocation statement slots", 64, &ctl,
 							  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	}
@@ -639,12 +665,21 @@ allocation_row_trigger(PG_FUNCTION_ARGS)
 
 	if (TRIGGER_FIRED_BEFORE(ev))
 	{
-		if (TRIGGER_FIRED_BY_INSERT(ev))
-			result = before_insert(mt, td->tg_relation, td->tg_trigtuple);
-		else if (TRIGGER_FIRED_BY_UPDATE(ev))
-			result = before_update(mt, td->tg_trigtuple, td->tg_newtuple);
-		else
-			result = td->tg_trigtuple;
+		alloc_decision_depth++;
+		PG_TRY();
+		{
+			if (TRIGGER_FIRED_BY_INSERT(ev))
+				result = before_insert(mt, td->tg_relation, td->tg_trigtuple);
+			else if (TRIGGER_FIRED_BY_UPDATE(ev))
+				result = before_update(mt, td->tg_trigtuple, td->tg_newtuple);
+			else
+				result = td->tg_trigtuple;
+		}
+		PG_FINALLY();
+		{
+			alloc_decision_depth--;
+		}
+		PG_END_TRY();
 		return PointerGetDatum(result);
 	}
 
@@ -826,7 +861,7 @@ flush_frame(Frame *f)
 		assign_note_written(DatumGetInt64(c.v[C_DELTA_REP][i]), DatumGetInt32(c.v[C_DELTA_N][i]));
 	for (i = 0; i < n; i++)
 		if (!c.isnull[C_OLD_REP][i])
-			assign_note_written(DatumGetInt64(c.v[C_OLD_REP][i]), -1);
+			assign_note_written(DatumGetInt64(c.v[C_OLD_REP][i]), 0);	/* re-read it */
 }
 
 static void
@@ -874,8 +909,11 @@ allocation_stmt_trigger(PG_FUNCTION_ARGS)
 
 		if (f == NULL)
 			elog(ERROR, "allocation batch stack is empty at statement end");
+		if (--f->refs > 0)
+			return PointerGetDatum(NULL);	/* another node of the query still runs */
 		frames = f->prev;
 		flush_frame(f);
+		MemoryContextDelete(f->cxt);
 	}
 	return PointerGetDatum(NULL);
 }

@@ -114,6 +114,7 @@ CREATE TABLE allocation.rule (
     tags            text[],
     condition       text,
     condition_bin   text,
+    condition_search_path text,
     target_kind     text NOT NULL CHECK (target_kind IN ('rep', 'team', 'pool')),
     target_rep_id   bigint REFERENCES allocation.rep (id) ON DELETE RESTRICT,
     target_team_id  bigint REFERENCES allocation.team (id) ON DELETE RESTRICT,
@@ -129,6 +130,7 @@ CREATE TABLE allocation.rule (
 CREATE INDEX rule_order_idx ON allocation.rule (priority DESC, id);
 COMMENT ON TABLE allocation.rule IS 'Assignment rules, evaluated by priority DESC then id; structured match plus an optional SQL condition over the customer row';
 COMMENT ON COLUMN allocation.rule.condition IS 'optional SQL boolean expression over the customer row of tbl; validated and compiled when the rule is saved';
+COMMENT ON COLUMN allocation.rule.condition_search_path IS 'the search_path the condition''s names resolve under (set when the condition is saved; kept by pg_dump)';
 COMMENT ON COLUMN allocation.rule.condition_bin IS 'internal: the compiled condition (node tree), maintained by the engine';
 COMMENT ON COLUMN allocation.rule.crop_zones IS 'matches when the winning territory''s crop_zones overlap this list (e.g. {rice} for the rice belt)';
 COMMENT ON COLUMN allocation.rule.tbl IS 'restrict the rule to one managed table (required when condition is set); NULL = every managed table';

@@ -465,7 +465,7 @@ BEGIN
     UPDATE allocation.rule r SET condition = allocation._condition_deparse(r.condition_bin, r.tbl)
      WHERE r.condition_bin IS NOT NULL
        AND r.tbl IN (SELECT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c)
-       AND NOT allocation._condition_still_means(r.condition, r.condition_bin, r.tbl);
+       AND NOT allocation._condition_still_means(r.condition, r.condition_bin, r.tbl, r.condition_search_path);
 END
 $$;
 COMMENT ON FUNCTION allocation._on_ddl_end() IS 'internal: follows column renames on managed tables (mapping and rule conditions)';

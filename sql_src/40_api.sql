@@ -172,10 +172,10 @@ RETURNS text
 AS 'MODULE_PATHNAME', 'allocation_condition_deparse' LANGUAGE C STRICT STABLE;
 COMMENT ON FUNCTION allocation._condition_deparse(text, regclass) IS 'internal: source text of a compiled rule condition with the table''s current column names';
 
-CREATE FUNCTION allocation._condition_still_means(condition text, bin text, tbl regclass)
+CREATE FUNCTION allocation._condition_still_means(condition text, bin text, tbl regclass, search_path text)
 RETURNS boolean
-AS 'MODULE_PATHNAME', 'allocation_condition_still_means' LANGUAGE C STRICT STABLE;
-COMMENT ON FUNCTION allocation._condition_still_means(text, text, regclass) IS 'internal: whether a condition text still compiles to the stored condition';
+AS 'MODULE_PATHNAME', 'allocation_condition_still_means' LANGUAGE C STABLE;
+COMMENT ON FUNCTION allocation._condition_still_means(text, text, regclass, text) IS 'internal: whether a condition text still compiles to the stored condition';
 
 CREATE FUNCTION allocation._condition_uses_column(bin text, attnum integer)
 RETURNS boolean

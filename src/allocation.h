@@ -215,7 +215,8 @@ extern bool config_known_relid(Oid relid);
 
 /* ---------- rules.c: SQL conditions ---------- */
 
-extern Node *rules_compile_condition(Oid relid, const char *condition, const char *rule_name);
+extern Node *rules_compile_condition(Oid relid, const char *condition, const char *rule_name,
+									 const char *search_path);
 
 /* ---------- assign.c: the decision engine ---------- */
 

@@ -24,6 +24,7 @@
 #include "parser/parser.h"
 #include "rewrite/rewriteManip.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/acl.h"
 #include "miscadmin.h"
 #include "utils/ruleutils.h"
@@ -57,6 +58,8 @@ condition_error_callback(void *arg)
 	}
 	errcontext("condition of allocation rule \"%s\": %s", ctx->rule_name, ctx->condition);
 }
+
+static Node *compile_condition(Oid relid, const char *condition, const char *rule_name);
 
 /* The single expression of "SELECT <condition>", or an error */
 static Node *
@@ -99,7 +102,27 @@ bad:
  * analysed expression (Vars with varno 1 = the customer row).
  */
 Node *
-rules_compile_condition(Oid relid, const char *condition, const char *rule_name)
+rules_compile_condition(Oid relid, const char *condition, const char *rule_name,
+						const char *search_path)
+{
+	Node	   *result;
+	int			nestlevel = -1;
+
+	/* names in the condition resolve as when the rule was written */
+	if (search_path)
+	{
+		nestlevel = NewGUCNestLevel();
+		(void) set_config_option("search_path", search_path, PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	}
+	result = compile_condition(relid, condition, rule_name);
+	if (search_path)
+		AtEOXact_GUC(true, nestlevel);
+	return result;
+}
+
+static Node *
+compile_condition(Oid relid, const char *condition, const char *rule_name)
 {
 	ErrorContextCallback errcb;
 	CondErrCtx	ctx;
@@ -173,6 +196,12 @@ rules_compile_condition(Oid relid, const char *condition, const char *rule_name)
 	return expr;
 }
 
+static bool
+equal_nullable(const char *a, const char *b)
+{
+	return (a == NULL && b == NULL) || (a && b && strcmp(a, b) == 0);
+}
+
 /* BEFORE INSERT OR UPDATE trigger on allocation.rule */
 PG_FUNCTION_INFO_V1(allocation_rule_before);
 Datum
@@ -190,10 +219,12 @@ allocation_rule_before(PG_FUNCTION_ARGS)
 	char	   *condition;
 	char	   *name;
 	Datum		tbl;
-	int			cols[2];
-	Datum		vals[2];
-	bool		nulls[2];
+	int			cols[3];
+	Datum		vals[3];
+	bool		nulls[3];
 	int			ncols;
+	int			att_path;
+	char	   *path;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
@@ -206,18 +237,37 @@ allocation_rule_before(PG_FUNCTION_ARGS)
 	att_tbl = SPI_fnumber(td, "tbl");
 	att_name = SPI_fnumber(td, "name");
 	att_updated = SPI_fnumber(td, "updated_at");
+	att_path = SPI_fnumber(td, "condition_search_path");
 
 	condition = SPI_getvalue(tup, td, att_cond);
 	name = SPI_getvalue(tup, td, att_name);
 	tbl = SPI_getbinval(tup, td, att_tbl, &isnull);
+	path = SPI_getvalue(tup, td, att_path);
+
+	/*
+	 * The search_path a condition was written under is kept with it (a
+	 * restore, running with an empty search_path, supplies it).  A changed
+	 * condition text takes the current one.
+	 */
+	if (condition != NULL &&
+		(path == NULL ||
+		 (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) &&
+		  !equal_nullable(SPI_getvalue(trigdata->tg_trigtuple, td, att_cond), condition) &&
+		  equal_nullable(SPI_getvalue(trigdata->tg_trigtuple, td, att_path), path))))
+		path = pstrdup(GetConfigOption("search_path", false, false));
+	if (condition == NULL)
+		path = NULL;
 
 	cols[0] = att_bin;
-	cols[1] = att_updated;
+	cols[1] = att_path;
+	cols[2] = att_updated;
 	nulls[0] = true;
-	nulls[1] = false;
+	nulls[1] = (path == NULL);
+	nulls[2] = false;
 	vals[0] = (Datum) 0;
-	vals[1] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
-	ncols = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ? 2 : 1;	/* INSERT keeps a supplied updated_at */
+	vals[1] = path ? CStringGetTextDatum(path) : (Datum) 0;
+	vals[2] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	ncols = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ? 3 : 2;	/* INSERT keeps a supplied updated_at */
 
 	if (condition != NULL && strspn(condition, " \t\r\n") == strlen(condition))
 		ereport(ERROR,
@@ -243,7 +293,7 @@ allocation_rule_before(PG_FUNCTION_ARGS)
 							get_rel_name(DatumGetObjectId(tbl)), name ? name : "?"),
 					 errdetail("A condition runs as whoever writes a customer row, like a CHECK constraint."),
 					 errhint("Ask the table's owner (or a superuser) to save the rule.")));
-		expr = rules_compile_condition(DatumGetObjectId(tbl), condition, name ? name : "?");
+		expr = rules_compile_condition(DatumGetObjectId(tbl), condition, name ? name : "?", path);
 		vals[0] = CStringGetTextDatum(nodeToString(expr));
 		nulls[0] = false;
 	}
@@ -292,18 +342,26 @@ PG_FUNCTION_INFO_V1(allocation_condition_still_means);
 Datum
 allocation_condition_still_means(PG_FUNCTION_ARGS)
 {
-	char	   *condition = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	Node	   *stored = (Node *) stringToNode(text_to_cstring(PG_GETARG_TEXT_PP(1)));
-	Oid			relid = PG_GETARG_OID(2);
+	char	   *condition;
+	Node	   *stored;
+	Oid			relid;
+	char	   *path;
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
 	bool		same = false;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		PG_RETURN_BOOL(true);
+	condition = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	stored = (Node *) stringToNode(text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	relid = PG_GETARG_OID(2);
+	path = PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3));
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		Node	   *now = rules_compile_condition(relid, condition, "?");
+		Node	   *now = rules_compile_condition(relid, condition, "?", path);
 
 		same = equal(now, stored);
 		ReleaseCurrentSubTransaction();

@@ -367,7 +367,7 @@ before_insert(ManagedTable *mt, Relation rel, HeapTuple tup)
 
 	owner = owner_value(mt, tup, &isnull);
 	/* a row whose key is taken runs no rule and takes no slot (ON CONFLICT) */
-	if (isnull && key_exists(mt, rel, tup))
+	if (key_exists(mt, rel, tup))
 		return tup;
 
 	assign_read_customer(mt, tup, &c, false);
@@ -434,6 +434,7 @@ registry_pinned(ManagedTable *mt, const char *key)
 	Oid			types[2] = {INT4OID, TEXTOID};
 	Datum		vals[2];
 	bool		pinned = false;
+	bool		found;
 
 	alloc_become_owner(&sw);
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -450,7 +451,8 @@ registry_pinned(ManagedTable *mt, const char *key)
 	vals[1] = CStringGetTextDatum(key);
 	if (SPI_execute_plan(plan, vals, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "reading the ownership registry failed");
-	if (SPI_processed > 0)
+	found = SPI_processed > 0;
+	if (found)
 	{
 		bool		isnull;
 
@@ -458,6 +460,17 @@ registry_pinned(ManagedTable *mt, const char *key)
 	}
 	SPI_finish();
 	alloc_restore_user(&sw);
+	if (!found)
+	{
+		/* inserted by a statement still running (e.g. updated by an AFTER trigger) */
+		Frame	   *f;
+		int			j;
+
+		for (f = frames; f; f = f->prev)
+			for (j = f->n - 1; j >= 0; j--)
+				if (f->entries[j].relid == mt->relid && strcmp(f->entries[j].key, key) == 0)
+					return f->entries[j].pinned;
+	}
 	return pinned;
 }
 
@@ -548,6 +561,26 @@ before_update(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 
 	c.current_owner = oldnull ? 0 : old_owner;
 	assign_decide(mt, newtup, &c, &d, false, NULL);
+	if (d.kind == DECISION_SUGGEST && !oldnull)
+	{
+		/*
+		 * A review-mode rule never takes a customer away by itself: the owner
+		 * stays; a suggestion for another rep waits for a manager.
+		 */
+		e = new_entry(OP_REFRESH, mt, c.key);
+		fill_decision(e, &c, &d);
+		e->reason = NULL;
+		e->old_rep = 0;
+		if (d.rep_id == old_owner)
+			e->suggest = 0;
+		else
+		{
+			e->kind = "suggest";
+			e->source = "rule";
+			e->reason = frame_strdup(d.reason);	/* the suggestion's; the registry keeps its own */
+		}
+		return newtup;
+	}
 	if ((d.kind == DECISION_ASSIGN && !oldnull && d.rep_id == old_owner) ||
 		(d.kind == DECISION_POOL && oldnull))
 	{
@@ -611,14 +644,28 @@ confirm(ManagedTable *mt, HeapTuple tup, EntryOp op)
 	{
 		/*
 		 * Stored although its key looked taken (the other row was deleted by
-		 * a concurrent transaction meanwhile): register it in the pool.
+		 * a concurrent transaction meanwhile): register it as it is, in the
+		 * pool or with the owner it was given (without a capacity check).
 		 */
 		Entry	   *e = new_entry(OP_INSERT, mt, key);
+		int64		owner = owner_value(mt, tup, &isnull);
 
 		e->confirmed = true;
-		e->source = "pool";
-		e->kind = "pool";
-		e->reason = frame_strdup("stored while its key was taken by a row being deleted; no rule was run");
+		if (isnull)
+		{
+			e->source = "pool";
+			e->kind = "pool";
+			e->reason = frame_strdup("stored while its key was taken by a row being deleted; no rule was run");
+		}
+		else
+		{
+			e->rep = owner;
+			e->pinned = true;
+			e->source = "manual";
+			e->kind = "manual_assign";
+			e->reason = frame_strdup("owner given on INSERT while its key was taken by a row being deleted; capacity not checked");
+			frames_add_reservation(owner, 1);
+		}
 	}
 }
 

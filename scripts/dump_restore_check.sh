@@ -87,6 +87,9 @@ INSERT INTO allocation.rule (name, priority, mode, target_kind, target_rep_id, c
     VALUES ('cotton review', 40, 'suggest', 'rep', 3, '{cotton}');
 INSERT INTO allocation.rule (name, priority, target_kind, target_team_id, policy)
     VALUES ('territory owner', 10, 'team', 2, 'territory_owner');
+-- a condition calling PostGIS: pg_restore runs with an empty search_path
+INSERT INTO allocation.rule (name, priority, target_kind, tbl, condition)
+    VALUES ('far east', 5, 'pool', 'crm.customer', 'ST_X(loc) > 100');
 
 INSERT INTO crm.customer (name, tier, crop, volume, tags, loc) VALUES
     ('c-ka', 'key_distributor', 'rice', 5, '{vip}', 'SRID=4326;POINT(5 5)'),
@@ -124,7 +127,8 @@ SELECT id, tbl::text, active, key_column, location_column, owner_column, attribu
   FROM allocation.managed_table ORDER BY id;
 \echo == rule
 SELECT id, name, priority, enabled, mode, tbl::text, territory_id, crops, tiers, business_types, tags,
-       condition, target_kind, target_rep_id, target_team_id, policy, description, created_at, updated_at
+       condition, condition_search_path, target_kind, target_rep_id, target_team_id, policy, description,
+       created_at, updated_at
   FROM allocation.rule ORDER BY id;
 \echo == assignment
 SELECT * FROM allocation.assignment ORDER BY id;

@@ -17,6 +17,7 @@
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "commands/trigger.h"
+#include "executor/spi.h"
 #include "miscadmin.h"
 #include "parser/parse_func.h"
 #include "utils/builtins.h"
@@ -182,6 +183,22 @@ alloc_restore_user(AllocUserSwitch *sw)
 {
 	AtEOXact_GUC(true, sw->save_nestlevel);
 	SetUserIdAndSecContext(sw->save_userid, sw->save_sec);
+}
+
+/* SPI session run as the extension owner (see alloc_become_owner) */
+void
+alloc_spi_begin(AllocUserSwitch *sw)
+{
+	alloc_become_owner(sw);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+}
+
+void
+alloc_spi_end(AllocUserSwitch *sw)
+{
+	SPI_finish();
+	alloc_restore_user(sw);
 }
 
 /* A PostGIS function, looked up in the schema PostGIS is installed in */

@@ -48,6 +48,8 @@ typedef struct AllocUserSwitch
 
 extern void alloc_become_owner(AllocUserSwitch *sw);
 extern void alloc_restore_user(AllocUserSwitch *sw);
+extern void alloc_spi_begin(AllocUserSwitch *sw);
+extern void alloc_spi_end(AllocUserSwitch *sw);
 
 /* Looks up a PostGIS function by name and argument types */
 extern Oid	alloc_postgis_func(const char *name, int nargs, Oid *argtypes);

@@ -223,9 +223,7 @@ assign_reserve(int64 rep_id, bool wait)
 		int			rc;
 		bool		isnull;
 
-		alloc_become_owner(&sw);
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
+		alloc_spi_begin(&sw);
 		vals[0] = Int64GetDatum(rep_id);
 		rc = SPI_execute_plan(wait
 							  ? keep_plan(&plan_reserve_wait,
@@ -240,14 +238,12 @@ assign_reserve(int64 rep_id, bool wait)
 		if (SPI_processed == 0)
 		{
 			/* locked by another transaction (skip), or no counter row */
-			SPI_finish();
-			alloc_restore_user(&sw);
+			alloc_spi_end(&sw);
 			return false;
 		}
 		b = rep_base(rep_id, true);
 		b->held = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		SPI_finish();
-		alloc_restore_user(&sw);
+		alloc_spi_end(&sw);
 		if (rep_id > max_counter_held)
 			max_counter_held = rep_id;
 	}
@@ -283,9 +279,7 @@ read_loads(int64 *ids, int n, int32 *held, bool with_pending, int32 managed_id, 
 		elems[i] = Int64GetDatum(ids[i]);
 	vals[0] = PointerGetDatum(construct_array(elems, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 
-	alloc_become_owner(&sw);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	alloc_spi_begin(&sw);
 	vals[1] = Int32GetDatum(managed_id);
 	vals[2] = key ? CStringGetTextDatum(key) : (Datum) 0;
 	nulls[2] = key ? ' ' : 'n';
@@ -309,8 +303,7 @@ read_loads(int64 *ids, int n, int32 *held, bool with_pending, int32 managed_id, 
 			if (ids[i] == id)
 				held[i] = h + frames_pending(id);	/* + this transaction's unwritten slots */
 	}
-	SPI_finish();
-	alloc_restore_user(&sw);
+	alloc_spi_end(&sw);
 }
 
 int32
@@ -336,9 +329,7 @@ rr_last(int64 team_id, bool lock)
 	int64		last = 0;
 	int			rc;
 
-	alloc_become_owner(&sw);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	alloc_spi_begin(&sw);
 	vals[0] = Int64GetDatum(team_id);
 	if (lock && max_counter_held != 0)
 	{
@@ -371,8 +362,7 @@ rr_last(int64 team_id, bool lock)
 
 		last = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	}
-	SPI_finish();
-	alloc_restore_user(&sw);
+	alloc_spi_end(&sw);
 	return last;
 }
 
@@ -385,9 +375,7 @@ rr_served(int64 team_id, int64 rep_id)
 	Oid			types[2] = {INT8OID, INT8OID};
 	Datum		vals[2];
 
-	alloc_become_owner(&sw);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	alloc_spi_begin(&sw);
 	vals[0] = Int64GetDatum(team_id);
 	vals[1] = Int64GetDatum(rep_id);
 	if (SPI_execute_plan(keep_plan(&plan, "UPDATE allocation.rr_cursor SET last_rep_id = $2"
@@ -395,8 +383,7 @@ rr_served(int64 team_id, int64 rep_id)
 								   "                  FOR UPDATE SKIP LOCKED)",
 								   2, types), vals, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "round-robin cursor update failed");
-	SPI_finish();
-	alloc_restore_user(&sw);
+	alloc_spi_end(&sw);
 }
 
 /* ---------- trace helpers (explain) ---------- */

@@ -559,9 +559,7 @@ config_build_inner(void)
 								ALLOCSET_DEFAULT_SIZES);
 	/* an invalidation arriving while we read marks the new cache stale again */
 	config_stale = false;
-	alloc_become_owner(&sw);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	alloc_spi_begin(&sw);
 	/* read the latest committed configuration, whatever the statement's snapshot */
 	PushActiveSnapshot(GetLatestSnapshot());
 	old = MemoryContextSwitchTo(cxt);
@@ -573,8 +571,7 @@ config_build_inner(void)
 	load_tables(c);
 	MemoryContextSwitchTo(old);
 	PopActiveSnapshot();
-	SPI_finish();
-	alloc_restore_user(&sw);
+	alloc_spi_end(&sw);
 
 	PG_TRY();
 	{

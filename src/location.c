@@ -59,16 +59,13 @@ srid_is_known(int32 srid)
 		if (known_srids[i] == srid)
 			return true;
 
-	alloc_become_owner(&sw);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	alloc_spi_begin(&sw);
 	sql = psprintf("SELECT 1 FROM %s.spatial_ref_sys WHERE srid = %d",
 				   quote_identifier(get_namespace_name(alloc_oids.postgis_schema)), srid);
 	if (SPI_execute(sql, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "spatial_ref_sys lookup failed");
 	found = SPI_processed > 0;
-	SPI_finish();
-	alloc_restore_user(&sw);
+	alloc_spi_end(&sw);
 
 	if (found && nknown_srids < MAX_KNOWN_SRIDS)
 		known_srids[nknown_srids++] = srid;

@@ -469,9 +469,7 @@ tindex_build_inner(void)
 								ALLOCSET_DEFAULT_SIZES);
 	/* an invalidation arriving while we read marks the new index stale again */
 	tindex_stale = false;
-	alloc_become_owner(&sw);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	alloc_spi_begin(&sw);
 	/* read the latest committed territories, whatever the statement's snapshot */
 	PushActiveSnapshot(GetLatestSnapshot());
 	sql = psprintf("SELECT id, coalesce(parent_id, 0), priority, exclusive, coalesce(owner_rep_id, 0),"
@@ -515,8 +513,7 @@ tindex_build_inner(void)
 	build_grid(ix);
 	MemoryContextSwitchTo(old);
 	PopActiveSnapshot();
-	SPI_finish();
-	alloc_restore_user(&sw);
+	alloc_spi_end(&sw);
 
 	if (tindex)
 		MemoryContextDelete(tindex->cxt);

@@ -436,9 +436,7 @@ registry_pinned(ManagedTable *mt, const char *key)
 	bool		pinned = false;
 	bool		found;
 
-	alloc_become_owner(&sw);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	alloc_spi_begin(&sw);
 	if (plan == NULL)
 	{
 		plan = SPI_prepare("SELECT pinned FROM allocation.assignment"
@@ -458,8 +456,7 @@ registry_pinned(ManagedTable *mt, const char *key)
 
 		pinned = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	}
-	SPI_finish();
-	alloc_restore_user(&sw);
+	alloc_spi_end(&sw);
 	if (!found)
 	{
 		/* inserted by a statement still running (e.g. updated by an AFTER trigger) */
@@ -887,9 +884,7 @@ flush_frame(Frame *f)
 	}
 	nulls[0] = ' ';
 
-	alloc_become_owner(&sw);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	alloc_spi_begin(&sw);
 	if (plan == NULL)
 	{
 		plan = SPI_prepare("SELECT allocation._record_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
@@ -900,8 +895,7 @@ flush_frame(Frame *f)
 	}
 	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "writing the allocation batch failed");
-	SPI_finish();
-	alloc_restore_user(&sw);
+	alloc_spi_end(&sw);
 
 	/* the counters now include this statement; we hold their locks */
 	for (i = 0; i < ndelta; i++)
@@ -921,13 +915,10 @@ record_truncate(ManagedTable *mt)
 
 	args[0] = Int32GetDatum(mt->id);
 	args[1] = CStringGetTextDatum(actor);
-	alloc_become_owner(&sw);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	alloc_spi_begin(&sw);
 	if (SPI_execute_with_args("SELECT allocation._record_truncate($1, $2)", 2, types, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "recording the truncate failed");
-	SPI_finish();
-	alloc_restore_user(&sw);
+	alloc_spi_end(&sw);
 }
 
 PG_FUNCTION_INFO_V1(allocation_stmt_trigger);

@@ -34,6 +34,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "common/hashfn.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -71,7 +72,15 @@ typedef struct Entry
 	char	   *tier;
 	char	   *crop;
 	char	   *btype;
+	int			next_same;		/* older entry with the same key hash, -1 = none */
 } Entry;
+
+/* Entries by key hash, so AFTER ROW confirmations find theirs in O(1) */
+typedef struct KeySlot
+{
+	uint32		hash;			/* hash key */
+	int			newest;			/* newest entry index with this hash */
+} KeySlot;
 
 /* Holdings slots a statement took, per rep (written once, at the end) */
 typedef struct RepCount
@@ -87,6 +96,7 @@ typedef struct Frame
 	CommandId	cid;			/* command id of the statement (query) */
 	int			refs;			/* statement triggers of that query still to end */
 	HTAB	   *reps;			/* RepCount by rep id, NULL until a slot is taken */
+	HTAB	   *bykey;			/* KeySlot by key hash */
 	int			nest_level;
 	int			n;
 	int			cap;
@@ -217,6 +227,8 @@ frames_pending(int64 rep_id)
 	return n;
 }
 
+static uint32 key_hash(Oid relid, const char *key);
+
 static Entry *
 new_entry(EntryOp op, ManagedTable *mt, const char *key)
 {
@@ -240,7 +252,32 @@ new_entry(EntryOp op, ManagedTable *mt, const char *key)
 	e->relid = mt->relid;
 	e->managed_id = mt->id;
 	e->key = MemoryContextStrdup(frame_cxt, key);
+	{
+		uint32		h = key_hash(mt->relid, key);
+		KeySlot    *ks;
+		bool		found;
+
+		if (f->bykey == NULL)
+		{
+			HASHCTL		ctl;
+
+			ctl.keysize = sizeof(uint32);
+			ctl.entrysize = sizeof(KeySlot);
+			ctl.hcxt = f->cxt;
+			f->bykey = hash_create("allocation statement keys", 256, &ctl,
+								   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		}
+		ks = hash_search(f->bykey, &h, HASH_ENTER, &found);
+		e->next_same = found ? ks->newest : -1;
+		ks->newest = f->n - 1;
+	}
 	return e;
+}
+
+static uint32
+key_hash(Oid relid, const char *key)
+{
+	return hash_bytes((const unsigned char *) key, strlen(key)) ^ (uint32) relid;
 }
 
 static char *
@@ -614,26 +651,32 @@ confirm(ManagedTable *mt, HeapTuple tup, EntryOp op)
 	if (f == NULL)
 		return;
 	key = OutputFunctionCall(&mt->key_out, heap_getattr(tup, mt->key_att, mt->tupdesc, &isnull));
-	for (j = f->cursor; j < f->n; j++)
-	{
-		Entry	   *e = &f->entries[j];
 
-		if (!e->confirmed && (e->op == op || (op == OP_UPDATE && e->op == OP_REFRESH)) &&
-			e->relid == mt->relid && strcmp(e->key, key) == 0)
-		{
-			e->confirmed = true;
-			f->cursor = j + 1;
-			return;
-		}
+#define ENTRY_MATCHES(e) \
+	(!(e)->confirmed && ((e)->op == op || (op == OP_UPDATE && (e)->op == OP_REFRESH)) && \
+	 (e)->relid == mt->relid && strcmp((e)->key, key) == 0)
+
+	/* rows are usually confirmed in the order they were decided */
+	if (f->cursor < f->n && ENTRY_MATCHES(&f->entries[f->cursor]))
+	{
+		f->entries[f->cursor++].confirmed = true;
+		return;
 	}
-	for (j = 0; j < f->cursor && j < f->n; j++)
+	/* otherwise the oldest unconfirmed entry with this key */
+	if (f->bykey)
 	{
-		Entry	   *e = &f->entries[j];
+		uint32		h = key_hash(mt->relid, key);
+		KeySlot    *ks = hash_search(f->bykey, &h, HASH_FIND, NULL);
+		int			found = -1;
 
-		if (!e->confirmed && (e->op == op || (op == OP_UPDATE && e->op == OP_REFRESH)) &&
-			e->relid == mt->relid && strcmp(e->key, key) == 0)
+		for (j = ks ? ks->newest : -1; j >= 0; j = f->entries[j].next_same)
+			if (ENTRY_MATCHES(&f->entries[j]))
+				found = j;
+		if (found >= 0)
 		{
-			e->confirmed = true;
+			f->entries[found].confirmed = true;
+			if (found == f->cursor)
+				f->cursor++;
 			return;
 		}
 	}

@@ -13,6 +13,7 @@
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "nodes/execnodes.h"
+#include "utils/hsearch.h"
 
 /* ---------- allocation.c: module wiring, helpers ---------- */
 
@@ -273,9 +274,18 @@ extern void assign_note_written(int64 rep_id, int32 n);
 extern int32 assign_current_load(int64 rep_id);
 
 /* ---------- trigger.c ---------- */
+
+/* A count per rep (a statement's slots, or a counter value read) */
+typedef struct RepCount
+{
+	int64		rep_id;			/* hash key */
+	int32		n;
+} RepCount;
+
 extern void trigger_reset_all(void);
 extern void frames_add_reservation(int64 rep_id, int32 n);
 extern int32 frames_pending(int64 rep_id);
+extern HTAB *frames_load_cache(void);
 
 /* ---------- json helpers (explain.c) ---------- */
 extern void json_kv_str(StringInfo buf, const char *key, const char *val, bool comma);

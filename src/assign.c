@@ -270,14 +270,27 @@ read_loads(int64 *ids, int n, int32 *held, bool with_pending, int32 managed_id, 
 	int			i;
 	uint64		k;
 
+	HTAB	   *cache = with_pending ? NULL : frames_load_cache();
+	int			nmiss = 0;
+
 	for (i = 0; i < n; i++)
 		held[i] = 0;
 	if (n == 0)
 		return;
 	elems = palloc(sizeof(Datum) * n);
 	for (i = 0; i < n; i++)
-		elems[i] = Int64GetDatum(ids[i]);
-	vals[0] = PointerGetDatum(construct_array(elems, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	{
+		/* values read earlier in this statement: no query (ordering only) */
+		RepCount   *rc = cache ? hash_search(cache, &ids[i], HASH_FIND, NULL) : NULL;
+
+		if (rc)
+			held[i] = rc->n + frames_pending(ids[i]);
+		else
+			elems[nmiss++] = Int64GetDatum(ids[i]);
+	}
+	if (nmiss == 0)
+		return;
+	vals[0] = PointerGetDatum(construct_array(elems, nmiss, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 
 	alloc_spi_begin(&sw);
 	vals[1] = Int32GetDatum(managed_id);
@@ -302,6 +315,12 @@ read_loads(int64 *ids, int n, int32 *held, bool with_pending, int32 managed_id, 
 		for (i = 0; i < n; i++)
 			if (ids[i] == id)
 				held[i] = h + frames_pending(id);	/* + this transaction's unwritten slots */
+		if (cache)
+		{
+			RepCount   *rc = hash_search(cache, &id, HASH_ENTER, NULL);
+
+			rc->n = h;
+		}
 	}
 	alloc_spi_end(&sw);
 }

@@ -82,12 +82,6 @@ typedef struct KeySlot
 	int			newest;			/* newest entry index with this hash */
 } KeySlot;
 
-/* Holdings slots a statement took, per rep (written once, at the end) */
-typedef struct RepCount
-{
-	int64		rep_id;			/* hash key */
-	int32		n;
-} RepCount;
 
 typedef struct Frame
 {
@@ -97,6 +91,7 @@ typedef struct Frame
 	int			refs;			/* statement triggers of that query still to end */
 	HTAB	   *reps;			/* RepCount by rep id, NULL until a slot is taken */
 	HTAB	   *bykey;			/* KeySlot by key hash */
+	HTAB	   *loads;			/* RepCount: holdings read during this statement */
 	int			nest_level;
 	int			n;
 	int			cap;
@@ -207,6 +202,31 @@ frames_add_reservation_in(Frame *f, int64 rep_id, int32 n)
 	if (!found)
 		rc->n = 0;
 	rc->n += n;
+}
+
+/*
+ * The current statement's cache of counter values read for ordering
+ * candidates (NULL outside a statement).  Capacity itself is checked against
+ * the locked counter (assign_reserve), never against this.
+ */
+HTAB *
+frames_load_cache(void)
+{
+	Frame	   *f = frames;
+
+	if (f == NULL)
+		return NULL;
+	if (f->loads == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(int64);
+		ctl.entrysize = sizeof(RepCount);
+		ctl.hcxt = f->cxt;
+		f->loads = hash_create("allocation statement loads", 64, &ctl,
+							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	return f->loads;
 }
 
 /* Slots of a rep taken by this transaction's statements still running */

@@ -40,8 +40,11 @@ BEGIN
       JOIN crm.customer c ON c.id = ps.key::bigint
       JOIN allocation.territory t ON t.id = ps.territory_id
       JOIN allocation.rep_portfolio p ON p.rep_id = t.owner_rep_id AND p.free > 0 AND p.active
-     WHERE ps.table_name = 'crm.customer' AND c.tier = 'grower'
-     ORDER BY c.annual_volume, ps.id LIMIT 1;
+     WHERE ps.table_name = 'crm.customer' AND NOT t.exclusive
+     ORDER BY c.tier = 'grower' DESC, c.annual_volume, ps.id LIMIT 1;
+    IF s.id IS NULL THEN
+        RAISE EXCEPTION 'demo: no pending suggestion in a county whose rep has room';
+    END IF;
     PERFORM allocation.reject_suggestion(s.id, '实为合作社 (a cooperative in all but name): the county rep keeps it');
     PERFORM allocation.assign('crm.customer', s.key, s.owner_rep_id, 'suggestion rejected; the county rep serves this grower');
 END $$;

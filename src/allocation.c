@@ -26,6 +26,7 @@
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
+#include "utils/resowner.h"
 
 #include "allocation.h"
 
@@ -183,6 +184,39 @@ alloc_restore_user(AllocUserSwitch *sw)
 {
 	AtEOXact_GUC(true, sw->save_nestlevel);
 	SetUserIdAndSecContext(sw->save_userid, sw->save_sec);
+}
+
+/*
+ * Runs fn(arg) in a subtransaction; on error rolls it back and returns
+ * false, with the error in *err when err is not NULL.
+ */
+bool
+alloc_try(void (*fn) (void *arg), void *arg, ErrorData **err)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	bool		ok = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		if (err)
+			*err = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return ok;
 }
 
 /* SPI session run as the extension owner (see alloc_become_owner) */

@@ -49,6 +49,7 @@ typedef struct AllocUserSwitch
 
 extern void alloc_become_owner(AllocUserSwitch *sw);
 extern void alloc_restore_user(AllocUserSwitch *sw);
+extern bool alloc_try(void (*fn) (void *arg), void *arg, ErrorData **err);
 extern void alloc_spi_begin(AllocUserSwitch *sw);
 extern void alloc_spi_end(AllocUserSwitch *sw);
 

@@ -456,41 +456,29 @@ load_tables(ConfigCache *c)
  * that no longer compiles (a function it calls was dropped, ...) disables
  * only its own rule, with a WARNING, instead of breaking every managed table.
  */
+static void
+plan_condition_try(void *arg)
+{
+	RuleInfo   *r = (RuleInfo *) arg;
+
+	r->cond_expr = expression_planner(r->cond_expr);
+	(void) ExecInitExpr(r->cond_expr, NULL);
+}
+
 static Expr *
 plan_condition(RuleInfo *r)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	Expr	   *planned = NULL;
+	ErrorData  *edata;
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		planned = expression_planner(r->cond_expr);
-		(void) ExecInitExpr(planned, NULL);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		ereport(WARNING,
-				(errcode(ERRCODE_ALLOC_BAD_CONDITION),
-				 errmsg("allocation rule \"%s\" is skipped: its condition no longer compiles", r->name),
-				 errdetail("%s", edata->message),
-				 errhint("Fix or delete the rule (UPDATE allocation.rule SET condition = ...).")));
-		r->broken = true;
-		planned = NULL;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-	return planned;
+	if (alloc_try(plan_condition_try, r, &edata))
+		return r->cond_expr;
+	ereport(WARNING,
+			(errcode(ERRCODE_ALLOC_BAD_CONDITION),
+			 errmsg("allocation rule \"%s\" is skipped: its condition no longer compiles", r->name),
+			 errdetail("%s", edata->message),
+			 errhint("Fix or delete the rule (UPDATE allocation.rule SET condition = ...).")));
+	r->broken = true;
+	return NULL;
 }
 
 /*

@@ -184,37 +184,31 @@ explain_tuple_inner(ManagedTable *mt, HeapTuple tup, bool hypothetical)
 	return DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data));
 }
 
+typedef struct KeyInput
+{
+	ManagedTable *mt;
+	const char *text;
+} KeyInput;
+
+static void
+key_input(void *arg)
+{
+	KeyInput   *ki = (KeyInput *) arg;
+	Form_pg_attribute att = TupleDescAttr(ki->mt->tupdesc, ki->mt->key_att - 1);
+	Oid			infunc,
+				ioparam;
+
+	getTypeInputInfo(att->atttypid, &infunc, &ioparam);
+	(void) OidInputFunctionCall(infunc, (char *) ki->text, ioparam, att->atttypmod);
+}
+
 /* Whether text is valid input for the key column's type (no error escapes) */
 static bool
 key_input_ok(ManagedTable *mt, const char *s)
 {
-	Form_pg_attribute att = TupleDescAttr(mt->tupdesc, mt->key_att - 1);
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	bool		ok = true;
+	KeyInput	ki = {mt, s};
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		Oid			infunc,
-					ioparam;
-
-		getTypeInputInfo(att->atttypid, &infunc, &ioparam);
-		(void) OidInputFunctionCall(infunc, (char *) s, ioparam, att->atttypmod);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		ok = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-	return ok;
+	return alloc_try(key_input, &ki, NULL);
 }
 
 static char *

@@ -338,43 +338,37 @@ allocation_condition_deparse(PG_FUNCTION_ARGS)
  * Whether a condition text still compiles to the stored tree (false after a
  * rename made the text stale).  Errors are swallowed in a subtransaction.
  */
+typedef struct StillMeans
+{
+	const char *condition;
+	Node	   *stored;
+	Oid			relid;
+	const char *path;
+	bool		same;
+} StillMeans;
+
+static void
+still_means(void *arg)
+{
+	StillMeans *sm = (StillMeans *) arg;
+
+	sm->same = equal(rules_compile_condition(sm->relid, sm->condition, "?", sm->path), sm->stored);
+}
+
 PG_FUNCTION_INFO_V1(allocation_condition_still_means);
 Datum
 allocation_condition_still_means(PG_FUNCTION_ARGS)
 {
-	char	   *condition;
-	Node	   *stored;
-	Oid			relid;
-	char	   *path;
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	bool		same = false;
+	StillMeans	sm;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		PG_RETURN_BOOL(true);
-	condition = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	stored = (Node *) stringToNode(text_to_cstring(PG_GETARG_TEXT_PP(1)));
-	relid = PG_GETARG_OID(2);
-	path = PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3));
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		Node	   *now = rules_compile_condition(relid, condition, "?", path);
-
-		same = equal(now, stored);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		same = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-	PG_RETURN_BOOL(same);
+	sm.condition = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	sm.stored = (Node *) stringToNode(text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	sm.relid = PG_GETARG_OID(2);
+	sm.path = PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3));
+	sm.same = false;
+	if (!alloc_try(still_means, &sm, NULL))
+		sm.same = false;
+	PG_RETURN_BOOL(sm.same);
 }

@@ -173,6 +173,18 @@ push_frame(void)
 
 static void frames_add_reservation_in(Frame *f, int64 rep_id, int32 n);
 
+/* A hash table living in (and freed with) a frame's memory */
+static HTAB *
+frame_hash(Frame *f, const char *name, Size keysize, Size entrysize)
+{
+	HASHCTL		ctl;
+
+	ctl.keysize = keysize;
+	ctl.entrysize = entrysize;
+	ctl.hcxt = f->cxt;
+	return hash_create(name, 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
 /* Records n slots of a rep taken (n < 0: given back) by the current statement */
 void
 frames_add_reservation(int64 rep_id, int32 n)
@@ -189,15 +201,7 @@ frames_add_reservation_in(Frame *f, int64 rep_id, int32 n)
 	bool		found;
 
 	if (f->reps == NULL)
-	{
-		HASHCTL		ctl;
-
-		ctl.keysize = sizeof(int64);
-		ctl.entrysize = sizeof(RepCount);
-		ctl.hcxt = f->cxt;
-		f->reps = hash_create("allocation statement slots", 64, &ctl,
-							  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	}
+		f->reps = frame_hash(f, "allocation statement slots", sizeof(int64), sizeof(RepCount));
 	rc = hash_search(f->reps, &rep_id, HASH_ENTER, &found);
 	if (!found)
 		rc->n = 0;
@@ -217,15 +221,7 @@ frames_load_cache(void)
 	if (f == NULL)
 		return NULL;
 	if (f->loads == NULL)
-	{
-		HASHCTL		ctl;
-
-		ctl.keysize = sizeof(int64);
-		ctl.entrysize = sizeof(RepCount);
-		ctl.hcxt = f->cxt;
-		f->loads = hash_create("allocation statement loads", 64, &ctl,
-							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	}
+		f->loads = frame_hash(f, "allocation statement loads", sizeof(int64), sizeof(RepCount));
 	return f->loads;
 }
 
@@ -278,15 +274,7 @@ new_entry(EntryOp op, ManagedTable *mt, const char *key)
 		bool		found;
 
 		if (f->bykey == NULL)
-		{
-			HASHCTL		ctl;
-
-			ctl.keysize = sizeof(uint32);
-			ctl.entrysize = sizeof(KeySlot);
-			ctl.hcxt = f->cxt;
-			f->bykey = hash_create("allocation statement keys", 256, &ctl,
-								   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-		}
+			f->bykey = frame_hash(f, "allocation statement keys", sizeof(uint32), sizeof(KeySlot));
 		ks = hash_search(f->bykey, &h, HASH_ENTER, &found);
 		e->next_same = found ? ks->newest : -1;
 		ks->newest = f->n - 1;

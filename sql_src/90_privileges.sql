@@ -19,7 +19,9 @@ BEGIN
     EXECUTE format('GRANT SELECT ON allocation.team, allocation.rep, allocation.territory, allocation.rule TO %s', r);
     EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.explain(regclass, text), allocation.explain(regclass, jsonb),
                     allocation.owner_at(regclass, text, timestamptz), %s,
-                    allocation.territory_geojson(), allocation._territory_holdings() TO %s',
+                    allocation.territory_geojson(), allocation._territory_holdings(),
+                    allocation.normalize_name(text), allocation.normalize_name(text, text[]),
+                    allocation.normalize_phone(text), allocation.credit_code_is_valid(text) TO %s',
                    'allocation.territory_at'::regproc::regprocedure, r);
     IF kind IN ('analyst', 'manager', 'admin') THEN
         EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA allocation TO %s', r);

@@ -78,6 +78,13 @@ SELECT * FROM h_state WHERE id = 3;
 SELECT key, rep_id, status FROM allocation.suggestion ORDER BY id;
 SELECT kind, key, from_rep, to_rep FROM allocation.event WHERE key = '3' ORDER BY id;
 
+-- assign() to the current owner confirms it: pinned, source manual, event 'pin'
+SELECT allocation.assign('h_customer', '3', 2, 'confirmed after the dispute meeting');
+SELECT * FROM h_state WHERE id = 3;
+SELECT kind, from_rep, to_rep, reason FROM allocation.event WHERE key = '3' ORDER BY id;
+SELECT key, rep_id, status, decision_reason FROM allocation.suggestion ORDER BY id;   -- superseded
+SELECT * FROM allocation.check_consistency();
+
 -- partitions cannot be managed (LA010)
 CREATE TABLE h_part (id int, loc geometry(Point, 4326), owner bigint) PARTITION BY RANGE (id);
 CREATE TABLE h_part_1 PARTITION OF h_part FOR VALUES FROM (0) TO (100);

@@ -162,12 +162,17 @@ BEGIN
     -- same owner, new attributes: the open registry row follows (no history, no event)
     IF 'refresh' = ANY (p_op) THEN
         -- (a refresh carrying a suggestion keeps the registry's reason and rule)
+        -- (a 'pin' is a person confirming the current owner: pinned, source manual, their reason)
         UPDATE allocation.assignment a
            SET tier = b.tier, crop = b.crop, business_type = b.btype, territory_id = b.territory,
                reason = CASE WHEN b.sug IS NULL THEN coalesce(b.reason, a.reason) ELSE a.reason END,
-               rule_id = CASE WHEN b.reason IS NULL OR b.sug IS NOT NULL THEN a.rule_id ELSE b.rule END
-          FROM unnest(p_managed, p_op, p_key, p_territory, p_rule, p_reason, p_tier, p_crop, p_btype, p_suggest)
-               AS b(managed_id, op, key, territory, rule, reason, tier, crop, btype, sug)
+               rule_id = CASE WHEN b.kind = 'pin' THEN NULL
+                              WHEN b.reason IS NULL OR b.sug IS NOT NULL THEN a.rule_id ELSE b.rule END,
+               pinned = a.pinned OR b.pinned,
+               source = CASE WHEN b.kind = 'pin' THEN 'manual' ELSE a.source END
+          FROM unnest(p_managed, p_op, p_key, p_territory, p_rule, p_reason, p_tier, p_crop, p_btype, p_suggest,
+                      p_pinned, p_kind)
+               AS b(managed_id, op, key, territory, rule, reason, tier, crop, btype, sug, pinned, kind)
          WHERE b.op = 'refresh' AND a.managed_id = b.managed_id AND a.key = b.key AND a.valid_to IS NULL;
     END IF;
 
@@ -199,13 +204,14 @@ BEGIN
 
     -- suggestions: a pending one is superseded by any new decision on the same customer
     -- (a new key cannot have one: DELETE supersedes)
-    IF v_changes OR p_suggest IS NOT NULL THEN
+    IF v_changes OR p_suggest IS NOT NULL OR 'pin' = ANY (p_kind) THEN
     UPDATE allocation.suggestion s
        SET status = CASE WHEN b.source = 'suggestion' THEN 'accepted' ELSE 'superseded' END,
            decided_at = now(), decided_by = p_actor,
            decision_reason = b.reason
-      FROM unnest(p_managed, p_op, p_key, p_source, p_reason, p_suggest) AS b(managed_id, op, key, source, reason, sug)
-     WHERE (b.op IN ('update', 'delete') OR b.sug IS NOT NULL)
+      FROM unnest(p_managed, p_op, p_key, p_source, p_reason, p_suggest, p_kind)
+           AS b(managed_id, op, key, source, reason, sug, kind)
+     WHERE (b.op IN ('update', 'delete') OR b.sug IS NOT NULL OR b.kind = 'pin')
        AND s.managed_id = b.managed_id AND s.key = b.key AND s.status = 'pending';
     END IF;
 
@@ -239,7 +245,7 @@ BEGIN
                   p_source, p_pinned, p_kind, p_reason, p_suggest) WITH ORDINALITY
            AS b(managed_id, op, key, rep, old_rep, team, territory, rule, source, pinned, kind, reason, sug, ord)
       JOIN allocation.managed_table m ON m.id = b.managed_id
-     WHERE b.op <> 'refresh' OR b.sug IS NOT NULL
+     WHERE b.op <> 'refresh' OR b.sug IS NOT NULL OR b.kind = 'pin'
      ORDER BY b.ord;
 END
 $$;

@@ -587,6 +587,22 @@ before_update(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 		return newtup;
 	}
 
+	if (!oldnull && allocation_change_source && strcmp(allocation_change_source, "manual") == 0)
+	{
+		/* allocation.assign() to the current owner: the decision is confirmed and pinned */
+		assign_read_customer(mt, newtup, &c, false);
+		e = new_entry(OP_REFRESH, mt, c.key);
+		e->territory = c.nterr > 0 ? c.terr[0]->id : 0;
+		e->tier = frame_strdup(c.attr[ATTR_TIER]);
+		e->crop = frame_strdup(c.attr[ATTR_CROP]);
+		e->btype = frame_strdup(c.attr[ATTR_BTYPE]);
+		e->rep = old_owner;
+		e->pinned = true;
+		e->source = "manual";
+		e->kind = "pin";
+		e->reason = frame_strdup(change_reason("confirmed by hand"));
+		return newtup;
+	}
 	if (!inputs_changed(mt, oldtup, newtup))
 		return newtup;
 	assign_read_customer(mt, newtup, &c, false);

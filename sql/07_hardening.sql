@@ -85,6 +85,23 @@ SELECT kind, from_rep, to_rep, reason FROM allocation.event WHERE key = '3' ORDE
 SELECT key, rep_id, status, decision_reason FROM allocation.suggestion ORDER BY id;   -- superseded
 SELECT * FROM allocation.check_consistency();
 
+-- a recount inside a transaction (TRUNCATE, manage) is seen by the next slot taken
+UPDATE allocation.rep SET capacity = 1 WHERE code = 'b';
+CREATE TABLE h_other (id int PRIMARY KEY, loc geometry(Point, 4326), owner bigint);
+BEGIN;
+TRUNCATE h_customer;
+INSERT INTO h_customer (id, loc, owner) VALUES (10, 'SRID=4326;POINT(15 5)', 2);
+TRUNCATE h_customer;
+INSERT INTO h_customer (id, loc, owner) VALUES (11, 'SRID=4326;POINT(15 5)', 2);   -- the slot is free again
+INSERT INTO h_other VALUES (1, 'SRID=4326;POINT(15 5)', 2);
+SELECT allocation.manage('h_other', 'id', 'loc', 'owner');                        -- b now holds 2 (> 1)
+INSERT INTO h_customer (id, loc, owner) VALUES (12, 'SRID=4326;POINT(15 5)', 2);   -- refused: at capacity
+\echo sqlstate :SQLSTATE
+ROLLBACK;
+UPDATE allocation.rep SET capacity = NULL WHERE code = 'b';
+SELECT rep_id, held FROM allocation.rep_load ORDER BY rep_id;
+SELECT * FROM allocation.check_consistency();
+
 -- partitions cannot be managed (LA010)
 CREATE TABLE h_part (id int, loc geometry(Point, 4326), owner bigint) PARTITION BY RANGE (id);
 CREATE TABLE h_part_1 PARTITION OF h_part FOR VALUES FROM (0) TO (100);
@@ -95,6 +112,7 @@ SELECT count(*) AS managed FROM allocation.managed_table WHERE tbl = 'h_part_1':
 
 SELECT * FROM allocation.check_consistency();
 DROP TABLE h_part;
+DROP TABLE h_other;
 DROP VIEW h_state;
 DROP TABLE h_customer;
 DROP EXTENSION allocation CASCADE;

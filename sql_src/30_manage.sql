@@ -233,6 +233,10 @@ $$;
 COMMENT ON FUNCTION allocation.manage(regclass, name, name, name, jsonb) IS
 'Attaches the allocation engine to an existing customer table: validates the key (unique), location (PostGIS point), owner (rep id) and mapped attribute columns, registers existing rows, and installs the C triggers';
 
+CREATE FUNCTION allocation._forget_counters() RETURNS void
+    AS 'MODULE_PATHNAME', 'allocation_forget_counters' LANGUAGE C;
+COMMENT ON FUNCTION allocation._forget_counters() IS 'internal: this backend re-reads the holdings counters it holds after a recount';
+
 CREATE FUNCTION allocation._recount_loads() RETURNS void
 LANGUAGE sql SET search_path = pg_catalog, pg_temp AS
 $$
@@ -241,6 +245,7 @@ $$
       LEFT JOIN (SELECT a.rep_id, count(*)::integer AS n FROM allocation.assignment a
                   WHERE a.valid_to IS NULL AND a.rep_id IS NOT NULL GROUP BY a.rep_id) c ON c.rep_id = r.id
      WHERE l.rep_id = r.id AND l.held IS DISTINCT FROM coalesce(c.n, 0);
+    SELECT allocation._forget_counters();
 $$;
 COMMENT ON FUNCTION allocation._recount_loads() IS 'internal: recomputes rep holdings from the registry (used by manage/unmanage)';
 

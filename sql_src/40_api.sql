@@ -26,16 +26,19 @@ BEGIN
     END;
     PERFORM set_config('allocation.change_source', p_source, true);
     PERFORM set_config('allocation.change_reason', coalesce(p_reason, ''), true);
+    PERFORM set_config('allocation.change_key', p_key, true);
     BEGIN
         EXECUTE format('UPDATE %s SET %I = $1 WHERE %I = $2::%s RETURNING true', p_tbl, m.owner_column, m.key_column, v_keytype)
            INTO v_found USING p_rep, p_key;
     EXCEPTION WHEN others THEN
         PERFORM set_config('allocation.change_source', '', true);
         PERFORM set_config('allocation.change_reason', '', true);
+        PERFORM set_config('allocation.change_key', '', true);
         RAISE;
     END;
     PERFORM set_config('allocation.change_source', '', true);
     PERFORM set_config('allocation.change_reason', '', true);
+    PERFORM set_config('allocation.change_key', '', true);
     IF v_found IS NULL THEN
         RAISE EXCEPTION 'customer % not found in %', p_key, p_tbl
             USING ERRCODE = 'LA062',

@@ -45,7 +45,7 @@ BEGIN
                         allocation.enable_rep_security(regclass), allocation.disable_rep_security(regclass),
                         allocation.cache_stats(), allocation.current_rep_id(),
                         allocation._row_trigger(), allocation._stmt_trigger(),
-                        allocation._column_attnum(regclass, name, text), allocation._recount_loads(),
+                        allocation._column_attnum(regclass, name, text), allocation._recount_loads(), allocation._forget_counters(),
                         allocation._detach(integer, text), allocation._drop_rep_policies(regclass),
                         allocation._rep_of(name) TO %s', r);
     END IF;

@@ -36,6 +36,7 @@ void		_PG_init(void);
 
 char	   *allocation_change_source = NULL;
 char	   *allocation_change_reason = NULL;
+char	   *allocation_change_key = NULL;
 static bool allocation_in_batch = false;
 
 AllocationOids alloc_oids;
@@ -96,6 +97,11 @@ _PG_init(void)
 	DefineCustomStringVariable("allocation.change_reason",
 							   "Reason recorded for the next owner change (set by allocation.assign and friends).",
 							   NULL, &allocation_change_reason, "",
+							   PGC_USERSET, GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("allocation.change_key",
+							   "Key of the customer the next owner change is about (set by allocation.assign and friends).",
+							   NULL, &allocation_change_key, "",
 							   PGC_USERSET, GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL,
 							   NULL, NULL, NULL);
 	DefineCustomBoolVariable("allocation.in_batch",

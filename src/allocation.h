@@ -20,6 +20,7 @@
 /* Custom GUCs */
 extern char *allocation_change_source;
 extern char *allocation_change_reason;
+extern char *allocation_change_key;
 
 /* OIDs of the extension's own tables, known once the caches were built */
 typedef struct AllocationOids

@@ -160,6 +160,15 @@ assign_forget_bases(void)
 	rep_bases = NULL;			/* memory goes with TopTransactionContext */
 }
 
+/* SQL: the counters were rewritten (recount): read them again when needed */
+PG_FUNCTION_INFO_V1(allocation_forget_counters);
+Datum
+allocation_forget_counters(PG_FUNCTION_ARGS)
+{
+	assign_forget_bases();
+	PG_RETURN_VOID();
+}
+
 static RepBase *
 rep_base(int64 rep_id, bool create)
 {

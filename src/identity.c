@@ -91,10 +91,11 @@ normalize_name_internal(text *in, const char *const *suffixes, int nsuffixes)
 		}
 		else
 		{
+			/* other encodings: only ASCII is folded; everything else is kept as is */
 			l = pg_mblen(src + i);
-			c = (l == 1) ? (unsigned char) src[i] : 0x10FFFF;	/* keep non-ASCII bytes */
+			c = (l == 1) ? (unsigned char) src[i] : 0x10FFFF;
 		}
-		if (utf8 || l == 1)
+		if (utf8 || (l == 1 && c < 0x80))
 		{
 			c = fold(c);
 			if (!is_noise(c))

@@ -587,9 +587,11 @@ before_update(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 		return newtup;
 	}
 
-	if (!oldnull && allocation_change_source && strcmp(allocation_change_source, "manual") == 0)
+	if (!oldnull && allocation_change_source && strcmp(allocation_change_source, "manual") == 0 &&
+		allocation_change_key && allocation_change_key[0] &&
+		strcmp(allocation_change_key, OutputFunctionCall(&mt->key_out, knew)) == 0)
 	{
-		/* allocation.assign() to the current owner: the decision is confirmed and pinned */
+		/* allocation.assign() of this very customer to its current owner: confirmed and pinned */
 		assign_read_customer(mt, newtup, &c, false);
 		e = new_entry(OP_REFRESH, mt, c.key);
 		e->territory = c.nterr > 0 ? c.terr[0]->id : 0;

@@ -65,59 +65,42 @@ COMMENT ON FUNCTION allocation._assignment_loaded() IS 'internal: recounts rep h
 CREATE TRIGGER assignment_loaded AFTER INSERT ON allocation.assignment
     FOR EACH STATEMENT EXECUTE FUNCTION allocation._assignment_loaded();
 
--- Territory bookkeeping: updated_at, and a hierarchy without cycles.
-CREATE FUNCTION allocation._territory_before() RETURNS trigger
+-- Teams and territories: a hierarchy without cycles (one function for both
+-- tables, which share code/parent_id); territory.updated_at on UPDATE.
+CREATE FUNCTION allocation._hierarchy_before() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
+DECLARE
+    v_cycle boolean;
+    v_parent text;
 BEGIN
-    IF NEW.parent_id IS NOT NULL AND EXISTS (
-        WITH RECURSIVE up AS (
-            SELECT t.id, t.parent_id FROM allocation.territory t WHERE t.id = NEW.parent_id
-            UNION
-            SELECT t.id, t.parent_id FROM allocation.territory t JOIN up ON t.id = up.parent_id)
-        SELECT 1 FROM up WHERE up.id = NEW.id)
-    THEN
-        RAISE EXCEPTION 'territory hierarchy would contain a cycle'
-            USING ERRCODE = 'LA009',
-                  DETAIL = format('Territory %s cannot have %s as parent: %s lies inside %s''s own subtree.', NEW.code,
-                                  (SELECT t.code FROM allocation.territory t WHERE t.id = NEW.parent_id),
-                                  (SELECT t.code FROM allocation.territory t WHERE t.id = NEW.parent_id), NEW.code),
-                  HINT = 'Choose a parent outside the territory''s own subtree.';
+    IF NEW.parent_id IS NOT NULL THEN
+        EXECUTE format('WITH RECURSIVE up AS (
+                            SELECT t.id, t.parent_id FROM allocation.%1$I t WHERE t.id = $1
+                            UNION
+                            SELECT t.id, t.parent_id FROM allocation.%1$I t JOIN up ON t.id = up.parent_id)
+                        SELECT EXISTS (SELECT 1 FROM up WHERE up.id = $2),
+                               (SELECT t.code FROM allocation.%1$I t WHERE t.id = $1)', TG_TABLE_NAME)
+           INTO v_cycle, v_parent USING NEW.parent_id, NEW.id;
+        IF v_cycle THEN
+            RAISE EXCEPTION '% hierarchy would contain a cycle', TG_TABLE_NAME
+                USING ERRCODE = 'LA009',
+                      DETAIL = format('%s %s cannot have %s as parent: %s lies inside %s''s own subtree.',
+                                      initcap(TG_TABLE_NAME), NEW.code, v_parent, v_parent, NEW.code),
+                      HINT = format('Choose a parent outside the %s''s own subtree.', TG_TABLE_NAME);
+        END IF;
     END IF;
-    IF TG_OP = 'UPDATE' THEN
+    IF TG_TABLE_NAME = 'territory' AND TG_OP = 'UPDATE' THEN
         NEW.updated_at := now();   -- on INSERT keep a supplied value (pg_restore)
     END IF;
     RETURN NEW;
 END
 $$;
-COMMENT ON FUNCTION allocation._territory_before() IS 'internal: keeps territory.updated_at and rejects hierarchy cycles';
+COMMENT ON FUNCTION allocation._hierarchy_before() IS 'internal: rejects team and territory hierarchy cycles; keeps territory.updated_at';
 CREATE TRIGGER territory_before BEFORE INSERT OR UPDATE ON allocation.territory
-    FOR EACH ROW EXECUTE FUNCTION allocation._territory_before();
-
-CREATE FUNCTION allocation._team_before() RETURNS trigger
-    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
-$$
-BEGIN
-    IF NEW.parent_id IS NOT NULL AND EXISTS (
-        WITH RECURSIVE up AS (
-            SELECT t.id, t.parent_id FROM allocation.team t WHERE t.id = NEW.parent_id
-            UNION
-            SELECT t.id, t.parent_id FROM allocation.team t JOIN up ON t.id = up.parent_id)
-        SELECT 1 FROM up WHERE up.id = NEW.id)
-    THEN
-        RAISE EXCEPTION 'team hierarchy would contain a cycle'
-            USING ERRCODE = 'LA009',
-                  DETAIL = format('Team %s cannot have %s as parent: %s lies inside %s''s own subtree.', NEW.code,
-                                  (SELECT t.code FROM allocation.team t WHERE t.id = NEW.parent_id),
-                                  (SELECT t.code FROM allocation.team t WHERE t.id = NEW.parent_id), NEW.code),
-                  HINT = 'Choose a parent outside the team''s own subtree.';
-    END IF;
-    RETURN NEW;
-END
-$$;
-COMMENT ON FUNCTION allocation._team_before() IS 'internal: rejects team hierarchy cycles';
+    FOR EACH ROW EXECUTE FUNCTION allocation._hierarchy_before();
 CREATE TRIGGER team_before BEFORE INSERT OR UPDATE ON allocation.team
-    FOR EACH ROW EXECUTE FUNCTION allocation._team_before();
+    FOR EACH ROW EXECUTE FUNCTION allocation._hierarchy_before();
 
 -- Rule validation: the SQL condition is parsed, type-checked and compiled here,
 -- once, when the rule is saved (C: rules.c).

@@ -54,7 +54,7 @@ alloc_relcache_callback(Datum arg, Oid relid)
 	}
 	if (!alloc_oids.valid)
 		return;
-	if (relid == alloc_oids.territory || tindex_known_relid(relid))
+	if (relid == alloc_oids.territory)
 		tindex_invalidate();
 	if (relid == alloc_oids.team || relid == alloc_oids.rep ||
 		relid == alloc_oids.rule || relid == alloc_oids.managed_table ||

@@ -95,7 +95,6 @@ extern bool tindex_is_within(int64 territory_id, int64 scope_id);
 extern void tindex_invalidate(void);
 extern void tindex_prepare(void);
 extern void tindex_stats(int64 *nterritories, int64 *nvertices, Size *bytes);
-extern bool tindex_known_relid(Oid relid);
 
 /* ---------- config.c: per-backend configuration cache ---------- */
 
@@ -237,6 +236,13 @@ typedef struct Customer
 	TerritoryInfo *terr[ALLOC_MAX_HITS];
 } Customer;
 
+/* The winning territory of a customer (first hit: priority, lowest id), 0 = none */
+static inline int64
+customer_territory_id(const Customer *c)
+{
+	return c->nterr > 0 ? c->terr[0]->id : 0;
+}
+
 typedef enum DecisionKind
 {
 	DECISION_ASSIGN = 'a',		/* owner set by a rule */
@@ -290,8 +296,7 @@ extern int32 frames_pending(int64 rep_id);
 extern HTAB *frames_load_cache(void);
 
 /* ---------- json helpers (explain.c) ---------- */
-extern void json_kv_str(StringInfo buf, const char *key, const char *val, bool comma);
-extern void json_kv_int(StringInfo buf, const char *key, int64 val, bool isnull, bool comma);
+extern void json_str_or_null(StringInfo buf, const char *s);
 
 /* SQLSTATEs of the extension (class LA) */
 #define ERRCODE_ALLOC_UNKNOWN_REP		MAKE_SQLSTATE('L','A','0','2','0')

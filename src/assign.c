@@ -417,15 +417,6 @@ rr_served(int64 team_id, int64 rep_id)
 /* ---------- trace helpers (explain) ---------- */
 
 static void
-tr_json_str(StringInfo buf, const char *s)
-{
-	if (s)
-		escape_json(buf, s);
-	else
-		appendStringInfoString(buf, "null");
-}
-
-static void
 tr_textset(StringInfo buf, const TextSet *s)
 {
 	int			i;
@@ -470,7 +461,7 @@ tr_rule_end(Trace *tr, bool matched, const char *why, const char *outcome, int64
 	{
 		appendStringInfo(&tr->rules, ", \"candidates\": [%s]", tr->cur.data);
 		appendStringInfoString(&tr->rules, ", \"outcome\": ");
-		tr_json_str(&tr->rules, outcome);
+		json_str_or_null(&tr->rules, outcome);
 		if (chosen)
 			appendStringInfo(&tr->rules, ", \"chosen_rep_id\": " INT64_FORMAT, chosen);
 	}
@@ -485,7 +476,7 @@ tr_candidate(Trace *tr, int order, RepInfo *rep, int64 rep_id, int32 held, bool 
 	if (tr->ncand++)
 		appendStringInfoChar(&tr->cur, ',');
 	appendStringInfo(&tr->cur, "{\"order\": %d, \"rep_id\": " INT64_FORMAT ", \"rep\": ", order, rep_id);
-	tr_json_str(&tr->cur, rep ? rep->code : NULL);
+	json_str_or_null(&tr->cur, rep ? rep->code : NULL);
 	appendStringInfo(&tr->cur, ", \"held\": %d, \"capacity\": ", held);
 	if (rep && rep->capacity >= 0)
 		appendStringInfo(&tr->cur, "%d", rep->capacity);
@@ -528,6 +519,13 @@ filter_mismatch(Trace *tr, const char *what, const char *value, const TextSet *s
 	return b.data;
 }
 
+/* The territory that decides exclusivity and ownership: the winner */
+static TerritoryInfo *
+primary_territory(Customer *c)
+{
+	return c->nterr > 0 ? c->terr[0] : NULL;
+}
+
 /* NULL when rule k matches the customer, else why not */
 static const char *
 rule_mismatch(ManagedTable *mt, int k, Customer *c, HeapTuple tuple, Trace *tr)
@@ -544,7 +542,7 @@ rule_mismatch(ManagedTable *mt, int k, Customer *c, HeapTuple tuple, Trace *tr)
 		return filter_mismatch(tr, "crop", c->attr[ATTR_CROP], &r->crops);
 	if (r->zones.n >= 0)
 	{
-		TerritoryInfo *t = c->nterr > 0 ? c->terr[0] : NULL;
+		TerritoryInfo *t = primary_territory(c);
 		bool		any = false;
 
 		for (i = 0; t && i < t->nzones && !any; i++)
@@ -630,13 +628,6 @@ members_contain(TeamInfo *t, int64 rep_id)
 		if (t->members[i] == rep_id)
 			return true;
 	return false;
-}
-
-/* The territory that decides exclusivity and ownership: the winner */
-static TerritoryInfo *
-primary_territory(Customer *c)
-{
-	return c->nterr > 0 ? c->terr[0] : NULL;
 }
 
 /* Why an exclusive territory bars a rep, or NULL */
@@ -846,7 +837,7 @@ assign_decide(ManagedTable *mt, HeapTuple tuple, Customer *c, Decision *d,
 
 	memset(d, 0, sizeof(Decision));
 	d->kind = DECISION_POOL;
-	d->territory_id = c->nterr > 0 ? c->terr[0]->id : 0;
+	d->territory_id = customer_territory_id(c);
 
 	for (k = 0; k < mt->nrules; k++)
 	{

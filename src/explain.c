@@ -20,20 +20,27 @@
 
 #include "allocation.h"
 
+/* A JSON string, or null */
 void
+json_str_or_null(StringInfo buf, const char *s)
+{
+	if (s)
+		escape_json(buf, s);
+	else
+		appendStringInfoString(buf, "null");
+}
+
+static void
 json_kv_str(StringInfo buf, const char *key, const char *val, bool comma)
 {
 	if (comma)
 		appendStringInfoString(buf, ", ");
 	escape_json(buf, key);
 	appendStringInfoString(buf, ": ");
-	if (val)
-		escape_json(buf, val);
-	else
-		appendStringInfoString(buf, "null");
+	json_str_or_null(buf, val);
 }
 
-void
+static void
 json_kv_int(StringInfo buf, const char *key, int64 val, bool isnull, bool comma)
 {
 	if (comma)

@@ -83,11 +83,6 @@ tindex_invalidate(void)
 	tindex_stale = true;
 }
 
-bool
-tindex_known_relid(Oid relid)
-{
-	return false;
-}
 
 /* ---------- WKB reading ---------- */
 

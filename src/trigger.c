@@ -288,10 +288,37 @@ key_hash(Oid relid, const char *key)
 	return hash_bytes((const unsigned char *) key, strlen(key)) ^ (uint32) relid;
 }
 
+/* Index of the newest entry of a frame for (relid, key), or -1 */
+static int
+frame_newest_entry(Frame *f, Oid relid, const char *key)
+{
+	uint32		h = key_hash(relid, key);
+	KeySlot    *ks = f->bykey ? hash_search(f->bykey, &h, HASH_FIND, NULL) : NULL;
+	int			j;
+
+	for (j = ks ? ks->newest : -1; j >= 0; j = f->entries[j].next_same)
+		if (f->entries[j].relid == relid && strcmp(f->entries[j].key, key) == 0)
+			return j;
+	return -1;
+}
+
 static char *
 frame_strdup(const char *s)
 {
 	return s ? MemoryContextStrdup(frame_cxt, s) : NULL;
+}
+
+/* An entry that keeps the owner and refreshes the registry's snapshot of the attributes */
+static Entry *
+new_refresh(ManagedTable *mt, Customer *c)
+{
+	Entry	   *e = new_entry(OP_REFRESH, mt, c->key);
+
+	e->territory = customer_territory_id(c);
+	e->tier = frame_strdup(c->attr[ATTR_TIER]);
+	e->crop = frame_strdup(c->attr[ATTR_CROP]);
+	e->btype = frame_strdup(c->attr[ATTR_BTYPE]);
+	return e;
 }
 
 static void
@@ -424,7 +451,7 @@ before_insert(ManagedTable *mt, Relation rel, HeapTuple tup)
 		d.rep_id = owner;
 		d.reserved = true;
 		d.team_id = config_get_rep(owner)->team_id;
-		d.territory_id = c.nterr > 0 ? c.terr[0]->id : 0;
+		d.territory_id = customer_territory_id(&c);
 		d.reason = change_reason("owner given on INSERT");
 	}
 	else
@@ -506,12 +533,14 @@ registry_pinned(ManagedTable *mt, const char *key)
 	{
 		/* inserted by a statement still running (e.g. updated by an AFTER trigger) */
 		Frame	   *f;
-		int			j;
 
 		for (f = frames; f; f = f->prev)
-			for (j = f->n - 1; j >= 0; j--)
-				if (f->entries[j].relid == mt->relid && strcmp(f->entries[j].key, key) == 0)
-					return f->entries[j].pinned;
+		{
+			int			j = frame_newest_entry(f, mt->relid, key);
+
+			if (j >= 0)
+				return f->entries[j].pinned;
+		}
 	}
 	return pinned;
 }
@@ -566,7 +595,7 @@ before_update(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 
 		assign_read_customer(mt, newtup, &c, false);
 		memset(&d, 0, sizeof(d));
-		d.territory_id = c.nterr > 0 ? c.terr[0]->id : 0;
+		d.territory_id = customer_territory_id(&c);
 		if (!newnull)
 		{
 			assign_check_manual(mt, &c, new_owner, false);
@@ -593,11 +622,7 @@ before_update(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 	{
 		/* allocation.assign() of this very customer to its current owner: confirmed and pinned */
 		assign_read_customer(mt, newtup, &c, false);
-		e = new_entry(OP_REFRESH, mt, c.key);
-		e->territory = c.nterr > 0 ? c.terr[0]->id : 0;
-		e->tier = frame_strdup(c.attr[ATTR_TIER]);
-		e->crop = frame_strdup(c.attr[ATTR_CROP]);
-		e->btype = frame_strdup(c.attr[ATTR_BTYPE]);
+		e = new_refresh(mt, &c);
 		e->rep = old_owner;
 		e->pinned = true;
 		e->source = "manual";
@@ -611,11 +636,7 @@ before_update(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 	if (mt->reevaluate == 'n' || (mt->reevaluate == 'u' && registry_pinned(mt, c.key)))
 	{
 		/* owner stays; the registry's snapshot of the attributes follows */
-		e = new_entry(OP_REFRESH, mt, c.key);
-		e->territory = c.nterr > 0 ? c.terr[0]->id : 0;
-		e->tier = frame_strdup(c.attr[ATTR_TIER]);
-		e->crop = frame_strdup(c.attr[ATTR_CROP]);
-		e->btype = frame_strdup(c.attr[ATTR_BTYPE]);
+		(void) new_refresh(mt, &c);
 		return newtup;
 	}
 
@@ -807,20 +828,18 @@ allocation_row_trigger(PG_FUNCTION_ARGS)
 
 /* ---------- writing a batch ---------- */
 
-#define C__N_MAX 20
-
-typedef struct Cols
-{
-	int			n;
-	Datum	   *v[C__N_MAX];
-	bool	   *isnull[C__N_MAX];
-} Cols;
-
+/* the arguments of allocation._record_batch after the actor, as arrays */
 enum
 {
 	C_MANAGED, C_OP, C_KEY, C_REP, C_OLD_REP, C_TEAM, C_TERRITORY, C_RULE, C_SOURCE,
 	C_PINNED, C_KIND, C_REASON, C_TIER, C_CROP, C_BTYPE, C_SUGGEST, C_DELTA_REP, C_DELTA_N, C__N
 };
+
+typedef struct Cols
+{
+	Datum	   *v[C__N];
+	bool	   *isnull[C__N];
+} Cols;
 
 static const Oid col_types[C__N] = {
 	INT4OID, TEXTOID, TEXTOID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID,

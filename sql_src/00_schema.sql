@@ -87,6 +87,10 @@ CREATE TABLE allocation.managed_table (
     managed_since    timestamptz NOT NULL DEFAULT now(),
     table_name       text NOT NULL,
     attnums          jsonb NOT NULL DEFAULT '{}',
+    duplicate_exact  text NOT NULL DEFAULT 'off' CHECK (duplicate_exact IN ('off', 'warn', 'dispute', 'block')),
+    duplicate_fuzzy  text NOT NULL DEFAULT 'off' CHECK (duplicate_fuzzy IN ('off', 'warn', 'dispute', 'block')),
+    name_similarity  real NOT NULL DEFAULT 0.6 CHECK (name_similarity > 0 AND name_similarity <= 1),
+    duplicate_within_m double precision CHECK (duplicate_within_m > 0),
     CHECK (NOT active OR tbl IS NOT NULL)
 );
 COMMENT ON TABLE allocation.managed_table IS 'Customer tables attached with allocation.manage(): key, location and owner columns plus the logical attribute mapping';
@@ -94,6 +98,8 @@ COMMENT ON COLUMN allocation.managed_table.attributes IS 'logical attribute name
 COMMENT ON COLUMN allocation.managed_table.reevaluate IS 'on UPDATE of location/attributes: unless_pinned (default), always, never';
 COMMENT ON COLUMN allocation.managed_table.attnums IS 'internal: column numbers of the mapped columns, used to follow column renames';
 COMMENT ON COLUMN allocation.managed_table.active IS 'false after allocation.unmanage() or DROP TABLE; the history is kept';
+COMMENT ON COLUMN allocation.managed_table.duplicate_exact IS 'action on a write whose valid credit code or normalized phone another customer already has: off, warn, dispute, block (see set_duplicate_policy)';
+COMMENT ON COLUMN allocation.managed_table.duplicate_fuzzy IS 'action on a write whose normalized name is similar (pg_trgm) to another customer''s within duplicate_within_m';
 COMMENT ON COLUMN allocation.managed_table.table_name IS 'qualified table name when managed (kept for history after the table is dropped)';
 
 -------------------------------------------------------------------------------
@@ -146,12 +152,15 @@ CREATE TABLE allocation.assignment (
     team_id        bigint,
     territory_id   bigint,
     rule_id        bigint,
-    source         text NOT NULL CHECK (source IN ('rule', 'manual', 'suggestion', 'pool', 'reevaluate')),
+    source         text NOT NULL CHECK (source IN ('rule', 'manual', 'suggestion', 'pool', 'reevaluate',
+                                                   'claim', 'recycle', 'dispute')),
     pinned         boolean NOT NULL DEFAULT false,
     reason         text,
     tier           text,
     crop           text,
     business_type  text,
+    stage          text,
+    stage_since    timestamptz,
     valid_from     timestamptz NOT NULL DEFAULT now(),
     valid_to       timestamptz,
     closed_reason  text,
@@ -162,6 +171,8 @@ CREATE INDEX assignment_history_idx ON allocation.assignment (managed_id, key, v
 CREATE INDEX assignment_rep_idx ON allocation.assignment (rep_id) WHERE valid_to IS NULL;
 
 COMMENT ON TABLE allocation.assignment IS 'Ownership registry and history: one open row (valid_to IS NULL) per managed customer, closed rows are history; rep_id NULL = public pool';
+COMMENT ON COLUMN allocation.assignment.stage_since IS 'when the sales stage last changed under this ownership (stage progress clock of the recycle policy)';
+COMMENT ON COLUMN allocation.assignment.closed_reason IS 'the decision that closed this ownership: release, recycle, claim, reassign, reevaluate, delete, truncate, ...';
 
 -------------------------------------------------------------------------------
 -- Suggestions

@@ -124,7 +124,7 @@ CREATE FUNCTION allocation._record_batch(
     p_actor text, p_managed integer[], p_op text[], p_key text[], p_rep bigint[],
     p_old_rep bigint[], p_team bigint[], p_territory bigint[], p_rule bigint[],
     p_source text[], p_pinned boolean[], p_kind text[], p_reason text[],
-    p_tier text[], p_crop text[], p_btype text[], p_suggest bigint[], p_delta_rep bigint[],
+    p_tier text[], p_crop text[], p_btype text[], p_suggest bigint[], p_stage text[], p_delta_rep bigint[],
     p_delta_n integer[])
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET allocation.in_batch = on AS
@@ -148,14 +148,16 @@ BEGIN
         -- (a 'pin' is a person confirming the current owner: pinned, source manual, their reason)
         UPDATE allocation.assignment a
            SET tier = b.tier, crop = b.crop, business_type = b.btype, territory_id = b.territory,
+               stage = b.stage,
+               stage_since = CASE WHEN b.stage IS DISTINCT FROM a.stage THEN now() ELSE a.stage_since END,
                reason = CASE WHEN b.sug IS NULL THEN coalesce(b.reason, a.reason) ELSE a.reason END,
                rule_id = CASE WHEN b.kind = 'pin' THEN NULL
                               WHEN b.reason IS NULL OR b.sug IS NOT NULL THEN a.rule_id ELSE b.rule END,
                pinned = a.pinned OR b.pinned,
                source = CASE WHEN b.kind = 'pin' THEN 'manual' ELSE a.source END
           FROM unnest(p_managed, p_op, p_key, p_territory, p_rule, p_reason, p_tier, p_crop, p_btype, p_suggest,
-                      p_pinned, p_kind)
-               AS b(managed_id, op, key, territory, rule, reason, tier, crop, btype, sug, pinned, kind)
+                      p_pinned, p_kind, p_stage)
+               AS b(managed_id, op, key, territory, rule, reason, tier, crop, btype, sug, pinned, kind, stage)
          WHERE b.op = 'refresh' AND a.managed_id = b.managed_id AND a.key = b.key AND a.valid_to IS NULL;
     END IF;
 
@@ -176,14 +178,30 @@ BEGIN
 
     -- open the new registry row of inserted/updated customers
     INSERT INTO allocation.assignment (managed_id, key, rep_id, team_id, territory_id, rule_id,
-                                       source, pinned, reason, tier, crop, business_type)
+                                       source, pinned, reason, tier, crop, business_type, stage, stage_since)
     SELECT b.managed_id, b.key, b.rep, b.team, b.territory, b.rule, b.source, b.pinned,
-           b.reason, b.tier, b.crop, b.btype
+           b.reason, b.tier, b.crop, b.btype, b.stage, CASE WHEN b.stage IS NOT NULL THEN now() END
       FROM unnest(p_managed, p_op, p_key, p_rep, p_team, p_territory, p_rule, p_source,
-                  p_pinned, p_reason, p_tier, p_crop, p_btype) WITH ORDINALITY
-           AS b(managed_id, op, key, rep, team, territory, rule, source, pinned, reason, tier, crop, btype, ord)
+                  p_pinned, p_reason, p_tier, p_crop, p_btype, p_stage) WITH ORDINALITY
+           AS b(managed_id, op, key, rep, team, territory, rule, source, pinned, reason, tier, crop, btype, stage, ord)
      WHERE b.op IN ('insert', 'update')
      ORDER BY b.ord;
+
+    -- registration protection (报备): a rep that inserts a customer as its own login
+    IF 'insert' = ANY (p_op) AND EXISTS (SELECT 1 FROM allocation.claim_policy cp WHERE cp.protection IS NOT NULL)
+       AND EXISTS (SELECT 1 FROM allocation.rep r WHERE r.login = p_actor) THEN
+        INSERT INTO allocation.protection (managed_id, key, rep_id, until)
+        SELECT b.managed_id, b.key, r.id, now() + l.protection
+          FROM unnest(p_managed, p_op, p_key, p_tier) AS b(managed_id, op, key, tier)
+          JOIN allocation.rep r ON r.login = p_actor
+          CROSS JOIN LATERAL allocation.claim_limits(r.id, b.tier) l
+         WHERE b.op = 'insert' AND l.protection > interval '0'
+        ON CONFLICT (managed_id, key) DO UPDATE SET rep_id = EXCLUDED.rep_id, since = now(), until = EXCLUDED.until;
+    END IF;
+    IF 'delete' = ANY (p_op) THEN
+        DELETE FROM allocation.protection pr USING unnest(p_managed, p_op, p_key) AS b(managed_id, op, key)
+         WHERE b.op = 'delete' AND pr.managed_id = b.managed_id AND pr.key = b.key;
+    END IF;
 
     -- suggestions: a pending one is superseded by any new decision on the same customer
     -- (a new key cannot have one: DELETE supersedes)
@@ -232,5 +250,5 @@ BEGIN
      ORDER BY b.ord;
 END
 $$;
-COMMENT ON FUNCTION allocation._record_batch(text, integer[], text[], text[], bigint[], bigint[], bigint[], bigint[], bigint[], text[], boolean[], text[], text[], text[], text[], text[], bigint[], bigint[], integer[])
+COMMENT ON FUNCTION allocation._record_batch(text, integer[], text[], text[], bigint[], bigint[], bigint[], bigint[], bigint[], text[], boolean[], text[], text[], text[], text[], text[], bigint[], text[], bigint[], integer[])
     IS 'internal: writes one statement''s allocation decisions (registry, history, suggestions, counters, audit)';

@@ -287,6 +287,7 @@ BEGIN
      WHERE managed_id = p_managed AND status = 'pending';
     UPDATE allocation.managed_table SET active = false WHERE id = p_managed;
     PERFORM allocation._recount_loads();
+    PERFORM allocation._identity_drop(p_managed);
     INSERT INTO allocation.event (actor, kind, managed_id, table_name, reason)
     SELECT session_user, p_why, m.id, m.table_name,
            CASE p_why WHEN 'table_dropped' THEN 'table dropped' ELSE 'table unmanaged' END
@@ -490,6 +491,7 @@ BEGIN
            decision_reason = 'truncate'
      WHERE managed_id = p_managed AND status = 'pending';
     PERFORM allocation._recount_loads();
+    PERFORM allocation._identity_drop(p_managed);
     INSERT INTO allocation.event (actor, kind, managed_id, table_name, reason)
     SELECT p_actor, 'truncate', m.id, m.table_name, 'table truncated: every ownership closed'
       FROM allocation.managed_table m WHERE m.id = p_managed;

@@ -21,17 +21,36 @@ BEGIN
                     allocation.owner_at(regclass, text, timestamptz), %s,
                     allocation.territory_geojson(), allocation._territory_holdings(),
                     allocation.normalize_name(text), allocation.normalize_name(text, text[]),
-                    allocation.normalize_phone(text), allocation.credit_code_is_valid(text) TO %s',
+                    allocation.normalize_phone(text), allocation.credit_code_is_valid(text),
+                    allocation.explain_claim(regclass, text, bigint), allocation.claim_limits(bigint, text),
+                    allocation.claimable(bigint), allocation._claimable(bigint), allocation.current_rep_id(),
+                    allocation._rep_of(name), allocation._managed(regclass),
+                    allocation._claim_checks(integer, text, bigint, timestamptz, integer) TO %s',
                    'allocation.territory_at'::regproc::regprocedure, r);
+    EXECUTE format('GRANT SELECT ON allocation.claimable_now, allocation.claim_policy, allocation.recycle_policy TO %s', r);
+    IF kind IN ('rep', 'manager', 'admin') THEN
+        -- claims, releases and follow-ups (a rep acts for itself: the rep is taken from its login)
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.claim(regclass, text), allocation.release(regclass, text, text),
+                        allocation.log_followup(regclass, text, text, text, text, boolean, timestamptz),
+                        allocation._managed(regclass), allocation._customer_exists(integer, text) TO %s', r);
+        EXECUTE format('GRANT INSERT ON allocation.followup TO %s', r);
+        EXECUTE format('GRANT USAGE ON SEQUENCE allocation.followup_id_seq TO %s', r);
+    END IF;
     IF kind IN ('analyst', 'manager', 'admin') THEN
         EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA allocation TO %s', r);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation._upcoming_recycles(timestamptz) TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.check_consistency() TO %s', r);
     END IF;
     IF kind IN ('manager', 'admin') THEN
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.assign(regclass, text, bigint, text),
                         allocation.accept_suggestion(bigint), allocation.reject_suggestion(bigint, text),
                         allocation._set_owner(regclass, text, bigint, text, text), allocation._managed(regclass),
-                        allocation._managed_by_id(integer), allocation._lock_suggestion(bigint) TO %s', r);
+                        allocation._managed_by_id(integer), allocation._lock_suggestion(bigint),
+                        allocation.claim(regclass, text, bigint), allocation.lock_customer(regclass, text, text),
+                        allocation.unlock_customer(regclass, text, text), allocation.resolve_dispute(bigint, bigint, text),
+                        allocation.dismiss_dispute(bigint, text), allocation._lock_duplicate(bigint),
+                        allocation._close_duplicate(bigint, text, text, bigint), allocation.recycle(timestamptz),
+                        allocation._upcoming_recycles(timestamptz) TO %s', r);
     END IF;
     IF kind = 'admin' THEN
         EXECUTE format('GRANT INSERT, UPDATE, DELETE ON allocation.team, allocation.rep, allocation.territory,
@@ -47,7 +66,11 @@ BEGIN
                         allocation._row_trigger(), allocation._stmt_trigger(),
                         allocation._column_attnum(regclass, name, text), allocation._recount_loads(), allocation._forget_counters(),
                         allocation._detach(integer, text), allocation._drop_rep_policies(regclass),
-                        allocation._rep_of(name) TO %s', r);
+                        allocation._rep_of(name), allocation.set_duplicate_policy(regclass, text, text, real, double precision),
+                        allocation._apply_duplicate_policy(integer, text, text, real, double precision, name),
+                        allocation._identity_drop(integer) TO %s', r);
+        EXECUTE format('GRANT INSERT, UPDATE, DELETE ON allocation.claim_policy, allocation.recycle_policy,
+                        allocation.customer_lock TO %s', r);
     END IF;
 END
 $$;
@@ -75,6 +98,17 @@ SELECT pg_catalog.pg_extension_config_dump('allocation.rule', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.assignment', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.suggestion', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.event', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.claim_policy', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.claim_day', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.customer_lock', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.protection', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.followup', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.recycle_policy', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.duplicate', '');
+-- identities are derived but dumped, so duplicate detection works right after a restore
+-- (the pg_trgm index of fuzzy matching is recreated by calling set_duplicate_policy() again)
+SELECT pg_catalog.pg_extension_config_dump('allocation.identity', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.identity_key', '');
 DO $$
 DECLARE
     s regclass;

@@ -80,6 +80,7 @@ alloc_xact_callback(XactEvent event, void *arg)
 		event == XACT_EVENT_PREPARE)
 	{
 		trigger_reset_all();
+		alloc_actor_override = InvalidOid;
 		assign_reset_locks();
 		assign_forget_bases();
 		alloc_decision_depth = 0;
@@ -166,6 +167,15 @@ alloc_lookup_oids(void)
 	alloc_oids.managed_table = get_relname_relid("managed_table", nsp);
 	alloc_oids.postgis_schema = extension_schema("postgis");
 	alloc_oids.valid = true;
+}
+
+/* Set by claim()/release() around their work so that events name the caller */
+Oid			alloc_actor_override = InvalidOid;
+
+Oid
+alloc_actor_id(void)
+{
+	return OidIsValid(alloc_actor_override) ? alloc_actor_override : GetUserId();
 }
 
 /*

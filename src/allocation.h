@@ -40,6 +40,10 @@ extern AllocationOids alloc_oids;
 
 extern void alloc_lookup_oids(void);
 
+/* The role recorded as actor: the caller of claim()/release(), else the current user */
+extern Oid	alloc_actor_override;
+extern Oid	alloc_actor_id(void);
+
 /* Run SPI work as the extension owner (internal writes need no user grants) */
 typedef struct AllocUserSwitch
 {
@@ -189,6 +193,10 @@ typedef struct ManagedTable
 	int32		id;
 	char	   *name;
 	char		reevaluate;		/* 'u' unless_pinned, 'a' always, 'n' never */
+	char		dup_exact;		/* duplicate actions: 'o' off, 'w' warn, 'd' dispute, 'b' block */
+	char		dup_fuzzy;
+	double		name_similarity;	/* pg_trgm similarity threshold of the fuzzy match */
+	double		within_m;		/* fuzzy match radius in metres, 0 = anywhere */
 	AttrNumber	key_att;
 	Oid			key_index;		/* the unique index on the key column */
 	RegProcedure key_eq;		/* its equality procedure */
@@ -295,6 +303,30 @@ extern void frames_add_reservation(int64 rep_id, int32 n);
 extern int32 frames_pending(int64 rep_id);
 extern HTAB *frames_load_cache(void);
 
+/* ---------- duplicates.c: duplicate detection ---------- */
+
+typedef struct DupMatch
+{
+	bool		registered;		/* the identity was (re)registered */
+	char		action;			/* 'w' warn, 'd' dispute, 'b' block */
+	const char *match;			/* credit_code, phone, name */
+	char	   *other_key;
+	char	   *value;
+	double		similarity;
+	char	   *owner;			/* description of the other customer's holder */
+	char	   *since;
+} DupMatch;
+
+extern bool dup_check(ManagedTable *mt, Customer *c, DupMatch *m);
+
+/* ---------- audit.c: events that survive a refusal ---------- */
+extern void alloc_duplicate_blocked_event(ManagedTable *mt, const char *key, DupMatch *m);
+
+/* ---------- identity.c ---------- */
+extern Datum allocation_normalize_name(PG_FUNCTION_ARGS);
+extern Datum allocation_normalize_phone(PG_FUNCTION_ARGS);
+extern Datum allocation_credit_code_is_valid(PG_FUNCTION_ARGS);
+
 /* ---------- json helpers (explain.c) ---------- */
 extern void json_str_or_null(StringInfo buf, const char *s);
 
@@ -314,5 +346,8 @@ extern void json_str_or_null(StringInfo buf, const char *s);
 #define ERRCODE_ALLOC_NOT_MANAGED		MAKE_SQLSTATE('L','A','0','1','2')
 #define ERRCODE_ALLOC_CUSTOMER_NOT_FOUND	MAKE_SQLSTATE('L','A','0','6','2')
 #define ERRCODE_ALLOC_BAD_ROW			MAKE_SQLSTATE('L','A','0','6','3')
+#define ERRCODE_ALLOC_DUPLICATE			MAKE_SQLSTATE('L','A','0','7','0')
+#define ERRCODE_ALLOC_DUPLICATE_FUZZY	MAKE_SQLSTATE('L','A','0','7','1')
+#define ERRCODE_ALLOC_NOT_A_REP			MAKE_SQLSTATE('L','A','0','8','1')
 
 #endif							/* ALLOCATION_H */

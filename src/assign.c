@@ -56,9 +56,12 @@ assign_read_customer(ManagedTable *mt, HeapTuple tuple, Customer *c, bool hypoth
 	else
 		c->key = OutputFunctionCall(&mt->key_out, d);
 
-	for (a = ATTR_TIER; a <= ATTR_BTYPE; a++)
+	for (a = ATTR_TIER; a <= ATTR_CREDIT; a++)
 	{
-		if (mt->attr_att[a] == InvalidAttrNumber)
+		if (mt->attr_att[a] == InvalidAttrNumber || a == ATTR_TAGS)
+			continue;
+		/* identity columns are only read when a duplicate policy needs them */
+		if (a >= ATTR_NAME && mt->dup_exact == 'o' && mt->dup_fuzzy == 'o')
 			continue;
 		d = heap_getattr(tuple, mt->attr_att[a], mt->tupdesc, &isnull);
 		if (!isnull)

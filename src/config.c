@@ -377,7 +377,9 @@ load_tables(ConfigCache *c)
 	uint64		nt;
 
 	cfg_query(c, "SELECT id, tbl::oid, key_column, location_column, owner_column, attributes::text,"
-			  " reevaluate, table_name FROM allocation.managed_table WHERE active ORDER BY id",
+			  " reevaluate, table_name, duplicate_exact, duplicate_fuzzy, name_similarity::float8,"
+			  " coalesce(duplicate_within_m, 0)"
+			  " FROM allocation.managed_table WHERE active ORDER BY id",
 			  "allocation.managed_table");
 	tt = SPI_tuptable;
 	nt = SPI_processed;
@@ -399,6 +401,10 @@ load_tables(ConfigCache *c)
 											  get_rel_name(mt->relid));
 		s = SPI_getvalue(tup, td, 7);
 		mt->reevaluate = s[0] == 'a' ? 'a' : (s[0] == 'n' ? 'n' : 'u');
+		mt->dup_exact = SPI_getvalue(tup, td, 9)[0];	/* o(ff), w(arn), d(ispute), b(lock) */
+		mt->dup_fuzzy = SPI_getvalue(tup, td, 10)[0];
+		mt->name_similarity = DatumGetFloat8(SPI_getbinval(tup, td, 11, &isnull));
+		mt->within_m = DatumGetFloat8(SPI_getbinval(tup, td, 12, &isnull));
 
 		rel = table_open(mt->relid, AccessShareLock);
 		mt->tupdesc = CreateTupleDescCopy(RelationGetDescr(rel));

@@ -262,7 +262,23 @@ allocation_explain_key(PG_FUNCTION_ARGS)
 				 errdetail("No row of %s has that key.", mt->name),
 				 errhint("For a customer that is not stored pass the row as jsonb: allocation.explain('%s', '{...}'::jsonb).",
 						 mt->name)));
-	PG_RETURN_DATUM(explain_tuple(mt, tup, false));
+	{
+		/* a stored customer: also whether the current rep could claim it now */
+		Datum		res = explain_tuple(mt, tup, false);
+		Oid			types[3] = {JSONBOID, REGCLASSOID, TEXTOID};
+		Datum		vals[3] = {res, ObjectIdGetDatum(relid), PointerGetDatum(key)};
+		bool		isnull;
+
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (SPI_execute_with_args("SELECT $1 || pg_catalog.jsonb_build_object('claim', allocation.explain_claim($2, $3))",
+								  3, types, vals, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "explaining the claim checks failed");
+		res = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		res = SPI_datumTransfer(res, false, -1);
+		SPI_finish();
+		PG_RETURN_DATUM(res);
+	}
 }
 
 PG_FUNCTION_INFO_V1(allocation_explain_row);

@@ -72,6 +72,15 @@ typedef struct Entry
 	char	   *tier;
 	char	   *crop;
 	char	   *btype;
+	char	   *stage;
+	/* duplicate detection */
+	bool		identity;		/* this entry (re)registered the customer's identity */
+	bool		forget;			/* deleted: drop the customer's identity */
+	char		dup_action;		/* 'w' warn, 'd' dispute, 0 = no duplicate */
+	const char *dup_match;
+	char	   *dup_other;
+	char	   *dup_value;
+	double		dup_similarity;
 	int			next_same;		/* older entry with the same key hash, -1 = none */
 } Entry;
 
@@ -318,7 +327,48 @@ new_refresh(ManagedTable *mt, Customer *c)
 	e->tier = frame_strdup(c->attr[ATTR_TIER]);
 	e->crop = frame_strdup(c->attr[ATTR_CROP]);
 	e->btype = frame_strdup(c->attr[ATTR_BTYPE]);
+	e->stage = frame_strdup(c->attr[ATTR_STAGE]);
 	return e;
+}
+
+/* Records a duplicate found for this entry's row (warn/dispute) */
+static void
+note_duplicate(Entry *e, DupMatch *m)
+{
+	e->identity = m->registered;
+	if (m->action != 'w' && m->action != 'd')
+		return;
+	e->dup_action = m->action;
+	e->dup_match = m->match;
+	e->dup_other = frame_strdup(m->other_key);
+	e->dup_value = frame_strdup(m->value);
+	e->dup_similarity = m->similarity;
+}
+
+static const char *
+dup_what(DupMatch *m)
+{
+	return strcmp(m->match, "credit_code") == 0 ? "same credit code" : strcmp(m->match, "phone") == 0 ? "same phone" : "similar name";
+}
+
+static void
+warn_duplicate(ManagedTable *mt, const char *key, DupMatch *m)
+{
+	ereport(NOTICE,
+			(errmsg("customer %s may duplicate customer %s of %s (%s)", key, m->other_key, mt->name, dup_what(m)),
+			 errdetail("Customer %s (%s) is held by %s%s%s; the write was kept and queued in allocation.dispute_queue.",
+					   m->other_key, m->value, m->owner, m->since ? " since " : "", m->since ? m->since : "")));
+}
+
+/* A duplicate under a 'dispute' action: the row is stored without an owner */
+static void
+dispute_decision(Decision *d, Customer *c, DupMatch *m)
+{
+	memset(d, 0, sizeof(*d));
+	d->kind = DECISION_POOL;
+	d->territory_id = customer_territory_id(c);
+	d->reason = psprintf("possible duplicate of customer %s (%s %s); kept without an owner until a manager decides",
+						 m->other_key, dup_what(m), m->value);
 }
 
 static void
@@ -331,6 +381,7 @@ fill_decision(Entry *e, Customer *c, Decision *d)
 	e->tier = frame_strdup(c->attr[ATTR_TIER]);
 	e->crop = frame_strdup(c->attr[ATTR_CROP]);
 	e->btype = frame_strdup(c->attr[ATTR_BTYPE]);
+	e->stage = frame_strdup(c->attr[ATTR_STAGE]);
 	if (d->reserved)
 		e->reserved = d->rep_id;
 	switch (d->kind)
@@ -436,6 +487,7 @@ before_insert(ManagedTable *mt, Relation rel, HeapTuple tup)
 	bool		isnull;
 	int64		owner;
 	Entry	   *e;
+	DupMatch	dup;
 
 	owner = owner_value(mt, tup, &isnull);
 	/* a row whose key is taken runs no rule and takes no slot (ON CONFLICT) */
@@ -443,6 +495,21 @@ before_insert(ManagedTable *mt, Relation rel, HeapTuple tup)
 		return tup;
 
 	assign_read_customer(mt, tup, &c, false);
+	if (dup_check(mt, &c, &dup) && dup.action == 'd')
+	{
+		dispute_decision(&d, &c, &dup);
+		if (!isnull)
+			tup = set_owner(mt, tup, 0);
+		e = new_entry(OP_INSERT, mt, c.key);
+		fill_decision(e, &c, &d);
+		note_duplicate(e, &dup);
+		e->source = "dispute";
+		e->kind = "dispute";
+		e->old_rep = 0;
+		return tup;
+	}
+	if (dup.action == 'w')
+		warn_duplicate(mt, c.key, &dup);
 	if (!isnull)
 	{
 		assign_check_manual(mt, &c, owner, false);
@@ -462,6 +529,7 @@ before_insert(ManagedTable *mt, Relation rel, HeapTuple tup)
 	}
 	e = new_entry(OP_INSERT, mt, c.key);
 	fill_decision(e, &c, &d);
+	note_duplicate(e, &dup);
 	e->source = d.kind == DECISION_MANUAL ? "manual" : (d.kind == DECISION_ASSIGN ? "rule" : "pool");
 	e->kind = d.kind == DECISION_MANUAL ? "manual_assign" :
 		d.kind == DECISION_ASSIGN ? "assign" : d.kind == DECISION_SUGGEST ? "suggest" : "pool";
@@ -545,9 +613,99 @@ registry_pinned(ManagedTable *mt, const char *key)
 	return pinned;
 }
 
-/* BEFORE UPDATE: manual owner change, or re-evaluation */
+/* Whether a column the duplicate check reads changed */
+static bool
+identity_changed(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
+{
+	AttrNumber	atts[4] = {mt->attr_att[ATTR_NAME], mt->attr_att[ATTR_PHONE], mt->attr_att[ATTR_CREDIT], mt->loc_att};
+	int			i;
+
+	for (i = 0; i < 4; i++)
+	{
+		Form_pg_attribute att;
+		bool		n1,
+					n2;
+		Datum		d1,
+					d2;
+
+		if (atts[i] == InvalidAttrNumber)
+			continue;
+		att = TupleDescAttr(mt->tupdesc, atts[i] - 1);
+		d1 = heap_getattr(oldtup, atts[i], mt->tupdesc, &n1);
+		d2 = heap_getattr(newtup, atts[i], mt->tupdesc, &n2);
+		if (n1 != n2 || (!n1 && !datumIsEqual(d1, d2, att->attbyval, att->attlen)))
+			return true;
+	}
+	return false;
+}
+
+static HeapTuple before_update_decide(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup);
+
+/*
+ * BEFORE UPDATE: the owner decision, then -- when the name, phone, credit
+ * code or location changed -- the duplicate check, which may override it.
+ */
 static HeapTuple
 before_update(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
+{
+	Frame	   *f = frames;
+	int			n_before = f ? f->n : 0;
+	Customer	c;
+	DupMatch	dup;
+	Entry	   *e = NULL;
+	bool		oldnull;
+	int64		old_owner = owner_value(mt, oldtup, &oldnull);
+
+	newtup = before_update_decide(mt, oldtup, newtup);
+	if ((mt->dup_exact == 'o' && mt->dup_fuzzy == 'o') || !identity_changed(mt, oldtup, newtup))
+		return newtup;
+	assign_read_customer(mt, newtup, &c, false);
+	if (!dup_check(mt, &c, &dup))
+	{
+		if (dup.registered && f && f->n > n_before)
+			f->entries[f->n - 1].identity = true;
+		else if (dup.registered)
+			new_refresh(mt, &c)->identity = true;
+		return newtup;
+	}
+	if (f && f->n > n_before)
+		e = &f->entries[f->n - 1];
+	if (dup.action == 'w')
+	{
+		warn_duplicate(mt, c.key, &dup);
+		if (e == NULL)
+			e = new_refresh(mt, &c);
+		note_duplicate(e, &dup);
+		return newtup;
+	}
+	/* dispute: the customer loses its owner until a manager decides */
+	if (e == NULL)
+		e = new_entry(OP_UPDATE, mt, c.key);
+	else if (e->reserved)
+	{
+		frames_add_reservation(e->reserved, -1);
+		e->reserved = 0;
+	}
+	{
+		Decision	d;
+
+		dispute_decision(&d, &c, &dup);
+		fill_decision(e, &c, &d);
+	}
+	e->op = OP_UPDATE;
+	e->rep = 0;
+	e->suggest = 0;
+	e->pinned = false;
+	e->old_rep = oldnull ? 0 : old_owner;
+	e->source = "dispute";
+	e->kind = "dispute";
+	note_duplicate(e, &dup);
+	return set_owner(mt, newtup, 0);
+}
+
+/* BEFORE UPDATE: manual owner change, or re-evaluation */
+static HeapTuple
+before_update_decide(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 {
 	Customer	c;
 	Decision	d;
@@ -611,8 +769,18 @@ before_update(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 		fill_decision(e, &c, &d);
 		e->pinned = true;
 		e->old_rep = oldnull ? 0 : old_owner;
-		e->source = strcmp(src, "suggestion") == 0 ? "suggestion" : "manual";
-		e->kind = strcmp(src, "suggestion") == 0 ? "suggestion_accepted" : (newnull ? "release" : "reassign");
+		if (strcmp(src, "suggestion") == 0)
+		{
+			e->source = "suggestion";
+			e->kind = "suggestion_accepted";
+		}
+		else if (strcmp(src, "claim") == 0 || strcmp(src, "recycle") == 0)
+			e->source = e->kind = src[0] == 'c' ? "claim" : "recycle";
+		else
+		{
+			e->source = "manual";
+			e->kind = newnull ? "release" : "reassign";
+		}
 		return newtup;
 	}
 
@@ -772,6 +940,7 @@ after_delete(ManagedTable *mt, HeapTuple oldtup)
 	e->old_rep = owner;
 	e->source = "manual";
 	e->kind = "delete";
+	e->forget = (mt->dup_exact != 'o' || mt->dup_fuzzy != 'o');
 	e->reason = frame_strdup("row deleted");
 }
 
@@ -832,7 +1001,7 @@ allocation_row_trigger(PG_FUNCTION_ARGS)
 enum
 {
 	C_MANAGED, C_OP, C_KEY, C_REP, C_OLD_REP, C_TEAM, C_TERRITORY, C_RULE, C_SOURCE,
-	C_PINNED, C_KIND, C_REASON, C_TIER, C_CROP, C_BTYPE, C_SUGGEST, C_DELTA_REP, C_DELTA_N, C__N
+	C_PINNED, C_KIND, C_REASON, C_TIER, C_CROP, C_BTYPE, C_SUGGEST, C_STAGE, C_DELTA_REP, C_DELTA_N, C__N
 };
 
 typedef struct Cols
@@ -843,7 +1012,7 @@ typedef struct Cols
 
 static const Oid col_types[C__N] = {
 	INT4OID, TEXTOID, TEXTOID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID,
-	BOOLOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, INT8OID, INT4OID
+	BOOLOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, INT8OID, INT4OID
 };
 
 static void
@@ -872,6 +1041,96 @@ col_array(Cols *c, int col, int n)
 
 	get_typlenbyvalalign(t, &len, &byval, &align);
 	return PointerGetDatum(construct_md_array(c->v[col], c->isnull[col], 1, dims, lbs, t, len, byval, align));
+}
+
+/*
+ * Duplicate bookkeeping of a batch (inside the flush's SPI session): the
+ * duplicate queue and warning events for stored rows, and the identities of
+ * rows that were not stored after all, or were deleted.
+ */
+static void
+flush_identities(Frame *f, Datum actor)
+{
+	int			i,
+				nd = 0,
+				nf = 0;
+	Datum	   *dm = NULL,
+			   *dk = NULL,
+			   *da = NULL,
+			   *dmatch = NULL,
+			   *dother = NULL,
+			   *dval = NULL,
+			   *dsim = NULL,
+			   *fm = NULL,
+			   *fk = NULL;
+
+	for (i = 0; i < f->n; i++)
+	{
+		Entry	   *e = &f->entries[i];
+		bool		forget = e->forget || (!e->confirmed && e->identity && e->op == OP_INSERT);
+
+		if (e->confirmed && e->dup_action)
+		{
+			if (dm == NULL)
+			{
+				dm = palloc(sizeof(Datum) * f->n);
+				dk = palloc(sizeof(Datum) * f->n);
+				da = palloc(sizeof(Datum) * f->n);
+				dmatch = palloc(sizeof(Datum) * f->n);
+				dother = palloc(sizeof(Datum) * f->n);
+				dval = palloc(sizeof(Datum) * f->n);
+				dsim = palloc(sizeof(Datum) * f->n);
+			}
+			dm[nd] = Int32GetDatum(e->managed_id);
+			dk[nd] = CStringGetTextDatum(e->key);
+			da[nd] = CStringGetTextDatum(e->dup_action == 'w' ? "warn" : "dispute");
+			dmatch[nd] = CStringGetTextDatum(e->dup_match);
+			dother[nd] = CStringGetTextDatum(e->dup_other);
+			dval[nd] = CStringGetTextDatum(e->dup_value ? e->dup_value : "");
+			dsim[nd] = Float4GetDatum((float4) e->dup_similarity);
+			nd++;
+		}
+		if (forget)
+		{
+			if (fm == NULL)
+			{
+				fm = palloc(sizeof(Datum) * f->n);
+				fk = palloc(sizeof(Datum) * f->n);
+			}
+			fm[nf] = Int32GetDatum(e->managed_id);
+			fk[nf] = CStringGetTextDatum(e->key);
+			nf++;
+		}
+	}
+	if (nd > 0)
+	{
+		Oid			types[8] = {TEXTOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+		TEXTARRAYOID, TEXTARRAYOID, FLOAT4ARRAYOID};
+		Datum		args[8];
+
+		args[0] = actor;
+		args[1] = PointerGetDatum(construct_array(dm, nd, INT4OID, 4, true, TYPALIGN_INT));
+		args[2] = PointerGetDatum(construct_array(dk, nd, TEXTOID, -1, false, TYPALIGN_INT));
+		args[3] = PointerGetDatum(construct_array(da, nd, TEXTOID, -1, false, TYPALIGN_INT));
+		args[4] = PointerGetDatum(construct_array(dmatch, nd, TEXTOID, -1, false, TYPALIGN_INT));
+		args[5] = PointerGetDatum(construct_array(dother, nd, TEXTOID, -1, false, TYPALIGN_INT));
+		args[6] = PointerGetDatum(construct_array(dval, nd, TEXTOID, -1, false, TYPALIGN_INT));
+		args[7] = PointerGetDatum(construct_array(dsim, nd, FLOAT4OID, 4, true, TYPALIGN_INT));
+		if (SPI_execute_with_args("SELECT allocation._record_duplicates($1, $2, $3, $4, $5, $6, $7, $8)",
+								  8, types, args, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "recording duplicates failed");
+	}
+	if (nf > 0)
+	{
+		Oid			types[2] = {INT4ARRAYOID, TEXTARRAYOID};
+		Datum		args[2];
+
+		args[0] = PointerGetDatum(construct_array(fm, nf, INT4OID, 4, true, TYPALIGN_INT));
+		args[1] = PointerGetDatum(construct_array(fk, nf, TEXTOID, -1, false, TYPALIGN_INT));
+		if (SPI_execute_with_args("SELECT allocation._identity_forget($1, $2)",
+								  2, types, args, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "forgetting customer identities failed");
+	}
 }
 
 static void
@@ -931,10 +1190,22 @@ flush_frame(Frame *f)
 		put_text(&c, C_CROP, n, e->crop);
 		put_text(&c, C_BTYPE, n, e->btype);
 		put_i8(&c, C_SUGGEST, n, e->suggest);
+		put_text(&c, C_STAGE, n, e->stage);
 		n++;
 	}
 	if (n == 0)
+	{
+		/* nothing stored; identities registered for the rows may need forgetting */
+		for (i = 0; i < f->n; i++)
+			if (f->entries[i].identity)
+				break;
+		if (i == f->n)
+			return;
+		alloc_spi_begin(&sw);
+		flush_identities(f, CStringGetTextDatum(GetUserNameFromId(alloc_actor_id(), false)));
+		alloc_spi_end(&sw);
 		return;
+	}
 	if (f->reps)
 	{
 		HASH_SEQ_STATUS hs;
@@ -951,7 +1222,7 @@ flush_frame(Frame *f)
 			}
 	}
 
-	actor = GetUserNameFromId(GetUserId(), false);
+	actor = GetUserNameFromId(alloc_actor_id(), false);
 	types[0] = TEXTOID;
 	args[0] = CStringGetTextDatum(actor);
 	for (col = 0; col < C__N; col++)
@@ -976,13 +1247,14 @@ flush_frame(Frame *f)
 	if (plan == NULL)
 	{
 		plan = SPI_prepare("SELECT allocation._record_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
-						   " $11, $12, $13, $14, $15, $16, $17, $18, $19)", C__N + 1, types);
+						   " $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)", C__N + 1, types);
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare of the batch writer failed");
 		SPI_keepplan(plan);
 	}
 	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "writing the allocation batch failed");
+	flush_identities(f, args[0]);
 	alloc_spi_end(&sw);
 
 	/* the counters now include this statement; we hold their locks */
@@ -999,7 +1271,7 @@ record_truncate(ManagedTable *mt)
 	AllocUserSwitch sw;
 	Oid			types[2] = {INT4OID, TEXTOID};
 	Datum		args[2];
-	char	   *actor = GetUserNameFromId(GetUserId(), false);
+	char	   *actor = GetUserNameFromId(alloc_actor_id(), false);
 
 	args[0] = Int32GetDatum(mt->id);
 	args[1] = CStringGetTextDatum(actor);

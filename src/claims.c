@@ -1,0 +1,252 @@
+/*
+ * claims.c
+ *		claim() and release(): a rep takes a customer from the public pool or
+ *		gives one back.
+ *
+ * The SQL-callable functions run as the caller (SECURITY INVOKER), so they
+ * know who is asking: the rep is the one whose login is the current role.
+ * The checks and the counters (allocation._claim / _release, PL/pgSQL) then
+ * run as the extension owner, and the owner change itself is an UPDATE of
+ * the customer table run as that table's owner -- through the managed
+ * table's own triggers, so capacity and exclusive territories are enforced
+ * exactly as for any other write, and the user's own triggers never run
+ * with more rights than the table owner has.
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+
+#include "allocation.h"
+
+static void
+require_arg(FunctionCallInfo fcinfo, int i, const char *what)
+{
+	if (PG_ARGISNULL(i))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be NULL", what),
+				 errdetail("allocation.%s() was called with a NULL %s.", get_func_name(fcinfo->flinfo->fn_oid), what),
+				 errhint("Pass the managed table, the customer key%s.",
+						 strcmp(what, "reason") == 0 ? " and why" : "")));
+}
+
+/* The rep whose login is the role, 0 = none */
+static int64
+rep_of_role(Oid role)
+{
+	AllocUserSwitch sw;
+	Oid			types[1] = {NAMEOID};
+	Datum		vals[1];
+	int64		rep = 0;
+
+	vals[0] = DirectFunctionCall1(namein, CStringGetDatum(GetUserNameFromId(role, false)));
+	alloc_spi_begin(&sw);
+	if (SPI_execute_with_args("SELECT id FROM allocation.rep WHERE login = $1", 1, types, vals, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "looking up the rep of a role failed");
+	if (SPI_processed > 0)
+	{
+		bool		isnull;
+
+		rep = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	alloc_spi_end(&sw);
+	return rep;
+}
+
+/* Whether the role may make managers' decisions (it can run allocation.assign()) */
+static bool
+is_manager(Oid role)
+{
+	AllocUserSwitch sw;
+	Oid			types[1] = {OIDOID};
+	Datum		vals[1];
+	bool		ok,
+				isnull;
+
+	vals[0] = ObjectIdGetDatum(role);
+	alloc_spi_begin(&sw);
+	if (SPI_execute_with_args("SELECT pg_catalog.has_function_privilege($1, "
+							  "'allocation.assign(pg_catalog.regclass, pg_catalog.text, pg_catalog.int8, pg_catalog.text)'"
+							  "::pg_catalog.regprocedure, 'EXECUTE')", 1, types, vals, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "privilege check failed");
+	ok = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	alloc_spi_end(&sw);
+	return ok;
+}
+
+/* Runs one internal function as the extension owner, events naming the caller */
+static void
+run_as_owner(const char *sql, int nargs, Oid *types, Datum *vals, const char *nulls, Oid caller)
+{
+	AllocUserSwitch sw;
+	Oid			save = alloc_actor_override;
+
+	alloc_actor_override = caller;
+	PG_TRY();
+	{
+		alloc_spi_begin(&sw);
+		if (SPI_execute_with_args(sql, nargs, types, vals, nulls, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "%s failed", sql);
+		alloc_spi_end(&sw);
+	}
+	PG_FINALLY();
+	{
+		alloc_actor_override = save;
+	}
+	PG_END_TRY();
+}
+
+/* claim(tbl, key) for the current rep; claim(tbl, key, rep) for a manager */
+PG_FUNCTION_INFO_V1(allocation_claim);
+Datum
+allocation_claim(PG_FUNCTION_ARGS)
+{
+	Oid			caller = GetUserId();
+	int64		rep;
+	Oid			types[4] = {REGCLASSOID, TEXTOID, INT8OID, TEXTOID};
+	Datum		vals[4];
+
+	require_arg(fcinfo, 0, "table");
+	require_arg(fcinfo, 1, "key");
+	if (PG_NARGS() > 2)
+	{
+		require_arg(fcinfo, 2, "rep");
+		rep = PG_GETARG_INT64(2);
+	}
+	else if ((rep = rep_of_role(caller)) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_ALLOC_NOT_A_REP),
+				 errmsg("role \"%s\" is no rep's login", GetUserNameFromId(caller, false)),
+				 errdetail("allocation.claim(table, key) claims for the rep whose login is the current role."),
+				 errhint("Set allocation.rep.login for this role, or let a manager call allocation.claim(table, key, rep).")));
+	vals[0] = PG_GETARG_DATUM(0);
+	vals[1] = PG_GETARG_DATUM(1);
+	vals[2] = Int64GetDatum(rep);
+	vals[3] = CStringGetTextDatum(GetUserNameFromId(caller, false));
+	run_as_owner("SELECT allocation._claim($1, $2, $3, $4)", 4, types, vals, NULL, caller);
+	PG_RETURN_VOID();
+}
+
+/* release(tbl, key, reason): a rep gives back its own customer; a manager any */
+PG_FUNCTION_INFO_V1(allocation_release);
+Datum
+allocation_release(PG_FUNCTION_ARGS)
+{
+	Oid			caller = GetUserId();
+	int64		rep;
+	Oid			types[5] = {REGCLASSOID, TEXTOID, TEXTOID, INT8OID, TEXTOID};
+	Datum		vals[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+
+	require_arg(fcinfo, 0, "table");
+	require_arg(fcinfo, 1, "key");
+	rep = rep_of_role(caller);
+	if (rep == 0 && !is_manager(caller))
+		ereport(ERROR,
+				(errcode(ERRCODE_ALLOC_NOT_A_REP),
+				 errmsg("role \"%s\" is no rep's login and no manager", GetUserNameFromId(caller, false)),
+				 errdetail("A rep releases its own customers; a manager (who may run allocation.assign()) releases any."),
+				 errhint("Set allocation.rep.login for this role, or grant it the manager kind with allocation.grant_role().")));
+	vals[0] = PG_GETARG_DATUM(0);
+	vals[1] = PG_GETARG_DATUM(1);
+	if (PG_ARGISNULL(2))
+		nulls[2] = 'n';
+	else
+		vals[2] = PG_GETARG_DATUM(2);
+	if (rep == 0)
+		nulls[3] = 'n';
+	else
+		vals[3] = Int64GetDatum(rep);
+	vals[4] = CStringGetTextDatum(GetUserNameFromId(caller, false));
+	run_as_owner("SELECT allocation._release($1, $2, $3, $4, $5)", 5, types, vals, nulls, caller);
+	PG_RETURN_VOID();
+}
+
+/*
+ * _owner_update(tbl, key, rep, source, reason): the owner change of claim,
+ * release and recycle -- an UPDATE of the customer row run as the table's
+ * owner, with the source and reason the row trigger records.  Returns
+ * whether the row exists.  Internal: only the extension owner runs it.
+ */
+PG_FUNCTION_INFO_V1(allocation_owner_update);
+Datum
+allocation_owner_update(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	char	   *key = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	char	   *source = text_to_cstring(PG_GETARG_TEXT_PP(3));
+	char	   *reason = PG_ARGISNULL(4) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(4));
+	ManagedTable *mt;
+	HeapTuple	tup;
+	Oid			relowner,
+				save_userid;
+	int			save_sec,
+				nest;
+	Form_pg_attribute katt;
+	char	   *sql;
+	Oid			types[2] = {INT8OID, TEXTOID};
+	Datum		vals[2];
+	char		nulls[2] = {' ', ' '};
+	bool		found;
+
+	alloc_lookup_oids();
+	if (GetUserId() != alloc_oids.schema_owner && !superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("allocation._owner_update() is internal"),
+				 errhint("Use allocation.claim(), allocation.release() or allocation.assign().")));
+	config_prepare();
+	mt = config_get_table(relid, false);
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	relowner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+
+	katt = TupleDescAttr(mt->tupdesc, mt->key_att - 1);
+	sql = psprintf("UPDATE %s SET %s = $1 WHERE %s = $2::%s",
+				   mt->name, quote_identifier(NameStr(TupleDescAttr(mt->tupdesc, mt->owner_att - 1)->attname)),
+				   quote_identifier(NameStr(katt->attname)),
+				   format_type_with_typemod(katt->atttypid, katt->atttypmod));
+	if (PG_ARGISNULL(2))
+		nulls[0] = 'n';
+	else
+		vals[0] = PG_GETARG_DATUM(2);
+	vals[1] = CStringGetTextDatum(key);
+
+	nest = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("allocation.change_source", source, PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("allocation.change_reason", reason, PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("allocation.change_key", key, PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(relowner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	PG_TRY();
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (SPI_execute_with_args(sql, 2, types, vals, nulls, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "updating the owner of a customer failed");
+		found = SPI_processed > 0;
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_userid, save_sec);
+	}
+	PG_END_TRY();
+	AtEOXact_GUC(true, nest);
+	PG_RETURN_BOOL(found);
+}

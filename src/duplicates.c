@@ -1,0 +1,337 @@
+/*
+ * duplicates.c
+ *		Duplicate customer detection on the write path (撞单).
+ *
+ * Every managed customer with a name, phone or credit code has a row in
+ * allocation.identity (normalized values).  Exact identities (a valid credit
+ * code, a normalized phone) are arbitrated by the primary key of
+ * allocation.identity_key: the first customer holding a value owns its row,
+ * and a second writer -- also a concurrent one, which waits for the first
+ * transaction like any unique index insert -- learns who holds it.  Fuzzy
+ * matches compare normalized names with pg_trgm (found through its GIN
+ * index) within a radius; they see committed rows and the writer's own.
+ *
+ * Only tables with a duplicate policy pay for this (allocation.set_duplicate_policy).
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+
+#include "allocation.h"
+
+/* the identity values of a customer, normalized (NULL = none) */
+static void
+read_identity(Customer *c, char **code, char **phone, char **name)
+{
+	*code = *phone = *name = NULL;
+	if (c->attr[ATTR_CREDIT])
+	{
+		char	   *s = pstrdup(c->attr[ATTR_CREDIT]);
+		char	   *p,
+				   *q;
+
+		/* credit codes are compared upper case, without blanks */
+		for (p = q = s; *p; p++)
+			if (*p != ' ' && *p != '\t')
+				*q++ = pg_ascii_toupper((unsigned char) *p);
+		*q = '\0';
+		if (DatumGetBool(DirectFunctionCall1(allocation_credit_code_is_valid, CStringGetTextDatum(s))))
+			*code = s;
+	}
+	if (c->attr[ATTR_PHONE])
+	{
+		Datum		d;
+		LOCAL_FCINFO(fcinfo, 1);
+
+		InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
+		fcinfo->args[0].value = CStringGetTextDatum(c->attr[ATTR_PHONE]);
+		fcinfo->args[0].isnull = false;
+		d = allocation_normalize_phone(fcinfo);
+		if (!fcinfo->isnull)
+			*phone = TextDatumGetCString(d);
+	}
+	if (c->attr[ATTR_NAME])
+	{
+		char	   *n = TextDatumGetCString(DirectFunctionCall1(allocation_normalize_name,
+																CStringGetTextDatum(c->attr[ATTR_NAME])));
+
+		if (n[0] != '\0')
+			*name = n;
+	}
+}
+
+static double
+distance_m(double lon1, double lat1, double lon2, double lat2)
+{
+	double		rad = M_PI / 180.0;
+	double		dlat = (lat2 - lat1) * rad,
+				dlon = (lon2 - lon1) * rad;
+	double		a = sin(dlat / 2) * sin(dlat / 2) +
+		cos(lat1 * rad) * cos(lat2 * rad) * sin(dlon / 2) * sin(dlon / 2);
+
+	return 2 * 6371008.8 * asin(Min(1.0, sqrt(a)));
+}
+
+/* The schema pg_trgm is installed in (error when it is not installed); inside SPI */
+static char *
+trgm_schema(void)
+{
+	static Oid	cached_ext = InvalidOid;
+	static char *cached_schema = NULL;
+	Oid			ext = get_extension_oid("pg_trgm", true);
+
+	if (!OidIsValid(ext))
+		ereport(ERROR,
+				(errcode(MAKE_SQLSTATE('L', 'A', '0', '7', '2')),
+				 errmsg("fuzzy duplicate detection needs the pg_trgm extension"),
+				 errdetail("A managed table has a fuzzy duplicate action, but pg_trgm is not installed."),
+				 errhint("CREATE EXTENSION pg_trgm, or set the fuzzy action to off with allocation.set_duplicate_policy().")));
+	if (ext != cached_ext || cached_schema == NULL)
+	{
+		Oid			types[1] = {OIDOID};
+		Datum		vals[1] = {ObjectIdGetDatum(ext)};
+
+		if (SPI_execute_with_args("SELECT n.nspname::text FROM pg_catalog.pg_extension e"
+								  " JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.oid = $1",
+								  1, types, vals, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "looking up the schema of pg_trgm failed");
+		if (cached_schema)
+			pfree(cached_schema);
+		cached_schema = MemoryContextStrdup(TopMemoryContext, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+		cached_ext = ext;
+	}
+	return cached_schema;
+}
+
+/* Registers the customer's identity; finds an exact holder of the same value */
+static bool
+register_identity(ManagedTable *mt, Customer *c, const char *code, const char *phone,
+				  const char *name, DupMatch *m)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[7] = {INT4OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, FLOAT8OID, FLOAT8OID};
+	Datum		vals[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	bool		found = false;
+
+	if (plan == NULL)
+	{
+		plan = SPI_prepare("SELECT match, other_key, value FROM allocation._identity_register($1, $2, $3, $4, $5, $6, $7)",
+						   7, types);
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare of the identity registration failed");
+		SPI_keepplan(plan);
+	}
+	vals[0] = Int32GetDatum(mt->id);
+	vals[1] = CStringGetTextDatum(c->key);
+#define TXT(i, s) do { if (s) vals[i] = CStringGetTextDatum(s); else nulls[i] = 'n'; } while (0)
+	TXT(2, code);
+	TXT(3, phone);
+	TXT(4, name);
+#undef TXT
+	if (c->loc.present)
+	{
+		vals[5] = Float8GetDatum(c->loc.x);
+		vals[6] = Float8GetDatum(c->loc.y);
+	}
+	else
+		nulls[5] = nulls[6] = 'n';
+	if (SPI_execute_plan(plan, vals, nulls, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "registering the customer identity failed");
+	if (SPI_processed > 0)
+	{
+		HeapTuple	t = SPI_tuptable->vals[0];
+		TupleDesc	td = SPI_tuptable->tupdesc;
+
+		m->match = strcmp(SPI_getvalue(t, td, 1), "credit_code") == 0 ? "credit_code" : "phone";
+		m->other_key = SPI_getvalue(t, td, 2);
+		m->value = SPI_getvalue(t, td, 3);
+		m->similarity = 1.0;
+		found = true;
+	}
+	return found;
+}
+
+/* The most similar other name within the radius */
+static bool
+fuzzy_match(ManagedTable *mt, Customer *c, const char *name, DupMatch *m)
+{
+	static SPIPlanPtr plan = NULL;
+	static char *plan_schema = NULL;
+	char	   *schema = trgm_schema();
+	Oid			types[6] = {INT4OID, TEXTOID, TEXTOID, FLOAT8OID, FLOAT8OID, FLOAT8OID};
+	Datum		vals[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	char		thr[32];
+	uint64		i;
+	bool		found = false;
+
+	if (mt->within_m > 0 && !c->loc.present)
+		return false;			/* "within N metres" cannot be decided */
+	if (plan == NULL || plan_schema == NULL || strcmp(plan_schema, schema) != 0)
+	{
+		const char *q = quote_identifier(schema);
+		char	   *sql;
+
+		if (plan)
+			SPI_freeplan(plan);
+		plan = NULL;
+		sql = psprintf("SELECT i.key, %s.similarity(i.name_norm, $3)::float8 AS sim, i.lon, i.lat"
+					   "  FROM allocation.identity i"
+					   " WHERE i.managed_id = $1 AND i.key <> $2 AND i.name_norm OPERATOR(%s.%%) $3"
+					   "   AND ($4 IS NULL OR (i.lon IS NOT NULL AND abs(i.lat - $6) <= $4 / 111000.0"
+					   "        AND abs(i.lon - $5) <= $4 / (111000.0 * greatest(cos(radians($6)), 0.01))))"
+					   " ORDER BY sim DESC, i.key LIMIT 50", q, q);
+		plan = SPI_prepare(sql, 6, types);
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare of the fuzzy name match failed");
+		SPI_keepplan(plan);
+		if (plan_schema)
+			pfree(plan_schema);
+		plan_schema = MemoryContextStrdup(TopMemoryContext, schema);
+	}
+	/* the trigram index finds names at least this similar */
+	snprintf(thr, sizeof(thr), "%g", mt->name_similarity);
+	(void) set_config_option("pg_trgm.similarity_threshold", thr, PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	vals[0] = Int32GetDatum(mt->id);
+	vals[1] = CStringGetTextDatum(c->key);
+	vals[2] = CStringGetTextDatum(name);
+	if (mt->within_m > 0)
+	{
+		/* a box 1.1 times the radius; the exact distance is checked below */
+		vals[3] = Float8GetDatum(mt->within_m * 1.1);
+		vals[4] = Float8GetDatum(c->loc.x);
+		vals[5] = Float8GetDatum(c->loc.y);
+	}
+	else
+		nulls[3] = nulls[4] = nulls[5] = 'n';
+	if (SPI_execute_plan(plan, vals, nulls, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "fuzzy duplicate lookup failed");
+	for (i = 0; i < SPI_processed && !found; i++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[i];
+		TupleDesc	td = SPI_tuptable->tupdesc;
+		bool		n1,
+					n2;
+		double		sim = DatumGetFloat8(SPI_getbinval(t, td, 2, &n1));
+		Datum		lon = SPI_getbinval(t, td, 3, &n1);
+		Datum		lat = SPI_getbinval(t, td, 4, &n2);
+
+		if (sim < mt->name_similarity)
+			break;
+		if (mt->within_m > 0 &&
+			(n1 || n2 || distance_m(c->loc.x, c->loc.y, DatumGetFloat8(lon), DatumGetFloat8(lat)) > mt->within_m))
+			continue;
+		m->match = "name";
+		m->other_key = SPI_getvalue(t, td, 1);
+		m->value = pstrdup(name);
+		m->similarity = sim;
+		found = true;
+	}
+	return found;
+}
+
+/* Who holds the other customer now, for the message */
+static void
+describe_owner(ManagedTable *mt, DupMatch *m)
+{
+	Oid			types[2] = {INT4OID, TEXTOID};
+	Datum		vals[2];
+
+	vals[0] = Int32GetDatum(mt->id);
+	vals[1] = CStringGetTextDatum(m->other_key);
+	if (SPI_execute_with_args("SELECT a.rep_id, r.code, r.name, a.valid_from::text"
+							  "  FROM allocation.assignment a LEFT JOIN allocation.rep r ON r.id = a.rep_id"
+							  " WHERE a.managed_id = $1 AND a.key = $2 AND a.valid_to IS NULL",
+							  2, types, vals, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "reading the owner of a duplicate failed");
+	if (SPI_processed > 0)
+	{
+		HeapTuple	t = SPI_tuptable->vals[0];
+		TupleDesc	td = SPI_tuptable->tupdesc;
+		char	   *rep = SPI_getvalue(t, td, 1);
+
+		m->since = SPI_getvalue(t, td, 4);
+		if (rep)
+			m->owner = psprintf("rep %s (%s, id %s)", SPI_getvalue(t, td, 2), SPI_getvalue(t, td, 3), rep);
+		else
+			m->owner = pstrdup("nobody (public pool)");
+	}
+	else
+	{
+		m->owner = pstrdup("nobody yet (written by this transaction)");
+		m->since = NULL;
+	}
+}
+
+/*
+ * Checks a new or changed customer for duplicates and registers its
+ * identity.  Returns true with *m filled (and m->action set) when another
+ * customer matches; a 'block' action raises the error here.
+ */
+bool
+dup_check(ManagedTable *mt, Customer *c, DupMatch *m)
+{
+	AllocUserSwitch sw;
+	char	   *code,
+			   *phone,
+			   *name;
+	bool		found = false;
+
+	memset(m, 0, sizeof(*m));
+	if (mt->dup_exact == 'o' && mt->dup_fuzzy == 'o')
+		return false;
+	read_identity(c, &code, &phone, &name);
+	alloc_spi_begin(&sw);
+	m->registered = true;
+	found = register_identity(mt, c, code, phone, name, m);
+	if (found)
+		m->action = mt->dup_exact;
+	if (found && m->action == 'o')
+		found = false;
+	if (!found && mt->dup_fuzzy != 'o' && name)
+	{
+		found = fuzzy_match(mt, c, name, m);
+		if (found)
+			m->action = mt->dup_fuzzy;
+	}
+	if (found)
+		describe_owner(mt, m);
+	alloc_spi_end(&sw);
+	if (!found)
+	{
+		m->action = 0;
+		return false;
+	}
+
+	if (m->action == 'b')
+	{
+		const char *what = strcmp(m->match, "credit_code") == 0 ? "credit code" :
+			strcmp(m->match, "phone") == 0 ? "phone" : "name";
+
+		alloc_duplicate_blocked_event(mt, c->key, m);
+		ereport(ERROR,
+				(errcode(strcmp(m->match, "name") == 0 ? ERRCODE_ALLOC_DUPLICATE_FUZZY : ERRCODE_ALLOC_DUPLICATE),
+				 errmsg("customer %s duplicates customer %s of %s (same %s)", c->key, m->other_key, mt->name, what),
+				 strcmp(m->match, "name") == 0 ?
+				 errdetail("Its normalized name \"%s\" is %.0f%% similar to customer %s's%s; customer %s is held by %s%s%s.",
+						   m->value, m->similarity * 100, m->other_key,
+						   mt->within_m > 0 ? psprintf(" within %.0f m", mt->within_m) : "",
+						   m->other_key, m->owner, m->since ? " since " : "", m->since ? m->since : "") :
+				 errdetail("Customer %s already has %s %s; it is held by %s%s%s.",
+						   m->other_key, what, m->value, m->owner, m->since ? " since " : "", m->since ? m->since : ""),
+				 errhint("Update customer %s instead of registering the dealer again; if they are different customers, ask a manager (allocation.set_duplicate_policy, or correct the %s).",
+						 m->other_key, what)));
+	}
+	return true;
+}

@@ -232,7 +232,8 @@ BEGIN
            AS b(managed_id, key, action, match, other, value, sim);
     INSERT INTO allocation.event (actor, kind, managed_id, table_name, key, reason, detail)
     SELECT p_actor, 'duplicate_warning', b.managed_id, m.table_name, b.key,
-           format('possible duplicate of customer %s (same %s)', b.other, b.match),
+           format('possible duplicate of customer %s (%s)', b.other,
+                  CASE b.match WHEN 'name' THEN 'similar name' ELSE 'same ' || replace(b.match, '_', ' ') END),
            jsonb_build_object('match', b.match, 'other_key', b.other, 'value', b.value, 'similarity', b.sim)
       FROM unnest(p_managed, p_key, p_action, p_match, p_other, p_value, p_sim)
            AS b(managed_id, key, action, match, other, value, sim)
@@ -401,7 +402,7 @@ BEGIN
                         WHERE d.managed_id = m.id AND d.key = i.key AND d.other_key = k.key AND d.status = 'open');
     GET DIAGNOSTICS v_groups = ROW_COUNT;
     IF v_groups > 0 THEN
-        RAISE NOTICE '% stored customers of % share a credit code or phone with another one', v_groups, tbl
+        RAISE NOTICE '% stored customers of % share a credit code or phone with another one', v_groups, m.table_name
             USING DETAIL = 'They were queued in allocation.dispute_queue with action existing.',
                   HINT = 'Resolve them with allocation.resolve_dispute() or allocation.dismiss_dispute().';
     END IF;
@@ -560,8 +561,9 @@ BEGIN
     ok := r.capacity IS NULL OR v_held < r.capacity;
     sqlstate := CASE WHEN NOT ok THEN 'LA022' END;
     message := CASE WHEN r.capacity IS NULL THEN format('holds %s, no capacity limit', v_held)
-                    ELSE format('holds %s of capacity %s', v_held, r.capacity) END;
-    detail := NULL; hint := CASE WHEN NOT ok THEN 'Release a customer first, or ask a manager to raise the capacity.' END;
+                    WHEN ok THEN format('holds %s of capacity %s', v_held, r.capacity)
+                    ELSE format('rep %s is at capacity', r.code) END;
+    detail := CASE WHEN NOT ok THEN format('Rep %s holds %s customers, its capacity.', r.code, v_held) END; hint := CASE WHEN NOT ok THEN 'Release a customer first, or ask a manager to raise the capacity.' END;
     RETURN NEXT;
 
     ord := 8; "check" := 'max_held';
@@ -572,9 +574,12 @@ BEGIN
     ok := lim.max_held IS NULL OR v_held < lim.max_held;
     sqlstate := CASE WHEN NOT ok THEN 'LA022' END;
     message := CASE WHEN lim.max_held IS NULL THEN 'no claim policy limits holdings'
-                    ELSE format('holds %s of %s allowed%s by the claim policy', v_held, lim.max_held,
-                                coalesce(' ' || lim.max_held_tier || '-tier customers', '')) END;
-    detail := NULL; hint := CASE WHEN NOT ok THEN 'Release a customer first, or ask an admin to change allocation.claim_policy.' END;
+                    WHEN ok THEN format('holds %s of %s%s allowed by the claim policy', v_held, lim.max_held,
+                                        coalesce(' tier ' || lim.max_held_tier || ' customers', ''))
+                    ELSE format('rep %s holds the %s%s customers its claim policy allows', r.code, lim.max_held,
+                                coalesce(' tier ' || lim.max_held_tier, '')) END;
+    detail := CASE WHEN NOT ok THEN format('allocation.claim_policy limits claims to reps holding fewer than %s%s customers; rep %s holds %s.',
+                                           lim.max_held, coalesce(' tier ' || lim.max_held_tier, ''), r.code, v_held) END; hint := CASE WHEN NOT ok THEN 'Release a customer first, or ask an admin to change allocation.claim_policy.' END;
     RETURN NEXT;
 
     ord := 9; "check" := 'daily_limit';
@@ -583,8 +588,9 @@ BEGIN
     ok := lim.daily_claims IS NULL OR v_today < lim.daily_claims;
     sqlstate := CASE WHEN NOT ok THEN 'LA082' END;
     message := CASE WHEN lim.daily_claims IS NULL THEN format('%s claims today, no daily limit', v_today)
-                    ELSE format('%s of %s claims today', v_today, lim.daily_claims) END;
-    detail := NULL; hint := CASE WHEN NOT ok THEN 'Try again tomorrow.' END;
+                    WHEN ok THEN format('%s of %s claims today', v_today, lim.daily_claims)
+                    ELSE format('rep %s reached its daily claim limit', r.code) END;
+    detail := CASE WHEN NOT ok THEN format('Rep %s made %s claims today; the claim policy allows %s per day.', r.code, v_today, lim.daily_claims) END; hint := CASE WHEN NOT ok THEN 'Try again tomorrow.' END;
     RETURN NEXT;
 END
 $$;
@@ -615,6 +621,10 @@ BEGIN
         RAISE EXCEPTION 'customer % not found in %', p_key, p_tbl
             USING ERRCODE = 'LA062', DETAIL = format('No row of %s has %s = %s.', p_tbl, m.key_column, p_key),
                   HINT = 'Check the key.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM allocation.rep r WHERE r.id = p_rep) THEN
+        RAISE EXCEPTION 'rep % does not exist', p_rep
+            USING ERRCODE = 'LA020', DETAIL = 'No row of allocation.rep has this id.', HINT = 'Claim for an existing rep.';
     END IF;
     -- the rep's claim counter row orders one rep's claims (limits hold under concurrency)
     INSERT INTO allocation.claim_day AS d (rep_id, day, claims) VALUES (p_rep, current_date, 0)
@@ -733,46 +743,54 @@ COMMENT ON FUNCTION allocation.explain_claim(regclass, text, bigint) IS
 -------------------------------------------------------------------------------
 -- Locks, follow-ups, disputes
 -------------------------------------------------------------------------------
-CREATE FUNCTION allocation.lock_customer(tbl regclass, key text, reason text)
-RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
-$$
-DECLARE
-    m allocation.managed_table;
-BEGIN
-    m := allocation._managed(tbl);
-    IF reason IS NULL OR btrim(reason) = '' THEN
-        RAISE EXCEPTION 'a lock needs a reason' USING ERRCODE = '22004',
-              DETAIL = 'The reason is shown to reps whose claims the lock refuses.', HINT = 'Say why, e.g. ''head-office key account''.';
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM allocation.assignment a WHERE a.managed_id = m.id AND a.key = lock_customer.key AND a.valid_to IS NULL) THEN
-        RAISE EXCEPTION 'customer % not found in %', key, tbl USING ERRCODE = 'LA062',
-              DETAIL = 'The customer has no open ownership record.', HINT = 'Check the key.';
-    END IF;
-    INSERT INTO allocation.customer_lock (managed_id, key, reason) VALUES (m.id, key, reason)
-    ON CONFLICT (managed_id, key) DO UPDATE SET reason = EXCLUDED.reason, locked_at = now(), locked_by = session_user;
-    INSERT INTO allocation.event (actor, kind, managed_id, table_name, key, reason)
-    VALUES (session_user, 'lock', m.id, m.table_name, key, reason);
-END
-$$;
-COMMENT ON FUNCTION allocation.lock_customer(regclass, text, text) IS 'Locks a customer: no claim, release or recycle until unlocked (managers can still assign it)';
-
-CREATE FUNCTION allocation.unlock_customer(tbl regclass, key text, reason text DEFAULT NULL)
+-- Locks are set through an internal SECURITY DEFINER function; the public
+-- wrappers run as the caller so that the audit names the manager (also after SET ROLE).
+CREATE FUNCTION allocation._lock_customer(p_tbl regclass, p_key text, p_reason text, p_actor text, p_lock boolean)
 RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
     m allocation.managed_table;
 BEGIN
-    m := allocation._managed(tbl);
-    DELETE FROM allocation.customer_lock l WHERE l.managed_id = m.id AND l.key = unlock_customer.key;
-    IF NOT FOUND THEN
-        RETURN false;
+    m := allocation._managed(p_tbl);
+    IF NOT p_lock THEN
+        DELETE FROM allocation.customer_lock l WHERE l.managed_id = m.id AND l.key = p_key;
+        IF NOT FOUND THEN
+            RETURN false;
+        END IF;
+    ELSE
+        IF p_reason IS NULL OR btrim(p_reason) = '' THEN
+            RAISE EXCEPTION 'a lock needs a reason' USING ERRCODE = '22004',
+                  DETAIL = 'The reason is shown to reps whose claims the lock refuses.',
+                  HINT = 'Say why, e.g. ''head-office key account''.';
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM allocation.assignment a WHERE a.managed_id = m.id AND a.key = p_key AND a.valid_to IS NULL) THEN
+            RAISE EXCEPTION 'customer % not found in %', p_key, p_tbl USING ERRCODE = 'LA062',
+                  DETAIL = 'The customer has no open ownership record.', HINT = 'Check the key.';
+        END IF;
+        INSERT INTO allocation.customer_lock AS l (managed_id, key, reason, locked_by) VALUES (m.id, p_key, p_reason, p_actor)
+        ON CONFLICT (managed_id, key) DO UPDATE SET reason = EXCLUDED.reason, locked_at = now(), locked_by = EXCLUDED.locked_by;
     END IF;
     INSERT INTO allocation.event (actor, kind, managed_id, table_name, key, reason)
-    VALUES (session_user, 'unlock', m.id, m.table_name, key, reason);
+    VALUES (p_actor, CASE WHEN p_lock THEN 'lock' ELSE 'unlock' END, m.id, m.table_name, p_key, p_reason);
     RETURN true;
 END
+$$;
+COMMENT ON FUNCTION allocation._lock_customer(regclass, text, text, text, boolean) IS 'internal: sets or removes a customer lock with its event';
+
+CREATE FUNCTION allocation.lock_customer(tbl regclass, key text, reason text)
+RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS
+$$
+    SELECT allocation._lock_customer(tbl, key, reason, current_user::text, true);
+$$;
+COMMENT ON FUNCTION allocation.lock_customer(regclass, text, text) IS 'Locks a customer: no claim, release or recycle until unlocked (managers can still assign it)';
+
+CREATE FUNCTION allocation.unlock_customer(tbl regclass, key text, reason text DEFAULT NULL)
+RETURNS boolean
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS
+$$
+    SELECT allocation._lock_customer(tbl, key, reason, current_user::text, false);
 $$;
 COMMENT ON FUNCTION allocation.unlock_customer(regclass, text, text) IS 'Unlocks a customer; false when it was not locked';
 
@@ -842,7 +860,7 @@ BEGIN
     IF rep IS NOT NULL THEN
         PERFORM allocation.assign(m.tbl, d.key, rep, coalesce(reason, 'dispute resolved'));
     END IF;
-    PERFORM allocation._close_duplicate(d.id, 'resolved', reason, rep);
+    PERFORM allocation._close_duplicate(d.id, 'resolved', reason, rep, current_user::text);
 END
 $$;
 COMMENT ON FUNCTION allocation.resolve_dispute(bigint, bigint, text) IS
@@ -856,7 +874,7 @@ DECLARE
     d allocation.duplicate;
 BEGIN
     SELECT * INTO d FROM allocation._lock_duplicate(dismiss_dispute.id);
-    PERFORM allocation._close_duplicate(d.id, 'dismissed', reason, NULL);
+    PERFORM allocation._close_duplicate(d.id, 'dismissed', reason, NULL, current_user::text);
 END
 $$;
 COMMENT ON FUNCTION allocation.dismiss_dispute(bigint, text) IS 'Closes a duplicate/dispute entry as not a duplicate; the customer stays where it is';
@@ -883,21 +901,21 @@ END
 $$;
 COMMENT ON FUNCTION allocation._lock_duplicate(bigint) IS 'internal: locks an open duplicate entry';
 
-CREATE FUNCTION allocation._close_duplicate(p_id bigint, p_status text, p_reason text, p_rep bigint)
+CREATE FUNCTION allocation._close_duplicate(p_id bigint, p_status text, p_reason text, p_rep bigint, p_actor text)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
 $$
 BEGIN
     UPDATE allocation.duplicate
-       SET status = p_status, decided_at = now(), decided_by = session_user, decision = p_reason, resolved_rep = p_rep
+       SET status = p_status, decided_at = now(), decided_by = p_actor, decision = p_reason, resolved_rep = p_rep
      WHERE id = p_id;
     INSERT INTO allocation.event (actor, kind, managed_id, table_name, key, to_rep, reason, detail)
-    SELECT session_user, 'dispute_' || p_status, d.managed_id, m.table_name, d.key, p_rep, p_reason,
+    SELECT p_actor, 'dispute_' || p_status, d.managed_id, m.table_name, d.key, p_rep, p_reason,
            jsonb_build_object('duplicate_id', d.id, 'other_key', d.other_key, 'match', d.match)
       FROM allocation.duplicate d JOIN allocation.managed_table m ON m.id = d.managed_id WHERE d.id = p_id;
 END
 $$;
-COMMENT ON FUNCTION allocation._close_duplicate(bigint, text, text, bigint) IS 'internal: closes a duplicate entry with an event';
+COMMENT ON FUNCTION allocation._close_duplicate(bigint, text, text, bigint, text) IS 'internal: closes a duplicate entry with an event';
 
 -------------------------------------------------------------------------------
 -- Recycling to the public pool

@@ -48,8 +48,9 @@ BEGIN
                         allocation._managed_by_id(integer), allocation._lock_suggestion(bigint),
                         allocation.claim(regclass, text, bigint), allocation.lock_customer(regclass, text, text),
                         allocation.unlock_customer(regclass, text, text), allocation.resolve_dispute(bigint, bigint, text),
+                        allocation._lock_customer(regclass, text, text, text, boolean),
                         allocation.dismiss_dispute(bigint, text), allocation._lock_duplicate(bigint),
-                        allocation._close_duplicate(bigint, text, text, bigint), allocation.recycle(timestamptz),
+                        allocation._close_duplicate(bigint, text, text, bigint, text), allocation.recycle(timestamptz),
                         allocation._upcoming_recycles(timestamptz) TO %s', r);
     END IF;
     IF kind = 'admin' THEN

@@ -288,6 +288,8 @@ dup_check(ManagedTable *mt, Customer *c, DupMatch *m)
 			   *name;
 	bool		found = false;
 
+	MemoryContext caller = CurrentMemoryContext;
+
 	memset(m, 0, sizeof(*m));
 	if (mt->dup_exact == 'o' && mt->dup_fuzzy == 'o')
 		return false;
@@ -306,7 +308,16 @@ dup_check(ManagedTable *mt, Customer *c, DupMatch *m)
 			m->action = mt->dup_fuzzy;
 	}
 	if (found)
+	{
 		describe_owner(mt, m);
+		/* SPI's memory goes away at SPI_finish: keep the strings */
+#define KEEP(f) (m->f = m->f ? MemoryContextStrdup(caller, m->f) : NULL)
+		KEEP(other_key);
+		KEEP(value);
+		KEEP(owner);
+		KEEP(since);
+#undef KEEP
+	}
 	alloc_spi_end(&sw);
 	if (!found)
 	{

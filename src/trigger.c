@@ -356,8 +356,8 @@ warn_duplicate(ManagedTable *mt, const char *key, DupMatch *m)
 {
 	ereport(NOTICE,
 			(errmsg("customer %s may duplicate customer %s of %s (%s)", key, m->other_key, mt->name, dup_what(m)),
-			 errdetail("Customer %s (%s) is held by %s%s%s; the write was kept and queued in allocation.dispute_queue.",
-					   m->other_key, m->value, m->owner, m->since ? " since " : "", m->since ? m->since : "")));
+			 errdetail("Customer %s (%s) is held by %s; the write was kept and queued in allocation.dispute_queue.",
+					   m->other_key, m->value, m->owner)));
 }
 
 /* A duplicate under a 'dispute' action: the row is stored without an owner */

@@ -1,0 +1,6 @@
+-- bench/claims_pgbench.sql: one claim/release attempt per transaction (bench/claims.sh).
+-- pgbench -D n_reps=... -D n_customers=...; claims.attempt() is in bench/claims_setup.sql.
+\set op random(1, 100)
+\set rep random(1, :n_reps)
+\set cust random(1, :n_customers)
+SELECT claims.attempt(:op, :rep, :cust);

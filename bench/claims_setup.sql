@@ -56,7 +56,8 @@ GRANT SELECT ON claims.customer TO PUBLIC;   -- ... and the swap op reads which 
 CREATE UNLOGGED TABLE claims.outcome (
     op       text NOT NULL,
     outcome  text NOT NULL,     -- 'ok', 'noop' or the SQLSTATE
-    message  text               -- the error message with digits replaced by #
+    message  text,              -- the error message with digits replaced by #
+    detail   text               -- DETAIL and CONTEXT of an unexpected error (not a refusal)
 );
 GRANT INSERT ON claims.outcome TO PUBLIC;
 
@@ -80,6 +81,8 @@ DECLARE
     v_outcome text := 'ok';
     v_message text;
     v_held bigint;
+    v_detail text;
+    v_context text;
 BEGIN
     BEGIN
         IF p_op <= 25 THEN
@@ -108,9 +111,13 @@ BEGIN
     EXCEPTION WHEN OTHERS THEN      -- rolls the attempt back (role included); pgbench keeps going
         v_outcome := SQLSTATE;
         v_message := regexp_replace(SQLERRM, '[0-9]+', '#', 'g');
+        IF SQLSTATE NOT IN ('LA080', 'LA022', 'LA082', 'LA083', 'LA086', '55P03') THEN
+            GET STACKED DIAGNOSTICS v_detail = PG_EXCEPTION_DETAIL, v_context = PG_EXCEPTION_CONTEXT;
+            v_detail := format('key %s, rep %s: %s / %s', p_key, p_rep, v_detail, v_context);
+        END IF;
     END;
     PERFORM set_config('role', 'none', true);
-    INSERT INTO claims.outcome (op, outcome, message) VALUES (v_op, v_outcome, v_message);
+    INSERT INTO claims.outcome (op, outcome, message, detail) VALUES (v_op, v_outcome, v_message, v_detail);
     RETURN v_outcome;
 END
 $$;

@@ -33,7 +33,7 @@ BEGIN
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.claim(regclass, text), allocation.release(regclass, text, text),
                         allocation.log_followup(regclass, text, text, text, text, boolean, timestamptz),
                         allocation._managed(regclass), allocation._customer_exists(integer, text) TO %s', r);
-        EXECUTE format('GRANT INSERT ON allocation.followup TO %s', r);
+        EXECUTE format('GRANT INSERT, SELECT (id) ON allocation.followup TO %s', r);
         EXECUTE format('GRANT USAGE ON SEQUENCE allocation.followup_id_seq TO %s', r);
     END IF;
     IF kind IN ('analyst', 'manager', 'admin') THEN

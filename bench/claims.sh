@@ -20,6 +20,7 @@
 #   CLAIMS_WATCH_INTERVAL=0.5            seconds between the watcher's snapshots
 #   CLAIMS_MIN_ATTEMPTS=100000           fewer recorded attempts than this fails the run
 #   CLAIMS_NO_INSTALL=1                  skip make && make install
+#   CLAIMS_PORT=                         port of the throwaway cluster (default: the first free from 5433)
 # See bench/README.md, section "Claims under concurrency (issue #3)".
 set -euo pipefail
 
@@ -49,8 +50,20 @@ if [ -z "${CLAIMS_IN_CLUSTER:-}" ]; then
         fi
     fi
     export CLAIMS_IN_CLUSTER=1
+    # a port no other (virtual) cluster uses: pg_virtualenv would take 5432 even when another
+    # pg_virtualenv already runs there
+    port=${CLAIMS_PORT:-}
+    if [ -z "$port" ]; then
+        for p in $(seq 5433 5499); do
+            if [ ! -e "/var/run/postgresql/.s.PGSQL.$p" ] && [ ! -e "/tmp/.s.PGSQL.$p" ] &&
+               ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+                port=$p
+                break
+            fi
+        done
+    fi
     # pg_virtualenv: a temporary cluster (run as root it still runs the server as postgres)
-    exec pg_virtualenv -t -o shared_buffers=256MB -o max_connections=40 \
+    exec pg_virtualenv -t -c "-p ${port:-5432}" -o shared_buffers=256MB -o max_connections=40 \
         bash "${BASH_SOURCE[0]}" "$@"
 fi
 

@@ -69,6 +69,7 @@ CREATE TABLE crm.customer (
     volume  numeric,
     tags    text[],
     loc     geometry(Point, 4326),
+    phone   text,
     owner   bigint
 );
 -- a dropped column: the restored table has different column numbers
@@ -77,7 +78,7 @@ INSERT INTO crm.customer (name, tier, crop, volume, loc, owner) VALUES
     ('pre-existing owned', 'retailer', 'rice', 1, 'SRID=4326;POINT(5 5)', 2),
     ('pre-existing free', 'retailer', 'rice', 1, NULL, NULL);
 SELECT allocation.manage('crm.customer', 'id', 'loc', 'owner',
-                         '{"tier": "tier", "crop": "crop", "tags": "tags", "name": "name"}');
+                         '{"tier": "tier", "crop": "crop", "tags": "tags", "name": "name", "phone": "phone"}');
 
 INSERT INTO allocation.rule (name, priority, target_kind, target_team_id, policy, tiers)
     VALUES ('key accounts', 100, 'team', 1, 'least_loaded', '{key_distributor}');
@@ -103,6 +104,18 @@ INSERT INTO crm.customer (name, tier, crop, volume, tags, loc) VALUES
 SELECT allocation.assign('crm.customer', (SELECT id::text FROM crm.customer WHERE name = 'c-a'), 3, 'dealer asked for r3');
 UPDATE crm.customer SET loc = 'SRID=4326;POINT(15 5)' WHERE name = 'c-b';
 DELETE FROM crm.customer WHERE name = 'c-gone';
+-- claims, duplicates and the pool (issue #3)
+INSERT INTO allocation.claim_policy (team_id, tier, max_held, daily_claims, cooldown, protection)
+    VALUES (NULL, NULL, NULL, 10, '7 days', '30 days'), (2, 'retailer', 4, NULL, NULL, NULL);
+INSERT INTO allocation.recycle_policy (name, no_followup, warn_before, exempt_stages) VALUES ('default', '30 days', '3 days', '{won}');
+UPDATE crm.customer SET phone = '138-0013-8000' WHERE name = 'c-ka';
+SELECT allocation.set_duplicate_policy('crm.customer', 'dispute');
+INSERT INTO crm.customer (name, tier, crop, volume, phone) VALUES ('c-dup', 'retailer', 'rice', 5, '+86 13800138000');
+SELECT allocation.claim('crm.customer', (SELECT id::text FROM crm.customer WHERE name = 'pre-existing free'), 2);
+SELECT allocation.release('crm.customer', (SELECT id::text FROM crm.customer WHERE name = 'c-b'), 'moved away');
+SELECT allocation.lock_customer('crm.customer', (SELECT id::text FROM crm.customer WHERE name = 'c-out'), 'HQ');
+SELECT allocation.log_followup('crm.customer', (SELECT id::text FROM crm.customer WHERE name = 'c-ka'), 'visit', 'ok');
+SELECT allocation.set_duplicate_policy('crm.customer', 'block');
 SQL
 
 # what must survive: everything except internal compiled/derived columns
@@ -136,8 +149,19 @@ SELECT * FROM allocation.assignment ORDER BY id;
 SELECT * FROM allocation.suggestion ORDER BY id;
 \echo == event
 SELECT * FROM allocation.event ORDER BY id;
+\echo == claims, duplicates, pool
+SELECT * FROM allocation.claim_policy ORDER BY id;
+SELECT * FROM allocation.recycle_policy ORDER BY id;
+SELECT * FROM allocation.claim_day ORDER BY rep_id, day;
+SELECT * FROM allocation.customer_lock ORDER BY managed_id, key;
+SELECT * FROM allocation.protection ORDER BY managed_id, key;
+SELECT * FROM allocation.followup ORDER BY id;
+SELECT * FROM allocation.identity ORDER BY managed_id, key;
+SELECT * FROM allocation.identity_key ORDER BY managed_id, kind, value;
+SELECT * FROM allocation.duplicate ORDER BY id;
+SELECT duplicate_exact, duplicate_fuzzy, name_similarity, duplicate_within_m FROM allocation.managed_table ORDER BY id;
 \echo == customer
-SELECT id, name, tier, crop, volume, tags, ST_AsEWKT(loc) AS loc, owner FROM crm.customer ORDER BY id;
+SELECT id, name, tier, crop, volume, tags, ST_AsEWKT(loc) AS loc, phone, owner FROM crm.customer ORDER BY id;
 \echo == current_owner
 SELECT table_name, key, rep_code, territory_code, rule_name, source, pinned FROM allocation.current_owner ORDER BY table_name, key;
 SQL
@@ -193,6 +217,14 @@ BEGIN
                                   AND NOT attisdropped), 'no column'));
         END IF;
     END LOOP;
+
+    -- the duplicate policy works right after the restore
+    BEGIN
+        INSERT INTO crm.customer (name, tier, phone) VALUES ('dup-after-restore', 'retailer', '0086 138 0013 8000');
+        bad := bad || 'a duplicate phone was accepted after the restore (policy block)'::text;
+    EXCEPTION WHEN SQLSTATE 'LA070' THEN
+        NULL;
+    END;
 
     -- structured rule + territory owner: point in county B -> B's owner r3
     INSERT INTO crm.customer (name, tier, crop, volume, loc)

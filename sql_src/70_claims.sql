@@ -16,7 +16,7 @@ CREATE TABLE allocation.claim_policy (
 );
 COMMENT ON TABLE allocation.claim_policy IS 'Claim limits per team (applies to its sub-teams) and/or customer tier; NULL team/tier = every team/tier. For each limit the most specific row that sets it wins: a tier row before a team-only row, the nearest team before a parent team before the global row';
 COMMENT ON COLUMN allocation.claim_policy.max_held IS 'claims are refused (LA022) when the rep already holds this many customers (of this tier when tier is set)';
-COMMENT ON COLUMN allocation.claim_policy.daily_claims IS 'claims per rep per day (LA082); the day is the date of the database''s TimeZone';
+COMMENT ON COLUMN allocation.claim_policy.daily_claims IS 'claims per rep per day (LA082); the day is allocation.claim_today() (setting allocation.claim_timezone, default Asia/Shanghai)';
 COMMENT ON COLUMN allocation.claim_policy.cooldown IS 'after a release or recycle the former owner cannot claim the customer again for this long (LA083)';
 COMMENT ON COLUMN allocation.claim_policy.protection IS 'a customer a rep registers (报备: inserts as its login) is protected this long: only that rep may claim it (LA085) and it is not recycled';
 
@@ -455,6 +455,16 @@ $$
 $$;
 COMMENT ON FUNCTION allocation.claim_limits(bigint, text) IS 'The claim limits that apply to a rep for a customer tier (NULL = no limit), resolved from allocation.claim_policy';
 
+-- The claim day: the date in allocation.claim_timezone (a superuser setting), never the
+-- session's TimeZone, which any rep could change to count a claim on another day.
+CREATE FUNCTION allocation.claim_today()
+RETURNS date
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+    SELECT (now() AT TIME ZONE coalesce(nullif(current_setting('allocation.claim_timezone', true), ''), 'Asia/Shanghai'))::date
+$$;
+COMMENT ON FUNCTION allocation.claim_today() IS 'The day the daily claim limit counts in: today in allocation.claim_timezone (default Asia/Shanghai)';
+
 CREATE FUNCTION allocation._rep_in_team(p_rep bigint, p_team bigint)
 RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
@@ -484,6 +494,7 @@ DECLARE
     v_last timestamptz;
     v_held integer;
     v_today integer;
+    v_other text;
 BEGIN
     SELECT * INTO r FROM allocation.rep WHERE id = p_rep;
     SELECT * INTO a FROM allocation.assignment WHERE managed_id = p_managed AND key = p_key AND valid_to IS NULL;
@@ -519,7 +530,18 @@ BEGIN
     hint := CASE WHEN NOT ok THEN 'A manager can unlock it with allocation.unlock_customer().' END;
     RETURN NEXT;
 
-    ord := 4; "check" := 'protected';
+    ord := 4; "check" := 'disputed';
+    SELECT d.other_key INTO v_other FROM allocation.duplicate d
+     WHERE d.managed_id = p_managed AND d.key = p_key AND d.status = 'open' AND d.action = 'dispute'
+     ORDER BY d.id LIMIT 1;
+    ok := v_other IS NULL;
+    sqlstate := CASE WHEN NOT ok THEN 'LA087' END;
+    message := CASE WHEN ok THEN 'no open dispute' ELSE format('customer %s is in dispute', p_key) END;
+    detail := CASE WHEN NOT ok THEN format('It may duplicate customer %s and waits for a manager''s decision.', v_other) END;
+    hint := CASE WHEN NOT ok THEN 'A manager decides with allocation.resolve_dispute() or allocation.dismiss_dispute().' END;
+    RETURN NEXT;
+
+    ord := 5; "check" := 'protected';
     SELECT * INTO pr FROM allocation.protection WHERE managed_id = p_managed AND key = p_key AND until > p_at;
     ok := pr.key IS NULL OR pr.rep_id = p_rep;
     sqlstate := CASE WHEN NOT ok THEN 'LA085' END;
@@ -531,7 +553,7 @@ BEGIN
     hint := CASE WHEN NOT ok THEN 'Wait until the protection ends, or ask a manager.' END;
     RETURN NEXT;
 
-    ord := 5; "check" := 'cooldown';
+    ord := 6; "check" := 'cooldown';
     SELECT max(h.valid_to) INTO v_last FROM allocation.assignment h
      WHERE h.managed_id = p_managed AND h.key = p_key AND h.rep_id = p_rep
        AND h.valid_to IS NOT NULL AND h.closed_reason IN ('release', 'recycle');
@@ -544,7 +566,7 @@ BEGIN
     hint := CASE WHEN NOT ok THEN 'Another rep can claim it now; you can after the cooldown.' END;
     RETURN NEXT;
 
-    ord := 6; "check" := 'exclusive';
+    ord := 7; "check" := 'exclusive';
     SELECT * INTO t FROM allocation.territory WHERE id = a.territory_id;
     ok := t.id IS NULL OR NOT t.exclusive OR (t.owner_rep_id IS NULL AND t.owner_team_id IS NULL)
           OR t.owner_rep_id = p_rep OR (t.owner_team_id IS NOT NULL AND allocation._rep_in_team(p_rep, t.owner_team_id));
@@ -555,7 +577,7 @@ BEGIN
     detail := NULL; hint := CASE WHEN NOT ok THEN 'Only the territory''s owner may hold customers there.' END;
     RETURN NEXT;
 
-    ord := 7; "check" := 'capacity';
+    ord := 8; "check" := 'capacity';
     SELECT l.held INTO v_held FROM allocation.rep_load l WHERE l.rep_id = p_rep;
     v_held := coalesce(v_held, 0);
     ok := r.capacity IS NULL OR v_held < r.capacity;
@@ -566,7 +588,7 @@ BEGIN
     detail := CASE WHEN NOT ok THEN format('Rep %s holds %s customers, its capacity.', r.code, v_held) END; hint := CASE WHEN NOT ok THEN 'Release a customer first, or ask a manager to raise the capacity.' END;
     RETURN NEXT;
 
-    ord := 8; "check" := 'max_held';
+    ord := 9; "check" := 'max_held';
     IF lim.max_held IS NOT NULL THEN
         SELECT count(*) INTO v_held FROM allocation.assignment h
          WHERE h.rep_id = p_rep AND h.valid_to IS NULL AND (lim.max_held_tier IS NULL OR h.tier = lim.max_held_tier);
@@ -582,9 +604,9 @@ BEGIN
                                            lim.max_held, coalesce(' tier ' || lim.max_held_tier, ''), r.code, v_held) END; hint := CASE WHEN NOT ok THEN 'Release a customer first, or ask an admin to change allocation.claim_policy.' END;
     RETURN NEXT;
 
-    ord := 9; "check" := 'daily_limit';
+    ord := 10; "check" := 'daily_limit';
     v_today := coalesce(p_claims_today,
-                        (SELECT d.claims FROM allocation.claim_day d WHERE d.rep_id = p_rep AND d.day = p_at::date), 0);
+                        (SELECT d.claims FROM allocation.claim_day d WHERE d.rep_id = p_rep AND d.day = allocation.claim_today()), 0);
     ok := lim.daily_claims IS NULL OR v_today < lim.daily_claims;
     sqlstate := CASE WHEN NOT ok THEN 'LA082' END;
     message := CASE WHEN lim.daily_claims IS NULL THEN format('%s claims today, no daily limit', v_today)
@@ -626,8 +648,10 @@ BEGIN
         RAISE EXCEPTION 'rep % does not exist', p_rep
             USING ERRCODE = 'LA020', DETAIL = 'No row of allocation.rep has this id.', HINT = 'Claim for an existing rep.';
     END IF;
-    -- the rep's claim counter row orders one rep's claims (limits hold under concurrency)
-    INSERT INTO allocation.claim_day AS d (rep_id, day, claims) VALUES (p_rep, current_date, 0)
+    -- the rep's row orders one rep's claims (limits hold under concurrency, whatever the day);
+    -- NO KEY UPDATE does not block the foreign-key checks of other writers
+    PERFORM 1 FROM allocation.rep r WHERE r.id = p_rep FOR NO KEY UPDATE;
+    INSERT INTO allocation.claim_day AS d (rep_id, day, claims) VALUES (p_rep, allocation.claim_today(), 0)
     ON CONFLICT (rep_id, day) DO UPDATE SET claims = d.claims
     RETURNING d.claims INTO v_today;
     -- from here on every statement sees what committed before the two locks
@@ -638,7 +662,7 @@ BEGIN
                   HINT = coalesce(c.hint, 'See allocation.explain_claim() for every check.');
         END IF;
     END LOOP;
-    UPDATE allocation.claim_day SET claims = claims + 1 WHERE rep_id = p_rep AND day = current_date;
+    UPDATE allocation.claim_day SET claims = claims + 1 WHERE rep_id = p_rep AND day = allocation.claim_today();
     PERFORM allocation._owner_update(p_tbl, p_key, p_rep, 'claim', format('claimed from the public pool by %s', p_actor));
 END
 $$;
@@ -922,7 +946,7 @@ COMMENT ON FUNCTION allocation._close_duplicate(bigint, text, text, bigint, text
 -------------------------------------------------------------------------------
 
 -- The recycle clock of every held customer of one table.
-CREATE FUNCTION allocation._recycle_status(p_managed integer, p_at timestamptz)
+CREATE FUNCTION allocation._recycle_status(p_managed integer, p_at timestamptz, p_key text DEFAULT NULL)
 RETURNS TABLE (managed_id integer, key text, rep_id bigint, policy_id bigint, last_followup timestamptz,
                last_progress timestamptz, due_at timestamptz, warn_at timestamptz, why text, exempt text)
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
@@ -947,8 +971,9 @@ BEGIN
             SELECT a.managed_id, a.key, a.rep_id, a.tier, a.territory_id, a.valid_from, a.stage_since,
                    %1$s AS last_contact, %2$s AS stage
               FROM allocation.assignment a
-              JOIN %3$s t ON t.%4$I::text = a.key
-             WHERE a.managed_id = $1 AND a.valid_to IS NULL AND a.rep_id IS NOT NULL),
+              JOIN %3$s t ON t.%4$I = a.key::%5$s
+             WHERE a.managed_id = $1 AND a.valid_to IS NULL AND a.rep_id IS NOT NULL
+               AND ($4::text IS NULL OR a.key = $4)),
         pol AS (
             SELECT h.key, (SELECT p.id FROM allocation.recycle_policy p
                              LEFT JOIN LATERAL (
@@ -987,11 +1012,13 @@ BEGIN
           LEFT JOIN allocation.customer_lock lk ON lk.managed_id = d.managed_id AND lk.key = d.key
           LEFT JOIN allocation.protection pr ON pr.managed_id = d.managed_id AND pr.key = d.key
                                            AND pr.rep_id = d.rep_id AND pr.until > $2
-        $q$, v_contact, v_stage, m.tbl, m.key_column)
-    USING p_managed, p_at, m.tbl;
+        $q$, v_contact, v_stage, m.tbl, m.key_column,
+        (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a
+          WHERE a.attrelid = m.tbl AND a.attname = m.key_column))
+    USING p_managed, p_at, m.tbl, p_key;
 END
 $$;
-COMMENT ON FUNCTION allocation._recycle_status(integer, timestamptz) IS 'internal: recycle policy, clocks and due time of every held customer of a managed table';
+COMMENT ON FUNCTION allocation._recycle_status(integer, timestamptz, text) IS 'internal: recycle policy, clocks and due time of every held customer of a managed table';
 
 CREATE FUNCTION allocation.recycle(now timestamptz DEFAULT now())
 RETURNS TABLE (table_name text, key text, rep_id bigint, action text, reason text)
@@ -1031,8 +1058,8 @@ BEGIN
                            m.owner_column, m.tbl, m.key_column, v_keytype)
                INTO v_found, v_owner USING r.key;
             IF v_found IS NULL OR v_owner IS DISTINCT FROM r.rep_id OR NOT EXISTS (
-                   SELECT 1 FROM allocation._recycle_status(m.id, recycle.now) s2
-                    WHERE s2.key = r.key AND s2.exempt IS NULL AND s2.due_at <= recycle.now AND s2.rep_id = r.rep_id) THEN
+                   SELECT 1 FROM allocation._recycle_status(m.id, recycle.now, r.key) s2
+                    WHERE s2.exempt IS NULL AND s2.due_at <= recycle.now AND s2.rep_id = r.rep_id) THEN
                 CONTINUE;       -- claimed, released, followed up or locked meanwhile
             END IF;
             PERFORM allocation._owner_update(m.tbl, r.key, NULL, 'recycle', 'recycled to the public pool: ' || r.why);

@@ -25,7 +25,8 @@ BEGIN
                     allocation.explain_claim(regclass, text, bigint), allocation.claim_limits(bigint, text),
                     allocation.claimable(bigint), allocation._claimable(bigint), allocation.current_rep_id(),
                     allocation._rep_of(name), allocation._managed(regclass),
-                    allocation._claim_checks(integer, text, bigint, timestamptz, integer) TO %s',
+                    allocation._claim_checks(integer, text, bigint, timestamptz, integer),
+                    allocation.claim_today() TO %s',
                    'allocation.territory_at'::regproc::regprocedure, r);
     EXECUTE format('GRANT SELECT ON allocation.claimable_now, allocation.claim_policy, allocation.recycle_policy TO %s', r);
     IF kind IN ('rep', 'manager', 'admin') THEN

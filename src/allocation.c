@@ -6,6 +6,8 @@
  */
 #include "postgres.h"
 
+#include "pgtime.h"
+
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
@@ -87,9 +89,29 @@ alloc_xact_callback(XactEvent event, void *arg)
 	}
 }
 
+static char *allocation_claim_timezone = NULL;
+
+/* allocation.claim_timezone must name a time zone PostgreSQL knows */
+static bool
+check_claim_timezone(char **newval, void **extra, GucSource source)
+{
+	if (*newval == NULL || (*newval)[0] == '\0' || pg_tzset(*newval) == NULL)
+	{
+		GUC_check_errdetail("\"%s\" is not a time zone name known to PostgreSQL.", *newval ? *newval : "");
+		GUC_check_errhint("Use a name from pg_timezone_names, such as Asia/Shanghai.");
+		return false;
+	}
+	return true;
+}
+
 void
 _PG_init(void)
 {
+	DefineCustomStringVariable("allocation.claim_timezone",
+							   "Time zone whose calendar day the daily claim limit counts in.",
+							   "Only a superuser can change it (ALTER SYSTEM / ALTER DATABASE), so a session cannot move its claims to another day.",
+							   &allocation_claim_timezone, "Asia/Shanghai",
+							   PGC_SUSET, 0, check_claim_timezone, NULL, NULL);
 	DefineCustomStringVariable("allocation.change_source",
 							   "Source recorded for the next owner change (set by allocation.assign and friends).",
 							   NULL, &allocation_change_source, "",

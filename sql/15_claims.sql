@@ -160,6 +160,16 @@ SELECT :'before_owners' = :'after_owners' AS owners_kept, :before_events = :afte
        :before_claims_counted = :after_claims_counted AS claim_counter_kept;
 SELECT r.code, d.claims FROM allocation.claim_day d JOIN allocation.rep r ON r.id = d.rep_id ORDER BY 1;
 
+-- the claim day is today in allocation.claim_timezone (default Asia/Shanghai), which a session
+-- cannot change: its own TimeZone does not move its claims to another day
+SET TimeZone = 'Pacific/Kiritimati';
+SELECT allocation.claim_today() = (now() AT TIME ZONE 'Asia/Shanghai')::date AS shanghai_day;
+RESET TimeZone;
+SET ROLE regress_rep_a;
+SELECT * FROM r15_try($$SET allocation.claim_timezone = 'Etc/GMT+12'$$);
+RESET ROLE;
+SELECT * FROM r15_try($$SET allocation.claim_timezone = 'Mars/Olympus_Mons'$$);
+
 -- locks: a locked pool customer cannot be claimed, a locked held one not released
 SET ROLE regress_mgr;
 SELECT allocation.lock_customer('r15_customer', '9', 'head office negotiates');

@@ -126,6 +126,8 @@ SELECT * FROM r16_queue WHERE key = '20';
 -- an UPDATE that makes a held customer a duplicate takes its owner away
 UPDATE r16_dealer SET uscc = '91350100M000100Y43' WHERE id = 16;
 SELECT * FROM r16_state WHERE id = 16;
+-- nobody can claim a customer in dispute
+SELECT * FROM r16_try($$SELECT allocation.claim('r16_dealer', '20', 1)$$);
 -- the manager decides: customer 20 goes to rep b; the entry of 16 was no duplicate
 SELECT allocation.resolve_dispute((SELECT id FROM allocation.duplicate WHERE key = '20'), 2, 'same shop, new number for b');
 SELECT allocation.dismiss_dispute((SELECT id FROM allocation.duplicate WHERE key = '16'), 'branch office');

@@ -644,13 +644,9 @@ BEGIN
             USING ERRCODE = 'LA062', DETAIL = format('No row of %s has %s = %s.', p_tbl, m.key_column, p_key),
                   HINT = 'Check the key.';
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM allocation.rep r WHERE r.id = p_rep) THEN
-        RAISE EXCEPTION 'rep % does not exist', p_rep
-            USING ERRCODE = 'LA020', DETAIL = 'No row of allocation.rep has this id.', HINT = 'Claim for an existing rep.';
-    END IF;
-    -- the rep's row orders one rep's claims (limits hold under concurrency, whatever the day);
-    -- NO KEY UPDATE does not block the foreign-key checks of other writers
-    PERFORM 1 FROM allocation.rep r WHERE r.id = p_rep FOR NO KEY UPDATE;
+    -- the rep's holdings counter orders one rep's claims (limits hold under concurrency,
+    -- whatever the day), under the engine's ordered-locking rule (55P03 instead of a deadlock)
+    PERFORM allocation._lock_counter(p_rep);
     INSERT INTO allocation.claim_day AS d (rep_id, day, claims) VALUES (p_rep, allocation.claim_today(), 0)
     ON CONFLICT (rep_id, day) DO UPDATE SET claims = d.claims
     RETURNING d.claims INTO v_today;
@@ -719,6 +715,11 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION allocation._release(regclass, text, text, bigint, text) IS 'internal: the checks of release(), run as the extension owner';
+
+CREATE FUNCTION allocation._lock_counter(rep bigint)
+RETURNS void
+AS 'MODULE_PATHNAME', 'allocation_lock_counter' LANGUAGE C STRICT;
+COMMENT ON FUNCTION allocation._lock_counter(bigint) IS 'internal: locks a rep''s holdings counter for this transaction under the ordered-locking rule (55P03 when waiting could deadlock)';
 
 CREATE FUNCTION allocation._owner_update(tbl regclass, key text, rep bigint, source text, reason text)
 RETURNS boolean

@@ -206,6 +206,9 @@ assign_note_written(int64 rep_id, int32 n)
 {
 	RepBase    *b = rep_base(rep_id, false);
 
+	/* the batch writer updated the counter: this transaction holds its lock now */
+	if (rep_id > max_counter_held)
+		max_counter_held = rep_id;
 	if (b == NULL || b->held < 0)
 		return;
 	if (n == 0)
@@ -219,50 +222,101 @@ assign_note_written(int64 rep_id, int32 n)
  * and below capacity.  With wait = false a rep whose counter is locked by
  * another transaction is skipped.
  */
+/*
+ * Locks a rep's counter for this transaction and remembers its value (if
+ * not done yet).  With wait = false a counter locked by another transaction
+ * is not waited for: returns NULL.
+ */
+static RepBase *
+lock_counter(int64 rep_id, bool wait)
+{
+	RepBase    *b = rep_base(rep_id, false);
+	AllocUserSwitch sw;
+	Oid			types[1] = {INT8OID};
+	Datum		vals[1];
+	int			rc;
+	bool		isnull;
+
+	if (b != NULL && b->held >= 0)
+		return b;
+	alloc_spi_begin(&sw);
+	vals[0] = Int64GetDatum(rep_id);
+	rc = SPI_execute_plan(wait
+						  ? keep_plan(&plan_reserve_wait,
+									  "SELECT held FROM allocation.rep_load WHERE rep_id = $1 FOR UPDATE",
+									  1, types)
+						  : keep_plan(&plan_reserve_skip,
+									  "SELECT held FROM allocation.rep_load WHERE rep_id = $1"
+									  " FOR UPDATE SKIP LOCKED", 1, types),
+						  vals, NULL, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "locking a holdings counter failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 0)
+	{
+		/* locked by another transaction (skip), or no counter row */
+		alloc_spi_end(&sw);
+		return NULL;
+	}
+	b = rep_base(rep_id, true);
+	b->held = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	alloc_spi_end(&sw);
+	if (rep_id > max_counter_held)
+		max_counter_held = rep_id;
+	return b;
+}
+
+/*
+ * Takes one holdings slot of a rep: succeeds only while the rep is active
+ * and below capacity.  With wait = false a rep whose counter is locked by
+ * another transaction is skipped.
+ */
 bool
 assign_reserve(int64 rep_id, bool wait)
 {
-	RepBase    *b = rep_base(rep_id, false);
+	RepBase    *b;
 	RepInfo    *rep = config_get_rep(rep_id);
 
 	if (rep == NULL || !rep->active)
 		return false;
-	if (b == NULL || b->held < 0)
-	{
-		AllocUserSwitch sw;
-		Oid			types[1] = {INT8OID};
-		Datum		vals[1];
-		int			rc;
-		bool		isnull;
-
-		alloc_spi_begin(&sw);
-		vals[0] = Int64GetDatum(rep_id);
-		rc = SPI_execute_plan(wait
-							  ? keep_plan(&plan_reserve_wait,
-										  "SELECT held FROM allocation.rep_load WHERE rep_id = $1 FOR UPDATE",
-										  1, types)
-							  : keep_plan(&plan_reserve_skip,
-										  "SELECT held FROM allocation.rep_load WHERE rep_id = $1"
-										  " FOR UPDATE SKIP LOCKED", 1, types),
-							  vals, NULL, false, 1);
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "locking a holdings counter failed: %s", SPI_result_code_string(rc));
-		if (SPI_processed == 0)
-		{
-			/* locked by another transaction (skip), or no counter row */
-			alloc_spi_end(&sw);
-			return false;
-		}
-		b = rep_base(rep_id, true);
-		b->held = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		alloc_spi_end(&sw);
-		if (rep_id > max_counter_held)
-			max_counter_held = rep_id;
-	}
+	b = lock_counter(rep_id, wait);
+	if (b == NULL)
+		return false;
 	if (rep->capacity >= 0 && b->held + frames_pending(rep_id) >= rep->capacity)
 		return false;
 	frames_add_reservation(rep_id, 1);
 	return true;
+}
+
+/*
+ * _lock_counter(rep): claim() serializes one rep's claims on the rep's
+ * holdings counter, under the same ordered-locking rule as every other
+ * assignment (so claims and assignments cannot deadlock on counters):
+ * it waits only for a counter with a higher rep id than every counter this
+ * transaction holds, and otherwise fails at once with 55P03.
+ */
+PG_FUNCTION_INFO_V1(allocation_lock_counter);
+Datum
+allocation_lock_counter(PG_FUNCTION_ARGS)
+{
+	int64		rep_id = PG_GETARG_INT64(0);
+	RepInfo    *rep;
+
+	config_prepare();
+	rep = config_get_rep(rep_id);
+	if (rep == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_ALLOC_UNKNOWN_REP),
+				 errmsg("rep " INT64_FORMAT " does not exist", rep_id),
+				 errdetail("No row of allocation.rep has this id."),
+				 errhint("Claim for an existing rep.")));
+	if (lock_counter(rep_id, may_wait_for(rep_id)) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+				 errmsg("rep %s is busy", rep->code),
+				 errdetail("Another open transaction is taking or releasing customers of rep %s; waiting for it here could deadlock with this transaction's own earlier assignments.",
+						   rep->code),
+				 errhint("Retry after the other transaction ends, or claim for reps in rep id order within one transaction.")));
+	PG_RETURN_VOID();
 }
 
 /*

@@ -202,6 +202,29 @@ SELECT allocation.explain('r15_customer', '4')->'claim'->'claimable' AS explain_
 RESET ROLE;
 SELECT key, claimable, sqlstate FROM allocation.claimable(2) ORDER BY key::int;
 
+-- the owner change of a claim runs the table's own triggers as the table owner, with the owner's
+-- default search_path (unqualified names work) and the caller's temporary objects last
+CREATE TABLE r15_log (id integer, owner bigint, by_role text);
+CREATE FUNCTION r15_log_owner() RETURNS trigger LANGUAGE plpgsql AS
+$$BEGIN INSERT INTO r15_log VALUES (NEW.id, NEW.owner, current_user); RETURN NEW; END$$;
+CREATE TRIGGER r15_log AFTER UPDATE OF owner ON r15_customer FOR EACH ROW EXECUTE FUNCTION r15_log_owner();
+SET ROLE regress_rep_a;
+CREATE TEMP TABLE r15_log (id integer, owner bigint, by_role text);   -- a rep's attempt to capture the write
+SELECT allocation.release('r15_customer', '1', 'moving to a key account');
+SELECT count(*) AS captured_in_temp FROM pg_temp.r15_log;
+DROP TABLE pg_temp.r15_log;
+RESET ROLE;
+SELECT * FROM r15_log;
+DROP TRIGGER r15_log ON r15_customer;
+
+-- only claim() can label an owner change a claim: the session setting is not enough
+BEGIN;
+SET LOCAL allocation.change_source = 'claim';
+UPDATE r15_customer SET owner = 2 WHERE id = 1;
+COMMIT;
+SELECT kind, source FROM allocation.event e JOIN allocation.assignment a ON a.key = e.key AND a.valid_to IS NULL
+ WHERE e.key = '1' ORDER BY e.id DESC LIMIT 1;
+
 -- the audit trail names the person who acted
 SELECT * FROM r15_events ORDER BY id;
 SELECT key, r.code AS rep, source, closed_reason FROM allocation.assignment a LEFT JOIN allocation.rep r ON r.id = a.rep_id
@@ -210,6 +233,7 @@ SELECT * FROM allocation.check_consistency();
 
 DROP TABLE r15_customer CASCADE;
 DROP EXTENSION allocation CASCADE;
-DROP FUNCTION r15_try(text), r15_mask(text);
+DROP FUNCTION r15_try(text), r15_mask(text), r15_log_owner();
+DROP TABLE r15_log;
 DROP OWNED BY regress_rep_a, regress_rep_b, regress_rep_c, regress_mgr, regress_nobody;
 DROP ROLE regress_rep_a, regress_rep_b, regress_rep_c, regress_mgr, regress_nobody;

@@ -70,6 +70,12 @@ SELECT * FROM r16_try($$SELECT allocation.set_duplicate_policy('r16_dealer', 'bl
 SELECT * FROM r16_try($$SELECT allocation.set_duplicate_policy('r16_dealer', 'block', 'warn', 1.5)$$);
 SELECT * FROM r16_try($$SELECT allocation.set_duplicate_policy('r16_dealer', 'block', 'warn', 0.6, -10)$$);
 SELECT * FROM r16_try($$SELECT allocation.set_duplicate_policy('pg_class', 'block')$$);
+-- the engine reads identity columns with its owner's rights: user-defined types are refused
+CREATE TYPE r16_tel AS (v text);
+CREATE TABLE r16_odd (id int PRIMARY KEY, tel r16_tel, loc geometry(Point, 4326), owner bigint);
+SELECT * FROM r16_try($$SELECT allocation.manage('r16_odd', 'id', 'loc', 'owner', '{"phone": "tel"}')$$);
+DROP TABLE r16_odd;
+DROP TYPE r16_tel;
 -- fuzzy matching needs pg_trgm
 SELECT * FROM r16_try($$SELECT allocation.set_duplicate_policy('r16_dealer', 'block', 'warn')$$);
 CREATE TABLE r16_no_identity (id int PRIMARY KEY, loc geometry(Point, 4326), owner bigint);
@@ -134,6 +140,10 @@ SELECT allocation.dismiss_dispute((SELECT id FROM allocation.duplicate WHERE key
 SELECT * FROM r16_try($$SELECT allocation.dismiss_dispute((SELECT id FROM allocation.duplicate WHERE key = '16'), 'again')$$);
 SELECT * FROM r16_try($$SELECT allocation.resolve_dispute(999999, 1, 'x')$$);
 SELECT * FROM r16_state WHERE id IN (16, 20);
+-- a decided pair is not reported again: editing 16 keeps its (dismissed) duplicate code and its owner
+UPDATE r16_dealer SET owner = 1 WHERE id = 16;
+UPDATE r16_dealer SET name = '河南绿丰二店', uscc = '91350100M000100Y43' WHERE id = 16;
+SELECT count(*) AS open_entries_for_16 FROM allocation.duplicate WHERE key = '16' AND status = 'open';
 SELECT key, status, decision FROM allocation.duplicate WHERE key IN ('16', '20') ORDER BY id;
 SELECT kind, key, reason FROM allocation.event WHERE kind LIKE 'dispute_%' ORDER BY id;
 

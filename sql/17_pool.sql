@@ -55,7 +55,12 @@ INSERT INTO allocation.recycle_policy (name, no_followup, warn_before) VALUES ('
 SELECT allocation.lock_customer('r17_customer', '5', 'key account under negotiation');
 -- follow-ups: a rep logs its own (the rep id cannot be forged); unknown customers and kinds are refused
 SET ROLE regress_pool_b;
-SELECT allocation.log_followup('r17_customer', '6', 'visit', 'interested in the new fungicide', at => now() + interval '20 days') > 0 AS logged;
+SELECT allocation.log_followup('r17_customer', '6', 'visit', 'interested in the new fungicide') > 0 AS logged;
+-- a follow-up dated ahead would postpone recycling in advance
+\set VERBOSITY terse
+SELECT allocation.log_followup('r17_customer', '6', 'visit', at => now() + interval '20 days');
+\echo :SQLSTATE
+\set VERBOSITY default
 INSERT INTO allocation.followup (managed_id, key, rep_id, kind) VALUES ((SELECT allocation._managed('r17_customer')).id, '6', 1, 'call');
 SELECT allocation.log_followup('r17_customer', '999', 'visit');
 \echo :SQLSTATE
@@ -64,11 +69,24 @@ SELECT allocation.log_followup('r17_customer', '6', 'lunch');
 \echo :SQLSTATE
 \set VERBOSITY default
 RESET ROLE;
+-- (the test simulates a visit on day 20: a superuser may date a follow-up ahead)
+INSERT INTO allocation.followup (managed_id, key, rep_id, kind, outcome, at)
+VALUES ((SELECT allocation._managed('r17_customer')).id, '6', 2, 'visit', 'simulated: day 20', now() + interval '20 days');
 SELECT key, r.code AS rep, kind, outcome, progress, recorded_by FROM allocation.followup f LEFT JOIN allocation.rep r ON r.id = f.rep_id ORDER BY f.id;
 -- the mapped last_contact column counts as a follow-up; a stage change as progress
 UPDATE r17_customer SET contacted = now() + interval '25 days' WHERE id = 7;
 UPDATE r17_customer SET stage = 'trial' WHERE id = 8;
 
+-- only a superuser may run recycle() as of a later date (to simulate, as this test does)
+DO $$ BEGIN CREATE ROLE regress_pool_mgr; END $$;
+SELECT allocation.grant_role('regress_pool_mgr', 'manager');
+SET ROLE regress_pool_mgr;
+\set VERBOSITY terse
+SELECT * FROM allocation.recycle(now() + interval '40 days');
+\echo :SQLSTATE
+\set VERBOSITY default
+SELECT count(*) AS nothing_due_today FROM allocation.recycle();
+RESET ROLE;
 -- day 5: nothing is due yet; nothing to warn
 SELECT * FROM allocation.recycle(now() + interval '5 days');
 -- day 9: cotton county's customer 1 is warned (due on day 10)
@@ -111,5 +129,5 @@ SELECT * FROM allocation.check_consistency();
 DROP TABLE r17_customer;
 DROP FUNCTION r17_mask(text);
 DROP EXTENSION allocation CASCADE;
-DROP OWNED BY regress_pool_a, regress_pool_b;
-DROP ROLE regress_pool_a, regress_pool_b;
+DROP OWNED BY regress_pool_a, regress_pool_b, regress_pool_mgr;
+DROP ROLE regress_pool_a, regress_pool_b, regress_pool_mgr;

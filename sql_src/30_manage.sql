@@ -26,6 +26,41 @@ END
 $$;
 COMMENT ON FUNCTION allocation._column_attnum(regclass, name, text) IS 'internal: attnum of a column, or a clear error naming the columns that exist';
 
+-- The key and attribute columns must be of built-in types (arrays and domains of them
+-- included): the engine evaluates casts and comparisons on them as the extension owner,
+-- and only built-in types are safe from user-defined casts and operators.
+CREATE FUNCTION allocation._check_column_types(tbl regclass, key_column name, attr_columns text[])
+RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    c name;
+    t oid;
+    b oid;
+BEGIN
+    FOREACH c IN ARRAY array_prepend(key_column::text, coalesce(attr_columns, '{}'))::name[] LOOP
+        SELECT a.atttypid INTO t FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid = tbl AND a.attname = c AND NOT a.attisdropped;
+        CONTINUE WHEN t IS NULL;
+        b := t;
+        LOOP   -- domains down to their base type, arrays to their element type
+            SELECT CASE WHEN ty.typtype = 'd' THEN ty.typbasetype
+                        WHEN ty.typcategory = 'A' AND ty.typelem <> 0 THEN ty.typelem END
+              INTO t FROM pg_catalog.pg_type ty WHERE ty.oid = b;
+            EXIT WHEN t IS NULL;
+            b := t;
+        END LOOP;
+        IF b >= 16384 THEN
+            RAISE EXCEPTION 'column "%" of % has the non-built-in type %', c, tbl, format_type(b, NULL)
+                USING ERRCODE = 'LA016',
+                      DETAIL = 'The key and the mapped attribute columns must be of built-in types (text, varchar, integer, bigint, numeric, timestamptz, ...), arrays or domains of them.',
+                      HINT = 'Map a column of a built-in type (for example a text copy of the value).';
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION allocation._check_column_types(regclass, name, text[]) IS 'internal: refuses key and attribute columns of types that are not built in';
+
 CREATE FUNCTION allocation.manage(
     tbl regclass,
     key_column name,
@@ -165,6 +200,10 @@ BEGIN
         END IF;
         v_attnums := v_attnums || jsonb_build_object(v_logical, v_attnum);
     END LOOP;
+
+    -- the engine reads these columns with its owner's rights: only built-in types (no user casts)
+    PERFORM allocation._check_column_types(tbl, key_column,
+                                           (SELECT array_agg(x.value) FROM jsonb_each_text(attributes) x));
 
     EXECUTE format('SELECT count(*) FROM %s c WHERE c.%I IS NULL', tbl, key_column) INTO v_count;
     IF v_count > 0 THEN

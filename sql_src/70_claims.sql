@@ -135,21 +135,76 @@ CREATE FUNCTION allocation._identity_promote(p_managed integer, p_kind text, p_v
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
+DECLARE
+    v_key text;
 BEGIN
+    -- the candidate's identity row is locked (KEY SHARE), so a concurrent delete of that
+    -- customer waits for this transaction and then forgets the value it was given
     IF p_kind = 'credit_code' THEN
-        INSERT INTO allocation.identity_key (managed_id, kind, value, key)
-        SELECT p_managed, p_kind, p_value, i.key FROM allocation.identity i
-         WHERE i.managed_id = p_managed AND i.credit_code = p_value ORDER BY i.key LIMIT 1
-        ON CONFLICT DO NOTHING;
+        SELECT i.key INTO v_key FROM allocation.identity i
+         WHERE i.managed_id = p_managed AND i.credit_code = p_value ORDER BY i.key LIMIT 1 FOR KEY SHARE;
     ELSE
+        SELECT i.key INTO v_key FROM allocation.identity i
+         WHERE i.managed_id = p_managed AND i.phone = p_value ORDER BY i.key LIMIT 1 FOR KEY SHARE;
+    END IF;
+    IF v_key IS NOT NULL THEN
         INSERT INTO allocation.identity_key (managed_id, kind, value, key)
-        SELECT p_managed, p_kind, p_value, i.key FROM allocation.identity i
-         WHERE i.managed_id = p_managed AND i.phone = p_value ORDER BY i.key LIMIT 1
-        ON CONFLICT DO NOTHING;
+        VALUES (p_managed, p_kind, p_value, v_key) ON CONFLICT DO NOTHING;
     END IF;
 END
 $$;
 COMMENT ON FUNCTION allocation._identity_promote(integer, text, text) IS 'internal: a value whose holder let go passes to another customer that has it';
+
+-- The customer holding an exact identity value, taking it when nobody does.  The
+-- INSERT waits for a concurrent writer of the same value (like a unique index);
+-- the holder is then read in a new statement, which sees that writer's commit, and
+-- share-locked (concurrent registrations do not block each other; the holder's
+-- delete waits).  A holder that is gone (its delete committed meanwhile) is replaced.
+CREATE FUNCTION allocation._identity_holder(p_managed integer, p_kind text, p_value text, p_key text)
+RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    v_holder text;
+BEGIN
+    FOR i IN 1..5 LOOP
+        INSERT INTO allocation.identity_key (managed_id, kind, value, key)
+        VALUES (p_managed, p_kind, p_value, p_key) ON CONFLICT DO NOTHING;
+        IF FOUND THEN
+            RETURN p_key;
+        END IF;
+        SELECT k.key INTO v_holder FROM allocation.identity_key k
+         WHERE k.managed_id = p_managed AND k.kind = p_kind AND k.value = p_value FOR KEY SHARE;
+        IF v_holder IS NOT NULL THEN
+            IF v_holder = p_key OR EXISTS (SELECT 1 FROM allocation.identity i
+                                            WHERE i.managed_id = p_managed AND i.key = v_holder) THEN
+                RETURN v_holder;
+            END IF;
+            -- a stale holder: the value passes to this customer
+            UPDATE allocation.identity_key k SET key = p_key
+             WHERE k.managed_id = p_managed AND k.kind = p_kind AND k.value = p_value AND k.key = v_holder;
+            IF FOUND THEN
+                RETURN p_key;
+            END IF;
+        END IF;
+    END LOOP;
+    RAISE EXCEPTION 'could not register % % of customer %', p_kind, p_value, p_key
+        USING ERRCODE = '40001', DETAIL = 'Its holder changed five times while this write waited.',
+              HINT = 'Retry the transaction.';
+END
+$$;
+COMMENT ON FUNCTION allocation._identity_holder(integer, text, text, text) IS 'internal: the customer holding a credit code or phone (takes it when nobody does)';
+
+-- Whether a manager already decided that two customers are no (or an accepted) duplicate.
+CREATE FUNCTION allocation._duplicate_decided(p_managed integer, p_key text, p_other text)
+RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+    SELECT EXISTS (SELECT 1 FROM allocation.duplicate d
+                    WHERE d.managed_id = p_managed AND d.status IN ('resolved', 'dismissed')
+                      AND ((d.key = p_key AND d.other_key = p_other) OR (d.key = p_other AND d.other_key = p_key)))
+$$;
+COMMENT ON FUNCTION allocation._duplicate_decided(integer, text, text) IS 'internal: a resolved or dismissed entry for this pair exists (the pair is not reported again)';
 
 -- Registers a customer's identity and returns the customer that already
 -- holds its credit code or phone (the INSERT waits for a concurrent writer
@@ -175,27 +230,15 @@ BEGIN
              RETURNING k.kind, k.value LOOP
         PERFORM allocation._identity_promote(p_managed, r.kind, r.value);
     END LOOP;
-    IF p_code IS NOT NULL THEN
-        INSERT INTO allocation.identity_key AS k (managed_id, kind, value, key)
-        VALUES (p_managed, 'credit_code', p_code, p_key)
-        ON CONFLICT (managed_id, kind, value) DO UPDATE SET key = k.key
-        RETURNING k.key INTO v_other;
-        IF v_other <> p_key THEN
-            match := 'credit_code'; other_key := v_other; value := p_code;
+    FOR r IN SELECT x.kind, x.value FROM (VALUES (1, 'credit_code', p_code), (2, 'phone', p_phone)) x(ord, kind, value)
+              WHERE x.value IS NOT NULL ORDER BY x.ord LOOP
+        v_other := allocation._identity_holder(p_managed, r.kind, r.value, p_key);
+        IF v_other <> p_key AND NOT allocation._duplicate_decided(p_managed, p_key, v_other) THEN
+            match := r.kind; other_key := v_other; value := r.value;
             RETURN NEXT;
             RETURN;
         END IF;
-    END IF;
-    IF p_phone IS NOT NULL THEN
-        INSERT INTO allocation.identity_key AS k (managed_id, kind, value, key)
-        VALUES (p_managed, 'phone', p_phone, p_key)
-        ON CONFLICT (managed_id, kind, value) DO UPDATE SET key = k.key
-        RETURNING k.key INTO v_other;
-        IF v_other <> p_key THEN
-            match := 'phone'; other_key := v_other; value := p_phone;
-            RETURN NEXT;
-        END IF;
-    END IF;
+    END LOOP;
 END
 $$;
 COMMENT ON FUNCTION allocation._identity_register(integer, text, text, text, text, double precision, double precision)
@@ -255,6 +298,7 @@ DECLARE
     v_n integer;
 BEGIN
     SELECT * INTO m FROM allocation.managed_table WHERE id = p_managed;
+    PERFORM allocation._check_column_types(m.tbl, m.key_column, ARRAY[m.attributes->>'credit_code', m.attributes->>'phone', m.attributes->>'name']);
     DELETE FROM allocation.identity WHERE managed_id = p_managed;
     DELETE FROM allocation.identity_key WHERE managed_id = p_managed;
     SELECT n.nspname INTO v_geo FROM pg_catalog.pg_extension e
@@ -630,6 +674,7 @@ DECLARE
     c record;
 BEGIN
     m := allocation._managed(p_tbl);
+    PERFORM allocation._check_column_types(m.tbl, m.key_column, NULL);
     SELECT format_type(a.atttypid, a.atttypmod) INTO v_keytype FROM pg_catalog.pg_attribute a
      WHERE a.attrelid = p_tbl AND a.attname = m.key_column;
     -- the customer's row lock orders claim, release and recycle of one customer
@@ -682,6 +727,7 @@ BEGIN
                   HINT = 'Say why, e.g. ''dealer moved to another county''.';
     END IF;
     m := allocation._managed(p_tbl);
+    PERFORM allocation._check_column_types(m.tbl, m.key_column, NULL);
     SELECT format_type(a.atttypid, a.atttypmod) INTO v_keytype FROM pg_catalog.pg_attribute a
      WHERE a.attrelid = p_tbl AND a.attname = m.key_column;
     BEGIN
@@ -768,14 +814,31 @@ COMMENT ON FUNCTION allocation.explain_claim(regclass, text, bigint) IS
 -------------------------------------------------------------------------------
 -- Locks, follow-ups, disputes
 -------------------------------------------------------------------------------
--- Locks are set through an internal SECURITY DEFINER function; the public
--- wrappers run as the caller so that the audit names the manager (also after SET ROLE).
-CREATE FUNCTION allocation._lock_customer(p_tbl regclass, p_key text, p_reason text, p_actor text, p_lock boolean)
+-- The person acting, for the audit: the role set with SET ROLE, else the session user.
+-- (Inside SECURITY DEFINER functions current_user is the function owner; the "role"
+-- setting still names the caller's role.)
+CREATE FUNCTION allocation._actor()
+RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+    SELECT CASE WHEN current_setting('role') = 'none' THEN session_user::text ELSE current_setting('role') END
+$$;
+COMMENT ON FUNCTION allocation._actor() IS 'internal: the acting role for audit entries written by SECURITY DEFINER functions';
+
+CREATE FUNCTION allocation._set_actor(actor text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'allocation_set_actor' LANGUAGE C;
+COMMENT ON FUNCTION allocation._set_actor(text) IS 'internal: the role the engine records as actor for the rest of the transaction (NULL = the current user)';
+
+-- Locks: SECURITY DEFINER (managers need no grants on the lock table); the actor is
+-- the calling role, not a parameter.
+CREATE FUNCTION allocation._lock_customer(p_tbl regclass, p_key text, p_reason text, p_lock boolean)
 RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
     m allocation.managed_table;
+    p_actor text := allocation._actor();
 BEGIN
     m := allocation._managed(p_tbl);
     IF NOT p_lock THEN
@@ -801,21 +864,21 @@ BEGIN
     RETURN true;
 END
 $$;
-COMMENT ON FUNCTION allocation._lock_customer(regclass, text, text, text, boolean) IS 'internal: sets or removes a customer lock with its event';
+COMMENT ON FUNCTION allocation._lock_customer(regclass, text, text, boolean) IS 'internal: sets or removes a customer lock with its event';
 
 CREATE FUNCTION allocation.lock_customer(tbl regclass, key text, reason text)
 RETURNS void
-LANGUAGE sql SET search_path = pg_catalog, pg_temp AS
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
 $$
-    SELECT allocation._lock_customer(tbl, key, reason, current_user::text, true);
+    SELECT allocation._lock_customer(tbl, key, reason, true);
 $$;
 COMMENT ON FUNCTION allocation.lock_customer(regclass, text, text) IS 'Locks a customer: no claim, release or recycle until unlocked (managers can still assign it)';
 
 CREATE FUNCTION allocation.unlock_customer(tbl regclass, key text, reason text DEFAULT NULL)
 RETURNS boolean
-LANGUAGE sql SET search_path = pg_catalog, pg_temp AS
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
 $$
-    SELECT allocation._lock_customer(tbl, key, reason, current_user::text, false);
+    SELECT allocation._lock_customer(tbl, key, reason, false);
 $$;
 COMMENT ON FUNCTION allocation.unlock_customer(regclass, text, text) IS 'Unlocks a customer; false when it was not locked';
 
@@ -834,6 +897,12 @@ BEGIN
         RAISE EXCEPTION 'customer % not found', NEW.key USING ERRCODE = 'LA062',
               DETAIL = format('Managed table %s has no customer with this key.', NEW.managed_id),
               HINT = 'Record follow-ups of managed customers only.';
+    END IF;
+    IF NEW.at > now() + interval '1 hour'
+       AND NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user) THEN
+        RAISE EXCEPTION 'a follow-up cannot be dated in the future'
+            USING ERRCODE = '22008', DETAIL = format('It is dated %s.', NEW.at),
+                  HINT = 'Record follow-ups when they happened (only a superuser may date one ahead, to simulate).';
     END IF;
     IF NEW.kind = 'deal' THEN
         NEW.progress := true;
@@ -885,7 +954,7 @@ BEGIN
     IF rep IS NOT NULL THEN
         PERFORM allocation.assign(m.tbl, d.key, rep, coalesce(reason, 'dispute resolved'));
     END IF;
-    PERFORM allocation._close_duplicate(d.id, 'resolved', reason, rep, current_user::text);
+    PERFORM allocation._close_duplicate(d.id, true, reason, rep);
 END
 $$;
 COMMENT ON FUNCTION allocation.resolve_dispute(bigint, bigint, text) IS
@@ -899,7 +968,7 @@ DECLARE
     d allocation.duplicate;
 BEGIN
     SELECT * INTO d FROM allocation._lock_duplicate(dismiss_dispute.id);
-    PERFORM allocation._close_duplicate(d.id, 'dismissed', reason, NULL, current_user::text);
+    PERFORM allocation._close_duplicate(d.id, false, reason, NULL);
 END
 $$;
 COMMENT ON FUNCTION allocation.dismiss_dispute(bigint, text) IS 'Closes a duplicate/dispute entry as not a duplicate; the customer stays where it is';
@@ -926,21 +995,28 @@ END
 $$;
 COMMENT ON FUNCTION allocation._lock_duplicate(bigint) IS 'internal: locks an open duplicate entry';
 
-CREATE FUNCTION allocation._close_duplicate(p_id bigint, p_status text, p_reason text, p_rep bigint, p_actor text)
+CREATE FUNCTION allocation._close_duplicate(p_id bigint, p_resolved boolean, p_reason text, p_rep bigint)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
 $$
+DECLARE
+    d allocation.duplicate;
+    v_actor text := allocation._actor();
+    v_status text := CASE WHEN p_resolved THEN 'resolved' ELSE 'dismissed' END;
 BEGIN
+    d := allocation._lock_duplicate(p_id);      -- open entries only
     UPDATE allocation.duplicate
-       SET status = p_status, decided_at = now(), decided_by = p_actor, decision = p_reason, resolved_rep = p_rep
-     WHERE id = p_id;
+       SET status = v_status, decided_at = now(), decided_by = v_actor, decision = p_reason,
+           resolved_rep = CASE WHEN p_resolved THEN p_rep END
+     WHERE id = d.id;
     INSERT INTO allocation.event (actor, kind, managed_id, table_name, key, to_rep, reason, detail)
-    SELECT p_actor, 'dispute_' || p_status, d.managed_id, m.table_name, d.key, p_rep, p_reason,
+    SELECT v_actor, 'dispute_' || v_status, d.managed_id, m.table_name, d.key,
+           CASE WHEN p_resolved THEN p_rep END, p_reason,
            jsonb_build_object('duplicate_id', d.id, 'other_key', d.other_key, 'match', d.match)
-      FROM allocation.duplicate d JOIN allocation.managed_table m ON m.id = d.managed_id WHERE d.id = p_id;
+      FROM allocation.managed_table m WHERE m.id = d.managed_id;
 END
 $$;
-COMMENT ON FUNCTION allocation._close_duplicate(bigint, text, text, bigint, text) IS 'internal: closes a duplicate entry with an event';
+COMMENT ON FUNCTION allocation._close_duplicate(bigint, boolean, text, bigint) IS 'internal: closes an open duplicate entry (resolved or dismissed) with an event naming the calling role';
 
 -------------------------------------------------------------------------------
 -- Recycling to the public pool
@@ -961,6 +1037,7 @@ BEGIN
     IF m.id IS NULL OR NOT EXISTS (SELECT 1 FROM allocation.recycle_policy p WHERE p.enabled) THEN
         RETURN;
     END IF;
+    PERFORM allocation._check_column_types(m.tbl, m.key_column, ARRAY[m.attributes->>'last_contact', m.attributes->>'stage']);
     IF m.attributes ? 'last_contact' THEN
         v_contact := format('t.%I::timestamptz', m.attributes->>'last_contact');
     END IF;
@@ -1032,6 +1109,16 @@ DECLARE
     v_owner bigint;
     v_found boolean;
 BEGIN
+    IF recycle.now IS NULL OR (recycle.now > pg_catalog.now() + interval '1 minute'
+                               AND NOT (SELECT ro.rolsuper FROM pg_catalog.pg_roles ro WHERE ro.rolname = allocation._actor())) THEN
+        RAISE EXCEPTION 'recycle() cannot run as of a later time'
+            USING ERRCODE = '22023',
+                  DETAIL = format('It was called for %s; recycling as of a later time would take customers away before their policy says so.',
+                                  coalesce(recycle.now::text, 'NULL')),
+                  HINT = 'Call allocation.recycle() without an argument; only a superuser may simulate a later date.';
+    END IF;
+    -- the recycle events name the caller, not the function owner
+    PERFORM allocation._set_actor(allocation._actor());
     -- one run at a time; a second caller waits and then finds nothing left to do
     PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('allocation.recycle'));
     FOR m IN SELECT * FROM allocation.managed_table mt WHERE mt.active ORDER BY mt.id LOOP
@@ -1045,7 +1132,7 @@ BEGIN
                                        AND e.to_rep = s.rep_id AND (e.detail->>'due_at')::timestamptz = s.due_at)
                   ORDER BY s.key LOOP
             INSERT INTO allocation.event (actor, kind, managed_id, table_name, key, to_rep, reason, detail)
-            VALUES (session_user, 'recycle_warning', m.id, m.table_name, r.key, r.rep_id,
+            VALUES (allocation._actor(), 'recycle_warning', m.id, m.table_name, r.key, r.rep_id,
                     format('goes back to the public pool at %s: %s', r.due_at, r.why),
                     jsonb_build_object('due_at', r.due_at, 'policy_id', r.policy_id,
                                        'last_followup', r.last_followup, 'last_progress', r.last_progress));
@@ -1068,6 +1155,7 @@ BEGIN
             RETURN NEXT;
         END LOOP;
     END LOOP;
+    PERFORM allocation._set_actor(NULL);
 END
 $$;
 COMMENT ON FUNCTION allocation.recycle(timestamptz) IS

@@ -49,9 +49,8 @@ BEGIN
                         allocation._managed_by_id(integer), allocation._lock_suggestion(bigint),
                         allocation.claim(regclass, text, bigint), allocation.lock_customer(regclass, text, text),
                         allocation.unlock_customer(regclass, text, text), allocation.resolve_dispute(bigint, bigint, text),
-                        allocation._lock_customer(regclass, text, text, text, boolean),
                         allocation.dismiss_dispute(bigint, text), allocation._lock_duplicate(bigint),
-                        allocation._close_duplicate(bigint, text, text, bigint, text), allocation.recycle(timestamptz),
+                        allocation._close_duplicate(bigint, boolean, text, bigint), allocation.recycle(timestamptz),
                         allocation._upcoming_recycles(timestamptz) TO %s', r);
     END IF;
     IF kind = 'admin' THEN
@@ -67,6 +66,7 @@ BEGIN
                         allocation.cache_stats(), allocation.current_rep_id(),
                         allocation._row_trigger(), allocation._stmt_trigger(),
                         allocation._column_attnum(regclass, name, text), allocation._recount_loads(), allocation._forget_counters(),
+                        allocation._check_column_types(regclass, name, text[]),
                         allocation._detach(integer, text), allocation._drop_rep_policies(regclass),
                         allocation._rep_of(name), allocation.set_duplicate_policy(regclass, text, text, real, double precision),
                         allocation._apply_duplicate_policy(integer, text, text, real, double precision, name),

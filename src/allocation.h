@@ -42,6 +42,7 @@ extern void alloc_lookup_oids(void);
 
 /* The role recorded as actor: the caller of claim()/release(), else the current user */
 extern Oid	alloc_actor_override;
+extern int	alloc_in_owner_update;	/* claims.c: inside _owner_update() */
 extern Oid	alloc_actor_id(void);
 
 /* Run SPI work as the extension owner (internal writes need no user grants) */

@@ -19,9 +19,11 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/syscache.h"
 
 #include "allocation.h"
@@ -170,6 +172,54 @@ allocation_release(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/* >0 while _owner_update() runs its UPDATE: only then are claim/recycle sources honoured */
+int			alloc_in_owner_update = 0;
+
+/*
+ * The search_path a role's sessions start with in this database (ALTER ROLE
+ * ... SET, ALTER DATABASE ... SET, or the built-in default), with pg_temp
+ * appended so that temporary objects come last.
+ */
+static char *
+owner_search_path(Oid role)
+{
+	AllocUserSwitch sw;
+	Oid			types[2] = {OIDOID, OIDOID};
+	Datum		vals[2] = {ObjectIdGetDatum(role), ObjectIdGetDatum(MyDatabaseId)};
+	char	   *path;
+
+	alloc_spi_begin(&sw);
+	if (SPI_execute_with_args("SELECT coalesce("
+							  " (SELECT substr(c, 13) FROM pg_catalog.pg_db_role_setting s, unnest(s.setconfig) c"
+							  "   WHERE s.setrole = $1 AND s.setdatabase = $2 AND c LIKE 'search\\_path=%'),"
+							  " (SELECT substr(c, 13) FROM pg_catalog.pg_db_role_setting s, unnest(s.setconfig) c"
+							  "   WHERE s.setrole = $1 AND s.setdatabase = 0 AND c LIKE 'search\\_path=%'),"
+							  " (SELECT substr(c, 13) FROM pg_catalog.pg_db_role_setting s, unnest(s.setconfig) c"
+							  "   WHERE s.setrole = 0 AND s.setdatabase = $2 AND c LIKE 'search\\_path=%'),"
+							  " (SELECT boot_val FROM pg_catalog.pg_settings WHERE name = 'search_path'))",
+							  2, types, vals, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "reading the default search_path of the table owner failed");
+	path = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	path = MemoryContextStrdup(TopTransactionContext, psprintf("%s, pg_temp", path ? path : "\"$user\", public"));
+	alloc_spi_end(&sw);
+	return path;
+}
+
+/* _set_actor(role name): the actor of this transaction's events (NULL: the current user) */
+PG_FUNCTION_INFO_V1(allocation_set_actor);
+Datum
+allocation_set_actor(PG_FUNCTION_ARGS)
+{
+	alloc_lookup_oids();
+	if (GetUserId() != alloc_oids.schema_owner && !superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("allocation._set_actor() is internal")));
+	alloc_actor_override = PG_ARGISNULL(0) ? InvalidOid :
+		get_role_oid(text_to_cstring(PG_GETARG_TEXT_PP(0)), true);
+	PG_RETURN_VOID();
+}
+
 /*
  * _owner_update(tbl, key, rep, source, reason): the owner change of claim,
  * release and recycle -- an UPDATE of the customer row run as the table's
@@ -196,6 +246,7 @@ allocation_owner_update(PG_FUNCTION_ARGS)
 	Datum		vals[2];
 	char		nulls[2] = {' ', ' '};
 	bool		found;
+	char	   *search_path;
 
 	alloc_lookup_oids();
 	if (GetUserId() != alloc_oids.schema_owner && !superuser())
@@ -222,8 +273,16 @@ allocation_owner_update(PG_FUNCTION_ARGS)
 		vals[0] = PG_GETARG_DATUM(2);
 	vals[1] = CStringGetTextDatum(key);
 
+	/*
+	 * The UPDATE runs the table's triggers as the table owner: with the
+	 * owner's own default search_path (what its trigger functions were
+	 * written for) and pg_temp last, so that the caller's temporary objects
+	 * never shadow the owner's; and as a security-restricted operation (no
+	 * SET ROLE, no temporary objects, no deferred code).
+	 */
+	search_path = owner_search_path(relowner);
 	nest = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+	(void) set_config_option("search_path", search_path, PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("allocation.change_source", source, PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
@@ -232,7 +291,8 @@ allocation_owner_update(PG_FUNCTION_ARGS)
 	(void) set_config_option("allocation.change_key", key, PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(relowner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	SetUserIdAndSecContext(relowner, save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	alloc_in_owner_update++;
 	PG_TRY();
 	{
 		if (SPI_connect() != SPI_OK_CONNECT)
@@ -244,6 +304,7 @@ allocation_owner_update(PG_FUNCTION_ARGS)
 	}
 	PG_FINALLY();
 	{
+		alloc_in_owner_update--;
 		SetUserIdAndSecContext(save_userid, save_sec);
 	}
 	PG_END_TRY();

@@ -188,6 +188,7 @@ fuzzy_match(ManagedTable *mt, Customer *c, const char *name, DupMatch *m)
 		sql = psprintf("SELECT i.key, %s.similarity(i.name_norm, $3)::float8 AS sim, i.lon, i.lat"
 					   "  FROM allocation.identity i"
 					   " WHERE i.managed_id = $1 AND i.key <> $2 AND i.name_norm OPERATOR(%s.%%) $3"
+					   "   AND NOT allocation._duplicate_decided($1, $2, i.key)"
 					   "   AND ($4 IS NULL OR (i.lon IS NOT NULL AND abs(i.lat - $6) <= $4 / 111000.0"
 					   "        AND abs(i.lon - $5) <= $4 / (111000.0 * greatest(cos(radians($6)), 0.01))))"
 					   " ORDER BY sim DESC, i.key LIMIT 50", q, q);

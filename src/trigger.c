@@ -617,7 +617,9 @@ registry_pinned(ManagedTable *mt, const char *key)
 static bool
 identity_changed(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 {
-	AttrNumber	atts[4] = {mt->attr_att[ATTR_NAME], mt->attr_att[ATTR_PHONE], mt->attr_att[ATTR_CREDIT], mt->loc_att};
+	/* the location matters only to a fuzzy match within a radius */
+	AttrNumber	atts[4] = {mt->attr_att[ATTR_NAME], mt->attr_att[ATTR_PHONE], mt->attr_att[ATTR_CREDIT],
+	(mt->dup_fuzzy != 'o' && mt->within_m > 0) ? mt->loc_att : InvalidAttrNumber};
 	int			i;
 
 	for (i = 0; i < 4; i++)
@@ -774,8 +776,11 @@ before_update_decide(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 			e->source = "suggestion";
 			e->kind = "suggestion_accepted";
 		}
-		else if (strcmp(src, "claim") == 0 || strcmp(src, "recycle") == 0)
+		else if ((strcmp(src, "claim") == 0 || strcmp(src, "recycle") == 0) && alloc_in_owner_update > 0)
+		{
+			/* only claim()/recycle() can label a change so (not a session setting) */
 			e->source = e->kind = src[0] == 'c' ? "claim" : "recycle";
+		}
 		else
 		{
 			e->source = "manual";

@@ -80,7 +80,8 @@ SELECT is_empty($$
       FROM pg_proc p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
      WHERE p.pronamespace = 'allocation'::regnamespace
        AND p.proname IN ('_owner_update', '_claim', '_release', '_identity_register', '_identity_forget',
-                         '_identity_promote', '_record_duplicates', '_identity_rebuild', '_recycle_status')
+                         '_identity_promote', '_record_duplicates', '_identity_rebuild', '_recycle_status',
+                         '_identity_holder', '_duplicate_decided', '_lock_customer', '_set_actor', '_lock_counter')
        AND a.grantee <> p.proowner
 $$, 'the internals of claims, identities and recycling are executable by their owner only');
 SELECT is(has_table_privilege('tap_rep', 'allocation.followup', 'INSERT'), true, 'a rep may record follow-ups');

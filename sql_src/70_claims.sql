@@ -662,6 +662,43 @@ END
 $$;
 COMMENT ON FUNCTION allocation._claim_checks(integer, text, bigint, timestamptz, integer) IS 'internal: each claim check for one customer and rep (the order claim() applies them)';
 
+-- Locks a customer's row (claim, release, recycle of one customer serialize on it) and
+-- returns (found, owner).  Deadlock avoidance: a transaction that already holds holdings
+-- counters does not wait for a customer row (55P03 instead), because the row's holder may
+-- be waiting for one of those counters; recycle() skips rows that are locked.
+CREATE FUNCTION allocation._lock_customer_row(m allocation.managed_table, p_key text, p_skip_locked boolean,
+                                              OUT row_found boolean, OUT row_owner bigint)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    v_keytype text;
+    v_nowait boolean := NOT p_skip_locked AND allocation._holds_counters();
+BEGIN
+    SELECT format_type(a.atttypid, a.atttypmod) INTO v_keytype FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = m.tbl AND a.attname = m.key_column;
+    BEGIN
+        EXECUTE format('SELECT true, %I::bigint FROM %s WHERE %I = $1::%s FOR UPDATE%s', m.owner_column, m.tbl,
+                       m.key_column, v_keytype,
+                       CASE WHEN p_skip_locked THEN ' SKIP LOCKED' WHEN v_nowait THEN ' NOWAIT' ELSE '' END)
+           INTO row_found, row_owner USING p_key;
+    EXCEPTION
+        WHEN data_exception THEN
+            row_found := NULL;
+        WHEN lock_not_available THEN
+            RAISE EXCEPTION 'customer % is busy', p_key
+                USING ERRCODE = '55P03',
+                      DETAIL = 'Another open transaction is changing this customer, and this transaction already holds holdings counters that it may be waiting for.',
+                      HINT = 'Retry after the other transaction ends, or claim and release one customer per transaction.';
+    END;
+END
+$$;
+COMMENT ON FUNCTION allocation._lock_customer_row(allocation.managed_table, text, boolean) IS 'internal: the row lock of claim, release and recycle (55P03 instead of a wait that could deadlock)';
+
+CREATE FUNCTION allocation._holds_counters()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'allocation_holds_counters' LANGUAGE C;
+COMMENT ON FUNCTION allocation._holds_counters() IS 'internal: whether this transaction holds any rep''s holdings counter';
+
 CREATE FUNCTION allocation._claim(p_tbl regclass, p_key text, p_rep bigint, p_actor text)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
@@ -678,12 +715,7 @@ BEGIN
     SELECT format_type(a.atttypid, a.atttypmod) INTO v_keytype FROM pg_catalog.pg_attribute a
      WHERE a.attrelid = p_tbl AND a.attname = m.key_column;
     -- the customer's row lock orders claim, release and recycle of one customer
-    BEGIN
-        EXECUTE format('SELECT true FROM %s WHERE %I = $1::%s FOR UPDATE', p_tbl, m.key_column, v_keytype)
-           INTO v_found USING p_key;
-    EXCEPTION WHEN data_exception THEN
-        v_found := NULL;
-    END;
+    SELECT l.row_found INTO v_found FROM allocation._lock_customer_row(m, p_key, false) l;
     IF v_found IS NULL THEN
         RAISE EXCEPTION 'customer % not found in %', p_key, p_tbl
             USING ERRCODE = 'LA062', DETAIL = format('No row of %s has %s = %s.', p_tbl, m.key_column, p_key),
@@ -730,12 +762,7 @@ BEGIN
     PERFORM allocation._check_column_types(m.tbl, m.key_column, NULL);
     SELECT format_type(a.atttypid, a.atttypmod) INTO v_keytype FROM pg_catalog.pg_attribute a
      WHERE a.attrelid = p_tbl AND a.attname = m.key_column;
-    BEGIN
-        EXECUTE format('SELECT true, %I::bigint FROM %s WHERE %I = $1::%s FOR UPDATE', m.owner_column, p_tbl, m.key_column, v_keytype)
-           INTO v_found, v_owner USING p_key;
-    EXCEPTION WHEN data_exception THEN
-        v_found := NULL;
-    END;
+    SELECT l.row_found, l.row_owner INTO v_found, v_owner FROM allocation._lock_customer_row(m, p_key, false) l;
     IF v_found IS NULL THEN
         RAISE EXCEPTION 'customer % not found in %', p_key, p_tbl
             USING ERRCODE = 'LA062', DETAIL = format('No row of %s has %s = %s.', p_tbl, m.key_column, p_key),
@@ -1142,9 +1169,8 @@ BEGIN
         -- recycling: each due customer under its row lock, checked again after the lock
         FOR r IN SELECT s.* FROM allocation._recycle_status(m.id, recycle.now) s
                   WHERE s.exempt IS NULL AND s.due_at <= recycle.now ORDER BY s.key LOOP
-            EXECUTE format('SELECT true, %I::bigint FROM %s WHERE %I = $1::%s FOR UPDATE',
-                           m.owner_column, m.tbl, m.key_column, v_keytype)
-               INTO v_found, v_owner USING r.key;
+            -- a customer locked by someone else right now is left for the next run
+            SELECT l.row_found, l.row_owner INTO v_found, v_owner FROM allocation._lock_customer_row(m, r.key, true) l;
             IF v_found IS NULL OR v_owner IS DISTINCT FROM r.rep_id OR NOT EXISTS (
                    SELECT 1 FROM allocation._recycle_status(m.id, recycle.now, r.key) s2
                     WHERE s2.exempt IS NULL AND s2.due_at <= recycle.now AND s2.rep_id = r.rep_id) THEN

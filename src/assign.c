@@ -287,6 +287,14 @@ assign_reserve(int64 rep_id, bool wait)
 	return true;
 }
 
+/* _holds_counters(): whether this transaction holds any holdings counter */
+PG_FUNCTION_INFO_V1(allocation_holds_counters);
+Datum
+allocation_holds_counters(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(max_counter_held > 0);
+}
+
 /*
  * _lock_counter(rep): claim() serializes one rep's claims on the rep's
  * holdings counter, under the same ordered-locking rule as every other

@@ -54,20 +54,26 @@ GRANT SELECT ON claims.customer TO PUBLIC;   -- ... and the swap op reads which 
 -- transaction, so a committed 'ok' outcome and the engine's event commit together.
 -------------------------------------------------------------------------------
 CREATE UNLOGGED TABLE claims.outcome (
+    phase    integer NOT NULL,  -- 1: single-operation transactions, 2: with move and swap
     op       text NOT NULL,
+    rep      bigint NOT NULL,
+    key      bigint NOT NULL,   -- the random customer (a swap also releases one the rep holds)
     outcome  text NOT NULL,     -- 'ok', 'noop' or the SQLSTATE
     message  text,              -- the error message with digits replaced by #
     detail   text               -- DETAIL and CONTEXT of an unexpected error (not a refusal)
 );
 GRANT INSERT ON claims.outcome TO PUBLIC;
 
--- op (1..100):  1-25 claim(tbl, key, rep) by the manager (the superuser session)
+-- op (1..100; phase 1 draws 1..85, phase 2 1..100):
+--              1-25 claim(tbl, key, rep) by the manager (the superuser session)
 --              26-45 claim(tbl, key) as the rep's own role
 --              46-65 release(tbl, key, reason) by the manager (any held customer)
 --              66-85 release(tbl, key, reason) as the rep's own role (LA086 unless it holds it)
---              86-95 move: the manager releases the customer and claims it for the rep, one transaction
---              96-100 swap: the rep releases one customer it holds and claims another, one transaction
-CREATE FUNCTION claims.attempt(p_op integer, p_rep bigint, p_key bigint)
+--              86-92 move: the manager releases the customer and claims it for the rep, one transaction
+--              93-96 swap: the rep releases one customer it holds and claims another, one transaction
+--              97-100 pair: the manager claims the customer for the rep and the next customer for the
+--                     next rep of the same team (rep id + 2, wrapping around), one transaction
+CREATE FUNCTION claims.attempt(p_phase integer, p_op integer, p_rep bigint, p_key bigint)
 RETURNS text
 LANGUAGE plpgsql AS
 $$
@@ -76,8 +82,9 @@ DECLARE
                       WHEN p_op <= 45 THEN 'claim (rep)'
                       WHEN p_op <= 65 THEN 'release (manager)'
                       WHEN p_op <= 85 THEN 'release (rep)'
-                      WHEN p_op <= 95 THEN 'move (manager: release + claim)'
-                      ELSE 'swap (rep: release own + claim)' END;
+                      WHEN p_op <= 92 THEN 'move (manager: release + claim)'
+                      WHEN p_op <= 96 THEN 'swap (rep: release own + claim)'
+                      ELSE 'pair (manager: two claims, two reps)' END;
     v_outcome text := 'ok';
     v_message text;
     v_held bigint;
@@ -95,9 +102,13 @@ BEGIN
         ELSIF p_op <= 85 THEN
             PERFORM set_config('role', 'claims_rep_' || p_rep, true);
             PERFORM allocation.release('claims.customer', p_key::text, 'bench: rep release');
-        ELSIF p_op <= 95 THEN
+        ELSIF p_op <= 92 THEN
             PERFORM allocation.release('claims.customer', p_key::text, 'bench: move');
             PERFORM allocation.claim('claims.customer', p_key::text, p_rep);
+        ELSIF p_op > 96 THEN
+            PERFORM allocation.claim('claims.customer', p_key::text, p_rep);
+            PERFORM allocation.claim('claims.customer', (p_key % (SELECT count(*) FROM claims.customer) + 1)::text,
+                                     (p_rep + 1) % (SELECT count(*) FROM allocation.rep) + 1);
         ELSE
             PERFORM set_config('role', 'claims_rep_' || p_rep, true);
             SELECT c.id INTO v_held FROM claims.customer c WHERE c.owner_id = p_rep ORDER BY c.id LIMIT 1;
@@ -113,17 +124,19 @@ BEGIN
         v_message := regexp_replace(SQLERRM, '[0-9]+', '#', 'g');
         IF SQLSTATE NOT IN ('LA080', 'LA022', 'LA082', 'LA083', 'LA086', '55P03') THEN
             GET STACKED DIAGNOSTICS v_detail = PG_EXCEPTION_DETAIL, v_context = PG_EXCEPTION_CONTEXT;
-            v_detail := format('key %s, rep %s: %s / %s', p_key, p_rep, v_detail, v_context);
+            v_detail := v_detail || E'\n' || v_context;
         END IF;
     END;
     PERFORM set_config('role', 'none', true);
-    INSERT INTO claims.outcome (op, outcome, message, detail) VALUES (v_op, v_outcome, v_message, v_detail);
+    INSERT INTO claims.outcome (phase, op, rep, key, outcome, message, detail)
+    VALUES (p_phase, v_op, p_rep, p_key, v_outcome, v_message, v_detail);
     RETURN v_outcome;
 END
 $$;
 
 -- What the watcher samples while pgbench runs: each sample is one statement, so one snapshot.
 CREATE UNLOGGED TABLE claims.sample (
+    phase               integer NOT NULL,
     at                  timestamptz NOT NULL DEFAULT clock_timestamp(),
     multi_owner         integer NOT NULL,   -- customers with more than one open registry row
     owner_mismatch      integer NOT NULL,   -- customer.owner_id differs from the open registry row

@@ -209,13 +209,37 @@ CREATE FUNCTION r15_log_owner() RETURNS trigger LANGUAGE plpgsql AS
 $$BEGIN INSERT INTO r15_log VALUES (NEW.id, NEW.owner, current_user); RETURN NEW; END$$;
 CREATE TRIGGER r15_log AFTER UPDATE OF owner ON r15_customer FOR EACH ROW EXECUTE FUNCTION r15_log_owner();
 SET ROLE regress_rep_a;
-CREATE TEMP TABLE r15_log (id integer, owner bigint, by_role text);   -- a rep's attempt to capture the write
 SELECT allocation.release('r15_customer', '1', 'moving to a key account');
+-- a session with temporary tables or types could stand one in for the owner's: refused
+CREATE TEMP TABLE r15_log (id integer, owner bigint, by_role text);
+SELECT * FROM r15_try($$SELECT allocation.release('r15_customer', '2', 'capture attempt')$$);
 SELECT count(*) AS captured_in_temp FROM pg_temp.r15_log;
 DROP TABLE pg_temp.r15_log;
 RESET ROLE;
 SELECT * FROM r15_log;
 DROP TRIGGER r15_log ON r15_customer;
+
+-- the customer table is only ever read and changed as its owner: a CHECK of the key's domain
+-- (code the table owner controls) never runs with the extension owner's rights
+CREATE ROLE regress_r15_owner;
+CREATE TABLE r15_who (who text);
+GRANT INSERT ON r15_who TO PUBLIC;
+CREATE FUNCTION r15_seen(v text) RETURNS boolean LANGUAGE plpgsql AS
+$$BEGIN INSERT INTO public.r15_who VALUES (current_user); RETURN true; END$$;
+CREATE DOMAIN r15_key AS text CHECK (r15_seen(VALUE));
+CREATE TABLE r15_dom (id r15_key PRIMARY KEY, loc geometry(Point, 4326), owner bigint);
+SELECT allocation.manage('r15_dom', 'id', 'loc', 'owner');
+ALTER TABLE r15_dom OWNER TO regress_r15_owner;
+INSERT INTO r15_dom (id) VALUES ('x');
+TRUNCATE r15_who;
+SELECT allocation.claim('r15_dom', 'x', 3);
+SELECT allocation.release('r15_dom', 'x', 'checking who runs the domain check');
+SELECT DISTINCT who FROM r15_who;
+SELECT allocation.unmanage('r15_dom');
+DROP TABLE r15_dom, r15_who;
+DROP DOMAIN r15_key;
+DROP FUNCTION r15_seen(text);
+DROP ROLE regress_r15_owner;
 
 -- only claim() can label an owner change a claim: the session setting is not enough
 BEGIN;

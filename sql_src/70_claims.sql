@@ -303,22 +303,18 @@ BEGIN
     DELETE FROM allocation.identity_key WHERE managed_id = p_managed;
     SELECT n.nspname INTO v_geo FROM pg_catalog.pg_extension e
       JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'postgis';
+    -- the customer table is read as its owner (allocation._table_rows), never as the extension owner
     EXECUTE format(
         'INSERT INTO allocation.identity (managed_id, key, credit_code, phone, name_norm, lon, lat)
-         SELECT $1, t.%1$I::text,
-                CASE WHEN allocation.credit_code_is_valid(upper(replace(%2$s, '' '', ''''))) THEN upper(replace(%2$s, '' '', '''')) END,
-                allocation.normalize_phone(%3$s), nullif(allocation.normalize_name(%4$s), ''''),
-                %5$s, %6$s
-           FROM %7$s t WHERE t.%1$I IS NOT NULL',
-        m.key_column,
-        coalesce('t.' || quote_ident(m.attributes->>'credit_code') || '::text', 'NULL::text'),
-        coalesce('t.' || quote_ident(m.attributes->>'phone') || '::text', 'NULL::text'),
-        coalesce('t.' || quote_ident(m.attributes->>'name') || '::text', 'NULL::text'),
-        CASE WHEN m.location_column IS NULL THEN 'NULL::float8'
-             ELSE format('%1$I.ST_X(%1$I.ST_Transform(t.%2$I, 4326))', v_geo, m.location_column) END,
-        CASE WHEN m.location_column IS NULL THEN 'NULL::float8'
-             ELSE format('%1$I.ST_Y(%1$I.ST_Transform(t.%2$I, 4326))', v_geo, m.location_column) END,
-        m.tbl) USING p_managed;
+         SELECT $1, u.r[1],
+                CASE WHEN allocation.credit_code_is_valid(upper(replace(u.r[2], '' '', ''''))) THEN upper(replace(u.r[2], '' '', '''')) END,
+                allocation.normalize_phone(u.r[3]), nullif(allocation.normalize_name(u.r[4]), ''''),
+                %1$I.ST_X(%1$I.ST_Transform(u.r[5]::%1$I.geometry, 4326)),
+                %1$I.ST_Y(%1$I.ST_Transform(u.r[5]::%1$I.geometry, 4326))
+           FROM allocation._table_rows($2, ARRAY[$3, $4, $5, $6, $7], NULL, '''') AS u(r)
+          WHERE u.r[1] IS NOT NULL', v_geo)
+    USING p_managed, m.tbl, m.key_column::text, m.attributes->>'credit_code', m.attributes->>'phone',
+          m.attributes->>'name', m.location_column::text;
     GET DIAGNOSTICS v_n = ROW_COUNT;
     DELETE FROM allocation.identity
      WHERE managed_id = p_managed AND credit_code IS NULL AND phone IS NULL AND name_norm IS NULL;
@@ -443,7 +439,8 @@ BEGIN
                                          OR (k.kind = 'phone' AND k.value = i.phone))
      WHERE i.managed_id = m.id AND k.key <> i.key
        AND NOT EXISTS (SELECT 1 FROM allocation.duplicate d
-                        WHERE d.managed_id = m.id AND d.key = i.key AND d.other_key = k.key AND d.status = 'open');
+                        WHERE d.managed_id = m.id AND d.key = i.key AND d.other_key = k.key AND d.status = 'open')
+       AND NOT allocation._duplicate_decided(m.id, i.key, k.key);
     GET DIAGNOSTICS v_groups = ROW_COUNT;
     IF v_groups > 0 THEN
         RAISE NOTICE '% stored customers of % share a credit code or phone with another one', v_groups, m.table_name
@@ -671,28 +668,33 @@ CREATE FUNCTION allocation._lock_customer_row(m allocation.managed_table, p_key 
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
-    v_keytype text;
-    v_nowait boolean := NOT p_skip_locked AND allocation._holds_counters();
+    v_row text[];
 BEGIN
-    SELECT format_type(a.atttypid, a.atttypmod) INTO v_keytype FROM pg_catalog.pg_attribute a
-     WHERE a.attrelid = m.tbl AND a.attname = m.key_column;
     BEGIN
-        EXECUTE format('SELECT true, %I::bigint FROM %s WHERE %I = $1::%s FOR UPDATE%s', m.owner_column, m.tbl,
-                       m.key_column, v_keytype,
-                       CASE WHEN p_skip_locked THEN ' SKIP LOCKED' WHEN v_nowait THEN ' NOWAIT' ELSE '' END)
-           INTO row_found, row_owner USING p_key;
+        SELECT u.r INTO v_row
+          FROM allocation._table_rows(m.tbl, ARRAY[m.key_column::text, m.owner_column::text], p_key,
+                                      CASE WHEN p_skip_locked THEN 'update skip locked'
+                                           WHEN allocation._holds_counters() THEN 'update nowait'
+                                           ELSE 'update' END) AS u(r);
     EXCEPTION
         WHEN data_exception THEN
-            row_found := NULL;
+            v_row := NULL;
         WHEN lock_not_available THEN
             RAISE EXCEPTION 'customer % is busy', p_key
                 USING ERRCODE = '55P03',
                       DETAIL = 'Another open transaction is changing this customer, and this transaction already holds holdings counters that it may be waiting for.',
                       HINT = 'Retry after the other transaction ends, or claim and release one customer per transaction.';
     END;
+    row_found := CASE WHEN v_row IS NOT NULL THEN true END;
+    row_owner := v_row[2]::bigint;
 END
 $$;
 COMMENT ON FUNCTION allocation._lock_customer_row(allocation.managed_table, text, boolean) IS 'internal: the row lock of claim, release and recycle (55P03 instead of a wait that could deadlock)';
+
+CREATE FUNCTION allocation._table_rows(tbl regclass, cols text[], key text, lock text)
+RETURNS SETOF text[]
+AS 'MODULE_PATHNAME', 'allocation_table_rows' LANGUAGE C;
+COMMENT ON FUNCTION allocation._table_rows(regclass, text[], text, text) IS 'internal: rows of a managed table (the named columns as text) read as the table''s owner, optionally one key, optionally locked';
 
 CREATE FUNCTION allocation._holds_counters()
 RETURNS boolean
@@ -705,15 +707,12 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
     m allocation.managed_table;
-    v_keytype text;
     v_found boolean;
     v_today integer;
     c record;
 BEGIN
     m := allocation._managed(p_tbl);
     PERFORM allocation._check_column_types(m.tbl, m.key_column, NULL);
-    SELECT format_type(a.atttypid, a.atttypmod) INTO v_keytype FROM pg_catalog.pg_attribute a
-     WHERE a.attrelid = p_tbl AND a.attname = m.key_column;
     -- the customer's row lock orders claim, release and recycle of one customer
     SELECT l.row_found INTO v_found FROM allocation._lock_customer_row(m, p_key, false) l;
     IF v_found IS NULL THEN
@@ -747,7 +746,6 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
     m allocation.managed_table;
-    v_keytype text;
     v_owner bigint;
     v_found boolean;
     lk allocation.customer_lock;
@@ -760,8 +758,6 @@ BEGIN
     END IF;
     m := allocation._managed(p_tbl);
     PERFORM allocation._check_column_types(m.tbl, m.key_column, NULL);
-    SELECT format_type(a.atttypid, a.atttypmod) INTO v_keytype FROM pg_catalog.pg_attribute a
-     WHERE a.attrelid = p_tbl AND a.attname = m.key_column;
     SELECT l.row_found, l.row_owner INTO v_found, v_owner FROM allocation._lock_customer_row(m, p_key, false) l;
     IF v_found IS NULL THEN
         RAISE EXCEPTION 'customer % not found in %', p_key, p_tbl
@@ -1053,30 +1049,25 @@ COMMENT ON FUNCTION allocation._close_duplicate(bigint, boolean, text, bigint) I
 CREATE FUNCTION allocation._recycle_status(p_managed integer, p_at timestamptz, p_key text DEFAULT NULL)
 RETURNS TABLE (managed_id integer, key text, rep_id bigint, policy_id bigint, last_followup timestamptz,
                last_progress timestamptz, due_at timestamptz, warn_at timestamptz, why text, exempt text)
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
     m allocation.managed_table;
-    v_contact text := 'NULL::timestamptz';
-    v_stage text := 'NULL::text';
 BEGIN
     SELECT * INTO m FROM allocation.managed_table mt WHERE mt.id = p_managed AND mt.active;
     IF m.id IS NULL OR NOT EXISTS (SELECT 1 FROM allocation.recycle_policy p WHERE p.enabled) THEN
         RETURN;
     END IF;
-    PERFORM allocation._check_column_types(m.tbl, m.key_column, ARRAY[m.attributes->>'last_contact', m.attributes->>'stage']);
-    IF m.attributes ? 'last_contact' THEN
-        v_contact := format('t.%I::timestamptz', m.attributes->>'last_contact');
-    END IF;
-    IF m.attributes ? 'stage' THEN
-        v_stage := format('t.%I::text', m.attributes->>'stage');
-    END IF;
-    RETURN QUERY EXECUTE format($q$
-        WITH held AS (
+    -- the customer table is read as its owner (allocation._table_rows), never as the extension owner
+    RETURN QUERY EXECUTE $q$
+        WITH t AS MATERIALIZED (
+            SELECT u.r[1] AS key, u.r[2]::timestamptz AS last_contact, u.r[3] AS stage
+              FROM allocation._table_rows($3, ARRAY[$5, $6, $7], $4, '') AS u(r)),
+        held AS (
             SELECT a.managed_id, a.key, a.rep_id, a.tier, a.territory_id, a.valid_from, a.stage_since,
-                   %1$s AS last_contact, %2$s AS stage
+                   t.last_contact, t.stage
               FROM allocation.assignment a
-              JOIN %3$s t ON t.%4$I = a.key::%5$s
+              JOIN t ON t.key = a.key
              WHERE a.managed_id = $1 AND a.valid_to IS NULL AND a.rep_id IS NOT NULL
                AND ($4::text IS NULL OR a.key = $4)),
         pol AS (
@@ -1109,18 +1100,16 @@ BEGIN
         SELECT d.managed_id, d.key, d.rep_id, d.policy_id, d.last_followup, d.last_progress,
                greatest(d.due_at, pr.until) AS due_at, greatest(d.due_at, pr.until) - d.warn_before AS warn_at,
                CASE WHEN d.last_followup + d.no_followup <= coalesce(d.last_progress + d.no_progress, 'infinity')
-                    THEN format('no follow-up since %%s (policy: %%s)', d.last_followup, d.no_followup)
-                    ELSE format('no stage progress or deal since %%s (policy: %%s)', d.last_progress, d.no_progress) END,
+                    THEN format('no follow-up since %s (policy: %s)', d.last_followup, d.no_followup)
+                    ELSE format('no stage progress or deal since %s (policy: %s)', d.last_progress, d.no_progress) END,
                CASE WHEN lk.key IS NOT NULL THEN 'locked'
-                    WHEN d.stage = ANY (d.exempt_stages) THEN format('stage %%s is exempt', d.stage) END
+                    WHEN d.stage = ANY (d.exempt_stages) THEN format('stage %s is exempt', d.stage) END
           FROM due d
           LEFT JOIN allocation.customer_lock lk ON lk.managed_id = d.managed_id AND lk.key = d.key
           LEFT JOIN allocation.protection pr ON pr.managed_id = d.managed_id AND pr.key = d.key
                                            AND pr.rep_id = d.rep_id AND pr.until > $2
-        $q$, v_contact, v_stage, m.tbl, m.key_column,
-        (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a
-          WHERE a.attrelid = m.tbl AND a.attname = m.key_column))
-    USING p_managed, p_at, m.tbl, p_key;
+        $q$
+    USING p_managed, p_at, m.tbl, p_key, m.key_column::text, m.attributes->>'last_contact', m.attributes->>'stage';
 END
 $$;
 COMMENT ON FUNCTION allocation._recycle_status(integer, timestamptz, text) IS 'internal: recycle policy, clocks and due time of every held customer of a managed table';
@@ -1132,7 +1121,6 @@ $$
 DECLARE
     m allocation.managed_table;
     r record;
-    v_keytype text;
     v_owner bigint;
     v_found boolean;
 BEGIN
@@ -1149,8 +1137,6 @@ BEGIN
     -- one run at a time; a second caller waits and then finds nothing left to do
     PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('allocation.recycle'));
     FOR m IN SELECT * FROM allocation.managed_table mt WHERE mt.active ORDER BY mt.id LOOP
-        SELECT format_type(a.atttypid, a.atttypmod) INTO v_keytype FROM pg_catalog.pg_attribute a
-         WHERE a.attrelid = m.tbl AND a.attname = m.key_column;
         -- warnings: once per customer and due time
         FOR r IN SELECT s.* FROM allocation._recycle_status(m.id, recycle.now) s
                   WHERE s.exempt IS NULL AND s.warn_at <= recycle.now AND s.due_at > recycle.now

@@ -14,6 +14,13 @@
  */
 #include "postgres.h"
 
+#include "utils/tuplestore.h"
+
+
+#include "utils/array.h"
+
+#include "funcapi.h"
+
 #include "access/htup_details.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
@@ -196,6 +203,10 @@ owner_search_path(Oid role)
 							  "   WHERE s.setrole = $1 AND s.setdatabase = 0 AND c LIKE 'search\\_path=%'),"
 							  " (SELECT substr(c, 13) FROM pg_catalog.pg_db_role_setting s, unnest(s.setconfig) c"
 							  "   WHERE s.setrole = 0 AND s.setdatabase = $2 AND c LIKE 'search\\_path=%'),"
+							  " (SELECT substr(c, 13) FROM pg_catalog.pg_db_role_setting s, unnest(s.setconfig) c"
+							  "   WHERE s.setrole = 0 AND s.setdatabase = 0 AND c LIKE 'search\\_path=%'),"
+							  " (SELECT f.setting FROM pg_catalog.pg_file_settings f"
+							  "   WHERE f.name = 'search_path' AND f.applied ORDER BY f.seqno DESC LIMIT 1),"
 							  " (SELECT boot_val FROM pg_catalog.pg_settings WHERE name = 'search_path'))",
 							  2, types, vals, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "reading the default search_path of the table owner failed");
@@ -203,6 +214,185 @@ owner_search_path(Oid role)
 	path = MemoryContextStrdup(TopTransactionContext, psprintf("%s, pg_temp", path ? path : "\"$user\", public"));
 	alloc_spi_end(&sw);
 	return path;
+}
+
+/*
+ * The engine never touches a customer table as the extension owner: a table
+ * owner's code (casts and CHECKs of its domains, index expressions, triggers)
+ * would run with the extension owner's rights.  Reads and the owner changes
+ * run as the table's owner, as a security-restricted operation, with the
+ * owner's default search_path and pg_temp last.  Owner changes (which run the
+ * table's triggers) never run while the calling session has temporary
+ * relations or types, which that code could otherwise pick up by an
+ * unqualified name.
+ */
+typedef struct OwnerSwitch
+{
+	Oid			save_userid;
+	int			save_sec;
+	int			nest;
+} OwnerSwitch;
+
+static void
+refuse_temp_objects(const char *what)
+{
+	AllocUserSwitch sw;
+	bool		isnull,
+				any;
+
+	alloc_spi_begin(&sw);
+	if (SPI_execute("SELECT pg_catalog.pg_my_temp_schema() <> 0 AND"
+					" (EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.relnamespace = pg_catalog.pg_my_temp_schema())"
+					"  OR EXISTS (SELECT 1 FROM pg_catalog.pg_type t WHERE t.typnamespace = pg_catalog.pg_my_temp_schema()))",
+					true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "checking for temporary objects failed");
+	any = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	alloc_spi_end(&sw);
+	if (any)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("%s cannot run in a session that has temporary tables or types", what),
+				 errdetail("It runs the customer table's triggers as the table's owner; a temporary object could stand in for one of the owner's."),
+				 errhint("Run it in a session without temporary objects (DISCARD TEMP).")));
+}
+
+static void
+become_table_owner(Oid relid, OwnerSwitch *sw)
+{
+	HeapTuple	tup;
+	Oid			relowner;
+	char	   *search_path;
+
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	relowner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	search_path = owner_search_path(relowner);
+	sw->nest = NewGUCNestLevel();
+	(void) set_config_option("search_path", search_path, PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	GetUserIdAndSecContext(&sw->save_userid, &sw->save_sec);
+	SetUserIdAndSecContext(relowner, sw->save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+}
+
+static void
+restore_table_owner(OwnerSwitch *sw)
+{
+	SetUserIdAndSecContext(sw->save_userid, sw->save_sec);
+	AtEOXact_GUC(true, sw->nest);
+}
+
+/*
+ * _table_rows(tbl, cols, key, lock): rows of a managed table read as its
+ * owner, each as a text[] of the named columns (their text form); key NULL
+ * = every row, else the row with that key; lock '' or 'update', 'update
+ * nowait', 'update skip locked'.  Internal (only the extension owner).
+ */
+static bool
+has_column(TupleDesc td, const char *col)
+{
+	int			i;
+
+	for (i = 0; i < td->natts; i++)
+		if (!TupleDescAttr(td, i)->attisdropped && strcmp(NameStr(TupleDescAttr(td, i)->attname), col) == 0)
+			return true;
+	return false;
+}
+
+PG_FUNCTION_INFO_V1(allocation_table_rows);
+Datum
+allocation_table_rows(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Oid			relid = PG_GETARG_OID(0);
+	ArrayType  *cols = PG_GETARG_ARRAYTYPE_P(1);
+	char	   *lock = PG_ARGISNULL(3) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(3));
+	ManagedTable *mt;
+	Datum	   *elems;
+	bool	   *enulls;
+	int			ncols,
+				i;
+	StringInfoData sql;
+	Form_pg_attribute katt;
+	OwnerSwitch osw;
+	Oid			types[1] = {TEXTOID};
+	Datum		vals[1];
+	Tuplestorestate *ts;
+	TupleDesc	tupdesc;
+	MemoryContext oldcxt;
+	uint64		r;
+
+	alloc_lookup_oids();
+	if (GetUserId() != alloc_oids.schema_owner && !superuser())
+		ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE), errmsg("allocation._table_rows() is internal")));
+	if (strcmp(lock, "") != 0 && strcmp(lock, "update") != 0 && strcmp(lock, "update nowait") != 0 &&
+		strcmp(lock, "update skip locked") != 0)
+		elog(ERROR, "unknown lock mode \"%s\"", lock);
+	config_prepare();
+	mt = config_get_table(relid, false);
+	katt = TupleDescAttr(mt->tupdesc, mt->key_att - 1);
+	deconstruct_array(cols, TEXTOID, -1, false, TYPALIGN_INT, &elems, &enulls, &ncols);
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, "SELECT ARRAY[");
+	for (i = 0; i < ncols; i++)
+	{
+		char	   *col = enulls[i] ? NULL : TextDatumGetCString(elems[i]);
+
+		if (i > 0)
+			appendStringInfoString(&sql, ", ");
+		if (col == NULL || !has_column(mt->tupdesc, col))
+			appendStringInfoString(&sql, "NULL::pg_catalog.text");
+		else
+			appendStringInfo(&sql, "t.%s::pg_catalog.text", quote_identifier(col));
+	}
+	appendStringInfo(&sql, "]::pg_catalog.text[] FROM %s t", mt->name);
+	if (!PG_ARGISNULL(2))
+	{
+		appendStringInfo(&sql, " WHERE t.%s = $1::%s", quote_identifier(NameStr(katt->attname)),
+						 format_type_with_typemod(katt->atttypid, katt->atttypmod));
+		vals[0] = PG_GETARG_DATUM(2);
+	}
+	if (lock[0])
+		appendStringInfo(&sql, " FOR %s", lock);
+
+	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) || !(rsinfo->allowedModes & SFRM_Materialize))
+		elog(ERROR, "allocation._table_rows() must be called in a context that accepts a set");
+	oldcxt = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+	tupdesc = CreateTemplateTupleDesc(1);
+	TupleDescInitEntry(tupdesc, 1, "r", TEXTARRAYOID, -1, 0);
+	tupdesc = BlessTupleDesc(tupdesc);
+	ts = tuplestore_begin_heap(true, false, work_mem);
+	MemoryContextSwitchTo(oldcxt);
+
+	/* (a read runs no triggers: temporary objects are not refused here) */
+	become_table_owner(relid, &osw);
+	PG_TRY();
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (SPI_execute_with_args(sql.data, PG_ARGISNULL(2) ? 0 : 1, types, vals, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "reading a customer table failed");
+		for (r = 0; r < SPI_processed; r++)
+		{
+			bool		isnull;
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull);
+
+			oldcxt = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+			tuplestore_putvalues(ts, tupdesc, &d, &isnull);
+			MemoryContextSwitchTo(oldcxt);
+		}
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		restore_table_owner(&osw);
+	}
+	PG_END_TRY();
+	rsinfo->returnMode = SFRM_Materialize;
+	rsinfo->setResult = ts;
+	rsinfo->setDesc = tupdesc;
+	return (Datum) 0;
 }
 
 /* _set_actor(role name): the actor of this transaction's events (NULL: the current user) */
@@ -280,6 +470,7 @@ allocation_owner_update(PG_FUNCTION_ARGS)
 	 * never shadow the owner's; and as a security-restricted operation (no
 	 * SET ROLE, no temporary objects, no deferred code).
 	 */
+	refuse_temp_objects("a claim, release or recycle");
 	search_path = owner_search_path(relowner);
 	nest = NewGUCNestLevel();
 	(void) set_config_option("search_path", search_path, PGC_USERSET, PGC_S_SESSION,

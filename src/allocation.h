@@ -285,6 +285,7 @@ extern void assign_decide(ManagedTable *mt, HeapTuple tuple, Customer *c, Decisi
 						  bool dry_run, Trace *tr);
 extern void assign_check_manual(ManagedTable *mt, Customer *c, int64 rep_id, bool dry_run);
 extern bool assign_reserve(int64 rep_id, bool wait);
+extern bool assign_lock_released(int64 rep_id);
 extern void assign_reset_locks(void);
 extern void assign_forget_bases(void);
 extern void assign_note_written(int64 rep_id, int32 n);

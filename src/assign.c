@@ -218,11 +218,6 @@ assign_note_written(int64 rep_id, int32 n)
 }
 
 /*
- * Takes one holdings slot of a rep: succeeds only while the rep is active
- * and below capacity.  With wait = false a rep whose counter is locked by
- * another transaction is skipped.
- */
-/*
  * Locks a rep's counter for this transaction and remembers its value (if
  * not done yet).  With wait = false a counter locked by another transaction
  * is not waited for: returns NULL.
@@ -263,6 +258,16 @@ lock_counter(int64 rep_id, bool wait)
 	if (rep_id > max_counter_held)
 		max_counter_held = rep_id;
 	return b;
+}
+
+/*
+ * Locks the counter of a rep whose customer this transaction releases, under
+ * the ordered-locking rule: false when waiting for it could deadlock.
+ */
+bool
+assign_lock_released(int64 rep_id)
+{
+	return lock_counter(rep_id, may_wait_for(rep_id)) != NULL;
 }
 
 /*

@@ -1138,6 +1138,15 @@ flush_identities(Frame *f, Datum actor)
 	}
 }
 
+static int
+cmp_int64(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a,
+				y = *(const int64 *) b;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
 static void
 flush_frame(Frame *f)
 {
@@ -1224,6 +1233,34 @@ flush_frame(Frame *f)
 				c.v[C_DELTA_N][ndelta] = Int32GetDatum(rc->n);
 				c.isnull[C_DELTA_N][ndelta] = false;
 				ndelta++;
+			}
+	}
+
+	/*
+	 * The counters of reps losing customers are written by the batch writer:
+	 * lock them first, in rep id order and under the ordered-locking rule,
+	 * so a release never waits in a cycle (55P03 instead of a deadlock).
+	 */
+	{
+		int64	   *released = palloc(sizeof(int64) * n);
+		int			nrel = 0,
+					j;
+
+		for (i = 0; i < n; i++)
+			if (!c.isnull[C_OLD_REP][i])
+				released[nrel++] = DatumGetInt64(c.v[C_OLD_REP][i]);
+		qsort(released, nrel, sizeof(int64), cmp_int64);
+		for (j = 0; j < nrel; j++)
+			if ((j == 0 || released[j] != released[j - 1]) && !assign_lock_released(released[j]))
+			{
+				RepInfo    *rep = config_get_rep(released[j]);
+
+				ereport(ERROR,
+						(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+						 errmsg("rep %s is busy", rep ? rep->code : "?"),
+						 errdetail("Another open transaction is taking or releasing customers of rep %s; waiting for it to release one of its customers here could deadlock with this transaction's own earlier assignments.",
+								   rep ? rep->code : "?"),
+						 errhint("Retry after the other transaction ends, or change owners in rep id order within one transaction.")));
 			}
 	}
 

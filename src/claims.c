@@ -14,6 +14,10 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
+
+#include "storage/proc.h"
+
 #include "utils/tuplestore.h"
 
 
@@ -190,29 +194,55 @@ int			alloc_in_owner_update = 0;
 static char *
 owner_search_path(Oid role)
 {
+	static Oid	cached_role = InvalidOid;
+	static LocalTransactionId cached_lxid = InvalidLocalTransactionId;
+	static char *cached_path = NULL;
 	AllocUserSwitch sw;
-	Oid			types[2] = {OIDOID, OIDOID};
-	Datum		vals[2] = {ObjectIdGetDatum(role), ObjectIdGetDatum(MyDatabaseId)};
+	Oid			types[3] = {OIDOID, OIDOID, OIDOID};
+	Datum		vals[3] = {ObjectIdGetDatum(role), ObjectIdGetDatum(MyDatabaseId),
+	ObjectIdGetDatum(GetSessionUserId())};
 	char	   *path;
+	bool		isnull,
+				session_own;
 
+	/* once per transaction and owner */
+	if (cached_path && cached_role == role && cached_lxid == MyProc->lxid)
+		return cached_path;
 	alloc_spi_begin(&sw);
-	if (SPI_execute_with_args("SELECT coalesce("
-							  " (SELECT substr(c, 13) FROM pg_catalog.pg_db_role_setting s, unnest(s.setconfig) c"
-							  "   WHERE s.setrole = $1 AND s.setdatabase = $2 AND c LIKE 'search\\_path=%'),"
-							  " (SELECT substr(c, 13) FROM pg_catalog.pg_db_role_setting s, unnest(s.setconfig) c"
-							  "   WHERE s.setrole = $1 AND s.setdatabase = 0 AND c LIKE 'search\\_path=%'),"
-							  " (SELECT substr(c, 13) FROM pg_catalog.pg_db_role_setting s, unnest(s.setconfig) c"
-							  "   WHERE s.setrole = 0 AND s.setdatabase = $2 AND c LIKE 'search\\_path=%'),"
-							  " (SELECT substr(c, 13) FROM pg_catalog.pg_db_role_setting s, unnest(s.setconfig) c"
-							  "   WHERE s.setrole = 0 AND s.setdatabase = 0 AND c LIKE 'search\\_path=%'),"
-							  " (SELECT f.setting FROM pg_catalog.pg_file_settings f"
-							  "   WHERE f.name = 'search_path' AND f.applied ORDER BY f.seqno DESC LIMIT 1),"
-							  " (SELECT boot_val FROM pg_catalog.pg_settings WHERE name = 'search_path'))",
-							  2, types, vals, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+	if (SPI_execute_with_args("SELECT (SELECT substr(c, 13) FROM pg_catalog.pg_db_role_setting s, unnest(s.setconfig) c"
+							  "         WHERE s.setrole IN ($1, 0) AND s.setdatabase IN ($2, 0)"
+							  "           AND c LIKE 'search\\_path=%'"
+							  "         ORDER BY s.setrole = 0, s.setdatabase = 0, s.setrole = $1 DESC LIMIT 1),"
+							  "       EXISTS (SELECT 1 FROM pg_catalog.pg_db_role_setting s, unnest(s.setconfig) c"
+							  "         WHERE s.setrole = $3 AND s.setdatabase IN ($2, 0) AND c LIKE 'search\\_path=%')",
+							  3, types, vals, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "reading the default search_path of the table owner failed");
 	path = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	path = MemoryContextStrdup(TopTransactionContext, psprintf("%s, pg_temp", path ? path : "\"$user\", public"));
+	session_own = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	if (path == NULL && session_own)
+	{
+		/* this session's reset value is its own user's setting: read the configuration files */
+		if (SPI_execute("SELECT coalesce((SELECT f.setting FROM pg_catalog.pg_file_settings f"
+						" WHERE f.name = 'search_path' AND f.applied ORDER BY f.seqno DESC LIMIT 1),"
+						" (SELECT boot_val FROM pg_catalog.pg_settings WHERE name = 'search_path'))",
+						true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "reading the configured search_path failed");
+		path = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	}
+	if (path == NULL)
+	{
+		/* no role or database setting applies: the configured value (postgresql.conf, ALTER SYSTEM) */
+		const char *reset = GetConfigOptionResetString("search_path");
+
+		path = pstrdup(reset ? reset : "\"$user\", public");
+	}
+	path = MemoryContextStrdup(TopMemoryContext, psprintf("%s, pg_temp", path));
 	alloc_spi_end(&sw);
+	if (cached_path)
+		pfree(cached_path);
+	cached_path = path;
+	cached_role = role;
+	cached_lxid = MyProc->lxid;
 	return path;
 }
 
@@ -239,7 +269,13 @@ refuse_temp_objects(const char *what)
 	AllocUserSwitch sw;
 	bool		isnull,
 				any;
+	Oid			temp_ns,
+				temp_toast_ns;
 
+	/* most sessions never create a temporary object */
+	GetTempNamespaceState(&temp_ns, &temp_toast_ns);
+	if (!OidIsValid(temp_ns))
+		return;
 	alloc_spi_begin(&sw);
 	if (SPI_execute("SELECT pg_catalog.pg_my_temp_schema() <> 0 AND"
 					" (EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.relnamespace = pg_catalog.pg_my_temp_schema())"

@@ -225,7 +225,13 @@ CREATE ROLE regress_r15_owner;
 CREATE TABLE r15_who (who text);
 GRANT INSERT ON r15_who TO PUBLIC;
 CREATE FUNCTION r15_seen(v text) RETURNS boolean LANGUAGE plpgsql AS
-$$BEGIN INSERT INTO public.r15_who VALUES (current_user); RETURN true; END$$;
+$$BEGIN
+    INSERT INTO public.r15_who VALUES (current_user);
+    IF current_user = 'regress_r15_owner' THEN   -- the owner's code, run by claim()/release()
+        PERFORM set_config('search_path', 'leaked, pg_catalog', false);   -- must not outlive it
+    END IF;
+    RETURN true;
+END$$;
 CREATE DOMAIN r15_key AS text CHECK (r15_seen(VALUE));
 CREATE TABLE r15_dom (id r15_key PRIMARY KEY, loc geometry(Point, 4326), owner bigint);
 SELECT allocation.manage('r15_dom', 'id', 'loc', 'owner');
@@ -235,6 +241,7 @@ TRUNCATE r15_who;
 SELECT allocation.claim('r15_dom', 'x', 3);
 SELECT allocation.release('r15_dom', 'x', 'checking who runs the domain check');
 SELECT DISTINCT who FROM r15_who;
+SELECT current_setting('search_path') AS search_path_after;
 SELECT allocation.unmanage('r15_dom');
 DROP TABLE r15_dom, r15_who;
 DROP DOMAIN r15_key;

@@ -670,6 +670,9 @@ $$
 DECLARE
     v_row text[];
 BEGIN
+    IF p_key IS NULL THEN
+        RETURN;
+    END IF;
     BEGIN
         SELECT u.r INTO v_row
           FROM allocation._table_rows(m.tbl, ARRAY[m.key_column::text, m.owner_column::text], p_key,

@@ -14,6 +14,8 @@
  */
 #include "postgres.h"
 
+#include "utils/timestamp.h"
+
 #include "catalog/namespace.h"
 
 #include "storage/proc.h"
@@ -197,44 +199,45 @@ owner_search_path(Oid role)
 	static Oid	cached_role = InvalidOid;
 	static LocalTransactionId cached_lxid = InvalidLocalTransactionId;
 	static char *cached_path = NULL;
+	static char *conf_path = NULL;
+	static TimestampTz conf_time = 0;
 	AllocUserSwitch sw;
-	Oid			types[3] = {OIDOID, OIDOID, OIDOID};
-	Datum		vals[3] = {ObjectIdGetDatum(role), ObjectIdGetDatum(MyDatabaseId),
-	ObjectIdGetDatum(GetSessionUserId())};
+	Oid			types[2] = {OIDOID, OIDOID};
+	Datum		vals[2] = {ObjectIdGetDatum(role), ObjectIdGetDatum(MyDatabaseId)};
 	char	   *path;
-	bool		isnull,
-				session_own;
 
 	/* once per transaction and owner */
-	if (cached_path && cached_role == role && cached_lxid == MyProc->lxid)
+	if (cached_path && cached_role == role && cached_lxid == MyProc->lxid && conf_time == PgReloadTime)
 		return cached_path;
 	alloc_spi_begin(&sw);
 	if (SPI_execute_with_args("SELECT (SELECT substr(c, 13) FROM pg_catalog.pg_db_role_setting s, unnest(s.setconfig) c"
 							  "         WHERE s.setrole IN ($1, 0) AND s.setdatabase IN ($2, 0)"
 							  "           AND c LIKE 'search\\_path=%'"
-							  "         ORDER BY s.setrole = 0, s.setdatabase = 0, s.setrole = $1 DESC LIMIT 1),"
-							  "       EXISTS (SELECT 1 FROM pg_catalog.pg_db_role_setting s, unnest(s.setconfig) c"
-							  "         WHERE s.setrole = $3 AND s.setdatabase IN ($2, 0) AND c LIKE 'search\\_path=%')",
-							  3, types, vals, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+							  "         ORDER BY s.setrole = 0, s.setdatabase = 0 LIMIT 1)",
+							  2, types, vals, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "reading the default search_path of the table owner failed");
 	path = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	session_own = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	if (path == NULL && session_own)
-	{
-		/* this session's reset value is its own user's setting: read the configuration files */
-		if (SPI_execute("SELECT coalesce((SELECT f.setting FROM pg_catalog.pg_file_settings f"
-						" WHERE f.name = 'search_path' AND f.applied ORDER BY f.seqno DESC LIMIT 1),"
-						" (SELECT boot_val FROM pg_catalog.pg_settings WHERE name = 'search_path'))",
-						true, 1) != SPI_OK_SELECT || SPI_processed != 1)
-			elog(ERROR, "reading the configured search_path failed");
-		path = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	}
 	if (path == NULL)
 	{
-		/* no role or database setting applies: the configured value (postgresql.conf, ALTER SYSTEM) */
-		const char *reset = GetConfigOptionResetString("search_path");
-
-		path = pstrdup(reset ? reset : "\"$user\", public");
+		/*
+		 * No role or database setting applies: the configured value
+		 * (postgresql.conf, ALTER SYSTEM) -- never this session's reset value,
+		 * which the connecting client can choose.  Read again after a reload.
+		 */
+		if (conf_path == NULL || conf_time != PgReloadTime)
+		{
+			if (SPI_execute("SELECT coalesce((SELECT f.setting FROM pg_catalog.pg_file_settings f"
+							" WHERE f.name = 'search_path' AND f.applied ORDER BY f.seqno DESC LIMIT 1),"
+							" (SELECT boot_val FROM pg_catalog.pg_settings WHERE name = 'search_path'))",
+							true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+				elog(ERROR, "reading the configured search_path failed");
+			if (conf_path)
+				pfree(conf_path);
+			conf_path = MemoryContextStrdup(TopMemoryContext,
+											SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+			conf_time = PgReloadTime;
+		}
+		path = conf_path;
 	}
 	path = MemoryContextStrdup(TopMemoryContext, psprintf("%s, pg_temp", path));
 	alloc_spi_end(&sw);
@@ -316,7 +319,8 @@ static void
 restore_table_owner(OwnerSwitch *sw)
 {
 	SetUserIdAndSecContext(sw->save_userid, sw->save_sec);
-	AtEOXact_GUC(true, sw->nest);
+	/* false: settings the owner's code changed (even with is_local = false) are thrown away */
+	AtEOXact_GUC(false, sw->nest);
 }
 
 /*
@@ -341,8 +345,8 @@ Datum
 allocation_table_rows(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	Oid			relid = PG_GETARG_OID(0);
-	ArrayType  *cols = PG_GETARG_ARRAYTYPE_P(1);
+	Oid			relid;
+	ArrayType  *cols;
 	char	   *lock = PG_ARGISNULL(3) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(3));
 	ManagedTable *mt;
 	Datum	   *elems;
@@ -362,6 +366,10 @@ allocation_table_rows(PG_FUNCTION_ARGS)
 	alloc_lookup_oids();
 	if (GetUserId() != alloc_oids.schema_owner && !superuser())
 		ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE), errmsg("allocation._table_rows() is internal")));
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		elog(ERROR, "allocation._table_rows() needs a table and a column list");
+	relid = PG_GETARG_OID(0);
+	cols = PG_GETARG_ARRAYTYPE_P(1);
 	if (strcmp(lock, "") != 0 && strcmp(lock, "update") != 0 && strcmp(lock, "update nowait") != 0 &&
 		strcmp(lock, "update skip locked") != 0)
 		elog(ERROR, "unknown lock mode \"%s\"", lock);
@@ -535,6 +543,7 @@ allocation_owner_update(PG_FUNCTION_ARGS)
 		SetUserIdAndSecContext(save_userid, save_sec);
 	}
 	PG_END_TRY();
-	AtEOXact_GUC(true, nest);
+	/* false: settings the table's triggers changed (even session-wide ones) are thrown away */
+	AtEOXact_GUC(false, nest);
 	PG_RETURN_BOOL(found);
 }

@@ -758,6 +758,13 @@ before_update_decide(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 		d.territory_id = customer_territory_id(&c);
 		if (!newnull)
 		{
+			/*
+			 * Ordered locking: the counter of the rep losing the customer is
+			 * taken before the new owner's when its id is lower (the batch
+			 * writer changes it at the end of the statement).
+			 */
+			if (!oldnull && old_owner < new_owner)
+				(void) assign_lock_released(old_owner);
 			assign_check_manual(mt, &c, new_owner, false);
 			d.kind = DECISION_MANUAL;
 			d.rep_id = new_owner;

@@ -35,6 +35,8 @@ BEGIN
                         allocation.log_followup(regclass, text, text, text, text, boolean, timestamptz),
                         allocation._managed(regclass), allocation._customer_exists(integer, text) TO %s', r);
         EXECUTE format('GRANT INSERT, SELECT (id) ON allocation.followup TO %s', r);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.request_resource(bigint, regclass, text, numeric, text, tstzrange, bigint),
+                        allocation.match_resources(regclass, text) TO %s', r);
         EXECUTE format('GRANT USAGE ON SEQUENCE allocation.followup_id_seq TO %s', r);
     END IF;
     IF kind IN ('analyst', 'manager', 'admin') THEN
@@ -51,7 +53,9 @@ BEGIN
                         allocation.unlock_customer(regclass, text, text), allocation.resolve_dispute(bigint, bigint, text),
                         allocation.dismiss_dispute(bigint, text), allocation._lock_duplicate(bigint),
                         allocation._close_duplicate(bigint, boolean, text, bigint), allocation.recycle(timestamptz),
-                        allocation._upcoming_recycles(timestamptz) TO %s', r);
+                        allocation._upcoming_recycles(timestamptz),
+                        allocation.approve_request(bigint), allocation.reject_request(bigint, text),
+                        allocation.release_grant(bigint, text), allocation.expire_grants(timestamptz) TO %s', r);
     END IF;
     IF kind = 'admin' THEN
         EXECUTE format('GRANT INSERT, UPDATE, DELETE ON allocation.team, allocation.rep, allocation.territory,
@@ -72,7 +76,7 @@ BEGIN
                         allocation._apply_duplicate_policy(integer, text, text, real, double precision, name),
                         allocation._identity_drop(integer) TO %s', r);
         EXECUTE format('GRANT INSERT, UPDATE, DELETE ON allocation.claim_policy, allocation.recycle_policy,
-                        allocation.customer_lock TO %s', r);
+                        allocation.customer_lock, allocation.resource_pool TO %s', r);
     END IF;
 END
 $$;
@@ -107,6 +111,11 @@ SELECT pg_catalog.pg_extension_config_dump('allocation.protection', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.followup', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.recycle_policy', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.duplicate', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.resource_pool', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.resource_request', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.resource_customer_use', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.resource_rep_use', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.expert_booking', '');
 -- identities are derived but dumped, so duplicate detection works right after a restore
 -- (the pg_trgm index of fuzzy matching is recreated by calling set_duplicate_policy() again)
 SELECT pg_catalog.pg_extension_config_dump('allocation.identity', '');

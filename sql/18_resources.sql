@@ -63,6 +63,15 @@ SELECT * FROM r18_state \gset after_
 SELECT :'before_remaining' = :'after_remaining' AS pools_kept, :before_requests = :after_requests AS requests_kept,
        :'before_customer_use' = :'after_customer_use' AS caps_kept, :before_events = :after_events AS events_kept;
 
+-- a rep requests for its own customers only
+DO $$ BEGIN CREATE ROLE regress_res_b; END $$;
+UPDATE allocation.rep SET login = 'regress_res_b' WHERE id = 2;
+SELECT allocation.grant_role('regress_res_b', 'rep');
+SET ROLE regress_res_b;
+SELECT code, message FROM r18_try($$SELECT allocation.request_resource(1, 'r18_customer', '1', 1)$$);
+RESET ROLE;
+UPDATE allocation.rep SET login = NULL WHERE id = 2;
+
 -- grants: caps per customer (2) and per rep (3)
 SELECT key, qty, status FROM allocation.request_resource(1, 'r18_customer', '1', 2);
 SELECT * FROM r18_try($$SELECT allocation.request_resource(1, 'r18_customer', '1', 1)$$);   -- customer cap
@@ -105,3 +114,5 @@ SELECT kind, count(*) FROM allocation.event WHERE kind LIKE 'resource%' GROUP BY
 DROP TABLE r18_customer CASCADE;
 DROP EXTENSION allocation CASCADE;
 DROP FUNCTION r18_try(text);
+DROP OWNED BY regress_res_b;
+DROP ROLE regress_res_b;

@@ -280,6 +280,13 @@ BEGIN
         RAISE EXCEPTION 'customer % not found in %', p_key, p_tbl
             USING ERRCODE = 'LA062', DETAIL = 'The customer has no open ownership record.', HINT = 'Check the key.';
     END IF;
+    -- a rep requests for its own customers only (managers and the application for any)
+    IF allocation._rep_of(allocation._actor()::name) IS DISTINCT FROM NULL
+       AND allocation._rep_of(allocation._actor()::name) IS DISTINCT FROM a.rep_id THEN
+        RAISE EXCEPTION 'customer % is not yours', p_key
+            USING ERRCODE = 'LA098', DETAIL = 'A rep requests resources for the customers it holds.',
+                  HINT = 'Ask the customer''s owner or a manager.';
+    END IF;
     v_failed := ARRAY(SELECT x->>'check' FROM jsonb_array_elements(allocation._resource_checks(p, m.id, p_key)) x
                        WHERE NOT (x->>'ok')::boolean AND x->>'check' NOT IN ('left', 'active', 'season'));
     IF cardinality(v_failed) > 0 AND NOT (p_override AND p.allow_override) THEN

@@ -111,6 +111,24 @@ SELECT count(*) AS still_granted FROM allocation.resource_request WHERE pool_id 
 SELECT code, remaining, granted FROM allocation.resource_utilization WHERE code = 'samples';
 SELECT kind, count(*) FROM allocation.event WHERE kind LIKE 'resource%' GROUP BY 1 ORDER BY 1;
 
+-- auto-grant: entering the promotion stage grants a sample kit in the same transaction (C trigger's
+-- batch writer); an ineligible grower gets nothing; flapping stages do not grant twice; when the
+-- pool runs dry the next customer is waitlisted
+INSERT INTO allocation.resource_pool (code, name, kind, unit, total, remaining, tiers, auto_stage, auto_qty)
+VALUES ('kits', 'Promotion sample kits', 'sample', 'kit', 2, 2, '{retailer}', 'promotion', 1);
+INSERT INTO r18_customer (id, tier, crop, stage, owner) VALUES (5, 'retailer', 'rice', 'lead', 1), (6, 'retailer', 'rice', 'lead', 2),
+                                                              (7, 'retailer', 'rice', 'lead', 2);
+BEGIN;
+UPDATE r18_customer SET stage = 'promotion' WHERE id IN (4, 5);
+SELECT key, status, note FROM allocation.grant_ledger WHERE pool = 'kits' ORDER BY request_id;   -- already there, same transaction
+COMMIT;
+UPDATE r18_customer SET stage = 'lead' WHERE id = 5;
+UPDATE r18_customer SET stage = 'promotion' WHERE id = 5;
+UPDATE r18_customer SET stage = 'promotion' WHERE id = 6;
+UPDATE r18_customer SET stage = 'promotion' WHERE id = 7;
+SELECT key, status, note FROM allocation.grant_ledger WHERE pool = 'kits' ORDER BY request_id;
+SELECT code, total, remaining FROM allocation.resource_pool WHERE code = 'kits';
+
 DROP TABLE r18_customer CASCADE;
 DROP EXTENSION allocation CASCADE;
 DROP FUNCTION r18_try(text);

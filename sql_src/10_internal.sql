@@ -132,7 +132,20 @@ $$
 DECLARE
     v_changes boolean;
     v_released bigint[];
+    v_auto record;
+    v_auto_keys text[];
+    v_auto_managed integer[];
+    v_auto_stage text[];
 BEGIN
+    -- customers whose stage changes into a pool's auto-grant stage (read before the registry moves)
+    IF p_stage IS NOT NULL AND EXISTS (SELECT 1 FROM allocation.resource_pool rp WHERE rp.auto_stage IS NOT NULL AND rp.active) THEN
+        SELECT array_agg(b.managed_id), array_agg(b.key), array_agg(b.stage)
+          INTO v_auto_managed, v_auto_keys, v_auto_stage
+          FROM unnest(p_managed, p_op, p_key, p_stage) AS b(managed_id, op, key, stage)
+          JOIN allocation.assignment a ON a.managed_id = b.managed_id AND a.key = b.key AND a.valid_to IS NULL
+         WHERE b.op IN ('refresh', 'update') AND b.stage IS DISTINCT FROM a.stage
+           AND b.stage IN (SELECT rp.auto_stage FROM allocation.resource_pool rp WHERE rp.active);
+    END IF;
     -- an accepted suggestion is recorded under the suggestion's rule
     IF 'suggestion' = ANY (p_source) THEN
         SELECT array_agg(coalesce(b.rule, (SELECT s.rule_id FROM allocation.suggestion s
@@ -234,6 +247,10 @@ BEGIN
                  WHERE rep IS NOT NULL GROUP BY rep) r
          WHERE l.rep_id = r.rep AND r.n <> 0;
     END IF;
+
+    FOR v_auto IN SELECT * FROM unnest(v_auto_managed, v_auto_keys, v_auto_stage) AS x(managed_id, key, stage) LOOP
+        PERFORM allocation._auto_grant(v_auto.managed_id, v_auto.key, v_auto.stage);
+    END LOOP;
 
     INSERT INTO allocation.event (actor, kind, managed_id, table_name, key, from_rep, to_rep, rule_id, reason, detail)
     SELECT p_actor, b.kind, b.managed_id, m.table_name, b.key, b.old_rep,

@@ -25,6 +25,8 @@ CREATE TABLE allocation.resource_pool (
     approval_required   boolean NOT NULL DEFAULT false,
     allow_override      boolean NOT NULL DEFAULT false,
     priority            integer NOT NULL DEFAULT 0,
+    auto_stage          text,
+    auto_qty            numeric NOT NULL DEFAULT 1 CHECK (auto_qty > 0),
     active              boolean NOT NULL DEFAULT true,
     created_at          timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT resource_pool_remaining CHECK (remaining >= 0 AND remaining <= total),
@@ -32,6 +34,7 @@ CREATE TABLE allocation.resource_pool (
 );
 COMMENT ON TABLE allocation.resource_pool IS 'Pools of scarce resources (new-product rights, gifts, samples, expert visits): quantity, season, eligibility, caps per customer and rep, approval; remaining can never leave [0, total]';
 COMMENT ON COLUMN allocation.resource_pool.remaining IS 'units left; changed only by conditional updates (never read-then-write), CHECK 0 <= remaining <= total as the backstop';
+COMMENT ON COLUMN allocation.resource_pool.auto_stage IS 'auto-grant: when a managed customer''s stage changes into this stage and it is eligible, auto_qty units are granted in the same transaction (or it is waitlisted)';
 COMMENT ON COLUMN allocation.resource_pool.allow_override IS 'a manager may grant to a customer that fails the eligibility conditions';
 
 CREATE TABLE allocation.resource_request (
@@ -483,3 +486,51 @@ SELECT q.id AS request_id, p.code AS pool, q.qty, m.table_name, q.key, q.request
   JOIN allocation.managed_table m ON m.id = q.managed_id
  WHERE q.status = 'waitlisted';
 COMMENT ON VIEW allocation.resource_waitlist IS 'Waitlisted requests per pool, in the order they will be served';
+
+-- Auto-grant: a customer whose stage changed into a pool's auto_stage gets auto_qty units
+-- in the same transaction (called by the batch writer of the managed table's trigger), or is
+-- waitlisted when too little is left.  Ineligible customers and customers that already have
+-- a request of the pool are skipped; a cap that would be exceeded rejects the request.
+CREATE FUNCTION allocation._auto_grant(p_managed integer, p_key text, p_stage text)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    p allocation.resource_pool;
+    r allocation.resource_request;
+    a allocation.assignment;
+BEGIN
+    SELECT * INTO a FROM allocation.assignment x WHERE x.managed_id = p_managed AND x.key = p_key AND x.valid_to IS NULL;
+    FOR p IN SELECT * FROM allocation.resource_pool x
+              WHERE x.auto_stage = p_stage AND x.active
+                AND (x.valid_from IS NULL OR x.valid_from <= now()) AND (x.valid_to IS NULL OR x.valid_to > now())
+              ORDER BY x.priority DESC, x.id FOR UPDATE LOOP
+        CONTINUE WHEN EXISTS (SELECT 1 FROM jsonb_array_elements(allocation._resource_checks(p, p_managed, p_key)) c
+                               WHERE NOT (c->>'ok')::boolean AND c->>'check' NOT IN ('left'));
+        CONTINUE WHEN EXISTS (SELECT 1 FROM allocation.resource_request q
+                               WHERE q.pool_id = p.id AND q.managed_id = p_managed AND q.key = p_key
+                                 AND q.status IN ('pending', 'waitlisted', 'granted'));
+        INSERT INTO allocation.resource_request (pool_id, managed_id, key, rep_id, qty, note, requested_by)
+        VALUES (p.id, p_managed, p_key, a.rep_id, p.auto_qty, format('auto-grant: stage %s', p_stage), allocation._actor())
+        RETURNING * INTO r;
+        PERFORM allocation._resource_event('resource_requested', r, r.note, jsonb_build_object('auto', true));
+        BEGIN
+            IF allocation._take_units(r, p) THEN
+                UPDATE allocation.resource_request q SET status = 'granted', decided_at = now(), decided_by = allocation._actor()
+                 WHERE q.id = r.id;
+                PERFORM allocation._resource_event('resource_granted', r, r.note, jsonb_build_object('auto', true));
+            ELSE
+                UPDATE allocation.resource_request q SET status = 'waitlisted' WHERE q.id = r.id;
+                PERFORM allocation._resource_event('resource_waitlisted', r, format('auto-grant: only %s %s left', p.remaining, p.unit),
+                                                   jsonb_build_object('auto', true));
+            END IF;
+        EXCEPTION WHEN SQLSTATE 'LA093' OR SQLSTATE 'LA094' THEN
+            UPDATE allocation.resource_request q SET status = 'rejected', decided_at = now(), decided_by = allocation._actor(),
+                   reason = 'auto-grant: a cap would be exceeded'
+             WHERE q.id = r.id;
+            PERFORM allocation._resource_event('resource_rejected', r, 'auto-grant: a cap would be exceeded', jsonb_build_object('auto', true));
+        END;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION allocation._auto_grant(integer, text, text) IS 'internal: grants the pools whose auto_stage a customer just entered (called by the batch writer)';

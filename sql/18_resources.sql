@@ -25,7 +25,7 @@ CREATE TABLE r18_customer (id int PRIMARY KEY, tier text, crop text, stage text,
 SELECT allocation.manage('r18_customer', 'id', 'loc', 'owner', '{"tier": "tier", "crop": "crop", "stage": "stage"}');
 INSERT INTO r18_customer (id, tier, crop, stage, owner) VALUES
     (1, 'retailer', 'rice', 'promotion', 1), (2, 'retailer', 'rice', 'promotion', 1),
-    (3, 'retailer', 'rice', 'promotion', 2), (4, 'grower', 'cotton', 'lead', 2);
+    (3, 'retailer', 'rice', 'promotion', 2), (4, 'grower', 'cotton', 'lead', 2), (8, 'retailer', 'rice', 'promotion', 2);
 
 INSERT INTO allocation.resource_pool (code, name, kind, unit, total, remaining, tiers, stages, per_customer_cap, per_rep_cap, valid_to)
 VALUES ('samples', 'New fungicide samples', 'sample', 'box', 5, 5, '{retailer}', '{promotion}', 2, 3, now() + interval '90 days');
@@ -78,11 +78,12 @@ SELECT * FROM r18_try($$SELECT allocation.request_resource(1, 'r18_customer', '1
 SELECT key, qty, status FROM allocation.request_resource(1, 'r18_customer', '2', 1);
 SELECT * FROM r18_try($$SELECT allocation.request_resource(1, 'r18_customer', '2', 1)$$);   -- rep a's cap
 SELECT key, qty, status FROM allocation.request_resource(1, 'r18_customer', '3', 2);
--- nothing left: waitlisted, in order
-SELECT key, qty, status FROM allocation.request_resource(1, 'r18_customer', '2', 1);
+-- nothing left: waitlisted, in order -- but never a request its caps could not allow
+SELECT * FROM r18_try($$SELECT allocation.request_resource(1, 'r18_customer', '2', 1)$$);
+SELECT key, qty, status FROM allocation.request_resource(1, 'r18_customer', '8', 1);
 SELECT request_id, pool, qty, key, position FROM allocation.resource_waitlist;
 SELECT code, total, remaining, granted, pending, waitlisted, by_rep, by_tier FROM allocation.resource_utilization ORDER BY pool_id;
--- a release gives the units back and serves the waitlist (customer 2 gets its box: rep a is below its cap again)
+-- a release gives the units back and serves the waitlist (customer 8 gets its box)
 SELECT status FROM allocation.release_grant((SELECT min(id) FROM allocation.resource_request WHERE key = '1'), 'dealer closed for the season');
 SELECT request_id, pool, qty, key, status, reason FROM allocation.grant_ledger WHERE pool = 'samples' ORDER BY request_id;
 SELECT * FROM r18_try($$SELECT allocation.release_grant((SELECT min(id) FROM allocation.resource_request WHERE key = '1'), 'again')$$);

@@ -184,6 +184,30 @@ END
 $$;
 COMMENT ON FUNCTION allocation._take_units(allocation.resource_request, allocation.resource_pool) IS 'internal: takes a request''s units from the pool and the customer and rep caps (conditional updates)';
 
+-- Refuses a request that its customer's or rep's cap could never allow (before it is waitlisted).
+CREATE FUNCTION allocation._check_caps(r allocation.resource_request, p allocation.resource_pool)
+RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+    IF p.per_customer_cap IS NOT NULL AND r.qty + coalesce((SELECT u.used FROM allocation.resource_customer_use u
+                                                            WHERE u.pool_id = p.id AND u.managed_id = r.managed_id AND u.key = r.key), 0)
+                                          > p.per_customer_cap THEN
+        RAISE EXCEPTION 'customer % would exceed the per-customer cap of pool %', r.key, p.code
+            USING ERRCODE = 'LA093', DETAIL = format('The pool allows %s %s per customer.', p.per_customer_cap, p.unit),
+                  HINT = 'Request less, or release an earlier grant of this customer.';
+    END IF;
+    IF p.per_rep_cap IS NOT NULL AND r.rep_id IS NOT NULL
+       AND r.qty + coalesce((SELECT u.used FROM allocation.resource_rep_use u WHERE u.pool_id = p.id AND u.rep_id = r.rep_id), 0)
+           > p.per_rep_cap THEN
+        RAISE EXCEPTION 'the customers of rep % would exceed the per-rep cap of pool %', r.rep_id, p.code
+            USING ERRCODE = 'LA094', DETAIL = format('The pool allows %s %s per rep.', p.per_rep_cap, p.unit),
+                  HINT = 'Request less, or release an earlier grant of this rep''s customers.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION allocation._check_caps(allocation.resource_request, allocation.resource_pool) IS 'internal: refuses a request its caps could never allow (so the waitlist holds only requests that can be served)';
+
 -- Gives a grant's units back.
 CREATE FUNCTION allocation._return_units(r allocation.resource_request)
 RETURNS void
@@ -229,7 +253,8 @@ BEGIN
     FOR r IN SELECT * FROM allocation.resource_request q
               WHERE q.pool_id = p_pool AND q.status = 'waitlisted' ORDER BY q.id FOR UPDATE SKIP LOCKED LOOP
         SELECT * INTO p FROM allocation.resource_pool x WHERE x.id = p_pool;
-        EXIT WHEN p.remaining < r.qty;
+        EXIT WHEN p.remaining <= 0;
+        CONTINUE WHEN p.remaining < r.qty;      -- a smaller request further back may fit
         BEGIN
             IF allocation._take_units(r, p) THEN
                 UPDATE allocation.resource_request q SET status = 'granted', decided_at = now(), decided_by = allocation._actor(),
@@ -311,7 +336,8 @@ BEGIN
     IF p.approval_required AND NOT p_override THEN
         RETURN r;       -- pending: a manager decides
     END IF;
-    IF allocation._take_units(r, p) THEN
+    IF NOT EXISTS (SELECT 1 FROM allocation.resource_request q WHERE q.pool_id = p.id AND q.status = 'waitlisted')
+       AND allocation._take_units(r, p) THEN
         UPDATE allocation.resource_request q SET status = 'granted', decided_at = now(), decided_by = allocation._actor()
          WHERE q.id = r.id RETURNING * INTO r;
         IF p.kind = 'expert_visit' THEN
@@ -326,8 +352,12 @@ BEGIN
         END IF;
         PERFORM allocation._resource_event('resource_granted', r, NULL);
     ELSE
+        -- first come, first served: behind an existing waitlist, or nothing left; never one its caps forbid
+        PERFORM allocation._check_caps(r, p);
         UPDATE allocation.resource_request q SET status = 'waitlisted' WHERE q.id = r.id RETURNING * INTO r;
         PERFORM allocation._resource_event('resource_waitlisted', r, format('only %s %s left', p.remaining, p.unit));
+        PERFORM allocation._serve_waitlist(p.id);
+        SELECT * INTO r FROM allocation.resource_request q WHERE q.id = r.id;
     END IF;
     RETURN r;
 END

@@ -190,15 +190,22 @@ RETURNS void
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
 $$
 BEGIN
-    IF p.per_customer_cap IS NOT NULL AND r.qty + coalesce((SELECT u.used FROM allocation.resource_customer_use u
-                                                            WHERE u.pool_id = p.id AND u.managed_id = r.managed_id AND u.key = r.key), 0)
-                                          > p.per_customer_cap THEN
+    -- granted plus already waitlisted units count, so the waitlist holds only what the caps allow
+    IF p.per_customer_cap IS NOT NULL
+       AND r.qty + coalesce((SELECT u.used FROM allocation.resource_customer_use u
+                              WHERE u.pool_id = p.id AND u.managed_id = r.managed_id AND u.key = r.key), 0)
+                 + coalesce((SELECT sum(q.qty) FROM allocation.resource_request q
+                              WHERE q.managed_id = r.managed_id AND q.key = r.key AND q.pool_id = p.id
+                                AND q.status = 'waitlisted' AND q.id <> r.id), 0)
+           > p.per_customer_cap THEN
         RAISE EXCEPTION 'customer % would exceed the per-customer cap of pool %', r.key, p.code
             USING ERRCODE = 'LA093', DETAIL = format('The pool allows %s %s per customer.', p.per_customer_cap, p.unit),
                   HINT = 'Request less, or release an earlier grant of this customer.';
     END IF;
     IF p.per_rep_cap IS NOT NULL AND r.rep_id IS NOT NULL
        AND r.qty + coalesce((SELECT u.used FROM allocation.resource_rep_use u WHERE u.pool_id = p.id AND u.rep_id = r.rep_id), 0)
+                 + coalesce((SELECT sum(q.qty) FROM allocation.resource_request q
+                              WHERE q.pool_id = p.id AND q.status = 'waitlisted' AND q.rep_id = r.rep_id AND q.id <> r.id), 0)
            > p.per_rep_cap THEN
         RAISE EXCEPTION 'the customers of rep % would exceed the per-rep cap of pool %', r.rep_id, p.code
             USING ERRCODE = 'LA094', DETAIL = format('The pool allows %s %s per rep.', p.per_rep_cap, p.unit),

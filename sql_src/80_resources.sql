@@ -343,7 +343,9 @@ BEGIN
     IF p.approval_required AND NOT p_override THEN
         RETURN r;       -- pending: a manager decides
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM allocation.resource_request q WHERE q.pool_id = p.id AND q.status = 'waitlisted')
+    -- first come, first served: not ahead of a waitlisted request that the units left would serve
+    IF NOT EXISTS (SELECT 1 FROM allocation.resource_request q
+                    WHERE q.pool_id = p.id AND q.status = 'waitlisted' AND q.qty <= p.remaining)
        AND allocation._take_units(r, p) THEN
         UPDATE allocation.resource_request q SET status = 'granted', decided_at = now(), decided_by = allocation._actor()
          WHERE q.id = r.id RETURNING * INTO r;
@@ -359,12 +361,10 @@ BEGIN
         END IF;
         PERFORM allocation._resource_event('resource_granted', r, NULL);
     ELSE
-        -- first come, first served: behind an existing waitlist, or nothing left; never one its caps forbid
+        -- too little left (or earlier requests come first): waitlisted, never one its caps forbid
         PERFORM allocation._check_caps(r, p);
         UPDATE allocation.resource_request q SET status = 'waitlisted' WHERE q.id = r.id RETURNING * INTO r;
         PERFORM allocation._resource_event('resource_waitlisted', r, format('only %s %s left', p.remaining, p.unit));
-        PERFORM allocation._serve_waitlist(p.id);
-        SELECT * INTO r FROM allocation.resource_request q WHERE q.id = r.id;
     END IF;
     RETURN r;
 END

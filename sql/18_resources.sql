@@ -21,8 +21,8 @@ END $f$;
 
 INSERT INTO allocation.team (id, code, name) VALUES (1, 'field', 'Field sales');
 INSERT INTO allocation.rep (id, code, name, team_id) VALUES (1, 'a', 'Rep A', 1), (2, 'b', 'Rep B', 1), (9, 'expert', 'Dr. Expert', 1);
-CREATE TABLE r18_customer (id int PRIMARY KEY, tier text, crop text, stage text, loc geometry(Point, 4326), owner bigint);
-SELECT allocation.manage('r18_customer', 'id', 'loc', 'owner', '{"tier": "tier", "crop": "crop", "stage": "stage"}');
+CREATE TABLE r18_customer (id int PRIMARY KEY, tier text, crop text, stage text, output numeric, loc geometry(Point, 4326), owner bigint);
+SELECT allocation.manage('r18_customer', 'id', 'loc', 'owner', '{"tier": "tier", "crop": "crop", "stage": "stage", "expected_output": "output"}');
 INSERT INTO r18_customer (id, tier, crop, stage, owner) VALUES
     (1, 'retailer', 'rice', 'promotion', 1), (2, 'retailer', 'rice', 'promotion', 1),
     (3, 'retailer', 'rice', 'promotion', 2), (4, 'grower', 'cotton', 'lead', 2), (8, 'retailer', 'rice', 'promotion', 2);
@@ -94,6 +94,27 @@ SELECT status FROM allocation.approve_request((SELECT id FROM allocation.resourc
 SELECT * FROM r18_try($$SELECT allocation.approve_request((SELECT id FROM allocation.resource_request WHERE pool_id = 2 AND key = '2'))$$);
 SELECT key, status FROM allocation.request_resource(2, 'r18_customer', '3', 1);
 SELECT status, reason FROM allocation.reject_request((SELECT id FROM allocation.resource_request WHERE pool_id = 2 AND key = '3'), 'one right per county');
+
+-- a manager's grant: no approval step; an ineligible customer only when the pool allows overrides
+UPDATE allocation.resource_pool SET total = 2, remaining = 1 WHERE code = 'rights';
+SELECT key, status, note FROM allocation.grant_resource(2, 'r18_customer', '4', 1, 'demonstration farm');
+SELECT * FROM r18_try($$SELECT allocation.grant_resource(1, 'r18_customer', '4', 1, 'not allowed here')$$);
+SELECT * FROM r18_try($$SELECT allocation.grant_resource(2, 'r18_customer', '4', 1, '')$$);
+SELECT detail->'override' AS overridden FROM allocation.event WHERE kind = 'resource_requested' AND key = '4';
+
+-- a minimum record: follow-ups of the last year (a deal counts three times)
+INSERT INTO allocation.resource_pool (code, name, kind, total, remaining, min_history_score) VALUES ('loyal', 'Loyalty gift', 'gift', 10, 10, 3);
+SELECT code, eligible, failed FROM allocation.match_resources('r18_customer', '8') WHERE code = 'loyal';
+INSERT INTO allocation.followup (managed_id, key, kind) VALUES ((SELECT allocation._managed('r18_customer')).id, '8', 'deal');
+SELECT code, eligible, checks->-2 AS history FROM allocation.match_resources('r18_customer', '8') WHERE code = 'loyal';
+SELECT key, status FROM allocation.request_resource((SELECT id FROM allocation.resource_pool WHERE code = 'loyal'), 'r18_customer', '8', 1);
+-- a minimum expected output (the mapped column)
+INSERT INTO allocation.resource_pool (code, name, kind, total, remaining, min_expected_output) VALUES ('big', 'Big buyer rebate', 'gift', 10, 10, 500);
+UPDATE r18_customer SET output = 800 WHERE id = 3;
+SELECT key, eligible, failed FROM (SELECT '3' AS key, * FROM allocation.match_resources('r18_customer', '3')
+                                   UNION ALL SELECT '8', * FROM allocation.match_resources('r18_customer', '8')) x WHERE code = 'big' ORDER BY key;
+-- did the resources pay off? grants against what the customers did afterwards
+SELECT pool, key, status, followups_since, deals_since, converted FROM allocation.grant_outcome WHERE key = '8' ORDER BY request_id;
 
 -- expert visits: one expert cannot be booked twice for overlapping times
 SELECT status FROM allocation.request_resource(3, 'r18_customer', '1', 1, 'rice blast',

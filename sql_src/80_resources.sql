@@ -20,6 +20,7 @@ CREATE TABLE allocation.resource_pool (
     stages              text[],
     territory_id        bigint REFERENCES allocation.territory (id) ON DELETE SET NULL,
     min_expected_output numeric,
+    min_history_score   numeric,
     per_customer_cap    numeric CHECK (per_customer_cap > 0),
     per_rep_cap         numeric CHECK (per_rep_cap > 0),
     approval_required   boolean NOT NULL DEFAULT false,
@@ -35,6 +36,7 @@ CREATE TABLE allocation.resource_pool (
 COMMENT ON TABLE allocation.resource_pool IS 'Pools of scarce resources (new-product rights, gifts, samples, expert visits): quantity, season, eligibility, caps per customer and rep, approval; remaining can never leave [0, total]';
 COMMENT ON COLUMN allocation.resource_pool.remaining IS 'units left; changed only by conditional updates (never read-then-write), CHECK 0 <= remaining <= total as the backstop';
 COMMENT ON COLUMN allocation.resource_pool.auto_stage IS 'auto-grant: when a managed customer''s stage changes into this stage and it is eligible, auto_qty units are granted in the same transaction (or it is waitlisted)';
+COMMENT ON COLUMN allocation.resource_pool.min_history_score IS 'eligibility: at least this allocation.customer_history_score() (follow-ups of the last year, deals count three times)';
 COMMENT ON COLUMN allocation.resource_pool.allow_override IS 'a manager may grant to a customer that fails the eligibility conditions';
 
 CREATE TABLE allocation.resource_request (
@@ -86,15 +88,27 @@ CREATE TABLE allocation.expert_booking (
 );
 COMMENT ON TABLE allocation.expert_booking IS 'Time slots of expert field visits; the exclusion constraint makes double booking of one expert impossible';
 
+-- A customer's record: follow-ups of the last 365 days, a deal counting three times.
+CREATE FUNCTION allocation.customer_history_score(p_managed integer, p_key text)
+RETURNS numeric
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+    SELECT coalesce(sum(CASE WHEN f.kind = 'deal' THEN 3 ELSE 1 END), 0)::numeric
+      FROM allocation.followup f
+     WHERE f.managed_id = p_managed AND f.key = p_key AND f.at > now() - interval '365 days' AND f.at <= now()
+$$;
+COMMENT ON FUNCTION allocation.customer_history_score(integer, text) IS 'A customer''s record for resource eligibility: follow-ups of the last 365 days, each deal counting three';
+
 -- A pool's eligibility, condition by condition, for one customer.
 CREATE FUNCTION allocation._resource_checks(p allocation.resource_pool, p_managed integer, p_key text)
 RETURNS jsonb
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
     a allocation.assignment;
     v jsonb := '[]';
     v_ok boolean;
+    v_output numeric;
 BEGIN
     SELECT * INTO a FROM allocation.assignment x WHERE x.managed_id = p_managed AND x.key = p_key AND x.valid_to IS NULL;
     v := v || jsonb_build_object('check', 'active', 'ok', p.active);
@@ -110,6 +124,20 @@ BEGIN
                                         UNION ALL SELECT t.id, t.parent_id, up.d + 1 FROM allocation.territory t JOIN up ON t.id = up.parent_id WHERE up.d < 64)
                   SELECT 1 FROM up WHERE up.id = p.territory_id)),
               'value', a.territory_id, 'wanted', p.territory_id);
+    IF p.min_expected_output IS NOT NULL THEN
+        -- the mapped expected_output column, read as the table's owner
+        SELECT (u.r)[2]::numeric INTO v_output
+          FROM allocation.managed_table mt,
+               allocation._table_rows(mt.tbl, ARRAY[mt.key_column::text, mt.attributes->>'expected_output'], p_key, '') AS u(r)
+         WHERE mt.id = p_managed;
+        v := v || jsonb_build_object('check', 'expected_output', 'ok', coalesce(v_output >= p.min_expected_output, false),
+                                     'value', v_output, 'wanted', p.min_expected_output);
+    END IF;
+    IF p.min_history_score IS NOT NULL THEN
+        v := v || jsonb_build_object('check', 'history', 'ok',
+                  allocation.customer_history_score(p_managed, p_key) >= p.min_history_score,
+                  'value', allocation.customer_history_score(p_managed, p_key), 'wanted', p.min_history_score);
+    END IF;
     v := v || jsonb_build_object('check', 'left', 'ok', p.remaining > 0, 'remaining', p.remaining, 'total', p.total);
     RETURN v;
 END
@@ -571,3 +599,38 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION allocation._auto_grant(integer, text, text) IS 'internal: grants the pools whose auto_stage a customer just entered (called by the batch writer)';
+
+CREATE FUNCTION allocation.grant_resource(pool bigint, tbl regclass, key text, qty numeric, reason text,
+                                          slot tstzrange DEFAULT NULL, expert bigint DEFAULT NULL)
+RETURNS allocation.resource_request
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+    IF reason IS NULL OR btrim(reason) = '' THEN
+        RAISE EXCEPTION 'a manager''s grant needs a reason'
+            USING ERRCODE = '22004', DETAIL = 'The reason is kept in the audit log with the grant.',
+                  HINT = 'Say why, e.g. ''demonstration farm for the county''.';
+    END IF;
+    RETURN allocation._request_resource(pool, tbl, key, qty, reason, slot, expert, true);
+END
+$$;
+COMMENT ON FUNCTION allocation.grant_resource(bigint, regclass, text, numeric, text, tstzrange, bigint) IS
+'A manager''s grant: no approval step, and an ineligible customer is allowed when the pool allows overrides (the failed conditions are recorded); caps and the remaining quantity still hold';
+
+CREATE VIEW allocation.grant_outcome AS
+SELECT q.id AS request_id, p.code AS pool, p.kind, q.qty, m.table_name, q.key, r.code AS rep_code,
+       q.decided_at AS granted_at, q.status, a.stage AS stage_now,
+       (SELECT count(*) FROM allocation.followup f
+         WHERE f.managed_id = q.managed_id AND f.key = q.key AND f.at >= q.decided_at) AS followups_since,
+       (SELECT count(*) FROM allocation.followup f
+         WHERE f.managed_id = q.managed_id AND f.key = q.key AND f.at >= q.decided_at AND f.kind = 'deal') AS deals_since,
+       EXISTS (SELECT 1 FROM allocation.followup f
+                WHERE f.managed_id = q.managed_id AND f.key = q.key AND f.at >= q.decided_at
+                  AND (f.kind = 'deal' OR f.progress)) AS converted
+  FROM allocation.resource_request q
+  JOIN allocation.resource_pool p ON p.id = q.pool_id
+  JOIN allocation.managed_table m ON m.id = q.managed_id
+  LEFT JOIN allocation.rep r ON r.id = q.rep_id
+  LEFT JOIN allocation.assignment a ON a.managed_id = q.managed_id AND a.key = q.key AND a.valid_to IS NULL
+ WHERE q.status IN ('granted', 'released', 'expired');
+COMMENT ON VIEW allocation.grant_outcome IS 'Each grant against what its customer did afterwards: follow-ups, deals, stage progress, current stage (did the resource pay off?)';

@@ -55,7 +55,8 @@ BEGIN
                         allocation._close_duplicate(bigint, boolean, text, bigint), allocation.recycle(timestamptz),
                         allocation._upcoming_recycles(timestamptz),
                         allocation.approve_request(bigint), allocation.reject_request(bigint, text),
-                        allocation.release_grant(bigint, text), allocation.expire_grants(timestamptz) TO %s', r);
+                        allocation.release_grant(bigint, text), allocation.expire_grants(timestamptz),
+                        allocation.grant_resource(bigint, regclass, text, numeric, text, tstzrange, bigint) TO %s', r);
     END IF;
     IF kind = 'admin' THEN
         EXECUTE format('GRANT INSERT, UPDATE, DELETE ON allocation.team, allocation.rep, allocation.territory,

@@ -21,8 +21,8 @@ END $f$;
 
 INSERT INTO allocation.team (id, code, name) VALUES (1, 'field', 'Field sales');
 INSERT INTO allocation.rep (id, code, name, team_id) VALUES (1, 'a', 'Rep A', 1), (2, 'b', 'Rep B', 1), (9, 'expert', 'Dr. Expert', 1);
-CREATE TABLE r18_customer (id int PRIMARY KEY, tier text, crop text, stage text, output numeric, loc geometry(Point, 4326), owner bigint);
-SELECT allocation.manage('r18_customer', 'id', 'loc', 'owner', '{"tier": "tier", "crop": "crop", "stage": "stage", "expected_output": "output"}');
+CREATE TABLE r18_customer (id int PRIMARY KEY, tier text, crop text, stage text, output numeric, tags text[], loc geometry(Point, 4326), owner bigint);
+SELECT allocation.manage('r18_customer', 'id', 'loc', 'owner', '{"tier": "tier", "crop": "crop", "stage": "stage", "expected_output": "output", "tags": "tags"}');
 INSERT INTO r18_customer (id, tier, crop, stage, owner) VALUES
     (1, 'retailer', 'rice', 'promotion', 1), (2, 'retailer', 'rice', 'promotion', 1),
     (3, 'retailer', 'rice', 'promotion', 2), (4, 'grower', 'cotton', 'lead', 2), (8, 'retailer', 'rice', 'promotion', 2);
@@ -113,6 +113,12 @@ INSERT INTO allocation.resource_pool (code, name, kind, total, remaining, min_ex
 UPDATE r18_customer SET output = 800 WHERE id = 3;
 SELECT key, eligible, failed FROM (SELECT '3' AS key, * FROM allocation.match_resources('r18_customer', '3')
                                    UNION ALL SELECT '8', * FROM allocation.match_resources('r18_customer', '8')) x WHERE code = 'big' ORDER BY key;
+-- tags (the mapped tags column)
+INSERT INTO allocation.resource_pool (code, name, kind, total, remaining, tags) VALUES ('coop', 'Cooperative bonus', 'gift', 10, 10, '{cooperative}');
+UPDATE r18_customer SET tags = '{cooperative,vip}' WHERE id = 8;
+SELECT key, eligible, failed FROM (SELECT '3' AS key, * FROM allocation.match_resources('r18_customer', '3')
+                                   UNION ALL SELECT '8', * FROM allocation.match_resources('r18_customer', '8')) x WHERE code = 'coop' ORDER BY key;
+SELECT code, by_tier, by_territory FROM allocation.resource_utilization WHERE code = 'loyal';
 -- did the resources pay off? grants against what the customers did afterwards
 SELECT pool, key, status, followups_since, deals_since, converted FROM allocation.grant_outcome WHERE key = '8' ORDER BY request_id;
 

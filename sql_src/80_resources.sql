@@ -109,6 +109,7 @@ DECLARE
     v jsonb := '[]';
     v_ok boolean;
     v_output numeric;
+    v_tags text[];
 BEGIN
     SELECT * INTO a FROM allocation.assignment x WHERE x.managed_id = p_managed AND x.key = p_key AND x.valid_to IS NULL;
     v := v || jsonb_build_object('check', 'active', 'ok', p.active);
@@ -124,6 +125,14 @@ BEGIN
                                         UNION ALL SELECT t.id, t.parent_id, up.d + 1 FROM allocation.territory t JOIN up ON t.id = up.parent_id WHERE up.d < 64)
                   SELECT 1 FROM up WHERE up.id = p.territory_id)),
               'value', a.territory_id, 'wanted', p.territory_id);
+    IF p.tags IS NOT NULL THEN
+        -- the mapped tags column, read as the table's owner
+        SELECT (u.r)[2]::text[] INTO v_tags
+          FROM allocation.managed_table mt,
+               allocation._table_rows(mt.tbl, ARRAY[mt.key_column::text, mt.attributes->>'tags'], p_key, '') AS u(r)
+         WHERE mt.id = p_managed;
+        v := v || jsonb_build_object('check', 'tags', 'ok', coalesce(v_tags && p.tags, false), 'value', v_tags, 'wanted', p.tags);
+    END IF;
     IF p.min_expected_output IS NOT NULL THEN
         -- the mapped expected_output column, read as the table's owner
         SELECT (u.r)[2]::numeric INTO v_output
@@ -529,9 +538,14 @@ SELECT p.id AS pool_id, p.code, p.name, p.kind, p.unit, p.total, p.remaining, p.
                     SELECT a.tier, sum(q.qty) AS n FROM allocation.resource_request q
                       JOIN allocation.assignment a ON a.managed_id = q.managed_id AND a.key = q.key AND a.valid_to IS NULL
                      WHERE q.pool_id = p.id AND q.status = 'granted' GROUP BY a.tier) x), '{}') AS by_tier,
+       coalesce((SELECT jsonb_object_agg(coalesce(x.code, '(none)'), x.n) FROM (
+                    SELECT t.code, sum(q.qty) AS n FROM allocation.resource_request q
+                      JOIN allocation.assignment a ON a.managed_id = q.managed_id AND a.key = q.key AND a.valid_to IS NULL
+                      LEFT JOIN allocation.territory t ON t.id = a.territory_id
+                     WHERE q.pool_id = p.id AND q.status = 'granted' GROUP BY t.code) x), '{}') AS by_territory,
        p.valid_from, p.valid_to, p.active
   FROM allocation.resource_pool p;
-COMMENT ON VIEW allocation.resource_utilization IS 'Each resource pool: total, granted, remaining, pending and waitlisted requests, grants by rep and customer tier';
+COMMENT ON VIEW allocation.resource_utilization IS 'Each resource pool: total, granted, remaining, pending and waitlisted requests, grants by rep, customer tier and territory';
 
 CREATE VIEW allocation.grant_ledger AS
 SELECT q.id AS request_id, p.code AS pool, p.kind, q.qty, p.unit, m.table_name, q.key, r.code AS rep_code,

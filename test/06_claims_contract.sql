@@ -10,7 +10,7 @@
 BEGIN;
 CREATE EXTENSION allocation;
 
-SELECT plan(68);
+SELECT plan(74);
 
 -------------------------------------------------------------------------------
 -- Signatures and results
@@ -65,7 +65,10 @@ INSERT INTO matrix VALUES
     ('allocation.lock_customer(regclass,text,text)',                  false, true,  false, true),
     ('allocation.recycle(timestamptz)',                               false, true,  false, true),
     ('allocation.resolve_dispute(bigint,bigint,text)',                false, true,  false, true),
-    ('allocation.set_duplicate_policy(regclass,text,text,real,double precision)', false, false, false, true);
+    ('allocation.set_duplicate_policy(regclass,text,text,real,double precision)', false, false, false, true),
+    ('allocation.request_resource(bigint,regclass,text,numeric,text,tstzrange,bigint)', true, true, false, true),
+    ('allocation.approve_request(bigint)',                             false, true,  false, true),
+    ('allocation.grant_resource(bigint,regclass,text,numeric,text,tstzrange,bigint)', false, true, false, true);
 SELECT is(has_function_privilege('tap_' || k, m.fn, 'EXECUTE'),
           CASE k WHEN 'rep' THEN m.rep WHEN 'manager' THEN m.manager WHEN 'analyst' THEN m.analyst ELSE m.admin END,
           format('%s %s execute %s', k, CASE WHEN CASE k WHEN 'rep' THEN m.rep WHEN 'manager' THEN m.manager
@@ -81,7 +84,9 @@ SELECT is_empty($$
      WHERE p.pronamespace = 'allocation'::regnamespace
        AND p.proname IN ('_owner_update', '_claim', '_release', '_identity_register', '_identity_forget',
                          '_identity_promote', '_record_duplicates', '_identity_rebuild', '_recycle_status',
-                         '_identity_holder', '_duplicate_decided', '_lock_customer', '_set_actor', '_lock_counter')
+                         '_identity_holder', '_duplicate_decided', '_lock_customer', '_set_actor', '_lock_counter',
+                         '_request_resource', '_take_units', '_return_units', '_serve_waitlist', '_auto_grant',
+                         '_table_rows', '_check_caps')
        AND a.grantee <> p.proowner
 $$, 'the internals of claims, identities and recycling are executable by their owner only');
 SELECT is(has_table_privilege('tap_rep', 'allocation.followup', 'INSERT'), true, 'a rep may record follow-ups');

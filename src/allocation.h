@@ -320,6 +320,7 @@ typedef struct DupMatch
 } DupMatch;
 
 extern bool dup_check(ManagedTable *mt, Customer *c, DupMatch *m);
+extern const char *dup_match_words(const char *match);
 
 /* ---------- audit.c: events that survive a refusal ---------- */
 extern void alloc_duplicate_blocked_event(ManagedTable *mt, const char *key, DupMatch *m);

@@ -111,9 +111,7 @@ alloc_duplicate_blocked_event(ManagedTable *mt, const char *key, DupMatch *m)
 	fields[1] = "duplicate_blocked";
 	fields[2] = mt->name;
 	fields[3] = key;
-	fields[4] = psprintf("write refused: duplicate of customer %s (%s)", m->other_key,
-						 strcmp(m->match, "credit_code") == 0 ? "same credit code" :
-						 strcmp(m->match, "phone") == 0 ? "same phone" : "similar name");
+	fields[4] = psprintf("write refused: duplicate of customer %s (%s)", m->other_key, dup_match_words(m->match));
 	fields[5] = detail.data;
 	if (!autonomous_event(mt->id, fields))
 		ereport(WARNING,

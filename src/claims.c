@@ -329,6 +329,16 @@ restore_table_owner(OwnerSwitch *sw)
  * = every row, else the row with that key; lock '' or 'update', 'update
  * nowait', 'update skip locked'.  Internal (only the extension owner).
  */
+/* "key_column = $n::key_type" for a managed table */
+static char *
+key_condition(ManagedTable *mt, int param)
+{
+	Form_pg_attribute katt = TupleDescAttr(mt->tupdesc, mt->key_att - 1);
+
+	return psprintf("%s = $%d::%s", quote_identifier(NameStr(katt->attname)), param,
+					format_type_with_typemod(katt->atttypid, katt->atttypmod));
+}
+
 static bool
 has_column(TupleDesc td, const char *col)
 {
@@ -354,7 +364,6 @@ allocation_table_rows(PG_FUNCTION_ARGS)
 	int			ncols,
 				i;
 	StringInfoData sql;
-	Form_pg_attribute katt;
 	OwnerSwitch osw;
 	Oid			types[1] = {TEXTOID};
 	Datum		vals[1];
@@ -375,7 +384,6 @@ allocation_table_rows(PG_FUNCTION_ARGS)
 		elog(ERROR, "unknown lock mode \"%s\"", lock);
 	config_prepare();
 	mt = config_get_table(relid, false);
-	katt = TupleDescAttr(mt->tupdesc, mt->key_att - 1);
 	deconstruct_array(cols, TEXTOID, -1, false, TYPALIGN_INT, &elems, &enulls, &ncols);
 	initStringInfo(&sql);
 	appendStringInfoString(&sql, "SELECT ARRAY[");
@@ -393,8 +401,7 @@ allocation_table_rows(PG_FUNCTION_ARGS)
 	appendStringInfo(&sql, "]::pg_catalog.text[] FROM %s t", mt->name);
 	if (!PG_ARGISNULL(2))
 	{
-		appendStringInfo(&sql, " WHERE t.%s = $1::%s", quote_identifier(NameStr(katt->attname)),
-						 format_type_with_typemod(katt->atttypid, katt->atttypmod));
+		appendStringInfo(&sql, " WHERE t.%s", key_condition(mt, 1));
 		vals[0] = PG_GETARG_DATUM(2);
 	}
 	if (lock[0])
@@ -469,18 +476,12 @@ allocation_owner_update(PG_FUNCTION_ARGS)
 	char	   *source = text_to_cstring(PG_GETARG_TEXT_PP(3));
 	char	   *reason = PG_ARGISNULL(4) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(4));
 	ManagedTable *mt;
-	HeapTuple	tup;
-	Oid			relowner,
-				save_userid;
-	int			save_sec,
-				nest;
-	Form_pg_attribute katt;
 	char	   *sql;
 	Oid			types[2] = {INT8OID, TEXTOID};
 	Datum		vals[2];
 	char		nulls[2] = {' ', ' '};
 	bool		found;
-	char	   *search_path;
+	OwnerSwitch osw;
 
 	alloc_lookup_oids();
 	if (GetUserId() != alloc_oids.schema_owner && !superuser())
@@ -490,17 +491,9 @@ allocation_owner_update(PG_FUNCTION_ARGS)
 				 errhint("Use allocation.claim(), allocation.release() or allocation.assign().")));
 	config_prepare();
 	mt = config_get_table(relid, false);
-	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for relation %u", relid);
-	relowner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-
-	katt = TupleDescAttr(mt->tupdesc, mt->key_att - 1);
-	sql = psprintf("UPDATE %s SET %s = $1 WHERE %s = $2::%s",
+	sql = psprintf("UPDATE %s SET %s = $1 WHERE %s",
 				   mt->name, quote_identifier(NameStr(TupleDescAttr(mt->tupdesc, mt->owner_att - 1)->attname)),
-				   quote_identifier(NameStr(katt->attname)),
-				   format_type_with_typemod(katt->atttypid, katt->atttypmod));
+				   key_condition(mt, 2));
 	if (PG_ARGISNULL(2))
 		nulls[0] = 'n';
 	else
@@ -508,25 +501,18 @@ allocation_owner_update(PG_FUNCTION_ARGS)
 	vals[1] = CStringGetTextDatum(key);
 
 	/*
-	 * The UPDATE runs the table's triggers as the table owner: with the
-	 * owner's own default search_path (what its trigger functions were
-	 * written for) and pg_temp last, so that the caller's temporary objects
-	 * never shadow the owner's; and as a security-restricted operation (no
-	 * SET ROLE, no temporary objects, no deferred code).
+	 * The UPDATE runs the table's triggers as the table owner (see
+	 * become_table_owner), never in a session with temporary objects, with
+	 * the source and reason the row trigger records.
 	 */
 	refuse_temp_objects("a claim, release or recycle");
-	search_path = owner_search_path(relowner);
-	nest = NewGUCNestLevel();
-	(void) set_config_option("search_path", search_path, PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	become_table_owner(relid, &osw);
 	(void) set_config_option("allocation.change_source", source, PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("allocation.change_reason", reason, PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("allocation.change_key", key, PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(relowner, save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
 	alloc_in_owner_update++;
 	PG_TRY();
 	{
@@ -540,10 +526,9 @@ allocation_owner_update(PG_FUNCTION_ARGS)
 	PG_FINALLY();
 	{
 		alloc_in_owner_update--;
-		SetUserIdAndSecContext(save_userid, save_sec);
+		/* settings the table's triggers changed (even session-wide ones) are thrown away */
+		restore_table_owner(&osw);
 	}
 	PG_END_TRY();
-	/* false: settings the table's triggers changed (even session-wide ones) are thrown away */
-	AtEOXact_GUC(false, nest);
 	PG_RETURN_BOOL(found);
 }

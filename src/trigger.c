@@ -345,17 +345,12 @@ note_duplicate(Entry *e, DupMatch *m)
 	e->dup_similarity = m->similarity;
 }
 
-static const char *
-dup_what(DupMatch *m)
-{
-	return strcmp(m->match, "credit_code") == 0 ? "same credit code" : strcmp(m->match, "phone") == 0 ? "same phone" : "similar name";
-}
 
 static void
 warn_duplicate(ManagedTable *mt, const char *key, DupMatch *m)
 {
 	ereport(NOTICE,
-			(errmsg("customer %s may duplicate customer %s of %s (%s)", key, m->other_key, mt->name, dup_what(m)),
+			(errmsg("customer %s may duplicate customer %s of %s (%s)", key, m->other_key, mt->name, dup_match_words(m->match)),
 			 errdetail("Customer %s (%s) is held by %s; the write was kept and queued in allocation.dispute_queue.",
 					   m->other_key, m->value, m->owner)));
 }
@@ -368,7 +363,7 @@ dispute_decision(Decision *d, Customer *c, DupMatch *m)
 	d->kind = DECISION_POOL;
 	d->territory_id = customer_territory_id(c);
 	d->reason = psprintf("possible duplicate of customer %s (%s %s); kept without an owner until a manager decides",
-						 m->other_key, dup_what(m), m->value);
+						 m->other_key, dup_match_words(m->match), m->value);
 }
 
 static void

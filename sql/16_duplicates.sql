@@ -170,6 +170,12 @@ SELECT allocation.set_duplicate_policy('r16_dealer', exact => 'off');
 SELECT count(*) AS identities FROM allocation.identity;
 INSERT INTO r16_dealer (id, name, tel) VALUES (41, 'b', '13800138000');
 SELECT * FROM allocation.check_consistency();
+-- a fuzzy block: a similar name nearby is refused with its own SQLSTATE, and nothing is stored
+SELECT allocation.set_duplicate_policy('r16_dealer', exact => 'off', fuzzy => 'block', name_similarity => 0.5, within_m => 5000);
+INSERT INTO r16_dealer (id, name, loc) VALUES (50, '河南绿丰农资有限公司', ST_SetSRID(ST_MakePoint(113.60, 34.70), 4326));
+SELECT count(*) AS rows_before FROM r16_dealer \gset
+SELECT code, message FROM r16_try($$INSERT INTO r16_dealer (id, name, loc) VALUES (51, '河南绿丰农资店', ST_SetSRID(ST_MakePoint(113.61, 34.70), 4326))$$);
+SELECT count(*) = :rows_before AS nothing_stored, NOT EXISTS (SELECT 1 FROM allocation.identity WHERE key = '51') AS no_identity FROM r16_dealer;
 
 DROP TABLE r16_dealer, r16_no_identity CASCADE;
 DROP EXTENSION allocation CASCADE;

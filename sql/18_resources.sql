@@ -137,6 +137,12 @@ UPDATE allocation.resource_pool SET valid_to = now() + interval '1 second', vali
 SELECT allocation.expire_grants(now() + interval '1 day') AS expired, allocation.expire_grants(now() + interval '1 day') AS expired_again;
 SELECT count(*) AS still_granted FROM allocation.resource_request WHERE pool_id = 1 AND status = 'granted';
 SELECT code, remaining, granted FROM allocation.resource_utilization WHERE code = 'samples';
+-- a pool whose season ended takes no requests, and the refusal changes nothing
+UPDATE allocation.resource_pool SET valid_to = now() - interval '1 minute' WHERE code = 'samples';
+SELECT * FROM r18_state \gset before_
+SELECT code, message FROM r18_try($$SELECT allocation.request_resource(1, 'r18_customer', '1', 1)$$);
+SELECT * FROM r18_state \gset after_
+SELECT :'before_remaining' = :'after_remaining' AS pools_kept, :before_requests = :after_requests AS requests_kept;
 SELECT kind, count(*) FROM allocation.event WHERE kind LIKE 'resource%' GROUP BY 1 ORDER BY 1;
 
 -- auto-grant: entering the promotion stage grants a sample kit in the same transaction (C trigger's

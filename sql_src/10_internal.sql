@@ -203,13 +203,9 @@ BEGIN
     -- registration protection (报备): a rep that inserts a customer as its own login
     IF 'insert' = ANY (p_op) AND EXISTS (SELECT 1 FROM allocation.claim_policy cp WHERE cp.protection IS NOT NULL)
        AND EXISTS (SELECT 1 FROM allocation.rep r WHERE r.login = p_actor) THEN
-        INSERT INTO allocation.protection (managed_id, key, rep_id, until)
-        SELECT b.managed_id, b.key, r.id, now() + l.protection
-          FROM unnest(p_managed, p_op, p_key, p_tier) AS b(managed_id, op, key, tier)
-          JOIN allocation.rep r ON r.login = p_actor
-          CROSS JOIN LATERAL allocation.claim_limits(r.id, b.tier) l
-         WHERE b.op = 'insert' AND l.protection > interval '0'
-        ON CONFLICT (managed_id, key) DO UPDATE SET rep_id = EXCLUDED.rep_id, since = now(), until = EXCLUDED.until;
+        PERFORM allocation._record_protection(p_actor, array_agg(b.managed_id), array_agg(b.key), array_agg(b.tier))
+           FROM unnest(p_managed, p_op, p_key, p_tier) AS b(managed_id, op, key, tier)
+          WHERE b.op = 'insert';
     END IF;
     IF 'delete' = ANY (p_op) THEN
         DELETE FROM allocation.protection pr USING unnest(p_managed, p_op, p_key) AS b(managed_id, op, key)

@@ -1238,3 +1238,20 @@ SELECT m.tbl, m.table_name, s.key, s.rep_id, r.code AS rep_code, r.name AS rep_n
   LEFT JOIN allocation.recycle_policy p ON p.id = s.policy_id
  WHERE s.warn_at <= now();
 COMMENT ON VIEW allocation.upcoming_recycle IS 'The warning list: held customers inside their recycle warning window (or overdue), with owner, policy, last follow-up and progress, due time, and any exemption';
+
+-- registration protection (报备): a rep that inserts customers as its own login
+-- protects them for the policy's period (also called by the engine's direct path)
+CREATE FUNCTION allocation._record_protection(p_actor text, p_managed integer[], p_key text[], p_tier text[])
+RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS
+$$
+    INSERT INTO allocation.protection (managed_id, key, rep_id, until)
+    SELECT b.managed_id, b.key, r.id, now() + l.protection
+      FROM unnest(p_managed, p_key, p_tier) AS b(managed_id, key, tier)
+      JOIN allocation.rep r ON r.login = p_actor
+      CROSS JOIN LATERAL allocation.claim_limits(r.id, b.tier) l
+     WHERE l.protection > interval '0'
+    ON CONFLICT (managed_id, key) DO UPDATE SET rep_id = EXCLUDED.rep_id, since = now(), until = EXCLUDED.until;
+$$;
+COMMENT ON FUNCTION allocation._record_protection(text, integer[], text[], text[])
+    IS 'internal: registration protection of customers a rep inserted as its own login';

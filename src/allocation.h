@@ -193,6 +193,7 @@ typedef struct ManagedTable
 	Oid			relid;
 	int32		id;
 	char	   *name;
+	char	   *table_name;		/* managed_table.table_name, as events record it */
 	char		reevaluate;		/* 'u' unless_pinned, 'a' always, 'n' never */
 	char		dup_exact;		/* duplicate actions: 'o' off, 'w' warn, 'd' dispute, 'b' block */
 	char		dup_fuzzy;
@@ -329,6 +330,17 @@ extern void alloc_duplicate_blocked_event(ManagedTable *mt, const char *key, Dup
 extern Datum allocation_normalize_name(PG_FUNCTION_ARGS);
 extern Datum allocation_normalize_phone(PG_FUNCTION_ARGS);
 extern Datum allocation_credit_code_is_valid(PG_FUNCTION_ARGS);
+
+/* ---------- writer.c: direct row writes (registry, audit) ---------- */
+typedef struct RowWriter RowWriter;
+extern RowWriter *writer_open(Oid relid, int nfk, const char *allowed_stmt_trigger);
+extern AttrNumber writer_attnum(RowWriter *w, const char *name);
+extern Oid	writer_identity_seq(RowWriter *w, const char *name);
+extern MemoryContext writer_row_context(RowWriter *w);
+extern int	writer_natts(RowWriter *w);
+extern void writer_add(RowWriter *w, Datum *values, bool *isnull);
+extern void writer_close(RowWriter *w);
+extern int64 writer_nextval(Oid seqid);
 
 /* ---------- json helpers (explain.c) ---------- */
 extern void json_str_or_null(StringInfo buf, const char *s);

@@ -399,6 +399,7 @@ load_tables(ConfigCache *c)
 		mt->relid = DatumGetObjectId(SPI_getbinval(tup, td, 2, &isnull));
 		mt->name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(mt->relid)),
 											  get_rel_name(mt->relid));
+		mt->table_name = SPI_getvalue(tup, td, 8);
 		s = SPI_getvalue(tup, td, 7);
 		mt->reevaluate = s[0] == 'a' ? 'a' : (s[0] == 'n' ? 'n' : 'u');
 		mt->dup_exact = SPI_getvalue(tup, td, 9)[0];	/* o(ff), w(arn), d(ispute), b(lock) */

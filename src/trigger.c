@@ -34,10 +34,14 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/jsonb.h"
+#include "utils/numeric.h"
+#include "utils/timestamp.h"
 #include "common/hashfn.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "executor/tuptable.h"
 
@@ -92,6 +96,16 @@ typedef struct KeySlot
 } KeySlot;
 
 
+/* The customer table's key index, kept open for the rows of one statement */
+typedef struct KeyProbe
+{
+	Oid			index;			/* InvalidOid = not open */
+	ResourceOwner owner;		/* the resource owner it was opened under */
+	Relation	idx;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+} KeyProbe;
+
 typedef struct Frame
 {
 	struct Frame *prev;
@@ -106,6 +120,7 @@ typedef struct Frame
 	int			cap;
 	int			cursor;			/* next entry expected to be confirmed */
 	Entry	   *entries;
+	KeyProbe	probe;
 } Frame;
 
 static Frame *frames = NULL;
@@ -451,26 +466,69 @@ change_reason(const char *dflt)
 static bool
 key_exists(ManagedTable *mt, Relation heap, HeapTuple tup)
 {
-	Relation	idx;
-	IndexScanDesc scan;
+	Frame	   *f = frames;
+	KeyProbe   *p = f ? &f->probe : NULL;
 	ScanKeyData skey;
-	TupleTableSlot *slot;
 	bool		isnull;
 	bool		found;
 	Datum		key = heap_getattr(tup, mt->key_att, mt->tupdesc, &isnull);
+	MemoryContext old;
 
 	if (isnull || !OidIsValid(mt->key_index))
 		return false;
-	idx = index_open(mt->key_index, RowExclusiveLock);
 	ScanKeyInit(&skey, 1, BTEqualStrategyNumber, mt->key_eq, key);
-	slot = table_slot_create(heap, NULL);
-	scan = index_beginscan(heap, idx, SnapshotSelf, 1, 0);
-	index_rescan(scan, &skey, 1, NULL, 0);
-	found = index_getnext_slot(scan, ForwardScanDirection, slot);
-	index_endscan(scan);
-	ExecDropSingleTupleTableSlot(slot);
-	index_close(idx, RowExclusiveLock);
+	if (p && p->index == mt->key_index && p->owner == CurrentResourceOwner)
+	{
+		/* the statement's open probe */
+		old = MemoryContextSwitchTo(f->cxt);
+		index_rescan(p->scan, &skey, 1, NULL, 0);
+		found = index_getnext_slot(p->scan, ForwardScanDirection, p->slot);
+		ExecClearTuple(p->slot);
+		MemoryContextSwitchTo(old);
+		return found;
+	}
+	if (p && p->index == InvalidOid)
+	{
+		/* open it for this and the statement's next rows (closed by the flush) */
+		old = MemoryContextSwitchTo(f->cxt);
+		p->idx = index_open(mt->key_index, RowExclusiveLock);
+		p->slot = table_slot_create(heap, NULL);
+		p->scan = index_beginscan(heap, p->idx, SnapshotSelf, 1, 0);
+		p->owner = CurrentResourceOwner;
+		p->index = mt->key_index;
+		index_rescan(p->scan, &skey, 1, NULL, 0);
+		found = index_getnext_slot(p->scan, ForwardScanDirection, p->slot);
+		ExecClearTuple(p->slot);
+		MemoryContextSwitchTo(old);
+		return found;
+	}
+	/* another table or resource owner than the probe's: a one-off scan */
+	{
+		Relation	idx = index_open(mt->key_index, RowExclusiveLock);
+		TupleTableSlot *slot = table_slot_create(heap, NULL);
+		IndexScanDesc scan = index_beginscan(heap, idx, SnapshotSelf, 1, 0);
+
+		index_rescan(scan, &skey, 1, NULL, 0);
+		found = index_getnext_slot(scan, ForwardScanDirection, slot);
+		index_endscan(scan);
+		ExecDropSingleTupleTableSlot(slot);
+		index_close(idx, RowExclusiveLock);
+	}
 	return found;
+}
+
+/* Closes a frame's key probe (at the statement's end, under its resource owner) */
+static void
+probe_close(Frame *f)
+{
+	KeyProbe   *p = &f->probe;
+
+	if (p->index == InvalidOid || p->owner != CurrentResourceOwner)
+		return;
+	index_endscan(p->scan);
+	ExecDropSingleTupleTableSlot(p->slot);
+	index_close(p->idx, RowExclusiveLock);
+	p->index = InvalidOid;
 }
 
 /* BEFORE INSERT: the hot path */
@@ -1149,6 +1207,355 @@ cmp_int64(const void *a, const void *b)
 	return x < y ? -1 : x > y ? 1 : 0;
 }
 
+
+/* The statement's net slot changes per rep, into the delta columns */
+static int
+collect_deltas(Frame *f, Cols *c)
+{
+	int			ndelta = 0;
+
+	if (f->reps)
+	{
+		HASH_SEQ_STATUS hs;
+		RepCount   *rc;
+
+		hash_seq_init(&hs, f->reps);
+		while ((rc = hash_seq_search(&hs)) != NULL)
+			if (rc->n != 0)
+			{
+				put_i8(c, C_DELTA_REP, ndelta, rc->rep_id);
+				c->v[C_DELTA_N][ndelta] = Int32GetDatum(rc->n);
+				c->isnull[C_DELTA_N][ndelta] = false;
+				ndelta++;
+			}
+	}
+	return ndelta;
+}
+
+/* ---------- the direct path of an INSERT statement ---------- */
+
+static void
+jb_key(JsonbParseState **st, const char *k)
+{
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.val = (char *) k;
+	v.val.string.len = strlen(k);
+	pushJsonbValue(st, WJB_KEY, &v);
+}
+
+/* the detail of an event, as _record_batch builds it with jsonb_build_object */
+static Datum
+event_detail(Entry *e)
+{
+	JsonbParseState *st = NULL;
+	JsonbValue	v;
+
+	pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+	if (e->territory)
+	{
+		jb_key(&st, "territory_id");
+		v.type = jbvNumeric;
+		v.val.numeric = int64_to_numeric(e->territory);
+		pushJsonbValue(&st, WJB_VALUE, &v);
+	}
+	if (e->team)
+	{
+		jb_key(&st, "team_id");
+		v.type = jbvNumeric;
+		v.val.numeric = int64_to_numeric(e->team);
+		pushJsonbValue(&st, WJB_VALUE, &v);
+	}
+	if (e->source)
+	{
+		jb_key(&st, "source");
+		v.type = jbvString;
+		v.val.string.val = (char *) e->source;
+		v.val.string.len = strlen(e->source);
+		pushJsonbValue(&st, WJB_VALUE, &v);
+	}
+	jb_key(&st, "pinned");
+	v.type = jbvBool;
+	v.val.boolean = e->pinned;
+	pushJsonbValue(&st, WJB_VALUE, &v);
+	jb_key(&st, "suggested");
+	v.type = jbvBool;
+	v.val.boolean = e->suggest != 0;
+	pushJsonbValue(&st, WJB_VALUE, &v);
+	return JsonbPGetDatum(JsonbValueToJsonb(pushJsonbValue(&st, WJB_END_OBJECT, NULL)));
+}
+
+#define SET_I8(a, x) do { if ((x) != 0) { v[(a) - 1] = Int64GetDatum(x); nul[(a) - 1] = false; } } while (0)
+#define SET_TEXT(a, x) do { if ((x) != NULL) { v[(a) - 1] = CStringGetTextDatum(x); nul[(a) - 1] = false; } } while (0)
+#define SET_DATUM(a, x) do { v[(a) - 1] = (x); nul[(a) - 1] = false; } while (0)
+
+/*
+ * Whether every stored row of the frame is a new customer without a
+ * suggestion: the only case the direct path writes (everything else --
+ * updates, deletes, suggestions -- goes through _record_batch).
+ */
+static bool
+frame_is_plain_insert(Frame *f)
+{
+	int			i,
+				n = 0;
+
+	for (i = 0; i < f->n; i++)
+	{
+		Entry	   *e = &f->entries[i];
+
+		if (!e->confirmed)
+			continue;
+		if (e->op != OP_INSERT || e->suggest != 0)
+			return false;
+		n++;
+	}
+	return n > 0;
+}
+
+/*
+ * Writes a plain-insert frame without the PL/pgSQL batch writer: one SPI
+ * query per statement (counters, the foreign-key locks the registry's RI
+ * triggers would take per row, whether registration protection applies),
+ * then the registry and audit rows through writer.c.  Returns false, having
+ * done nothing, when the registry or audit table is not writable directly.
+ * Runs inside the flush's SPI session, as the extension owner.
+ */
+static bool
+flush_direct(Frame *f, Datum actor, Cols *c, int ndelta)
+{
+	static SPIPlanPtr plan = NULL;
+	RowWriter  *wa,
+			   *we;
+	Oid			types[5] = {INT8ARRAYOID, INT4ARRAYOID, INT8ARRAYOID, INT4ARRAYOID, TEXTOID};
+	Datum		args[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	int64	   *reps = palloc(sizeof(int64) * f->n);
+	Datum	   *repd,
+			   *mand;
+	int32		managed[8];
+	int			nreps = 0,
+				nman = 0,
+				i,
+				j;
+	bool		isnull,
+				protect;
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	ManagedTable *mt = NULL;
+
+	alloc_lookup_oids();
+	wa = writer_open(get_relname_relid("assignment", alloc_oids.schema), 2, "assignment_loaded");
+	if (wa == NULL)
+		return false;
+	we = writer_open(get_relname_relid("event", alloc_oids.schema), 0, NULL);
+	if (we == NULL)
+	{
+		writer_close(wa);
+		return false;
+	}
+
+	/* the reps and managed tables the registry rows reference */
+	for (i = 0; i < f->n; i++)
+	{
+		Entry	   *e = &f->entries[i];
+
+		if (!e->confirmed)
+			continue;
+		if (e->rep)
+			reps[nreps++] = e->rep;
+		for (j = 0; j < nman && managed[j] != e->managed_id; j++)
+			;
+		if (j == nman)
+		{
+			if (nman == lengthof(managed))
+				elog(ERROR, "more than %d managed tables in one statement", (int) lengthof(managed));
+			managed[nman++] = e->managed_id;
+		}
+	}
+	qsort(reps, nreps, sizeof(int64), cmp_int64);
+	for (i = 0, j = 0; i < nreps; i++)
+		if (j == 0 || reps[i] != reps[j - 1])
+			reps[j++] = reps[i];
+	nreps = j;
+	repd = palloc(sizeof(Datum) * Max(nreps, 1));
+	for (i = 0; i < nreps; i++)
+		repd[i] = Int64GetDatum(reps[i]);
+	mand = palloc(sizeof(Datum) * nman);
+	for (i = 0; i < nman; i++)
+		mand[i] = Int32GetDatum(managed[i]);
+	args[0] = PointerGetDatum(construct_array(repd, nreps, INT8OID, 8, true, TYPALIGN_DOUBLE));
+	args[1] = PointerGetDatum(construct_array(mand, nman, INT4OID, 4, true, TYPALIGN_INT));
+	if (ndelta > 0)
+	{
+		args[2] = col_array(c, C_DELTA_REP, ndelta);
+		args[3] = col_array(c, C_DELTA_N, ndelta);
+	}
+	else
+		nulls[2] = nulls[3] = 'n';
+	args[4] = actor;
+	if (plan == NULL)
+	{
+		plan = SPI_prepare("WITH counted AS ("
+						   "  UPDATE allocation.rep_load l SET held = l.held + d.n"
+						   "    FROM unnest($3, $4) AS d(rep, n)"
+						   "   WHERE l.rep_id = d.rep AND d.n <> 0 RETURNING 1)"
+						   " SELECT (SELECT count(*) FROM (SELECT 1 FROM allocation.rep r WHERE r.id = ANY ($1)"
+						   "                               FOR KEY SHARE OF r) k)::integer,"
+						   "        (SELECT count(*) FROM (SELECT 1 FROM allocation.managed_table m WHERE m.id = ANY ($2)"
+						   "                               FOR KEY SHARE OF m) k)::integer,"
+						   "        (SELECT count(*) FROM counted)::integer,"
+						   "        EXISTS (SELECT 1 FROM allocation.claim_policy cp WHERE cp.protection IS NOT NULL)"
+						   "        AND EXISTS (SELECT 1 FROM allocation.rep r WHERE r.login = $5)",
+						   5, types);
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare of the direct batch query failed");
+		SPI_keepplan(plan);
+	}
+	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "the direct batch query failed");
+	if (DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) != nreps)
+		ereport(ERROR,
+				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
+				 errmsg("a rep assigned by this statement no longer exists"),
+				 errdetail("A concurrent transaction deleted a rep the rules chose; the registry cannot reference it."),
+				 errhint("Retry the statement.")));
+	if (DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)) != nman)
+		ereport(ERROR,
+				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
+				 errmsg("the table is no longer managed"),
+				 errdetail("A concurrent transaction removed the table from allocation.managed_table."),
+				 errhint("Retry the statement.")));
+	protect = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
+	if (protect)
+	{
+		Oid			ptypes[4] = {TEXTOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
+		Datum		pargs[4];
+		int			n = 0;
+
+		for (i = 0; i < f->n; i++)
+			if (f->entries[i].confirmed)
+			{
+				c->v[C_MANAGED][n] = Int32GetDatum(f->entries[i].managed_id);
+				c->isnull[C_MANAGED][n] = false;
+				put_text(c, C_KEY, n, f->entries[i].key);
+				put_text(c, C_TIER, n, f->entries[i].tier);
+				n++;
+			}
+		pargs[0] = actor;
+		pargs[1] = col_array(c, C_MANAGED, n);
+		pargs[2] = col_array(c, C_KEY, n);
+		pargs[3] = col_array(c, C_TIER, n);
+		if (SPI_execute_with_args("SELECT allocation._record_protection($1, $2, $3, $4)",
+								  4, ptypes, pargs, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "recording registration protection failed");
+	}
+
+	/* the registry: one open row per new customer */
+	{
+		int			natts = writer_natts(wa);
+		Datum	   *v = palloc(sizeof(Datum) * natts);
+		bool	   *nul = palloc(sizeof(bool) * natts);
+		Oid			seq = writer_identity_seq(wa, "id");
+		AttrNumber	a_id = writer_attnum(wa, "id"),
+					a_managed = writer_attnum(wa, "managed_id"),
+					a_key = writer_attnum(wa, "key"),
+					a_rep = writer_attnum(wa, "rep_id"),
+					a_team = writer_attnum(wa, "team_id"),
+					a_terr = writer_attnum(wa, "territory_id"),
+					a_rule = writer_attnum(wa, "rule_id"),
+					a_source = writer_attnum(wa, "source"),
+					a_pinned = writer_attnum(wa, "pinned"),
+					a_reason = writer_attnum(wa, "reason"),
+					a_tier = writer_attnum(wa, "tier"),
+					a_crop = writer_attnum(wa, "crop"),
+					a_btype = writer_attnum(wa, "business_type"),
+					a_stage = writer_attnum(wa, "stage"),
+					a_stage_since = writer_attnum(wa, "stage_since"),
+					a_from = writer_attnum(wa, "valid_from");
+
+		for (i = 0; i < f->n; i++)
+		{
+			Entry	   *e = &f->entries[i];
+			MemoryContext old;
+
+			if (!e->confirmed)
+				continue;
+			old = MemoryContextSwitchTo(writer_row_context(wa));
+			memset(nul, true, sizeof(bool) * natts);
+			SET_DATUM(a_id, Int64GetDatum(writer_nextval(seq)));
+			SET_DATUM(a_managed, Int32GetDatum(e->managed_id));
+			SET_TEXT(a_key, e->key);
+			SET_I8(a_rep, e->rep);
+			SET_I8(a_team, e->team);
+			SET_I8(a_terr, e->territory);
+			SET_I8(a_rule, e->rule);
+			SET_TEXT(a_source, e->source);
+			SET_DATUM(a_pinned, BoolGetDatum(e->pinned));
+			SET_TEXT(a_reason, e->reason);
+			SET_TEXT(a_tier, e->tier);
+			SET_TEXT(a_crop, e->crop);
+			SET_TEXT(a_btype, e->btype);
+			SET_TEXT(a_stage, e->stage);
+			if (e->stage)
+				SET_DATUM(a_stage_since, TimestampTzGetDatum(now));
+			SET_DATUM(a_from, TimestampTzGetDatum(now));
+			writer_add(wa, v, nul);
+			MemoryContextSwitchTo(old);
+		}
+		writer_close(wa);
+	}
+
+	/* the audit: one event per new customer */
+	{
+		int			natts = writer_natts(we);
+		Datum	   *v = palloc(sizeof(Datum) * natts);
+		bool	   *nul = palloc(sizeof(bool) * natts);
+		Oid			seq = writer_identity_seq(we, "id");
+		AttrNumber	a_id = writer_attnum(we, "id"),
+					a_at = writer_attnum(we, "at"),
+					a_actor = writer_attnum(we, "actor"),
+					a_kind = writer_attnum(we, "kind"),
+					a_managed = writer_attnum(we, "managed_id"),
+					a_table = writer_attnum(we, "table_name"),
+					a_key = writer_attnum(we, "key"),
+					a_from = writer_attnum(we, "from_rep"),
+					a_to = writer_attnum(we, "to_rep"),
+					a_rule = writer_attnum(we, "rule_id"),
+					a_reason = writer_attnum(we, "reason"),
+					a_detail = writer_attnum(we, "detail");
+
+		for (i = 0; i < f->n; i++)
+		{
+			Entry	   *e = &f->entries[i];
+			MemoryContext old;
+
+			if (!e->confirmed)
+				continue;
+			if (mt == NULL || mt->id != e->managed_id)
+				mt = config_get_table(e->relid, false);
+			old = MemoryContextSwitchTo(writer_row_context(we));
+			memset(nul, true, sizeof(bool) * natts);
+			SET_DATUM(a_id, Int64GetDatum(writer_nextval(seq)));
+			SET_DATUM(a_at, TimestampTzGetDatum(now));
+			SET_DATUM(a_actor, actor);
+			SET_TEXT(a_kind, e->kind);
+			SET_DATUM(a_managed, Int32GetDatum(e->managed_id));
+			SET_TEXT(a_table, mt->table_name);
+			SET_TEXT(a_key, e->key);
+			SET_I8(a_from, e->old_rep);
+			SET_I8(a_to, e->rep ? e->rep : e->suggest);
+			SET_I8(a_rule, e->rule);
+			SET_TEXT(a_reason, e->reason);
+			SET_DATUM(a_detail, event_detail(e));
+			writer_add(we, v, nul);
+			MemoryContextSwitchTo(old);
+		}
+		writer_close(we);
+	}
+	return true;
+}
+
 static void
 flush_frame(Frame *f)
 {
@@ -1174,17 +1581,36 @@ flush_frame(Frame *f)
 		c.v[col] = palloc(sizeof(Datum) * Max(len, 1));
 		c.isnull[col] = palloc(sizeof(bool) * Max(len, 1));
 	}
+	/* rows that were not stored: their slots are not taken after all */
+	for (i = 0; i < f->n; i++)
+		if (!f->entries[i].confirmed && f->entries[i].reserved)
+			frames_add_reservation_in(f, f->entries[i].reserved, -1);
+	ndelta = collect_deltas(f, &c);
+
+	if (frame_is_plain_insert(f))
+	{
+		Datum		actor_d = CStringGetTextDatum(GetUserNameFromId(alloc_actor_id(), false));
+		bool		done;
+
+		alloc_spi_begin(&sw);
+		done = flush_direct(f, actor_d, &c, ndelta);
+		if (done)
+			flush_identities(f, actor_d);
+		alloc_spi_end(&sw);
+		if (done)
+		{
+			for (i = 0; i < ndelta; i++)
+				assign_note_written(DatumGetInt64(c.v[C_DELTA_REP][i]), DatumGetInt32(c.v[C_DELTA_N][i]));
+			return;
+		}
+	}
+
 	for (i = 0; i < f->n; i++)
 	{
 		Entry	   *e = &f->entries[i];
 
 		if (!e->confirmed)
-		{
-			/* the row was not stored: its slot is not taken after all */
-			if (e->reserved)
-				frames_add_reservation_in(f, e->reserved, -1);
 			continue;
-		}
 		if (e->suggest)
 			any_suggest = true;
 		c.v[C_MANAGED][n] = Int32GetDatum(e->managed_id);
@@ -1221,21 +1647,6 @@ flush_frame(Frame *f)
 		flush_identities(f, CStringGetTextDatum(GetUserNameFromId(alloc_actor_id(), false)));
 		alloc_spi_end(&sw);
 		return;
-	}
-	if (f->reps)
-	{
-		HASH_SEQ_STATUS hs;
-		RepCount   *rc;
-
-		hash_seq_init(&hs, f->reps);
-		while ((rc = hash_seq_search(&hs)) != NULL)
-			if (rc->n != 0)
-			{
-				put_i8(&c, C_DELTA_REP, ndelta, rc->rep_id);
-				c.v[C_DELTA_N][ndelta] = Int32GetDatum(rc->n);
-				c.isnull[C_DELTA_N][ndelta] = false;
-				ndelta++;
-			}
 	}
 
 	/*
@@ -1354,6 +1765,7 @@ allocation_stmt_trigger(PG_FUNCTION_ARGS)
 		if (--f->refs > 0)
 			return PointerGetDatum(NULL);	/* another node of the query still runs */
 		frames = f->prev;
+		probe_close(f);
 		flush_frame(f);
 		MemoryContextDelete(f->cxt);
 	}

@@ -1,0 +1,232 @@
+/*-------------------------------------------------------------------------
+ *
+ * writer.c
+ *	  Direct writes of engine rows (registry, audit) the way COPY writes:
+ *	  buffered heap multi-insert, then index insertion per row.
+ *
+ * The PL/pgSQL batch writer costs an executor start per statement it runs,
+ * a projection per row, and one foreign-key check (an SPI query) per row and
+ * key.  For the common case -- a statement that only inserted customers --
+ * the engine writes its own rows here instead.  What the executor would have
+ * done is kept: identity defaults come from the column's sequence, NOT NULL
+ * and CHECK constraints are evaluated (ExecConstraints), every index is
+ * maintained with its uniqueness checked (ExecInsertIndexTuples).  The
+ * foreign keys are checked by the caller once per statement and referenced
+ * row (FOR KEY SHARE, as the RI trigger would per row).
+ *
+ * A table is written directly only while it looks as the extension created
+ * it: a plain heap table without FORCE ROW LEVEL SECURITY, without stored
+ * generated columns, whose INSERT triggers are exactly the foreign-key
+ * checks the caller knows about plus the engine's own statement trigger.
+ * Anything else (a DBA's audit trigger on allocation.event, say) makes
+ * writer_open() return NULL and the caller uses the SQL path, so such a
+ * trigger still fires.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/heapam.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/dependency.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_trigger.h"
+#include "commands/sequence.h"
+#include "commands/trigger.h"
+#include "executor/executor.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_relation.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+
+#include "allocation.h"
+
+#define WRITER_BATCH 1000
+
+struct RowWriter
+{
+	Relation	rel;
+	EState	   *estate;
+	ResultRelInfo *rri;
+	BulkInsertState bis;
+	CommandId	cid;
+	MemoryContext rows_cxt;		/* datums of the buffered rows */
+	int			natts;
+	int			nslots;
+	TupleTableSlot *slots[WRITER_BATCH];
+};
+
+/*
+ * Whether the table's INSERT triggers are the ones the direct path accounts
+ * for: nfk foreign-key checks, and statement triggers named in allowed_stmt.
+ */
+static bool
+triggers_accounted(Relation rel, int nfk, const char *allowed_stmt)
+{
+	TriggerDesc *td = rel->trigdesc;
+	int			i,
+				fk = 0;
+
+	if (td == NULL)
+		return nfk == 0;
+	for (i = 0; i < td->numtriggers; i++)
+	{
+		Trigger    *t = &td->triggers[i];
+
+		if (!TRIGGER_FOR_INSERT(t->tgtype) || t->tgenabled == TRIGGER_DISABLED)
+			continue;
+		if (RI_FKey_trigger_type(t->tgfoid) == RI_TRIGGER_FK)
+			fk++;
+		else if (!(allowed_stmt && !TRIGGER_FOR_ROW(t->tgtype) && strcmp(t->tgname, allowed_stmt) == 0))
+			return false;
+	}
+	return fk == nfk;
+}
+
+/*
+ * Opens relid for direct insertion, or returns NULL when the table is not as
+ * the extension created it (see the file header).  The lock is kept until the
+ * end of the transaction, as an INSERT's would be.
+ */
+RowWriter *
+writer_open(Oid relid, int nfk, const char *allowed_stmt_trigger)
+{
+	Relation	rel = table_open(relid, RowExclusiveLock);
+	RowWriter  *w;
+	RangeTblEntry *rte;
+
+	if (rel->rd_rel->relkind != RELKIND_RELATION ||
+		rel->rd_rel->relforcerowsecurity ||
+		(rel->rd_att->constr && rel->rd_att->constr->has_generated_stored) ||
+		!triggers_accounted(rel, nfk, allowed_stmt_trigger))
+	{
+		table_close(rel, NoLock);
+		return NULL;
+	}
+	w = palloc0(sizeof(RowWriter));
+	w->rel = rel;
+	w->natts = RelationGetDescr(rel)->natts;
+	w->estate = CreateExecutorState();
+	rte = makeNode(RangeTblEntry);
+	rte->rtekind = RTE_RELATION;
+	rte->relid = relid;
+	rte->relkind = rel->rd_rel->relkind;
+	rte->rellockmode = RowExclusiveLock;
+	ExecInitRangeTable(w->estate, list_make1(rte));
+	w->rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(w->rri, rel, 1, NULL, 0);
+	ExecOpenIndices(w->rri, false);
+	w->cid = GetCurrentCommandId(true);
+	w->estate->es_output_cid = w->cid;
+	w->bis = GetBulkInsertState();
+	w->rows_cxt = AllocSetContextCreate(CurrentMemoryContext, "allocation row writer",
+										ALLOCSET_DEFAULT_SIZES);
+	return w;
+}
+
+/* The attribute number of a column the writer fills */
+AttrNumber
+writer_attnum(RowWriter *w, const char *name)
+{
+	int			a = attnameAttNum(w->rel, name, false);
+
+	if (a <= 0)
+		elog(ERROR, "column \"%s\" of %s not found", name, RelationGetRelationName(w->rel));
+	return (AttrNumber) a;
+}
+
+/* The sequence of an identity column */
+Oid
+writer_identity_seq(RowWriter *w, const char *name)
+{
+	return getIdentitySequence(RelationGetRelid(w->rel), writer_attnum(w, name), false);
+}
+
+int
+writer_natts(RowWriter *w)
+{
+	return w->natts;
+}
+
+/* Memory for the datums of the next row; valid until the row is written */
+MemoryContext
+writer_row_context(RowWriter *w)
+{
+	return w->rows_cxt;
+}
+
+static void
+writer_flush(RowWriter *w)
+{
+	int			i;
+
+	if (w->nslots == 0)
+		return;
+	table_multi_insert(w->rel, w->slots, w->nslots, w->cid, 0, w->bis);
+	for (i = 0; i < w->nslots; i++)
+	{
+		if (w->rri->ri_NumIndices > 0)
+		{
+			List	   *recheck = ExecInsertIndexTuples(w->rri, w->slots[i], w->estate,
+														false, false, NULL, NIL);
+
+			list_free(recheck);
+		}
+		ResetPerTupleExprContext(w->estate);
+		ExecClearTuple(w->slots[i]);
+	}
+	w->nslots = 0;
+	MemoryContextReset(w->rows_cxt);
+}
+
+/*
+ * Buffers one row: values/isnull in attribute order (natts entries), datums
+ * allocated in writer_row_context().  Constraints are checked now.
+ */
+void
+writer_add(RowWriter *w, Datum *values, bool *isnull)
+{
+	TupleTableSlot *slot = w->slots[w->nslots];
+
+	if (slot == NULL)
+	{
+		/* slots outlive the rows: the executor state's memory */
+		MemoryContext old = MemoryContextSwitchTo(w->estate->es_query_cxt);
+
+		slot = w->slots[w->nslots] = table_slot_create(w->rel, &w->estate->es_tupleTable);
+		MemoryContextSwitchTo(old);
+	}
+	ExecClearTuple(slot);
+	memcpy(slot->tts_values, values, sizeof(Datum) * w->natts);
+	memcpy(slot->tts_isnull, isnull, sizeof(bool) * w->natts);
+	ExecStoreVirtualTuple(slot);
+	if (w->rel->rd_att->constr)
+		ExecConstraints(w->rri, slot, w->estate);
+	if (++w->nslots == WRITER_BATCH)
+		writer_flush(w);
+}
+
+/* Writes what is buffered and releases everything but the lock */
+void
+writer_close(RowWriter *w)
+{
+	writer_flush(w);
+	FreeBulkInsertState(w->bis);
+	table_finish_bulk_insert(w->rel, 0);
+	ExecCloseIndices(w->rri);
+	ExecResetTupleTable(w->estate->es_tupleTable, false);
+	FreeExecutorState(w->estate);
+	MemoryContextDelete(w->rows_cxt);
+	table_close(w->rel, NoLock);
+	pfree(w);
+}
+
+/* nextval() of a sequence, without the permission check (internal columns) */
+int64
+writer_nextval(Oid seqid)
+{
+	return nextval_internal(seqid, false);
+}

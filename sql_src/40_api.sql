@@ -294,4 +294,4 @@ COMMENT ON FUNCTION allocation.territory_geojson() IS 'All territories as a GeoJ
 CREATE FUNCTION allocation.cache_stats()
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'allocation_cache_stats' LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION allocation.cache_stats() IS 'Size of this backend''s in-memory territory index: territories, vertices, bytes, bytes per vertex (builds it if needed)';
+COMMENT ON FUNCTION allocation.cache_stats() IS 'This backend''s territory index (builds it if needed): mode (memory, or indexed above allocation.territory_cache_max), territories, vertices, bytes, bytes per vertex, limit_bytes, over_limit, build_ms';

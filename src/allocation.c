@@ -91,6 +91,15 @@ alloc_xact_callback(XactEvent event, void *arg)
 
 static char *allocation_claim_timezone = NULL;
 
+/* allocation.territory_cache_max: a new bound applies at the next decision */
+int			alloc_territory_cache_max_kb = 262144;
+
+static void
+assign_territory_cache_max(int newval, void *extra)
+{
+	tindex_invalidate();
+}
+
 /* allocation.claim_timezone must name a time zone PostgreSQL knows */
 static bool
 check_claim_timezone(char **newval, void **extra, GucSource source)
@@ -112,6 +121,11 @@ _PG_init(void)
 							   "Only a superuser can change it (ALTER SYSTEM / ALTER DATABASE), so a session cannot move its claims to another day.",
 							   &allocation_claim_timezone, "Asia/Shanghai",
 							   PGC_SUSET, 0, check_claim_timezone, NULL, NULL);
+	DefineCustomIntVariable("allocation.territory_cache_max",
+							"Largest in-memory territory index a backend builds.",
+							"Above it (and at 0) the backend keeps only the territories' attributes in memory and finds the territories of a point with a GiST-indexed ST_Covers query per row: slower, same answers.",
+							&alloc_territory_cache_max_kb, 262144, 0, MAX_KILOBYTES,
+							PGC_SUSET, GUC_UNIT_KB, NULL, assign_territory_cache_max, NULL);
 	DefineCustomStringVariable("allocation.change_source",
 							   "Source recorded for the next owner change (set by allocation.assign and friends).",
 							   NULL, &allocation_change_source, "",

@@ -99,7 +99,20 @@ extern TerritoryInfo *tindex_get(int64 id);
 extern bool tindex_is_within(int64 territory_id, int64 scope_id);
 extern void tindex_invalidate(void);
 extern void tindex_prepare(void);
-extern void tindex_stats(int64 *nterritories, int64 *nvertices, Size *bytes);
+extern int	alloc_territory_cache_max_kb;
+
+typedef struct TIndexStats
+{
+	int64		territories;
+	int64		vertices;		/* in memory (0 in indexed mode) */
+	Size		bytes;			/* memory of the cache */
+	bool		in_memory;		/* polygons in memory, or the indexed fallback */
+	bool		over_limit;		/* the polygons did not fit the bound */
+	Size		limit;			/* the bound in bytes */
+	double		build_ms;		/* time of the last build */
+} TIndexStats;
+
+extern void tindex_stats(TIndexStats *st);
 
 /* ---------- config.c: per-backend configuration cache ---------- */
 

@@ -316,15 +316,16 @@ PG_FUNCTION_INFO_V1(allocation_cache_stats);
 Datum
 allocation_cache_stats(PG_FUNCTION_ARGS)
 {
-	int64		n,
-				nv;
-	Size		bytes;
+	TIndexStats st;
 	StringInfoData out;
 
-	tindex_stats(&n, &nv, &bytes);
+	tindex_stats(&st);
 	initStringInfo(&out);
-	appendStringInfo(&out, "{\"territories\": " INT64_FORMAT ", \"vertices\": " INT64_FORMAT
-					 ", \"bytes\": " INT64_FORMAT ", \"bytes_per_vertex\": %.2f}",
-					 n, nv, (int64) bytes, nv > 0 ? (double) bytes / nv : 0.0);
+	appendStringInfo(&out, "{\"mode\": \"%s\", \"territories\": " INT64_FORMAT ", \"vertices\": " INT64_FORMAT
+					 ", \"bytes\": " INT64_FORMAT ", \"bytes_per_vertex\": %.2f, \"limit_bytes\": " INT64_FORMAT
+					 ", \"over_limit\": %s, \"build_ms\": %.1f}",
+					 st.in_memory ? "memory" : "indexed", st.territories, st.vertices,
+					 (int64) st.bytes, st.vertices > 0 ? (double) st.bytes / st.vertices : 0.0,
+					 (int64) st.limit, st.over_limit ? "true" : "false", st.build_ms);
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data)));
 }

@@ -11,12 +11,20 @@
  *   3. a point on an edge or vertex is covered (ST_Covers semantics), using
  *      the same orientation determinant as PostGIS, so borders agree exactly.
  * Hits are ordered by priority DESC, id ASC: the first is the winner.
+ *
+ * The polygons take about 28 bytes per vertex in every backend that decides.
+ * allocation.territory_cache_max bounds that: a build that would exceed it
+ * (or a bound of 0) keeps only the territories' attributes, and lookups run
+ * a GiST-indexed ST_Covers query instead (fallback_lookup), which gives the
+ * same answers at the cost of an SPI query per decision.
  */
 #include "postgres.h"
 
 #include <math.h>
 
+#include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "portability/instr_time.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -72,6 +80,10 @@ typedef struct TIndex
 	int32	   *cell_start;
 	int32	   *cell_items;		/* entry indexes, in winning order */
 	int64		nvertices;
+	bool		in_memory;		/* false: polygons not loaded, fallback_lookup */
+	bool		over_limit;		/* they were, but exceeded the bound */
+	Size		limit;
+	double		build_ms;
 } TIndex;
 
 static TIndex *tindex = NULL;
@@ -450,8 +462,12 @@ build_grid(TIndex *ix)
 	}
 }
 
-static void
-tindex_build_inner(void)
+/*
+ * Reads the territories into a new index.  With polygons, gives up (returns
+ * NULL, nothing kept) as soon as the index outgrows limit bytes.
+ */
+static TIndex *
+tindex_read(bool polygons, Size limit)
 {
 	MemoryContext cxt,
 				old;
@@ -459,56 +475,125 @@ tindex_build_inner(void)
 	TIndex	   *ix;
 	char	   *sql;
 	uint64		i;
+	int			n;
+	bool		over = false;
+	SPIPlanPtr	plan;
+	Portal		cursor;
 
 	cxt = AllocSetContextCreate(CacheMemoryContext, "allocation territory index",
 								ALLOCSET_DEFAULT_SIZES);
-	/* an invalidation arriving while we read marks the new index stale again */
-	tindex_stale = false;
 	alloc_spi_begin(&sw);
 	/* read the latest committed territories, whatever the statement's snapshot */
 	PushActiveSnapshot(GetLatestSnapshot());
-	sql = psprintf("SELECT id, coalesce(parent_id, 0), priority, exclusive, coalesce(owner_rep_id, 0),"
-				   " coalesce(owner_team_id, 0), code, name, %s.st_asbinary(geom, 'NDR'), crop_zones"
-				   " FROM allocation.territory ORDER BY id",
-				   quote_identifier(get_namespace_name(alloc_oids.postgis_schema)));
-	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
+	if (polygons)
+		sql = psprintf("SELECT id, coalesce(parent_id, 0), priority, exclusive, coalesce(owner_rep_id, 0),"
+					   " coalesce(owner_team_id, 0), code, name, %s.st_asbinary(geom, 'NDR'), crop_zones"
+					   " FROM allocation.territory ORDER BY id",
+					   quote_identifier(get_namespace_name(alloc_oids.postgis_schema)));
+	else
+		sql = "SELECT id, coalesce(parent_id, 0), priority, exclusive, coalesce(owner_rep_id, 0),"
+			" coalesce(owner_team_id, 0), code, name, NULL::bytea, crop_zones"
+			" FROM allocation.territory ORDER BY id";
+	/* the rows come through a cursor: the polygons are bounded, not the whole result */
+	if (SPI_execute("SELECT count(*)::integer FROM allocation.territory", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not count allocation.territory");
+	{
+		bool		isnull;
+
+		n = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	plan = SPI_prepare(sql, 0, NULL);
+	if (plan == NULL)
 		elog(ERROR, "could not read allocation.territory");
+	cursor = SPI_cursor_open(NULL, plan, NULL, NULL, true);
 
 	old = MemoryContextSwitchTo(cxt);
 	ix = palloc0(sizeof(TIndex));
 	ix->cxt = cxt;
-	ix->n = SPI_processed;
-	ix->entries = palloc0(sizeof(TEntry) * Max(ix->n, 1));
-	for (i = 0; i < SPI_processed; i++)
+	ix->in_memory = polygons;
+	ix->limit = limit;
+	ix->entries = palloc0(sizeof(TEntry) * Max(n, 1));
+	while (!over)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	td = SPI_tuptable->tupdesc;
-		TEntry	   *t = &ix->entries[i];
-		bool		isnull;
-		Datum		g;
-
-		t->info.id = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
-		t->info.parent_id = DatumGetInt64(SPI_getbinval(tup, td, 2, &isnull));
-		t->info.priority = DatumGetInt32(SPI_getbinval(tup, td, 3, &isnull));
-		t->info.exclusive = DatumGetBool(SPI_getbinval(tup, td, 4, &isnull));
-		t->info.owner_rep = DatumGetInt64(SPI_getbinval(tup, td, 5, &isnull));
-		t->info.owner_team = DatumGetInt64(SPI_getbinval(tup, td, 6, &isnull));
-		t->info.code = SPI_getvalue(tup, td, 7);
-		t->info.name = SPI_getvalue(tup, td, 8);
+		SPI_cursor_fetch(cursor, true, 64);
+		if (SPI_processed == 0)
+			break;
+		for (i = 0; i < SPI_processed && !over; i++)
 		{
-			TextSet		z = textset_from_datum(SPI_getbinval(tup, td, 10, &isnull), isnull);
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			TupleDesc	td = SPI_tuptable->tupdesc;
+			TEntry	   *t;
+			bool		isnull;
+			Datum		g;
 
-			t->info.nzones = Max(z.n, 0);
-			t->info.zones = z.items;
+			if (ix->n == n)
+				elog(ERROR, "allocation.territory changed while it was read");
+			t = &ix->entries[ix->n++];
+			t->info.id = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
+			t->info.parent_id = DatumGetInt64(SPI_getbinval(tup, td, 2, &isnull));
+			t->info.priority = DatumGetInt32(SPI_getbinval(tup, td, 3, &isnull));
+			t->info.exclusive = DatumGetBool(SPI_getbinval(tup, td, 4, &isnull));
+			t->info.owner_rep = DatumGetInt64(SPI_getbinval(tup, td, 5, &isnull));
+			t->info.owner_team = DatumGetInt64(SPI_getbinval(tup, td, 6, &isnull));
+			t->info.code = SPI_getvalue(tup, td, 7);
+			t->info.name = SPI_getvalue(tup, td, 8);
+			{
+				TextSet		z = textset_from_datum(SPI_getbinval(tup, td, 10, &isnull), isnull);
+
+				t->info.nzones = Max(z.n, 0);
+				t->info.zones = z.items;
+			}
+			g = SPI_getbinval(tup, td, 9, &isnull);
+			if (!isnull)
+			{
+				ix->nvertices += read_multipolygon(DatumGetByteaPP(g), t);
+				over = MemoryContextMemAllocated(cxt, true) > limit;
+			}
 		}
-		g = SPI_getbinval(tup, td, 9, &isnull);
-		if (!isnull)
-			ix->nvertices += read_multipolygon(DatumGetByteaPP(g), t);
+		SPI_freetuptable(SPI_tuptable);
 	}
-	build_grid(ix);
+	SPI_cursor_close(cursor);
+	if (polygons && !over)
+	{
+		build_grid(ix);
+		over = MemoryContextMemAllocated(cxt, true) > limit;
+	}
 	MemoryContextSwitchTo(old);
 	PopActiveSnapshot();
 	alloc_spi_end(&sw);
+	if (over)
+	{
+		MemoryContextDelete(cxt);
+		return NULL;
+	}
+	return ix;
+}
+
+static void
+tindex_build_inner(void)
+{
+	TIndex	   *ix = NULL;
+	Size		limit = (Size) alloc_territory_cache_max_kb * 1024;
+	bool		over = false;
+	instr_time	t0,
+				t1;
+
+	INSTR_TIME_SET_CURRENT(t0);
+	/* an invalidation arriving while we read marks the new index stale again */
+	tindex_stale = false;
+	if (limit > 0)
+	{
+		ix = tindex_read(true, limit);
+		over = (ix == NULL);
+	}
+	if (ix == NULL)
+	{
+		ix = tindex_read(false, limit);
+		ix->over_limit = over;
+	}
+	INSTR_TIME_SET_CURRENT(t1);
+	INSTR_TIME_SUBTRACT(t1, t0);
+	ix->build_ms = INSTR_TIME_GET_MILLISEC(t1);
 
 	if (tindex)
 		MemoryContextDelete(tindex->cxt);
@@ -546,6 +631,59 @@ tindex_ensure(void)
 		tindex_build();
 }
 
+static int	entry_id_cmp(const void *key, const void *elem);
+
+/*
+ * The indexed path, for a backend whose polygons are not in memory: the
+ * territory table's GiST index answers ST_Covers (the predicate the memory
+ * index reproduces), the latest committed territories as the memory index
+ * would have read them, in winning order.
+ */
+static int
+fallback_lookup(double x, double y, TerritoryInfo **hits, int maxhits)
+{
+	static SPIPlanPtr plan = NULL;
+	AllocUserSwitch sw;
+	Oid			types[2] = {FLOAT8OID, FLOAT8OID};
+	Datum		args[2];
+	uint64		i;
+	int			n = 0;
+
+	args[0] = Float8GetDatum(x);
+	args[1] = Float8GetDatum(y);
+	alloc_spi_begin(&sw);
+	PushActiveSnapshot(GetLatestSnapshot());
+	if (plan == NULL)
+	{
+		const char *pg = quote_identifier(get_namespace_name(alloc_oids.postgis_schema));
+		SPIPlanPtr	p = SPI_prepare(psprintf("SELECT t.id FROM allocation.territory t"
+											 " WHERE %s.st_covers(t.geom, %s.st_setsrid(%s.st_makepoint($1, $2), 4326))"
+											 " ORDER BY t.priority DESC, t.id LIMIT %d",
+											 pg, pg, pg, ALLOC_MAX_HITS),
+									2, types);
+
+		if (p == NULL)
+			elog(ERROR, "SPI_prepare of the territory lookup failed");
+		SPI_keepplan(p);
+		plan = p;
+	}
+	if (SPI_execute_plan(plan, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "territory lookup failed");
+	for (i = 0; i < SPI_processed && n < maxhits; i++)
+	{
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		TEntry	   *t = bsearch(&id, tindex->entries, tindex->n, sizeof(TEntry), entry_id_cmp);
+
+		/* committed after this backend read the attributes: known from its next statement */
+		if (t != NULL)
+			hits[n++] = &t->info;
+	}
+	PopActiveSnapshot();
+	alloc_spi_end(&sw);
+	return n;
+}
+
 /*
  * Territories covering (x, y), in winning order.  Only call at the start of
  * a decision: a rebuild frees the previous index.
@@ -558,6 +696,8 @@ tindex_lookup(double x, double y, TerritoryInfo **hits, int maxhits)
 				n = 0;
 
 	tindex_ensure();
+	if (!tindex->in_memory)
+		return fallback_lookup(x, y, hits, maxhits);
 	if (x < tindex->minx || x > tindex->maxx || y < tindex->miny || y > tindex->maxy)
 		return 0;
 	{
@@ -617,10 +757,14 @@ tindex_is_within(int64 territory_id, int64 scope_id)
 }
 
 void
-tindex_stats(int64 *nterritories, int64 *nvertices, Size *bytes)
+tindex_stats(TIndexStats *st)
 {
 	tindex_prepare();
-	*nterritories = tindex->n;
-	*nvertices = tindex->nvertices;
-	*bytes = MemoryContextMemAllocated(tindex->cxt, true);
+	st->territories = tindex->n;
+	st->vertices = tindex->nvertices;
+	st->bytes = MemoryContextMemAllocated(tindex->cxt, true);
+	st->in_memory = tindex->in_memory;
+	st->over_limit = tindex->over_limit;
+	st->limit = tindex->limit;
+	st->build_ms = tindex->build_ms;
 }

@@ -516,6 +516,8 @@ tindex_read(bool polygons, Size limit)
 	while (!over)
 	{
 		SPI_cursor_fetch(cursor, true, 64);
+		/* SPI calls return into the SPI procedure context: back to the index's */
+		MemoryContextSwitchTo(cxt);
 		if (SPI_processed == 0)
 			break;
 		for (i = 0; i < SPI_processed && !over; i++)
@@ -553,6 +555,7 @@ tindex_read(bool polygons, Size limit)
 		SPI_freetuptable(SPI_tuptable);
 	}
 	SPI_cursor_close(cursor);
+	MemoryContextSwitchTo(cxt);
 	if (polygons && !over)
 	{
 		build_grid(ix);

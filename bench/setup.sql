@@ -4,6 +4,7 @@
 --   bench.customer_plain  no trigger at all                          (baseline)
 --   bench.customer_m      managed by the extension                   (allocation.manage)
 --   bench.customer_ref    BEFORE INSERT trigger ref.assign_customer  (bench/reference.sql)
+--   bench.customer_d      managed, with duplicate detection (exact: warn)
 --
 -- Needs: CREATE EXTENSION allocation CASCADE; bench/generate.sql; then this file; then
 -- bench/reference.sql (which copies the configuration loaded here into schema ref).
@@ -43,10 +44,17 @@ CREATE TABLE bench.customer_plain (
 );
 CREATE TABLE bench.customer_m (LIKE bench.customer_plain INCLUDING ALL);
 CREATE TABLE bench.customer_ref (LIKE bench.customer_plain INCLUDING ALL);
+-- customer_m again, with duplicate detection: every insert registers the customer's
+-- normalized name and phone and checks that nobody else holds the phone
+CREATE TABLE bench.customer_d (LIKE bench.customer_plain INCLUDING ALL);
 
 SELECT allocation.manage('bench.customer_m', 'id', 'loc', 'owner',
                          '{"tier": "tier", "crop": "crop", "business_type": "business_type",
                            "tags": "tags", "name": "name", "phone": "phone"}');
+SELECT allocation.manage('bench.customer_d', 'id', 'loc', 'owner',
+                         '{"tier": "tier", "crop": "crop", "business_type": "business_type",
+                           "tags": "tags", "name": "name", "phone": "phone"}');
+SELECT allocation.set_duplicate_policy('bench.customer_d', exact => 'warn');
 
 -------------------------------------------------------------------------------
 -- The bench rule set: every rule can be mirrored exactly in PL/pgSQL
@@ -78,6 +86,10 @@ VALUES ('overflow-east', 10, '{dealer,retailer}', 'team', 5, 'least_loaded');
 -- never applies to customer_m: disabled, or bound to another table
 INSERT INTO allocation.rule (name, priority, enabled, target_kind) VALUES ('disabled-pool', 200, false, 'pool');
 INSERT INTO allocation.rule (name, priority, tbl, target_kind) VALUES ('plain-only', 150, 'bench.customer_plain', 'pool');
+-- big-growers for customer_d, inserted last so the other rules keep their ids;
+-- (a SQL condition is compiled against one table)
+INSERT INTO allocation.rule (name, priority, tbl, condition, target_kind, target_rep_id)
+VALUES ('big-growers-d', 90, 'bench.customer_d', 'annual_volume > 500000 AND NOT is_cooperative', 'rep', 135);
 
 -- single-row inserts (pgbench, cold/warm) take keys from here, far above the generated ones
 CREATE SEQUENCE bench.single_id START 900000000;

@@ -92,8 +92,10 @@ CREATE TABLE allocation.identity (
     lat          double precision,
     PRIMARY KEY (managed_id, key)
 );
-CREATE INDEX identity_credit_idx ON allocation.identity (managed_id, credit_code) WHERE credit_code IS NOT NULL;
-CREATE INDEX identity_phone_idx ON allocation.identity (managed_id, phone) WHERE phone IS NOT NULL;
+-- equality lookups only (who else has this value: a holder's successor, the
+-- existing-duplicates report), so hash indexes: cheaper on the insert path
+CREATE INDEX identity_credit_idx ON allocation.identity USING hash (credit_code) WHERE credit_code IS NOT NULL;
+CREATE INDEX identity_phone_idx ON allocation.identity USING hash (phone) WHERE phone IS NOT NULL;
 COMMENT ON TABLE allocation.identity IS 'Normalized name, phone and valid credit code of each managed customer of a table with a duplicate policy (engine-maintained)';
 
 -- First holder of each exact identity: the primary key arbitrates concurrent writers.
@@ -104,7 +106,7 @@ CREATE TABLE allocation.identity_key (
     key         text NOT NULL,
     PRIMARY KEY (managed_id, kind, value)
 );
-CREATE INDEX identity_key_holder_idx ON allocation.identity_key (managed_id, key);
+CREATE INDEX identity_key_holder_idx ON allocation.identity_key USING hash (key);
 COMMENT ON TABLE allocation.identity_key IS 'The customer that holds each credit code and phone (engine-maintained); its primary key makes two concurrent writers of the same value meet';
 
 -- The duplicate/dispute queue.

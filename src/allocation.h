@@ -14,6 +14,7 @@
 #include "lib/stringinfo.h"
 #include "nodes/execnodes.h"
 #include "utils/hsearch.h"
+#include "utils/relcache.h"
 
 /* ---------- allocation.c: module wiring, helpers ---------- */
 
@@ -333,7 +334,7 @@ typedef struct DupMatch
 	char	   *since;
 } DupMatch;
 
-extern bool dup_check(ManagedTable *mt, Customer *c, DupMatch *m);
+extern bool dup_check(ManagedTable *mt, Customer *c, DupMatch *m, bool new_row);
 extern const char *dup_match_words(const char *match);
 
 /* ---------- audit.c: events that survive a refusal ---------- */
@@ -352,6 +353,10 @@ extern Oid	writer_identity_seq(RowWriter *w, const char *name);
 extern MemoryContext writer_row_context(RowWriter *w);
 extern int	writer_natts(RowWriter *w);
 extern void writer_add(RowWriter *w, Datum *values, bool *isnull);
+extern void writer_insert(RowWriter *w, Datum *values, bool *isnull);
+extern bool writer_insert_speculative(RowWriter *w, Datum *values, bool *isnull);
+extern Relation writer_relation(RowWriter *w);
+extern RowWriter *frame_writer(Oid relid, bool *usable);
 extern void writer_close(RowWriter *w);
 extern int64 writer_nextval(Oid seqid);
 

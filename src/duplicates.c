@@ -12,16 +12,35 @@
  * index) within a radius; they see committed rows and the writer's own.
  *
  * Only tables with a duplicate policy pay for this (allocation.set_duplicate_policy).
+ *
+ * A new customer's identity is registered in C (register_identity_direct):
+ * index probes, speculative inserts and tuple locks -- the protocol of the
+ * PL/pgSQL registration's INSERT ... ON CONFLICT DO NOTHING and SELECT ...
+ * FOR KEY SHARE -- without an SPI query per row.  Updates and the rare cases
+ * (an identity row of the key exists, a stale holder) use the SQL path.
  */
 #include "postgres.h"
 
 #include <math.h>
 
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/xact.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
+#include "parser/parse_relation.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/rel.h"
+#include "utils/relcache.h"
+#include "utils/snapmgr.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -169,6 +188,248 @@ register_identity(ManagedTable *mt, Customer *c, const char *code, const char *p
 	return found;
 }
 
+
+/* ---------- the C registration of a new customer ---------- */
+
+/* Scan keys for a primary key prefix: (managed_id integer, text, text) */
+static void
+pk_scankeys(Relation idx, ScanKey sk, int nkeys, Datum *keys)
+{
+	int			i;
+
+	for (i = 0; i < nkeys; i++)
+		ScanKeyEntryInitialize(&sk[i], 0, i + 1, BTEqualStrategyNumber, InvalidOid,
+							   idx->rd_indcollation[i], i == 0 ? F_INT4EQ : F_TEXTEQ, keys[i]);
+}
+
+/* Whether a customer has an identity row (committed or this transaction's) */
+static bool
+identity_exists(int32 managed_id, const char *key)
+{
+	Relation	rel = table_open(get_relname_relid("identity", alloc_oids.schema), RowExclusiveLock);
+	Relation	idx = index_open(RelationGetPrimaryKeyIndex(rel), AccessShareLock);
+	ScanKeyData sk[2];
+	Datum		keys[2] = {Int32GetDatum(managed_id), CStringGetTextDatum(key)};
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	IndexScanDesc scan;
+	bool		found;
+
+	pk_scankeys(idx, sk, 2, keys);
+	scan = index_beginscan(rel, idx, SnapshotSelf, 2, 0);
+	index_rescan(scan, sk, 2, NULL, 0);
+	found = index_getnext_slot(scan, ForwardScanDirection, slot);
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(idx, AccessShareLock);
+	table_close(rel, NoLock);
+	return found;
+}
+
+/*
+ * allocation._identity_holder() in C: the customer holding (kind, value),
+ * this one when nobody does.  The protocol of INSERT ... ON CONFLICT DO
+ * NOTHING followed by SELECT ... FOR KEY SHARE: a row of a transaction in
+ * progress is waited for and looked at again; a committed holder's row is
+ * share-locked, so deleting that customer waits for this transaction; when
+ * nobody holds the value it is taken by a speculative insert, which loses
+ * cleanly to a concurrent one.  Returns NULL when the value kept changing
+ * hands (the caller then uses the SQL registration).
+ */
+static char *
+take_or_read_holder(int32 managed_id, const char *kind, const char *value, const char *key)
+{
+	Oid			relid = get_relname_relid("identity_key", alloc_oids.schema);
+	bool		usable;
+	RowWriter  *w = frame_writer(relid, &usable);
+	bool		own = (w == NULL);
+	Relation	rel;
+	Relation	idx;
+	TupleTableSlot *slot;
+	Datum		keys[3];
+	ScanKeyData sk[3];
+	char	   *holder = NULL;
+	int			attempt;
+	AttrNumber	key_att;
+
+	if (own && usable)
+		w = writer_open(relid, 0, NULL);
+	if (w == NULL)
+		return NULL;			/* a DBA's trigger on identity_key: the SQL path fires it */
+	rel = writer_relation(w);
+	idx = index_open(RelationGetPrimaryKeyIndex(rel), RowExclusiveLock);
+	slot = table_slot_create(rel, NULL);
+	key_att = attnameAttNum(rel, "key", false);
+	keys[0] = Int32GetDatum(managed_id);
+	keys[1] = CStringGetTextDatum(kind);
+	keys[2] = CStringGetTextDatum(value);
+	for (attempt = 0; attempt < 5 && holder == NULL; attempt++)
+	{
+		SnapshotData dirty;
+		IndexScanDesc scan;
+		bool		found;
+
+		InitDirtySnapshot(dirty);
+		pk_scankeys(idx, sk, 3, keys);
+		scan = index_beginscan(rel, idx, &dirty, 3, 0);
+		index_rescan(scan, sk, 3, NULL, 0);
+		found = index_getnext_slot(scan, ForwardScanDirection, slot);
+		index_endscan(scan);
+		if (found)
+		{
+			ItemPointerData tid = slot->tts_tid;
+			bool		isnull;
+			TransactionId xmin;
+
+			if (TransactionIdIsValid(dirty.xmin) || TransactionIdIsValid(dirty.xmax))
+			{
+				/* written or removed by a transaction in progress: wait, look again */
+				if (dirty.speculativeToken)
+					SpeculativeInsertionWait(dirty.xmin, dirty.speculativeToken);
+				else
+					XactLockTableWait(TransactionIdIsValid(dirty.xmin) ? dirty.xmin : dirty.xmax,
+									  rel, &tid, XLTW_InsertIndex);
+				ExecClearTuple(slot);
+				continue;
+			}
+			xmin = DatumGetTransactionId(slot_getsysattr(slot, MinTransactionIdAttributeNumber, &isnull));
+			if (!TransactionIdIsCurrentTransactionId(xmin))
+			{
+				TM_FailureData tmfd;
+				TM_Result	res;
+
+				ExecClearTuple(slot);
+				res = table_tuple_lock(rel, &tid, GetActiveSnapshot(), slot, GetCurrentCommandId(false),
+									   LockTupleKeyShare, LockWaitBlock, 0, &tmfd);
+				if (res != TM_Ok)
+				{
+					ExecClearTuple(slot);
+					continue;	/* moved or removed meanwhile: look again */
+				}
+			}
+			holder = TextDatumGetCString(slot_getattr(slot, key_att, &isnull));
+			ExecClearTuple(slot);
+		}
+		else
+		{
+			Datum		vals[4];
+			bool		nulls[4] = {false, false, false, false};
+			int			natts = writer_natts(w);
+			Datum	   *v = palloc0(sizeof(Datum) * natts);
+			bool	   *n = palloc(sizeof(bool) * natts);
+
+			vals[0] = keys[0];
+			vals[1] = keys[1];
+			vals[2] = keys[2];
+			vals[3] = CStringGetTextDatum(key);
+			memset(n, true, sizeof(bool) * natts);
+			v[writer_attnum(w, "managed_id") - 1] = vals[0];
+			v[writer_attnum(w, "kind") - 1] = vals[1];
+			v[writer_attnum(w, "value") - 1] = vals[2];
+			v[writer_attnum(w, "key") - 1] = vals[3];
+			n[writer_attnum(w, "managed_id") - 1] = nulls[0];
+			n[writer_attnum(w, "kind") - 1] = nulls[1];
+			n[writer_attnum(w, "value") - 1] = nulls[2];
+			n[writer_attnum(w, "key") - 1] = nulls[3];
+			if (writer_insert_speculative(w, v, n))
+				holder = pstrdup(key);
+			/* else: a concurrent writer took it first: look again (waits for it) */
+		}
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(idx, RowExclusiveLock);
+	if (own)
+		writer_close(w);
+	return holder;
+}
+
+/*
+ * register_identity() for a new customer, in C.  Returns false with
+ * *fallback set when the case needs the SQL registration (an identity row of
+ * this key exists, a holder whose customer is gone, a value that kept
+ * changing hands); what was written is then completed by the SQL path,
+ * which upserts.
+ */
+static bool
+register_identity_direct(ManagedTable *mt, Customer *c, const char *code, const char *phone,
+						 const char *name, DupMatch *m, bool *fallback)
+{
+	const char *kinds[2] = {"credit_code", "phone"};
+	const char *values[2] = {code, phone};
+	int			i;
+
+	*fallback = true;
+	alloc_lookup_oids();
+	{
+		Oid			relid = get_relname_relid("identity", alloc_oids.schema);
+		bool		usable;
+		RowWriter  *w = frame_writer(relid, &usable);
+		bool		own = (w == NULL);
+		int			natts;
+		Datum	   *v;
+		bool	   *n;
+		bool		ok;
+
+		if (own && usable)
+			w = writer_open(relid, 0, NULL);
+		if (w == NULL)
+			return false;
+		natts = writer_natts(w);
+		v = palloc0(sizeof(Datum) * natts);
+		n = palloc(sizeof(bool) * natts);
+		memset(n, true, sizeof(bool) * natts);
+#define PUT(col, isnul, val) do { AttrNumber a_ = writer_attnum(w, col); n[a_ - 1] = (isnul); if (!(isnul)) v[a_ - 1] = (val); } while (0)
+		PUT("managed_id", false, Int32GetDatum(mt->id));
+		PUT("key", false, CStringGetTextDatum(c->key));
+		PUT("credit_code", code == NULL, code ? CStringGetTextDatum(code) : (Datum) 0);
+		PUT("phone", phone == NULL, phone ? CStringGetTextDatum(phone) : (Datum) 0);
+		PUT("name_norm", name == NULL, name ? CStringGetTextDatum(name) : (Datum) 0);
+		PUT("lon", !c->loc.present, Float8GetDatum(c->loc.x));
+		PUT("lat", !c->loc.present, Float8GetDatum(c->loc.y));
+#undef PUT
+		ok = writer_insert_speculative(w, v, n);
+		if (own)
+			writer_close(w);
+		if (!ok)
+			return false;		/* an identity row of this key exists: SQL upserts it */
+	}
+	for (i = 0; i < 2; i++)
+	{
+		char	   *holder;
+
+		if (values[i] == NULL)
+			continue;
+		holder = take_or_read_holder(mt->id, kinds[i], values[i], c->key);
+		if (holder == NULL)
+			return false;
+		if (strcmp(holder, c->key) == 0)
+			continue;
+		if (!identity_exists(mt->id, holder))
+			return false;		/* its customer is gone: SQL moves the value (rare) */
+		{
+			Oid			types[3] = {INT4OID, TEXTOID, TEXTOID};
+			Datum		args[3];
+			bool		isnull;
+
+			args[0] = Int32GetDatum(mt->id);
+			args[1] = CStringGetTextDatum(c->key);
+			args[2] = CStringGetTextDatum(holder);
+			if (SPI_execute_with_args("SELECT allocation._duplicate_decided($1, $2, $3)", 3, types, args,
+									  NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+				elog(ERROR, "reading duplicate decisions failed");
+			if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+				continue;
+		}
+		*fallback = false;
+		m->match = kinds[i];
+		m->other_key = holder;
+		m->value = pstrdup(values[i]);
+		m->similarity = 1.0;
+		return true;
+	}
+	*fallback = false;
+	return false;
+}
+
 /* The most similar other name within the radius */
 static bool
 fuzzy_match(ManagedTable *mt, Customer *c, const char *name, DupMatch *m)
@@ -289,7 +550,7 @@ describe_owner(ManagedTable *mt, DupMatch *m)
  * customer matches; a 'block' action raises the error here.
  */
 bool
-dup_check(ManagedTable *mt, Customer *c, DupMatch *m)
+dup_check(ManagedTable *mt, Customer *c, DupMatch *m, bool new_row)
 {
 	AllocUserSwitch sw;
 	char	   *code,
@@ -305,7 +566,14 @@ dup_check(ManagedTable *mt, Customer *c, DupMatch *m)
 	read_identity(c, &code, &phone, &name);
 	alloc_spi_begin(&sw);
 	m->registered = true;
-	found = register_identity(mt, c, code, phone, name, m);
+	{
+		bool		fallback = true;
+
+		if (new_row)
+			found = register_identity_direct(mt, c, code, phone, name, m, &fallback);
+		if (fallback)
+			found = register_identity(mt, c, code, phone, name, m);
+	}
 	if (found)
 		m->action = mt->dup_exact;
 	if (found && m->action == 'o')

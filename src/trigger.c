@@ -106,6 +106,9 @@ typedef struct KeyProbe
 	TupleTableSlot *slot;
 } KeyProbe;
 
+/* Engine tables written row by row during the statement, kept open */
+#define FRAME_WRITERS 4
+
 typedef struct Frame
 {
 	struct Frame *prev;
@@ -121,6 +124,10 @@ typedef struct Frame
 	int			cursor;			/* next entry expected to be confirmed */
 	Entry	   *entries;
 	KeyProbe	probe;
+	int			nwriters;
+	Oid			writer_rel[FRAME_WRITERS];
+	RowWriter  *writers[FRAME_WRITERS];
+	ResourceOwner writer_owner;
 } Frame;
 
 static Frame *frames = NULL;
@@ -268,6 +275,7 @@ frames_pending(int64 rep_id)
 }
 
 static uint32 key_hash(Oid relid, const char *key);
+static void frame_index_entry(Frame *f, int i);
 
 static Entry *
 new_entry(EntryOp op, ManagedTable *mt, const char *key)
@@ -292,18 +300,41 @@ new_entry(EntryOp op, ManagedTable *mt, const char *key)
 	e->relid = mt->relid;
 	e->managed_id = mt->id;
 	e->key = MemoryContextStrdup(frame_cxt, key);
-	{
-		uint32		h = key_hash(mt->relid, key);
-		KeySlot    *ks;
-		bool		found;
-
-		if (f->bykey == NULL)
-			f->bykey = frame_hash(f, "allocation statement keys", sizeof(uint32), sizeof(KeySlot));
-		ks = hash_search(f->bykey, &h, HASH_ENTER, &found);
-		e->next_same = found ? ks->newest : -1;
-		ks->newest = f->n - 1;
-	}
+	e->next_same = -1;
+	if (f->bykey)
+		frame_index_entry(f, f->n - 1);
 	return e;
+}
+
+/* Adds entry i to the frame's key hash */
+static void
+frame_index_entry(Frame *f, int i)
+{
+	Entry	   *e = &f->entries[i];
+	uint32		h = key_hash(e->relid, e->key);
+	bool		found;
+	KeySlot    *ks = hash_search(f->bykey, &h, HASH_ENTER, &found);
+
+	e->next_same = found ? ks->newest : -1;
+	ks->newest = i;
+}
+
+/*
+ * The frame's entries by key hash, built on first use: a statement whose
+ * rows are confirmed in the order they were decided never needs it.
+ */
+static HTAB *
+frame_keys(Frame *f)
+{
+	if (f->bykey == NULL)
+	{
+		int			i;
+
+		f->bykey = frame_hash(f, "allocation statement keys", sizeof(uint32), sizeof(KeySlot));
+		for (i = 0; i < f->n; i++)
+			frame_index_entry(f, i);
+	}
+	return f->bykey;
 }
 
 static uint32
@@ -317,7 +348,7 @@ static int
 frame_newest_entry(Frame *f, Oid relid, const char *key)
 {
 	uint32		h = key_hash(relid, key);
-	KeySlot    *ks = f->bykey ? hash_search(f->bykey, &h, HASH_FIND, NULL) : NULL;
+	KeySlot    *ks = hash_search(frame_keys(f), &h, HASH_FIND, NULL);
 	int			j;
 
 	for (j = ks ? ks->newest : -1; j >= 0; j = f->entries[j].next_same)
@@ -517,18 +548,65 @@ key_exists(ManagedTable *mt, Relation heap, HeapTuple tup)
 	return found;
 }
 
-/* Closes a frame's key probe (at the statement's end, under its resource owner) */
+/* Closes a frame's key probe and writers (at the statement's end, under its resource owner) */
 static void
 probe_close(Frame *f)
 {
 	KeyProbe   *p = &f->probe;
+	int			i;
 
-	if (p->index == InvalidOid || p->owner != CurrentResourceOwner)
-		return;
-	index_endscan(p->scan);
-	ExecDropSingleTupleTableSlot(p->slot);
-	index_close(p->idx, RowExclusiveLock);
-	p->index = InvalidOid;
+	if (p->index != InvalidOid && p->owner == CurrentResourceOwner)
+	{
+		index_endscan(p->scan);
+		ExecDropSingleTupleTableSlot(p->slot);
+		index_close(p->idx, RowExclusiveLock);
+		p->index = InvalidOid;
+	}
+	if (f->nwriters > 0 && f->writer_owner == CurrentResourceOwner)
+	{
+		for (i = 0; i < f->nwriters; i++)
+			writer_close(f->writers[i]);
+		f->nwriters = 0;
+	}
+}
+
+/*
+ * A writer of an engine table kept open for the current statement (closed
+ * with the frame), or NULL when it cannot be kept (no frame, another
+ * resource owner): the caller then opens its own.  *usable is false when the
+ * table cannot be written directly at all.
+ */
+RowWriter *
+frame_writer(Oid relid, bool *usable)
+{
+	Frame	   *f = frames;
+	MemoryContext old;
+	RowWriter  *w;
+	int			i;
+
+	*usable = true;
+	if (f == NULL || (f->nwriters > 0 && f->writer_owner != CurrentResourceOwner))
+		return NULL;
+	for (i = 0; i < f->nwriters; i++)
+		if (f->writer_rel[i] == relid)
+		{
+			*usable = (f->writers[i] != NULL);
+			return f->writers[i];
+		}
+	if (f->nwriters == FRAME_WRITERS)
+		return NULL;
+	old = MemoryContextSwitchTo(f->cxt);
+	w = writer_open(relid, 0, NULL);
+	MemoryContextSwitchTo(old);
+	if (w == NULL)
+	{
+		*usable = false;
+		return NULL;
+	}
+	f->writer_owner = CurrentResourceOwner;
+	f->writer_rel[f->nwriters] = relid;
+	f->writers[f->nwriters++] = w;
+	return w;
 }
 
 /* BEFORE INSERT: the hot path */
@@ -548,7 +626,7 @@ before_insert(ManagedTable *mt, Relation rel, HeapTuple tup)
 		return tup;
 
 	assign_read_customer(mt, tup, &c, false);
-	if (dup_check(mt, &c, &dup) && dup.action == 'd')
+	if (dup_check(mt, &c, &dup, true) && dup.action == 'd')
 	{
 		dispute_decision(&d, &c, &dup);
 		if (!isnull)
@@ -715,7 +793,7 @@ before_update(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 	if ((mt->dup_exact == 'o' && mt->dup_fuzzy == 'o') || !identity_changed(mt, oldtup, newtup))
 		return newtup;
 	assign_read_customer(mt, newtup, &c, false);
-	if (!dup_check(mt, &c, &dup))
+	if (!dup_check(mt, &c, &dup, false))
 	{
 		if (dup.registered && f && f->n > n_before)
 			f->entries[f->n - 1].identity = true;
@@ -943,10 +1021,9 @@ confirm(ManagedTable *mt, HeapTuple tup, EntryOp op)
 		return;
 	}
 	/* otherwise the oldest unconfirmed entry with this key */
-	if (f->bykey)
 	{
 		uint32		h = key_hash(mt->relid, key);
-		KeySlot    *ks = hash_search(f->bykey, &h, HASH_FIND, NULL);
+		KeySlot    *ks = hash_search(frame_keys(f), &h, HASH_FIND, NULL);
 		int			found = -1;
 
 		for (j = ks ? ks->newest : -1; j >= 0; j = f->entries[j].next_same)

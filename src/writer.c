@@ -34,6 +34,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_trigger.h"
 #include "commands/sequence.h"
+#include "storage/lmgr.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "nodes/makefuncs.h"
@@ -207,6 +208,78 @@ writer_add(RowWriter *w, Datum *values, bool *isnull)
 		ExecConstraints(w->rri, slot, w->estate);
 	if (++w->nslots == WRITER_BATCH)
 		writer_flush(w);
+}
+
+/* Inserts one row at once (no buffering): visible to the command's next scans */
+void
+writer_insert(RowWriter *w, Datum *values, bool *isnull)
+{
+	TupleTableSlot *slot = w->slots[0];
+
+	Assert(w->nslots == 0);
+	if (slot == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(w->estate->es_query_cxt);
+
+		slot = w->slots[0] = table_slot_create(w->rel, &w->estate->es_tupleTable);
+		MemoryContextSwitchTo(old);
+	}
+	ExecClearTuple(slot);
+	memcpy(slot->tts_values, values, sizeof(Datum) * w->natts);
+	memcpy(slot->tts_isnull, isnull, sizeof(bool) * w->natts);
+	ExecStoreVirtualTuple(slot);
+	if (w->rel->rd_att->constr)
+		ExecConstraints(w->rri, slot, w->estate);
+	table_tuple_insert(w->rel, slot, w->cid, 0, NULL);
+	if (w->rri->ri_NumIndices > 0)
+		list_free(ExecInsertIndexTuples(w->rri, slot, w->estate, false, false, NULL, NIL));
+	ResetPerTupleExprContext(w->estate);
+	ExecClearTuple(slot);
+}
+
+/*
+ * Inserts one row at once the way INSERT ... ON CONFLICT DO NOTHING does
+ * (speculative insertion): returns false, having inserted nothing, when a
+ * unique index already has the key (a concurrent inserter of the same key
+ * is waited for by the caller's next look, as the executor does).
+ */
+bool
+writer_insert_speculative(RowWriter *w, Datum *values, bool *isnull)
+{
+	TupleTableSlot *slot = w->slots[0];
+	uint32		token;
+	bool		conflict = false;
+
+	Assert(w->nslots == 0);
+	if (slot == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(w->estate->es_query_cxt);
+
+		slot = w->slots[0] = table_slot_create(w->rel, &w->estate->es_tupleTable);
+		MemoryContextSwitchTo(old);
+	}
+	if (w->rri->ri_IndexRelationDescs == NULL || w->rri->ri_NumIndices == 0)
+		elog(ERROR, "speculative insertion into %s without indexes", RelationGetRelationName(w->rel));
+	ExecClearTuple(slot);
+	memcpy(slot->tts_values, values, sizeof(Datum) * w->natts);
+	memcpy(slot->tts_isnull, isnull, sizeof(bool) * w->natts);
+	ExecStoreVirtualTuple(slot);
+	if (w->rel->rd_att->constr)
+		ExecConstraints(w->rri, slot, w->estate);
+	token = SpeculativeInsertionLockAcquire(GetCurrentTransactionId());
+	table_tuple_insert_speculative(w->rel, slot, w->cid, 0, NULL, token);
+	list_free(ExecInsertIndexTuples(w->rri, slot, w->estate, false, true, &conflict, NIL));
+	table_tuple_complete_speculative(w->rel, slot, token, !conflict);
+	SpeculativeInsertionLockRelease(GetCurrentTransactionId());
+	ResetPerTupleExprContext(w->estate);
+	ExecClearTuple(slot);
+	return !conflict;
+}
+
+Relation
+writer_relation(RowWriter *w)
+{
+	return w->rel;
 }
 
 /* Writes what is buffered and releases everything but the lock */

@@ -110,19 +110,23 @@ fi
 reset_sql() {   # target -> SQL that empties it and its engine/reference state
     case $1 in
         plain) echo "TRUNCATE bench.customer_plain;" ;;
-        managed) echo "TRUNCATE bench.customer_m;" ;;   # the engine closes the registry and recounts loads
+        # the engine closes the registry and recounts loads; customer_m and customer_d
+        # share the reps' capacities, so both are emptied
+        managed|dup) echo "TRUNCATE bench.customer_m; TRUNCATE bench.customer_d;" ;;
         ref) echo "TRUNCATE bench.customer_ref; SELECT ref.reset();" ;;
+        floor) echo "TRUNCATE bench.customer_plain; UPDATE bench.floor_a SET valid_to = now() WHERE valid_to IS NULL;" ;;
     esac
 }
 vacuum_sql() {
     case $1 in
         plain) echo "VACUUM ANALYZE bench.customer_plain;" ;;
-        managed) echo "VACUUM ANALYZE bench.customer_m; VACUUM ANALYZE allocation.rep_load; VACUUM ANALYZE allocation.assignment; VACUUM ANALYZE allocation.event;" ;;
+        managed|dup) echo "VACUUM ANALYZE bench.customer_m; VACUUM ANALYZE bench.customer_d; VACUUM ANALYZE allocation.rep_load; VACUUM ANALYZE allocation.assignment; VACUUM ANALYZE allocation.event; VACUUM ANALYZE allocation.identity; VACUUM ANALYZE allocation.identity_key;" ;;
         ref) echo "VACUUM ANALYZE bench.customer_ref; VACUUM ANALYZE ref.rep_load; VACUUM ANALYZE ref.assignment; VACUUM ANALYZE ref.event;" ;;
+        floor) echo "VACUUM ANALYZE bench.customer_plain; VACUUM ANALYZE bench.floor_a; VACUUM ANALYZE bench.floor_e;" ;;
     esac
 }
 table_of() {
-    case $1 in plain) echo bench.customer_plain ;; managed) echo bench.customer_m ;; ref) echo bench.customer_ref ;; esac
+    case $1 in plain|floor) echo bench.customer_plain ;; managed) echo bench.customer_m ;; ref) echo bench.customer_ref ;; dup) echo bench.customer_d ;; esac
 }
 warmup_sql() {   # untimed: source rows in buffers; backend caches (territory index,
                  # configuration, trigger function and plans) built by 200 rows rolled back
@@ -134,6 +138,7 @@ warmup_sql() {   # untimed: source rows in buffers; backend caches (territory in
 run_timed() {
     local step=$1 run=$2 target=$3 stmt=$4 rows=$5
     "${P[@]}" >/dev/null <<EOF
+SET client_min_messages = warning;
 $(reset_sql "$target")
 $(vacuum_sql "$target")
 CHECKPOINT;
@@ -167,11 +172,55 @@ INSERT_STMT() {   # table
 }
 
 echo
+echo "== burn-in (untimed): one INSERT ... SELECT of $N customers into plain, dup and managed =="
+# A fresh cluster pays for first touches (shared buffers the kernel must zero, relation
+# extension) that a running server does not; one full round absorbs them for every target.
+for target in plain dup managed; do
+    run_timed "burnin_$target" 1 "$target" "$(INSERT_STMT "$(table_of "$target")")" "$N" >/dev/null
+done
+echo "  done"
+
+echo
 echo "== INSERT ... SELECT of $N customers (ORDER BY seq), interleaved rounds =="
+echo "   (dup = managed with duplicate detection; it runs before managed in each round, so"
+echo "    customer_m keeps the last round's decisions for the agreement check)"
 for run in $(seq 1 "$BENCH_REPEAT"); do
     do_step insert_plain "$run" plain "$(INSERT_STMT bench.customer_plain)" "$N"
+    do_step insert_dup "$run" dup "$(INSERT_STMT bench.customer_d)" "$N"
     do_step insert_managed "$run" managed "$(INSERT_STMT bench.customer_m)" "$N"
     do_step insert_ref "$run" ref "$(INSERT_STMT bench.customer_ref)" "$N"
+done
+
+###############################################################################
+echo
+echo "== the write floor: the customer, registry and audit rows of those decisions written by plain SQL =="
+# What the engine cannot avoid writing: the same customer rows, plus the registry and
+# audit rows the managed run just wrote, inserted by three plain statements into copies
+# of allocation.assignment and allocation.event (same columns, indexes and checks; no
+# foreign keys, no triggers) in one transaction.  No decision is taken.
+"${P[@]}" >/dev/null <<SQL
+DROP TABLE IF EXISTS bench.floor_a, bench.floor_e, bench.floor_src_a, bench.floor_src_e;
+CREATE TABLE bench.floor_a (LIKE allocation.assignment INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES);
+CREATE TABLE bench.floor_e (LIKE allocation.event INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES);
+CREATE TABLE bench.floor_src_a AS
+SELECT a.* FROM allocation.assignment a JOIN bench.src_customer s ON s.id::text = a.key
+ WHERE a.valid_to IS NULL AND a.managed_id = (SELECT id FROM allocation.managed_table WHERE tbl = 'bench.customer_m'::regclass)
+ ORDER BY s.seq;
+CREATE TABLE bench.floor_src_e AS
+SELECT e.* FROM allocation.event e JOIN bench.src_customer s ON s.id::text = e.key
+ WHERE e.id > (SELECT max(id) FROM allocation.event WHERE kind = 'truncate')
+   AND e.managed_id = (SELECT id FROM allocation.managed_table WHERE tbl = 'bench.customer_m'::regclass)
+ ORDER BY s.seq;
+SQL
+echo "  registry rows: $("${PA[@]}" -c "SELECT count(*) FROM bench.floor_src_a"), audit rows: $("${PA[@]}" -c "SELECT count(*) FROM bench.floor_src_e")"
+FLOOR_STMT="BEGIN;
+$(INSERT_STMT bench.customer_plain)
+INSERT INTO bench.floor_a SELECT nextval('allocation.assignment_id_seq'), managed_id, key, rep_id, team_id, territory_id, rule_id, source, pinned, reason, tier, crop, business_type, stage, stage_since, now(), NULL, NULL FROM bench.floor_src_a;
+INSERT INTO bench.floor_e SELECT nextval('allocation.event_id_seq'), now(), actor, kind, managed_id, table_name, key, from_rep, to_rep, rule_id, reason, detail FROM bench.floor_src_e;
+COMMIT;"
+run_timed burnin_floor 1 floor "$FLOOR_STMT" "$N" >/dev/null
+for run in $(seq 1 "$BENCH_REPEAT"); do
+    do_step insert_floor "$run" floor "$FLOOR_STMT" "$N"
 done
 
 ###############################################################################
@@ -198,6 +247,23 @@ if [ "$BENCH_COPY_ROWS" -eq "$N" ]; then
     else
         echo "  COPY decided DIFFERENTLY from INSERT ... SELECT: md5 $COPY_MD5 vs $EXT_MD5"
     fi
+fi
+
+###############################################################################
+echo
+echo "== the indexed fallback: allocation.territory_cache_max = 0 (no polygons in memory) =="
+# the same INSERT ... SELECT into customer_m, territories found by the GiST-indexed
+# ST_Covers query instead of the memory index; decisions must be identical
+do_step insert_indexed 1 managed "SET allocation.territory_cache_max = 0;
+$(INSERT_STMT bench.customer_m)" "$N"
+IDX_MD5=$("${PA[@]}" -c "SELECT md5(string_agg(a.key || ',' || coalesce(a.territory_id::text, '-') || ',' || coalesce(a.rep_id::text, '-'), ';' ORDER BY a.key::bigint))
+                            FROM allocation.assignment a
+                           WHERE a.managed_id = (SELECT id FROM allocation.managed_table WHERE tbl = 'bench.customer_m'::regclass AND active)
+                             AND a.valid_to IS NULL")
+if [ "$IDX_MD5" = "$EXT_MD5" ]; then
+    echo "  the indexed fallback decided exactly like the memory index (md5 $IDX_MD5)"
+else
+    echo "  the indexed fallback decided DIFFERENTLY: md5 $IDX_MD5 vs $EXT_MD5"
 fi
 
 ###############################################################################
@@ -341,8 +407,9 @@ breakdown plain_single plain "${SINGLE_GEXEC//%TABLE%/bench.customer_plain}" 100
 breakdown managed_single managed "${SINGLE_GEXEC//%TABLE%/bench.customer_m}" 1000 1000
 BULK=$(( N < 20000 ? N : 20000 ))
 breakdown managed_bulk managed "$(INSERT_STMT bench.customer_m | sed "s/ORDER BY seq/WHERE seq <= $BULK ORDER BY seq/")" "$BULK" 1
-echo "  (row trig = BEFORE + AFTER row trigger (the decision, SPI reads/reservations); stmt trig = the"
-echo "   two statement triggers, the AFTER one writing the batch through allocation._record_batch)"
+echo "  (row trig = BEFORE + AFTER row trigger (the decision, reservations); stmt trig = the two"
+echo "   statement triggers, the AFTER one writing the batch: directly for a statement that only"
+echo "   inserted customers, through allocation._record_batch otherwise)"
 
 ###############################################################################
 if [ -n "$BENCH_PROFILE" ]; then
@@ -361,7 +428,8 @@ nrun() {
 ratio() {
     awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'
 }
-IP=$(med insert_plain); IM=$(med insert_managed); IR=$(med insert_ref)
+IP=$(med insert_plain); IM=$(med insert_managed); IR=$(med insert_ref); ID=$(med insert_dup)
+IF=$(med insert_floor); IX=$(med insert_indexed)
 CP=$(med copy_plain); CM=$(med copy_managed)
 DIS=$("${PA[@]}" -c "SELECT count(*) FROM bench.agree WHERE ext_territory IS DISTINCT FROM ref_territory OR ext_rep IS DISTINCT FROM ref_rep OR NOT in_ext OR NOT in_ref")
 NAG=$("${PA[@]}" -c "SELECT count(*) FROM bench.agree")
@@ -373,10 +441,16 @@ echo "customers: $N; territories: $("${PA[@]}" -c "SELECT count(*) FROM allocati
 printf 'INSERT ... SELECT  plain:     %10.1f ms (median of %s)\n' "$IP" "$(nrun insert_plain)"
 printf 'INSERT ... SELECT  managed:   %10.1f ms (median of %s)\n' "$IM" "$(nrun insert_managed)"
 printf 'INSERT ... SELECT  reference: %10.1f ms (median of %s)\n' "$IR" "$(nrun insert_ref)"
+printf 'INSERT ... SELECT  managed + duplicate detection: %10.1f ms (median of %s)\n' "$ID" "$(nrun insert_dup)"
+printf 'INSERT ... SELECT  managed, indexed fallback:     %10.1f ms (1 run)\n' "$IX"
+printf 'write floor (customer + registry + audit rows by plain SQL): %10.1f ms (median of %s)\n' "$IF" "$(nrun insert_floor)"
 printf 'COPY               plain:     %10.1f ms (median of %s, %s rows)\n' "$CP" "$(nrun copy_plain)" "$BENCH_COPY_ROWS"
 printf 'COPY               managed:   %10.1f ms (median of %s, %s rows)\n' "$CM" "$(nrun copy_managed)" "$BENCH_COPY_ROWS"
 echo "managed/plain INSERT ratio: $(ratio "$IM" "$IP")"
 echo "reference/managed ratio: $(ratio "$IR" "$IM")"
+echo "managed with duplicate detection/plain INSERT ratio: $(ratio "$ID" "$IP")"
+echo "write floor/plain ratio: $(ratio "$IF" "$IP"); managed/write floor ratio: $(ratio "$IM" "$IF")"
+echo "indexed fallback/managed ratio: $(ratio "$IX" "$IM") (decisions identical: $([ "$IDX_MD5" = "$EXT_MD5" ] && echo yes || echo NO))"
 echo "managed/plain COPY ratio: $(ratio "$CM" "$CP")"
 for c in 1 8; do
     echo "pgbench single-row INSERT, $c client(s): p50 latency managed/plain $(ratio "$(med pgbench_managed_c${c}_p50)" "$(med pgbench_plain_c${c}_p50)"), reference/managed $(ratio "$(med pgbench_ref_c${c}_p50)" "$(med pgbench_managed_c${c}_p50)") (steady tps plain $(printf %.0f "$(med pgbench_plain_c${c}_steady)"), managed $(printf %.0f "$(med pgbench_managed_c${c}_steady)"), reference $(printf %.0f "$(med pgbench_ref_c${c}_steady)"))"

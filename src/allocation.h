@@ -216,6 +216,7 @@ typedef struct ManagedTable
 	AttrNumber	key_att;
 	Oid			key_index;		/* the unique index on the key column */
 	RegProcedure key_eq;		/* its equality procedure */
+	Oid			key_coll;		/* its collation (the search must use the index's order) */
 	AttrNumber	loc_att;		/* InvalidAttrNumber = none */
 	AttrNumber	owner_att;
 	Oid			owner_type;
@@ -347,16 +348,16 @@ extern Datum allocation_credit_code_is_valid(PG_FUNCTION_ARGS);
 
 /* ---------- writer.c: direct row writes (registry, audit) ---------- */
 typedef struct RowWriter RowWriter;
-extern RowWriter *writer_open(Oid relid, int nfk, const char *allowed_stmt_trigger);
+extern RowWriter *writer_open(Oid relid, int nfk, const char *allowed_stmt_trigger,
+							  const char *const *filled);
 extern AttrNumber writer_attnum(RowWriter *w, const char *name);
 extern Oid	writer_identity_seq(RowWriter *w, const char *name);
 extern MemoryContext writer_row_context(RowWriter *w);
 extern int	writer_natts(RowWriter *w);
 extern void writer_add(RowWriter *w, Datum *values, bool *isnull);
-extern void writer_insert(RowWriter *w, Datum *values, bool *isnull);
 extern bool writer_insert_speculative(RowWriter *w, Datum *values, bool *isnull);
 extern Relation writer_relation(RowWriter *w);
-extern RowWriter *frame_writer(Oid relid, bool *usable);
+extern RowWriter *frame_writer(Oid relid, const char *const *filled, bool *usable);
 extern void writer_close(RowWriter *w);
 extern int64 writer_nextval(Oid seqid);
 

@@ -359,6 +359,7 @@ find_key_index(Relation rel, ManagedTable *mt)
 			{
 				mt->key_index = RelationGetRelid(idx);
 				mt->key_eq = get_opcode(eqop);
+				mt->key_coll = idx->rd_indcollation[0];
 			}
 		}
 		index_close(idx, AccessShareLock);

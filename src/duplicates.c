@@ -191,6 +191,9 @@ register_identity(ManagedTable *mt, Customer *c, const char *code, const char *p
 
 /* ---------- the C registration of a new customer ---------- */
 
+static const char *const identity_columns[] = {"managed_id", "key", "credit_code", "phone", "name_norm", "lon", "lat", NULL};
+static const char *const identity_key_columns[] = {"managed_id", "kind", "value", "key", NULL};
+
 /* Scan keys for a primary key prefix: (managed_id integer, text, text) */
 static void
 pk_scankeys(Relation idx, ScanKey sk, int nkeys, Datum *keys)
@@ -240,7 +243,7 @@ take_or_read_holder(int32 managed_id, const char *kind, const char *value, const
 {
 	Oid			relid = get_relname_relid("identity_key", alloc_oids.schema);
 	bool		usable;
-	RowWriter  *w = frame_writer(relid, &usable);
+	RowWriter  *w = frame_writer(relid, identity_key_columns, &usable);
 	bool		own = (w == NULL);
 	Relation	rel;
 	Relation	idx;
@@ -252,7 +255,7 @@ take_or_read_holder(int32 managed_id, const char *kind, const char *value, const
 	AttrNumber	key_att;
 
 	if (own && usable)
-		w = writer_open(relid, 0, NULL);
+		w = writer_open(relid, 0, NULL, identity_key_columns);
 	if (w == NULL)
 		return NULL;			/* a DBA's trigger on identity_key: the SQL path fires it */
 	rel = writer_relation(w);
@@ -282,13 +285,13 @@ take_or_read_holder(int32 managed_id, const char *kind, const char *value, const
 
 			if (TransactionIdIsValid(dirty.xmin) || TransactionIdIsValid(dirty.xmax))
 			{
-				/* written or removed by a transaction in progress: wait, look again */
+				/* written or removed by a transaction in progress: wait (no pin held), look again */
+				ExecClearTuple(slot);
 				if (dirty.speculativeToken)
 					SpeculativeInsertionWait(dirty.xmin, dirty.speculativeToken);
 				else
 					XactLockTableWait(TransactionIdIsValid(dirty.xmin) ? dirty.xmin : dirty.xmax,
 									  rel, &tid, XLTW_InsertIndex);
-				ExecClearTuple(slot);
 				continue;
 			}
 			xmin = DatumGetTransactionId(slot_getsysattr(slot, MinTransactionIdAttributeNumber, &isnull));
@@ -362,7 +365,7 @@ register_identity_direct(ManagedTable *mt, Customer *c, const char *code, const 
 	{
 		Oid			relid = get_relname_relid("identity", alloc_oids.schema);
 		bool		usable;
-		RowWriter  *w = frame_writer(relid, &usable);
+		RowWriter  *w = frame_writer(relid, identity_columns, &usable);
 		bool		own = (w == NULL);
 		int			natts;
 		Datum	   *v;
@@ -370,7 +373,7 @@ register_identity_direct(ManagedTable *mt, Customer *c, const char *code, const 
 		bool		ok;
 
 		if (own && usable)
-			w = writer_open(relid, 0, NULL);
+			w = writer_open(relid, 0, NULL, identity_columns);
 		if (w == NULL)
 			return false;
 		natts = writer_natts(w);
@@ -569,7 +572,12 @@ dup_check(ManagedTable *mt, Customer *c, DupMatch *m, bool new_row)
 	{
 		bool		fallback = true;
 
-		if (new_row)
+		/*
+		 * A transaction-snapshot isolation level takes the SQL path: there
+		 * a holder committed after the snapshot is a serialization failure
+		 * (40001), as for INSERT ... ON CONFLICT.
+		 */
+		if (new_row && !IsolationUsesXactSnapshot())
 			found = register_identity_direct(mt, c, code, phone, name, m, &fallback);
 		if (fallback)
 			found = register_identity(mt, c, code, phone, name, m);

@@ -480,7 +480,8 @@ tindex_read(bool polygons, Size limit)
 	SPIPlanPtr	plan;
 	Portal		cursor;
 
-	cxt = AllocSetContextCreate(CacheMemoryContext, "allocation territory index",
+	/* a child of the caller's memory until complete: an error frees it with the transaction */
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "allocation territory index",
 								ALLOCSET_DEFAULT_SIZES);
 	alloc_spi_begin(&sw);
 	/* read the latest committed territories, whatever the statement's snapshot */
@@ -569,6 +570,7 @@ tindex_read(bool polygons, Size limit)
 		MemoryContextDelete(cxt);
 		return NULL;
 	}
+	MemoryContextSetParent(cxt, CacheMemoryContext);
 	return ix;
 }
 

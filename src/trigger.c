@@ -507,7 +507,8 @@ key_exists(ManagedTable *mt, Relation heap, HeapTuple tup)
 
 	if (isnull || !OidIsValid(mt->key_index))
 		return false;
-	ScanKeyInit(&skey, 1, BTEqualStrategyNumber, mt->key_eq, key);
+	/* the index's collation: a text key is searched in the order it is stored in */
+	ScanKeyEntryInitialize(&skey, 0, 1, BTEqualStrategyNumber, InvalidOid, mt->key_coll, mt->key_eq, key);
 	if (p && p->index == mt->key_index && p->owner == CurrentResourceOwner)
 	{
 		/* the statement's open probe */
@@ -565,9 +566,12 @@ probe_close(Frame *f)
 	if (f->nwriters > 0 && f->writer_owner == CurrentResourceOwner)
 	{
 		for (i = 0; i < f->nwriters; i++)
-			writer_close(f->writers[i]);
+			if (f->writers[i])
+				writer_close(f->writers[i]);
 		f->nwriters = 0;
 	}
+	if (p->index != InvalidOid || f->nwriters > 0)
+		elog(WARNING, "allocation statement resources opened under another resource owner were not closed");
 }
 
 /*
@@ -577,7 +581,7 @@ probe_close(Frame *f)
  * table cannot be written directly at all.
  */
 RowWriter *
-frame_writer(Oid relid, bool *usable)
+frame_writer(Oid relid, const char *const *filled, bool *usable)
 {
 	Frame	   *f = frames;
 	MemoryContext old;
@@ -596,16 +600,13 @@ frame_writer(Oid relid, bool *usable)
 	if (f->nwriters == FRAME_WRITERS)
 		return NULL;
 	old = MemoryContextSwitchTo(f->cxt);
-	w = writer_open(relid, 0, NULL);
+	w = writer_open(relid, 0, NULL, filled);
 	MemoryContextSwitchTo(old);
-	if (w == NULL)
-	{
-		*usable = false;
-		return NULL;
-	}
+	/* an ineligible table is remembered as such for the statement's next rows */
 	f->writer_owner = CurrentResourceOwner;
 	f->writer_rel[f->nwriters] = relid;
 	f->writers[f->nwriters++] = w;
+	*usable = (w != NULL);
 	return w;
 }
 
@@ -1391,6 +1392,16 @@ frame_is_plain_insert(Frame *f)
 	return n > 0;
 }
 
+/* The columns the direct path fills (any other must be nullable without a default) */
+static const char *const registry_columns[] = {
+	"id", "managed_id", "key", "rep_id", "team_id", "territory_id", "rule_id", "source", "pinned",
+	"reason", "tier", "crop", "business_type", "stage", "stage_since", "valid_from", NULL
+};
+static const char *const event_columns[] = {
+	"id", "at", "actor", "kind", "managed_id", "table_name", "key", "from_rep", "to_rep", "rule_id",
+	"reason", "detail", NULL
+};
+
 /*
  * Writes a plain-insert frame without the PL/pgSQL batch writer: one SPI
  * query per statement (counters, the foreign-key locks the registry's RI
@@ -1421,17 +1432,6 @@ flush_direct(Frame *f, Datum actor, Cols *c, int ndelta)
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
 	ManagedTable *mt = NULL;
 
-	alloc_lookup_oids();
-	wa = writer_open(get_relname_relid("assignment", alloc_oids.schema), 2, "assignment_loaded");
-	if (wa == NULL)
-		return false;
-	we = writer_open(get_relname_relid("event", alloc_oids.schema), 0, NULL);
-	if (we == NULL)
-	{
-		writer_close(wa);
-		return false;
-	}
-
 	/* the reps and managed tables the registry rows reference */
 	for (i = 0; i < f->n; i++)
 	{
@@ -1446,9 +1446,21 @@ flush_direct(Frame *f, Datum actor, Cols *c, int ndelta)
 		if (j == nman)
 		{
 			if (nman == lengthof(managed))
-				elog(ERROR, "more than %d managed tables in one statement", (int) lengthof(managed));
+				return false;	/* a query writing many managed tables: the SQL path */
 			managed[nman++] = e->managed_id;
 		}
+	}
+
+	alloc_lookup_oids();
+	wa = writer_open(get_relname_relid("assignment", alloc_oids.schema), 2, "assignment_loaded",
+					 registry_columns);
+	if (wa == NULL)
+		return false;
+	we = writer_open(get_relname_relid("event", alloc_oids.schema), 0, NULL, event_columns);
+	if (we == NULL)
+	{
+		writer_close(wa);
+		return false;
 	}
 	qsort(reps, nreps, sizeof(int64), cmp_int64);
 	for (i = 0, j = 0; i < nreps; i++)
@@ -1495,7 +1507,7 @@ flush_direct(Frame *f, Datum actor, Cols *c, int ndelta)
 		ereport(ERROR,
 				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
 				 errmsg("a rep assigned by this statement no longer exists"),
-				 errdetail("A concurrent transaction deleted a rep the rules chose; the registry cannot reference it."),
+				 errdetail("A rep the rules chose was deleted (by a concurrent transaction, or by a trigger of this statement) before the statement's registry rows were written; the registry cannot reference it."),
 				 errhint("Retry the statement.")));
 	if (DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)) != nman)
 		ereport(ERROR,

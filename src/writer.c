@@ -15,9 +15,10 @@
  * row (FOR KEY SHARE, as the RI trigger would per row).
  *
  * A table is written directly only while it looks as the extension created
- * it: a plain heap table without FORCE ROW LEVEL SECURITY, without stored
+ * it: a plain heap table without FORCE ROW LEVEL SECURITY, rules or stored
  * generated columns, whose INSERT triggers are exactly the foreign-key
- * checks the caller knows about plus the engine's own statement trigger.
+ * checks the caller knows about plus the engine's own statement trigger, and
+ * whose columns the caller does not fill are nullable without a default.
  * Anything else (a DBA's audit trigger on allocation.event, say) makes
  * writer_open() return NULL and the caller uses the SQL path, so such a
  * trigger still fires.
@@ -88,12 +89,39 @@ triggers_accounted(Relation rel, int nfk, const char *allowed_stmt)
 }
 
 /*
+ * Whether every column the caller does not fill would be NULL in an INSERT
+ * naming only the filled ones: nullable, without a default (a column a DBA
+ * added with a default or NOT NULL sends the caller to the SQL path).
+ */
+static bool
+columns_accounted(Relation rel, const char *const *filled)
+{
+	TupleDesc	td = RelationGetDescr(rel);
+	int			i,
+				k;
+
+	for (i = 0; i < td->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(td, i);
+		bool		is_filled = false;
+
+		if (att->attisdropped)
+			continue;
+		for (k = 0; filled[k] != NULL && !is_filled; k++)
+			is_filled = (strcmp(NameStr(att->attname), filled[k]) == 0);
+		if (!is_filled && (att->atthasdef || att->attnotnull || att->attidentity || att->attgenerated))
+			return false;
+	}
+	return true;
+}
+
+/*
  * Opens relid for direct insertion, or returns NULL when the table is not as
  * the extension created it (see the file header).  The lock is kept until the
  * end of the transaction, as an INSERT's would be.
  */
 RowWriter *
-writer_open(Oid relid, int nfk, const char *allowed_stmt_trigger)
+writer_open(Oid relid, int nfk, const char *allowed_stmt_trigger, const char *const *filled)
 {
 	Relation	rel = table_open(relid, RowExclusiveLock);
 	RowWriter  *w;
@@ -101,8 +129,10 @@ writer_open(Oid relid, int nfk, const char *allowed_stmt_trigger)
 
 	if (rel->rd_rel->relkind != RELKIND_RELATION ||
 		rel->rd_rel->relforcerowsecurity ||
+		rel->rd_rules != NULL ||
 		(rel->rd_att->constr && rel->rd_att->constr->has_generated_stored) ||
-		!triggers_accounted(rel, nfk, allowed_stmt_trigger))
+		!triggers_accounted(rel, nfk, allowed_stmt_trigger) ||
+		!columns_accounted(rel, filled))
 	{
 		table_close(rel, NoLock);
 		return NULL;
@@ -208,33 +238,6 @@ writer_add(RowWriter *w, Datum *values, bool *isnull)
 		ExecConstraints(w->rri, slot, w->estate);
 	if (++w->nslots == WRITER_BATCH)
 		writer_flush(w);
-}
-
-/* Inserts one row at once (no buffering): visible to the command's next scans */
-void
-writer_insert(RowWriter *w, Datum *values, bool *isnull)
-{
-	TupleTableSlot *slot = w->slots[0];
-
-	Assert(w->nslots == 0);
-	if (slot == NULL)
-	{
-		MemoryContext old = MemoryContextSwitchTo(w->estate->es_query_cxt);
-
-		slot = w->slots[0] = table_slot_create(w->rel, &w->estate->es_tupleTable);
-		MemoryContextSwitchTo(old);
-	}
-	ExecClearTuple(slot);
-	memcpy(slot->tts_values, values, sizeof(Datum) * w->natts);
-	memcpy(slot->tts_isnull, isnull, sizeof(bool) * w->natts);
-	ExecStoreVirtualTuple(slot);
-	if (w->rel->rd_att->constr)
-		ExecConstraints(w->rri, slot, w->estate);
-	table_tuple_insert(w->rel, slot, w->cid, 0, NULL);
-	if (w->rri->ri_NumIndices > 0)
-		list_free(ExecInsertIndexTuples(w->rri, slot, w->estate, false, false, NULL, NIL));
-	ResetPerTupleExprContext(w->estate);
-	ExecClearTuple(slot);
 }
 
 /*

@@ -34,6 +34,11 @@ grep -E '^Time' "$W/psql.out" | sed "s/^/  managed INSERT of $ROWS rows: /"
 echo "  top symbols by self time (the postgres binary has no debug info: callers are not resolved):"
 perf report -i "$W/perf.data" --no-children --stdio --sort dso,symbol -g none 2>/dev/null |
     grep -E '^ +[0-9]' | head -30 | sed -E 's/ +- +- *$//; s/^/  /'
+echo "  inclusive (children included) for the engine's steps and what they call:"
+perf report -i "$W/perf.data" --children --stdio --sort symbol -g none 2>/dev/null |
+    grep -E '^ +[0-9]' |
+    grep -E ' (allocation_row_trigger|allocation_stmt_trigger|flush_frame|writer_flush|heap_multi_insert|ExecInsertIndexTuples|btinsert|hashinsert|brininsert|assign_read_customer|tindex_lookup|assign_decide|key_exists|dup_check|nextval_internal|event_detail|SPI_execute_plan|ExecBRInsertTriggers|ExecARInsertTriggers|AfterTriggerEndQuery|heap_insert|ExecConstraints)( |$)' |
+    awk '{printf "  %8s  %s\n", $1, $4}'
 echo "  by shared object:"
 perf report -i "$W/perf.data" --no-children --stdio --sort dso -g none 2>/dev/null |
     grep -E '^ +[0-9]' | head -8 | sed 's/^/  /'

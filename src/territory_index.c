@@ -574,6 +574,31 @@ tindex_read(bool polygons, Size limit)
 	return ix;
 }
 
+/*
+ * Whether the polygons cannot fit the bound, from their stored size alone
+ * (pg_column_size reads no TOAST data): the index takes at least 1.25 times
+ * the coordinates' bytes (16 per vertex, plus at least 4 per edge for the
+ * bands).  Spares a backend over the bound from reading polygons up to it,
+ * then dropping them, after every territory change.
+ */
+static bool
+polygons_surely_exceed(Size limit)
+{
+	AllocUserSwitch sw;
+	bool		isnull;
+	double		stored;
+
+	alloc_spi_begin(&sw);
+	PushActiveSnapshot(GetLatestSnapshot());
+	if (SPI_execute("SELECT coalesce(sum(pg_catalog.pg_column_size(geom)), 0)::float8 FROM allocation.territory",
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not size allocation.territory");
+	stored = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	PopActiveSnapshot();
+	alloc_spi_end(&sw);
+	return stored * 1.25 > (double) limit;
+}
+
 static void
 tindex_build_inner(void)
 {
@@ -586,7 +611,9 @@ tindex_build_inner(void)
 	INSTR_TIME_SET_CURRENT(t0);
 	/* an invalidation arriving while we read marks the new index stale again */
 	tindex_stale = false;
-	if (limit > 0)
+	if (limit > 0 && polygons_surely_exceed(limit))
+		over = true;
+	else if (limit > 0)
 	{
 		ix = tindex_read(true, limit);
 		over = (ix == NULL);

@@ -169,11 +169,35 @@ writer_attnum(RowWriter *w, const char *name)
 	return (AttrNumber) a;
 }
 
-/* The sequence of an identity column */
+/*
+ * The sequence of an identity column.  Looked up in pg_depend, so the last
+ * few answers are remembered: a table's identity sequence only changes with
+ * the table (a new relation OID after DROP/CREATE EXTENSION), and the answer
+ * is checked to still be a sequence.
+ */
 Oid
 writer_identity_seq(RowWriter *w, const char *name)
 {
-	return getIdentitySequence(RelationGetRelid(w->rel), writer_attnum(w, name), false);
+	static struct
+	{
+		Oid			relid;
+		AttrNumber	attnum;
+		Oid			seq;
+	}			cache[4];
+	static int	next = 0;
+	Oid			relid = RelationGetRelid(w->rel);
+	AttrNumber	attnum = writer_attnum(w, name);
+	int			i;
+
+	for (i = 0; i < lengthof(cache); i++)
+		if (cache[i].relid == relid && cache[i].attnum == attnum &&
+			get_rel_relkind(cache[i].seq) == RELKIND_SEQUENCE)
+			return cache[i].seq;
+	i = next++ % lengthof(cache);
+	cache[i].seq = getIdentitySequence(relid, attnum, false);
+	cache[i].relid = relid;
+	cache[i].attnum = attnum;
+	return cache[i].seq;
 }
 
 int

@@ -29,6 +29,7 @@
 #include "utils/lsyscache.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "access/xact.h"
 
 #include "allocation.h"
@@ -258,6 +259,25 @@ lock_counter(int64 rep_id, bool wait)
 	if (rep_id > max_counter_held)
 		max_counter_held = rep_id;
 	return b;
+}
+
+/* Whether the rep is still stored (latest committed state: after waiting for its deleter) */
+static bool
+rep_still_exists(int64 rep_id)
+{
+	AllocUserSwitch sw;
+	Oid			types[1] = {INT8OID};
+	Datum		vals[1] = {Int64GetDatum(rep_id)};
+	bool		exists;
+
+	alloc_spi_begin(&sw);
+	PushActiveSnapshot(GetLatestSnapshot());
+	if (SPI_execute_with_args("SELECT 1 FROM allocation.rep WHERE id = $1", 1, types, vals, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "reading a rep failed");
+	exists = SPI_processed > 0;
+	PopActiveSnapshot();
+	alloc_spi_end(&sw);
+	return exists;
 }
 
 /*
@@ -1020,6 +1040,13 @@ assign_check_manual(ManagedTable *mt, Customer *c, int64 rep_id, bool dry_run)
 		return;
 	if (may_wait_for(rep_id) ? assign_reserve(rep_id, true) : assign_reserve(rep_id, false))
 		return;
+	if (!rep_still_exists(rep_id))
+		ereport(ERROR,
+				(errcode(ERRCODE_ALLOC_UNKNOWN_REP),
+				 errmsg("rep %s no longer exists", rep->code),
+				 errdetail("Rep %s (id " INT64_FORMAT ") was deleted by another transaction while customer %s of %s was being given to it.",
+						   rep->code, rep_id, c->key, mt->name),
+				 errhint("Give the customer to another rep.")));
 	if (!may_wait_for(rep_id) && (rep->capacity < 0 || assign_current_load(rep_id) < rep->capacity))
 		ereport(ERROR,
 				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),

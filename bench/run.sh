@@ -228,6 +228,13 @@ echo
 "${P[@]}" -f "$BENCH_DIR/agreement.sql" 2>&1 | grep -v 'NOTICE'
 EXT_MD5=$("${PA[@]}" -c "SELECT md5(string_agg(key || ',' || coalesce(ext_territory::text, '-') || ',' || coalesce(ext_rep::text, '-'), ';' ORDER BY key)) FROM bench.agree WHERE in_ext")
 
+registry_md5() {   # md5 over (key, territory, owner) of customer_m's open registry rows
+    "${PA[@]}" -c "SELECT md5(string_agg(a.key || ',' || coalesce(a.territory_id::text, '-') || ',' || coalesce(a.rep_id::text, '-'), ';' ORDER BY a.key::bigint))
+                     FROM allocation.assignment a
+                    WHERE a.managed_id = (SELECT id FROM allocation.managed_table WHERE tbl = 'bench.customer_m'::regclass AND active)
+                      AND a.valid_to IS NULL"
+}
+
 ###############################################################################
 echo
 echo "== COPY of $BENCH_COPY_ROWS customers (server-side file, same rows and order) =="
@@ -238,10 +245,7 @@ for run in $(seq 1 "$BENCH_REPEAT"); do
     do_step copy_managed "$run" managed "COPY bench.customer_m ($COLS) FROM '$COPYFILE';" "$BENCH_COPY_ROWS"
 done
 if [ "$BENCH_COPY_ROWS" -eq "$N" ]; then
-    COPY_MD5=$("${PA[@]}" -c "SELECT md5(string_agg(a.key || ',' || coalesce(a.territory_id::text, '-') || ',' || coalesce(a.rep_id::text, '-'), ';' ORDER BY a.key::bigint))
-                                FROM allocation.assignment a
-                               WHERE a.managed_id = (SELECT id FROM allocation.managed_table WHERE tbl = 'bench.customer_m'::regclass AND active)
-                                 AND a.valid_to IS NULL")
+    COPY_MD5=$(registry_md5)
     if [ "$COPY_MD5" = "$EXT_MD5" ]; then
         echo "  COPY decided exactly like INSERT ... SELECT (md5 $COPY_MD5)"
     else
@@ -256,10 +260,7 @@ echo "== the indexed fallback: allocation.territory_cache_max = 0 (no polygons i
 # ST_Covers query instead of the memory index; decisions must be identical
 do_step insert_indexed 1 managed "SET allocation.territory_cache_max = 0;
 $(INSERT_STMT bench.customer_m)" "$N"
-IDX_MD5=$("${PA[@]}" -c "SELECT md5(string_agg(a.key || ',' || coalesce(a.territory_id::text, '-') || ',' || coalesce(a.rep_id::text, '-'), ';' ORDER BY a.key::bigint))
-                            FROM allocation.assignment a
-                           WHERE a.managed_id = (SELECT id FROM allocation.managed_table WHERE tbl = 'bench.customer_m'::regclass AND active)
-                             AND a.valid_to IS NULL")
+IDX_MD5=$(registry_md5)
 if [ "$IDX_MD5" = "$EXT_MD5" ]; then
     echo "  the indexed fallback decided exactly like the memory index (md5 $IDX_MD5)"
 else

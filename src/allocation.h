@@ -350,10 +350,8 @@ extern Datum allocation_credit_code_is_valid(PG_FUNCTION_ARGS);
 typedef struct RowWriter RowWriter;
 extern RowWriter *writer_open(Oid relid, int nfk, const char *allowed_stmt_trigger,
 							  const char *const *filled);
-extern AttrNumber writer_attnum(RowWriter *w, const char *name);
 extern Oid	writer_identity_seq(RowWriter *w, const char *name);
 extern MemoryContext writer_row_context(RowWriter *w);
-extern int	writer_natts(RowWriter *w);
 extern void writer_add(RowWriter *w, Datum *values, bool *isnull);
 extern bool writer_insert_speculative(RowWriter *w, Datum *values, bool *isnull);
 extern Relation writer_relation(RowWriter *w);

@@ -191,8 +191,27 @@ register_identity(ManagedTable *mt, Customer *c, const char *code, const char *p
 
 /* ---------- the C registration of a new customer ---------- */
 
+/* the columns the C registration fills, in the order of its value arrays */
 static const char *const identity_columns[] = {"managed_id", "key", "credit_code", "phone", "name_norm", "lon", "lat", NULL};
 static const char *const identity_key_columns[] = {"managed_id", "kind", "value", "key", NULL};
+
+/*
+ * A writer of an engine table for this row: the statement's (kept open by its
+ * frame), or one of its own (*own: the caller closes it).  NULL when the table
+ * cannot be written directly (a DBA's trigger on it: the SQL path fires it).
+ */
+static RowWriter *
+identity_writer(const char *relname, const char *const *cols, bool *own)
+{
+	Oid			relid = get_relname_relid(relname, alloc_oids.schema);
+	bool		usable;
+	RowWriter  *w = frame_writer(relid, cols, &usable);
+
+	*own = (w == NULL && usable);
+	if (*own)
+		w = writer_open(relid, 0, NULL, cols);
+	return w;
+}
 
 /* Scan keys for a primary key prefix: (managed_id integer, text, text) */
 static void
@@ -241,10 +260,8 @@ identity_exists(int32 managed_id, const char *key)
 static char *
 take_or_read_holder(int32 managed_id, const char *kind, const char *value, const char *key)
 {
-	Oid			relid = get_relname_relid("identity_key", alloc_oids.schema);
-	bool		usable;
-	RowWriter  *w = frame_writer(relid, identity_key_columns, &usable);
-	bool		own = (w == NULL);
+	bool		own;
+	RowWriter  *w = identity_writer("identity_key", identity_key_columns, &own);
 	Relation	rel;
 	Relation	idx;
 	TupleTableSlot *slot;
@@ -254,10 +271,8 @@ take_or_read_holder(int32 managed_id, const char *kind, const char *value, const
 	int			attempt;
 	AttrNumber	key_att;
 
-	if (own && usable)
-		w = writer_open(relid, 0, NULL, identity_key_columns);
 	if (w == NULL)
-		return NULL;			/* a DBA's trigger on identity_key: the SQL path fires it */
+		return NULL;
 	rel = writer_relation(w);
 	idx = index_open(RelationGetPrimaryKeyIndex(rel), RowExclusiveLock);
 	slot = table_slot_create(rel, NULL);
@@ -314,25 +329,9 @@ take_or_read_holder(int32 managed_id, const char *kind, const char *value, const
 		}
 		else
 		{
-			Datum		vals[4];
-			bool		nulls[4] = {false, false, false, false};
-			int			natts = writer_natts(w);
-			Datum	   *v = palloc0(sizeof(Datum) * natts);
-			bool	   *n = palloc(sizeof(bool) * natts);
+			Datum		v[4] = {keys[0], keys[1], keys[2], CStringGetTextDatum(key)};
+			bool		n[4] = {false, false, false, false};
 
-			vals[0] = keys[0];
-			vals[1] = keys[1];
-			vals[2] = keys[2];
-			vals[3] = CStringGetTextDatum(key);
-			memset(n, true, sizeof(bool) * natts);
-			v[writer_attnum(w, "managed_id") - 1] = vals[0];
-			v[writer_attnum(w, "kind") - 1] = vals[1];
-			v[writer_attnum(w, "value") - 1] = vals[2];
-			v[writer_attnum(w, "key") - 1] = vals[3];
-			n[writer_attnum(w, "managed_id") - 1] = nulls[0];
-			n[writer_attnum(w, "kind") - 1] = nulls[1];
-			n[writer_attnum(w, "value") - 1] = nulls[2];
-			n[writer_attnum(w, "key") - 1] = nulls[3];
 			if (writer_insert_speculative(w, v, n))
 				holder = pstrdup(key);
 			/* else: a concurrent writer took it first: look again (waits for it) */
@@ -363,32 +362,21 @@ register_identity_direct(ManagedTable *mt, Customer *c, const char *code, const 
 	*fallback = true;
 	alloc_lookup_oids();
 	{
-		Oid			relid = get_relname_relid("identity", alloc_oids.schema);
-		bool		usable;
-		RowWriter  *w = frame_writer(relid, identity_columns, &usable);
-		bool		own = (w == NULL);
-		int			natts;
-		Datum	   *v;
-		bool	   *n;
+		bool		own;
+		RowWriter  *w = identity_writer("identity", identity_columns, &own);
+		Datum		v[7];
+		bool		n[7] = {false, false, code == NULL, phone == NULL, name == NULL, !c->loc.present, !c->loc.present};
 		bool		ok;
 
-		if (own && usable)
-			w = writer_open(relid, 0, NULL, identity_columns);
 		if (w == NULL)
 			return false;
-		natts = writer_natts(w);
-		v = palloc0(sizeof(Datum) * natts);
-		n = palloc(sizeof(bool) * natts);
-		memset(n, true, sizeof(bool) * natts);
-#define PUT(col, isnul, val) do { AttrNumber a_ = writer_attnum(w, col); n[a_ - 1] = (isnul); if (!(isnul)) v[a_ - 1] = (val); } while (0)
-		PUT("managed_id", false, Int32GetDatum(mt->id));
-		PUT("key", false, CStringGetTextDatum(c->key));
-		PUT("credit_code", code == NULL, code ? CStringGetTextDatum(code) : (Datum) 0);
-		PUT("phone", phone == NULL, phone ? CStringGetTextDatum(phone) : (Datum) 0);
-		PUT("name_norm", name == NULL, name ? CStringGetTextDatum(name) : (Datum) 0);
-		PUT("lon", !c->loc.present, Float8GetDatum(c->loc.x));
-		PUT("lat", !c->loc.present, Float8GetDatum(c->loc.y));
-#undef PUT
+		v[0] = Int32GetDatum(mt->id);
+		v[1] = CStringGetTextDatum(c->key);
+		v[2] = code ? CStringGetTextDatum(code) : (Datum) 0;
+		v[3] = phone ? CStringGetTextDatum(phone) : (Datum) 0;
+		v[4] = name ? CStringGetTextDatum(name) : (Datum) 0;
+		v[5] = Float8GetDatum(c->loc.x);
+		v[6] = Float8GetDatum(c->loc.y);
 		ok = writer_insert_speculative(w, v, n);
 		if (own)
 			writer_close(w);

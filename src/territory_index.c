@@ -663,8 +663,6 @@ tindex_ensure(void)
 		tindex_build();
 }
 
-static int	entry_id_cmp(const void *key, const void *elem);
-
 /*
  * The indexed path, for a backend whose polygons are not in memory: the
  * territory table's GiST index answers ST_Covers (the predicate the memory
@@ -705,11 +703,11 @@ fallback_lookup(double x, double y, TerritoryInfo **hits, int maxhits)
 	{
 		bool		isnull;
 		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-		TEntry	   *t = bsearch(&id, tindex->entries, tindex->n, sizeof(TEntry), entry_id_cmp);
+		TerritoryInfo *t = tindex_get(id);
 
 		/* committed after this backend read the attributes: known from its next statement */
 		if (t != NULL)
-			hits[n++] = &t->info;
+			hits[n++] = t;
 	}
 	PopActiveSnapshot();
 	alloc_spi_end(&sw);

@@ -1364,9 +1364,10 @@ event_detail(Entry *e)
 	return JsonbPGetDatum(JsonbValueToJsonb(pushJsonbValue(&st, WJB_END_OBJECT, NULL)));
 }
 
-#define SET_I8(a, x) do { if ((x) != 0) { v[(a) - 1] = Int64GetDatum(x); nul[(a) - 1] = false; } } while (0)
-#define SET_TEXT(a, x) do { if ((x) != NULL) { v[(a) - 1] = CStringGetTextDatum(x); nul[(a) - 1] = false; } } while (0)
-#define SET_DATUM(a, x) do { v[(a) - 1] = (x); nul[(a) - 1] = false; } while (0)
+/* one value of a direct-path row: column k of the writer's columns (0 and NULL = NULL) */
+#define SET_I8(k, x) do { nul[k] = ((x) == 0); if (!nul[k]) v[k] = Int64GetDatum(x); } while (0)
+#define SET_TEXT(k, x) do { nul[k] = ((x) == NULL); if (!nul[k]) v[k] = CStringGetTextDatum(x); } while (0)
+#define SET_DATUM(k, x) do { v[k] = (x); nul[k] = false; } while (0)
 
 /*
  * Whether every stored row of the frame is a new customer without a
@@ -1392,12 +1393,21 @@ frame_is_plain_insert(Frame *f)
 	return n > 0;
 }
 
-/* The columns the direct path fills (any other must be nullable without a default) */
-static const char *const registry_columns[] = {
+/* The columns the direct path fills, in this order (any other must be nullable without a default) */
+enum
+{
+	R_ID, R_MANAGED, R_KEY, R_REP, R_TEAM, R_TERRITORY, R_RULE, R_SOURCE, R_PINNED, R_REASON,
+	R_TIER, R_CROP, R_BTYPE, R_STAGE, R_STAGE_SINCE, R_VALID_FROM, R__N
+};
+static const char *const registry_columns[R__N + 1] = {
 	"id", "managed_id", "key", "rep_id", "team_id", "territory_id", "rule_id", "source", "pinned",
 	"reason", "tier", "crop", "business_type", "stage", "stage_since", "valid_from", NULL
 };
-static const char *const event_columns[] = {
+enum
+{
+	V_ID, V_AT, V_ACTOR, V_KIND, V_MANAGED, V_TABLE, V_KEY, V_FROM, V_TO, V_RULE, V_REASON, V_DETAIL, V__N
+};
+static const char *const event_columns[V__N + 1] = {
 	"id", "at", "actor", "kind", "managed_id", "table_name", "key", "from_rep", "to_rep", "rule_id",
 	"reason", "detail", NULL
 };
@@ -1542,26 +1552,9 @@ flush_direct(Frame *f, Datum actor, Cols *c, int ndelta)
 
 	/* the registry: one open row per new customer */
 	{
-		int			natts = writer_natts(wa);
-		Datum	   *v = palloc(sizeof(Datum) * natts);
-		bool	   *nul = palloc(sizeof(bool) * natts);
+		Datum		v[R__N];
+		bool		nul[R__N];
 		Oid			seq = writer_identity_seq(wa, "id");
-		AttrNumber	a_id = writer_attnum(wa, "id"),
-					a_managed = writer_attnum(wa, "managed_id"),
-					a_key = writer_attnum(wa, "key"),
-					a_rep = writer_attnum(wa, "rep_id"),
-					a_team = writer_attnum(wa, "team_id"),
-					a_terr = writer_attnum(wa, "territory_id"),
-					a_rule = writer_attnum(wa, "rule_id"),
-					a_source = writer_attnum(wa, "source"),
-					a_pinned = writer_attnum(wa, "pinned"),
-					a_reason = writer_attnum(wa, "reason"),
-					a_tier = writer_attnum(wa, "tier"),
-					a_crop = writer_attnum(wa, "crop"),
-					a_btype = writer_attnum(wa, "business_type"),
-					a_stage = writer_attnum(wa, "stage"),
-					a_stage_since = writer_attnum(wa, "stage_since"),
-					a_from = writer_attnum(wa, "valid_from");
 
 		for (i = 0; i < f->n; i++)
 		{
@@ -1571,24 +1564,23 @@ flush_direct(Frame *f, Datum actor, Cols *c, int ndelta)
 			if (!e->confirmed)
 				continue;
 			old = MemoryContextSwitchTo(writer_row_context(wa));
-			memset(nul, true, sizeof(bool) * natts);
-			SET_DATUM(a_id, Int64GetDatum(writer_nextval(seq)));
-			SET_DATUM(a_managed, Int32GetDatum(e->managed_id));
-			SET_TEXT(a_key, e->key);
-			SET_I8(a_rep, e->rep);
-			SET_I8(a_team, e->team);
-			SET_I8(a_terr, e->territory);
-			SET_I8(a_rule, e->rule);
-			SET_TEXT(a_source, e->source);
-			SET_DATUM(a_pinned, BoolGetDatum(e->pinned));
-			SET_TEXT(a_reason, e->reason);
-			SET_TEXT(a_tier, e->tier);
-			SET_TEXT(a_crop, e->crop);
-			SET_TEXT(a_btype, e->btype);
-			SET_TEXT(a_stage, e->stage);
-			if (e->stage)
-				SET_DATUM(a_stage_since, TimestampTzGetDatum(now));
-			SET_DATUM(a_from, TimestampTzGetDatum(now));
+			SET_DATUM(R_ID, Int64GetDatum(writer_nextval(seq)));
+			SET_DATUM(R_MANAGED, Int32GetDatum(e->managed_id));
+			SET_TEXT(R_KEY, e->key);
+			SET_I8(R_REP, e->rep);
+			SET_I8(R_TEAM, e->team);
+			SET_I8(R_TERRITORY, e->territory);
+			SET_I8(R_RULE, e->rule);
+			SET_TEXT(R_SOURCE, e->source);
+			SET_DATUM(R_PINNED, BoolGetDatum(e->pinned));
+			SET_TEXT(R_REASON, e->reason);
+			SET_TEXT(R_TIER, e->tier);
+			SET_TEXT(R_CROP, e->crop);
+			SET_TEXT(R_BTYPE, e->btype);
+			SET_TEXT(R_STAGE, e->stage);
+			SET_DATUM(R_STAGE_SINCE, TimestampTzGetDatum(now));
+			nul[R_STAGE_SINCE] = (e->stage == NULL);
+			SET_DATUM(R_VALID_FROM, TimestampTzGetDatum(now));
 			writer_add(wa, v, nul);
 			MemoryContextSwitchTo(old);
 		}
@@ -1597,22 +1589,9 @@ flush_direct(Frame *f, Datum actor, Cols *c, int ndelta)
 
 	/* the audit: one event per new customer */
 	{
-		int			natts = writer_natts(we);
-		Datum	   *v = palloc(sizeof(Datum) * natts);
-		bool	   *nul = palloc(sizeof(bool) * natts);
+		Datum		v[V__N];
+		bool		nul[V__N];
 		Oid			seq = writer_identity_seq(we, "id");
-		AttrNumber	a_id = writer_attnum(we, "id"),
-					a_at = writer_attnum(we, "at"),
-					a_actor = writer_attnum(we, "actor"),
-					a_kind = writer_attnum(we, "kind"),
-					a_managed = writer_attnum(we, "managed_id"),
-					a_table = writer_attnum(we, "table_name"),
-					a_key = writer_attnum(we, "key"),
-					a_from = writer_attnum(we, "from_rep"),
-					a_to = writer_attnum(we, "to_rep"),
-					a_rule = writer_attnum(we, "rule_id"),
-					a_reason = writer_attnum(we, "reason"),
-					a_detail = writer_attnum(we, "detail");
 
 		for (i = 0; i < f->n; i++)
 		{
@@ -1624,19 +1603,18 @@ flush_direct(Frame *f, Datum actor, Cols *c, int ndelta)
 			if (mt == NULL || mt->id != e->managed_id)
 				mt = config_get_table(e->relid, false);
 			old = MemoryContextSwitchTo(writer_row_context(we));
-			memset(nul, true, sizeof(bool) * natts);
-			SET_DATUM(a_id, Int64GetDatum(writer_nextval(seq)));
-			SET_DATUM(a_at, TimestampTzGetDatum(now));
-			SET_DATUM(a_actor, actor);
-			SET_TEXT(a_kind, e->kind);
-			SET_DATUM(a_managed, Int32GetDatum(e->managed_id));
-			SET_TEXT(a_table, mt->table_name);
-			SET_TEXT(a_key, e->key);
-			SET_I8(a_from, e->old_rep);
-			SET_I8(a_to, e->rep ? e->rep : e->suggest);
-			SET_I8(a_rule, e->rule);
-			SET_TEXT(a_reason, e->reason);
-			SET_DATUM(a_detail, event_detail(e));
+			SET_DATUM(V_ID, Int64GetDatum(writer_nextval(seq)));
+			SET_DATUM(V_AT, TimestampTzGetDatum(now));
+			SET_DATUM(V_ACTOR, actor);
+			SET_TEXT(V_KIND, e->kind);
+			SET_DATUM(V_MANAGED, Int32GetDatum(e->managed_id));
+			SET_TEXT(V_TABLE, mt->table_name);
+			SET_TEXT(V_KEY, e->key);
+			SET_I8(V_FROM, e->old_rep);
+			SET_I8(V_TO, e->rep ? e->rep : e->suggest);
+			SET_I8(V_RULE, e->rule);
+			SET_TEXT(V_REASON, e->reason);
+			SET_DATUM(V_DETAIL, event_detail(e));
 			writer_add(we, v, nul);
 			MemoryContextSwitchTo(old);
 		}

@@ -57,6 +57,8 @@ struct RowWriter
 	CommandId	cid;
 	MemoryContext rows_cxt;		/* datums of the buffered rows */
 	int			natts;
+	int			ncols;			/* the columns the caller fills ... */
+	int		   *col_att;		/* ... and their attribute indexes */
 	int			nslots;
 	TupleTableSlot *slots[WRITER_BATCH];
 };
@@ -115,6 +117,17 @@ columns_accounted(Relation rel, const char *const *filled)
 	return true;
 }
 
+/* The attribute number of a column the writer fills */
+static AttrNumber
+writer_attnum(RowWriter *w, const char *name)
+{
+	int			a = attnameAttNum(w->rel, name, false);
+
+	if (a <= 0)
+		elog(ERROR, "column \"%s\" of %s not found", name, RelationGetRelationName(w->rel));
+	return (AttrNumber) a;
+}
+
 /*
  * Opens relid for direct insertion, or returns NULL when the table is not as
  * the extension created it (see the file header).  The lock is kept until the
@@ -126,6 +139,7 @@ writer_open(Oid relid, int nfk, const char *allowed_stmt_trigger, const char *co
 	Relation	rel = table_open(relid, RowExclusiveLock);
 	RowWriter  *w;
 	RangeTblEntry *rte;
+	int			i;
 
 	if (rel->rd_rel->relkind != RELKIND_RELATION ||
 		rel->rd_rel->relforcerowsecurity ||
@@ -155,18 +169,12 @@ writer_open(Oid relid, int nfk, const char *allowed_stmt_trigger, const char *co
 	w->bis = GetBulkInsertState();
 	w->rows_cxt = AllocSetContextCreate(CurrentMemoryContext, "allocation row writer",
 										ALLOCSET_DEFAULT_SIZES);
+	while (filled[w->ncols] != NULL)
+		w->ncols++;
+	w->col_att = palloc(sizeof(int) * w->ncols);
+	for (i = 0; i < w->ncols; i++)
+		w->col_att[i] = writer_attnum(w, filled[i]) - 1;
 	return w;
-}
-
-/* The attribute number of a column the writer fills */
-AttrNumber
-writer_attnum(RowWriter *w, const char *name)
-{
-	int			a = attnameAttNum(w->rel, name, false);
-
-	if (a <= 0)
-		elog(ERROR, "column \"%s\" of %s not found", name, RelationGetRelationName(w->rel));
-	return (AttrNumber) a;
 }
 
 /*
@@ -198,12 +206,6 @@ writer_identity_seq(RowWriter *w, const char *name)
 	cache[i].relid = relid;
 	cache[i].attnum = attnum;
 	return cache[i].seq;
-}
-
-int
-writer_natts(RowWriter *w)
-{
-	return w->natts;
 }
 
 /* Memory for the datums of the next row; valid until the row is written */
@@ -238,28 +240,44 @@ writer_flush(RowWriter *w)
 }
 
 /*
- * Buffers one row: values/isnull in attribute order (natts entries), datums
- * allocated in writer_row_context().  Constraints are checked now.
+ * Slot i, holding one row: values/isnull in the order of the columns given to
+ * writer_open(), every other column NULL.  Constraints are checked.
  */
-void
-writer_add(RowWriter *w, Datum *values, bool *isnull)
+static TupleTableSlot *
+writer_slot(RowWriter *w, int i, Datum *values, bool *isnull)
 {
-	TupleTableSlot *slot = w->slots[w->nslots];
+	TupleTableSlot *slot = w->slots[i];
+	int			k;
 
 	if (slot == NULL)
 	{
 		/* slots outlive the rows: the executor state's memory */
 		MemoryContext old = MemoryContextSwitchTo(w->estate->es_query_cxt);
 
-		slot = w->slots[w->nslots] = table_slot_create(w->rel, &w->estate->es_tupleTable);
+		slot = w->slots[i] = table_slot_create(w->rel, &w->estate->es_tupleTable);
 		MemoryContextSwitchTo(old);
 	}
 	ExecClearTuple(slot);
-	memcpy(slot->tts_values, values, sizeof(Datum) * w->natts);
-	memcpy(slot->tts_isnull, isnull, sizeof(bool) * w->natts);
+	memset(slot->tts_isnull, true, sizeof(bool) * w->natts);
+	for (k = 0; k < w->ncols; k++)
+	{
+		slot->tts_values[w->col_att[k]] = values[k];
+		slot->tts_isnull[w->col_att[k]] = isnull[k];
+	}
 	ExecStoreVirtualTuple(slot);
 	if (w->rel->rd_att->constr)
 		ExecConstraints(w->rri, slot, w->estate);
+	return slot;
+}
+
+/*
+ * Buffers one row (see writer_slot), its datums allocated in
+ * writer_row_context().
+ */
+void
+writer_add(RowWriter *w, Datum *values, bool *isnull)
+{
+	(void) writer_slot(w, w->nslots, values, isnull);
 	if (++w->nslots == WRITER_BATCH)
 		writer_flush(w);
 }
@@ -273,26 +291,14 @@ writer_add(RowWriter *w, Datum *values, bool *isnull)
 bool
 writer_insert_speculative(RowWriter *w, Datum *values, bool *isnull)
 {
-	TupleTableSlot *slot = w->slots[0];
+	TupleTableSlot *slot;
 	uint32		token;
 	bool		conflict = false;
 
 	Assert(w->nslots == 0);
-	if (slot == NULL)
-	{
-		MemoryContext old = MemoryContextSwitchTo(w->estate->es_query_cxt);
-
-		slot = w->slots[0] = table_slot_create(w->rel, &w->estate->es_tupleTable);
-		MemoryContextSwitchTo(old);
-	}
-	if (w->rri->ri_IndexRelationDescs == NULL || w->rri->ri_NumIndices == 0)
+	if (w->rri->ri_NumIndices == 0)
 		elog(ERROR, "speculative insertion into %s without indexes", RelationGetRelationName(w->rel));
-	ExecClearTuple(slot);
-	memcpy(slot->tts_values, values, sizeof(Datum) * w->natts);
-	memcpy(slot->tts_isnull, isnull, sizeof(bool) * w->natts);
-	ExecStoreVirtualTuple(slot);
-	if (w->rel->rd_att->constr)
-		ExecConstraints(w->rri, slot, w->estate);
+	slot = writer_slot(w, 0, values, isnull);
 	token = SpeculativeInsertionLockAcquire(GetCurrentTransactionId());
 	table_tuple_insert_speculative(w->rel, slot, w->cid, 0, NULL, token);
 	list_free(ExecInsertIndexTuples(w->rri, slot, w->estate, false, true, &conflict, NIL));

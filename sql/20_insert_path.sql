@@ -122,6 +122,21 @@ SELECT count(*) = :registry_before AS registry_unchanged, (SELECT count(*) FROM 
   FROM allocation.assignment;
 DROP TRIGGER drop_rep ON dealer;
 
+-- the table's own registration removed under the statement: LA012, nothing stored
+UPDATE allocation.territory SET owner_rep_id = 1 WHERE code = 'west';
+CREATE FUNCTION drop_registration() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM allocation.managed_table WHERE tbl = 'public.dealer'::regclass;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER drop_registration AFTER INSERT ON dealer FOR EACH ROW EXECUTE FUNCTION drop_registration();
+INSERT INTO dealer (id, loc) VALUES ('g2', 'SRID=4326;POINT(2 2)');
+\echo sqlstate :SQLSTATE
+SELECT count(*) = :registry_before AS registry_unchanged, (SELECT count(*) FROM dealer WHERE id = 'g2') AS stored,
+       (SELECT count(*) FROM allocation.managed_table WHERE tbl = 'public.dealer'::regclass) AS still_managed
+  FROM allocation.assignment;
+DROP TRIGGER drop_registration ON dealer;
+
 -------------------------------------------------------------------------------
 -- a text key in a collation whose order is not the bytes' (ICU): the engine's
 -- probe of the key index must search in the index's order, or INSERT ... ON

@@ -61,7 +61,8 @@ SELECT allocation.log_followup('r17_customer', '6', 'visit', 'interested in the 
 SELECT allocation.log_followup('r17_customer', '6', 'visit', at => now() + interval '20 days');
 \echo :SQLSTATE
 \set VERBOSITY default
-INSERT INTO allocation.followup (managed_id, key, rep_id, kind) VALUES ((SELECT allocation._managed('r17_customer')).id, '6', 1, 'call');
+-- follow-ups are recorded through log_followup() only (no direct INSERT, no forged rep)
+INSERT INTO allocation.followup (managed_id, key, rep_id, kind, recorded_by) VALUES (1, '6', 1, 'call', 'someone');
 SELECT allocation.log_followup('r17_customer', '999', 'visit');
 \echo :SQLSTATE
 \set VERBOSITY terse
@@ -112,7 +113,7 @@ SELECT allocation.claim('r17_customer', '1', 2);
 
 -- upcoming recycles (the warning list) as of a later day: a view over now(), so look through the function
 SELECT s.key, r.code AS rep, p.name AS policy, s.due_at - s.warn_at AS warned_ahead, s.exempt
-  FROM allocation._upcoming_recycles(now() + interval '58 days') s
+  FROM allocation.upcoming_recycles(now() + interval '58 days') s
   JOIN allocation.rep r ON r.id = s.rep_id JOIN allocation.recycle_policy p ON p.id = s.policy_id
  WHERE s.warn_at <= now() + interval '58 days' OR s.exempt IS NOT NULL ORDER BY s.key;
 SELECT count(*) AS warned_now FROM allocation.upcoming_recycle;

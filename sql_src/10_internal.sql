@@ -37,8 +37,9 @@ CREATE TRIGGER event_no_truncate BEFORE TRUNCATE ON allocation.event
     FOR EACH STATEMENT EXECUTE FUNCTION allocation._event_append_only();
 
 -- Every rep gets a holdings counter.
+-- (SECURITY DEFINER: an admin creates reps but cannot write the counters)
 CREATE FUNCTION allocation._rep_load_row() RETURNS trigger
-    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
 $$
 BEGIN
     INSERT INTO allocation.rep_load (rep_id) VALUES (NEW.id) ON CONFLICT DO NOTHING;
@@ -49,13 +50,17 @@ COMMENT ON FUNCTION allocation._rep_load_row() IS 'internal: creates the holding
 CREATE TRIGGER rep_load_row AFTER INSERT ON allocation.rep
     FOR EACH ROW EXECUTE FUNCTION allocation._rep_load_row();
 
+CREATE FUNCTION allocation._in_batch() RETURNS boolean
+    AS 'MODULE_PATHNAME', 'allocation_in_batch' LANGUAGE C STABLE;
+COMMENT ON FUNCTION allocation._in_batch() IS 'internal: whether the engine''s batch writer is running (kept in C, not a setting)';
+
 -- Holdings counters are derived state: rows written to the registry by anything
 -- but the engine's batch writer (manage(), a pg_restore) trigger a recount.
 CREATE FUNCTION allocation._assignment_loaded() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
 BEGIN
-    IF current_setting('allocation.in_batch', true) IS DISTINCT FROM 'on' THEN
+    IF NOT allocation._in_batch() THEN
         PERFORM allocation._recount_loads();
     END IF;
     RETURN NULL;
@@ -127,7 +132,7 @@ CREATE FUNCTION allocation._record_batch(
     p_tier text[], p_crop text[], p_btype text[], p_suggest bigint[], p_stage text[], p_delta_rep bigint[],
     p_delta_n integer[])
 RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET allocation.in_batch = on AS
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
     v_changes boolean;

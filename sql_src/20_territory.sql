@@ -174,9 +174,7 @@ BEGIN
          WHERE t.code = i2.code AND t.parent_id IS DISTINCT FROM p.id;
     END IF;
 
-    INSERT INTO allocation.event (actor, kind, reason, detail)
-    VALUES (session_user, 'territory_import', format('%s territories imported', n),
-            jsonb_build_object('count', n, 'repaired', to_jsonb(v_repaired)));
+    -- (each territory written is audited by the configuration triggers of allocation.territory)
     DROP TABLE pg_temp.allocation_import;
     RETURN n;
 END

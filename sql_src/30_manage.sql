@@ -61,7 +61,7 @@ END
 $$;
 COMMENT ON FUNCTION allocation._check_column_types(regclass, name, text[]) IS 'internal: refuses key and attribute columns of types that are not built in';
 
-CREATE FUNCTION allocation.manage(
+CREATE FUNCTION allocation._manage(
     tbl regclass,
     key_column name,
     location_column name,
@@ -85,6 +85,8 @@ DECLARE
     v_name   text;
     v_bad    text;
     v_count  bigint;
+    v_postgis name;
+    v_ptype  text;
 BEGIN
     IF tbl IS NULL OR key_column IS NULL OR owner_column IS NULL THEN
         RAISE EXCEPTION 'table, key column and owner column are required'
@@ -92,6 +94,7 @@ BEGIN
                   DETAIL = 'allocation.manage() was called with a NULL table, key column or owner column.',
                   HINT = 'Call allocation.manage(''crm.customer'', ''id'', ''location'', ''owner_id'').';
     END IF;
+    PERFORM allocation._require_owner(tbl, 'manage');
     SELECT c.relkind, format('%I.%I', n.nspname, c.relname) INTO v_kind, v_name
       FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl;
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = tbl AND c.relpersistence = 't') THEN
@@ -125,7 +128,7 @@ BEGIN
     END IF;
     -- no writes slip between registering the existing rows and installing the triggers
     EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', tbl);
-    IF EXISTS (SELECT 1 FROM allocation.managed_table m WHERE m.tbl = manage.tbl AND m.active) THEN
+    IF EXISTS (SELECT 1 FROM allocation.managed_table m WHERE m.tbl = _manage.tbl AND m.active) THEN
         RAISE EXCEPTION 'table % is already managed', tbl
             USING ERRCODE = 'LA011',
                   DETAIL = 'allocation.manage() was already called for this table.',
@@ -149,8 +152,16 @@ BEGIN
         v_attnum := allocation._column_attnum(tbl, location_column, 'location');
         SELECT a.atttypid, a.atttypmod INTO v_type, v_typmod FROM pg_catalog.pg_attribute a
          WHERE a.attrelid = tbl AND a.attnum = v_attnum;
-        IF v_type IS DISTINCT FROM 'geometry'::regtype
-           OR (v_typmod >= 0 AND postgis_typmod_type(v_typmod) NOT IN ('Point', 'Geometry')) THEN
+        -- (runs as the extension owner: PostGIS is reached by its schema, never by search_path)
+        SELECT n.nspname INTO v_postgis FROM pg_catalog.pg_extension e
+          JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'postgis';
+        IF v_typmod >= 0 AND v_type = (SELECT t.oid FROM pg_catalog.pg_type t
+                                        WHERE t.typname = 'geometry' AND t.typnamespace = v_postgis::regnamespace) THEN
+            EXECUTE format('SELECT %I.postgis_typmod_type($1)', v_postgis) INTO v_ptype USING v_typmod;
+        END IF;
+        IF v_type IS DISTINCT FROM (SELECT t.oid FROM pg_catalog.pg_type t
+                                     WHERE t.typname = 'geometry' AND t.typnamespace = v_postgis::regnamespace)
+           OR (v_typmod >= 0 AND v_ptype NOT IN ('Point', 'Geometry')) THEN
             RAISE EXCEPTION 'location column "%" of % is not a PostGIS point column', location_column, tbl
                 USING ERRCODE = 'LA014',
                       DETAIL = format('Its type is %s.', format_type(v_type, v_typmod)),
@@ -225,10 +236,10 @@ BEGIN
     END IF;
 
     UPDATE allocation.managed_table m
-       SET active = true, key_column = manage.key_column, location_column = manage.location_column,
-           owner_column = manage.owner_column, attributes = manage.attributes, attnums = v_attnums,
+       SET active = true, key_column = _manage.key_column, location_column = _manage.location_column,
+           owner_column = _manage.owner_column, attributes = _manage.attributes, attnums = v_attnums,
            managed_since = now(), table_name = v_name
-     WHERE m.tbl = manage.tbl
+     WHERE m.tbl = _manage.tbl
     RETURNING m.id INTO v_id;
     IF v_id IS NULL THEN
         INSERT INTO allocation.managed_table (tbl, key_column, location_column, owner_column, attributes, attnums, table_name)
@@ -264,11 +275,16 @@ BEGIN
                     FOR EACH STATEMENT EXECUTE FUNCTION allocation._stmt_trigger()', tbl);
 
     INSERT INTO allocation.event (actor, kind, managed_id, table_name, reason, detail)
-    VALUES (session_user, 'manage', v_id, v_name, 'table attached',
+    VALUES (allocation._actor(), 'manage', v_id, v_name, 'table attached',
             jsonb_build_object('key_column', key_column, 'location_column', location_column,
                                'owner_column', owner_column, 'attributes', attributes, 'existing_rows', v_count));
 END
 $$;
+COMMENT ON FUNCTION allocation._manage(regclass, name, name, name, jsonb) IS 'internal: implementation of allocation.manage(), run as the extension owner by its gateway';
+
+CREATE FUNCTION allocation.manage(tbl regclass, key_column name, location_column name, owner_column name, attributes jsonb DEFAULT '{}')
+RETURNS void
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
 COMMENT ON FUNCTION allocation.manage(regclass, name, name, name, jsonb) IS
 'Attaches the allocation engine to an existing customer table: validates the key (unique), location (PostGIS point), owner (rep id) and mapped attribute columns, registers existing rows, and installs the C triggers';
 
@@ -288,7 +304,7 @@ $$
 $$;
 COMMENT ON FUNCTION allocation._recount_loads() IS 'internal: recomputes rep holdings from the registry (used by manage/unmanage)';
 
-CREATE FUNCTION allocation.unmanage(tbl regclass)
+CREATE FUNCTION allocation._unmanage(tbl regclass)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -297,7 +313,8 @@ DECLARE
     v_id integer;
     v_name text;
 BEGIN
-    SELECT m.id, m.table_name INTO v_id, v_name FROM allocation.managed_table m WHERE m.tbl = unmanage.tbl AND m.active;
+    PERFORM allocation._require_owner(tbl, 'unmanage');
+    SELECT m.id, m.table_name INTO v_id, v_name FROM allocation.managed_table m WHERE m.tbl = _unmanage.tbl AND m.active;
     IF v_id IS NULL THEN
         RAISE EXCEPTION 'table % is not managed', tbl
             USING ERRCODE = 'LA012',
@@ -311,6 +328,11 @@ BEGIN
     PERFORM allocation._detach(v_id, 'unmanaged');
 END
 $$;
+COMMENT ON FUNCTION allocation._unmanage(regclass) IS 'internal: implementation of allocation.unmanage(), run as the extension owner by its gateway';
+
+CREATE FUNCTION allocation.unmanage(tbl regclass)
+RETURNS void
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
 COMMENT ON FUNCTION allocation.unmanage(regclass) IS
 'Removes the allocation triggers from a managed table and closes its open ownership records; the history stays queryable';
 
@@ -321,33 +343,34 @@ $$
 BEGIN
     UPDATE allocation.assignment SET valid_to = greatest(now(), valid_from), closed_reason = p_why
      WHERE managed_id = p_managed AND valid_to IS NULL;
-    UPDATE allocation.suggestion SET status = 'superseded', decided_at = now(), decided_by = session_user,
+    UPDATE allocation.suggestion SET status = 'superseded', decided_at = now(), decided_by = allocation._actor(),
            decision_reason = p_why
      WHERE managed_id = p_managed AND status = 'pending';
     UPDATE allocation.managed_table SET active = false WHERE id = p_managed;
     PERFORM allocation._recount_loads();
     PERFORM allocation._identity_drop(p_managed);
     INSERT INTO allocation.event (actor, kind, managed_id, table_name, reason)
-    SELECT session_user, p_why, m.id, m.table_name,
+    SELECT allocation._actor(), p_why, m.id, m.table_name,
            CASE p_why WHEN 'table_dropped' THEN 'table dropped' ELSE 'table unmanaged' END
       FROM allocation.managed_table m WHERE m.id = p_managed;
 END
 $$;
 COMMENT ON FUNCTION allocation._detach(integer, text) IS 'internal: closes the registry of a table that stops being managed';
 
-CREATE FUNCTION allocation.set_reevaluate(tbl regclass, mode text)
+CREATE FUNCTION allocation._set_reevaluate(tbl regclass, mode text)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    PERFORM allocation._require_owner(tbl, 'set the re-evaluation mode of');
     IF mode IS NULL OR mode NOT IN ('unless_pinned', 'always', 'never') THEN
         RAISE EXCEPTION 'unknown re-evaluation mode "%"', mode
             USING ERRCODE = '22023',
                   DETAIL = 'The mode decides what an UPDATE of location or attributes does to the owner.',
                   HINT = 'Use unless_pinned (default), always or never.';
     END IF;
-    UPDATE allocation.managed_table m SET reevaluate = mode WHERE m.tbl = set_reevaluate.tbl AND m.active;
+    UPDATE allocation.managed_table m SET reevaluate = mode WHERE m.tbl = _set_reevaluate.tbl AND m.active;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'table % is not managed', tbl
             USING ERRCODE = 'LA012', DETAIL = 'There is no active allocation.manage() registration for this table.',
@@ -355,6 +378,11 @@ BEGIN
     END IF;
 END
 $$;
+COMMENT ON FUNCTION allocation._set_reevaluate(regclass, text) IS 'internal: implementation of allocation.set_reevaluate(), run as the extension owner by its gateway';
+
+CREATE FUNCTION allocation.set_reevaluate(tbl regclass, mode text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
 COMMENT ON FUNCTION allocation.set_reevaluate(regclass, text) IS
 'What an UPDATE of location or mapped attributes does: unless_pinned (re-run the rules unless the owner was set by hand), always, never';
 
@@ -406,7 +434,7 @@ BEGIN
                 UPDATE allocation.managed_table SET tbl = NULL, active = false WHERE id = m.id;
             END LOOP;
             INSERT INTO allocation.event (actor, kind, reason, rule_id, detail)
-            SELECT session_user, 'rule_dropped', format('table %s was dropped', o.object_identity), r.id, to_jsonb(r)
+            SELECT allocation._actor(), 'rule_dropped', format('table %s was dropped', o.object_identity), r.id, to_jsonb(r)
               FROM allocation.rule r WHERE r.tbl = o.objid;
             DELETE FROM allocation.rule WHERE tbl = o.objid;
         ELSIF o.object_type = 'table column' THEN

@@ -11,7 +11,6 @@ $$
 DECLARE
     m allocation.managed_table;
     v_keytype text;
-    v_found boolean;
 BEGIN
     m := allocation._managed(p_tbl);
     SELECT format_type(a.atttypid, a.atttypmod) INTO v_keytype FROM pg_catalog.pg_attribute a
@@ -24,22 +23,8 @@ BEGIN
                   DETAIL = format('%s is not a valid %s, the type of key column %s.', quote_literal(p_key), v_keytype, m.key_column),
                   HINT = 'Check the key.';
     END;
-    PERFORM set_config('allocation.change_source', p_source, true);
-    PERFORM set_config('allocation.change_reason', coalesce(p_reason, ''), true);
-    PERFORM set_config('allocation.change_key', p_key, true);
-    BEGIN
-        EXECUTE format('UPDATE %s SET %I = $1 WHERE %I = $2::%s RETURNING true', p_tbl, m.owner_column, m.key_column, v_keytype)
-           INTO v_found USING p_rep, p_key;
-    EXCEPTION WHEN others THEN
-        PERFORM set_config('allocation.change_source', '', true);
-        PERFORM set_config('allocation.change_reason', '', true);
-        PERFORM set_config('allocation.change_key', '', true);
-        RAISE;
-    END;
-    PERFORM set_config('allocation.change_source', '', true);
-    PERFORM set_config('allocation.change_reason', '', true);
-    PERFORM set_config('allocation.change_key', '', true);
-    IF v_found IS NULL THEN
+    -- the UPDATE runs as the table's owner; source and reason travel in C (no setting)
+    IF NOT allocation._owner_update(p_tbl, p_key, p_rep, p_source, p_reason) THEN
         RAISE EXCEPTION 'customer % not found in %', p_key, p_tbl
             USING ERRCODE = 'LA062',
                   DETAIL = format('No row of %s has %s = %s.', p_tbl, m.key_column, p_key),
@@ -49,7 +34,7 @@ END
 $$;
 COMMENT ON FUNCTION allocation._set_owner(regclass, text, bigint, text, text) IS 'internal: owner change through the managed table with a recorded source and reason';
 
-CREATE FUNCTION allocation.assign(tbl regclass, key text, rep bigint, reason text)
+CREATE FUNCTION allocation._assign(tbl regclass, key text, rep bigint, reason text)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
@@ -62,6 +47,11 @@ BEGIN
     PERFORM allocation._set_owner(tbl, key, rep, 'manual', reason);
 END
 $$;
+COMMENT ON FUNCTION allocation._assign(regclass, text, bigint, text) IS 'internal: implementation of allocation.assign(), run as the extension owner by its gateway';
+
+CREATE FUNCTION allocation.assign(tbl regclass, key text, rep bigint, reason text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
 COMMENT ON FUNCTION allocation.assign(regclass, text, bigint, text) IS
 'Manager''s manual decision: gives the customer to a rep (NULL = public pool), validated like any owner change, pinned and audited with the reason';
 
@@ -74,7 +64,7 @@ $$
 $$;
 COMMENT ON FUNCTION allocation._lock_suggestion(bigint) IS 'internal: locks and returns a suggestion for accept_suggestion()';
 
-CREATE FUNCTION allocation.accept_suggestion(id bigint)
+CREATE FUNCTION allocation._accept_suggestion(id bigint)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
@@ -82,7 +72,7 @@ DECLARE
     s allocation.suggestion;
     m allocation.managed_table;
 BEGIN
-    s := allocation._lock_suggestion(accept_suggestion.id);
+    s := allocation._lock_suggestion(_accept_suggestion.id);
     IF s.id IS NULL THEN
         RAISE EXCEPTION 'suggestion % does not exist', id
             USING ERRCODE = 'LA060', DETAIL = 'No row of allocation.suggestion has this id.',
@@ -98,16 +88,22 @@ BEGIN
     PERFORM allocation._set_owner(m.tbl, s.key, s.rep_id, 'suggestion', coalesce(s.reason, 'suggestion accepted'));
 END
 $$;
-COMMENT ON FUNCTION allocation.accept_suggestion(bigint) IS 'Accepts a pending suggestion: the suggested rep becomes the owner (validated like any owner change)';
+COMMENT ON FUNCTION allocation._accept_suggestion(bigint) IS 'internal: implementation of allocation.accept_suggestion(), run as the extension owner by its gateway';
 
-CREATE FUNCTION allocation.reject_suggestion(id bigint, reason text)
+CREATE FUNCTION allocation.accept_suggestion(id bigint)
+RETURNS void
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
+COMMENT ON FUNCTION allocation.accept_suggestion(bigint) IS
+'Accepts a pending suggestion: the suggested rep becomes the owner (validated like any owner change)';
+
+CREATE FUNCTION allocation._reject_suggestion(id bigint, reason text)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
     s allocation.suggestion;
 BEGIN
-    SELECT * INTO s FROM allocation.suggestion WHERE suggestion.id = reject_suggestion.id FOR UPDATE;
+    SELECT * INTO s FROM allocation.suggestion WHERE suggestion.id = _reject_suggestion.id FOR UPDATE;
     IF s.id IS NULL THEN
         RAISE EXCEPTION 'suggestion % does not exist', id
             USING ERRCODE = 'LA060', DETAIL = 'No row of allocation.suggestion has this id.',
@@ -120,17 +116,23 @@ BEGIN
                   HINT = 'Only pending suggestions can be accepted or rejected.';
     END IF;
     UPDATE allocation.suggestion
-       SET status = 'rejected', decided_at = now(), decided_by = session_user,
-           decision_reason = reject_suggestion.reason
+       SET status = 'rejected', decided_at = now(), decided_by = allocation._actor(),
+           decision_reason = _reject_suggestion.reason
      WHERE suggestion.id = s.id;
     INSERT INTO allocation.event (actor, kind, managed_id, table_name, key, to_rep, rule_id, reason, detail)
-    SELECT session_user, 'suggestion_rejected', s.managed_id, m.table_name, s.key, s.rep_id, s.rule_id,
-           reject_suggestion.reason,
+    SELECT allocation._actor(), 'suggestion_rejected', s.managed_id, m.table_name, s.key, s.rep_id, s.rule_id,
+           _reject_suggestion.reason,
            jsonb_build_object('suggestion_id', s.id)
       FROM allocation.managed_table m WHERE m.id = s.managed_id;
 END
 $$;
-COMMENT ON FUNCTION allocation.reject_suggestion(bigint, text) IS 'Rejects a pending suggestion with a reason; the customer stays where it is (usually the pool)';
+COMMENT ON FUNCTION allocation._reject_suggestion(bigint, text) IS 'internal: implementation of allocation.reject_suggestion(), run as the extension owner by its gateway';
+
+CREATE FUNCTION allocation.reject_suggestion(id bigint, reason text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
+COMMENT ON FUNCTION allocation.reject_suggestion(bigint, text) IS
+'Rejects a pending suggestion with a reason; the customer stays where it is (usually the pool)';
 
 -------------------------------------------------------------------------------
 -- History and explanation
@@ -257,7 +259,7 @@ SELECT s.id, m.tbl, m.table_name, s.key, s.rep_id, r.code AS rep_code, r.name AS
 COMMENT ON VIEW allocation.pending_suggestion IS 'Suggest-mode decisions waiting for a manager';
 
 -- Holdings per territory (SECURITY DEFINER: callers need no right on the registry)
-CREATE FUNCTION allocation._territory_holdings()
+CREATE FUNCTION allocation.territory_holdings()
 RETURNS TABLE (territory_id bigint, holdings bigint, pool bigint)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
 $$
@@ -266,7 +268,7 @@ $$
      WHERE a.valid_to IS NULL AND a.territory_id IS NOT NULL
      GROUP BY a.territory_id
 $$;
-COMMENT ON FUNCTION allocation._territory_holdings() IS 'internal: open holdings and pool customers per territory';
+COMMENT ON FUNCTION allocation.territory_holdings() IS 'Open holdings (owned customers) and public-pool customers per territory';
 
 CREATE FUNCTION allocation.territory_geojson()
 RETURNS jsonb
@@ -286,7 +288,7 @@ $$
               LEFT JOIN allocation.territory p ON p.id = t.parent_id
               LEFT JOIN allocation.rep r ON r.id = t.owner_rep_id
               LEFT JOIN allocation.team tm ON tm.id = t.owner_team_id
-              LEFT JOIN allocation._territory_holdings() h ON h.territory_id = t.id
+              LEFT JOIN allocation.territory_holdings() h ON h.territory_id = t.id
              WHERE t.geom IS NOT NULL) s
 $$;
 COMMENT ON FUNCTION allocation.territory_geojson() IS 'All territories as a GeoJSON FeatureCollection with owner, holdings and pool counts (for a map in any GIS or BI tool)';

@@ -12,13 +12,11 @@ $$
 $$;
 COMMENT ON FUNCTION allocation._rep_of(name) IS 'internal: the rep (active or not) whose login is the given role';
 
+-- C: the role is read before any switch (inside the engine: the caller), and the
+-- answer is cached until allocation.rep changes (row-level security calls it per row)
 CREATE FUNCTION allocation.current_rep_id()
 RETURNS bigint
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp AS
-$$
-    SELECT allocation._rep_of(current_user)
-$$;
+AS 'MODULE_PATHNAME', 'allocation_current_rep_id' LANGUAGE C STABLE;
 COMMENT ON FUNCTION allocation.current_rep_id() IS 'The rep whose login is the current role, active or not (NULL when the current role is no rep''s login)';
 
 CREATE FUNCTION allocation._drop_rep_policies(tbl regclass)
@@ -36,13 +34,14 @@ END
 $$;
 COMMENT ON FUNCTION allocation._drop_rep_policies(regclass) IS 'internal: drops the policies of enable_rep_security()';
 
-CREATE FUNCTION allocation.enable_rep_security(tbl regclass)
+CREATE FUNCTION allocation._enable_rep_security(tbl regclass)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
     m allocation.managed_table;
 BEGIN
+    PERFORM allocation._require_owner(tbl, 'enable row-level security on');
     m := allocation._managed(tbl);
     PERFORM allocation._drop_rep_policies(tbl);
     EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
@@ -52,28 +51,41 @@ BEGIN
                    tbl, m.owner_column);
     -- a rep may register a customer; the rules decide who gets it
     EXECUTE format('CREATE POLICY allocation_rep_insert ON %s FOR INSERT WITH CHECK (true)', tbl);
-    -- a rep may edit its own customers (an edit whose re-evaluation would hand the customer to
-    -- another rep is refused by PostgreSQL: the new row must stay visible to the rep)
+    -- a rep may edit its own customers; the owner column itself changes only through
+    -- claim()/release() (the engine's trigger refuses it with LA026), while the rules may
+    -- still move a customer when an edit re-evaluates it
     EXECUTE format('CREATE POLICY allocation_rep_update ON %s FOR UPDATE
                     USING (allocation.current_rep_id() IS NULL OR %I = allocation.current_rep_id())
                     WITH CHECK (true)', tbl, m.owner_column);
     EXECUTE format('CREATE POLICY allocation_rep_delete ON %s FOR DELETE
                     USING (allocation.current_rep_id() IS NULL OR %I = allocation.current_rep_id())',
                    tbl, m.owner_column);
-    EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.current_rep_id(), allocation._rep_of(name) TO PUBLIC');
+    EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.current_rep_id() TO PUBLIC');
     EXECUTE format('GRANT USAGE ON SCHEMA allocation TO PUBLIC');
 END
 $$;
+COMMENT ON FUNCTION allocation._enable_rep_security(regclass) IS 'internal: implementation of allocation.enable_rep_security(), run as the extension owner by its gateway';
+
+CREATE FUNCTION allocation.enable_rep_security(tbl regclass)
+RETURNS void
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
 COMMENT ON FUNCTION allocation.enable_rep_security(regclass) IS
 'Row-level security on a managed table: a role that is a rep''s login sees, updates and deletes only the customers it owns (and may insert new ones); other roles are unaffected';
 
-CREATE FUNCTION allocation.disable_rep_security(tbl regclass)
+CREATE FUNCTION allocation._disable_rep_security(tbl regclass)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
 BEGIN
+    PERFORM allocation._require_owner(tbl, 'disable row-level security on');
     PERFORM allocation._drop_rep_policies(tbl);
     EXECUTE format('ALTER TABLE %s DISABLE ROW LEVEL SECURITY', tbl);
 END
 $$;
-COMMENT ON FUNCTION allocation.disable_rep_security(regclass) IS 'Removes the policies enable_rep_security() created and disables row-level security on the table';
+COMMENT ON FUNCTION allocation._disable_rep_security(regclass) IS 'internal: implementation of allocation.disable_rep_security(), run as the extension owner by its gateway';
+
+CREATE FUNCTION allocation.disable_rep_security(tbl regclass)
+RETURNS void
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
+COMMENT ON FUNCTION allocation.disable_rep_security(regclass) IS
+'Removes the policies enable_rep_security() created and disables row-level security on the table';

@@ -33,7 +33,7 @@ CREATE TABLE allocation.customer_lock (
     managed_id  integer NOT NULL REFERENCES allocation.managed_table (id) ON DELETE CASCADE,
     key         text NOT NULL,
     locked_at   timestamptz NOT NULL DEFAULT now(),
-    locked_by   text NOT NULL DEFAULT session_user,
+    locked_by   text NOT NULL,
     reason      text NOT NULL,
     PRIMARY KEY (managed_id, key)
 );
@@ -59,7 +59,7 @@ CREATE TABLE allocation.followup (
     outcome      text,
     progress     boolean NOT NULL DEFAULT false,
     note         text,
-    recorded_by  text NOT NULL DEFAULT current_user
+    recorded_by  text NOT NULL
 );
 CREATE INDEX followup_key_idx ON allocation.followup (managed_id, key, at);
 COMMENT ON TABLE allocation.followup IS 'Follow-ups (跟进记录) of customers: visits, calls, deals; they reset the recycle clocks (progress = true or kind deal also counts as stage progress)';
@@ -292,7 +292,7 @@ COMMENT ON FUNCTION allocation._record_duplicates(text, integer[], text[], text[
 -- (Re)builds the identities of a table's existing customers.
 CREATE FUNCTION allocation._identity_rebuild(p_managed integer)
 RETURNS integer
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+LANGUAGE plpgsql STRICT SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
     m allocation.managed_table;
@@ -333,7 +333,7 @@ END
 $$;
 COMMENT ON FUNCTION allocation._identity_rebuild(integer) IS 'internal: recomputes the identities of a managed table''s customers';
 
-CREATE FUNCTION allocation.set_duplicate_policy(
+CREATE FUNCTION allocation._set_duplicate_policy(
     tbl regclass,
     exact text,
     fuzzy text DEFAULT 'off',
@@ -348,7 +348,7 @@ DECLARE
     v_blind boolean;
 BEGIN
     m := allocation._managed(tbl);
-    IF NOT pg_catalog.pg_has_role(current_user, (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = tbl), 'USAGE') THEN
+    IF NOT allocation._caller_owns(tbl) THEN
         RAISE EXCEPTION 'must be owner of table % to set its duplicate policy', tbl
             USING ERRCODE = '42501', DETAIL = 'The policy decides which writes to the table fail or lose their owner.',
                   HINT = 'Run it as the table''s owner (or a member of the owning role).';
@@ -405,6 +405,11 @@ BEGIN
     RETURN allocation._apply_duplicate_policy(m.id, exact, fuzzy, name_similarity, within_m, v_trgm);
 END
 $$;
+COMMENT ON FUNCTION allocation._set_duplicate_policy(regclass, text, text, real, double precision) IS 'internal: implementation of allocation.set_duplicate_policy(), run as the extension owner by its gateway';
+
+CREATE FUNCTION allocation.set_duplicate_policy(tbl regclass, exact text, fuzzy text DEFAULT 'off', name_similarity real DEFAULT 0.6, within_m double precision DEFAULT NULL)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
 COMMENT ON FUNCTION allocation.set_duplicate_policy(regclass, text, text, real, double precision) IS
 'What a write that duplicates another customer does: exact (same valid credit code or normalized phone) and fuzzy (pg_trgm-similar normalized name within within_m metres) actions off | warn | dispute | block; indexes the stored customers and returns how many have an identity';
 
@@ -419,6 +424,9 @@ DECLARE
     v_groups integer;
 BEGIN
     SELECT * INTO m FROM allocation.managed_table mt WHERE mt.id = p_managed;
+    IF m.id IS NULL OR exact IS NULL OR fuzzy IS NULL OR _apply_duplicate_policy.name_similarity IS NULL THEN
+        RAISE EXCEPTION 'no managed table % or no policy', p_managed USING ERRCODE = '22004';
+    END IF;
     IF fuzzy <> 'off' AND pg_catalog.to_regclass('allocation.identity_name_trgm_idx') IS NULL THEN
         EXECUTE format('CREATE INDEX identity_name_trgm_idx ON allocation.identity USING gin (name_norm %I.gin_trgm_ops)', p_trgm);
     END IF;
@@ -434,7 +442,7 @@ BEGIN
     v_n := allocation._identity_rebuild(m.id);
     -- duplicates among the customers already stored go to the queue once
     INSERT INTO allocation.duplicate (managed_id, key, other_key, match, value, action, opened_by)
-    SELECT m.id, i.key, k.key, k.kind, k.value, 'existing', session_user
+    SELECT m.id, i.key, k.key, k.kind, k.value, 'existing', allocation._actor()
       FROM allocation.identity i
       JOIN allocation.identity_key k ON k.managed_id = i.managed_id
                                     AND ((k.kind = 'credit_code' AND k.value = i.credit_code)
@@ -818,7 +826,7 @@ AS 'MODULE_PATHNAME', 'allocation_release' LANGUAGE C;
 COMMENT ON FUNCTION allocation.release(regclass, text, text) IS
 'Gives a customer back to the public pool with a reason: a rep its own customers, a manager any; starts the former owner''s cooldown';
 
-CREATE FUNCTION allocation.explain_claim(tbl regclass, key text, rep bigint DEFAULT NULL)
+CREATE FUNCTION allocation._explain_claim(tbl regclass, key text, rep bigint DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
 $$
@@ -836,22 +844,51 @@ BEGIN
                               'checks', v_checks);
 END
 $$;
+COMMENT ON FUNCTION allocation._explain_claim(regclass, text, bigint) IS 'internal: implementation of allocation.explain_claim(), run as the extension owner by its gateway';
+
+CREATE FUNCTION allocation.explain_claim(tbl regclass, key text, rep bigint DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
 COMMENT ON FUNCTION allocation.explain_claim(regclass, text, bigint) IS
 'Why a rep can or cannot claim a customer now: every check (active rep, in pool, locked, protected, cooldown, exclusive territory, capacity, claim policy, daily limit) with its SQLSTATE';
 
 -------------------------------------------------------------------------------
 -- Locks, follow-ups, disputes
 -------------------------------------------------------------------------------
--- The person acting, for the audit: the role set with SET ROLE, else the session user.
--- (Inside SECURITY DEFINER functions current_user is the function owner; the "role"
--- setting still names the caller's role.)
+-- The person acting, for the audit: the caller of the public function the engine runs
+-- (gateway.c), else the current role; inside a SECURITY DEFINER function of the
+-- extension the role set with SET ROLE (or the session user).  Kept in C, no setting.
 CREATE FUNCTION allocation._actor()
 RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
+AS 'MODULE_PATHNAME', 'allocation_caller' LANGUAGE C STABLE;
+COMMENT ON FUNCTION allocation._actor() IS 'internal: the acting role for audit entries written by the engine';
+
+-- Whether the caller owns a table (ALTER TABLE's test), NULL when it does not exist
+CREATE FUNCTION allocation._caller_owns(tbl regclass)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'allocation_caller_owns' LANGUAGE C STABLE STRICT;
+COMMENT ON FUNCTION allocation._caller_owns(regclass) IS 'internal: whether the caller of the engine owns (or is a member of the owner of) a table';
+
+-- Refuses a caller that does not own the table: what ALTER TABLE would refuse
+CREATE FUNCTION allocation._require_owner(tbl regclass, what text)
+RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
 $$
-    SELECT CASE WHEN current_setting('role') = 'none' THEN session_user::text ELSE current_setting('role') END
+BEGIN
+    IF tbl IS NULL THEN
+        RAISE EXCEPTION 'table must not be NULL' USING ERRCODE = '22004',
+              DETAIL = format('allocation.%s() was called with a NULL table.', replace(what, ' ', '_')),
+              HINT = 'Pass the customer table, e.g. ''crm.customer''.';
+    END IF;
+    IF NOT coalesce(allocation._caller_owns(tbl), false) THEN
+        RAISE EXCEPTION 'must be owner of table % to % it', tbl, what
+            USING ERRCODE = '42501',
+                  DETAIL = format('Role %s does not own %s (nor is it a member of its owner).', allocation._actor(), tbl),
+                  HINT = 'Run it as the table''s owner, like ALTER TABLE.';
+    END IF;
+END
 $$;
-COMMENT ON FUNCTION allocation._actor() IS 'internal: the acting role for audit entries written by SECURITY DEFINER functions';
+COMMENT ON FUNCTION allocation._require_owner(regclass, text) IS 'internal: refuses a caller that does not own the table';
 
 CREATE FUNCTION allocation._set_actor(actor text)
 RETURNS void
@@ -894,21 +931,33 @@ END
 $$;
 COMMENT ON FUNCTION allocation._lock_customer(regclass, text, text, boolean) IS 'internal: sets or removes a customer lock with its event';
 
-CREATE FUNCTION allocation.lock_customer(tbl regclass, key text, reason text)
+CREATE FUNCTION allocation._lock_customer(tbl regclass, key text, reason text)
 RETURNS void
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
 $$
     SELECT allocation._lock_customer(tbl, key, reason, true);
 $$;
-COMMENT ON FUNCTION allocation.lock_customer(regclass, text, text) IS 'Locks a customer: no claim, release or recycle until unlocked (managers can still assign it)';
+COMMENT ON FUNCTION allocation._lock_customer(regclass, text, text) IS 'internal: implementation of allocation.lock_customer(), run as the extension owner by its gateway';
 
-CREATE FUNCTION allocation.unlock_customer(tbl regclass, key text, reason text DEFAULT NULL)
+CREATE FUNCTION allocation.lock_customer(tbl regclass, key text, reason text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
+COMMENT ON FUNCTION allocation.lock_customer(regclass, text, text) IS
+'Locks a customer: no claim, release or recycle until unlocked (managers can still assign it)';
+
+CREATE FUNCTION allocation._unlock_customer(tbl regclass, key text, reason text DEFAULT NULL)
 RETURNS boolean
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
 $$
     SELECT allocation._lock_customer(tbl, key, reason, false);
 $$;
-COMMENT ON FUNCTION allocation.unlock_customer(regclass, text, text) IS 'Unlocks a customer; false when it was not locked';
+COMMENT ON FUNCTION allocation._unlock_customer(regclass, text, text) IS 'internal: implementation of allocation.unlock_customer(), run as the extension owner by its gateway';
+
+CREATE FUNCTION allocation.unlock_customer(tbl regclass, key text, reason text DEFAULT NULL)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
+COMMENT ON FUNCTION allocation.unlock_customer(regclass, text, text) IS
+'Unlocks a customer; false when it was not locked';
 
 -- Follow-ups: the recording rep is the current role's rep (it cannot be forged).
 CREATE FUNCTION allocation._followup_before() RETURNS trigger
@@ -917,7 +966,7 @@ $$
 DECLARE
     v_rep bigint := allocation.current_rep_id();
 BEGIN
-    NEW.recorded_by := current_user;
+    NEW.recorded_by := allocation._actor();
     IF v_rep IS NOT NULL THEN
         NEW.rep_id := v_rep;
     END IF;
@@ -927,7 +976,7 @@ BEGIN
               HINT = 'Record follow-ups of managed customers only.';
     END IF;
     IF NEW.at > now() + interval '1 hour'
-       AND NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user) THEN
+       AND NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = allocation._actor()) THEN
         RAISE EXCEPTION 'a follow-up cannot be dated in the future'
             USING ERRCODE = '22008', DETAIL = format('It is dated %s.', NEW.at),
                   HINT = 'Record follow-ups when they happened (only a superuser may date one ahead, to simulate).';
@@ -951,7 +1000,7 @@ COMMENT ON FUNCTION allocation._customer_exists(integer, text) IS 'internal: whe
 CREATE TRIGGER followup_before BEFORE INSERT ON allocation.followup
     FOR EACH ROW EXECUTE FUNCTION allocation._followup_before();
 
-CREATE FUNCTION allocation.log_followup(tbl regclass, key text, kind text, outcome text DEFAULT NULL,
+CREATE FUNCTION allocation._log_followup(tbl regclass, key text, kind text, outcome text DEFAULT NULL,
                                         note text DEFAULT NULL, progress boolean DEFAULT false,
                                         at timestamptz DEFAULT now())
 RETURNS bigint
@@ -966,10 +1015,15 @@ BEGIN
     RETURN v_id;
 END
 $$;
+COMMENT ON FUNCTION allocation._log_followup(regclass, text, text, text, text, boolean, timestamptz) IS 'internal: implementation of allocation.log_followup(), run as the extension owner by its gateway';
+
+CREATE FUNCTION allocation.log_followup(tbl regclass, key text, kind text, outcome text DEFAULT NULL, note text DEFAULT NULL, progress boolean DEFAULT false, at timestamptz DEFAULT now())
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
 COMMENT ON FUNCTION allocation.log_followup(regclass, text, text, text, text, boolean, timestamptz) IS
 'Records a follow-up (visit, call, message, meeting, demo, sample, deal, other) of a customer for the current rep; resets its recycle clock (progress/deal also the stage clock)';
 
-CREATE FUNCTION allocation.resolve_dispute(id bigint, rep bigint, reason text)
+CREATE FUNCTION allocation._resolve_dispute(id bigint, rep bigint, reason text)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
@@ -977,7 +1031,7 @@ DECLARE
     d allocation.duplicate;
     m allocation.managed_table;
 BEGIN
-    SELECT * INTO d FROM allocation._lock_duplicate(resolve_dispute.id);
+    SELECT * INTO d FROM allocation._lock_duplicate(_resolve_dispute.id);
     m := allocation._managed_by_id(d.managed_id);
     IF rep IS NOT NULL THEN
         PERFORM allocation.assign(m.tbl, d.key, rep, coalesce(reason, 'dispute resolved'));
@@ -985,21 +1039,32 @@ BEGIN
     PERFORM allocation._close_duplicate(d.id, true, reason, rep);
 END
 $$;
+COMMENT ON FUNCTION allocation._resolve_dispute(bigint, bigint, text) IS 'internal: implementation of allocation.resolve_dispute(), run as the extension owner by its gateway';
+
+CREATE FUNCTION allocation.resolve_dispute(id bigint, rep bigint, reason text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
 COMMENT ON FUNCTION allocation.resolve_dispute(bigint, bigint, text) IS
 'Closes a duplicate/dispute entry; with a rep the disputed customer is assigned to that rep (like allocation.assign())';
 
-CREATE FUNCTION allocation.dismiss_dispute(id bigint, reason text)
+CREATE FUNCTION allocation._dismiss_dispute(id bigint, reason text)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
     d allocation.duplicate;
 BEGIN
-    SELECT * INTO d FROM allocation._lock_duplicate(dismiss_dispute.id);
+    SELECT * INTO d FROM allocation._lock_duplicate(_dismiss_dispute.id);
     PERFORM allocation._close_duplicate(d.id, false, reason, NULL);
 END
 $$;
-COMMENT ON FUNCTION allocation.dismiss_dispute(bigint, text) IS 'Closes a duplicate/dispute entry as not a duplicate; the customer stays where it is';
+COMMENT ON FUNCTION allocation._dismiss_dispute(bigint, text) IS 'internal: implementation of allocation.dismiss_dispute(), run as the extension owner by its gateway';
+
+CREATE FUNCTION allocation.dismiss_dispute(id bigint, reason text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
+COMMENT ON FUNCTION allocation.dismiss_dispute(bigint, text) IS
+'Closes a duplicate/dispute entry as not a duplicate; the customer stays where it is';
 
 CREATE FUNCTION allocation._lock_duplicate(p_id bigint)
 RETURNS allocation.duplicate
@@ -1181,28 +1246,28 @@ COMMENT ON FUNCTION allocation.recycle(timestamptz) IS
 -------------------------------------------------------------------------------
 -- Views
 -------------------------------------------------------------------------------
-CREATE FUNCTION allocation._claimable(p_rep bigint)
+CREATE FUNCTION allocation._claimable(rep bigint)
 RETURNS TABLE (tbl regclass, table_name text, key text, territory_id bigint, tier text, crop text,
                in_pool_since timestamptz, claimable boolean, sqlstate text, why_not text)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
 $$
+BEGIN
+    RETURN QUERY
     SELECT m.tbl, m.table_name, a.key, a.territory_id, a.tier, a.crop, a.valid_from,
            f.ord IS NULL, f.sqlstate, f.message || coalesce(': ' || f.detail, '')
       FROM allocation.assignment a
       JOIN allocation.managed_table m ON m.id = a.managed_id AND m.active
-      LEFT JOIN LATERAL (SELECT c.* FROM allocation._claim_checks(a.managed_id, a.key, p_rep, now()) c
+      LEFT JOIN LATERAL (SELECT c.* FROM allocation._claim_checks(a.managed_id, a.key, coalesce(_claimable.rep, allocation.current_rep_id()), now()) c
                           WHERE NOT c.ok ORDER BY c.ord LIMIT 1) f ON true
-     WHERE a.valid_to IS NULL AND a.rep_id IS NULL
+     WHERE a.valid_to IS NULL AND a.rep_id IS NULL;
+END
 $$;
-COMMENT ON FUNCTION allocation._claimable(bigint) IS 'internal: pool customers and the first failing claim check for a rep';
+COMMENT ON FUNCTION allocation._claimable(bigint) IS 'internal: implementation of allocation.claimable(): pool customers and the first failing claim check for a rep (NULL: the caller''s)';
 
 CREATE FUNCTION allocation.claimable(rep bigint DEFAULT NULL)
 RETURNS TABLE (tbl regclass, table_name text, key text, territory_id bigint, tier text, crop text,
                in_pool_since timestamptz, claimable boolean, sqlstate text, why_not text)
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
-$$
-    SELECT * FROM allocation._claimable(coalesce(claimable.rep, allocation.current_rep_id()))
-$$;
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C STABLE;
 COMMENT ON FUNCTION allocation.claimable(bigint) IS 'Pool customers and whether the rep (default: the current role''s) can claim each now, and if not why';
 
 CREATE VIEW allocation.claimable_now AS
@@ -1221,20 +1286,20 @@ SELECT d.id, m.tbl, m.table_name, d.key, a.rep_id AS owner_rep_id, a.source AS o
  WHERE d.status = 'open';
 COMMENT ON VIEW allocation.dispute_queue IS 'Open duplicates and disputes: the customer, the one it matched (and who holds each), how it matched, and the action taken';
 
-CREATE FUNCTION allocation._upcoming_recycles(p_at timestamptz)
+CREATE FUNCTION allocation.upcoming_recycles(p_at timestamptz)
 RETURNS TABLE (managed_id integer, key text, rep_id bigint, policy_id bigint, last_followup timestamptz,
                last_progress timestamptz, due_at timestamptz, warn_at timestamptz, why text, exempt text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
 $$
     SELECT s.* FROM allocation.managed_table m, allocation._recycle_status(m.id, p_at) s WHERE m.active
 $$;
-COMMENT ON FUNCTION allocation._upcoming_recycles(timestamptz) IS 'internal: recycle clocks of every held customer';
+COMMENT ON FUNCTION allocation.upcoming_recycles(timestamptz) IS 'Recycle clocks of every held customer at a point in time (last follow-up and progress, warning and due times, exemption)';
 
 CREATE VIEW allocation.upcoming_recycle AS
 SELECT m.tbl, m.table_name, s.key, s.rep_id, r.code AS rep_code, r.name AS rep_name, s.policy_id,
        p.name AS policy_name, s.last_followup, s.last_progress, s.warn_at, s.due_at, s.why, s.exempt,
        s.due_at <= now() AS overdue
-  FROM allocation._upcoming_recycles(now()) s
+  FROM allocation.upcoming_recycles(now()) s
   JOIN allocation.managed_table m ON m.id = s.managed_id
   LEFT JOIN allocation.rep r ON r.id = s.rep_id
   LEFT JOIN allocation.recycle_policy p ON p.id = s.policy_id

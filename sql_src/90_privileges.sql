@@ -1,7 +1,7 @@
 -------------------------------------------------------------------------------
 -- Roles and privileges
 -------------------------------------------------------------------------------
-CREATE FUNCTION allocation.grant_role(role regrole, kind text)
+CREATE FUNCTION allocation._grant_role(role regrole, kind text)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
@@ -14,73 +14,66 @@ BEGIN
                   DETAIL = 'The kinds are admin (configures), manager (decides), rep (sells) and analyst (reads).',
                   HINT = 'SELECT allocation.grant_role(''crm_manager'', ''manager'');';
     END IF;
+    -- Only public functions are granted: every internal function (name starting with
+    -- "_") is executable by the extension owner alone; the public functions that change
+    -- state are C gateways running their internal implementation for the caller.
     EXECUTE format('GRANT USAGE ON SCHEMA allocation TO %s', r);
     -- everyone: read the organisation, territories and rules; explain decisions
     EXECUTE format('GRANT SELECT ON allocation.team, allocation.rep, allocation.territory, allocation.rule TO %s', r);
     EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.explain(regclass, text), allocation.explain(regclass, jsonb),
                     allocation.owner_at(regclass, text, timestamptz), %s,
-                    allocation.territory_geojson(), allocation._territory_holdings(),
+                    allocation.territory_geojson(), allocation.territory_holdings(),
                     allocation.normalize_name(text), allocation.normalize_name(text, text[]),
                     allocation.normalize_phone(text), allocation.credit_code_is_valid(text),
                     allocation.explain_claim(regclass, text, bigint), allocation.claim_limits(bigint, text),
-                    allocation.claimable(bigint), allocation._claimable(bigint), allocation.current_rep_id(),
-                    allocation._rep_of(name), allocation._managed(regclass),
-                    allocation._claim_checks(integer, text, bigint, timestamptz, integer),
+                    allocation.claimable(bigint), allocation.current_rep_id(),
                     allocation.claim_today() TO %s',
                    'allocation.territory_at'::regproc::regprocedure, r);
     EXECUTE format('GRANT SELECT ON allocation.claimable_now, allocation.claim_policy, allocation.recycle_policy TO %s', r);
     IF kind IN ('rep', 'manager', 'admin') THEN
         -- claims, releases and follow-ups (a rep acts for itself: the rep is taken from its login)
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.claim(regclass, text), allocation.release(regclass, text, text),
-                        allocation.log_followup(regclass, text, text, text, text, boolean, timestamptz),
-                        allocation._managed(regclass), allocation._customer_exists(integer, text) TO %s', r);
-        EXECUTE format('GRANT INSERT, SELECT (id) ON allocation.followup TO %s', r);
+                        allocation.log_followup(regclass, text, text, text, text, boolean, timestamptz) TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.request_resource(bigint, regclass, text, numeric, text, tstzrange, bigint),
                         allocation.match_resources(regclass, text) TO %s', r);
-        EXECUTE format('GRANT USAGE ON SEQUENCE allocation.followup_id_seq TO %s', r);
     END IF;
     IF kind IN ('analyst', 'manager', 'admin') THEN
         EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA allocation TO %s', r);
-        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation._upcoming_recycles(timestamptz) TO %s', r);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.upcoming_recycles(timestamptz) TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.check_consistency() TO %s', r);
     END IF;
     IF kind IN ('manager', 'admin') THEN
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.assign(regclass, text, bigint, text),
                         allocation.accept_suggestion(bigint), allocation.reject_suggestion(bigint, text),
-                        allocation._set_owner(regclass, text, bigint, text, text), allocation._managed(regclass),
-                        allocation._managed_by_id(integer), allocation._lock_suggestion(bigint),
                         allocation.claim(regclass, text, bigint), allocation.lock_customer(regclass, text, text),
                         allocation.unlock_customer(regclass, text, text), allocation.resolve_dispute(bigint, bigint, text),
-                        allocation.dismiss_dispute(bigint, text), allocation._lock_duplicate(bigint),
-                        allocation._close_duplicate(bigint, boolean, text, bigint), allocation.recycle(timestamptz),
-                        allocation._upcoming_recycles(timestamptz),
+                        allocation.dismiss_dispute(bigint, text), allocation.recycle(timestamptz),
                         allocation.approve_request(bigint), allocation.reject_request(bigint, text),
                         allocation.release_grant(bigint, text), allocation.expire_grants(timestamptz),
                         allocation.grant_resource(bigint, regclass, text, numeric, text, tstzrange, bigint) TO %s', r);
     END IF;
     IF kind = 'admin' THEN
+        -- configuration only: the registry, counters, suggestions, locks, follow-ups and the
+        -- audit log are written by the engine alone (actor and time set by it)
         EXECUTE format('GRANT INSERT, UPDATE, DELETE ON allocation.team, allocation.rep, allocation.territory,
-                        allocation.rule, allocation.managed_table, allocation.rr_cursor TO %s', r);
-        EXECUTE format('GRANT INSERT, UPDATE ON allocation.assignment, allocation.rep_load, allocation.suggestion TO %s', r);
-        EXECUTE format('GRANT INSERT ON allocation.event TO %s', r);
-        EXECUTE format('GRANT USAGE ON ALL SEQUENCES IN SCHEMA allocation TO %s', r);
+                        allocation.rule, allocation.claim_policy, allocation.recycle_policy,
+                        allocation.resource_pool TO %s', r);
+        EXECUTE format('GRANT USAGE ON SEQUENCE allocation.team_id_seq, allocation.rep_id_seq, allocation.territory_id_seq,
+                        allocation.rule_id_seq, allocation.claim_policy_id_seq, allocation.recycle_policy_id_seq,
+                        allocation.resource_pool_id_seq TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.import_territories(jsonb, text, text, text),
                         allocation.manage(regclass, name, name, name, jsonb), allocation.unmanage(regclass),
                         allocation.set_reevaluate(regclass, text), allocation.grant_role(regrole, text),
                         allocation.enable_rep_security(regclass), allocation.disable_rep_security(regclass),
-                        allocation.cache_stats(), allocation.current_rep_id(),
-                        allocation._row_trigger(), allocation._stmt_trigger(),
-                        allocation._column_attnum(regclass, name, text), allocation._recount_loads(), allocation._forget_counters(),
-                        allocation._check_column_types(regclass, name, text[]),
-                        allocation._detach(integer, text), allocation._drop_rep_policies(regclass),
-                        allocation._rep_of(name), allocation.set_duplicate_policy(regclass, text, text, real, double precision),
-                        allocation._apply_duplicate_policy(integer, text, text, real, double precision, name),
-                        allocation._identity_drop(integer) TO %s', r);
-        EXECUTE format('GRANT INSERT, UPDATE, DELETE ON allocation.claim_policy, allocation.recycle_policy,
-                        allocation.customer_lock, allocation.resource_pool TO %s', r);
+                        allocation.cache_stats(), allocation.set_duplicate_policy(regclass, text, text, real, double precision) TO %s', r);
     END IF;
 END
 $$;
+COMMENT ON FUNCTION allocation._grant_role(regrole, text) IS 'internal: implementation of allocation.grant_role(), run as the extension owner by its gateway';
+
+CREATE FUNCTION allocation.grant_role(role regrole, kind text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
 COMMENT ON FUNCTION allocation.grant_role(regrole, text) IS
 'Grants what an existing role needs to act as an allocation admin, manager, rep or analyst (nothing is granted to PUBLIC)';
 
@@ -150,7 +143,8 @@ BEGIN
       JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'postgis';
     FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
               WHERE p.pronamespace = 'allocation'::regnamespace AND NOT p.prosecdef
-                AND p.proname IN ('import_territories', 'territory_at', 'territory_geojson', 'manage') LOOP
+                AND p.prolang <> (SELECT l.oid FROM pg_catalog.pg_language l WHERE l.lanname = 'c')
+                AND p.proname IN ('import_territories', 'territory_at', 'territory_geojson') LOOP
         EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, %I, pg_temp', f, postgis_schema);
     END LOOP;
 END

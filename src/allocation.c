@@ -36,10 +36,6 @@ PG_MODULE_MAGIC;
 
 void		_PG_init(void);
 
-char	   *allocation_change_source = NULL;
-char	   *allocation_change_reason = NULL;
-char	   *allocation_change_key = NULL;
-static bool allocation_in_batch = false;
 
 AllocationOids alloc_oids;
 
@@ -51,6 +47,7 @@ alloc_relcache_callback(Datum arg, Oid relid)
 	{
 		config_invalidate();
 		tindex_invalidate();
+		gateway_forget_rep();
 		alloc_oids.valid = false;
 		return;
 	}
@@ -58,6 +55,8 @@ alloc_relcache_callback(Datum arg, Oid relid)
 		return;
 	if (relid == alloc_oids.territory)
 		tindex_invalidate();
+	if (relid == alloc_oids.rep)
+		gateway_forget_rep();
 	if (relid == alloc_oids.team || relid == alloc_oids.rep ||
 		relid == alloc_oids.rule || relid == alloc_oids.managed_table ||
 		config_known_relid(relid))
@@ -83,6 +82,7 @@ alloc_xact_callback(XactEvent event, void *arg)
 	{
 		trigger_reset_all();
 		alloc_actor_override = InvalidOid;
+		alloc_change = NULL;
 		assign_reset_locks();
 		assign_forget_bases();
 		alloc_decision_depth = 0;
@@ -126,26 +126,6 @@ _PG_init(void)
 							"Above it (and at 0) the backend keeps only the territories' attributes in memory and finds the territories of a point with a GiST-indexed ST_Covers query per row: slower, same answers.",
 							&alloc_territory_cache_max_kb, 262144, 0, MAX_KILOBYTES,
 							PGC_SUSET, GUC_UNIT_KB, NULL, assign_territory_cache_max, NULL);
-	DefineCustomStringVariable("allocation.change_source",
-							   "Source recorded for the next owner change (set by allocation.assign and friends).",
-							   NULL, &allocation_change_source, "",
-							   PGC_USERSET, GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL,
-							   NULL, NULL, NULL);
-	DefineCustomStringVariable("allocation.change_reason",
-							   "Reason recorded for the next owner change (set by allocation.assign and friends).",
-							   NULL, &allocation_change_reason, "",
-							   PGC_USERSET, GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL,
-							   NULL, NULL, NULL);
-	DefineCustomStringVariable("allocation.change_key",
-							   "Key of the customer the next owner change is about (set by allocation.assign and friends).",
-							   NULL, &allocation_change_key, "",
-							   PGC_USERSET, GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL,
-							   NULL, NULL, NULL);
-	DefineCustomBoolVariable("allocation.in_batch",
-							 "Set while the engine's batch writer runs (internal).",
-							 NULL, &allocation_in_batch, false,
-							 PGC_USERSET, GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL,
-							 NULL, NULL, NULL);
 	MarkGUCPrefixReserved("allocation");
 
 	CacheRegisterRelcacheCallback(alloc_relcache_callback, (Datum) 0);
@@ -208,10 +188,24 @@ alloc_lookup_oids(void)
 /* Set by claim()/release() around their work so that events name the caller */
 Oid			alloc_actor_override = InvalidOid;
 
+/*
+ * The role events name: the caller recorded by a gateway or claim(); else
+ * the current role -- unless that is the extension owner running one of its
+ * SECURITY DEFINER functions, then the role that called it (SET ROLE's, or
+ * the session user: GetOuterUserId() is not changed by SECURITY DEFINER).
+ */
 Oid
 alloc_actor_id(void)
 {
-	return OidIsValid(alloc_actor_override) ? alloc_actor_override : GetUserId();
+	Oid			user;
+
+	if (OidIsValid(alloc_actor_override))
+		return alloc_actor_override;
+	user = GetUserId();
+	alloc_lookup_oids();
+	if (user == alloc_oids.schema_owner)
+		return GetOuterUserId();
+	return user;
 }
 
 /*

@@ -18,11 +18,6 @@
 
 /* ---------- allocation.c: module wiring, helpers ---------- */
 
-/* Custom GUCs */
-extern char *allocation_change_source;
-extern char *allocation_change_reason;
-extern char *allocation_change_key;
-
 /* OIDs of the extension's own tables, known once the caches were built */
 typedef struct AllocationOids
 {
@@ -46,6 +41,22 @@ extern Oid	alloc_actor_override;
 extern int	alloc_in_owner_update;	/* claims.c: inside _owner_update() */
 extern Oid	alloc_actor_id(void);
 
+/* ---------- gateway.c: call context ---------- */
+
+/* An owner change made by the engine (_owner_update), as the row trigger records it */
+typedef struct AllocChange
+{
+	Oid			relid;
+	const char *key;			/* text form of the customer's key */
+	const char *source;			/* manual, suggestion, claim, recycle */
+	const char *reason;			/* NULL = the trigger's default */
+	bool		used;			/* taken by the row trigger (one change per context) */
+} AllocChange;
+
+extern AllocChange *alloc_change;
+extern int64 alloc_rep_of_role(Oid role);
+extern void gateway_forget_rep(void);
+
 /* Run SPI work as the extension owner (internal writes need no user grants) */
 typedef struct AllocUserSwitch
 {
@@ -59,6 +70,20 @@ extern void alloc_restore_user(AllocUserSwitch *sw);
 extern bool alloc_try(void (*fn) (void *arg), void *arg, ErrorData **err);
 extern void alloc_spi_begin(AllocUserSwitch *sw);
 extern void alloc_spi_end(AllocUserSwitch *sw);
+
+/* ---------- owner.c: user code runs as the managed table's owner ---------- */
+typedef struct AllocOwnerSwitch
+{
+	Oid			save_userid;
+	int			save_sec;
+	int			nest;
+} AllocOwnerSwitch;
+
+extern Oid	alloc_rel_owner(Oid relid);
+extern void alloc_become_role(Oid role, AllocOwnerSwitch *sw);
+extern void alloc_become_table_owner(Oid relid, AllocOwnerSwitch *sw);
+extern void alloc_restore_table_owner(AllocOwnerSwitch *sw);
+extern void alloc_refuse_temp_objects(const char *what);
 
 /* Looks up a PostGIS function by name and argument types */
 extern Oid	alloc_postgis_func(const char *name, int nargs, Oid *argtypes);
@@ -205,6 +230,7 @@ extern const char *const alloc_attr_names[ATTR__COUNT];
 typedef struct ManagedTable
 {
 	Oid			relid;
+	Oid			owner;			/* the table's owner: rule conditions run as this role */
 	int32		id;
 	char	   *name;
 	char	   *table_name;		/* managed_table.table_name, as events record it */
@@ -367,6 +393,7 @@ extern void json_str_or_null(StringInfo buf, const char *s);
 #define ERRCODE_ALLOC_REP_INACTIVE		MAKE_SQLSTATE('L','A','0','2','1')
 #define ERRCODE_ALLOC_REP_AT_CAPACITY	MAKE_SQLSTATE('L','A','0','2','2')
 #define ERRCODE_ALLOC_EXCLUSIVE			MAKE_SQLSTATE('L','A','0','2','3')
+#define ERRCODE_ALLOC_REP_OWNER_UPDATE	MAKE_SQLSTATE('L','A','0','2','6')
 #define ERRCODE_ALLOC_KEY_CHANGED		MAKE_SQLSTATE('L','A','0','2','4')
 #define ERRCODE_ALLOC_BAD_CONDITION		MAKE_SQLSTATE('L','A','0','3','0')
 #define ERRCODE_ALLOC_COND_NOT_BOOLEAN	MAKE_SQLSTATE('L','A','0','3','1')

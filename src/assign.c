@@ -676,10 +676,24 @@ rule_mismatch(ManagedTable *mt, int k, Customer *c, HeapTuple tuple, Trace *tr)
 		bool		isnull;
 		Datum		res;
 
+		AllocOwnerSwitch sw;
+
 		ExecStoreHeapTuple(tuple, mt->slot, false);
+		if (tr)
+			ExecMaterializeSlot(mt->slot);
 		mt->slot->tts_tableOid = mt->relid;
 		mt->econtext->ecxt_scantuple = mt->slot;
-		res = ExecEvalExprSwitchContext(mt->cond_state[k], mt->econtext, &isnull);
+		/* user code: as the table's owner, security-restricted (owner.c) */
+		alloc_become_role(mt->owner, &sw);
+		PG_TRY();
+		{
+			res = ExecEvalExprSwitchContext(mt->cond_state[k], mt->econtext, &isnull);
+		}
+		PG_FINALLY();
+		{
+			alloc_restore_table_owner(&sw);
+		}
+		PG_END_TRY();
 		ResetExprContext(mt->econtext);
 		ExecClearTuple(mt->slot);
 		if (isnull || !DatumGetBool(res))

@@ -53,29 +53,6 @@ require_arg(FunctionCallInfo fcinfo, int i, const char *what)
 						 strcmp(what, "reason") == 0 ? " and why" : "")));
 }
 
-/* The rep whose login is the role, 0 = none */
-static int64
-rep_of_role(Oid role)
-{
-	AllocUserSwitch sw;
-	Oid			types[1] = {NAMEOID};
-	Datum		vals[1];
-	int64		rep = 0;
-
-	vals[0] = DirectFunctionCall1(namein, CStringGetDatum(GetUserNameFromId(role, false)));
-	alloc_spi_begin(&sw);
-	if (SPI_execute_with_args("SELECT id FROM allocation.rep WHERE login = $1", 1, types, vals, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "looking up the rep of a role failed");
-	if (SPI_processed > 0)
-	{
-		bool		isnull;
-
-		rep = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	}
-	alloc_spi_end(&sw);
-	return rep;
-}
-
 /* Whether the role may make managers' decisions (it can run allocation.assign()) */
 static bool
 is_manager(Oid role)
@@ -136,7 +113,7 @@ allocation_claim(PG_FUNCTION_ARGS)
 		require_arg(fcinfo, 2, "rep");
 		rep = PG_GETARG_INT64(2);
 	}
-	else if ((rep = rep_of_role(caller)) == 0)
+	else if ((rep = alloc_rep_of_role(caller)) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_ALLOC_NOT_A_REP),
 				 errmsg("role \"%s\" is no rep's login", GetUserNameFromId(caller, false)),
@@ -163,7 +140,7 @@ allocation_release(PG_FUNCTION_ARGS)
 
 	require_arg(fcinfo, 0, "table");
 	require_arg(fcinfo, 1, "key");
-	rep = rep_of_role(caller);
+	rep = alloc_rep_of_role(caller);
 	if (rep == 0 && !is_manager(caller))
 		ereport(ERROR,
 				(errcode(ERRCODE_ALLOC_NOT_A_REP),
@@ -187,141 +164,6 @@ allocation_release(PG_FUNCTION_ARGS)
 
 /* >0 while _owner_update() runs its UPDATE: only then are claim/recycle sources honoured */
 int			alloc_in_owner_update = 0;
-
-/*
- * The search_path a role's sessions start with in this database (ALTER ROLE
- * ... SET, ALTER DATABASE ... SET, or the built-in default), with pg_temp
- * appended so that temporary objects come last.
- */
-static char *
-owner_search_path(Oid role)
-{
-	static Oid	cached_role = InvalidOid;
-	static LocalTransactionId cached_lxid = InvalidLocalTransactionId;
-	static char *cached_path = NULL;
-	static char *conf_path = NULL;
-	static TimestampTz conf_time = 0;
-	AllocUserSwitch sw;
-	Oid			types[2] = {OIDOID, OIDOID};
-	Datum		vals[2] = {ObjectIdGetDatum(role), ObjectIdGetDatum(MyDatabaseId)};
-	char	   *path;
-
-	/* once per transaction and owner */
-	if (cached_path && cached_role == role && cached_lxid == MyProc->lxid && conf_time == PgReloadTime)
-		return cached_path;
-	alloc_spi_begin(&sw);
-	if (SPI_execute_with_args("SELECT (SELECT substr(c, 13) FROM pg_catalog.pg_db_role_setting s, unnest(s.setconfig) c"
-							  "         WHERE s.setrole IN ($1, 0) AND s.setdatabase IN ($2, 0)"
-							  "           AND c LIKE 'search\\_path=%'"
-							  "         ORDER BY s.setrole = 0, s.setdatabase = 0 LIMIT 1)",
-							  2, types, vals, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "reading the default search_path of the table owner failed");
-	path = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	if (path == NULL)
-	{
-		/*
-		 * No role or database setting applies: the configured value
-		 * (postgresql.conf, ALTER SYSTEM) -- never this session's reset value,
-		 * which the connecting client can choose.  Read again after a reload.
-		 */
-		if (conf_path == NULL || conf_time != PgReloadTime)
-		{
-			if (SPI_execute("SELECT coalesce((SELECT f.setting FROM pg_catalog.pg_file_settings f"
-							" WHERE f.name = 'search_path' AND f.applied ORDER BY f.seqno DESC LIMIT 1),"
-							" (SELECT boot_val FROM pg_catalog.pg_settings WHERE name = 'search_path'))",
-							true, 1) != SPI_OK_SELECT || SPI_processed != 1)
-				elog(ERROR, "reading the configured search_path failed");
-			if (conf_path)
-				pfree(conf_path);
-			conf_path = MemoryContextStrdup(TopMemoryContext,
-											SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
-			conf_time = PgReloadTime;
-		}
-		path = conf_path;
-	}
-	path = MemoryContextStrdup(TopMemoryContext, psprintf("%s, pg_temp", path));
-	alloc_spi_end(&sw);
-	if (cached_path)
-		pfree(cached_path);
-	cached_path = path;
-	cached_role = role;
-	cached_lxid = MyProc->lxid;
-	return path;
-}
-
-/*
- * The engine never touches a customer table as the extension owner: a table
- * owner's code (casts and CHECKs of its domains, index expressions, triggers)
- * would run with the extension owner's rights.  Reads and the owner changes
- * run as the table's owner, as a security-restricted operation, with the
- * owner's default search_path and pg_temp last.  Owner changes (which run the
- * table's triggers) never run while the calling session has temporary
- * relations or types, which that code could otherwise pick up by an
- * unqualified name.
- */
-typedef struct OwnerSwitch
-{
-	Oid			save_userid;
-	int			save_sec;
-	int			nest;
-} OwnerSwitch;
-
-static void
-refuse_temp_objects(const char *what)
-{
-	AllocUserSwitch sw;
-	bool		isnull,
-				any;
-	Oid			temp_ns,
-				temp_toast_ns;
-
-	/* most sessions never create a temporary object */
-	GetTempNamespaceState(&temp_ns, &temp_toast_ns);
-	if (!OidIsValid(temp_ns))
-		return;
-	alloc_spi_begin(&sw);
-	if (SPI_execute("SELECT pg_catalog.pg_my_temp_schema() <> 0 AND"
-					" (EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.relnamespace = pg_catalog.pg_my_temp_schema())"
-					"  OR EXISTS (SELECT 1 FROM pg_catalog.pg_type t WHERE t.typnamespace = pg_catalog.pg_my_temp_schema()))",
-					true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "checking for temporary objects failed");
-	any = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	alloc_spi_end(&sw);
-	if (any)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("%s cannot run in a session that has temporary tables or types", what),
-				 errdetail("It runs the customer table's triggers as the table's owner; a temporary object could stand in for one of the owner's."),
-				 errhint("Run it in a session without temporary objects (DISCARD TEMP).")));
-}
-
-static void
-become_table_owner(Oid relid, OwnerSwitch *sw)
-{
-	HeapTuple	tup;
-	Oid			relowner;
-	char	   *search_path;
-
-	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for relation %u", relid);
-	relowner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-	search_path = owner_search_path(relowner);
-	sw->nest = NewGUCNestLevel();
-	(void) set_config_option("search_path", search_path, PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	GetUserIdAndSecContext(&sw->save_userid, &sw->save_sec);
-	SetUserIdAndSecContext(relowner, sw->save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
-}
-
-static void
-restore_table_owner(OwnerSwitch *sw)
-{
-	SetUserIdAndSecContext(sw->save_userid, sw->save_sec);
-	/* false: settings the owner's code changed (even with is_local = false) are thrown away */
-	AtEOXact_GUC(false, sw->nest);
-}
 
 /*
  * _table_rows(tbl, cols, key, lock): rows of a managed table read as its
@@ -364,7 +206,7 @@ allocation_table_rows(PG_FUNCTION_ARGS)
 	int			ncols,
 				i;
 	StringInfoData sql;
-	OwnerSwitch osw;
+	AllocOwnerSwitch osw;
 	Oid			types[1] = {TEXTOID};
 	Datum		vals[1];
 	Tuplestorestate *ts;
@@ -376,12 +218,17 @@ allocation_table_rows(PG_FUNCTION_ARGS)
 	if (GetUserId() != alloc_oids.schema_owner && !superuser())
 		ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE), errmsg("allocation._table_rows() is internal")));
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
-		elog(ERROR, "allocation._table_rows() needs a table and a column list");
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("allocation._table_rows() needs a table and a column list")));
 	relid = PG_GETARG_OID(0);
 	cols = PG_GETARG_ARRAYTYPE_P(1);
 	if (strcmp(lock, "") != 0 && strcmp(lock, "update") != 0 && strcmp(lock, "update nowait") != 0 &&
 		strcmp(lock, "update skip locked") != 0)
-		elog(ERROR, "unknown lock mode \"%s\"", lock);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown lock mode \"%s\"", lock),
+				 errhint("Use '', 'update', 'update nowait' or 'update skip locked'.")));
 	config_prepare();
 	mt = config_get_table(relid, false);
 	deconstruct_array(cols, TEXTOID, -1, false, TYPALIGN_INT, &elems, &enulls, &ncols);
@@ -417,7 +264,7 @@ allocation_table_rows(PG_FUNCTION_ARGS)
 	MemoryContextSwitchTo(oldcxt);
 
 	/* (a read runs no triggers: temporary objects are not refused here) */
-	become_table_owner(relid, &osw);
+	alloc_become_table_owner(relid, &osw);
 	PG_TRY();
 	{
 		if (SPI_connect() != SPI_OK_CONNECT)
@@ -437,7 +284,7 @@ allocation_table_rows(PG_FUNCTION_ARGS)
 	}
 	PG_FINALLY();
 	{
-		restore_table_owner(&osw);
+		alloc_restore_table_owner(&osw);
 	}
 	PG_END_TRY();
 	rsinfo->returnMode = SFRM_Materialize;
@@ -471,23 +318,41 @@ PG_FUNCTION_INFO_V1(allocation_owner_update);
 Datum
 allocation_owner_update(PG_FUNCTION_ARGS)
 {
-	Oid			relid = PG_GETARG_OID(0);
-	char	   *key = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	char	   *source = text_to_cstring(PG_GETARG_TEXT_PP(3));
-	char	   *reason = PG_ARGISNULL(4) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(4));
+	Oid			relid;
+	char	   *key;
+	char	   *source;
 	ManagedTable *mt;
 	char	   *sql;
 	Oid			types[2] = {INT8OID, TEXTOID};
 	Datum		vals[2];
 	char		nulls[2] = {' ', ' '};
 	bool		found;
-	OwnerSwitch osw;
+	AllocOwnerSwitch osw;
+	AllocChange change;
+	AllocChange *save_change = alloc_change;
+	bool		as_caller;
 
 	alloc_lookup_oids();
 	if (GetUserId() != alloc_oids.schema_owner && !superuser())
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("allocation._owner_update() is internal"),
+				 errhint("Use allocation.claim(), allocation.release() or allocation.assign().")));
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("allocation._owner_update() needs a table, a key and a source"),
+				 errdetail("It was called with a NULL table, key or source."),
+				 errhint("Use allocation.claim(), allocation.release() or allocation.assign().")));
+	relid = PG_GETARG_OID(0);
+	key = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	source = text_to_cstring(PG_GETARG_TEXT_PP(3));
+	if (strcmp(source, "manual") != 0 && strcmp(source, "suggestion") != 0 &&
+		strcmp(source, "claim") != 0 && strcmp(source, "recycle") != 0 && strcmp(source, "release") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown owner change source \"%s\"", source),
+				 errdetail("The sources are manual, suggestion, claim, release and recycle."),
 				 errhint("Use allocation.claim(), allocation.release() or allocation.assign().")));
 	config_prepare();
 	mt = config_get_table(relid, false);
@@ -502,17 +367,33 @@ allocation_owner_update(PG_FUNCTION_ARGS)
 
 	/*
 	 * The UPDATE runs the table's triggers as the table owner (see
-	 * become_table_owner), never in a session with temporary objects, with
-	 * the source and reason the row trigger records.
+	 * alloc_become_table_owner), never in a session with temporary objects.
+	 * What the row trigger records (source, reason) travels in backend
+	 * memory, for this table and key only, used once.
 	 */
-	refuse_temp_objects("a claim, release or recycle");
-	become_table_owner(relid, &osw);
-	(void) set_config_option("allocation.change_source", source, PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("allocation.change_reason", reason, PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("allocation.change_key", key, PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	change.relid = relid;
+	change.key = key;
+	change.source = source;
+	change.reason = PG_ARGISNULL(4) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(4));
+	change.used = false;
+	as_caller = (strcmp(source, "manual") == 0 || strcmp(source, "suggestion") == 0);
+	if (as_caller)
+	{
+		/*
+		 * A manager's decision (assign, accept_suggestion) is the manager's
+		 * own UPDATE: their rights on the table (and its row-level
+		 * security), their triggers' rights -- as it always was.
+		 */
+		GetUserIdAndSecContext(&osw.save_userid, &osw.save_sec);
+		osw.nest = NewGUCNestLevel();
+		SetUserIdAndSecContext(alloc_actor_id(), osw.save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	}
+	else
+	{
+		alloc_refuse_temp_objects("a claim, release or recycle");
+		alloc_become_table_owner(relid, &osw);
+	}
+	alloc_change = &change;
 	alloc_in_owner_update++;
 	PG_TRY();
 	{
@@ -526,8 +407,9 @@ allocation_owner_update(PG_FUNCTION_ARGS)
 	PG_FINALLY();
 	{
 		alloc_in_owner_update--;
+		alloc_change = save_change;
 		/* settings the table's triggers changed (even session-wide ones) are thrown away */
-		restore_table_owner(&osw);
+		alloc_restore_table_owner(&osw);
 	}
 	PG_END_TRY();
 	PG_RETURN_BOOL(found);

@@ -410,6 +410,7 @@ load_tables(ConfigCache *c)
 
 		rel = table_open(mt->relid, AccessShareLock);
 		mt->tupdesc = CreateTupleDescCopy(RelationGetDescr(rel));
+		mt->owner = rel->rd_rel->relowner;	/* ALTER ... OWNER invalidates the cache */
 		mt->key_att = resolve_column(rel, SPI_getvalue(tup, td, 3), "key");
 		mt->loc_att = resolve_column(rel, SPI_getvalue(tup, td, 4), "location");
 		mt->owner_att = resolve_column(rel, SPI_getvalue(tup, td, 5), "owner");
@@ -469,8 +470,16 @@ plan_condition_try(void *arg)
 {
 	RuleInfo   *r = (RuleInfo *) arg;
 
+	AllocOwnerSwitch sw;
+
+	/*
+	 * As the table's owner: expression_planner() folds calls of IMMUTABLE
+	 * functions with constant arguments, that is, runs user code.
+	 */
+	alloc_become_table_owner(r->relid, &sw);
 	r->cond_expr = expression_planner(r->cond_expr);
 	(void) ExecInitExpr(r->cond_expr, NULL);
+	alloc_restore_table_owner(&sw);
 }
 
 static Expr *
@@ -491,8 +500,8 @@ plan_condition(RuleInfo *r)
 
 /*
  * Plans each rule condition and compiles it once per table it applies to.
- * Runs as the session's own user and search_path (not the engine owner's
- * pinned one), like the validation did when the rule was saved.
+ * Planning runs as the owner of the condition's table (plan_condition_try),
+ * never as the extension owner or the session's user.
  */
 static void
 compile_rules(ConfigCache *c)

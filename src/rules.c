@@ -302,6 +302,30 @@ allocation_rule_before(PG_FUNCTION_ARGS)
 	return PointerGetDatum(tup);
 }
 
+/*
+ * A stored condition (allocation.rule.condition_bin) as a node tree.  Only
+ * the engine writes that column; anything else is refused before the node
+ * reader sees it.
+ */
+static Node *
+condition_node(const char *bin)
+{
+	Node	   *n = NULL;
+
+	if (bin[0] == '{')
+		n = (Node *) stringToNode(bin);
+	if (n == NULL || (!IsA(n, OpExpr) && !IsA(n, FuncExpr) && !IsA(n, BoolExpr) && !IsA(n, Var) &&
+		!IsA(n, Const) && !IsA(n, ScalarArrayOpExpr) && !IsA(n, NullTest) && !IsA(n, BooleanTest) &&
+		!IsA(n, RelabelType) && !IsA(n, CoerceViaIO) && !IsA(n, CaseExpr) && !IsA(n, CoalesceExpr) &&
+		!IsA(n, MinMaxExpr) && !IsA(n, DistinctExpr) && !IsA(n, NullIfExpr) && !IsA(n, RowCompareExpr)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("not a compiled rule condition"),
+				 errdetail("The value is not a boolean expression tree as allocation.rule.condition_bin stores it."),
+				 errhint("Pass allocation.rule.condition_bin.")));
+	return n;
+}
+
 /* Whether a stored condition reads column attnum */
 PG_FUNCTION_INFO_V1(allocation_condition_uses_column);
 Datum
@@ -310,7 +334,7 @@ allocation_condition_uses_column(PG_FUNCTION_ARGS)
 	char	   *bin = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	int32		attnum = PG_GETARG_INT32(1);
 	Bitmapset  *atts = NULL;
-	Node	   *expr = (Node *) stringToNode(bin);
+	Node	   *expr = condition_node(bin);
 
 	pull_varattnos(expr, 1, &atts);
 	PG_RETURN_BOOL(bms_is_member(attnum - FirstLowInvalidHeapAttributeNumber, atts) ||
@@ -324,7 +348,7 @@ allocation_condition_deparse(PG_FUNCTION_ARGS)
 {
 	char	   *bin = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	Oid			relid = PG_GETARG_OID(1);
-	Node	   *expr = (Node *) stringToNode(bin);
+	Node	   *expr = condition_node(bin);
 	char	   *relname = get_rel_name(relid);
 	List	   *ctx;
 

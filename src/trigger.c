@@ -132,6 +132,17 @@ typedef struct Frame
 
 static Frame *frames = NULL;
 
+/* >0 while the batch writer (allocation._record_batch) runs */
+static int	alloc_in_batch = 0;
+
+/* _in_batch(): whether the engine's batch writer is running (no user setting can say so) */
+PG_FUNCTION_INFO_V1(allocation_in_batch);
+Datum
+allocation_in_batch(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(alloc_in_batch > 0);
+}
+
 #define frame_cxt (frames->cxt)
 
 /* Transaction end: everything lived in TopTransactionContext */
@@ -139,6 +150,7 @@ void
 trigger_reset_all(void)
 {
 	frames = NULL;
+	alloc_in_batch = 0;
 }
 
 /* Subtransaction abort: drop the frames its statements opened */
@@ -475,17 +487,26 @@ set_owner(ManagedTable *mt, HeapTuple tup, int64 rep)
 	return heap_modify_tuple_by_cols(tup, mt->tupdesc, 1, &col, &val, &isnull);
 }
 
-/* What a person asked for via allocation.assign()/accept_suggestion() */
-static const char *
-change_source(void)
+/*
+ * The engine's own owner change of this row (allocation._owner_update(): an
+ * assign, accepted suggestion, claim, release or recycle), or NULL for a
+ * plain UPDATE.  Only engine code sets it; it applies to one row, once.
+ */
+static AllocChange *
+engine_change(ManagedTable *mt, Datum key)
 {
-	return (allocation_change_source && allocation_change_source[0]) ? allocation_change_source : "manual";
+	AllocChange *chg = alloc_change;
+
+	if (chg == NULL || chg->used || chg->relid != mt->relid ||
+		strcmp(chg->key, OutputFunctionCall(&mt->key_out, key)) != 0)
+		return NULL;
+	return chg;
 }
 
 static char *
-change_reason(const char *dflt)
+change_reason(AllocChange *chg, const char *dflt)
 {
-	return (allocation_change_reason && allocation_change_reason[0]) ? allocation_change_reason : (char *) dflt;
+	return (chg && chg->reason && chg->reason[0]) ? (char *) chg->reason : (char *) dflt;
 }
 
 /*
@@ -651,7 +672,7 @@ before_insert(ManagedTable *mt, Relation rel, HeapTuple tup)
 		d.reserved = true;
 		d.team_id = config_get_rep(owner)->team_id;
 		d.territory_id = customer_territory_id(&c);
-		d.reason = change_reason("owner given on INSERT");
+		d.reason = "owner given on INSERT";
 	}
 	else
 	{
@@ -854,6 +875,7 @@ before_update_decide(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 	Datum		knew = heap_getattr(newtup, mt->key_att, mt->tupdesc, &k2);
 	Entry	   *e;
 	Frame	   *f = frames;
+	AllocChange *chg;
 
 	/*
 	 * INSERT ... ON CONFLICT DO UPDATE: the BEFORE INSERT of this very row
@@ -880,10 +902,22 @@ before_update_decide(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 						   mt->name, NameStr(katt->attname)),
 				 errhint("Delete the row and insert it with the new key, or unmanage the table first.")));
 
+	chg = k2 ? NULL : engine_change(mt, knew);
 	if (oldnull != newnull || old_owner != new_owner)
 	{
-		/* a person changed the owner */
-		const char *src = change_source();
+		/* a person changed the owner, or the engine on a person's behalf */
+		const char *src = chg ? chg->source : "manual";
+
+		if (chg)
+			chg->used = true;
+		else if (alloc_rep_of_role(GetUserId()) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_ALLOC_REP_OWNER_UPDATE),
+					 errmsg("a rep cannot change the owner of a customer by UPDATE"),
+					 errdetail("Role \"%s\" is the login of rep %lld; an UPDATE of %s.%s would skip the claim checks (locks, limits, cooldowns).",
+							   GetUserNameFromId(GetUserId(), false), (long long) alloc_rep_of_role(GetUserId()),
+							   mt->name, NameStr(TupleDescAttr(mt->tupdesc, mt->owner_att - 1)->attname)),
+					 errhint("Use allocation.claim() or allocation.release(); a manager uses allocation.assign().")));
 
 		assign_read_customer(mt, newtup, &c, false);
 		memset(&d, 0, sizeof(d));
@@ -905,7 +939,7 @@ before_update_decide(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 		}
 		else
 			d.kind = DECISION_POOL;
-		d.reason = change_reason(newnull ? "owner cleared by UPDATE" : "owner changed by UPDATE");
+		d.reason = change_reason(chg, newnull ? "owner cleared by UPDATE" : "owner changed by UPDATE");
 		e = new_entry(OP_UPDATE, mt, c.key);
 		fill_decision(e, &c, &d);
 		e->pinned = true;
@@ -915,11 +949,8 @@ before_update_decide(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 			e->source = "suggestion";
 			e->kind = "suggestion_accepted";
 		}
-		else if ((strcmp(src, "claim") == 0 || strcmp(src, "recycle") == 0) && alloc_in_owner_update > 0)
-		{
-			/* only claim()/recycle() can label a change so (not a session setting) */
+		else if (strcmp(src, "claim") == 0 || strcmp(src, "recycle") == 0)
 			e->source = e->kind = src[0] == 'c' ? "claim" : "recycle";
-		}
 		else
 		{
 			e->source = "manual";
@@ -928,9 +959,7 @@ before_update_decide(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 		return newtup;
 	}
 
-	if (!oldnull && allocation_change_source && strcmp(allocation_change_source, "manual") == 0 &&
-		allocation_change_key && allocation_change_key[0] &&
-		strcmp(allocation_change_key, OutputFunctionCall(&mt->key_out, knew)) == 0)
+	if (!oldnull && chg && strcmp(chg->source, "manual") == 0)
 	{
 		/* allocation.assign() of this very customer to its current owner: confirmed and pinned */
 		assign_read_customer(mt, newtup, &c, false);
@@ -939,7 +968,8 @@ before_update_decide(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 		e->pinned = true;
 		e->source = "manual";
 		e->kind = "pin";
-		e->reason = frame_strdup(change_reason("confirmed by hand"));
+		chg->used = true;
+		e->reason = frame_strdup(change_reason(chg, "confirmed by hand"));
 		return newtup;
 	}
 	if (!inputs_changed(mt, oldtup, newtup))
@@ -1774,8 +1804,18 @@ flush_frame(Frame *f)
 			elog(ERROR, "SPI_prepare of the batch writer failed");
 		SPI_keepplan(plan);
 	}
-	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "writing the allocation batch failed");
+	/* the registry's assignment_loaded trigger asks allocation._in_batch() */
+	alloc_in_batch++;
+	PG_TRY();
+	{
+		if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "writing the allocation batch failed");
+	}
+	PG_FINALLY();
+	{
+		alloc_in_batch--;
+	}
+	PG_END_TRY();
 	flush_identities(f, args[0]);
 	alloc_spi_end(&sw);
 

@@ -12,7 +12,7 @@ BEGIN;
 CREATE EXTENSION allocation;
 SET LOCAL client_min_messages = warning;   -- repaired-polygon NOTICEs are expected
 
-SELECT plan(134);
+SELECT plan(133);
 
 -------------------------------------------------------------------------------
 -- Fixtures
@@ -405,8 +405,6 @@ SELECT is(GeometryType(geom), 'MULTIPOLYGON', 'bow-tie is stored as a MultiPolyg
 SELECT is(ST_NumGeometries(geom), 2, 'bow-tie is stored as its two triangles') FROM allocation.territory WHERE code = 'BOW';
 SELECT is(round(ST_Area(geom)::numeric, 6), 2.000000, 'bow-tie keeps the area of both triangles') FROM allocation.territory WHERE code = 'BOW';
 SELECT is(ST_SRID(geom), 4326, 'bow-tie is stored in SRID 4326') FROM allocation.territory WHERE code = 'BOW';
-SELECT ok((SELECT detail->'repaired' ? 'BOW' FROM allocation.event WHERE kind = 'territory_import' ORDER BY id DESC LIMIT 1),
-          'the import event lists BOW as repaired');
 SELECT is(allocation.territory_at(ST_SetSRID(ST_MakePoint(40.5, 1), 4326)), (SELECT id FROM allocation.territory WHERE code = 'BOW'),
           'a point inside the left triangle of the bow-tie is in BOW');
 SELECT is(allocation.territory_at(ST_SetSRID(ST_MakePoint(41, 1.8), 4326)), NULL::bigint,

@@ -89,7 +89,7 @@ SELECT is_empty($$
                          '_table_rows', '_check_caps')
        AND a.grantee <> p.proowner
 $$, 'the internals of claims, identities and recycling are executable by their owner only');
-SELECT is(has_table_privilege('tap_rep', 'allocation.followup', 'INSERT'), true, 'a rep may record follow-ups');
+SELECT is(has_table_privilege('tap_rep', 'allocation.followup', 'INSERT'), false, 'a rep records follow-ups through log_followup() only');
 SELECT is(has_table_privilege('tap_rep', 'allocation.followup', 'UPDATE'), false, 'a rep may not rewrite follow-ups');
 SELECT is(has_table_privilege('tap_rep', 'allocation.followup', 'SELECT'), false, 'a rep may not read every follow-up');
 SELECT is(has_table_privilege('tap_rep', 'allocation.claim_day', 'UPDATE'), false, 'a rep may not reset its claim counter');

@@ -1,0 +1,133 @@
+-- pgTAP: the complete privilege matrix.  Every function of the extension is
+-- listed here with the kinds (grant_role) that may execute it; a function
+-- missing from the list fails the test, so a new function cannot ship
+-- without a decision.  Internal functions ("_" names) are the extension
+-- owner's alone.  Tables: only configuration is writable, by admins only.
+\set ECHO none
+\set QUIET 1
+\pset format unaligned
+\pset tuples_only true
+\pset pager off
+\set ON_ERROR_STOP 1
+
+BEGIN;
+CREATE EXTENSION allocation;
+
+CREATE ROLE tapm_rep; CREATE ROLE tapm_manager; CREATE ROLE tapm_analyst; CREATE ROLE tapm_admin; CREATE ROLE tapm_app;
+SELECT allocation.grant_role('tapm_rep', 'rep'), allocation.grant_role('tapm_manager', 'manager'),
+       allocation.grant_role('tapm_analyst', 'analyst'), allocation.grant_role('tapm_admin', 'admin');
+
+-- fn: regprocedure text; kinds that may execute it (r = rep, m = manager, a = analyst, A = admin)
+CREATE TEMP TABLE matrix (fn text PRIMARY KEY, kinds text NOT NULL);
+INSERT INTO matrix VALUES
+    -- everyone: read, explain, normalize
+    ('allocation.explain(regclass,text)',                                    'rmaA'),
+    ('allocation.explain(regclass,jsonb)',                                   'rmaA'),
+    ('allocation.owner_at(regclass,text,timestamp with time zone)',          'rmaA'),
+    ('allocation.territory_at(geometry)',                                    'rmaA'),
+    ('allocation.territory_geojson()',                                       'rmaA'),
+    ('allocation.territory_holdings()',                                      'rmaA'),
+    ('allocation.normalize_name(text)',                                      'rmaA'),
+    ('allocation.normalize_name(text,text[])',                               'rmaA'),
+    ('allocation.normalize_phone(text)',                                     'rmaA'),
+    ('allocation.credit_code_is_valid(text)',                                'rmaA'),
+    ('allocation.explain_claim(regclass,text,bigint)',                       'rmaA'),
+    ('allocation.claim_limits(bigint,text)',                                 'rmaA'),
+    ('allocation.claimable(bigint)',                                         'rmaA'),
+    ('allocation.current_rep_id()',                                          'rmaA'),
+    ('allocation.claim_today()',                                             'rmaA'),
+    -- reps (and managers, admins): act for themselves
+    ('allocation.claim(regclass,text)',                                      'rmA'),
+    ('allocation.release(regclass,text,text)',                               'rmA'),
+    ('allocation.log_followup(regclass,text,text,text,text,boolean,timestamp with time zone)', 'rmA'),
+    ('allocation.request_resource(bigint,regclass,text,numeric,text,tstzrange,bigint)', 'rmA'),
+    ('allocation.match_resources(regclass,text)',                            'rmA'),
+    -- readers of the whole picture
+    ('allocation.upcoming_recycles(timestamp with time zone)',               'maA'),
+    ('allocation.check_consistency()',                                       'maA'),
+    -- managers: decisions
+    ('allocation.assign(regclass,text,bigint,text)',                         'mA'),
+    ('allocation.accept_suggestion(bigint)',                                 'mA'),
+    ('allocation.reject_suggestion(bigint,text)',                            'mA'),
+    ('allocation.claim(regclass,text,bigint)',                               'mA'),
+    ('allocation.lock_customer(regclass,text,text)',                         'mA'),
+    ('allocation.unlock_customer(regclass,text,text)',                       'mA'),
+    ('allocation.resolve_dispute(bigint,bigint,text)',                       'mA'),
+    ('allocation.dismiss_dispute(bigint,text)',                              'mA'),
+    ('allocation.recycle(timestamp with time zone)',                         'mA'),
+    ('allocation.approve_request(bigint)',                                   'mA'),
+    ('allocation.reject_request(bigint,text)',                               'mA'),
+    ('allocation.release_grant(bigint,text)',                                'mA'),
+    ('allocation.expire_grants(timestamp with time zone)',                   'mA'),
+    ('allocation.grant_resource(bigint,regclass,text,numeric,text,tstzrange,bigint)', 'mA'),
+    -- admins: configuration
+    ('allocation.import_territories(jsonb,text,text,text)',                  'A'),
+    ('allocation.manage(regclass,name,name,name,jsonb)',                     'A'),
+    ('allocation.unmanage(regclass)',                                        'A'),
+    ('allocation.set_reevaluate(regclass,text)',                             'A'),
+    ('allocation.grant_role(regrole,text)',                                  'A'),
+    ('allocation.enable_rep_security(regclass)',                             'A'),
+    ('allocation.disable_rep_security(regclass)',                            'A'),
+    ('allocation.cache_stats()',                                             'A'),
+    ('allocation.set_duplicate_policy(regclass,text,text,real,double precision)', 'A'),
+    -- nobody (read by the engine's own views and functions)
+    ('allocation.customer_history_score(integer,text)',                      '');
+
+SELECT plan((SELECT count(*)::int * 5 FROM matrix) + 9);
+
+-- every public function of the extension is in the matrix, and every listed one exists
+SELECT is_empty($$
+    SELECT p.oid::regprocedure::text FROM pg_proc p
+     WHERE p.pronamespace = 'allocation'::regnamespace AND p.proname !~ '^_'
+       AND p.prorettype NOT IN ('trigger'::regtype, 'event_trigger'::regtype)
+    EXCEPT SELECT fn FROM matrix
+$$, 'every public function has a row in the privilege matrix');
+SELECT is_empty($$ SELECT fn FROM matrix WHERE to_regprocedure(fn) IS NULL $$,
+                'every function of the matrix exists');
+
+-- who may execute what
+SELECT is(has_function_privilege('tapm_' || k.kind, m.fn, 'EXECUTE'), strpos(m.kinds, k.letter) > 0,
+          format('%s %s execute %s', k.kind, CASE WHEN strpos(m.kinds, k.letter) > 0 THEN 'may' ELSE 'may not' END, m.fn))
+  FROM matrix m,
+       (VALUES ('rep', 'r'), ('manager', 'm'), ('analyst', 'a'), ('admin', 'A')) k(kind, letter)
+ ORDER BY m.fn, k.kind;
+SELECT is(has_function_privilege('tapm_app', m.fn, 'EXECUTE'), false, format('a role of no kind may not execute %s', m.fn))
+  FROM matrix m ORDER BY m.fn;
+
+-- internals: the extension owner's alone (also no PUBLIC, no kind)
+SELECT is_empty($$
+    SELECT p.oid::regprocedure::text || ' -> ' || CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END
+      FROM pg_proc p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+     WHERE p.pronamespace = 'allocation'::regnamespace AND p.proname ~ '^_' AND a.grantee <> p.proowner
+$$, 'every internal function is executable by the extension owner only');
+-- a SECURITY DEFINER function is a public entry point with its own checks, or an internal one
+SELECT is_empty($$
+    SELECT p.oid::regprocedure::text FROM pg_proc p
+     WHERE p.pronamespace = 'allocation'::regnamespace AND p.prosecdef
+       AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false)
+$$, 'every SECURITY DEFINER function pins search_path to pg_catalog, pg_temp');
+-- the C gateways: SECURITY INVOKER (they record the caller), each with an internal implementation
+SELECT is_empty($$
+    SELECT p.oid::regprocedure::text FROM pg_proc p
+     WHERE p.pronamespace = 'allocation'::regnamespace AND p.prosrc = 'allocation_gateway'
+       AND (p.prosecdef OR to_regprocedure('allocation._' || p.proname || '(' ||
+                           (SELECT string_agg(format_type(t, NULL), ',' ORDER BY o)
+                              FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY u(t, o)) || ')') IS NULL)
+$$, 'every gateway is SECURITY INVOKER and has its internal implementation');
+SELECT cmp_ok((SELECT count(*) FROM pg_proc p WHERE p.pronamespace = 'allocation'::regnamespace
+                 AND p.prosrc = 'allocation_gateway'), '>=', 15::bigint, 'the state-changing public functions are gateways');
+
+-- tables: only configuration is writable, and only by admins; the log and the registry by nobody
+SELECT is_empty($$
+    SELECT c.relname || ' ' || a.privilege_type || ' -> ' || a.grantee::regrole::text
+      FROM pg_class c, aclexplode(c.relacl) a
+     WHERE c.relnamespace = 'allocation'::regnamespace AND c.relkind = 'r' AND a.grantee <> c.relowner
+       AND a.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')
+       AND NOT (c.relname IN ('team', 'rep', 'territory', 'rule', 'claim_policy', 'recycle_policy', 'resource_pool')
+                AND a.grantee = 'tapm_admin'::regrole AND a.privilege_type <> 'TRUNCATE')
+$$, 'no role writes an engine-maintained table; admins write configuration only');
+SELECT is(has_table_privilege('tapm_admin', 'allocation.event', 'INSERT'), false, 'not even an admin inserts into the audit log');
+SELECT is(has_table_privilege('tapm_admin', 'allocation.assignment', 'UPDATE'), false, 'not even an admin edits the registry');
+
+SELECT * FROM finish();
+ROLLBACK;

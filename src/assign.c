@@ -616,9 +616,30 @@ primary_territory(Customer *c)
 	return c->nterr > 0 ? c->terr[0] : NULL;
 }
 
+/*
+ * Rule conditions run as the table's owner (owner.c).  The switch is taken
+ * at the first condition of a decision and kept for the following ones; it
+ * ends before anything else runs (candidates, reservations).
+ */
+typedef struct CondSwitch
+{
+	bool		active;
+	AllocOwnerSwitch sw;
+} CondSwitch;
+
+static void
+cond_switch_end(CondSwitch *cs)
+{
+	if (cs->active)
+	{
+		cs->active = false;
+		alloc_restore_table_owner(&cs->sw);
+	}
+}
+
 /* NULL when rule k matches the customer, else why not */
 static const char *
-rule_mismatch(ManagedTable *mt, int k, Customer *c, HeapTuple tuple, Trace *tr)
+rule_mismatch(ManagedTable *mt, int k, Customer *c, HeapTuple tuple, Trace *tr, CondSwitch *cs)
 {
 	RuleInfo   *r = mt->rules[k];
 	int			i,
@@ -676,24 +697,19 @@ rule_mismatch(ManagedTable *mt, int k, Customer *c, HeapTuple tuple, Trace *tr)
 		bool		isnull;
 		Datum		res;
 
-		AllocOwnerSwitch sw;
-
 		ExecStoreHeapTuple(tuple, mt->slot, false);
+		/* (explain's row lives in memory the condition's functions may reuse) */
 		if (tr)
 			ExecMaterializeSlot(mt->slot);
 		mt->slot->tts_tableOid = mt->relid;
 		mt->econtext->ecxt_scantuple = mt->slot;
 		/* user code: as the table's owner, security-restricted (owner.c) */
-		alloc_become_role(mt->owner, &sw);
-		PG_TRY();
+		if (!cs->active)
 		{
-			res = ExecEvalExprSwitchContext(mt->cond_state[k], mt->econtext, &isnull);
+			alloc_become_role(mt->owner, &cs->sw);
+			cs->active = true;
 		}
-		PG_FINALLY();
-		{
-			alloc_restore_table_owner(&sw);
-		}
-		PG_END_TRY();
+		res = ExecEvalExprSwitchContext(mt->cond_state[k], mt->econtext, &isnull);
 		ResetExprContext(mt->econtext);
 		ExecClearTuple(mt->slot);
 		if (isnull || !DatumGetBool(res))
@@ -931,9 +947,9 @@ rule_candidates(RuleInfo *r, int32 mt_id, Customer *c, bool dry_run, Cand **out,
 
 /* ---------- the decision ---------- */
 
-void
-assign_decide(ManagedTable *mt, HeapTuple tuple, Customer *c, Decision *d,
-			  bool dry_run, Trace *tr)
+static void
+assign_decide_inner(ManagedTable *mt, HeapTuple tuple, Customer *c, Decision *d,
+					bool dry_run, Trace *tr, CondSwitch *cs)
 {
 	int			k;
 	const char *fallthrough = NULL;
@@ -953,12 +969,13 @@ assign_decide(ManagedTable *mt, HeapTuple tuple, Customer *c, Decision *d,
 					pass;
 
 		tr_rule_begin(tr, r);
-		why = rule_mismatch(mt, k, c, tuple, tr);
+		why = rule_mismatch(mt, k, c, tuple, tr, cs);
 		if (why)
 		{
 			tr_rule_end(tr, false, why, NULL, 0);
 			continue;
 		}
+		cond_switch_end(cs);
 		if (r->target == TARGET_POOL)
 		{
 			tr_rule_end(tr, true, NULL, "pool", 0);
@@ -1013,6 +1030,25 @@ assign_decide(ManagedTable *mt, HeapTuple tuple, Customer *c, Decision *d,
 	d->reason = fallthrough
 		? psprintf("no rep available: the last matching rule, %s, fell through (%s)", fallthrough, fallthrough_why)
 		: pstrdup("no rule matched");
+}
+
+/* The decision for a customer (the trigger's and explain()'s one code path) */
+void
+assign_decide(ManagedTable *mt, HeapTuple tuple, Customer *c, Decision *d,
+			  bool dry_run, Trace *tr)
+{
+	CondSwitch	cs;
+
+	cs.active = false;
+	PG_TRY();
+	{
+		assign_decide_inner(mt, tuple, c, d, dry_run, tr, &cs);
+	}
+	PG_FINALLY();
+	{
+		cond_switch_end(&cs);
+	}
+	PG_END_TRY();
 }
 
 /*

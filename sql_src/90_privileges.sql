@@ -43,6 +43,7 @@ BEGIN
         EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA allocation TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation._upcoming_recycles(timestamptz) TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.check_consistency() TO %s', r);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.verify_audit(text), allocation.audit_head() TO %s', r);
     END IF;
     IF kind IN ('manager', 'admin') THEN
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.assign(regclass, text, bigint, text),
@@ -76,6 +77,7 @@ BEGIN
                         allocation._rep_of(name), allocation.set_duplicate_policy(regclass, text, text, real, double precision),
                         allocation._apply_duplicate_policy(integer, text, text, real, double precision, name),
                         allocation._identity_drop(integer) TO %s', r);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.seal_audit() TO %s', r);
         EXECUTE format('GRANT INSERT, UPDATE, DELETE ON allocation.claim_policy, allocation.recycle_policy,
                         allocation.customer_lock, allocation.resource_pool TO %s', r);
     END IF;
@@ -117,6 +119,7 @@ SELECT pg_catalog.pg_extension_config_dump('allocation.resource_request', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.resource_customer_use', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.resource_rep_use', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.expert_booking', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.audit_seal', '');
 -- identities are derived but dumped, so duplicate detection works right after a restore
 -- (the pg_trgm index of fuzzy matching is recreated by calling set_duplicate_policy() again)
 SELECT pg_catalog.pg_extension_config_dump('allocation.identity', '');

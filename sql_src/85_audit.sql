@@ -198,7 +198,15 @@ BEGIN
         s.complete_below := v_new_floor;
         s.prev_hash := v_prev;
         s.hash := allocation._seal_hash(s);
-        INSERT INTO allocation.audit_seal SELECT (s).*;
+        BEGIN
+            INSERT INTO allocation.audit_seal SELECT (s).*;
+        EXCEPTION WHEN unique_violation THEN
+            -- only with a snapshot older than the lock (REPEATABLE READ): the head read was stale
+            RAISE EXCEPTION 'another seal_audit() extended the audit chain first'
+                USING ERRCODE = '40001',
+                      DETAIL = 'This transaction''s snapshot predates that seal, so it cannot continue the chain; nothing was sealed.',
+                      HINT = 'Run allocation.seal_audit() again, in a READ COMMITTED transaction of its own.';
+        END;
         v_prev := s.hash;
         v_i := v_i + v_batch;
     END LOOP;
@@ -252,7 +260,7 @@ problems AS (
     UNION ALL
     -- no event was slipped in below the sealed ids
     SELECT e.id, NULL, 'event_inserted',
-           pg_catalog.format('event %s (%s, at %s) lies among sealed events (up to %s) but is not sealed: it was inserted after they were sealed',
+           pg_catalog.format('event %s (%s, at %s) lies among sealed events (up to %s) but no seal covers it: it was inserted after they were sealed, or its seal was removed',
                              e.id, e.kind, e.at, b.top)
       FROM allocation.event e, bounds b
      WHERE e.id <= b.top

@@ -35,7 +35,7 @@ SELECT id, kind, key, to_rep, reason FROM allocation.event ORDER BY id;
 CREATE FUNCTION r21_verify(head text DEFAULT NULL)
 RETURNS TABLE (event_id bigint, seal_id bigint, problem text, detail text) LANGUAGE sql AS $$
     SELECT v.event_id, v.seal_id, v.problem,
-           regexp_replace(regexp_replace(v.detail, ' at [0-9-]+ [0-9:.+]+', ' at <time>'), '[0-9a-f]{64}', '<hash>')
+           regexp_replace(regexp_replace(v.detail, ' at [0-9-]+ [0-9:]+ UTC', ' at <time>'), '[0-9a-f]{64}', '<hash>')
       FROM allocation.verify_audit(head) v
 $$;
 

@@ -48,7 +48,7 @@ COMMENT ON TABLE allocation.audit_seal IS 'Hash chain over allocation.event (app
 COMMENT ON COLUMN allocation.audit_seal.events IS 'exactly the event ids this seal covers';
 COMMENT ON COLUMN allocation.audit_seal.digests IS 'sha256 of each covered event''s canonical content (allocation._event_canonical), in id order';
 COMMENT ON COLUMN allocation.audit_seal.horizon IS 'xmin of the sealing snapshot: events of older transactions were sealed, newer ones wait for the next seal';
-COMMENT ON COLUMN allocation.audit_seal.xid_end IS 'first transaction id not yet assigned when the seal was computed (a later transaction cannot add an event below last_id legitimately)';
+COMMENT ON COLUMN allocation.audit_seal.xid_end IS 'first transaction id assigned after the seal was computed (a later transaction cannot add an event below last_id legitimately)';
 COMMENT ON COLUMN allocation.audit_seal.complete_below IS 'every event id up to this one is sealed; an unsealed event at or below it is reported as inserted';
 COMMENT ON COLUMN allocation.audit_seal.hash IS 'sha256(prev_hash || the seal''s fields || digests); the newest hash is the head (allocation.audit_head())';
 
@@ -122,6 +122,17 @@ $$
 $$;
 COMMENT ON FUNCTION allocation._xid8(xid, xid8) IS 'internal: a 32-bit transaction id as xid8, relative to a recent reference';
 
+-- The reference for _xid8(): above every xid whose rows this transaction can
+-- see (the snapshot's xmax, or this transaction's own xid when it is higher).
+CREATE FUNCTION allocation._xid_ref()
+RETURNS xid8
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+    SELECT greatest(pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text::bigint,
+                    coalesce(pg_catalog.pg_current_xact_id_if_assigned()::text::bigint + 1, 0))::text::xid8
+$$;
+COMMENT ON FUNCTION allocation._xid_ref() IS 'internal: a reference xid8 above every xid visible to this transaction';
+
 -- Whether an event that is not sealed, yet lies below ids already sealed, may
 -- be a legitimate late one: its transaction was running when the first seal
 -- that sealed a higher id was computed.
@@ -132,7 +143,7 @@ $$
     SELECT coalesce((SELECT v.x8 >= s.horizon AND v.x8 < s.xid_end
                        FROM allocation.audit_seal s
                       WHERE s.last_id > p_id ORDER BY s.id LIMIT 1), true)
-      FROM (SELECT allocation._xid8(p_xmin, pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())) AS x8) v
+      FROM (SELECT allocation._xid8(p_xmin, allocation._xid_ref()) AS x8) v
 $$;
 COMMENT ON FUNCTION allocation._late_ok(bigint, xid) IS 'internal: whether an unsealed event below the sealed ids was written by a transaction running at the seal';
 
@@ -170,7 +181,7 @@ BEGIN
       INTO v_ids, v_digests
       FROM allocation.event e
      WHERE e.id > v_floor
-       AND allocation._xid8(e.xmin, pg_catalog.pg_snapshot_xmax(v_snap)) < v_horizon
+       AND allocation._xid8(e.xmin, allocation._xid_ref()) < v_horizon
        AND NOT EXISTS (SELECT 1 FROM allocation.audit_seal a WHERE a.last_id >= e.id AND a.events @> e.id)
        AND (e.id > v_top OR allocation._late_ok(e.id, e.xmin));
     v_n := coalesce(array_length(v_ids, 1), 0);
@@ -182,7 +193,14 @@ BEGIN
     -- horizon: no legitimate late event can appear below its last id any more
     SELECT greatest(v_floor, max(a.last_id)) INTO v_new_floor FROM allocation.audit_seal a WHERE a.xid_end <= v_horizon;
     v_new_floor := coalesce(v_new_floor, v_floor);
-    v_end := pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot());
+    -- the first xid assigned after this seal was computed: this transaction's
+    -- own, taken now (a snapshot's xmax is not enough: it is the latest
+    -- completed xid + 1, and a running transaction may hold a higher one).
+    -- In a transaction that wrote before calling seal_audit() the own xid is
+    -- older; a late event of a transaction that started in between would then
+    -- be reported, so the scheduler runs seal_audit() in a transaction of its own.
+    v_end := (greatest(pg_catalog.pg_current_xact_id()::text::bigint + 1,
+                       pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text::bigint))::text::xid8;
 
     WHILE v_i <= v_n LOOP
         s := NULL;
@@ -261,7 +279,7 @@ problems AS (
     -- no event was slipped in below the sealed ids
     SELECT e.id, NULL, 'event_inserted',
            pg_catalog.format('event %s (%s, at %s) lies among sealed events (up to %s) but no seal covers it: it was inserted after they were sealed, or its seal was removed',
-                             e.id, e.kind, e.at, b.top)
+                             e.id, e.kind, pg_catalog.to_char(e.at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"'), b.top)
       FROM allocation.event e, bounds b
      WHERE e.id <= b.top
        AND NOT EXISTS (SELECT 1 FROM sealed x WHERE x.event_id = e.id)

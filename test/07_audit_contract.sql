@@ -95,7 +95,7 @@ SELECT is_empty($$
     SELECT p.oid::regprocedure::text || ' -> ' || a.grantee::regrole::text
       FROM pg_proc p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
      WHERE p.pronamespace = 'allocation'::regnamespace
-       AND p.proname IN ('_event_canonical', '_event_digest', '_genesis', '_seal_hash', '_seal_ids', '_xid8',
+       AND p.proname IN ('_event_canonical', '_event_digest', '_genesis', '_seal_hash', '_seal_ids', '_xid8', '_xid_ref',
                          '_late_ok', '_config_json', '_config_audit')
        AND a.grantee <> p.proowner
 $$, 'the internals of sealing and configuration auditing are executable by their owner only');

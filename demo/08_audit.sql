@@ -18,7 +18,7 @@ SELECT * FROM allocation.verify_audit(:'head');
 
 \echo
 \echo '-- a superuser turns the triggers off and rewrites why a dealer was handed to a rep ...'
-SELECT id AS victim, reason AS true_reason FROM allocation.event WHERE kind = 'reassign' ORDER BY id LIMIT 1 \gset
+SELECT id AS victim, reason AS true_reason FROM allocation.event WHERE kind IN ('reassign', 'assign') ORDER BY kind DESC, id LIMIT 1 \gset
 SELECT :victim AS event_id, :'true_reason' AS reason_in_the_log;
 SET session_replication_role = replica;
 UPDATE allocation.event SET reason = 'approved by the regional director' WHERE id = :victim;

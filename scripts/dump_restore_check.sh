@@ -116,6 +116,9 @@ SELECT allocation.release('crm.customer', (SELECT id::text FROM crm.customer WHE
 SELECT allocation.lock_customer('crm.customer', (SELECT id::text FROM crm.customer WHERE name = 'c-out'), 'HQ');
 SELECT allocation.log_followup('crm.customer', (SELECT id::text FROM crm.customer WHERE name = 'c-ka'), 'visit', 'ok');
 SELECT allocation.set_duplicate_policy('crm.customer', 'block');
+-- the audit log is sealed; one more configuration change stays unsealed
+SELECT allocation.seal_audit();
+UPDATE allocation.rep SET capacity = 6 WHERE code = 'r1';
 SQL
 
 # what must survive: everything except internal compiled/derived columns
@@ -147,6 +150,10 @@ SELECT id, name, priority, enabled, mode, tbl::text, territory_id, crops, tiers,
 SELECT * FROM allocation.assignment ORDER BY id;
 \echo == suggestion
 SELECT * FROM allocation.suggestion ORDER BY id;
+\echo == audit_seal
+SELECT * FROM allocation.audit_seal ORDER BY id;
+SELECT * FROM allocation.audit_head();
+SELECT * FROM allocation.verify_audit();
 \echo == event
 SELECT * FROM allocation.event ORDER BY id;
 \echo == claims, duplicates, pool
@@ -199,6 +206,19 @@ BEGIN
      WHERE tgrelid = 'crm.customer'::regclass AND tgname LIKE 'zz_allocation_%' AND NOT tgisinternal;
     IF n <> 4 THEN
         bad := bad || format('expected 4 engine triggers on crm.customer after restore, found %s', n);
+    END IF;
+
+    -- the restored log verifies as intact (the seals and their head came along)
+    SELECT count(*) INTO n FROM allocation.verify_audit();
+    IF n <> 0 THEN
+        bad := bad || format('verify_audit() reports %s problems right after the restore', n);
+    END IF;
+    IF allocation.seal_audit() <> 1 THEN
+        bad := bad || 'seal_audit() after the restore did not seal exactly the one config event left unsealed in the source'::text;
+    END IF;
+    SELECT count(*) INTO n FROM allocation.verify_audit();
+    IF n <> 0 THEN
+        bad := bad || format('verify_audit() reports %s problems after sealing in the restored database', n);
     END IF;
 
     SELECT * INTO m FROM allocation.managed_table WHERE tbl = 'crm.customer'::regclass AND active;

@@ -24,13 +24,15 @@ CREATE FUNCTION allocation._event_append_only() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
 BEGIN
-    RAISE EXCEPTION 'allocation.event is append-only'
+    -- shared by allocation.event and allocation.audit_seal (the hash chain over it)
+    RAISE EXCEPTION 'allocation.% is append-only', TG_TABLE_NAME
         USING ERRCODE = 'LA050',
-              DETAIL = format('%s on allocation.event was refused; audit entries can never be changed or removed.', TG_OP),
-              HINT = 'Record a correcting decision instead (for example with allocation.assign()).';
+              DETAIL = format('%s on allocation.%s was refused; audit entries can never be changed or removed.', TG_OP, TG_TABLE_NAME),
+              HINT = CASE TG_TABLE_NAME WHEN 'event' THEN 'Record a correcting decision instead (for example with allocation.assign()).'
+                          ELSE 'Seals are only ever appended, by allocation.seal_audit().' END;
 END
 $$;
-COMMENT ON FUNCTION allocation._event_append_only() IS 'internal: refuses UPDATE, DELETE and TRUNCATE on allocation.event';
+COMMENT ON FUNCTION allocation._event_append_only() IS 'internal: refuses UPDATE, DELETE and TRUNCATE on allocation.event and allocation.audit_seal';
 CREATE TRIGGER event_no_update BEFORE UPDATE OR DELETE ON allocation.event
     FOR EACH ROW EXECUTE FUNCTION allocation._event_append_only();
 CREATE TRIGGER event_no_truncate BEFORE TRUNCATE ON allocation.event

@@ -362,6 +362,8 @@ RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_old allocation.managed_table;
 BEGIN
     PERFORM allocation._require_owner(tbl, 'set the re-evaluation mode of');
     IF mode IS NULL OR mode NOT IN ('unless_pinned', 'always', 'never') THEN
@@ -370,12 +372,18 @@ BEGIN
                   DETAIL = 'The mode decides what an UPDATE of location or attributes does to the owner.',
                   HINT = 'Use unless_pinned (default), always or never.';
     END IF;
-    UPDATE allocation.managed_table m SET reevaluate = mode WHERE m.tbl = _set_reevaluate.tbl AND m.active;
-    IF NOT FOUND THEN
+    SELECT * INTO v_old FROM allocation.managed_table m WHERE m.tbl = _set_reevaluate.tbl AND m.active FOR UPDATE;
+    IF v_old.id IS NULL THEN
         RAISE EXCEPTION 'table % is not managed', tbl
             USING ERRCODE = 'LA012', DETAIL = 'There is no active allocation.manage() registration for this table.',
                   HINT = 'Call allocation.manage() first.';
     END IF;
+    UPDATE allocation.managed_table m SET reevaluate = mode WHERE m.id = v_old.id;
+    INSERT INTO allocation.event (actor, kind, managed_id, table_name, reason, detail)
+    VALUES (allocation._actor(), 'config_change', v_old.id, v_old.table_name, 're-evaluation mode set',
+            jsonb_build_object('table', 'managed_table', 'op', 'update', 'id', v_old.id,
+                               'before', jsonb_build_object('reevaluate', v_old.reevaluate),
+                               'after', jsonb_build_object('reevaluate', mode)));
 END
 $$;
 COMMENT ON FUNCTION allocation._set_reevaluate(regclass, text) IS 'internal: implementation of allocation.set_reevaluate(), run as the extension owner by its gateway';

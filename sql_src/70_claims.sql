@@ -437,6 +437,11 @@ BEGIN
     IF exact = 'off' AND fuzzy = 'off' THEN
         DELETE FROM allocation.identity WHERE managed_id = m.id;
         DELETE FROM allocation.identity_key WHERE managed_id = m.id;
+        INSERT INTO allocation.event (actor, kind, managed_id, table_name, reason, detail)
+        VALUES (allocation._actor(), 'duplicate_policy', m.id, m.table_name, 'duplicate detection turned off',
+                jsonb_build_object('before', jsonb_build_object('exact', m.duplicate_exact, 'fuzzy', m.duplicate_fuzzy,
+                                                                'name_similarity', m.name_similarity, 'within_m', m.duplicate_within_m),
+                                   'exact', exact, 'fuzzy', fuzzy));
         RETURN 0;
     END IF;
     v_n := allocation._identity_rebuild(m.id);
@@ -457,10 +462,12 @@ BEGIN
             USING DETAIL = 'They were queued in allocation.dispute_queue with action existing.',
                   HINT = 'Resolve them with allocation.resolve_dispute() or allocation.dismiss_dispute().';
     END IF;
-    INSERT INTO allocation.event (kind, managed_id, table_name, reason, detail)
-    VALUES ('duplicate_policy', m.id, m.table_name, 'duplicate policy set',
+    INSERT INTO allocation.event (actor, kind, managed_id, table_name, reason, detail)
+    VALUES (allocation._actor(), 'duplicate_policy', m.id, m.table_name, 'duplicate policy set',
             jsonb_build_object('exact', exact, 'fuzzy', fuzzy, 'name_similarity', _apply_duplicate_policy.name_similarity,
-                               'within_m', within_m, 'identities', v_n, 'existing_duplicates', v_groups));
+                               'within_m', within_m, 'identities', v_n, 'existing_duplicates', v_groups,
+                               'before', jsonb_build_object('exact', m.duplicate_exact, 'fuzzy', m.duplicate_fuzzy,
+                                                            'name_similarity', m.name_similarity, 'within_m', m.duplicate_within_m)));
     RETURN v_n;
 END
 $$;

@@ -41,6 +41,7 @@ BEGIN
         EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA allocation TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.upcoming_recycles(timestamptz) TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.check_consistency() TO %s', r);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.verify_audit(text), allocation.audit_head() TO %s', r);
     END IF;
     IF kind IN ('manager', 'admin') THEN
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.assign(regclass, text, bigint, text),
@@ -66,6 +67,7 @@ BEGIN
                         allocation.set_reevaluate(regclass, text), allocation.grant_role(regrole, text),
                         allocation.enable_rep_security(regclass), allocation.disable_rep_security(regclass),
                         allocation.cache_stats(), allocation.set_duplicate_policy(regclass, text, text, real, double precision) TO %s', r);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.seal_audit() TO %s', r);
     END IF;
 END
 $$;
@@ -110,6 +112,7 @@ SELECT pg_catalog.pg_extension_config_dump('allocation.resource_request', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.resource_customer_use', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.resource_rep_use', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.expert_booking', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.audit_seal', '');
 -- identities are derived but dumped, so duplicate detection works right after a restore
 -- (the pg_trgm index of fuzzy matching is recreated by calling set_duplicate_policy() again)
 SELECT pg_catalog.pg_extension_config_dump('allocation.identity', '');

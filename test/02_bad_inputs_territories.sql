@@ -49,7 +49,7 @@ SELECT (SELECT count(*) FROM allocation.territory) || ':' ||
                                        coalesce(ST_AsText(t.geom), '-') || '|' || t.properties::text || '|' ||
                                        t.priority || '|' || t.exclusive, ',' ORDER BY t.code), ''))
           FROM allocation.territory t LEFT JOIN allocation.territory p ON p.id = t.parent_id) || ':' ||
-       ((SELECT count(*) FROM allocation.event WHERE kind = 'territory_import') - (SELECT ev_offset FROM meta)) AS s;
+       ((SELECT count(*) FROM allocation.event WHERE kind = 'config_change' AND detail->>'table' = 'territory') - (SELECT ev_offset FROM meta)) AS s;
 CREATE TEMP TABLE snap AS SELECT t.*, NULL::text AS parent_code FROM allocation.territory t WHERE false;
 CREATE FUNCTION pg_temp.take_snapshot() RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
@@ -70,7 +70,7 @@ BEGIN
           FROM snap s WHERE s.code = t.code;
         UPDATE allocation.territory t SET parent_id = p.id
           FROM snap s JOIN allocation.territory p ON p.code = s.parent_code WHERE s.code = t.code;
-        UPDATE meta SET ev_offset = (SELECT count(*) FROM allocation.event WHERE kind = 'territory_import')
+        UPDATE meta SET ev_offset = (SELECT count(*) FROM allocation.event WHERE kind = 'config_change' AND detail->>'table' = 'territory')
                                     - split_part(base, ':', 3)::bigint;
     END IF;
     RETURN st;

@@ -45,6 +45,8 @@ INSERT INTO matrix VALUES
     -- readers of the whole picture
     ('allocation.upcoming_recycles(timestamp with time zone)',               'maA'),
     ('allocation.check_consistency()',                                       'maA'),
+    ('allocation.verify_audit(text)',                                        'maA'),
+    ('allocation.audit_head()',                                              'maA'),
     -- managers: decisions
     ('allocation.assign(regclass,text,bigint,text)',                         'mA'),
     ('allocation.accept_suggestion(bigint)',                                 'mA'),
@@ -69,6 +71,7 @@ INSERT INTO matrix VALUES
     ('allocation.enable_rep_security(regclass)',                             'A'),
     ('allocation.disable_rep_security(regclass)',                            'A'),
     ('allocation.cache_stats()',                                             'A'),
+    ('allocation.seal_audit()',                                              'A'),
     ('allocation.set_duplicate_policy(regclass,text,text,real,double precision)', 'A'),
     -- nobody (read by the engine's own views and functions)
     ('allocation.customer_history_score(integer,text)',                      '');

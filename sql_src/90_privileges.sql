@@ -33,7 +33,8 @@ BEGIN
         -- claims, releases and follow-ups (a rep acts for itself: the rep is taken from its login)
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.claim(regclass, text), allocation.release(regclass, text, text),
                         allocation.log_followup(regclass, text, text, text, text, boolean, timestamptz),
-                        allocation._managed(regclass), allocation._customer_exists(integer, text) TO %s', r);
+                        allocation._managed(regclass), allocation._customer_exists(integer, text),
+                        allocation._customer_holder(integer, text) TO %s', r);
         EXECUTE format('GRANT INSERT, SELECT (id) ON allocation.followup TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.request_resource(bigint, regclass, text, numeric, text, tstzrange, bigint),
                         allocation.match_resources(regclass, text) TO %s', r);
@@ -75,7 +76,7 @@ BEGIN
                         allocation._detach(integer, text), allocation._drop_rep_policies(regclass),
                         allocation._rep_of(name), allocation.set_duplicate_policy(regclass, text, text, real, double precision),
                         allocation._apply_duplicate_policy(integer, text, text, real, double precision, name),
-                        allocation._identity_drop(integer) TO %s', r);
+                        allocation._identity_drop(integer), allocation._warn_over_capacity(integer, bigint) TO %s', r);
         EXECUTE format('GRANT INSERT, UPDATE, DELETE ON allocation.claim_policy, allocation.recycle_policy,
                         allocation.customer_lock, allocation.resource_pool TO %s', r);
     END IF;

@@ -122,6 +122,8 @@ explain_tuple_inner(ManagedTable *mt, HeapTuple tup, bool hypothetical)
 	/* a stored customer is explained as a re-evaluation: its owner keeps its slot */
 	if (!isnull)
 		c.current_owner = mt->owner_type == INT4OID ? DatumGetInt32(owner) : DatumGetInt64(owner);
+	/* a customer with a key: its pending suggestion's slot and former owners in cooldown, as the trigger */
+	assign_read_history(mt, &c);
 	initStringInfo(&tr.rules);
 	initStringInfo(&tr.cur);
 	tr.nrules = 0;

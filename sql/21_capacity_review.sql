@@ -35,7 +35,7 @@ SELECT allocation.grant_role('regress_r21_a', 'rep'), allocation.grant_role('reg
 
 CREATE TABLE r21_customer (id integer PRIMARY KEY, name text, tier text, loc geometry(Point, 4326), owner bigint);
 GRANT SELECT, INSERT ON r21_customer TO regress_r21_a, regress_r21_b, regress_r21_d;
-GRANT UPDATE ON r21_customer TO regress_r21_mgr;
+GRANT SELECT, UPDATE ON r21_customer TO regress_r21_mgr;
 SELECT allocation.manage('r21_customer', 'id', 'loc', 'owner', '{"tier": "tier"}');
 
 -- runs a statement; returns its SQLSTATE, message, detail and hint

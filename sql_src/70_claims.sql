@@ -646,10 +646,14 @@ BEGIN
                                         r.capacity)
                     WHEN v_held > r.capacity OR v_held + v_reserved > r.capacity THEN format('rep %s is over capacity', r.code)
                     ELSE format('rep %s is at capacity', r.code) END;
-    detail := CASE WHEN NOT ok THEN format('Rep %s holds %s customers%s; its capacity is %s.', r.code, v_held,
-                                           CASE WHEN v_reserved > 0 THEN format(' and %s pending suggestions reserve %s more', v_reserved, v_reserved) ELSE '' END,
-                                           r.capacity) END;
-    hint := CASE WHEN NOT ok THEN 'Release a customer first, or ask a manager to raise the capacity (or to decide the pending suggestions).' END;
+    detail := CASE WHEN ok THEN NULL
+                   WHEN v_reserved = 0 AND v_held = r.capacity THEN format('Rep %s holds %s customers, its capacity.', r.code, v_held)
+                   ELSE format('Rep %s holds %s customers%s; its capacity is %s.', r.code, v_held,
+                               CASE WHEN v_reserved > 0 THEN format(' and %s pending suggestions reserve %s more', v_reserved, v_reserved) ELSE '' END,
+                               r.capacity) END;
+    hint := CASE WHEN ok THEN NULL
+                 WHEN v_reserved = 0 THEN 'Release a customer first, or ask a manager to raise the capacity.'
+                 ELSE 'Release a customer first, or ask a manager to decide the pending suggestions or raise the capacity.' END;
     RETURN NEXT;
 
     ord := 10; "check" := 'max_held';

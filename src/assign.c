@@ -345,6 +345,22 @@ assign_use_suggested_slot(ManagedTable *mt, Customer *c, int64 rep_id)
 	assign_check_manual(mt, c, rep_id, true);	/* exists, active, exclusive territory */
 	if (lock_counter(rep_id, may_wait_for(rep_id)) != NULL)
 	{
+		int32		held,
+					reserved;
+
+		/*
+		 * Within capacity by construction -- unless a person lowered the
+		 * capacity below what the rep holds since: then, like any new
+		 * customer, it is refused until the rep is under capacity.
+		 */
+		read_loads(&rep_id, 1, &held, &reserved);
+		if (rep->capacity >= 0 && held >= rep->capacity)
+			ereport(ERROR,
+					(errcode(ERRCODE_ALLOC_REP_AT_CAPACITY),
+					 errmsg("rep %s is at capacity", rep->code),
+					 errdetail("Rep %s holds %d customers and its capacity is %d, lowered since the suggestion for customer %s of %s reserved its slot.",
+							   rep->code, held, rep->capacity, c->key, mt->name),
+					 errhint("Raise the rep's capacity again, or reject the suggestion.")));
 		frames_add_reservation(rep_id, 1);
 		return;
 	}

@@ -139,8 +139,8 @@ SELECT throws_ok($$SELECT allocation.manage('allocation.rep', 'id', NULL, 'team_
                  'the extension''s own tables cannot be managed', 'manage(allocation.rep): LA010');
 SELECT is(pg_temp.unregistered('allocation.rep'), pg_temp.base_state() || format(' triggers=%s', pg_temp.user_triggers('allocation.rep')),
           'manage(allocation.rep): nothing registered');
-SELECT is(pg_temp.user_triggers('allocation.rep'), 2::bigint,
-          'manage(allocation.rep): allocation.rep keeps only its own two triggers');
+SELECT is(pg_temp.user_triggers('allocation.rep'), 3::bigint,
+          'manage(allocation.rep): allocation.rep keeps only its own three triggers');
 SELECT throws_ok($$SELECT allocation.manage('allocation.territory', 'id', NULL, 'owner_rep_id')$$, 'LA010',
                  'the extension''s own tables cannot be managed', 'manage(allocation.territory): LA010');
 SELECT is(pg_temp.reg_state(), pg_temp.base_state(), 'manage(allocation.territory): nothing registered');

@@ -28,7 +28,7 @@ SELECT v.code, v.name, t.id, v.capacity, v.active
                ('r_full', 'Full',       1, true),
                ('r_one',  'One slot',   1, true),
                ('r_excl', 'Exclusive', 10, true),
-               ('r_sug',  'Suggested',  1, true)) v(code, name, capacity, active)
+               ('r_sug',  'Suggested',  3, true)) v(code, name, capacity, active)
  WHERE t.code = 'tm';
 SELECT id AS r_ok FROM allocation.rep WHERE code = 'r_ok' \gset
 SELECT id AS r_off FROM allocation.rep WHERE code = 'r_off' \gset
@@ -77,6 +77,10 @@ SELECT lives_ok(format($$SELECT allocation.reject_suggestion(%s, 'not now')$$, :
 UPDATE allocation.suggestion SET status = 'rejected', decided_at = now(), decided_by = current_user
  WHERE id = :s_rejected AND status = 'pending';
 SELECT allocation.accept_suggestion(:s_accepted) AS x \gset
+-- (each suggestion reserved a slot of r_sug; a manager then lowers its capacity to what it holds)
+SET client_min_messages = error;
+UPDATE allocation.rep SET capacity = 1 WHERE code = 'r_sug';
+RESET client_min_messages;
 
 -- everything a write may change
 CREATE FUNCTION pg_temp.wstate() RETURNS text LANGUAGE sql AS $$

@@ -296,6 +296,8 @@ assign_lock_released(int64 rep_id)
  * and below capacity.  With wait = false a rep whose counter is locked by
  * another transaction is skipped.
  */
+static void read_loads(int64 *ids, int n, int32 *held, int32 *reserved);
+
 static bool
 reserve_slot(int64 rep_id, bool wait, int32 own)
 {

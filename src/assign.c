@@ -1265,16 +1265,23 @@ assign_check_manual(ManagedTable *mt, Customer *c, int64 rep_id, bool dry_run)
 					reserved;
 
 		read_loads(&rep_id, 1, &held, &reserved);
-		if (reserved == 0)
+		if (reserved == 0 && held <= rep->capacity)
 			ereport(ERROR,
 					(errcode(ERRCODE_ALLOC_REP_AT_CAPACITY),
 					 errmsg("rep %s is at capacity", rep->code),
 					 errdetail("Rep %s already holds %d customers, the capacity; customer %s of %s cannot be added.",
 							   rep->code, held, c->key, mt->name),
 					 errhint("Release a customer of this rep, raise the rep's capacity, or choose another rep.")));
+		if (reserved == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_ALLOC_REP_AT_CAPACITY),
+					 errmsg("rep %s is over capacity", rep->code),
+					 errdetail("Rep %s holds %d customers, more than its capacity %d; customer %s of %s cannot be added.",
+							   rep->code, held, rep->capacity, c->key, mt->name),
+					 errhint("Release customers of this rep, raise the rep's capacity, or choose another rep.")));
 		ereport(ERROR,
 				(errcode(ERRCODE_ALLOC_REP_AT_CAPACITY),
-				 errmsg("rep %s is at capacity", rep->code),
+				 errmsg("rep %s is %s capacity", rep->code, held + reserved > rep->capacity ? "over" : "at"),
 				 errdetail("Rep %s holds %d customers and %d pending suggestions reserve %d more slots, capacity %d; customer %s of %s cannot be added.",
 						   rep->code, held, reserved, reserved, rep->capacity, c->key, mt->name),
 				 errhint("Decide the pending suggestions for this rep, release a customer, raise the capacity, or choose another rep.")));

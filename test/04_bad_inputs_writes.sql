@@ -77,10 +77,6 @@ SELECT lives_ok(format($$SELECT allocation.reject_suggestion(%s, 'not now')$$, :
 UPDATE allocation.suggestion SET status = 'rejected', decided_at = now(), decided_by = current_user
  WHERE id = :s_rejected AND status = 'pending';
 SELECT allocation.accept_suggestion(:s_accepted) AS x \gset
--- (each suggestion reserved a slot of r_sug; a manager then lowers its capacity to what it holds)
-SET client_min_messages = error;
-UPDATE allocation.rep SET capacity = 1 WHERE code = 'r_sug';
-RESET client_min_messages;
 
 -- everything a write may change
 CREATE FUNCTION pg_temp.wstate() RETURNS text LANGUAGE sql AS $$
@@ -109,7 +105,7 @@ SELECT is((SELECT owner FROM tap04.cust WHERE id = 2), NULL::bigint, 'fixture: c
 SELECT is((SELECT status FROM allocation.suggestion WHERE id = :s_pending), 'pending', 'fixture: suggestion for 4 is pending');
 SELECT is((SELECT status FROM allocation.suggestion WHERE id = :s_rejected), 'rejected', 'fixture: suggestion for 5 is rejected');
 SELECT is((SELECT status FROM allocation.suggestion WHERE id = :s_accepted), 'accepted', 'fixture: suggestion for 6 is accepted');
-SELECT is(pg_temp.held('r_sug'), 1, 'fixture: r_sug is at capacity after the accepted suggestion');
+SELECT is(pg_temp.held('r_sug'), 1, 'fixture: r_sug holds the customer of the accepted suggestion');
 SELECT is_empty('SELECT * FROM allocation.check_consistency()', 'fixture: registry and counters agree');
 
 -------------------------------------------------------------------------------
@@ -351,10 +347,15 @@ SELECT is(pg_temp.wstate(), :'base', 'accept accepted: nothing changed');
 SELECT throws_ok(format($$SELECT allocation.reject_suggestion(%s, 'too late')$$, :s_accepted),
                  'LA061', format('suggestion %s is accepted, not pending', :s_accepted), 'reject_suggestion(accepted): LA061');
 SELECT is(pg_temp.wstate(), :'base', 'reject accepted: nothing changed');
+-- (a pending suggestion reserved its slot; only a capacity lowered below what the rep holds since refuses it)
+SET client_min_messages = error;
+UPDATE allocation.rep SET capacity = 1 WHERE code = 'r_sug';
+RESET client_min_messages;
 SELECT throws_ok(format($$SELECT allocation.accept_suggestion(%s)$$, :s_pending),
                  'LA022', 'rep r_sug is at capacity', 'accept_suggestion() whose rep is now full: LA022');
 SELECT is(pg_temp.wstate(), :'base', 'accept with full rep: nothing changed');
 SELECT is((SELECT status FROM allocation.suggestion WHERE id = :s_pending), 'pending', 'the suggestion is still pending');
+UPDATE allocation.rep SET capacity = 3 WHERE code = 'r_sug';
 
 -------------------------------------------------------------------------------
 -- explain(): errors, and no side effects

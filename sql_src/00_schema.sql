@@ -34,8 +34,10 @@ COMMENT ON COLUMN allocation.rep.capacity IS 'maximum number of customers this r
 -- updates (never read-then-write), so capacity holds under concurrency.
 CREATE TABLE allocation.rep_load (
     rep_id  bigint PRIMARY KEY REFERENCES allocation.rep (id) ON DELETE CASCADE,
-    held    integer NOT NULL DEFAULT 0 CHECK (held >= 0)
+    held    integer NOT NULL DEFAULT 0 CHECK (held >= 0),
+    reserved integer NOT NULL DEFAULT 0 CHECK (reserved >= 0)
 );
+COMMENT ON COLUMN allocation.rep_load.reserved IS 'slots reserved by pending suggestions naming the rep (engine-maintained): held + reserved never exceeds capacity through the engine, so accepting a pending suggestion never fails for capacity';
 COMMENT ON TABLE allocation.rep_load IS 'Number of customers each rep currently holds (engine-maintained counter; see allocation.check_consistency())';
 
 -- Round-robin position per team, persisted across sessions.

@@ -72,6 +72,46 @@ COMMENT ON FUNCTION allocation._assignment_loaded() IS 'internal: recounts rep h
 CREATE TRIGGER assignment_loaded AFTER INSERT ON allocation.assignment
     FOR EACH STATEMENT EXECUTE FUNCTION allocation._assignment_loaded();
 
+-- A pending suggestion reserves a slot of the rep it names (rep_load.reserved), so that
+-- accepting it never fails for capacity.  The counter follows every change of a
+-- suggestion's status, whoever makes it (batch writer, reject, unmanage, cascades).
+-- Whoever creates a suggestion holds the rep's counter lock (it reserved the slot
+-- under the capacity check); whoever ends one takes that lock first under the
+-- ordered-locking rule (allocation._lock_counter), so this UPDATE does not wait in a cycle.
+CREATE FUNCTION allocation._suggestion_reserved() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        UPDATE allocation.rep_load l SET reserved = l.reserved + d.n
+          FROM (SELECT x.rep_id, count(*)::integer AS n FROM new_rows x
+                 WHERE x.status = 'pending' GROUP BY x.rep_id) d
+         WHERE l.rep_id = d.rep_id;
+    ELSIF TG_OP = 'DELETE' THEN
+        UPDATE allocation.rep_load l SET reserved = l.reserved - d.n
+          FROM (SELECT x.rep_id, count(*)::integer AS n FROM old_rows x
+                 WHERE x.status = 'pending' GROUP BY x.rep_id) d
+         WHERE l.rep_id = d.rep_id;
+    ELSE
+        UPDATE allocation.rep_load l SET reserved = l.reserved + d.n
+          FROM (SELECT u.rep_id, sum(u.n)::integer AS n
+                  FROM (SELECT o.rep_id, -1 AS n FROM old_rows o WHERE o.status = 'pending'
+                        UNION ALL
+                        SELECT x.rep_id, 1 FROM new_rows x WHERE x.status = 'pending') u
+                 GROUP BY u.rep_id) d
+         WHERE l.rep_id = d.rep_id AND d.n <> 0;
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION allocation._suggestion_reserved() IS 'internal: keeps rep_load.reserved equal to the number of pending suggestions naming each rep';
+CREATE TRIGGER suggestion_reserved_ins AFTER INSERT ON allocation.suggestion
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION allocation._suggestion_reserved();
+CREATE TRIGGER suggestion_reserved_upd AFTER UPDATE ON allocation.suggestion
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION allocation._suggestion_reserved();
+CREATE TRIGGER suggestion_reserved_del AFTER DELETE ON allocation.suggestion
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION allocation._suggestion_reserved();
+
 -- Teams and territories: a hierarchy without cycles (one function for both
 -- tables, which share code/parent_id); territory.updated_at on UPDATE.
 CREATE FUNCTION allocation._hierarchy_before() RETURNS trigger
@@ -222,6 +262,15 @@ BEGIN
     -- suggestions: a pending one is superseded by any new decision on the same customer
     -- (a new key cannot have one: DELETE supersedes)
     IF v_changes OR p_suggest IS NOT NULL OR 'pin' = ANY (p_kind) THEN
+    -- the slots these suggestions reserved are given back: their reps' counters are
+    -- locked first, in rep id order, under the ordered-locking rule (55P03, not a deadlock)
+    PERFORM allocation._lock_counter(x.rep_id)
+       FROM (SELECT DISTINCT s.rep_id
+               FROM allocation.suggestion s
+               JOIN unnest(p_managed, p_op, p_key, p_suggest, p_kind) AS b(managed_id, op, key, sug, kind)
+                 ON s.managed_id = b.managed_id AND s.key = b.key
+              WHERE s.status = 'pending' AND (b.op IN ('update', 'delete') OR b.sug IS NOT NULL OR b.kind = 'pin')) x
+      ORDER BY x.rep_id;
     UPDATE allocation.suggestion s
        SET status = CASE WHEN b.source = 'suggestion' THEN 'accepted' ELSE 'superseded' END,
            decided_at = now(), decided_by = p_actor,

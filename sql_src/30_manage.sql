@@ -264,6 +264,7 @@ BEGIN
         tbl) USING v_id;
     GET DIAGNOSTICS v_count = ROW_COUNT;
     PERFORM allocation._recount_loads();
+    PERFORM allocation._warn_over_capacity(v_id, NULL);    -- existing owners are kept, even over capacity
 
     EXECUTE format('CREATE TRIGGER zz_allocation_before BEFORE INSERT OR UPDATE ON %s
                     FOR EACH ROW EXECUTE FUNCTION allocation._row_trigger()', tbl);
@@ -300,9 +301,14 @@ $$
       LEFT JOIN (SELECT a.rep_id, count(*)::integer AS n FROM allocation.assignment a
                   WHERE a.valid_to IS NULL AND a.rep_id IS NOT NULL GROUP BY a.rep_id) c ON c.rep_id = r.id
      WHERE l.rep_id = r.id AND l.held IS DISTINCT FROM coalesce(c.n, 0);
+    UPDATE allocation.rep_load l SET reserved = coalesce(c.n, 0)
+      FROM allocation.rep r
+      LEFT JOIN (SELECT s.rep_id, count(*)::integer AS n FROM allocation.suggestion s
+                  WHERE s.status = 'pending' AND s.rep_id IS NOT NULL GROUP BY s.rep_id) c ON c.rep_id = r.id
+     WHERE l.rep_id = r.id AND l.reserved IS DISTINCT FROM coalesce(c.n, 0);
     SELECT allocation._forget_counters();
 $$;
-COMMENT ON FUNCTION allocation._recount_loads() IS 'internal: recomputes rep holdings from the registry (used by manage/unmanage)';
+COMMENT ON FUNCTION allocation._recount_loads() IS 'internal: recomputes rep holdings from the registry and reservations from the pending suggestions (used by manage/unmanage)';
 
 CREATE FUNCTION allocation._unmanage(tbl regclass)
 RETURNS void

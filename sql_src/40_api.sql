@@ -115,6 +115,8 @@ BEGIN
                   DETAIL = format('It was %s by %s at %s.', s.status, coalesce(s.decided_by, '?'), coalesce(s.decided_at::text, '?')),
                   HINT = 'Only pending suggestions can be accepted or rejected.';
     END IF;
+    -- the slot the suggestion reserved is given back: the rep's counter first (ordered locking)
+    PERFORM allocation._lock_counter(s.rep_id);
     UPDATE allocation.suggestion
        SET status = 'rejected', decided_at = now(), decided_by = allocation._actor(),
            decision_reason = _reject_suggestion.reason
@@ -198,11 +200,72 @@ $$
                   WHERE a.valid_to IS NULL AND a.rep_id IS NOT NULL GROUP BY a.rep_id) c ON c.rep_id = l.rep_id
      WHERE l.held <> coalesce(c.n, 0)
     UNION ALL
+    SELECT 'reserved counter differs from pending suggestions', l.rep_id, NULL::integer, NULL::text,
+           coalesce(c.n, 0), l.reserved::bigint
+      FROM allocation.rep_load l
+      LEFT JOIN (SELECT s.rep_id, count(*) AS n FROM allocation.suggestion s
+                  WHERE s.status = 'pending' GROUP BY s.rep_id) c ON c.rep_id = l.rep_id
+     WHERE l.reserved <> coalesce(c.n, 0)
+    UNION ALL
     SELECT 'rep holds more than capacity', r.id, NULL, NULL, r.capacity::bigint, l.held::bigint
       FROM allocation.rep r JOIN allocation.rep_load l ON l.rep_id = r.id
      WHERE r.capacity IS NOT NULL AND l.held > r.capacity
+    UNION ALL
+    SELECT 'rep holds and reserves more than capacity', r.id, NULL, NULL, r.capacity::bigint, (l.held + l.reserved)::bigint
+      FROM allocation.rep r JOIN allocation.rep_load l ON l.rep_id = r.id
+     WHERE r.capacity IS NOT NULL AND l.held <= r.capacity AND l.held + l.reserved > r.capacity
 $$;
-COMMENT ON FUNCTION allocation.check_consistency() IS 'Lists disagreements between the holdings counters and the registry, and reps over capacity (empty = consistent)';
+COMMENT ON FUNCTION allocation.check_consistency() IS 'Lists disagreements between the counters (held, reserved) and the registry and suggestion queue, and reps over capacity: holding more, or holding plus reserving more, than their capacity (empty = consistent)';
+
+-- Capacity is never exceeded by a decision of the engine, but it can be by a person:
+-- manage() registers the owners a table already has, and a capacity can be lowered
+-- below what a rep holds.  Both are accepted (a manager need not move customers first)
+-- with a WARNING; rep_portfolio.over_capacity and check_consistency() show the state,
+-- and new assignments, claims and suggestions for the rep are refused until it is under.
+CREATE FUNCTION allocation._warn_over_capacity(p_managed integer, p_rep bigint)
+RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    r record;
+    n integer := 0;
+BEGIN
+    FOR r IN SELECT x.id, x.code, x.capacity, l.held, l.reserved
+               FROM allocation.rep x JOIN allocation.rep_load l ON l.rep_id = x.id
+              WHERE x.capacity IS NOT NULL AND l.held + l.reserved > x.capacity
+                AND (p_rep IS NULL OR x.id = p_rep)
+                AND (p_managed IS NULL OR EXISTS (SELECT 1 FROM allocation.assignment a
+                                                   WHERE a.managed_id = p_managed AND a.rep_id = x.id AND a.valid_to IS NULL))
+              ORDER BY x.id LOOP
+        RAISE WARNING '%', format('rep %s is over capacity: holds %s%s, capacity %s', r.code, r.held,
+                                  CASE WHEN r.reserved > 0 THEN format(' and %s reserved by pending suggestions', r.reserved) ELSE '' END,
+                                  r.capacity)
+            USING ERRCODE = 'LA025',
+                  DETAIL = CASE WHEN p_managed IS NOT NULL
+                                THEN format('The table''s existing owners were registered as they are; rep %s now holds %s customers%s.',
+                                            r.code, r.held, CASE WHEN r.reserved > 0 THEN format(' and %s pending suggestions reserve %s more', r.reserved, r.reserved) ELSE '' END)
+                                ELSE format('The capacity was lowered to %s; rep %s keeps the %s customers it holds%s.',
+                                            r.capacity, r.code, r.held, CASE WHEN r.reserved > 0 THEN format(' and its %s pending suggestions', r.reserved) ELSE '' END) END,
+                  HINT = 'New assignments, claims and suggestions for this rep are refused until it is under capacity; see allocation.rep_portfolio (over_capacity) and allocation.check_consistency().';
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION allocation._warn_over_capacity(integer, bigint) IS 'internal: a WARNING (LA025) for each rep over capacity (of a table''s owners, or one rep)';
+
+CREATE FUNCTION allocation._rep_capacity_changed() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+    PERFORM allocation._warn_over_capacity(NULL, NEW.id);
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION allocation._rep_capacity_changed() IS 'internal: warns when a rep''s capacity is set below what it holds and reserves';
+CREATE TRIGGER rep_capacity_changed AFTER UPDATE OF capacity ON allocation.rep
+    FOR EACH ROW WHEN (NEW.capacity IS NOT NULL AND NEW.capacity IS DISTINCT FROM OLD.capacity)
+    EXECUTE FUNCTION allocation._rep_capacity_changed();
 
 -------------------------------------------------------------------------------
 -- Views for BI
@@ -223,8 +286,10 @@ COMMENT ON VIEW allocation.current_owner IS 'Current owner of every managed cust
 
 CREATE VIEW allocation.rep_portfolio AS
 SELECT r.id AS rep_id, r.code AS rep_code, r.name AS rep_name, r.team_id, tm.name AS team_name, r.active,
-       coalesce(l.held, 0) AS held, r.capacity,
-       CASE WHEN r.capacity IS NULL THEN NULL ELSE r.capacity - coalesce(l.held, 0) END AS free,
+       coalesce(l.held, 0) AS held, coalesce(l.reserved, 0) AS reserved, r.capacity,
+       CASE WHEN r.capacity IS NULL THEN NULL
+            ELSE greatest(r.capacity - coalesce(l.held, 0) - coalesce(l.reserved, 0), 0) END AS free,
+       coalesce(r.capacity < coalesce(l.held, 0) + coalesce(l.reserved, 0), false) AS over_capacity,
        CASE WHEN r.capacity > 0 THEN round(100.0 * coalesce(l.held, 0) / r.capacity, 1) END AS utilization_pct,
        coalesce((SELECT jsonb_object_agg(x.tier, x.n) FROM (
                     SELECT coalesce(a.tier, '(none)') AS tier, count(*) AS n FROM allocation.assignment a
@@ -235,7 +300,7 @@ SELECT r.id AS rep_id, r.code AS rep_code, r.name AS rep_name, r.team_id, tm.nam
   FROM allocation.rep r
   LEFT JOIN allocation.rep_load l ON l.rep_id = r.id
   LEFT JOIN allocation.team tm ON tm.id = r.team_id;
-COMMENT ON VIEW allocation.rep_portfolio IS 'Each rep''s holdings against capacity, broken down by customer tier and crop';
+COMMENT ON VIEW allocation.rep_portfolio IS 'Each rep''s holdings against capacity: held, reserved (slots of pending suggestions naming the rep), free = capacity - held - reserved (never below 0), over_capacity (held + reserved above capacity after manage() or a lowered capacity), broken down by customer tier and crop';
 
 CREATE VIEW allocation.pool AS
 SELECT m.tbl, m.table_name, a.key, a.territory_id, t.code AS territory_code, a.reason, a.tier, a.crop,

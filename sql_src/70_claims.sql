@@ -553,6 +553,8 @@ DECLARE
     v_held integer;
     v_today integer;
     v_other text;
+    v_reserved integer;
+    sg allocation.suggestion;
 BEGIN
     SELECT * INTO r FROM allocation.rep WHERE id = p_rep;
     SELECT * INTO a FROM allocation.assignment WHERE managed_id = p_managed AND key = p_key AND valid_to IS NULL;
@@ -599,7 +601,18 @@ BEGIN
     hint := CASE WHEN NOT ok THEN 'A manager decides with allocation.resolve_dispute() or allocation.dismiss_dispute().' END;
     RETURN NEXT;
 
-    ord := 5; "check" := 'protected';
+    ord := 5; "check" := 'awaiting_review';
+    SELECT * INTO sg FROM allocation.suggestion x WHERE x.managed_id = p_managed AND x.key = p_key AND x.status = 'pending';
+    ok := sg.id IS NULL;
+    sqlstate := CASE WHEN NOT ok THEN 'LA089' END;
+    message := CASE WHEN ok THEN 'no suggestion waiting for review' ELSE format('customer %s is awaiting review', p_key) END;
+    detail := CASE WHEN NOT ok THEN format('Suggestion %s (%s) proposes rep %s and waits for a manager''s decision since %s.',
+                                           sg.id, coalesce(sg.reason, 'suggest rule'),
+                                           (SELECT x.code FROM allocation.rep x WHERE x.id = sg.rep_id), sg.created_at) END;
+    hint := CASE WHEN NOT ok THEN 'A manager decides with allocation.accept_suggestion() or allocation.reject_suggestion(); after a rejection the customer can be claimed.' END;
+    RETURN NEXT;
+
+    ord := 6; "check" := 'protected';
     SELECT * INTO pr FROM allocation.protection WHERE managed_id = p_managed AND key = p_key AND until > p_at;
     ok := pr.key IS NULL OR pr.rep_id = p_rep;
     sqlstate := CASE WHEN NOT ok THEN 'LA085' END;
@@ -611,7 +624,7 @@ BEGIN
     hint := CASE WHEN NOT ok THEN 'Wait until the protection ends, or ask a manager.' END;
     RETURN NEXT;
 
-    ord := 6; "check" := 'cooldown';
+    ord := 7; "check" := 'cooldown';
     SELECT max(h.valid_to) INTO v_last FROM allocation.assignment h
      WHERE h.managed_id = p_managed AND h.key = p_key AND h.rep_id = p_rep
        AND h.valid_to IS NOT NULL AND h.closed_reason IN ('release', 'recycle');
@@ -624,7 +637,7 @@ BEGIN
     hint := CASE WHEN NOT ok THEN 'Another rep can claim it now; you can after the cooldown.' END;
     RETURN NEXT;
 
-    ord := 7; "check" := 'exclusive';
+    ord := 8; "check" := 'exclusive';
     SELECT * INTO t FROM allocation.territory WHERE id = a.territory_id;
     ok := t.id IS NULL OR NOT t.exclusive OR (t.owner_rep_id IS NULL AND t.owner_team_id IS NULL)
           OR t.owner_rep_id = p_rep OR (t.owner_team_id IS NOT NULL AND allocation._rep_in_team(p_rep, t.owner_team_id));
@@ -635,18 +648,30 @@ BEGIN
     detail := NULL; hint := CASE WHEN NOT ok THEN 'Only the territory''s owner may hold customers there.' END;
     RETURN NEXT;
 
-    ord := 8; "check" := 'capacity';
-    SELECT l.held INTO v_held FROM allocation.rep_load l WHERE l.rep_id = p_rep;
+    ord := 9; "check" := 'capacity';
+    -- slots reserved by pending suggestions naming the rep count (accepting them must not fail)
+    SELECT l.held, l.reserved INTO v_held, v_reserved FROM allocation.rep_load l WHERE l.rep_id = p_rep;
     v_held := coalesce(v_held, 0);
-    ok := r.capacity IS NULL OR v_held < r.capacity;
+    v_reserved := coalesce(v_reserved, 0);
+    ok := r.capacity IS NULL OR v_held + v_reserved < r.capacity;
     sqlstate := CASE WHEN NOT ok THEN 'LA022' END;
     message := CASE WHEN r.capacity IS NULL THEN format('holds %s, no capacity limit', v_held)
-                    WHEN ok THEN format('holds %s of capacity %s', v_held, r.capacity)
+                    WHEN ok THEN format('holds %s%s of capacity %s', v_held,
+                                        CASE WHEN v_reserved > 0 THEN format(' (and %s reserved by pending suggestions)', v_reserved) ELSE '' END,
+                                        r.capacity)
+                    WHEN v_held > r.capacity OR v_held + v_reserved > r.capacity THEN format('rep %s is over capacity', r.code)
                     ELSE format('rep %s is at capacity', r.code) END;
-    detail := CASE WHEN NOT ok THEN format('Rep %s holds %s customers, its capacity.', r.code, v_held) END; hint := CASE WHEN NOT ok THEN 'Release a customer first, or ask a manager to raise the capacity.' END;
+    detail := CASE WHEN ok THEN NULL
+                   WHEN v_reserved = 0 AND v_held = r.capacity THEN format('Rep %s holds %s customers, its capacity.', r.code, v_held)
+                   ELSE format('Rep %s holds %s customers%s; its capacity is %s.', r.code, v_held,
+                               CASE WHEN v_reserved > 0 THEN format(' and %s pending suggestions reserve %s more', v_reserved, v_reserved) ELSE '' END,
+                               r.capacity) END;
+    hint := CASE WHEN ok THEN NULL
+                 WHEN v_reserved = 0 THEN 'Release a customer first, or ask a manager to raise the capacity.'
+                 ELSE 'Release a customer first, or ask a manager to decide the pending suggestions or raise the capacity.' END;
     RETURN NEXT;
 
-    ord := 9; "check" := 'max_held';
+    ord := 10; "check" := 'max_held';
     IF lim.max_held IS NOT NULL THEN
         SELECT count(*) INTO v_held FROM allocation.assignment h
          WHERE h.rep_id = p_rep AND h.valid_to IS NULL AND (lim.max_held_tier IS NULL OR h.tier = lim.max_held_tier);
@@ -662,7 +687,7 @@ BEGIN
                                            lim.max_held, coalesce(' tier ' || lim.max_held_tier, ''), r.code, v_held) END; hint := CASE WHEN NOT ok THEN 'Release a customer first, or ask an admin to change allocation.claim_policy.' END;
     RETURN NEXT;
 
-    ord := 10; "check" := 'daily_limit';
+    ord := 11; "check" := 'daily_limit';
     v_today := coalesce(p_claims_today,
                         (SELECT d.claims FROM allocation.claim_day d WHERE d.rep_id = p_rep AND d.day = allocation.claim_today()), 0);
     ok := lim.daily_claims IS NULL OR v_today < lim.daily_claims;
@@ -805,6 +830,11 @@ END
 $$;
 COMMENT ON FUNCTION allocation._release(regclass, text, text, bigint, text) IS 'internal: the checks of release(), run as the extension owner';
 
+CREATE FUNCTION allocation._try_lock_counter(rep bigint)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'allocation_try_lock_counter' LANGUAGE C STRICT;
+COMMENT ON FUNCTION allocation._try_lock_counter(bigint) IS 'internal: locks a rep''s holdings counter for this transaction unless another transaction holds it (never waits); false when busy';
+
 CREATE FUNCTION allocation._lock_counter(rep bigint)
 RETURNS void
 AS 'MODULE_PATHNAME', 'allocation_lock_counter' LANGUAGE C STRICT;
@@ -857,7 +887,7 @@ CREATE FUNCTION allocation.explain_claim(tbl regclass, key text, rep bigint DEFA
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
 COMMENT ON FUNCTION allocation.explain_claim(regclass, text, bigint) IS
-'Why a rep can or cannot claim a customer now: every check (active rep, in pool, locked, protected, cooldown, exclusive territory, capacity, claim policy, daily limit) with its SQLSTATE';
+'Why a rep can or cannot claim a customer now: every check (active rep, in pool, locked, disputed, awaiting review, protected, cooldown, exclusive territory, capacity incl. reserved slots, claim policy, daily limit) with its SQLSTATE';
 
 -------------------------------------------------------------------------------
 -- Locks, follow-ups, disputes
@@ -972,6 +1002,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
     v_rep bigint := allocation.current_rep_id();
+    v_holder bigint;
 BEGIN
     NEW.recorded_by := allocation._actor();
     IF v_rep IS NOT NULL THEN
@@ -981,6 +1012,18 @@ BEGIN
         RAISE EXCEPTION 'customer % not found', NEW.key USING ERRCODE = 'LA062',
               DETAIL = format('Managed table %s has no customer with this key.', NEW.managed_id),
               HINT = 'Record follow-ups of managed customers only.';
+    END IF;
+    -- a follow-up resets the holder's recycle clock: a rep records them for its own
+    -- customers only (a manager, who is no rep's login, for any)
+    IF v_rep IS NOT NULL THEN
+        v_holder := allocation._customer_holder(NEW.managed_id, NEW.key);
+        IF v_holder IS DISTINCT FROM v_rep THEN
+            RAISE EXCEPTION 'customer % is not yours', NEW.key USING ERRCODE = 'LA08A',
+                  DETAIL = CASE WHEN v_holder IS NULL THEN 'It is in the public pool; a follow-up would count for nobody''s recycle clock.'
+                                ELSE format('It is held by rep %s; its follow-ups reset that rep''s recycle clock.',
+                                            (SELECT x.code FROM allocation.rep x WHERE x.id = v_holder)) END,
+                  HINT = 'Log follow-ups of your own customers; claim a pool customer first, or ask its holder or a manager.';
+        END IF;
     END IF;
     IF NEW.at > now() + interval '1 hour'
        AND NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = allocation._actor()) THEN
@@ -994,7 +1037,7 @@ BEGIN
     RETURN NEW;
 END
 $$;
-COMMENT ON FUNCTION allocation._followup_before() IS 'internal: a follow-up is recorded for the current rep, for a managed customer';
+COMMENT ON FUNCTION allocation._followup_before() IS 'internal: a follow-up is recorded for the current rep, for a managed customer it holds (LA08A otherwise; roles that are no rep''s login, e.g. managers, for any)';
 
 CREATE FUNCTION allocation._customer_exists(p_managed integer, p_key text)
 RETURNS boolean
@@ -1003,6 +1046,14 @@ $$
     SELECT EXISTS (SELECT 1 FROM allocation.assignment a WHERE a.managed_id = p_managed AND a.key = p_key AND a.valid_to IS NULL)
 $$;
 COMMENT ON FUNCTION allocation._customer_exists(integer, text) IS 'internal: whether a managed customer is registered';
+
+CREATE FUNCTION allocation._customer_holder(p_managed integer, p_key text)
+RETURNS bigint
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+    SELECT a.rep_id FROM allocation.assignment a WHERE a.managed_id = p_managed AND a.key = p_key AND a.valid_to IS NULL
+$$;
+COMMENT ON FUNCTION allocation._customer_holder(integer, text) IS 'internal: the rep holding a managed customer (NULL = pool)';
 
 CREATE TRIGGER followup_before BEFORE INSERT ON allocation.followup
     FOR EACH ROW EXECUTE FUNCTION allocation._followup_before();
@@ -1200,6 +1251,9 @@ DECLARE
     r record;
     v_owner bigint;
     v_found boolean;
+    v_busy text;
+    v_msg text;
+    v_skipped integer := 0;
 BEGIN
     IF recycle.now IS NULL OR (recycle.now > pg_catalog.now() + interval '1 minute'
                                AND NOT (SELECT ro.rolsuper FROM pg_catalog.pg_roles ro WHERE ro.rolname = allocation._actor())) THEN
@@ -1229,26 +1283,56 @@ BEGIN
             table_name := m.table_name; key := r.key; rep_id := r.rep_id; action := 'warned'; reason := r.why;
             RETURN NEXT;
         END LOOP;
-        -- recycling: each due customer under its row lock, checked again after the lock
+        -- recycling: each due customer under its row lock, checked again after the lock.
+        -- Nothing here waits for another transaction: a customer whose row, or whose rep's
+        -- holdings counter, another open transaction holds (a claim in progress) is skipped,
+        -- reported (action 'skipped') and left for the next run; the others are recycled.
         FOR r IN SELECT s.* FROM allocation._recycle_status(m.id, recycle.now) s
                   WHERE s.exempt IS NULL AND s.due_at <= recycle.now ORDER BY s.key LOOP
-            -- a customer locked by someone else right now is left for the next run
+            v_busy := NULL;
             SELECT l.row_found, l.row_owner INTO v_found, v_owner FROM allocation._lock_customer_row(m, r.key, true) l;
-            IF v_found IS NULL OR v_owner IS DISTINCT FROM r.rep_id OR NOT EXISTS (
+            IF v_found IS NULL THEN
+                IF EXISTS (SELECT 1 FROM allocation._table_rows(m.tbl, ARRAY[m.key_column::text], r.key, '')) THEN
+                    v_busy := 'customer is busy: another open transaction is changing it';
+                ELSE
+                    CONTINUE;   -- deleted meanwhile
+                END IF;
+            ELSIF v_owner IS DISTINCT FROM r.rep_id OR NOT EXISTS (
                    SELECT 1 FROM allocation._recycle_status(m.id, recycle.now, r.key) s2
                     WHERE s2.exempt IS NULL AND s2.due_at <= recycle.now AND s2.rep_id = r.rep_id) THEN
                 CONTINUE;       -- claimed, released, followed up or locked meanwhile
+            ELSIF NOT allocation._try_lock_counter(r.rep_id) THEN
+                v_busy := format('rep %s is busy: another open transaction is taking or releasing its customers',
+                                 (SELECT x.code FROM allocation.rep x WHERE x.id = r.rep_id));
+            ELSE
+                BEGIN
+                    PERFORM allocation._owner_update(m.tbl, r.key, NULL, 'recycle', 'recycled to the public pool: ' || r.why);
+                EXCEPTION WHEN lock_not_available THEN
+                    -- another counter this recycle needs (e.g. of a pending suggestion's rep) is busy
+                    GET STACKED DIAGNOSTICS v_msg = MESSAGE_TEXT;
+                    v_busy := v_msg;
+                END;
             END IF;
-            PERFORM allocation._owner_update(m.tbl, r.key, NULL, 'recycle', 'recycled to the public pool: ' || r.why);
-            table_name := m.table_name; key := r.key; rep_id := r.rep_id; action := 'recycled'; reason := r.why;
+            table_name := m.table_name; key := r.key; rep_id := r.rep_id;
+            IF v_busy IS NULL THEN
+                action := 'recycled'; reason := r.why;
+            ELSE
+                action := 'skipped'; reason := v_busy || '; left for the next run (due: ' || r.why || ')';
+                v_skipped := v_skipped + 1;
+            END IF;
             RETURN NEXT;
         END LOOP;
     END LOOP;
+    IF v_skipped > 0 THEN
+        RAISE NOTICE '% due customer(s) skipped: busy in another open transaction', v_skipped
+            USING DETAIL = 'They are returned with action ''skipped'' and the reason; the others were recycled.',
+                  HINT = 'The next run recycles them if they are still due.';
+    END IF;
     PERFORM allocation._set_actor(NULL);
 END
 $$;
 COMMENT ON FUNCTION allocation.recycle(timestamptz) IS
-'Returns neglected customers to the public pool per allocation.recycle_policy and records warning events K days ahead; idempotent, one run at a time (schedule it with pg_cron)';
+'Returns neglected customers to the public pool per allocation.recycle_policy and records warning events K days ahead; idempotent, one run at a time (schedule it with pg_cron); never waits for another transaction: a due customer busy in one (its row or its rep''s counter) is returned with action skipped and left for the next run';
 
 -------------------------------------------------------------------------------
 -- Views

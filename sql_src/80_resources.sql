@@ -502,6 +502,8 @@ DECLARE
     r allocation.resource_request;
     n integer := 0;
     v_pool bigint;
+    v_id bigint;
+    v_skipped text[] := '{}';
 BEGIN
     IF expire_grants.now IS NULL OR (expire_grants.now > pg_catalog.now() + interval '1 minute'
                                      AND NOT (SELECT ro.rolsuper FROM pg_catalog.pg_roles ro WHERE ro.rolname = allocation._actor())) THEN
@@ -509,23 +511,50 @@ BEGIN
             USING ERRCODE = '22023', DETAIL = format('It was called for %s.', coalesce(expire_grants.now::text, 'NULL')),
                   HINT = 'Call allocation.expire_grants() without an argument; only a superuser may simulate a later date.';
     END IF;
-    FOR r IN SELECT q.* FROM allocation.resource_request q JOIN allocation.resource_pool p ON p.id = q.pool_id
-              WHERE q.status = 'granted' AND p.valid_to IS NOT NULL AND p.valid_to <= expire_grants.now
-              ORDER BY q.pool_id, q.id FOR UPDATE OF q SKIP LOCKED LOOP
-        PERFORM 1 FROM allocation.resource_pool x WHERE x.id = r.pool_id FOR UPDATE;
+    -- Nothing here waits for another transaction: a grant whose request row or pool row
+    -- another open transaction holds (a release or a grant in progress) is skipped,
+    -- reported in a NOTICE and left for the next run; the others expire.
+    FOR v_id IN SELECT q.id FROM allocation.resource_request q JOIN allocation.resource_pool p ON p.id = q.pool_id
+                 WHERE q.status = 'granted' AND p.valid_to IS NOT NULL AND p.valid_to <= expire_grants.now
+                 ORDER BY q.pool_id, q.id LOOP
+        SELECT q.* INTO r FROM allocation.resource_request q WHERE q.id = v_id FOR UPDATE SKIP LOCKED;
+        IF r.id IS NULL THEN
+            IF EXISTS (SELECT 1 FROM allocation.resource_request q WHERE q.id = v_id AND q.status = 'granted') THEN
+                v_skipped := v_skipped || format('request %s (request busy)', v_id);
+            END IF;
+            CONTINUE;
+        END IF;
+        IF r.status <> 'granted' THEN
+            CONTINUE;   -- released meanwhile
+        END IF;
+        PERFORM 1 FROM allocation.resource_pool x WHERE x.id = r.pool_id FOR UPDATE SKIP LOCKED;
+        IF NOT FOUND THEN
+            v_skipped := v_skipped || format('request %s (pool %s busy)', r.id,
+                                             (SELECT x.code FROM allocation.resource_pool x WHERE x.id = r.pool_id));
+            CONTINUE;
+        END IF;
         PERFORM allocation._return_units(r);
         UPDATE allocation.resource_request q SET status = 'expired', decided_at = expire_grants.now, reason = 'the pool''s season ended'
          WHERE q.id = r.id;
         PERFORM allocation._resource_event('resource_expired', r, 'the pool''s season ended');
         n := n + 1;
     END LOOP;
-    FOR v_pool IN SELECT DISTINCT q.pool_id FROM allocation.resource_request q WHERE q.status = 'waitlisted' LOOP
-        PERFORM allocation._serve_waitlist(v_pool, expire_grants.now);
+    FOR v_pool IN SELECT DISTINCT q.pool_id FROM allocation.resource_request q WHERE q.status = 'waitlisted' ORDER BY 1 LOOP
+        -- a busy pool's waitlist is served by the next run (or by its own release)
+        PERFORM 1 FROM allocation.resource_pool x WHERE x.id = v_pool FOR UPDATE SKIP LOCKED;
+        IF FOUND THEN
+            PERFORM allocation._serve_waitlist(v_pool, expire_grants.now);
+        END IF;
     END LOOP;
+    IF cardinality(v_skipped) > 0 THEN
+        RAISE NOTICE '% grant(s) not expired: busy in another open transaction', cardinality(v_skipped)
+            USING DETAIL = 'Skipped: ' || array_to_string(v_skipped, ', ') || '. The other grants were expired.',
+                  HINT = 'Run allocation.expire_grants() again after that transaction ends (it is idempotent).';
+    END IF;
     RETURN n;
 END
 $$;
-COMMENT ON FUNCTION allocation.expire_grants(timestamptz) IS 'Returns the units of grants whose pool season ended; idempotent (an expired grant is never expired twice)';
+COMMENT ON FUNCTION allocation.expire_grants(timestamptz) IS 'Returns the units of grants whose pool season ended and the number expired; idempotent (an expired grant is never expired twice); never waits: grants busy in another open transaction are skipped, named in a NOTICE, and left for the next run';
 
 CREATE VIEW allocation.resource_utilization AS
 SELECT p.id AS pool_id, p.code, p.name, p.kind, p.unit, p.total, p.remaining, p.total - p.remaining AS granted,

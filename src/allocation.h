@@ -283,6 +283,9 @@ typedef struct Customer
 	char	  **tags;
 	AllocPoint	loc;
 	int64		current_owner;	/* re-evaluation: the owner now (holds a slot), else 0 */
+	int64		suggested_rep;	/* rep of its pending suggestion (holds a reserved slot), else 0 */
+	int			ncooling;		/* former owners inside their cooldown after release/recycle */
+	int64	   *cooling;
 	int			nterr;
 	TerritoryInfo *terr[ALLOC_MAX_HITS];
 } Customer;
@@ -332,6 +335,8 @@ extern void assign_reset_locks(void);
 extern void assign_forget_bases(void);
 extern void assign_note_written(int64 rep_id, int32 n);
 extern int32 assign_current_load(int64 rep_id);
+extern void assign_read_history(ManagedTable *mt, Customer *c);
+extern void assign_use_suggested_slot(ManagedTable *mt, Customer *c, int64 rep_id);
 
 /* ---------- trigger.c ---------- */
 
@@ -340,6 +345,7 @@ typedef struct RepCount
 {
 	int64		rep_id;			/* hash key */
 	int32		n;
+	int32		reserved;		/* loads cache: slots reserved by pending suggestions */
 } RepCount;
 
 extern void trigger_reset_all(void);

@@ -153,7 +153,8 @@ may_wait_for(int64 rep_id)
 typedef struct RepBase
 {
 	int64		rep_id;			/* hash key */
-	int32		held;			/* counter value, including our written slots */
+	int32		held;			/* held + reserved (slots of pending suggestions),
+								 * including our written slots */
 } RepBase;
 
 static HTAB *rep_bases = NULL;
@@ -239,10 +240,10 @@ lock_counter(int64 rep_id, bool wait)
 	vals[0] = Int64GetDatum(rep_id);
 	rc = SPI_execute_plan(wait
 						  ? keep_plan(&plan_reserve_wait,
-									  "SELECT held FROM allocation.rep_load WHERE rep_id = $1 FOR UPDATE",
+									  "SELECT held + reserved FROM allocation.rep_load WHERE rep_id = $1 FOR UPDATE",
 									  1, types)
 						  : keep_plan(&plan_reserve_skip,
-									  "SELECT held FROM allocation.rep_load WHERE rep_id = $1"
+									  "SELECT held + reserved FROM allocation.rep_load WHERE rep_id = $1"
 									  " FOR UPDATE SKIP LOCKED", 1, types),
 						  vals, NULL, false, 1);
 	if (rc != SPI_OK_SELECT)
@@ -295,8 +296,10 @@ assign_lock_released(int64 rep_id)
  * and below capacity.  With wait = false a rep whose counter is locked by
  * another transaction is skipped.
  */
-bool
-assign_reserve(int64 rep_id, bool wait)
+static void read_loads(int64 *ids, int n, int32 *held, int32 *reserved);
+
+static bool
+reserve_slot(int64 rep_id, bool wait, int32 own)
 {
 	RepBase    *b;
 	RepInfo    *rep = config_get_rep(rep_id);
@@ -306,10 +309,76 @@ assign_reserve(int64 rep_id, bool wait)
 	b = lock_counter(rep_id, wait);
 	if (b == NULL)
 		return false;
-	if (rep->capacity >= 0 && b->held + frames_pending(rep_id) >= rep->capacity)
+	/* own: slots of this very customer the counter already includes (its pending suggestion) */
+	if (rep->capacity >= 0 && b->held - own + frames_pending(rep_id) >= rep->capacity)
 		return false;
 	frames_add_reservation(rep_id, 1);
 	return true;
+}
+
+bool
+assign_reserve(int64 rep_id, bool wait)
+{
+	return reserve_slot(rep_id, wait, 0);
+}
+
+/* Locks an active rep's counter without taking a slot (a slot it already reserved is used) */
+static bool
+lock_only(int64 rep_id, bool wait)
+{
+	RepInfo    *rep = config_get_rep(rep_id);
+
+	return rep != NULL && rep->active && lock_counter(rep_id, wait) != NULL;
+}
+
+/*
+ * A person gives a customer to the rep its pending suggestion names
+ * (accept_suggestion(), or assign()/UPDATE to that rep): the slot the
+ * suggestion reserved becomes a held one, so capacity is not checked again.
+ * The rep's counter is locked under the ordered-locking rule (55P03 when
+ * waiting could deadlock); the batch writer adds the held slot and the
+ * suggestion's end gives the reserved one back.
+ */
+void
+assign_use_suggested_slot(ManagedTable *mt, Customer *c, int64 rep_id)
+{
+	RepInfo    *rep = config_get_rep(rep_id);
+
+	assign_check_manual(mt, c, rep_id, true);	/* exists, active, exclusive territory */
+	if (lock_counter(rep_id, may_wait_for(rep_id)) != NULL)
+	{
+		int32		held,
+					reserved;
+
+		/*
+		 * Within capacity by construction -- unless a person lowered the
+		 * capacity below what the rep holds since: then, like any new
+		 * customer, it is refused until the rep is under capacity.
+		 */
+		read_loads(&rep_id, 1, &held, &reserved);
+		if (rep->capacity >= 0 && held >= rep->capacity)
+			ereport(ERROR,
+					(errcode(ERRCODE_ALLOC_REP_AT_CAPACITY),
+					 errmsg("rep %s is at capacity", rep->code),
+					 errdetail("Rep %s holds %d customers and its capacity is %d, lowered since the suggestion for customer %s of %s reserved its slot.",
+							   rep->code, held, rep->capacity, c->key, mt->name),
+					 errhint("Raise the rep's capacity again, or reject the suggestion.")));
+		frames_add_reservation(rep_id, 1);
+		return;
+	}
+	if (!rep_still_exists(rep_id))
+		ereport(ERROR,
+				(errcode(ERRCODE_ALLOC_UNKNOWN_REP),
+				 errmsg("rep %s no longer exists", rep->code),
+				 errdetail("Rep %s (id " INT64_FORMAT ") was deleted by another transaction while customer %s of %s was being given to it.",
+						   rep->code, rep_id, c->key, mt->name),
+				 errhint("Give the customer to another rep.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+			 errmsg("rep %s is busy", rep->code),
+			 errdetail("Another open transaction is taking customers for rep %s; waiting for it here could deadlock with this transaction's own earlier assignments.",
+					   rep->code),
+			 errhint("Retry after the other transaction ends, or give customers to reps in rep id order within one transaction.")));
 }
 
 /* _holds_counters(): whether this transaction holds any holdings counter */
@@ -318,6 +387,19 @@ Datum
 allocation_holds_counters(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_BOOL(max_counter_held > 0);
+}
+
+/*
+ * _try_lock_counter(rep): locks a rep's holdings counter for this
+ * transaction unless another transaction holds it; never waits (recycle()
+ * skips a busy rep's customers instead of failing or blocking).
+ */
+PG_FUNCTION_INFO_V1(allocation_try_lock_counter);
+Datum
+allocation_try_lock_counter(PG_FUNCTION_ARGS)
+{
+	config_prepare();
+	PG_RETURN_BOOL(lock_counter(PG_GETARG_INT64(0), false) != NULL);
 }
 
 /*
@@ -353,27 +435,29 @@ allocation_lock_counter(PG_FUNCTION_ARGS)
 }
 
 /*
- * Current holdings of reps ids[0..n-1] into held[]; with_pending adds the
- * rep's pending suggestions (so suggest rules spread their suggestions).
+ * Current holdings of reps ids[0..n-1] into held[] (with this transaction's
+ * unwritten slots) and the slots their pending suggestions reserve into
+ * reserved[] (may be NULL).  Values read once per statement and rep, for
+ * ordering candidates; capacity itself is checked on the locked counter.
  */
 static void
-read_loads(int64 *ids, int n, int32 *held, bool with_pending, int32 managed_id, const char *key)
+read_loads(int64 *ids, int n, int32 *held, int32 *reserved)
 {
-	static SPIPlanPtr plan_loads_pending = NULL;
-	Oid			ptypes[3] = {INT8ARRAYOID, INT4OID, TEXTOID};
 	AllocUserSwitch sw;
 	Oid			types[1] = {INT8ARRAYOID};
-	Datum		vals[3];
-	char		nulls[3] = {' ', ' ', ' '};
+	Datum		vals[1];
 	Datum	   *elems;
 	int			i;
 	uint64		k;
-
-	HTAB	   *cache = with_pending ? NULL : frames_load_cache();
+	HTAB	   *cache = frames_load_cache();
 	int			nmiss = 0;
 
 	for (i = 0; i < n; i++)
+	{
 		held[i] = 0;
+		if (reserved)
+			reserved[i] = 0;
+	}
 	if (n == 0)
 		return;
 	elems = palloc(sizeof(Datum) * n);
@@ -383,7 +467,11 @@ read_loads(int64 *ids, int n, int32 *held, bool with_pending, int32 managed_id, 
 		RepCount   *rc = cache ? hash_search(cache, &ids[i], HASH_FIND, NULL) : NULL;
 
 		if (rc)
+		{
 			held[i] = rc->n + frames_pending(ids[i]);
+			if (reserved)
+				reserved[i] = rc->reserved;
+		}
 		else
 			elems[nmiss++] = Int64GetDatum(ids[i]);
 	}
@@ -392,45 +480,116 @@ read_loads(int64 *ids, int n, int32 *held, bool with_pending, int32 managed_id, 
 	vals[0] = PointerGetDatum(construct_array(elems, nmiss, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 
 	alloc_spi_begin(&sw);
-	vals[1] = Int32GetDatum(managed_id);
-	vals[2] = key ? CStringGetTextDatum(key) : (Datum) 0;
-	nulls[2] = key ? ' ' : 'n';
-	if (SPI_execute_plan(with_pending
-						 ? keep_plan(&plan_loads_pending,
-									 "SELECT l.rep_id, l.held + (SELECT count(*) FROM allocation.suggestion s"
-									 " WHERE s.rep_id = l.rep_id AND s.status = 'pending'"
-									 " AND (s.managed_id, s.key) IS DISTINCT FROM ($2, $3))::integer"
-									 " FROM allocation.rep_load l WHERE l.rep_id = ANY ($1)", 3, ptypes)
-						 : keep_plan(&plan_loads,
-									 "SELECT rep_id, held FROM allocation.rep_load WHERE rep_id = ANY ($1)",
-									 1, types), vals, nulls, false, 0) != SPI_OK_SELECT)	/* see this statement's reservations */
+	if (SPI_execute_plan(keep_plan(&plan_loads,
+								   "SELECT rep_id, held, reserved FROM allocation.rep_load WHERE rep_id = ANY ($1)",
+								   1, types), vals, NULL, false, 0) != SPI_OK_SELECT)	/* see this statement's reservations */
 		elog(ERROR, "reading rep holdings failed");
 	for (k = 0; k < SPI_processed; k++)
 	{
 		bool		isnull;
 		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 1, &isnull));
 		int32		h = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 2, &isnull));
+		int32		r = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 3, &isnull));
 
 		for (i = 0; i < n; i++)
 			if (ids[i] == id)
+			{
 				held[i] = h + frames_pending(id);	/* + this transaction's unwritten slots */
+				if (reserved)
+					reserved[i] = r;
+			}
 		if (cache)
 		{
 			RepCount   *rc = hash_search(cache, &id, HASH_ENTER, NULL);
 
 			rc->n = h;
+			rc->reserved = r;
 		}
 	}
 	alloc_spi_end(&sw);
 }
 
+/* A rep's holdings plus its reserved slots (what capacity is compared with) */
 int32
 assign_current_load(int64 rep_id)
 {
-	int32		held;
+	int32		held,
+				reserved;
 
-	read_loads(&rep_id, 1, &held, false, 0, NULL);
-	return held;
+	read_loads(&rep_id, 1, &held, &reserved);
+	return held + reserved;
+}
+
+/*
+ * What re-evaluating a stored customer must know beyond its row: the rep its
+ * pending suggestion names (that slot is reserved already), and its former
+ * owners still inside their claim cooldown after a release or a recycle
+ * (allocation.claim_policy.cooldown): the rules do not give it back to them.
+ */
+void
+assign_read_history(ManagedTable *mt, Customer *c)
+{
+	static SPIPlanPtr plan = NULL;
+	AllocUserSwitch sw;
+	Oid			types[3] = {INT4OID, TEXTOID, TEXTOID};
+	Datum		vals[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	bool		isnull;
+	Datum		d;
+
+	c->suggested_rep = 0;
+	c->ncooling = 0;
+	c->cooling = NULL;
+	if (c->key == NULL)
+		return;
+	vals[0] = Int32GetDatum(mt->id);
+	vals[1] = CStringGetTextDatum(c->key);
+	if (c->attr[ATTR_TIER])
+		vals[2] = CStringGetTextDatum(c->attr[ATTR_TIER]);
+	else
+		nulls[2] = 'n';
+	alloc_spi_begin(&sw);
+	if (SPI_execute_plan(keep_plan(&plan,
+								   "SELECT (SELECT s.rep_id FROM allocation.suggestion s"
+								   "         WHERE s.managed_id = $1 AND s.key = $2 AND s.status = 'pending'),"
+								   "       ARRAY(SELECT DISTINCT h.rep_id FROM allocation.assignment h"
+								   "               CROSS JOIN LATERAL allocation.claim_limits(h.rep_id, $3) l"
+								   "              WHERE h.managed_id = $1 AND h.key = $2 AND h.valid_to IS NOT NULL"
+								   "                AND h.rep_id IS NOT NULL AND h.closed_reason IN ('release', 'recycle')"
+								   "                AND l.cooldown IS NOT NULL AND h.valid_to + l.cooldown > pg_catalog.now()"
+								   "              ORDER BY 1)",
+								   3, types), vals, nulls, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "reading the customer's pending suggestion and cooldowns failed");
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (!isnull)
+		c->suggested_rep = DatumGetInt64(d);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	if (!isnull)
+	{
+		ArrayType  *arr = DatumGetArrayTypeP(d);
+		Datum	   *el;
+		bool	   *nl;
+		int			ne,
+					i;
+
+		deconstruct_array(arr, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &el, &nl, &ne);
+		c->cooling = SPI_palloc(sizeof(int64) * Max(ne, 1));	/* outlives SPI_finish */
+		for (i = 0; i < ne; i++)
+			if (!nl[i])
+				c->cooling[c->ncooling++] = DatumGetInt64(el[i]);
+	}
+	alloc_spi_end(&sw);
+}
+
+static bool
+in_cooldown(Customer *c, int64 rep_id)
+{
+	int			i;
+
+	for (i = 0; i < c->ncooling; i++)
+		if (c->cooling[i] == rep_id)
+			return true;
+	return false;
 }
 
 /*
@@ -559,7 +718,8 @@ tr_rule_end(Trace *tr, bool matched, const char *why, const char *outcome, int64
 }
 
 static void
-tr_candidate(Trace *tr, int order, RepInfo *rep, int64 rep_id, int32 held, bool available, const char *why)
+tr_candidate(Trace *tr, int order, RepInfo *rep, int64 rep_id, int32 held, int32 reserved, bool available,
+			 const char *why)
 {
 	if (!tr)
 		return;
@@ -567,7 +727,7 @@ tr_candidate(Trace *tr, int order, RepInfo *rep, int64 rep_id, int32 held, bool 
 		appendStringInfoChar(&tr->cur, ',');
 	appendStringInfo(&tr->cur, "{\"order\": %d, \"rep_id\": " INT64_FORMAT ", \"rep\": ", order, rep_id);
 	json_str_or_null(&tr->cur, rep ? rep->code : NULL);
-	appendStringInfo(&tr->cur, ", \"held\": %d, \"capacity\": ", held);
+	appendStringInfo(&tr->cur, ", \"held\": %d, \"reserved\": %d, \"capacity\": ", held, reserved);
 	if (rep && rep->capacity >= 0)
 		appendStringInfo(&tr->cur, "%d", rep->capacity);
 	else
@@ -698,9 +858,6 @@ rule_mismatch(ManagedTable *mt, int k, Customer *c, HeapTuple tuple, Trace *tr, 
 		Datum		res;
 
 		ExecStoreHeapTuple(tuple, mt->slot, false);
-		/* (explain's row lives in memory the condition's functions may reuse) */
-		if (tr)
-			ExecMaterializeSlot(mt->slot);
 		mt->slot->tts_tableOid = mt->relid;
 		mt->econtext->ecxt_scantuple = mt->slot;
 		/* user code: as the table's owner, security-restricted (owner.c) */
@@ -724,7 +881,8 @@ typedef struct Cand
 {
 	int64		id;
 	RepInfo    *rep;
-	int32		held;
+	int32		held;			/* customers held */
+	int32		reserved;		/* slots reserved by pending suggestions */
 	double		sortkey;
 } Cand;
 
@@ -801,6 +959,7 @@ rule_candidates(RuleInfo *r, int32 mt_id, Customer *c, bool dry_run, Cand **out,
 				i;
 	Cand	   *cands;
 	int32	   *held;
+	int32	   *reserved;
 	TeamInfo   *team = NULL;
 	int			nbars = 0;
 	const char **bar_code;
@@ -861,11 +1020,20 @@ rule_candidates(RuleInfo *r, int32 mt_id, Customer *c, bool dry_run, Cand **out,
 	}
 
 	held = palloc(sizeof(int32) * Max(nids, 1));
-	read_loads(ids, nids, held, r->suggest, mt_id, c->key);	/* its own pending suggestion is not load */
-	/* on re-evaluation the current owner's count includes this customer */
+	reserved = palloc(sizeof(int32) * Max(nids, 1));
+	read_loads(ids, nids, held, reserved);
+	/*
+	 * On re-evaluation the current owner's count includes this customer, and
+	 * the reservations of the rep its pending suggestion names include that
+	 * suggestion's slot.  Load = held + reserved is what capacity compares.
+	 */
 	for (i = 0; i < nids; i++)
+	{
 		if (c->current_owner != 0 && ids[i] == c->current_owner && held[i] > 0)
 			held[i]--;
+		if (c->suggested_rep != 0 && ids[i] == c->suggested_rep && reserved[i] > 0)
+			reserved[i]--;
+	}
 	cands = palloc(sizeof(Cand) * Max(nids, 1));
 	bar_code = palloc(sizeof(char *) * Max(nids, 1));
 	bar_why = palloc(sizeof(char *) * Max(nids, 1));
@@ -878,8 +1046,11 @@ rule_candidates(RuleInfo *r, int32 mt_id, Customer *c, bool dry_run, Cand **out,
 			bar = "unknown rep";
 		else if (!rep->active)
 			bar = "inactive";
-		else if (rep->capacity >= 0 && held[i] >= rep->capacity)
-			bar = "at capacity";
+		else if (rep->capacity >= 0 && held[i] + reserved[i] >= rep->capacity)
+			bar = held[i] + reserved[i] > rep->capacity ? "over capacity" :
+				reserved[i] > 0 ? "at capacity (counting slots reserved by pending suggestions)" : "at capacity";
+		else if (ids[i] != c->current_owner && in_cooldown(c, ids[i]))
+			bar = tr ? "released or recycled this customer less than its claim cooldown ago" : "cooldown";
 		else if (r->policy == POLICY_SKILL &&
 				 !(c->attr[ATTR_CROP] && rep->ncrops > 0 &&
 				   textset_contains(&(TextSet)
@@ -891,7 +1062,7 @@ rule_candidates(RuleInfo *r, int32 mt_id, Customer *c, bool dry_run, Cand **out,
 			bar = exclusive_bar(c, ids[i], tr);
 		if (bar)
 		{
-			tr_candidate(tr, 0, rep, ids[i], held[i], false, bar);
+			tr_candidate(tr, 0, rep, ids[i], held[i], reserved[i], false, bar);
 			bar_code[nbars] = rep ? rep->code : "?";
 			bar_why[nbars++] = bar;
 			continue;
@@ -899,15 +1070,16 @@ rule_candidates(RuleInfo *r, int32 mt_id, Customer *c, bool dry_run, Cand **out,
 		cands[n].id = ids[i];
 		cands[n].rep = rep;
 		cands[n].held = held[i];
+		cands[n].reserved = reserved[i];
 		switch (r->policy)
 		{
 			case POLICY_WEIGHTED:
-				cands[n].sortkey = rep->capacity > 0 ? (double) held[i] / rep->capacity : 0.0;
+				cands[n].sortkey = rep->capacity > 0 ? (double) (held[i] + reserved[i]) / rep->capacity : 0.0;
 				break;
 			case POLICY_LEAST_LOADED:
 			case POLICY_SKILL:
 			case POLICY_TERRITORY_OWNER:
-				cands[n].sortkey = held[i];
+				cands[n].sortkey = held[i] + reserved[i];
 				break;
 			default:
 				cands[n].sortkey = 0;	/* ids order */
@@ -984,15 +1156,13 @@ assign_decide_inner(ManagedTable *mt, HeapTuple tuple, Customer *c, Decision *d,
 			return;
 		}
 		n = rule_candidates(r, mt->id, c, dry_run, &cands, tr, &why);
-		if (r->suggest || dry_run)
+		if (dry_run)
 		{
 			/* first available candidate in policy order (no reservation) */
 			for (i = 0; i < n; i++)
-				tr_candidate(tr, i + 1, cands[i].rep, cands[i].id, cands[i].held, true, NULL);
+				tr_candidate(tr, i + 1, cands[i].rep, cands[i].id, cands[i].held, cands[i].reserved, true, NULL);
 			if (n > 0)
 			{
-				if (r->suggest && !dry_run && r->policy == POLICY_ROUND_ROBIN)
-					rr_served(r->target_team, cands[0].id);
 				d->kind = r->suggest ? DECISION_SUGGEST : DECISION_ASSIGN;
 				d->rep_id = cands[0].id;
 				d->team_id = cands[0].rep->team_id;
@@ -1002,13 +1172,46 @@ assign_decide_inner(ManagedTable *mt, HeapTuple tuple, Customer *c, Decision *d,
 				return;
 			}
 		}
+		else if (r->suggest)
+		{
+			/*
+			 * A suggestion reserves a slot of the rep it names (so accepting
+			 * it cannot fail for capacity): reserved like an assignment, in
+			 * the same order.  The current owner needs none (no suggestion
+			 * is made for it), nor the rep the customer's pending suggestion
+			 * already names (that one's slot is taken over).
+			 */
+			for (pass = 0; pass < 2 && n > 0; pass++)
+				for (i = 0; i < n; i++)
+				{
+					int64		id = cands[i].id;
+					bool		keep = id == c->current_owner;
+					bool		reuse = !keep && id == c->suggested_rep;
+
+					if (!keep && !(pass == 0 || may_wait_for(id)))
+						continue;
+					if (keep || (reuse ? lock_only(id, pass == 1) : assign_reserve(id, pass == 1)))
+					{
+						if (r->policy == POLICY_ROUND_ROBIN && !keep)
+							rr_served(r->target_team, id);
+						d->kind = DECISION_SUGGEST;
+						d->rep_id = id;
+						d->team_id = cands[i].rep->team_id;
+						d->rule_id = r->id;
+						d->reserved = !keep && !reuse;
+						d->reason = psprintf("rule %s", r->name);
+						return;
+					}
+				}
+		}
 		else
 		{
 			/* reserve in order: skip reps locked by other sessions, then wait */
 			for (pass = 0; pass < 2 && n > 0; pass++)
 				for (i = 0; i < n; i++)
 					if (cands[i].id == c->current_owner ||
-						((pass == 0 || may_wait_for(cands[i].id)) && assign_reserve(cands[i].id, pass == 1)))
+						((pass == 0 || may_wait_for(cands[i].id)) &&
+						 reserve_slot(cands[i].id, pass == 1, cands[i].id == c->suggested_rep ? 1 : 0)))
 					{
 						if (r->policy == POLICY_ROUND_ROBIN && cands[i].id != c->current_owner)
 							rr_served(r->target_team, cands[i].id);
@@ -1104,10 +1307,30 @@ assign_check_manual(ManagedTable *mt, Customer *c, int64 rep_id, bool dry_run)
 				 errdetail("Another open transaction is taking customers for rep %s; waiting for it here could deadlock with this transaction's own earlier assignments.",
 						   rep->code),
 				 errhint("Retry after the other transaction ends, or give customers to reps in rep id order within one transaction.")));
-	ereport(ERROR,
+	{
+		int32		held,
+					reserved;
+
+		read_loads(&rep_id, 1, &held, &reserved);
+		if (reserved == 0 && held <= rep->capacity)
+			ereport(ERROR,
+					(errcode(ERRCODE_ALLOC_REP_AT_CAPACITY),
+					 errmsg("rep %s is at capacity", rep->code),
+					 errdetail("Rep %s already holds %d customers, the capacity; customer %s of %s cannot be added.",
+							   rep->code, held, c->key, mt->name),
+					 errhint("Release a customer of this rep, raise the rep's capacity, or choose another rep.")));
+		if (reserved == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_ALLOC_REP_AT_CAPACITY),
+					 errmsg("rep %s is over capacity", rep->code),
+					 errdetail("Rep %s holds %d customers, more than its capacity %d; customer %s of %s cannot be added.",
+							   rep->code, held, rep->capacity, c->key, mt->name),
+					 errhint("Release customers of this rep, raise the rep's capacity, or choose another rep.")));
+		ereport(ERROR,
 				(errcode(ERRCODE_ALLOC_REP_AT_CAPACITY),
-				 errmsg("rep %s is at capacity", rep->code),
-				 errdetail("Rep %s already holds %d customers, the capacity; customer %s of %s cannot be added.",
-						   rep->code, assign_current_load(rep_id), c->key, mt->name),
-				 errhint("Release a customer of this rep, raise the rep's capacity, or choose another rep.")));
+				 errmsg("rep %s is %s capacity", rep->code, held + reserved > rep->capacity ? "over" : "at"),
+				 errdetail("Rep %s holds %d customers and %d pending suggestions reserve %d more slots, capacity %d; customer %s of %s cannot be added.",
+						   rep->code, held, reserved, reserved, rep->capacity, c->key, mt->name),
+				 errhint("Decide the pending suggestions for this rep, release a customer, raise the capacity, or choose another rep.")));
+	}
 }

@@ -59,6 +59,7 @@ fetch_row(const char *sql, Oid argtype, Datum arg)
 	HeapTuple	result = NULL;
 	Datum		d;
 	bool		isnull;
+	MemoryContext caller = CurrentMemoryContext;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -69,15 +70,20 @@ fetch_row(const char *sql, Oid argtype, Datum arg)
 		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 		if (!isnull)
 		{
-			HeapTupleHeader hdr = DatumGetHeapTupleHeader(SPI_datumTransfer(d, false, -1));
-			HeapTupleData tmp;
+			/*
+			 * Copied (and detoasted) into the caller's memory: anything
+			 * palloc'd here while connected lives in SPI's memory, which
+			 * SPI_finish frees -- a later SPI call would reuse it.
+			 */
+			MemoryContext old = MemoryContextSwitchTo(caller);
+			HeapTupleHeader hdr = DatumGetHeapTupleHeaderCopy(d);
 
-			tmp.t_len = HeapTupleHeaderGetDatumLength(hdr);
-			ItemPointerSetInvalid(&tmp.t_self);
-			tmp.t_tableOid = InvalidOid;
-			tmp.t_data = hdr;
 			result = palloc(sizeof(HeapTupleData));
-			*result = tmp;
+			result->t_len = HeapTupleHeaderGetDatumLength(hdr);
+			ItemPointerSetInvalid(&result->t_self);
+			result->t_tableOid = InvalidOid;
+			result->t_data = hdr;
+			MemoryContextSwitchTo(old);
 		}
 	}
 	SPI_finish();
@@ -122,6 +128,8 @@ explain_tuple_inner(ManagedTable *mt, HeapTuple tup, bool hypothetical)
 	/* a stored customer is explained as a re-evaluation: its owner keeps its slot */
 	if (!isnull)
 		c.current_owner = mt->owner_type == INT4OID ? DatumGetInt32(owner) : DatumGetInt64(owner);
+	/* a customer with a key: its pending suggestion's slot and former owners in cooldown, as the trigger */
+	assign_read_history(mt, &c);
 	initStringInfo(&tr.rules);
 	initStringInfo(&tr.cur);
 	tr.nrules = 0;

@@ -931,7 +931,12 @@ before_update_decide(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 			 */
 			if (!oldnull && old_owner < new_owner)
 				(void) assign_lock_released(old_owner);
-			assign_check_manual(mt, &c, new_owner, false);
+			/* to the rep its pending suggestion names: that reserved slot is used */
+			assign_read_history(mt, &c);
+			if (c.suggested_rep == new_owner)
+				assign_use_suggested_slot(mt, &c, new_owner);
+			else
+				assign_check_manual(mt, &c, new_owner, false);
 			d.kind = DECISION_MANUAL;
 			d.rep_id = new_owner;
 			d.reserved = true;
@@ -956,6 +961,15 @@ before_update_decide(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 			e->source = "manual";
 			e->kind = newnull ? "release" : "reassign";
 		}
+		/*
+		 * Given back by release() or recycle(): back in the pool, not pinned
+		 * there -- the rules apply again on re-evaluation (except to the
+		 * former owner during its cooldown).  A person clearing the owner
+		 * (UPDATE, assign(..., NULL)) pins the customer in the pool.
+		 */
+		if (newnull && chg != NULL &&
+			(strcmp(src, "release") == 0 || strcmp(src, "recycle") == 0))
+			e->pinned = false;
 		return newtup;
 	}
 
@@ -983,6 +997,7 @@ before_update_decide(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 	}
 
 	c.current_owner = oldnull ? 0 : old_owner;
+	assign_read_history(mt, &c);	/* its pending suggestion's slot; former owners in cooldown */
 	assign_decide(mt, newtup, &c, &d, false, NULL);
 	if (d.kind == DECISION_SUGGEST && !oldnull)
 	{
@@ -1678,9 +1693,13 @@ flush_frame(Frame *f)
 		c.v[col] = palloc(sizeof(Datum) * Max(len, 1));
 		c.isnull[col] = palloc(sizeof(bool) * Max(len, 1));
 	}
-	/* rows that were not stored: their slots are not taken after all */
+	/*
+	 * Rows that were not stored: their slots are not taken after all.  A
+	 * suggestion's slot is not a held one: the suggestion written by the
+	 * batch counts it (rep_load.reserved).
+	 */
 	for (i = 0; i < f->n; i++)
-		if (!f->entries[i].confirmed && f->entries[i].reserved)
+		if (f->entries[i].reserved && (!f->entries[i].confirmed || f->entries[i].suggest))
 			frames_add_reservation_in(f, f->entries[i].reserved, -1);
 	ndelta = collect_deltas(f, &c);
 
@@ -1825,6 +1844,14 @@ flush_frame(Frame *f)
 	for (i = 0; i < n; i++)
 		if (!c.isnull[C_OLD_REP][i])
 			assign_note_written(DatumGetInt64(c.v[C_OLD_REP][i]), 0);	/* re-read it */
+	/* suggestions were made, accepted or ended: reserved slots moved; re-read what we hold */
+	for (i = 0; i < f->n; i++)
+		if (f->entries[i].confirmed && (f->entries[i].suggest || f->entries[i].op == OP_UPDATE ||
+										f->entries[i].op == OP_DELETE))
+		{
+			assign_forget_bases();
+			break;
+		}
 }
 
 static void

@@ -28,7 +28,7 @@ SELECT v.code, v.name, t.id, v.capacity, v.active
                ('r_full', 'Full',       1, true),
                ('r_one',  'One slot',   1, true),
                ('r_excl', 'Exclusive', 10, true),
-               ('r_sug',  'Suggested',  1, true)) v(code, name, capacity, active)
+               ('r_sug',  'Suggested',  3, true)) v(code, name, capacity, active)
  WHERE t.code = 'tm';
 SELECT id AS r_ok FROM allocation.rep WHERE code = 'r_ok' \gset
 SELECT id AS r_off FROM allocation.rep WHERE code = 'r_off' \gset
@@ -105,7 +105,7 @@ SELECT is((SELECT owner FROM tap04.cust WHERE id = 2), NULL::bigint, 'fixture: c
 SELECT is((SELECT status FROM allocation.suggestion WHERE id = :s_pending), 'pending', 'fixture: suggestion for 4 is pending');
 SELECT is((SELECT status FROM allocation.suggestion WHERE id = :s_rejected), 'rejected', 'fixture: suggestion for 5 is rejected');
 SELECT is((SELECT status FROM allocation.suggestion WHERE id = :s_accepted), 'accepted', 'fixture: suggestion for 6 is accepted');
-SELECT is(pg_temp.held('r_sug'), 1, 'fixture: r_sug is at capacity after the accepted suggestion');
+SELECT is(pg_temp.held('r_sug'), 1, 'fixture: r_sug holds the customer of the accepted suggestion');
 SELECT is_empty('SELECT * FROM allocation.check_consistency()', 'fixture: registry and counters agree');
 
 -------------------------------------------------------------------------------
@@ -347,10 +347,18 @@ SELECT is(pg_temp.wstate(), :'base', 'accept accepted: nothing changed');
 SELECT throws_ok(format($$SELECT allocation.reject_suggestion(%s, 'too late')$$, :s_accepted),
                  'LA061', format('suggestion %s is accepted, not pending', :s_accepted), 'reject_suggestion(accepted): LA061');
 SELECT is(pg_temp.wstate(), :'base', 'reject accepted: nothing changed');
+-- (a pending suggestion reserved its slot; only a capacity lowered below what the rep holds since refuses it)
+-- (lowering and restoring the capacity are audited configuration changes: the base moves with them)
+SET client_min_messages = error;
+UPDATE allocation.rep SET capacity = 1 WHERE code = 'r_sug';
+RESET client_min_messages;
+SELECT pg_temp.wstate() AS base_lowered \gset
 SELECT throws_ok(format($$SELECT allocation.accept_suggestion(%s)$$, :s_pending),
                  'LA022', 'rep r_sug is at capacity', 'accept_suggestion() whose rep is now full: LA022');
-SELECT is(pg_temp.wstate(), :'base', 'accept with full rep: nothing changed');
+SELECT is(pg_temp.wstate(), :'base_lowered', 'accept with full rep: nothing changed');
 SELECT is((SELECT status FROM allocation.suggestion WHERE id = :s_pending), 'pending', 'the suggestion is still pending');
+UPDATE allocation.rep SET capacity = 3 WHERE code = 'r_sug';
+SELECT pg_temp.wstate() AS base \gset
 
 -------------------------------------------------------------------------------
 -- explain(): errors, and no side effects

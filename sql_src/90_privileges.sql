@@ -78,6 +78,7 @@ BEGIN
                         allocation._identity_drop(integer) TO %s', r);
         EXECUTE format('GRANT INSERT, UPDATE, DELETE ON allocation.claim_policy, allocation.recycle_policy,
                         allocation.customer_lock, allocation.resource_pool TO %s', r);
+        EXECUTE format('GRANT INSERT, UPDATE, DELETE ON allocation.name_term TO %s', r);
     END IF;
 END
 $$;
@@ -121,6 +122,8 @@ SELECT pg_catalog.pg_extension_config_dump('allocation.expert_booking', '');
 -- (the pg_trgm index of fuzzy matching is recreated by calling set_duplicate_policy() again)
 SELECT pg_catalog.pg_extension_config_dump('allocation.identity', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.identity_key', '');
+-- the DBA's name terms (the built-in ones come with CREATE EXTENSION)
+SELECT pg_catalog.pg_extension_config_dump('allocation.name_term', 'WHERE NOT builtin');
 DO $$
 DECLARE
     s regclass;

@@ -44,6 +44,7 @@ typedef struct NameTerm
 static NameTerm *cached_terms = NULL;
 static int	cached_nterms = 0;
 static bool cached_valid = false;
+static uint64 cached_generation = 0;	/* counts invalidations */
 static Oid	cached_relid = InvalidOid;
 static MemoryContext cached_cxt = NULL;
 
@@ -199,7 +200,10 @@ void
 name_terms_relcache(Oid relid)
 {
 	if (!OidIsValid(relid) || relid == cached_relid)
+	{
 		cached_valid = false;
+		cached_generation++;
+	}
 }
 
 void
@@ -207,6 +211,7 @@ name_terms_invalidate(void)
 {
 	cached_valid = false;
 	cached_relid = InvalidOid;
+	cached_generation++;
 }
 
 /*
@@ -236,6 +241,7 @@ name_terms(int *n)
 	NameTerm   *terms;
 	int			nterms = 0,
 				size = 64;
+	uint64		generation;
 
 	if (cached_valid && cached_terms)
 	{
@@ -250,9 +256,9 @@ name_terms(int *n)
 		return NULL;
 	}
 	rel = table_open(relid, AccessShareLock);
-	/* invalidations that arrive from here on make the list stale again */
+	/* an invalidation that arrives from here on (while detoasting, say) makes this list stale */
 	cached_relid = relid;
-	cached_valid = keep;
+	generation = cached_generation;
 	cxt = AllocSetContextCreate(keep ? CacheMemoryContext : CurrentMemoryContext,
 								"allocation name terms", ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(cxt);
@@ -303,6 +309,7 @@ name_terms(int *n)
 		cached_cxt = cxt;
 		cached_terms = terms;
 		cached_nterms = nterms;
+		cached_valid = (generation == cached_generation);
 	}
 	*n = nterms;
 	return terms;

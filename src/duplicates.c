@@ -9,7 +9,10 @@
  * and a second writer -- also a concurrent one, which waits for the first
  * transaction like any unique index insert -- learns who holds it.  Fuzzy
  * matches compare normalized names with pg_trgm (found through its GIN
- * index) within a radius; they see committed rows and the writer's own.
+ * index) within a radius; writers of one neighbourhood are serialized by
+ * advisory locks on grid cells and look with a new snapshot, so the second
+ * of two concurrent spellings sees the first (fuzzy_lock_neighbourhood).
+ * Messages name the other customer only to roles that can see it.
  *
  * Only tables with a duplicate policy pay for this (allocation.set_duplicate_policy).
  *

@@ -176,6 +176,9 @@ INSERT INTO r16_dealer (id, name, loc) VALUES (50, '河南绿丰农资有限公�
 SELECT count(*) AS rows_before FROM r16_dealer \gset
 SELECT code, message FROM r16_try($$INSERT INTO r16_dealer (id, name, loc) VALUES (51, '河南绿丰农资店', ST_SetSRID(ST_MakePoint(113.61, 34.70), 4326))$$);
 SELECT count(*) = :rows_before AS nothing_stored, NOT EXISTS (SELECT 1 FROM allocation.identity WHERE key = '51') AS no_identity FROM r16_dealer;
+-- the refused writes' events are written by background workers: wait for all five before dropping
+CALL r16_wait_events(5);
+SELECT key FROM allocation.event WHERE kind = 'duplicate_blocked' ORDER BY key;
 
 DROP TABLE r16_dealer, r16_no_identity CASCADE;
 DROP EXTENSION allocation CASCADE;

@@ -172,7 +172,7 @@ CREATE FUNCTION allocation._record_batch(
     p_old_rep bigint[], p_team bigint[], p_territory bigint[], p_rule bigint[],
     p_source text[], p_pinned boolean[], p_kind text[], p_reason text[],
     p_tier text[], p_crop text[], p_btype text[], p_suggest bigint[], p_stage text[], p_delta_rep bigint[],
-    p_delta_n integer[])
+    p_delta_n integer[], p_requested bigint[] DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
@@ -310,14 +310,16 @@ BEGIN
            b.rule, b.reason,
            jsonb_strip_nulls(jsonb_build_object('territory_id', b.territory, 'team_id', b.team,
                                                 'source', b.source, 'pinned', b.pinned,
-                                                'suggested', b.sug IS NOT NULL))
+                                                'suggested', b.sug IS NOT NULL,
+                                                -- a dispute: the owner the write asked for (evidence)
+                                                'requested_owner', b.req))
       FROM unnest(p_managed, p_op, p_key, p_rep, p_old_rep, p_team, p_territory, p_rule,
-                  p_source, p_pinned, p_kind, p_reason, p_suggest) WITH ORDINALITY
-           AS b(managed_id, op, key, rep, old_rep, team, territory, rule, source, pinned, kind, reason, sug, ord)
+                  p_source, p_pinned, p_kind, p_reason, p_suggest, p_requested) WITH ORDINALITY
+           AS b(managed_id, op, key, rep, old_rep, team, territory, rule, source, pinned, kind, reason, sug, req, ord)
       JOIN allocation.managed_table m ON m.id = b.managed_id
      WHERE b.op <> 'refresh' OR b.sug IS NOT NULL OR b.kind = 'pin'
      ORDER BY b.ord;
 END
 $$;
-COMMENT ON FUNCTION allocation._record_batch(text, integer[], text[], text[], bigint[], bigint[], bigint[], bigint[], bigint[], text[], boolean[], text[], text[], text[], text[], text[], bigint[], text[], bigint[], integer[])
+COMMENT ON FUNCTION allocation._record_batch(text, integer[], text[], text[], bigint[], bigint[], bigint[], bigint[], bigint[], text[], boolean[], text[], text[], text[], text[], text[], bigint[], text[], bigint[], integer[], bigint[])
     IS 'internal: writes one statement''s allocation decisions (registry, history, suggestions, counters, audit)';

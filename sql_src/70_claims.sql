@@ -309,7 +309,7 @@ BEGIN
     EXECUTE format(
         'INSERT INTO allocation.identity (managed_id, key, credit_code, phone, name_norm, lon, lat)
          SELECT $1, u.r[1],
-                CASE WHEN allocation.credit_code_is_valid(upper(replace(u.r[2], '' '', ''''))) THEN upper(replace(u.r[2], '' '', '''')) END,
+                allocation._credit_code(u.r[2]),
                 allocation.normalize_phone(u.r[3]), nullif(allocation.normalize_name(u.r[4]), ''''),
                 %1$I.ST_X(%1$I.ST_Transform(u.r[5]::%1$I.geometry, 4326)),
                 %1$I.ST_Y(%1$I.ST_Transform(u.r[5]::%1$I.geometry, 4326))
@@ -332,6 +332,38 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION allocation._identity_rebuild(integer) IS 'internal: recomputes the identities of a managed table''s customers';
+
+-- The names of stored customers normalized again after allocation.name_term
+-- changed (statement trigger zz_reindex, after zz_invalidate has dropped this
+-- backend's term list).  Each table is first locked in SHARE mode: writers in
+-- flight (normalizing with the old list) finish first, and new ones wait for
+-- this transaction; when they get their table lock they process its
+-- invalidation and normalize with the new list.  The names are read as the
+-- table's owner (allocation._table_rows), never as the extension owner.
+CREATE FUNCTION allocation._name_terms_changed()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    m allocation.managed_table;
+BEGIN
+    FOR m IN SELECT * FROM allocation.managed_table mt
+              WHERE mt.active AND mt.attributes ? 'name'
+                AND (mt.duplicate_exact <> 'off' OR mt.duplicate_fuzzy <> 'off')
+              ORDER BY mt.id LOOP
+        EXECUTE format('LOCK TABLE %s IN SHARE MODE', m.tbl);
+        PERFORM allocation._check_column_types(m.tbl, m.key_column, ARRAY[m.attributes->>'name']);
+        UPDATE allocation.identity i SET name_norm = u.norm
+          FROM (SELECT x.r[1] AS key, nullif(allocation.normalize_name(x.r[2]), '') AS norm
+                  FROM allocation._table_rows(m.tbl, ARRAY[m.key_column::text, m.attributes->>'name'], NULL, '') AS x(r)) u
+         WHERE i.managed_id = m.id AND i.key = u.key AND i.name_norm IS DISTINCT FROM u.norm;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION allocation._name_terms_changed() IS 'internal: re-normalizes the stored names of tables with a duplicate policy after allocation.name_term changed';
+CREATE TRIGGER zz_reindex AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON allocation.name_term
+    FOR EACH STATEMENT EXECUTE FUNCTION allocation._name_terms_changed();
 
 CREATE FUNCTION allocation._set_duplicate_policy(
     tbl regclass,

@@ -68,6 +68,7 @@ BEGIN
                         allocation.enable_rep_security(regclass), allocation.disable_rep_security(regclass),
                         allocation.cache_stats(), allocation.set_duplicate_policy(regclass, text, text, real, double precision) TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.seal_audit() TO %s', r);
+        EXECUTE format('GRANT INSERT, UPDATE, DELETE ON allocation.name_term TO %s', r);
     END IF;
 END
 $$;
@@ -117,6 +118,8 @@ SELECT pg_catalog.pg_extension_config_dump('allocation.audit_seal', '');
 -- (the pg_trgm index of fuzzy matching is recreated by calling set_duplicate_policy() again)
 SELECT pg_catalog.pg_extension_config_dump('allocation.identity', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.identity_key', '');
+-- the DBA's name terms (the built-in ones come with CREATE EXTENSION)
+SELECT pg_catalog.pg_extension_config_dump('allocation.name_term', 'WHERE NOT builtin');
 DO $$
 DECLARE
     s regclass;

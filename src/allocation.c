@@ -43,6 +43,7 @@ AllocationOids alloc_oids;
 static void
 alloc_relcache_callback(Datum arg, Oid relid)
 {
+	name_terms_relcache(relid);
 	if (!OidIsValid(relid))
 	{
 		config_invalidate();
@@ -70,6 +71,7 @@ alloc_namespace_callback(Datum arg, int cacheid, uint32 hashvalue)
 	alloc_oids.valid = false;
 	config_invalidate();
 	tindex_invalidate();
+	name_terms_invalidate();
 }
 
 /* Transaction end: forget per-statement batches */

@@ -365,10 +365,13 @@ typedef struct DupMatch
 	double		similarity;
 	char	   *owner;			/* description of the other customer's holder */
 	char	   *since;
+	bool		redact;			/* the writer may not see the other customer */
+	bool		other_rep;		/* ... which another rep holds */
 } DupMatch;
 
 extern bool dup_check(ManagedTable *mt, Customer *c, DupMatch *m, bool new_row);
 extern const char *dup_match_words(const char *match);
+extern const char *dup_hidden_holder(DupMatch *m);
 
 /* ---------- audit.c: events that survive a refusal ---------- */
 extern void alloc_duplicate_blocked_event(ManagedTable *mt, const char *key, DupMatch *m);
@@ -377,6 +380,10 @@ extern void alloc_duplicate_blocked_event(ManagedTable *mt, const char *key, Dup
 extern Datum allocation_normalize_name(PG_FUNCTION_ARGS);
 extern Datum allocation_normalize_phone(PG_FUNCTION_ARGS);
 extern Datum allocation_credit_code_is_valid(PG_FUNCTION_ARGS);
+extern char *credit_code_normalize(const char *code);
+extern const char *name_entity(const char *norm);
+extern void name_terms_relcache(Oid relid);
+extern void name_terms_invalidate(void);
 
 /* ---------- writer.c: direct row writes (registry, audit) ---------- */
 typedef struct RowWriter RowWriter;

@@ -9,7 +9,10 @@
  * and a second writer -- also a concurrent one, which waits for the first
  * transaction like any unique index insert -- learns who holds it.  Fuzzy
  * matches compare normalized names with pg_trgm (found through its GIN
- * index) within a radius; they see committed rows and the writer's own.
+ * index) within a radius; writers of one neighbourhood are serialized by
+ * advisory locks on grid cells and look with a new snapshot, so the second
+ * of two concurrent spellings sees the first (fuzzy_lock_neighbourhood).
+ * Messages name the other customer only to roles that can see it.
  *
  * Only tables with a duplicate policy pay for this (allocation.set_duplicate_policy).
  *
@@ -35,6 +38,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
+#include "storage/lock.h"
 #include "parser/parse_relation.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -42,6 +46,8 @@
 #include "utils/relcache.h"
 #include "utils/snapmgr.h"
 #include "utils/guc.h"
+#include "utils/acl.h"
+#include "utils/rls.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
@@ -61,19 +67,7 @@ read_identity(Customer *c, char **code, char **phone, char **name)
 {
 	*code = *phone = *name = NULL;
 	if (c->attr[ATTR_CREDIT])
-	{
-		char	   *s = pstrdup(c->attr[ATTR_CREDIT]);
-		char	   *p,
-				   *q;
-
-		/* credit codes are compared upper case, without blanks */
-		for (p = q = s; *p; p++)
-			if (*p != ' ' && *p != '\t')
-				*q++ = pg_ascii_toupper((unsigned char) *p);
-		*q = '\0';
-		if (DatumGetBool(DirectFunctionCall1(allocation_credit_code_is_valid, CStringGetTextDatum(s))))
-			*code = s;
-	}
+		*code = credit_code_normalize(c->attr[ATTR_CREDIT]);	/* upper case, no blanks; NULL if invalid */
 	if (c->attr[ATTR_PHONE])
 	{
 		Datum		d;
@@ -421,6 +415,91 @@ register_identity_direct(ManagedTable *mt, Customer *c, const char *code, const 
 	return false;
 }
 
+/*
+ * Serializing the fuzzy check.  Two spellings of one dealer (丰收农资店,
+ * 丰收农资商店) written at the same moment share no key an index could
+ * arbitrate, so before looking for similar names a writer takes
+ * transaction-level advisory locks on its neighbourhood: the cells of a
+ * fixed grid that the match radius around its point touches.  Cells are 2 x
+ * within_m high; each row of cells has its own width, at least 2 x within_m
+ * everywhere in the row, so a radius touches at most 2 rows of at most 3
+ * cells.  If A and B are within within_m of each other, A's box covers B's
+ * point, so both lock the cell that contains B: the second writer waits
+ * until the first one's transaction ends.  Without a radius (within_m NULL)
+ * the whole table is one neighbourhood.  The locks live in a key space of
+ * their own (advisory lock tag: database, managed table id, cell hash, and
+ * field 4 = 0x4C41 'LA', which pg_advisory_lock() never uses) and are taken
+ * in ascending key order, so two writers never take them crosswise; a hash
+ * collision merely makes two far cells share a lock.
+ *
+ * The lookup that follows the lock must see what the previous holder
+ * committed, which the statement's snapshot (taken before the wait) does
+ * not: it runs with a new snapshot (GetLatestSnapshot).  Under REPEATABLE
+ * READ or SERIALIZABLE a match that the transaction's own snapshot cannot see
+ * is a serialization failure (40001), as for INSERT ... ON CONFLICT.
+ * Tables without a fuzzy action take no lock.
+ */
+#define FUZZY_LOCK_SPACE 0x4C41
+
+static int
+cmp_uint32(const void *a, const void *b)
+{
+	uint32		x = *(const uint32 *) a,
+				y = *(const uint32 *) b;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
+static void
+fuzzy_lock_neighbourhood(ManagedTable *mt, Customer *c)
+{
+	uint32		keys[32];
+	int			n = 0,
+				i;
+
+	if (mt->within_m > 0)
+	{
+		double		rad = M_PI / 180.0;
+		double		r = mt->within_m;
+		/* degrees of latitude for r metres: at most r / 111195 on the sphere of distance_m() */
+		double		dlat = r / 111000.0;
+		double		cell_lat = Min(2.0 * dlat, 180.0);
+		double		lat0 = c->loc.y - dlat,
+					lat1 = c->loc.y + dlat;
+		double		polar = Min(Max(fabs(lat0), fabs(lat1)), 90.0);
+		double		dlon = Min(r / (111000.0 * Max(cos(polar * rad), 0.01)), 180.0);
+		int64		row,
+					row0 = (int64) floor((lat0 + 90.0) / cell_lat),
+					row1 = (int64) floor((lat1 + 90.0) / cell_lat);
+
+		for (row = row0; row <= row1; row++)
+		{
+			double		edge = Min(Max(fabs(row * cell_lat - 90.0), fabs((row + 1) * cell_lat - 90.0)), 90.0);
+			double		cell_lon = Min(cell_lat / Max(cos(edge * rad), 0.01), 360.0);
+			int64		col,
+						col0 = (int64) floor((c->loc.x - dlon + 180.0) / cell_lon),
+						col1 = (int64) floor((c->loc.x + dlon + 180.0) / cell_lon);
+
+			for (col = col0; col <= col1 && n < lengthof(keys); col++)
+				keys[n++] = hash_combine(hash_uint32((uint32) row), hash_uint32((uint32) col));
+		}
+		if (n == lengthof(keys))
+			elog(ERROR, "fuzzy duplicate lock: too many grid cells");	/* cannot happen */
+	}
+	else
+		keys[n++] = 0;
+	qsort(keys, n, sizeof(uint32), cmp_uint32);
+	for (i = 0; i < n; i++)
+	{
+		LOCKTAG		tag;
+
+		if (i > 0 && keys[i] == keys[i - 1])
+			continue;
+		SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) mt->id, keys[i], FUZZY_LOCK_SPACE);
+		(void) LockAcquire(&tag, ExclusiveLock, false, false);
+	}
+}
+
 /* The most similar other name within the radius */
 static bool
 fuzzy_match(ManagedTable *mt, Customer *c, const char *name, DupMatch *m)
@@ -434,9 +513,12 @@ fuzzy_match(ManagedTable *mt, Customer *c, const char *name, DupMatch *m)
 	char		thr[32];
 	uint64		i;
 	bool		found = false;
+	const char *entity;
 
 	if (mt->within_m > 0 && !c->loc.present)
 		return false;			/* "within N metres" cannot be decided */
+	fuzzy_lock_neighbourhood(mt, c);
+	entity = name_entity(name);
 	if (plan == NULL || plan_schema == NULL || strcmp(plan_schema, schema) != 0)
 	{
 		const char *q = quote_identifier(schema);
@@ -445,7 +527,7 @@ fuzzy_match(ManagedTable *mt, Customer *c, const char *name, DupMatch *m)
 		if (plan)
 			SPI_freeplan(plan);
 		plan = NULL;
-		sql = psprintf("SELECT i.key, %s.similarity(i.name_norm, $3)::float8 AS sim, i.lon, i.lat"
+		sql = psprintf("SELECT i.key, %s.similarity(i.name_norm, $3)::float8 AS sim, i.lon, i.lat, i.name_norm"
 					   "  FROM allocation.identity i"
 					   " WHERE i.managed_id = $1 AND i.key <> $2 AND i.name_norm OPERATOR(%s.%%) $3"
 					   "   AND NOT allocation._duplicate_decided($1, $2, i.key)"
@@ -476,7 +558,9 @@ fuzzy_match(ManagedTable *mt, Customer *c, const char *name, DupMatch *m)
 	}
 	else
 		nulls[3] = nulls[4] = nulls[5] = 'n';
-	if (SPI_execute_plan(plan, vals, nulls, true, 0) != SPI_OK_SELECT)
+	/* a new snapshot: sees what the writers this one waited for committed */
+	if (SPI_execute_snapshot(plan, vals, nulls, GetLatestSnapshot(), InvalidSnapshot,
+							 false, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "fuzzy duplicate lookup failed");
 	for (i = 0; i < SPI_processed && !found; i++)
 	{
@@ -493,46 +577,128 @@ fuzzy_match(ManagedTable *mt, Customer *c, const char *name, DupMatch *m)
 		if (mt->within_m > 0 &&
 			(n1 || n2 || distance_m(c->loc.x, c->loc.y, DatumGetFloat8(lon), DatumGetFloat8(lat)) > mt->within_m))
 			continue;
+		{
+			/* a cooperative (合作社) is not the shop of the same name */
+			char	   *other = SPI_getvalue(t, td, 5);
+			const char *other_entity = other ? name_entity(other) : NULL;
+
+			if ((entity == NULL) != (other_entity == NULL) ||
+				(entity && strcmp(entity, other_entity) != 0))
+				continue;
+		}
 		m->match = "name";
 		m->other_key = SPI_getvalue(t, td, 1);
 		m->value = pstrdup(name);
 		m->similarity = sim;
 		found = true;
 	}
+	if (found && IsolationUsesXactSnapshot())
+	{
+		Oid			t2[2] = {INT4OID, TEXTOID};
+		Datum		v2[2] = {Int32GetDatum(mt->id), CStringGetTextDatum(m->other_key)};
+
+		/* read with the transaction's snapshot: can it see the match? */
+		if (SPI_execute_with_args("SELECT 1 FROM allocation.identity WHERE managed_id = $1 AND key = $2",
+								  2, t2, v2, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "fuzzy duplicate lookup failed");
+		if (SPI_processed == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("could not serialize access due to a concurrent registration of a similar customer"),
+					 errdetail("A customer with a similar name nearby was registered by a transaction that committed after this transaction's snapshot."),
+					 errhint("Retry the transaction.")));
+	}
 	return found;
 }
 
-/* Who holds the other customer now, for the message */
-static void
+/*
+ * Who holds the other customer now, for the message.  Read with a new
+ * snapshot (read_only = false): the holder may have committed while this
+ * writer waited for it, after the statement's snapshot was taken.  Returns
+ * the holding rep's id (0 = none).
+ */
+static int64
 describe_owner(ManagedTable *mt, DupMatch *m)
 {
 	Oid			types[2] = {INT4OID, TEXTOID};
 	Datum		vals[2];
+	int64		rep_id = 0;
 
 	vals[0] = Int32GetDatum(mt->id);
 	vals[1] = CStringGetTextDatum(m->other_key);
-	if (SPI_execute_with_args("SELECT a.rep_id, r.code, r.name, a.valid_from::text"
-							  "  FROM allocation.assignment a LEFT JOIN allocation.rep r ON r.id = a.rep_id"
-							  " WHERE a.managed_id = $1 AND a.key = $2 AND a.valid_to IS NULL",
-							  2, types, vals, NULL, true, 1) != SPI_OK_SELECT)
+	if (SPI_execute_with_args("SELECT a.rep_id, r.code, r.name, a.valid_from::text, i.xmin"
+							  "  FROM allocation.identity i"
+							  "  LEFT JOIN allocation.assignment a ON a.managed_id = i.managed_id AND a.key = i.key"
+							  "       AND a.valid_to IS NULL"
+							  "  LEFT JOIN allocation.rep r ON r.id = a.rep_id"
+							  " WHERE i.managed_id = $1 AND i.key = $2",
+							  2, types, vals, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "reading the owner of a duplicate failed");
+	m->owner = NULL;
+	m->since = NULL;
 	if (SPI_processed > 0)
 	{
 		HeapTuple	t = SPI_tuptable->vals[0];
 		TupleDesc	td = SPI_tuptable->tupdesc;
 		char	   *rep = SPI_getvalue(t, td, 1);
+		bool		isnull;
 
 		m->since = SPI_getvalue(t, td, 4);
 		if (rep)
+		{
+			rep_id = DatumGetInt64(SPI_getbinval(t, td, 1, &isnull));
 			m->owner = psprintf("rep %s (%s, id %s)", SPI_getvalue(t, td, 2), SPI_getvalue(t, td, 3), rep);
-		else
+		}
+		else if (m->since)
 			m->owner = pstrdup("nobody (public pool)");
+		else
+		{
+			TransactionId xmin = DatumGetTransactionId(SPI_getbinval(t, td, 5, &isnull));
+
+			/* no ownership record yet: the statement that registered it is still running */
+			m->owner = pstrdup(TransactionIdIsCurrentTransactionId(xmin) ?
+							   "nobody yet (registered earlier in this same statement)" :
+							   "nobody yet (its ownership record is not written)");
+		}
 	}
 	else
-	{
-		m->owner = pstrdup("nobody yet (written by this transaction)");
-		m->since = NULL;
-	}
+		m->owner = pstrdup("nobody (the customer is being deleted)");
+	return rep_id;
+}
+
+/*
+ * Whether the writer may not see the other customer: then its messages name
+ * neither the customer nor its holder (the audit event keeps both).  A role
+ * without SELECT on the table sees no row; under row-level security (see
+ * enable_rep_security) a rep's login sees only its own customers, and with
+ * other policies than the engine's the engine cannot tell, so it redacts.
+ */
+static void
+set_redaction(Oid viewer, ManagedTable *mt, int64 holder, DupMatch *m)
+{
+	Oid			types[2] = {OIDOID, OIDOID};
+	Datum		vals[2] = {ObjectIdGetDatum(viewer), ObjectIdGetDatum(mt->relid)};
+	bool		no_rep;
+	bool		isnull;
+	bool		rep_policy;
+	int64		rep;
+
+	if (SPI_execute_with_args("SELECT (SELECT r.id FROM allocation.rep r WHERE r.login = pg_catalog.pg_get_userbyid($1)),"
+							  " EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = $2"
+							  "          AND p.polname = 'allocation_rep_read')",
+							  2, types, vals, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "reading the writer's rep failed");
+	rep = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &no_rep));
+	rep_policy = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	m->other_rep = holder != 0 && (no_rep || holder != rep);
+	if (pg_class_aclcheck(mt->relid, viewer, ACL_SELECT) != ACLCHECK_OK)
+		m->redact = true;		/* sees no row at all */
+	else if (check_enable_rls(mt->relid, viewer, true) != RLS_ENABLED)
+		m->redact = false;		/* sees every row */
+	else if (!rep_policy)
+		m->redact = true;		/* policies the engine cannot read */
+	else
+		m->redact = !no_rep && holder != rep;	/* a rep sees its own customers, other roles all */
 }
 
 /*
@@ -551,10 +717,13 @@ dup_check(ManagedTable *mt, Customer *c, DupMatch *m, bool new_row)
 
 	MemoryContext caller = CurrentMemoryContext;
 
+	Oid			viewer;
+
 	memset(m, 0, sizeof(*m));
 	if (mt->dup_exact == 'o' && mt->dup_fuzzy == 'o')
 		return false;
 	read_identity(c, &code, &phone, &name);
+	viewer = alloc_actor_id();	/* before the switch to the extension owner */
 	alloc_spi_begin(&sw);
 	m->registered = true;
 	{
@@ -582,7 +751,9 @@ dup_check(ManagedTable *mt, Customer *c, DupMatch *m, bool new_row)
 	}
 	if (found)
 	{
-		describe_owner(mt, m);
+		int64		holder = describe_owner(mt, m);
+
+		set_redaction(viewer, mt, holder, m);
 		/* SPI's memory goes away at SPI_finish: keep the strings */
 #define KEEP(f) (m->f = m->f ? MemoryContextStrdup(caller, m->f) : NULL)
 		KEEP(other_key);
@@ -600,17 +771,27 @@ dup_check(ManagedTable *mt, Customer *c, DupMatch *m, bool new_row)
 
 	if (m->action == 'b')
 	{
+		bool		fuzzy = strcmp(m->match, "name") == 0;
 		const char *what = strcmp(m->match, "credit_code") == 0 ? "credit code" :
 			strcmp(m->match, "phone") == 0 ? "phone" : "name";
+		const char *near = mt->within_m > 0 ? psprintf(" within %.0f m", mt->within_m) : "";
 
 		alloc_duplicate_blocked_event(mt, c->key, m);
+		if (m->redact)
+			ereport(ERROR,
+					(errcode(fuzzy ? ERRCODE_ALLOC_DUPLICATE_FUZZY : ERRCODE_ALLOC_DUPLICATE),
+					 errmsg("customer %s duplicates another customer of %s (%s)", c->key, mt->name, dup_match_words(m->match)),
+					 fuzzy ?
+					 errdetail("Its normalized name \"%s\" is %.0f%% similar to the name of another customer%s, %s.",
+							   m->value, m->similarity * 100, near, dup_hidden_holder(m)) :
+					 errdetail("Another customer (%s) already has %s %s.", dup_hidden_holder(m), what, m->value),
+					 errhint("Ask a manager: the refused write is recorded in allocation.event (duplicate_blocked) with the customer it duplicates.")));
 		ereport(ERROR,
-				(errcode(strcmp(m->match, "name") == 0 ? ERRCODE_ALLOC_DUPLICATE_FUZZY : ERRCODE_ALLOC_DUPLICATE),
-				 errmsg("customer %s duplicates customer %s of %s (same %s)", c->key, m->other_key, mt->name, what),
-				 strcmp(m->match, "name") == 0 ?
+				(errcode(fuzzy ? ERRCODE_ALLOC_DUPLICATE_FUZZY : ERRCODE_ALLOC_DUPLICATE),
+				 errmsg("customer %s duplicates customer %s of %s (%s)", c->key, m->other_key, mt->name, dup_match_words(m->match)),
+				 fuzzy ?
 				 errdetail("Its normalized name \"%s\" is %.0f%% similar to customer %s's%s; customer %s is held by %s%s%s.",
-						   m->value, m->similarity * 100, m->other_key,
-						   mt->within_m > 0 ? psprintf(" within %.0f m", mt->within_m) : "",
+						   m->value, m->similarity * 100, m->other_key, near,
 						   m->other_key, m->owner, m->since ? " since " : "", m->since ? m->since : "") :
 				 errdetail("Customer %s already has %s %s; it is held by %s%s%s.",
 						   m->other_key, what, m->value, m->owner, m->since ? " since " : "", m->since ? m->since : ""),
@@ -618,4 +799,11 @@ dup_check(ManagedTable *mt, Customer *c, DupMatch *m, bool new_row)
 						 m->other_key, what)));
 	}
 	return true;
+}
+
+/* How a hidden customer's holder reads in a redacted message */
+const char *
+dup_hidden_holder(DupMatch *m)
+{
+	return m->other_rep ? "held by another rep" : "which you cannot see";
 }

@@ -85,6 +85,7 @@ typedef struct Entry
 	char	   *dup_other;
 	char	   *dup_value;
 	double		dup_similarity;
+	int64		requested;		/* dispute: the owner the write asked for (evidence), 0 = none */
 	int			next_same;		/* older entry with the same key hash, -1 = none */
 } Entry;
 
@@ -404,13 +405,20 @@ note_duplicate(Entry *e, DupMatch *m)
 }
 
 
+/* The NOTICE of a 'warn' action (without the other customer when the writer cannot see it) */
 static void
 warn_duplicate(ManagedTable *mt, const char *key, DupMatch *m)
 {
-	ereport(NOTICE,
-			(errmsg("customer %s may duplicate customer %s of %s (%s)", key, m->other_key, mt->name, dup_match_words(m->match)),
-			 errdetail("Customer %s (%s) is held by %s; the write was kept and queued in allocation.dispute_queue.",
-					   m->other_key, m->value, m->owner)));
+	if (m->redact)
+		ereport(NOTICE,
+				(errmsg("customer %s may duplicate another customer of %s (%s)", key, mt->name, dup_match_words(m->match)),
+				 errdetail("The other customer is %s; the write was kept and queued in allocation.dispute_queue for a manager.",
+						   dup_hidden_holder(m))));
+	else
+		ereport(NOTICE,
+				(errmsg("customer %s may duplicate customer %s of %s (%s)", key, m->other_key, mt->name, dup_match_words(m->match)),
+				 errdetail("Customer %s (%s) is held by %s; the write was kept and queued in allocation.dispute_queue.",
+						   m->other_key, m->value, m->owner)));
 }
 
 /* A duplicate under a 'dispute' action: the row is stored without an owner */
@@ -656,6 +664,7 @@ before_insert(ManagedTable *mt, Relation rel, HeapTuple tup)
 		e = new_entry(OP_INSERT, mt, c.key);
 		fill_decision(e, &c, &d);
 		note_duplicate(e, &dup);
+		e->requested = isnull ? 0 : owner;
 		e->source = "dispute";
 		e->kind = "dispute";
 		e->old_rep = 0;
@@ -808,9 +817,14 @@ before_update(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 	Customer	c;
 	DupMatch	dup;
 	Entry	   *e = NULL;
-	bool		oldnull;
+	bool		oldnull,
+				newnull;
 	int64		old_owner = owner_value(mt, oldtup, &oldnull);
+	/* the owner this UPDATE sets itself (kept as evidence if it ends in a dispute) */
+	int64		requested = owner_value(mt, newtup, &newnull);
 
+	if (newnull || (!oldnull && requested == old_owner))
+		requested = 0;
 	newtup = before_update_decide(mt, oldtup, newtup);
 	if ((mt->dup_exact == 'o' && mt->dup_fuzzy == 'o') || !identity_changed(mt, oldtup, newtup))
 		return newtup;
@@ -855,6 +869,7 @@ before_update(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 	e->source = "dispute";
 	e->kind = "dispute";
 	note_duplicate(e, &dup);
+	e->requested = requested;
 	return set_owner(mt, newtup, 0);
 }
 
@@ -1189,7 +1204,7 @@ allocation_row_trigger(PG_FUNCTION_ARGS)
 enum
 {
 	C_MANAGED, C_OP, C_KEY, C_REP, C_OLD_REP, C_TEAM, C_TERRITORY, C_RULE, C_SOURCE,
-	C_PINNED, C_KIND, C_REASON, C_TIER, C_CROP, C_BTYPE, C_SUGGEST, C_STAGE, C_DELTA_REP, C_DELTA_N, C__N
+	C_PINNED, C_KIND, C_REASON, C_TIER, C_CROP, C_BTYPE, C_SUGGEST, C_STAGE, C_DELTA_REP, C_DELTA_N, C_REQUESTED, C__N
 };
 
 typedef struct Cols
@@ -1200,7 +1215,7 @@ typedef struct Cols
 
 static const Oid col_types[C__N] = {
 	INT4OID, TEXTOID, TEXTOID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID,
-	BOOLOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, INT8OID, INT4OID
+	BOOLOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, INT8OID, INT4OID, INT8OID
 };
 
 static void
@@ -1406,6 +1421,13 @@ event_detail(Entry *e)
 	v.type = jbvBool;
 	v.val.boolean = e->suggest != 0;
 	pushJsonbValue(&st, WJB_VALUE, &v);
+	if (e->requested)
+	{
+		jb_key(&st, "requested_owner");
+		v.type = jbvNumeric;
+		v.val.numeric = int64_to_numeric(e->requested);
+		pushJsonbValue(&st, WJB_VALUE, &v);
+	}
 	return JsonbPGetDatum(JsonbValueToJsonb(pushJsonbValue(&st, WJB_END_OBJECT, NULL)));
 }
 
@@ -1681,6 +1703,7 @@ flush_frame(Frame *f)
 				n = 0,
 				ndelta = 0;
 	bool		any_suggest = false;
+	bool		any_requested = false;
 	char		nulls[C__N + 1];
 	char	   *actor;
 
@@ -1749,6 +1772,9 @@ flush_frame(Frame *f)
 		put_text(&c, C_BTYPE, n, e->btype);
 		put_i8(&c, C_SUGGEST, n, e->suggest);
 		put_text(&c, C_STAGE, n, e->stage);
+		put_i8(&c, C_REQUESTED, n, e->requested);
+		if (e->requested)
+			any_requested = true;
 		n++;
 	}
 	if (n == 0)
@@ -1807,7 +1833,7 @@ flush_frame(Frame *f)
 			else
 				args[col + 1] = col_array(&c, col, ndelta);
 		}
-		else if (col == C_SUGGEST && !any_suggest)
+		else if ((col == C_SUGGEST && !any_suggest) || (col == C_REQUESTED && !any_requested))
 			nulls[col + 1] = 'n';
 		else
 			args[col + 1] = col_array(&c, col, n);
@@ -1818,7 +1844,7 @@ flush_frame(Frame *f)
 	if (plan == NULL)
 	{
 		plan = SPI_prepare("SELECT allocation._record_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
-						   " $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)", C__N + 1, types);
+						   " $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)", C__N + 1, types);
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare of the batch writer failed");
 		SPI_keepplan(plan);

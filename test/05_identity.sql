@@ -6,11 +6,15 @@
 \pset pager off
 BEGIN;
 CREATE EXTENSION allocation;
-SELECT plan(48);
+SELECT plan(57);
 
 -- volatility and strictness (usable in indexes)
 SELECT is((SELECT provolatile::text || proisstrict::text || proparallel::text FROM pg_proc
-            WHERE oid = 'allocation.normalize_name(text)'::regprocedure), 'itrues', 'normalize_name is IMMUTABLE STRICT PARALLEL SAFE');
+            WHERE oid = 'allocation.normalize_name(text)'::regprocedure), 'strues',
+          'normalize_name(text) is STABLE (it reads allocation.name_term) STRICT PARALLEL SAFE');
+SELECT is((SELECT provolatile::text || proisstrict::text || proparallel::text FROM pg_proc
+            WHERE oid = 'allocation.normalize_name(text, text[])'::regprocedure), 'itrues',
+          'normalize_name(text, text[]) is IMMUTABLE STRICT PARALLEL SAFE (usable in an index)');
 SELECT is((SELECT provolatile::text || proisstrict::text || proparallel::text FROM pg_proc
             WHERE oid = 'allocation.normalize_phone(text)'::regprocedure), 'itrues', 'normalize_phone is IMMUTABLE STRICT PARALLEL SAFE');
 SELECT is((SELECT provolatile::text || proisstrict::text || proparallel::text FROM pg_proc
@@ -29,7 +33,11 @@ SELECT is(allocation.normalize_name(input), expected, format('normalize_name(%s)
     ('ＡＢＣ　Ｓｅｅｄｓ Co., Ltd.', 'abcseeds'),
     ('Green-Field  Inc.', 'greenfield'),
     ('GREEN FIELD LIMITED', 'greenfield'),
-    ('绿丰种植专业合作社', '绿丰种植'),
+    ('绿丰种植专业合作社', '绿丰种植合作社'),     -- a cooperative stays one
+    ('丰收东1号农化有限公司', '丰收东1号'),
+    ('丰收东1号农资店', '丰收东1号'),
+    ('丰收农业科技有限公司', '丰收'),
+    ('金农药店', '金农药'),                     -- never reduced to one character
     ('长沙绿丰商行', '长沙绿丰'),
     ('有限公司', '有限'),
     ('', '')) AS t(input, expected);
@@ -69,10 +77,14 @@ SELECT is(allocation.credit_code_is_valid(input), expected, format('credit_code_
     ('91350100M000100Y44', false),      -- wrong check character
     ('9135010OM000100Y43', false),      -- O is not in the alphabet
     ('91350100I000100Y43', false),      -- I is not in the alphabet
-    ('91350100m000100y43', false),      -- lower case
+    ('91350100m000100y43', true),       -- lower case: compared upper case
+    (' 91350100 M000100Y43 ', true),    -- blanks: compared without them
+    ('９１３５０１００Ｍ０００１００Ｙ４３', true),   -- full width
+    ('91350100m000100y44', false),      -- lower case, wrong check character
     ('91350100M000100Y4', false),       -- 17 characters
     ('91350100M000100Y433', false),     -- 19 characters
-    ('91350100M 00100Y43', false),      -- blank
+    ('91350100M 00100Y43', false),      -- 17 characters and a blank
+    ('91350100M-000100Y43', false),     -- a dash is no blank
     ('', false)) AS t(input, expected);
 
 SELECT * FROM finish();

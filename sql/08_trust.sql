@@ -217,6 +217,79 @@ SELECT id, owner FROM t_crm.customer ORDER BY id;
 SELECT count(*) AS open_rows FROM allocation.assignment WHERE valid_to IS NULL;
 
 -------------------------------------------------------------------------------
+-- 6. what an adversarial review tried (each ran as a superuser or as the rep before the fix)
+-------------------------------------------------------------------------------
+DROP TABLE t_calls;   -- (claims refuse sessions with temporary tables)
+SET ROLE regress_t_admin;
+CREATE FUNCTION t_crm.chk(int) RETURNS boolean LANGUAGE plpgsql AS
+$$ BEGIN RAISE NOTICE 'domain check runs as %', current_user; RETURN true; END $$;
+CREATE DOMAIN t_crm.dom AS int CHECK (t_crm.chk(VALUE));
+-- a) parsing a condition runs code (a literal cast to a domain checks it): also when DDL re-parses it
+INSERT INTO allocation.rule (name, priority, target_kind, tbl, condition)
+     VALUES ('dom literal', 1, 'pool', 't_crm.customer', $c$'{1}'::t_crm.dom[] IS NOT NULL$c$);
+RESET ROLE;
+ALTER TABLE t_crm.customer ADD COLUMN extra int;   -- the event trigger (extension owner) re-parses it
+DELETE FROM allocation.rule WHERE name = 'dom literal';
+-- b) explain() casts into the table's domains as the table's owner, also when a superuser asks
+SET ROLE regress_t_admin;
+ALTER TABLE t_crm.customer ADD COLUMN note t_crm.dom;
+RESET ROLE;
+SELECT allocation.explain('t_crm.customer', '{"id": 9, "note": 1}'::jsonb) -> 'result' ->> 'outcome' AS explained;
+-- ... and shows a stored customer only to a role that may read it (rep b cannot see customer 2 under RLS)
+SET ROLE regress_t_rep2;
+SELECT allocation.explain('t_crm.customer', '2');
+\echo sqlstate :SQLSTATE
+RESET ROLE;
+-- c) a trigger that sorts after zz_allocation_before cannot change the owner the engine decided
+SET ROLE regress_t_admin;
+CREATE FUNCTION t_crm.swap() RETURNS trigger LANGUAGE plpgsql AS
+$$ BEGIN IF NEW.owner IS NOT NULL THEN NEW.owner := 3 - NEW.owner; END IF; RETURN NEW; END $$;
+CREATE TRIGGER zzzz_swap BEFORE INSERT OR UPDATE ON t_crm.customer FOR EACH ROW EXECUTE FUNCTION t_crm.swap();
+RESET ROLE;
+SELECT allocation.assign('t_crm.customer', '1', 1, 'swap test');
+\echo sqlstate :SQLSTATE
+UPDATE t_crm.customer SET volume = volume + 1 WHERE id = 1;   -- nothing the engine reads: the owner may not move either
+\echo sqlstate :SQLSTATE
+SET ROLE regress_t_admin;
+DROP TRIGGER zzzz_swap ON t_crm.customer;
+-- d) the owner's trigger that changes another customer during a claim acts in its own name
+CREATE FUNCTION t_crm.side() RETURNS trigger LANGUAGE plpgsql AS
+$$ BEGIN IF NEW.id = 1 AND NEW.owner IS NOT NULL THEN UPDATE t_crm.customer SET owner = NULL WHERE id = 3; END IF; RETURN NEW; END $$;
+CREATE TRIGGER side AFTER UPDATE ON t_crm.customer FOR EACH ROW EXECUTE FUNCTION t_crm.side();
+RESET ROLE;
+SELECT allocation.release('t_crm.customer', '1', 'back to the pool');
+SET ROLE regress_t_rep;
+SELECT allocation.claim('t_crm.customer', '1');
+RESET ROLE;
+SELECT key, kind, actor FROM allocation.event WHERE key IN ('1', '3') AND kind IN ('claim', 'release') ORDER BY id DESC LIMIT 2;
+DROP TRIGGER side ON t_crm.customer;
+-- e) a rep gives a new customer to another rep: refused; for itself (registration): kept
+SET ROLE regress_t_rep;
+INSERT INTO t_crm.customer (id, volume, owner) VALUES (20, 1, 2);
+\echo sqlstate :SQLSTATE
+RESET ROLE;
+-- f) a rep's login that SET ROLE to a group role is still that rep
+CREATE ROLE regress_t_sales;
+GRANT USAGE ON SCHEMA t_crm TO regress_t_sales;
+GRANT SELECT, UPDATE ON t_crm.customer TO regress_t_sales;
+GRANT regress_t_sales TO regress_t_rep;
+SET SESSION AUTHORIZATION regress_t_rep;
+SET ROLE regress_t_sales;
+UPDATE t_crm.customer SET owner = 2 WHERE id = 1;
+\echo sqlstate :SQLSTATE
+RESET SESSION AUTHORIZATION;
+DROP OWNED BY regress_t_sales;
+DROP ROLE regress_t_sales;
+SELECT id, owner FROM t_crm.customer ORDER BY id;
+-- g) internal functions read node trees only from allocation.rule (the node reader trusts its input)
+SELECT allocation._condition_still_means('true', '{CONST', 't_crm.customer', NULL);
+\echo sqlstate :SQLSTATE
+SELECT allocation._condition_deparse('{OPEXPR :opno 96 :args <> :location 1}', 't_crm.customer');
+\echo sqlstate :SQLSTATE
+SELECT allocation.grant_role(0::regrole, 'admin');
+\echo sqlstate :SQLSTATE
+
+-------------------------------------------------------------------------------
 -- clean up
 -------------------------------------------------------------------------------
 SELECT allocation.disable_rep_security('t_crm.customer');

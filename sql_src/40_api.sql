@@ -15,8 +15,9 @@ BEGIN
     m := allocation._managed(p_tbl);
     SELECT format_type(a.atttypid, a.atttypmod) INTO v_keytype FROM pg_catalog.pg_attribute a
      WHERE a.attrelid = p_tbl AND a.attname = m.key_column;
+    -- the key is cast to the key column's type as the table's owner (a domain's CHECK is its code)
     BEGIN
-        EXECUTE format('SELECT $1::%s', v_keytype) USING p_key;
+        PERFORM 1 FROM allocation._table_rows(p_tbl, ARRAY[m.key_column::text], p_key, '') LIMIT 1;
     EXCEPTION WHEN data_exception THEN
         RAISE EXCEPTION 'customer % not found in %', p_key, p_tbl
             USING ERRCODE = 'LA062',

@@ -8,6 +8,11 @@ $$
 DECLARE
     r text := role::text;
 BEGIN
+    IF role IS NULL OR role = 0 THEN
+        RAISE EXCEPTION 'role must name an existing role'
+            USING ERRCODE = '22004', DETAIL = 'allocation.grant_role() was called with a NULL or invalid role.',
+                  HINT = 'SELECT allocation.grant_role(''crm_manager'', ''manager'');';
+    END IF;
     IF kind IS NULL OR kind NOT IN ('admin', 'manager', 'rep', 'analyst') THEN
         RAISE EXCEPTION 'unknown allocation role kind "%"', kind
             USING ERRCODE = '22023',

@@ -51,10 +51,13 @@ typedef struct AllocChange
 	const char *source;			/* manual, suggestion, claim, recycle */
 	const char *reason;			/* NULL = the trigger's default */
 	bool		used;			/* taken by the row trigger (one change per context) */
+	Oid			actor;			/* whom the change's events name */
+	CommandId	cid;			/* the command id of the engine's own UPDATE */
 } AllocChange;
 
 extern AllocChange *alloc_change;
 extern int64 alloc_rep_of_role(Oid role);
+extern int64 alloc_acting_rep(void);
 extern void gateway_forget_rep(void);
 
 /* Run SPI work as the extension owner (internal writes need no user grants) */
@@ -407,6 +410,7 @@ extern void json_str_or_null(StringInfo buf, const char *s);
 #define ERRCODE_ALLOC_REP_AT_CAPACITY	MAKE_SQLSTATE('L','A','0','2','2')
 #define ERRCODE_ALLOC_EXCLUSIVE			MAKE_SQLSTATE('L','A','0','2','3')
 #define ERRCODE_ALLOC_REP_OWNER_UPDATE	MAKE_SQLSTATE('L','A','0','2','6')
+#define ERRCODE_ALLOC_OWNER_OVERRIDDEN	MAKE_SQLSTATE('L','A','0','2','7')
 #define ERRCODE_ALLOC_KEY_CHANGED		MAKE_SQLSTATE('L','A','0','2','4')
 #define ERRCODE_ALLOC_BAD_CONDITION		MAKE_SQLSTATE('L','A','0','3','0')
 #define ERRCODE_ALLOC_COND_NOT_BOOLEAN	MAKE_SQLSTATE('L','A','0','3','1')

@@ -28,6 +28,7 @@
 #include "funcapi.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -330,6 +331,7 @@ allocation_owner_update(PG_FUNCTION_ARGS)
 	AllocOwnerSwitch osw;
 	AllocChange change;
 	AllocChange *save_change = alloc_change;
+	Oid			save_actor = alloc_actor_override;
 	bool		as_caller;
 
 	alloc_lookup_oids();
@@ -376,6 +378,8 @@ allocation_owner_update(PG_FUNCTION_ARGS)
 	change.source = source;
 	change.reason = PG_ARGISNULL(4) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(4));
 	change.used = false;
+	change.actor = alloc_actor_id();
+	change.cid = GetCurrentCommandId(false);
 	as_caller = (strcmp(source, "manual") == 0 || strcmp(source, "suggestion") == 0);
 	if (as_caller)
 	{
@@ -395,6 +399,12 @@ allocation_owner_update(PG_FUNCTION_ARGS)
 	}
 	alloc_change = &change;
 	alloc_in_owner_update++;
+	/*
+	 * Only the engine's own UPDATE is the caller's act (its statement batch
+	 * takes change.actor): what the table's triggers do meanwhile is named
+	 * after the role they run as.
+	 */
+	alloc_actor_override = InvalidOid;
 	PG_TRY();
 	{
 		if (SPI_connect() != SPI_OK_CONNECT)
@@ -408,6 +418,7 @@ allocation_owner_update(PG_FUNCTION_ARGS)
 	{
 		alloc_in_owner_update--;
 		alloc_change = save_change;
+		alloc_actor_override = save_actor;
 		/* settings the table's triggers changed (even session-wide ones) are thrown away */
 		alloc_restore_table_owner(&osw);
 	}

@@ -18,6 +18,12 @@
 #include "utils/rel.h"
 #include "utils/resowner.h"
 
+#include "utils/acl.h"
+#include "storage/itemptr.h"
+#include "catalog/pg_type.h"
+#include "miscadmin.h"
+#include "utils/lsyscache.h"
+
 #include "allocation.h"
 
 /* A JSON string, or null */
@@ -52,9 +58,35 @@ json_kv_int(StringInfo buf, const char *key, int64 val, bool isnull, bool comma)
 		appendStringInfo(buf, ": " INT64_FORMAT, val);
 }
 
-/* Runs a one-row query returning a row of the table's type; copies it out */
+static HeapTuple fetch_row_inner(const char *sql, Oid argtype, Datum arg, ItemPointer tid);
+
+/*
+ * Runs a one-row query returning a row of the table's type (and, when tid is
+ * not NULL, its ctid as the second column); copies it out.  It runs as the
+ * table's owner, security-restricted (owner.c): casts to the table's domains
+ * and the row type's input run the table owner's code.
+ */
 static HeapTuple
-fetch_row(const char *sql, Oid argtype, Datum arg)
+fetch_row(ManagedTable *mt, const char *sql, Oid argtype, Datum arg, ItemPointer tid)
+{
+	HeapTuple	result;
+	AllocOwnerSwitch sw;
+
+	alloc_become_role(mt->owner, &sw);
+	PG_TRY();
+	{
+		result = fetch_row_inner(sql, argtype, arg, tid);
+	}
+	PG_FINALLY();
+	{
+		alloc_restore_table_owner(&sw);
+	}
+	PG_END_TRY();
+	return result;
+}
+
+static HeapTuple
+fetch_row_inner(const char *sql, Oid argtype, Datum arg, ItemPointer tid)
 {
 	HeapTuple	result = NULL;
 	Datum		d;
@@ -84,6 +116,12 @@ fetch_row(const char *sql, Oid argtype, Datum arg)
 			result->t_tableOid = InvalidOid;
 			result->t_data = hdr;
 			MemoryContextSwitchTo(old);
+			if (tid)
+			{
+				Datum		t = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+
+				ItemPointerCopy((ItemPointer) DatumGetPointer(t), tid);
+			}
 		}
 	}
 	SPI_finish();
@@ -213,8 +251,13 @@ key_input(void *arg)
 	Oid			infunc,
 				ioparam;
 
+	AllocOwnerSwitch sw;
+
+	/* a domain's input runs its CHECKs: the table owner's code (undone by the subtransaction on error) */
 	getTypeInputInfo(att->atttypid, &infunc, &ioparam);
+	alloc_become_role(ki->mt->owner, &sw);
 	(void) OidInputFunctionCall(infunc, (char *) ki->text, ioparam, att->atttypmod);
+	alloc_restore_table_owner(&sw);
 }
 
 /* Whether text is valid input for the key column's type (no error escapes) */
@@ -234,6 +277,31 @@ key_type_name(ManagedTable *mt)
 	return format_type_with_typemod(att->atttypid, att->atttypmod);
 }
 
+/*
+ * Whether the caller may read the stored row at tid: SELECT on the table and
+ * the table's row-level security, checked as the caller by the row's ctid
+ * (a comparison that runs no code of the table's).  Without SELECT: 42501,
+ * as reading the table would say.
+ */
+static bool
+caller_sees_row(ManagedTable *mt, ItemPointer tid)
+{
+	Oid			types[1] = {TIDOID};
+	Datum		vals[1] = {PointerGetDatum(tid)};
+	bool		seen;
+
+	if (pg_class_aclcheck(mt->relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_TABLE, get_rel_name(mt->relid));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args(psprintf("SELECT 1 FROM %s t WHERE t.ctid = $1", mt->name),
+							  1, types, vals, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "explain: checking the caller's view of the customer failed");
+	seen = SPI_processed > 0;
+	SPI_finish();
+	return seen;
+}
+
 PG_FUNCTION_INFO_V1(allocation_explain_key);
 Datum
 allocation_explain_key(PG_FUNCTION_ARGS)
@@ -243,6 +311,7 @@ allocation_explain_key(PG_FUNCTION_ARGS)
 	ManagedTable *mt;
 	HeapTuple	tup;
 	char	   *sql;
+	ItemPointerData tid;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		PG_RETURN_NULL();
@@ -258,11 +327,14 @@ allocation_explain_key(PG_FUNCTION_ARGS)
 				 errdetail("\"%s\" is not a valid %s, the type of the key column.", text_to_cstring(key), key_type_name(mt)),
 				 errhint("For a hypothetical customer pass the row as jsonb: allocation.explain('%s', '{...}'::jsonb).",
 						 mt->name)));
-	sql = psprintf("SELECT t FROM %s t WHERE %s = $1::%s",
+	sql = psprintf("SELECT t, t.ctid FROM %s t WHERE %s = $1::%s",
 				   mt->name,
 				   quote_identifier(NameStr(TupleDescAttr(mt->tupdesc, mt->key_att - 1)->attname)),
 				   key_type_name(mt));
-	tup = fetch_row(sql, TEXTOID, PointerGetDatum(key));
+	tup = fetch_row(mt, sql, TEXTOID, PointerGetDatum(key), &tid);
+	/* read as the table's owner; explained only if the caller may see the row (privileges, RLS) */
+	if (tup != NULL && !caller_sees_row(mt, &tid))
+		tup = NULL;
 	if (tup == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_ALLOC_CUSTOMER_NOT_FOUND),
@@ -313,7 +385,7 @@ allocation_explain_row(PG_FUNCTION_ARGS)
 	tindex_prepare();
 	mt = config_get_table(relid, false);
 	sql = psprintf("SELECT pg_catalog.jsonb_populate_record(NULL::%s, $1)", mt->name);
-	tup = fetch_row(sql, JSONBOID, JsonbPGetDatum(row));
+	tup = fetch_row(mt, sql, JSONBOID, JsonbPGetDatum(row), NULL);
 	if (tup == NULL)
 		elog(ERROR, "jsonb_populate_record returned no row");
 	PG_RETURN_DATUM(explain_tuple(mt, tup, true));

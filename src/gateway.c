@@ -154,15 +154,19 @@ allocation_caller_owns(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(has_privs_of_role(alloc_actor_id(), alloc_rel_owner(relid)));
 }
 
-/* The rep whose login is the role (0 = none); one entry cached until allocation.rep changes */
-static Oid	rep_cache_role = InvalidOid;
-static int64 rep_cache_id = 0;
-static bool rep_cache_valid = false;
+/* The rep whose login is the role (0 = none); a few roles cached until allocation.rep changes */
+#define REP_CACHE 4
+static struct
+{
+	Oid			role;
+	int64		rep;
+}			rep_cache[REP_CACHE];
+static int	rep_cache_n = 0;
 
 void
 gateway_forget_rep(void)
 {
-	rep_cache_valid = false;
+	rep_cache_n = 0;
 }
 
 int64
@@ -172,9 +176,11 @@ alloc_rep_of_role(Oid role)
 	Oid			types[1] = {NAMEOID};
 	Datum		vals[1];
 	int64		rep = 0;
+	int			i;
 
-	if (rep_cache_valid && rep_cache_role == role)
-		return rep_cache_id;
+	for (i = 0; i < rep_cache_n; i++)
+		if (rep_cache[i].role == role)
+			return rep_cache[i].rep;
 	vals[0] = DirectFunctionCall1(namein, CStringGetDatum(GetUserNameFromId(role, false)));
 	alloc_spi_begin(&sw);
 	if (SPI_execute_with_args("SELECT id FROM allocation.rep WHERE login = $1", 1, types, vals, NULL, true, 1) != SPI_OK_SELECT)
@@ -186,9 +192,26 @@ alloc_rep_of_role(Oid role)
 		rep = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	}
 	alloc_spi_end(&sw);
-	rep_cache_role = role;
-	rep_cache_id = rep;
-	rep_cache_valid = true;
+	if (rep_cache_n == REP_CACHE)
+		rep_cache_n = 0;		/* simple: start over */
+	rep_cache[rep_cache_n].role = role;
+	rep_cache[rep_cache_n].rep = rep;
+	rep_cache_n++;
+	return rep;
+}
+
+/*
+ * The rep acting in this session (0 = none): the current role's, else the
+ * session user's -- a rep's login that SET ROLE to a group role is still
+ * that rep.
+ */
+int64
+alloc_acting_rep(void)
+{
+	int64		rep = alloc_rep_of_role(GetUserId());
+
+	if (rep == 0 && GetSessionUserId() != GetUserId())
+		rep = alloc_rep_of_role(GetSessionUserId());
 	return rep;
 }
 

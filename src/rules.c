@@ -304,26 +304,32 @@ allocation_rule_before(PG_FUNCTION_ARGS)
 
 /*
  * A stored condition (allocation.rule.condition_bin) as a node tree.  Only
- * the engine writes that column; anything else is refused before the node
- * reader sees it.
+ * the engine writes that column (the rule trigger recomputes it on every
+ * write); text that is not the condition_bin of some rule is refused before
+ * the node reader, which trusts its input, sees it.
  */
 static Node *
 condition_node(const char *bin)
 {
-	Node	   *n = NULL;
+	AllocUserSwitch sw;
+	Oid			types[1] = {TEXTOID};
+	Datum		vals[1];
+	bool		stored;
 
-	if (bin[0] == '{')
-		n = (Node *) stringToNode(bin);
-	if (n == NULL || (!IsA(n, OpExpr) && !IsA(n, FuncExpr) && !IsA(n, BoolExpr) && !IsA(n, Var) &&
-		!IsA(n, Const) && !IsA(n, ScalarArrayOpExpr) && !IsA(n, NullTest) && !IsA(n, BooleanTest) &&
-		!IsA(n, RelabelType) && !IsA(n, CoerceViaIO) && !IsA(n, CaseExpr) && !IsA(n, CoalesceExpr) &&
-		!IsA(n, MinMaxExpr) && !IsA(n, DistinctExpr) && !IsA(n, NullIfExpr) && !IsA(n, RowCompareExpr)))
+	vals[0] = CStringGetTextDatum(bin);
+	alloc_spi_begin(&sw);
+	if (SPI_execute_with_args("SELECT 1 FROM allocation.rule WHERE condition_bin = $1",
+							  1, types, vals, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "reading the stored rule conditions failed");
+	stored = SPI_processed > 0;
+	alloc_spi_end(&sw);
+	if (!stored)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("not a compiled rule condition"),
-				 errdetail("The value is not a boolean expression tree as allocation.rule.condition_bin stores it."),
+				 errdetail("The value is not the condition_bin of any rule in allocation.rule."),
 				 errhint("Pass allocation.rule.condition_bin.")));
-	return n;
+	return (Node *) stringToNode(bin);
 }
 
 /* Whether a stored condition reads column attnum */
@@ -375,8 +381,16 @@ static void
 still_means(void *arg)
 {
 	StillMeans *sm = (StillMeans *) arg;
+	AllocOwnerSwitch sw;
 
+	/*
+	 * As the table's owner: parse analysis already runs user code (a literal
+	 * coerced to a domain evaluates the domain's CHECK).  The event trigger
+	 * that calls this runs as the extension owner.
+	 */
+	alloc_become_table_owner(sm->relid, &sw);
 	sm->same = equal(rules_compile_condition(sm->relid, sm->condition, "?", sm->path), sm->stored);
+	alloc_restore_table_owner(&sw);
 }
 
 PG_FUNCTION_INFO_V1(allocation_condition_still_means);
@@ -388,7 +402,7 @@ allocation_condition_still_means(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		PG_RETURN_BOOL(true);
 	sm.condition = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	sm.stored = (Node *) stringToNode(text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	sm.stored = condition_node(text_to_cstring(PG_GETARG_TEXT_PP(1)));
 	sm.relid = PG_GETARG_OID(2);
 	sm.path = PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3));
 	sm.same = false;

@@ -115,6 +115,7 @@ typedef struct Frame
 	struct Frame *prev;
 	MemoryContext cxt;			/* the frame's own memory, freed after the flush */
 	CommandId	cid;			/* command id of the statement (query) */
+	Oid			actor;			/* whom the statement's events name */
 	int			refs;			/* statement triggers of that query still to end */
 	HTAB	   *reps;			/* RepCount by rep id, NULL until a slot is taken */
 	HTAB	   *bykey;			/* KeySlot by key hash */
@@ -206,6 +207,8 @@ push_frame(void)
 	f = palloc0(sizeof(Frame));
 	f->cxt = cxt;
 	f->cid = cid;
+	/* the engine's own owner change is the caller's; anything else the current role's */
+	f->actor = (alloc_change && alloc_change->cid == cid) ? alloc_change->actor : alloc_actor_id();
 	f->refs = 1;
 	f->nest_level = GetCurrentTransactionNestLevel();
 	f->cap = 64;
@@ -654,6 +657,15 @@ before_insert(ManagedTable *mt, Relation rel, HeapTuple tup)
 	/* a row whose key is taken runs no rule and takes no slot (ON CONFLICT) */
 	if (key_exists(mt, rel, tup))
 		return tup;
+	/* a rep registers a new customer for itself (报备) or for the rules, never for another rep */
+	if (!isnull && alloc_acting_rep() != 0 && alloc_acting_rep() != owner)
+		ereport(ERROR,
+				(errcode(ERRCODE_ALLOC_REP_OWNER_UPDATE),
+				 errmsg("a rep cannot give a new customer to another rep"),
+				 errdetail("This session acts for rep %lld; the INSERT into %s sets %s to rep " INT64_FORMAT ".",
+						   (long long) alloc_acting_rep(), mt->name,
+						   NameStr(TupleDescAttr(mt->tupdesc, mt->owner_att - 1)->attname), owner),
+				 errhint("Leave the owner empty (the rules decide) or register the customer for yourself; a manager uses allocation.assign().")));
 
 	assign_read_customer(mt, tup, &c, false);
 	if (dup_check(mt, &c, &dup, true) && dup.action == 'd')
@@ -925,12 +937,12 @@ before_update_decide(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 
 		if (chg)
 			chg->used = true;
-		else if (alloc_rep_of_role(GetUserId()) != 0)
+		else if (alloc_acting_rep() != 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_ALLOC_REP_OWNER_UPDATE),
 					 errmsg("a rep cannot change the owner of a customer by UPDATE"),
-					 errdetail("Role \"%s\" is the login of rep %lld; an UPDATE of %s.%s would skip the claim checks (locks, limits, cooldowns).",
-							   GetUserNameFromId(GetUserId(), false), (long long) alloc_rep_of_role(GetUserId()),
+					 errdetail("This session acts for rep %lld; an UPDATE of %s.%s would skip the claim checks (locks, limits, cooldowns).",
+							   (long long) alloc_acting_rep(),
 							   mt->name, NameStr(TupleDescAttr(mt->tupdesc, mt->owner_att - 1)->attname)),
 					 errhint("Use allocation.claim() or allocation.release(); a manager uses allocation.assign().")));
 
@@ -1058,9 +1070,44 @@ before_update_decide(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 	return newtup;
 }
 
+/*
+ * The stored row must carry the owner the engine decided: a BEFORE trigger
+ * whose name sorts after zz_allocation_before could change the owner column
+ * after every check (capacity, exclusive territories, claims) was made.
+ */
+static void
+check_stored_owner(ManagedTable *mt, Entry *e, HeapTuple oldtup, HeapTuple tup)
+{
+	bool		isnull,
+				oldnull = true;
+	int64		stored = owner_value(mt, tup, &isnull);
+	int64		expected;
+
+	if (e->op == OP_REFRESH)
+	{
+		if (oldtup == NULL)
+			return;
+		expected = owner_value(mt, oldtup, &oldnull);
+		if (oldnull)
+			expected = 0;
+	}
+	else
+		expected = e->rep;
+	if (isnull)
+		stored = 0;
+	if (stored != expected)
+		ereport(ERROR,
+				(errcode(ERRCODE_ALLOC_OWNER_OVERRIDDEN),
+				 errmsg("the owner of customer %s of %s was changed after the allocation engine decided it", e->key, mt->name),
+				 errdetail("The engine decided owner %s; the row was stored with owner %s. A BEFORE trigger that runs after zz_allocation_before (its name sorts after it) set the owner column.",
+						   expected ? psprintf(INT64_FORMAT, expected) : "none (public pool)",
+						   isnull ? "none" : psprintf(INT64_FORMAT, stored)),
+				 errhint("Rename that trigger so that it sorts before zz_allocation_before, or leave the owner column alone in it.")));
+}
+
 /* AFTER INSERT/UPDATE row: the row was stored, confirm its entry */
 static void
-confirm(ManagedTable *mt, HeapTuple tup, EntryOp op)
+confirm(ManagedTable *mt, HeapTuple oldtup, HeapTuple tup, EntryOp op)
 {
 	Frame	   *f = frames;
 	bool		isnull;
@@ -1078,6 +1125,7 @@ confirm(ManagedTable *mt, HeapTuple tup, EntryOp op)
 	/* rows are usually confirmed in the order they were decided */
 	if (f->cursor < f->n && ENTRY_MATCHES(&f->entries[f->cursor]))
 	{
+		check_stored_owner(mt, &f->entries[f->cursor], oldtup, tup);
 		f->entries[f->cursor++].confirmed = true;
 		return;
 	}
@@ -1092,11 +1140,22 @@ confirm(ManagedTable *mt, HeapTuple tup, EntryOp op)
 				found = j;
 		if (found >= 0)
 		{
+			check_stored_owner(mt, &f->entries[found], oldtup, tup);
 			f->entries[found].confirmed = true;
 			if (found == f->cursor)
 				f->cursor++;
 			return;
 		}
+	}
+	if (op == OP_UPDATE && oldtup != NULL)
+	{
+		/* no decision was needed (nothing the engine reads changed): nor may the owner */
+		Entry		same;
+
+		memset(&same, 0, sizeof(same));
+		same.op = OP_REFRESH;
+		same.key = key;
+		check_stored_owner(mt, &same, oldtup, tup);
 	}
 	if (op == OP_INSERT)
 	{
@@ -1190,9 +1249,9 @@ allocation_row_trigger(PG_FUNCTION_ARGS)
 	}
 
 	if (TRIGGER_FIRED_BY_INSERT(ev))
-		confirm(mt, td->tg_trigtuple, OP_INSERT);
+		confirm(mt, NULL, td->tg_trigtuple, OP_INSERT);
 	else if (TRIGGER_FIRED_BY_UPDATE(ev))
-		confirm(mt, td->tg_newtuple, OP_UPDATE);
+		confirm(mt, td->tg_trigtuple, td->tg_newtuple, OP_UPDATE);
 	else if (TRIGGER_FIRED_BY_DELETE(ev))
 		after_delete(mt, td->tg_trigtuple);
 	return PointerGetDatum(NULL);
@@ -1728,7 +1787,7 @@ flush_frame(Frame *f)
 
 	if (frame_is_plain_insert(f))
 	{
-		Datum		actor_d = CStringGetTextDatum(GetUserNameFromId(alloc_actor_id(), false));
+		Datum		actor_d = CStringGetTextDatum(GetUserNameFromId(f->actor, false));
 		bool		done;
 
 		alloc_spi_begin(&sw);
@@ -1786,7 +1845,7 @@ flush_frame(Frame *f)
 		if (i == f->n)
 			return;
 		alloc_spi_begin(&sw);
-		flush_identities(f, CStringGetTextDatum(GetUserNameFromId(alloc_actor_id(), false)));
+		flush_identities(f, CStringGetTextDatum(GetUserNameFromId(f->actor, false)));
 		alloc_spi_end(&sw);
 		return;
 	}
@@ -1819,7 +1878,7 @@ flush_frame(Frame *f)
 			}
 	}
 
-	actor = GetUserNameFromId(alloc_actor_id(), false);
+	actor = GetUserNameFromId(f->actor, false);
 	types[0] = TEXTOID;
 	args[0] = CStringGetTextDatum(actor);
 	for (col = 0; col < C__N; col++)

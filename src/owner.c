@@ -12,7 +12,14 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "catalog/pg_db_role_setting.h"
+#include "catalog/pg_type.h"
+#include "utils/array.h"
+#include "utils/fmgroids.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "executor/spi.h"
@@ -25,6 +32,53 @@
 #include "utils/timestamp.h"
 
 #include "allocation.h"
+
+/* search_path of one pg_db_role_setting row (ALTER ROLE/DATABASE ... SET), NULL = none */
+static char *
+role_setting_search_path(Oid db, Oid role)
+{
+	Relation	rel;
+	ScanKeyData keys[2];
+	SysScanDesc scan;
+	HeapTuple	tup;
+	char	   *result = NULL;
+
+	rel = table_open(DbRoleSettingRelationId, AccessShareLock);
+	ScanKeyInit(&keys[0], Anum_pg_db_role_setting_setdatabase, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(db));
+	ScanKeyInit(&keys[1], Anum_pg_db_role_setting_setrole, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(role));
+	scan = systable_beginscan(rel, DbRoleSettingDatidRolidIndexId, true, NULL, 2, keys);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, Anum_pg_db_role_setting_setconfig, RelationGetDescr(rel), &isnull);
+
+		if (!isnull)
+		{
+			Datum	   *elems;
+			bool	   *nulls;
+			int			n,
+						i;
+
+			deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+			for (i = 0; i < n; i++)
+			{
+				char	   *c;
+
+				if (nulls[i])
+					continue;
+				c = TextDatumGetCString(elems[i]);
+				if (strncmp(c, "search_path=", 12) == 0)
+					result = pstrdup(c + 12);
+			}
+		}
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return result;
+}
 
 /*
  * The search_path a role's sessions start with in this database (ALTER ROLE
@@ -39,22 +93,21 @@ owner_search_path(Oid role)
 	static char *cached_path = NULL;
 	static char *conf_path = NULL;
 	static TimestampTz conf_time = 0;
+	static TimestampTz cached_reload = 0;
 	AllocUserSwitch sw;
-	Oid			types[2] = {OIDOID, OIDOID};
-	Datum		vals[2] = {ObjectIdGetDatum(role), ObjectIdGetDatum(MyDatabaseId)};
 	char	   *path;
 
-	/* once per transaction and owner */
-	if (cached_path && cached_role == role && cached_lxid == MyProc->lxid && conf_time == PgReloadTime)
+	/* once per transaction and owner (no query: a catalog index probe or four) */
+	if (cached_path && cached_role == role && cached_lxid == MyProc->lxid && cached_reload == PgReloadTime)
 		return cached_path;
-	alloc_spi_begin(&sw);
-	if (SPI_execute_with_args("SELECT (SELECT substr(c, 13) FROM pg_catalog.pg_db_role_setting s, unnest(s.setconfig) c"
-							  "         WHERE s.setrole IN ($1, 0) AND s.setdatabase IN ($2, 0)"
-							  "           AND c LIKE 'search\\_path=%'"
-							  "         ORDER BY s.setrole = 0, s.setdatabase = 0 LIMIT 1)",
-							  2, types, vals, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "reading the default search_path of the table owner failed");
-	path = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	/* precedence as at login: database and role, role, database, everyone */
+	path = role_setting_search_path(MyDatabaseId, role);
+	if (path == NULL)
+		path = role_setting_search_path(InvalidOid, role);
+	if (path == NULL)
+		path = role_setting_search_path(MyDatabaseId, InvalidOid);
+	if (path == NULL)
+		path = role_setting_search_path(InvalidOid, InvalidOid);
 	if (path == NULL)
 	{
 		/*
@@ -64,6 +117,7 @@ owner_search_path(Oid role)
 		 */
 		if (conf_path == NULL || conf_time != PgReloadTime)
 		{
+			alloc_spi_begin(&sw);
 			if (SPI_execute("SELECT coalesce((SELECT f.setting FROM pg_catalog.pg_file_settings f"
 							" WHERE f.name = 'search_path' AND f.applied ORDER BY f.seqno DESC LIMIT 1),"
 							" (SELECT boot_val FROM pg_catalog.pg_settings WHERE name = 'search_path'))",
@@ -74,16 +128,17 @@ owner_search_path(Oid role)
 			conf_path = MemoryContextStrdup(TopMemoryContext,
 											SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
 			conf_time = PgReloadTime;
+			alloc_spi_end(&sw);
 		}
 		path = conf_path;
 	}
 	path = MemoryContextStrdup(TopMemoryContext, psprintf("%s, pg_temp", path));
-	alloc_spi_end(&sw);
 	if (cached_path)
 		pfree(cached_path);
 	cached_path = path;
 	cached_role = role;
 	cached_lxid = MyProc->lxid;
+	cached_reload = PgReloadTime;
 	return path;
 }
 

@@ -210,6 +210,7 @@ typedef struct RuleInfo
 	int64		target_team;
 	RulePolicy	policy;
 	bool		broken;			/* condition no longer compiles: rule skipped */
+	bool		cond_user_code; /* the condition calls code that is not built in */
 } RuleInfo;
 
 /* Logical attributes a managed table can map */

@@ -861,7 +861,7 @@ rule_mismatch(ManagedTable *mt, int k, Customer *c, HeapTuple tuple, Trace *tr, 
 		mt->slot->tts_tableOid = mt->relid;
 		mt->econtext->ecxt_scantuple = mt->slot;
 		/* user code: as the table's owner, security-restricted (owner.c) */
-		if (!cs->active)
+		if (!cs->active && r->cond_user_code)
 		{
 			alloc_become_role(mt->owner, &cs->sw);
 			cs->active = true;

@@ -20,7 +20,9 @@
 #include "catalog/pg_type.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
+#include "nodes/nodeFuncs.h"
 #include "optimizer/optimizer.h"
+#include "access/transam.h"
 #include "parser/parse_relation.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -482,13 +484,42 @@ plan_condition_try(void *arg)
 	alloc_restore_table_owner(&sw);
 }
 
+/* Whether a function is not built in (a user's, or an extension's) */
+static bool
+is_user_function(Oid func_id, void *context)
+{
+	return func_id >= FirstNormalObjectId;
+}
+
+/*
+ * Whether evaluating an expression can run code that is not built in: a
+ * user function or operator, a user type's I/O, a domain's CHECK.  A
+ * condition made of built-in functions alone is evaluated without the switch
+ * to the table's owner (it runs no one's code).
+ */
+static bool
+has_user_code(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (check_functions_in_node(node, is_user_function, NULL))
+		return true;
+	/* a domain's CHECKs; CURRENT_USER and friends answer for the role evaluating */
+	if (IsA(node, CoerceToDomain) || IsA(node, SQLValueFunction))
+		return true;
+	return expression_tree_walker(node, has_user_code, context);
+}
+
 static Expr *
 plan_condition(RuleInfo *r)
 {
 	ErrorData  *edata;
 
 	if (alloc_try(plan_condition_try, r, &edata))
+	{
+		r->cond_user_code = has_user_code((Node *) r->cond_expr, NULL);
 		return r->cond_expr;
+	}
 	ereport(WARNING,
 			(errcode(ERRCODE_ALLOC_BAD_CONDITION),
 			 errmsg("allocation rule \"%s\" is skipped: its condition no longer compiles", r->name),

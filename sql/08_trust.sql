@@ -281,6 +281,15 @@ RESET SESSION AUTHORIZATION;
 DROP OWNED BY regress_t_sales;
 DROP ROLE regress_t_sales;
 SELECT id, owner FROM t_crm.customer ORDER BY id;
+-- h) a condition answers as the table's owner: CURRENT_USER is the owner, whoever inserts
+SET ROLE regress_t_admin;
+INSERT INTO allocation.rule (name, priority, target_kind, target_rep_id, tbl, condition)
+     VALUES ('owner view', 50, 'rep', 2, 't_crm.customer', $c$current_user = 'regress_t_admin'$c$);
+SET ROLE regress_t_rep;
+INSERT INTO t_crm.customer (id, volume) VALUES (30, 0);
+RESET ROLE;
+SELECT id, owner FROM t_crm.customer WHERE id = 30;
+DELETE FROM allocation.rule WHERE name = 'owner view';
 -- g) internal functions read node trees only from allocation.rule (the node reader trusts its input)
 SELECT allocation._condition_still_means('true', '{CONST', 't_crm.customer', NULL);
 \echo sqlstate :SQLSTATE

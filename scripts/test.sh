@@ -14,6 +14,7 @@
 #                          (extensions postgis + pgtap; each file creates
 #                          allocation itself inside BEGIN ... ROLLBACK)
 #      dump/restore        scripts/dump_restore_check.sh
+#      sqlstates           scripts/check_sqlstates.sh (code and README agree)
 # 5. prints one summary line "N passed, M failed" (regress tests + isolation
 #    specs + pgTAP files + dump check) and exits non-zero on any failure.
 #
@@ -145,6 +146,14 @@ if [ "${1:-}" = "--inside" ]; then
         echo "dump_restore 0 1" >>"$counts"
         status=1
         echo "=================== dump/restore check failed (output above) ==================="
+    fi
+    # --- SQLSTATE list: code and README agree -------------------------------
+    echo "=== SQLSTATEs of the code vs the README (scripts/check_sqlstates.sh) ==="
+    if bash scripts/check_sqlstates.sh; then
+        echo "sqlstates 1 0" >>"$counts"
+    else
+        echo "sqlstates 0 1" >>"$counts"
+        status=1
     fi
     exit $status
 fi

@@ -417,7 +417,6 @@ extern void json_str_or_null(StringInfo buf, const char *s);
 #define ERRCODE_ALLOC_COND_NOT_BOOLEAN	MAKE_SQLSTATE('L','A','0','3','1')
 #define ERRCODE_ALLOC_COND_VOLATILE		MAKE_SQLSTATE('L','A','0','3','2')
 #define ERRCODE_ALLOC_COND_SUBQUERY		MAKE_SQLSTATE('L','A','0','3','3')
-#define ERRCODE_ALLOC_RULE_TARGET		MAKE_SQLSTATE('L','A','0','3','4')
 #define ERRCODE_ALLOC_UNKNOWN_SRID		MAKE_SQLSTATE('L','A','0','4','0')
 #define ERRCODE_ALLOC_NOT_POINT			MAKE_SQLSTATE('L','A','0','4','1')
 #define ERRCODE_ALLOC_NOT_MANAGED		MAKE_SQLSTATE('L','A','0','1','2')

@@ -38,7 +38,6 @@ extern void alloc_lookup_oids(void);
 
 /* The role recorded as actor: the caller of claim()/release(), else the current user */
 extern Oid	alloc_actor_override;
-extern int	alloc_in_owner_update;	/* claims.c: inside _owner_update() */
 extern Oid	alloc_actor_id(void);
 
 /* ---------- gateway.c: call context ---------- */
@@ -85,6 +84,7 @@ typedef struct AllocOwnerSwitch
 extern Oid	alloc_rel_owner(Oid relid);
 extern void alloc_become_role(Oid role, AllocOwnerSwitch *sw);
 extern void alloc_become_table_owner(Oid relid, AllocOwnerSwitch *sw);
+extern void alloc_become_caller(Oid role, AllocOwnerSwitch *sw);
 extern void alloc_restore_table_owner(AllocOwnerSwitch *sw);
 extern void alloc_refuse_temp_objects(const char *what);
 

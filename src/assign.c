@@ -331,6 +331,19 @@ lock_only(int64 rep_id, bool wait)
 	return rep != NULL && rep->active && lock_counter(rep_id, wait) != NULL;
 }
 
+/* LA020 when a rep was deleted by another transaction while a customer was being given to it */
+static void
+refuse_deleted_rep(ManagedTable *mt, Customer *c, RepInfo *rep, int64 rep_id)
+{
+	if (!rep_still_exists(rep_id))
+		ereport(ERROR,
+				(errcode(ERRCODE_ALLOC_UNKNOWN_REP),
+				 errmsg("rep %s no longer exists", rep->code),
+				 errdetail("Rep %s (id " INT64_FORMAT ") was deleted by another transaction while customer %s of %s was being given to it.",
+						   rep->code, rep_id, c->key, mt->name),
+				 errhint("Give the customer to another rep.")));
+}
+
 /*
  * A person gives a customer to the rep its pending suggestion names
  * (accept_suggestion(), or assign()/UPDATE to that rep): the slot the
@@ -366,13 +379,7 @@ assign_use_suggested_slot(ManagedTable *mt, Customer *c, int64 rep_id)
 		frames_add_reservation(rep_id, 1);
 		return;
 	}
-	if (!rep_still_exists(rep_id))
-		ereport(ERROR,
-				(errcode(ERRCODE_ALLOC_UNKNOWN_REP),
-				 errmsg("rep %s no longer exists", rep->code),
-				 errdetail("Rep %s (id " INT64_FORMAT ") was deleted by another transaction while customer %s of %s was being given to it.",
-						   rep->code, rep_id, c->key, mt->name),
-				 errhint("Give the customer to another rep.")));
+	refuse_deleted_rep(mt, c, rep, rep_id);
 	ereport(ERROR,
 			(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
 			 errmsg("rep %s is busy", rep->code),
@@ -1293,13 +1300,7 @@ assign_check_manual(ManagedTable *mt, Customer *c, int64 rep_id, bool dry_run)
 		return;
 	if (may_wait_for(rep_id) ? assign_reserve(rep_id, true) : assign_reserve(rep_id, false))
 		return;
-	if (!rep_still_exists(rep_id))
-		ereport(ERROR,
-				(errcode(ERRCODE_ALLOC_UNKNOWN_REP),
-				 errmsg("rep %s no longer exists", rep->code),
-				 errdetail("Rep %s (id " INT64_FORMAT ") was deleted by another transaction while customer %s of %s was being given to it.",
-						   rep->code, rep_id, c->key, mt->name),
-				 errhint("Give the customer to another rep.")));
+	refuse_deleted_rep(mt, c, rep, rep_id);
 	if (!may_wait_for(rep_id) && (rep->capacity < 0 || assign_current_load(rep_id) < rep->capacity))
 		ereport(ERROR,
 				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),

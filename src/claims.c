@@ -163,9 +163,6 @@ allocation_release(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* >0 while _owner_update() runs its UPDATE: only then are claim/recycle sources honoured */
-int			alloc_in_owner_update = 0;
-
 /*
  * _table_rows(tbl, cols, key, lock): rows of a managed table read as its
  * owner, each as a text[] of the named columns (their text form); key NULL
@@ -388,9 +385,7 @@ allocation_owner_update(PG_FUNCTION_ARGS)
 		 * own UPDATE: their rights on the table (and its row-level
 		 * security), their triggers' rights -- as it always was.
 		 */
-		GetUserIdAndSecContext(&osw.save_userid, &osw.save_sec);
-		osw.nest = NewGUCNestLevel();
-		SetUserIdAndSecContext(alloc_actor_id(), osw.save_sec | SECURITY_LOCAL_USERID_CHANGE);
+		alloc_become_caller(alloc_actor_id(), &osw);
 	}
 	else
 	{
@@ -398,7 +393,6 @@ allocation_owner_update(PG_FUNCTION_ARGS)
 		alloc_become_table_owner(relid, &osw);
 	}
 	alloc_change = &change;
-	alloc_in_owner_update++;
 	/*
 	 * Only the engine's own UPDATE is the caller's act (its statement batch
 	 * takes change.actor): what the table's triggers do meanwhile is named
@@ -416,7 +410,6 @@ allocation_owner_update(PG_FUNCTION_ARGS)
 	}
 	PG_FINALLY();
 	{
-		alloc_in_owner_update--;
 		alloc_change = save_change;
 		alloc_actor_override = save_actor;
 		/* settings the table's triggers changed (even session-wide ones) are thrown away */

@@ -8,7 +8,7 @@
  * the calling role, becomes the extension owner (search_path pinned to
  * pg_catalog, pg_temp) and runs the internal implementation
  * allocation._assign(...) with the same arguments.  The implementation
- * checks what the caller may do against allocation._caller(); internal
+ * checks what the caller may do (allocation._actor(), _caller_owns()); internal
  * functions are executable by the extension owner only, so nobody can skip
  * those checks by calling an implementation directly.
  *

@@ -212,6 +212,19 @@ alloc_become_role(Oid role, AllocOwnerSwitch *sw)
 	SetUserIdAndSecContext(role, sw->save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
 }
 
+/*
+ * Becomes the role that called the engine (a manager's own decision runs
+ * with that manager's rights, not restricted, with the search_path in
+ * force).  Undo with alloc_restore_table_owner().
+ */
+void
+alloc_become_caller(Oid role, AllocOwnerSwitch *sw)
+{
+	GetUserIdAndSecContext(&sw->save_userid, &sw->save_sec);
+	sw->nest = NewGUCNestLevel();
+	SetUserIdAndSecContext(role, sw->save_sec | SECURITY_LOCAL_USERID_CHANGE);
+}
+
 void
 alloc_become_table_owner(Oid relid, AllocOwnerSwitch *sw)
 {

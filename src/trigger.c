@@ -1070,39 +1070,44 @@ before_update_decide(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 	return newtup;
 }
 
+/* The owner column's rep id, 0 for NULL */
+static int64
+owner_or_zero(ManagedTable *mt, HeapTuple tup)
+{
+	bool		isnull;
+	int64		owner = owner_value(mt, tup, &isnull);
+
+	return isnull ? 0 : owner;
+}
+
 /*
  * The stored row must carry the owner the engine decided: a BEFORE trigger
  * whose name sorts after zz_allocation_before could change the owner column
  * after every check (capacity, exclusive territories, claims) was made.
  */
 static void
-check_stored_owner(ManagedTable *mt, Entry *e, HeapTuple oldtup, HeapTuple tup)
+check_stored_owner(ManagedTable *mt, const char *key, int64 expected, HeapTuple tup)
 {
-	bool		isnull,
-				oldnull = true;
-	int64		stored = owner_value(mt, tup, &isnull);
-	int64		expected;
+	int64		stored = owner_or_zero(mt, tup);
 
-	if (e->op == OP_REFRESH)
-	{
-		if (oldtup == NULL)
-			return;
-		expected = owner_value(mt, oldtup, &oldnull);
-		if (oldnull)
-			expected = 0;
-	}
-	else
-		expected = e->rep;
-	if (isnull)
-		stored = 0;
 	if (stored != expected)
 		ereport(ERROR,
 				(errcode(ERRCODE_ALLOC_OWNER_OVERRIDDEN),
-				 errmsg("the owner of customer %s of %s was changed after the allocation engine decided it", e->key, mt->name),
+				 errmsg("the owner of customer %s of %s was changed after the allocation engine decided it", key, mt->name),
 				 errdetail("The engine decided owner %s; the row was stored with owner %s. A BEFORE trigger that runs after zz_allocation_before (its name sorts after it) set the owner column.",
 						   expected ? psprintf(INT64_FORMAT, expected) : "none (public pool)",
-						   isnull ? "none" : psprintf(INT64_FORMAT, stored)),
+						   stored ? psprintf(INT64_FORMAT, stored) : "none"),
 				 errhint("Rename that trigger so that it sorts before zz_allocation_before, or leave the owner column alone in it.")));
+}
+
+/* The owner an entry decided: its rep; a refresh keeps the row's old owner */
+static void
+check_entry_owner(ManagedTable *mt, Entry *e, HeapTuple oldtup, HeapTuple tup)
+{
+	if (e->op != OP_REFRESH)
+		check_stored_owner(mt, e->key, e->rep, tup);
+	else if (oldtup != NULL)
+		check_stored_owner(mt, e->key, owner_or_zero(mt, oldtup), tup);
 }
 
 /* AFTER INSERT/UPDATE row: the row was stored, confirm its entry */
@@ -1125,7 +1130,7 @@ confirm(ManagedTable *mt, HeapTuple oldtup, HeapTuple tup, EntryOp op)
 	/* rows are usually confirmed in the order they were decided */
 	if (f->cursor < f->n && ENTRY_MATCHES(&f->entries[f->cursor]))
 	{
-		check_stored_owner(mt, &f->entries[f->cursor], oldtup, tup);
+		check_entry_owner(mt, &f->entries[f->cursor], oldtup, tup);
 		f->entries[f->cursor++].confirmed = true;
 		return;
 	}
@@ -1140,23 +1145,16 @@ confirm(ManagedTable *mt, HeapTuple oldtup, HeapTuple tup, EntryOp op)
 				found = j;
 		if (found >= 0)
 		{
-			check_stored_owner(mt, &f->entries[found], oldtup, tup);
+			check_entry_owner(mt, &f->entries[found], oldtup, tup);
 			f->entries[found].confirmed = true;
 			if (found == f->cursor)
 				f->cursor++;
 			return;
 		}
 	}
+	/* no decision was needed (nothing the engine reads changed): nor may the owner */
 	if (op == OP_UPDATE && oldtup != NULL)
-	{
-		/* no decision was needed (nothing the engine reads changed): nor may the owner */
-		Entry		same;
-
-		memset(&same, 0, sizeof(same));
-		same.op = OP_REFRESH;
-		same.key = key;
-		check_stored_owner(mt, &same, oldtup, tup);
-	}
+		check_stored_owner(mt, key, owner_or_zero(mt, oldtup), tup);
 	if (op == OP_INSERT)
 	{
 		/*

@@ -90,7 +90,7 @@ SELECT name FROM pg_settings WHERE name LIKE 'allocation.%' ORDER BY 1;
 SET ROLE regress_t_admin;
 INSERT INTO allocation.event (actor, kind, reason, at) VALUES ('someone_else', 'manual_assign', 'forged', now() - interval '1 year');
 \echo sqlstate :SQLSTATE
-UPDATE allocation.assignment SET rep_id = 1 WHERE key = '1';
+UPDATE allocation.customer_state SET rep_id = 1 WHERE key = '1';
 \echo sqlstate :SQLSTATE
 INSERT INTO allocation.suggestion (managed_id, key, rep_id) VALUES (1, '3', 1);
 \echo sqlstate :SQLSTATE

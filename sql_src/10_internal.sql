@@ -56,21 +56,48 @@ CREATE FUNCTION allocation._in_batch() RETURNS boolean
     AS 'MODULE_PATHNAME', 'allocation_in_batch' LANGUAGE C STABLE;
 COMMENT ON FUNCTION allocation._in_batch() IS 'internal: whether the engine''s batch writer is running (kept in C, not a setting)';
 
--- Holdings counters are derived state: rows written to the registry by anything
--- but the engine's batch writer (manage(), a pg_restore) trigger a recount.
-CREATE FUNCTION allocation._assignment_loaded() RETURNS trigger
+-- Holdings counters are derived state: ownership events written by anything
+-- but the engine's batch writer (manage(), unmanage(), a pg_restore) trigger a
+-- recount.  (The engine's direct writer fires no trigger; its batches keep
+-- the counters themselves.)
+CREATE FUNCTION allocation._ownership_loaded() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
 BEGIN
-    IF NOT allocation._in_batch() THEN
+    IF NOT allocation._in_batch() AND EXISTS (SELECT 1 FROM loaded n WHERE n.period IS NOT NULL) THEN
         PERFORM allocation._recount_loads();
     END IF;
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION allocation._assignment_loaded() IS 'internal: recounts rep holdings after registry rows are loaded outside the engine (manage, restore)';
-CREATE TRIGGER assignment_loaded AFTER INSERT ON allocation.assignment
-    FOR EACH STATEMENT EXECUTE FUNCTION allocation._assignment_loaded();
+COMMENT ON FUNCTION allocation._ownership_loaded() IS 'internal: recounts rep holdings after ownership events are written outside the engine''s batches (manage, unmanage, restore)';
+CREATE TRIGGER ownership_loaded AFTER INSERT ON allocation.event
+    REFERENCING NEW TABLE AS loaded
+    FOR EACH STATEMENT EXECUTE FUNCTION allocation._ownership_loaded();
+
+-- A rep that holds customers cannot be deleted (customers assigned by a rule
+-- have no registry row whose foreign key would refuse it).  The holdings
+-- counter is read after this row is locked, so an assignment committed
+-- meanwhile is seen.
+CREATE FUNCTION allocation._rep_delete_check() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    v_held integer;
+BEGIN
+    SELECT l.held INTO v_held FROM allocation.rep_load l WHERE l.rep_id = OLD.id;
+    IF v_held > 0 THEN
+        RAISE EXCEPTION 'rep % still holds % customer(s)', OLD.code, v_held
+            USING ERRCODE = 'foreign_key_violation',
+                  DETAIL = format('Rep %s (id %s) is the current owner of %s managed customer(s).', OLD.code, OLD.id, v_held),
+                  HINT = 'Reassign or release its customers first (allocation.assign()), or set the rep inactive.';
+    END IF;
+    RETURN OLD;
+END
+$$;
+COMMENT ON FUNCTION allocation._rep_delete_check() IS 'internal: refuses to delete a rep that still holds customers';
+CREATE TRIGGER rep_delete_check BEFORE DELETE ON allocation.rep
+    FOR EACH ROW EXECUTE FUNCTION allocation._rep_delete_check();
 
 -- A pending suggestion reserves a slot of the rep it names (rep_load.reserved), so that
 -- accepting it never fails for capacity.  The counter follows every change of a
@@ -183,13 +210,17 @@ DECLARE
     v_auto_keys text[];
     v_auto_managed integer[];
     v_auto_stage text[];
+    -- the time of this batch's ownership changes: the clock, read while the
+    -- customers' rows are locked, so one customer's times never go back
+    v_now timestamptz := clock_timestamp();
 BEGIN
     -- customers whose stage changes into a pool's auto-grant stage (read before the registry moves)
     IF p_stage IS NOT NULL AND EXISTS (SELECT 1 FROM allocation.resource_pool rp WHERE rp.auto_stage IS NOT NULL AND rp.active) THEN
         SELECT array_agg(b.managed_id), array_agg(b.key), array_agg(b.stage)
           INTO v_auto_managed, v_auto_keys, v_auto_stage
           FROM unnest(p_managed, p_op, p_key, p_stage) AS b(managed_id, op, key, stage)
-          JOIN allocation.assignment a ON a.managed_id = b.managed_id AND a.key = b.key AND a.valid_to IS NULL
+          CROSS JOIN LATERAL (SELECT a.stage FROM allocation.assignment a
+                               WHERE a.managed_id = b.managed_id AND a.key = b.key AND a.valid_to IS NULL) a
          WHERE b.op IN ('refresh', 'update') AND b.stage IS DISTINCT FROM a.stage
            AND b.stage IN (SELECT rp.auto_stage FROM allocation.resource_pool rp WHERE rp.active);
     END IF;
@@ -202,49 +233,64 @@ BEGIN
           FROM unnest(p_managed, p_key, p_rule, p_source) WITH ORDINALITY AS b(managed_id, key, rule, source, ord);
     END IF;
 
-    -- same owner, new attributes: the open registry row follows (no history, no event)
+    -- same owner, new attributes: the customer's state row follows (no history, no event);
+    -- a customer that had none (assigned by a rule) gets one from its current ownership
     IF 'refresh' = ANY (p_op) THEN
-        -- (a refresh carrying a suggestion keeps the registry's reason and rule)
+        -- (a refresh carrying a suggestion keeps the current reason and rule)
         -- (a 'pin' is a person confirming the current owner: pinned, source manual, their reason)
-        UPDATE allocation.assignment a
-           SET tier = b.tier, crop = b.crop, business_type = b.btype, territory_id = b.territory,
-               stage = b.stage,
-               stage_since = CASE WHEN b.stage IS DISTINCT FROM a.stage THEN now() ELSE a.stage_since END,
-               reason = CASE WHEN b.sug IS NULL THEN coalesce(b.reason, a.reason) ELSE a.reason END,
-               rule_id = CASE WHEN b.kind = 'pin' THEN NULL
-                              WHEN b.reason IS NULL OR b.sug IS NOT NULL THEN a.rule_id ELSE b.rule END,
-               pinned = a.pinned OR b.pinned,
-               source = CASE WHEN b.kind = 'pin' THEN 'manual' ELSE a.source END
+        INSERT INTO allocation.customer_state AS s
+               (managed_id, key, rep_id, team_id, territory_id, rule_id, source, pinned, reason,
+                tier, crop, business_type, stage, stage_since, valid_from)
+        SELECT b.managed_id, b.key, a.rep_id, a.team_id, b.territory,
+               CASE WHEN b.kind = 'pin' THEN NULL
+                    WHEN b.reason IS NULL OR b.sug IS NOT NULL THEN a.rule_id ELSE b.rule END,
+               CASE WHEN b.kind = 'pin' THEN 'manual' ELSE a.source END,
+               a.pinned OR b.pinned,
+               CASE WHEN b.sug IS NULL THEN coalesce(b.reason, a.reason) ELSE a.reason END,
+               b.tier, b.crop, b.btype, b.stage,
+               CASE WHEN b.stage IS DISTINCT FROM a.stage THEN v_now ELSE a.stage_since END,
+               a.valid_from
           FROM unnest(p_managed, p_op, p_key, p_territory, p_rule, p_reason, p_tier, p_crop, p_btype, p_suggest,
                       p_pinned, p_kind, p_stage)
                AS b(managed_id, op, key, territory, rule, reason, tier, crop, btype, sug, pinned, kind, stage)
-         WHERE b.op = 'refresh' AND a.managed_id = b.managed_id AND a.key = b.key AND a.valid_to IS NULL;
+          CROSS JOIN LATERAL (SELECT a.* FROM allocation.assignment a
+                               WHERE a.managed_id = b.managed_id AND a.key = b.key AND a.valid_to IS NULL) a
+         WHERE b.op = 'refresh'
+        ON CONFLICT (managed_id, key) DO UPDATE
+           SET rep_id = EXCLUDED.rep_id, team_id = EXCLUDED.team_id, territory_id = EXCLUDED.territory_id,
+               rule_id = EXCLUDED.rule_id, source = EXCLUDED.source, pinned = EXCLUDED.pinned,
+               reason = EXCLUDED.reason, tier = EXCLUDED.tier, crop = EXCLUDED.crop,
+               business_type = EXCLUDED.business_type, stage = EXCLUDED.stage,
+               stage_since = EXCLUDED.stage_since, valid_from = EXCLUDED.valid_from;
     END IF;
 
     v_changes := 'update' = ANY (p_op) OR 'delete' = ANY (p_op);
 
-    -- close the open registry row of updated/deleted customers; the owners whose
-    -- slots are released are the ones the registry recorded
+    -- the current ownership of updated/deleted customers ends: the owners whose
+    -- slots are released are the ones it recorded
     IF v_changes THEN
-        WITH closed AS (
-            UPDATE allocation.assignment a
-               SET valid_to = greatest(now(), a.valid_from), closed_reason = b.kind
-              FROM unnest(p_managed, p_op, p_key, p_kind) AS b(managed_id, op, key, kind)
-             WHERE b.op IN ('update', 'delete')
-               AND a.managed_id = b.managed_id AND a.key = b.key AND a.valid_to IS NULL
-            RETURNING a.rep_id)
-        SELECT array_agg(rep_id) INTO v_released FROM closed WHERE rep_id IS NOT NULL;
+        SELECT array_agg(a.rep_id) INTO v_released
+          FROM unnest(p_managed, p_op, p_key) AS b(managed_id, op, key)
+          CROSS JOIN LATERAL (SELECT a.rep_id FROM allocation.assignment a
+                               WHERE a.managed_id = b.managed_id AND a.key = b.key AND a.valid_to IS NULL) a
+         WHERE b.op IN ('update', 'delete') AND a.rep_id IS NOT NULL;
+        DELETE FROM allocation.customer_state s
+         USING unnest(p_managed, p_op, p_key) AS b(managed_id, op, key)
+         WHERE b.op IN ('update', 'delete') AND s.managed_id = b.managed_id AND s.key = b.key;
     END IF;
 
-    -- open the new registry row of inserted/updated customers
-    INSERT INTO allocation.assignment (managed_id, key, rep_id, team_id, territory_id, rule_id,
-                                       source, pinned, reason, tier, crop, business_type, stage, stage_since)
+    -- the new ownership of inserted/updated customers: a state row unless a rule
+    -- assigned a rep and nobody pinned it (then the event alone records it)
+    INSERT INTO allocation.customer_state (managed_id, key, rep_id, team_id, territory_id, rule_id,
+                                           source, pinned, reason, tier, crop, business_type, stage, stage_since,
+                                           valid_from)
     SELECT b.managed_id, b.key, b.rep, b.team, b.territory, b.rule, b.source, b.pinned,
-           b.reason, b.tier, b.crop, b.btype, b.stage, CASE WHEN b.stage IS NOT NULL THEN now() END
+           b.reason, b.tier, b.crop, b.btype, b.stage, CASE WHEN b.stage IS NOT NULL THEN v_now END, v_now
       FROM unnest(p_managed, p_op, p_key, p_rep, p_team, p_territory, p_rule, p_source,
                   p_pinned, p_reason, p_tier, p_crop, p_btype, p_stage) WITH ORDINALITY
            AS b(managed_id, op, key, rep, team, territory, rule, source, pinned, reason, tier, crop, btype, stage, ord)
      WHERE b.op IN ('insert', 'update')
+       AND NOT (b.source IN ('rule', 'reevaluate') AND NOT b.pinned AND b.rep IS NOT NULL)
      ORDER BY b.ord;
 
     -- registration protection (报备): a rep that inserts a customer as its own login
@@ -304,22 +350,30 @@ BEGIN
         PERFORM allocation._auto_grant(v_auto.managed_id, v_auto.key, v_auto.stage);
     END LOOP;
 
-    INSERT INTO allocation.event (actor, kind, managed_id, table_name, key, from_rep, to_rep, rule_id, reason, detail)
-    SELECT p_actor, b.kind, b.managed_id, m.table_name, b.key, b.old_rep,
+    INSERT INTO allocation.event (at, actor, kind, managed_id, table_name, key, from_rep, to_rep, rule_id, reason, detail,
+                                  period, tier, crop, business_type, stage)
+    SELECT v_now, p_actor, b.kind, b.managed_id, m.table_name, b.key, b.old_rep,
            CASE WHEN b.op = 'delete' THEN NULL ELSE coalesce(b.rep, b.sug) END,
            b.rule, b.reason,
            jsonb_strip_nulls(jsonb_build_object('territory_id', b.territory, 'team_id', b.team,
                                                 'source', b.source, 'pinned', b.pinned,
                                                 'suggested', b.sug IS NOT NULL,
                                                 -- a dispute: the owner the write asked for (evidence)
-                                                'requested_owner', b.req))
+                                                'requested_owner', b.req)),
+           CASE b.op WHEN 'delete' THEN 'close' WHEN 'refresh' THEN NULL ELSE 'open' END,
+           CASE WHEN b.op IN ('insert', 'update') THEN b.tier END,
+           CASE WHEN b.op IN ('insert', 'update') THEN b.crop END,
+           CASE WHEN b.op IN ('insert', 'update') THEN b.btype END,
+           CASE WHEN b.op IN ('insert', 'update') THEN b.stage END
       FROM unnest(p_managed, p_op, p_key, p_rep, p_old_rep, p_team, p_territory, p_rule,
-                  p_source, p_pinned, p_kind, p_reason, p_suggest, p_requested) WITH ORDINALITY
-           AS b(managed_id, op, key, rep, old_rep, team, territory, rule, source, pinned, kind, reason, sug, req, ord)
+                  p_source, p_pinned, p_kind, p_reason, p_suggest, p_requested, p_tier, p_crop, p_btype, p_stage)
+           WITH ORDINALITY
+           AS b(managed_id, op, key, rep, old_rep, team, territory, rule, source, pinned, kind, reason, sug, req,
+                tier, crop, btype, stage, ord)
       JOIN allocation.managed_table m ON m.id = b.managed_id
      WHERE b.op <> 'refresh' OR b.sug IS NOT NULL OR b.kind = 'pin'
      ORDER BY b.ord;
 END
 $$;
 COMMENT ON FUNCTION allocation._record_batch(text, integer[], text[], text[], bigint[], bigint[], bigint[], bigint[], bigint[], text[], boolean[], text[], text[], text[], text[], text[], bigint[], text[], bigint[], integer[], bigint[])
-    IS 'internal: writes one statement''s allocation decisions (registry, history, suggestions, counters, audit)';
+    IS 'internal: writes one statement''s allocation decisions (ownership events, state exceptions, suggestions, counters)';

@@ -247,21 +247,34 @@ BEGIN
         RETURNING id INTO v_id;
     END IF;
 
-    -- rows already in the table enter the registry: owned rows as pinned manual
-    -- assignments, the rest in the pool
+    -- rows already in the table get their first ownership period (one event
+    -- each: owned rows as pinned manual assignments, the rest in the pool) and,
+    -- being no rule's decision, a state row; the event trigger recounts holdings
     EXECUTE format($q$
-        INSERT INTO allocation.assignment (managed_id, key, rep_id, source, pinned, reason, tier, crop, business_type)
-        SELECT $1, c.%1$I::text, c.%2$I, CASE WHEN c.%2$I IS NULL THEN 'pool' ELSE 'manual' END,
-               c.%2$I IS NOT NULL,
-               CASE WHEN c.%2$I IS NULL THEN 'no owner when the table was attached'
-                    ELSE 'owner when the table was attached' END,
-               %3$s, %4$s, %5$s
-          FROM %6$s c$q$,
+        WITH rows AS (
+            SELECT c.%1$I::text AS key, c.%2$I AS rep_id, %3$s AS tier, %4$s AS crop, %5$s AS business_type,
+                   CASE WHEN c.%2$I IS NULL THEN 'no owner when the table was attached'
+                        ELSE 'owner when the table was attached' END AS reason
+              FROM %6$s c),
+        state AS (
+            INSERT INTO allocation.customer_state (managed_id, key, rep_id, source, pinned, reason, tier, crop,
+                                                   business_type, valid_from)
+            SELECT $1, r.key, r.rep_id, CASE WHEN r.rep_id IS NULL THEN 'pool' ELSE 'manual' END,
+                   r.rep_id IS NOT NULL, r.reason, r.tier, r.crop, r.business_type, $3
+              FROM rows r
+            RETURNING 1)
+        INSERT INTO allocation.event (at, actor, kind, managed_id, table_name, key, to_rep, reason, detail,
+                                      period, tier, crop, business_type)
+        SELECT $3, allocation._actor(), 'attach', $1, $2, r.key, r.rep_id, r.reason,
+               jsonb_build_object('source', CASE WHEN r.rep_id IS NULL THEN 'pool' ELSE 'manual' END,
+                                  'pinned', r.rep_id IS NOT NULL),
+               'open', r.tier, r.crop, r.business_type
+          FROM rows r$q$,
         key_column, owner_column,
         CASE WHEN attributes ? 'tier' THEN format('c.%I::text', attributes->>'tier') ELSE 'NULL' END,
         CASE WHEN attributes ? 'crop' THEN format('c.%I::text', attributes->>'crop') ELSE 'NULL' END,
         CASE WHEN attributes ? 'business_type' THEN format('c.%I::text', attributes->>'business_type') ELSE 'NULL' END,
-        tbl) USING v_id;
+        tbl) USING v_id, v_name, clock_timestamp();
     GET DIAGNOSTICS v_count = ROW_COUNT;
     PERFORM allocation._recount_loads();
     PERFORM allocation._warn_over_capacity(v_id, NULL);    -- existing owners are kept, even over capacity
@@ -342,13 +355,32 @@ AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
 COMMENT ON FUNCTION allocation.unmanage(regclass) IS
 'Removes the allocation triggers from a managed table and closes its open ownership records; the history stays queryable';
 
+-- Ends every current ownership of a table (unmanage, DROP TABLE, TRUNCATE): one
+-- closing event per customer, the state rows go; the history stays.
+CREATE FUNCTION allocation._close_all(p_managed integer, p_why text, p_actor text) RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS
+$$
+    WITH t AS (SELECT clock_timestamp() AS at),
+    closing AS (
+        SELECT a.key, a.rep_id FROM allocation.assignment a
+         WHERE a.managed_id = p_managed AND a.valid_to IS NULL),
+    gone AS (
+        DELETE FROM allocation.customer_state s WHERE s.managed_id = p_managed RETURNING 1)
+    INSERT INTO allocation.event (at, actor, kind, managed_id, table_name, key, from_rep, reason, period)
+    SELECT t.at, p_actor, p_why, p_managed, m.table_name, c.key, c.rep_id,
+           'every ownership of the table closed', 'close'
+      FROM closing c CROSS JOIN allocation.managed_table m CROSS JOIN t
+     WHERE m.id = p_managed
+     ORDER BY c.key;
+$$;
+COMMENT ON FUNCTION allocation._close_all(integer, text, text) IS 'internal: closes every current ownership of a managed table (one closing event per customer)';
+
 -- Shared by unmanage() and DROP TABLE: close the registry, keep the history.
 CREATE FUNCTION allocation._detach(p_managed integer, p_why text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
 BEGIN
-    UPDATE allocation.assignment SET valid_to = greatest(now(), valid_from), closed_reason = p_why
-     WHERE managed_id = p_managed AND valid_to IS NULL;
+    PERFORM allocation._close_all(p_managed, p_why, allocation._actor());
     UPDATE allocation.suggestion SET status = 'superseded', decided_at = now(), decided_by = allocation._actor(),
            decision_reason = p_why
      WHERE managed_id = p_managed AND status = 'pending';
@@ -566,8 +598,7 @@ CREATE FUNCTION allocation._record_truncate(p_managed integer, p_actor text) RET
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
 BEGIN
-    UPDATE allocation.assignment SET valid_to = greatest(now(), valid_from), closed_reason = 'truncate'
-     WHERE managed_id = p_managed AND valid_to IS NULL;
+    PERFORM allocation._close_all(p_managed, 'truncate', p_actor);
     UPDATE allocation.suggestion SET status = 'superseded', decided_at = now(), decided_by = p_actor,
            decision_reason = 'truncate'
      WHERE managed_id = p_managed AND status = 'pending';

@@ -98,12 +98,12 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA allocation FROM PUBLIC;
 -------------------------------------------------------------------------------
 SELECT pg_catalog.pg_extension_config_dump('allocation.team', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.rep', '');
--- rep_load is derived: recounted when the registry is restored (trigger assignment_loaded)
+-- rep_load is derived: recounted when ownership events are restored (trigger ownership_loaded)
 SELECT pg_catalog.pg_extension_config_dump('allocation.rr_cursor', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.territory', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.managed_table', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.rule', '');
-SELECT pg_catalog.pg_extension_config_dump('allocation.assignment', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.customer_state', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.suggestion', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.event', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.claim_policy', '');

@@ -753,8 +753,8 @@ registry_pinned(ManagedTable *mt, const char *key)
 	alloc_spi_begin(&sw);
 	if (plan == NULL)
 	{
-		plan = SPI_prepare("SELECT pinned FROM allocation.assignment"
-						   " WHERE managed_id = $1 AND key = $2 AND valid_to IS NULL", 2, types);
+		plan = SPI_prepare("SELECT pinned FROM allocation.customer_state"
+						   " WHERE managed_id = $1 AND key = $2", 2, types);
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare failed");
 		SPI_keepplan(plan);
@@ -1520,21 +1520,33 @@ frame_is_plain_insert(Frame *f)
 /* The columns the direct path fills, in this order (any other must be nullable without a default) */
 enum
 {
-	R_ID, R_MANAGED, R_KEY, R_REP, R_TEAM, R_TERRITORY, R_RULE, R_SOURCE, R_PINNED, R_REASON,
+	R_MANAGED, R_KEY, R_REP, R_TEAM, R_TERRITORY, R_RULE, R_SOURCE, R_PINNED, R_REASON,
 	R_TIER, R_CROP, R_BTYPE, R_STAGE, R_STAGE_SINCE, R_VALID_FROM, R__N
 };
-static const char *const registry_columns[R__N + 1] = {
-	"id", "managed_id", "key", "rep_id", "team_id", "territory_id", "rule_id", "source", "pinned",
+static const char *const state_columns[R__N + 1] = {
+	"managed_id", "key", "rep_id", "team_id", "territory_id", "rule_id", "source", "pinned",
 	"reason", "tier", "crop", "business_type", "stage", "stage_since", "valid_from", NULL
 };
 enum
 {
-	V_ID, V_AT, V_ACTOR, V_KIND, V_MANAGED, V_TABLE, V_KEY, V_FROM, V_TO, V_RULE, V_REASON, V_DETAIL, V__N
+	V_ID, V_AT, V_ACTOR, V_KIND, V_MANAGED, V_TABLE, V_KEY, V_FROM, V_TO, V_RULE, V_REASON, V_DETAIL,
+	V_PERIOD, V_TIER, V_CROP, V_BTYPE, V_STAGE, V__N
 };
 static const char *const event_columns[V__N + 1] = {
 	"id", "at", "actor", "kind", "managed_id", "table_name", "key", "from_rep", "to_rep", "rule_id",
-	"reason", "detail", NULL
+	"reason", "detail", "period", "tier", "crop", "business_type", "stage", NULL
 };
+
+/*
+ * Whether a new customer's ownership is what a rule decided and nobody
+ * pinned: its event alone records it (no allocation.customer_state row).
+ */
+static bool
+entry_is_default_state(Entry *e)
+{
+	return e->rep != 0 && !e->pinned && e->source != NULL &&
+		(strcmp(e->source, "rule") == 0 || strcmp(e->source, "reevaluate") == 0);
+}
 
 /*
  * Writes a plain-insert frame without the PL/pgSQL batch writer: one SPI
@@ -1563,7 +1575,8 @@ flush_direct(Frame *f, Datum actor, Cols *c, int ndelta)
 				j;
 	bool		isnull,
 				protect;
-	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	/* the clock, read while the customers' rows are locked: one customer's times never go back */
+	TimestampTz now = GetCurrentTimestamp();
 	ManagedTable *mt = NULL;
 
 	/* the reps and managed tables the registry rows reference */
@@ -1586,11 +1599,10 @@ flush_direct(Frame *f, Datum actor, Cols *c, int ndelta)
 	}
 
 	alloc_lookup_oids();
-	wa = writer_open(get_relname_relid("assignment", alloc_oids.schema), 2, "assignment_loaded",
-					 registry_columns);
+	wa = writer_open(get_relname_relid("customer_state", alloc_oids.schema), 2, NULL, state_columns);
 	if (wa == NULL)
 		return false;
-	we = writer_open(get_relname_relid("event", alloc_oids.schema), 0, NULL, event_columns);
+	we = writer_open(get_relname_relid("event", alloc_oids.schema), 0, "ownership_loaded", event_columns);
 	if (we == NULL)
 	{
 		writer_close(wa);
@@ -1674,21 +1686,19 @@ flush_direct(Frame *f, Datum actor, Cols *c, int ndelta)
 			elog(ERROR, "recording registration protection failed");
 	}
 
-	/* the registry: one open row per new customer */
+	/* the state exceptions: a row per new customer that no rule owns unpinned */
 	{
 		Datum		v[R__N];
 		bool		nul[R__N];
-		Oid			seq = writer_identity_seq(wa, "id");
 
 		for (i = 0; i < f->n; i++)
 		{
 			Entry	   *e = &f->entries[i];
 			MemoryContext old;
 
-			if (!e->confirmed)
+			if (!e->confirmed || entry_is_default_state(e))
 				continue;
 			old = MemoryContextSwitchTo(writer_row_context(wa));
-			SET_DATUM(R_ID, Int64GetDatum(writer_nextval(seq)));
 			SET_DATUM(R_MANAGED, Int32GetDatum(e->managed_id));
 			SET_TEXT(R_KEY, e->key);
 			SET_I8(R_REP, e->rep);
@@ -1739,6 +1749,11 @@ flush_direct(Frame *f, Datum actor, Cols *c, int ndelta)
 			SET_I8(V_RULE, e->rule);
 			SET_TEXT(V_REASON, e->reason);
 			SET_DATUM(V_DETAIL, event_detail(e));
+			SET_TEXT(V_PERIOD, "open");
+			SET_TEXT(V_TIER, e->tier);
+			SET_TEXT(V_CROP, e->crop);
+			SET_TEXT(V_BTYPE, e->btype);
+			SET_TEXT(V_STAGE, e->stage);
 			writer_add(we, v, nul);
 			MemoryContextSwitchTo(old);
 		}
@@ -1906,7 +1921,7 @@ flush_frame(Frame *f)
 			elog(ERROR, "SPI_prepare of the batch writer failed");
 		SPI_keepplan(plan);
 	}
-	/* the registry's assignment_loaded trigger asks allocation._in_batch() */
+	/* the event log's ownership_loaded trigger asks allocation._in_batch() */
 	alloc_in_batch++;
 	PG_TRY();
 	{

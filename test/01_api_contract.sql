@@ -11,7 +11,7 @@
 BEGIN;
 CREATE EXTENSION allocation;
 
-SELECT plan(131);
+SELECT plan(132);
 
 -------------------------------------------------------------------------------
 -- Extension and schema
@@ -122,7 +122,8 @@ SELECT has_table('allocation', 'rr_cursor', 'table rr_cursor exists');
 SELECT has_table('allocation', 'territory', 'table territory exists');
 SELECT has_table('allocation', 'rule', 'table rule exists');
 SELECT has_table('allocation', 'managed_table', 'table managed_table exists');
-SELECT has_table('allocation', 'assignment', 'table assignment exists');
+SELECT has_view('allocation', 'assignment', 'view assignment (the ownership history) exists');
+SELECT has_table('allocation', 'customer_state', 'table customer_state exists');
 SELECT has_table('allocation', 'suggestion', 'table suggestion exists');
 SELECT has_table('allocation', 'event', 'table event exists');
 
@@ -139,8 +140,11 @@ SELECT is_empty($$
         ('managed_table', ARRAY['id','tbl','active','key_column','location_column','owner_column','attributes','reevaluate','table_name']),
         ('assignment', ARRAY['id','managed_id','key','rep_id','team_id','territory_id','rule_id','source','pinned','reason',
                              'tier','crop','business_type','valid_from','valid_to','closed_reason']),
+        ('customer_state', ARRAY['managed_id','key','rep_id','team_id','territory_id','rule_id','source','pinned','reason',
+                                 'tier','crop','business_type','stage','stage_since','valid_from']),
         ('suggestion', ARRAY['id','managed_id','key','rep_id','rule_id','territory_id','reason','status']),
-        ('event', ARRAY['id','at','actor','kind','managed_id','table_name','key','from_rep','to_rep','rule_id','reason','detail'])
+        ('event', ARRAY['id','at','actor','kind','managed_id','table_name','key','from_rep','to_rep','rule_id','reason','detail',
+                        'period','tier','crop','business_type','stage'])
     ) v(t, cols), unnest(cols) c
     WHERE NOT EXISTS (SELECT 1 FROM pg_attribute a
                        WHERE a.attrelid = ('allocation.' || t)::regclass AND a.attname = c
@@ -166,10 +170,8 @@ SELECT fk_ok('allocation', 'rule', 'target_rep_id', 'allocation', 'rep', 'id', '
 SELECT fk_ok('allocation', 'rule', 'target_team_id', 'allocation', 'team', 'id', 'rule.target_team_id references team');
 SELECT fk_ok('allocation', 'territory', 'parent_id', 'allocation', 'territory', 'id', 'territory.parent_id references territory');
 SELECT fk_ok('allocation', 'team', 'parent_id', 'allocation', 'team', 'id', 'team.parent_id references team');
-SELECT ok(EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = 'allocation.assignment'::regclass
-                     AND i.indisunique AND i.indpred IS NOT NULL
-                     AND pg_get_expr(i.indpred, i.indrelid) ~ 'valid_to IS NULL'),
-          'assignment has a partial unique index on the open rows (one current owner per customer)');
+SELECT col_is_pk('allocation', 'customer_state', ARRAY['managed_id', 'key'],
+                 'customer_state has at most one row per customer (its current state)');
 
 -------------------------------------------------------------------------------
 -- Views
@@ -281,13 +283,13 @@ SELECT set_has($$
     SELECT unnest(extconfig)::regclass::text FROM pg_extension WHERE extname = 'allocation'
 $$, $$
     SELECT ('allocation.' || t) FROM unnest(ARRAY['team','rep','rr_cursor','territory','managed_table',
-                                                  'rule','assignment','suggestion','event']) t
+                                                  'rule','customer_state','suggestion','event']) t
 $$, 'every configuration table is registered with pg_extension_config_dump');
 SELECT set_has($$
     SELECT unnest(extconfig)::regclass::text FROM pg_extension WHERE extname = 'allocation'
 $$, $$
     SELECT pg_get_serial_sequence('allocation.' || t, 'id')::regclass::text
-      FROM unnest(ARRAY['team','rep','territory','managed_table','rule','assignment','suggestion','event']) t
+      FROM unnest(ARRAY['team','rep','territory','managed_table','rule','suggestion','event']) t
 $$, 'the id sequences of the configuration tables are registered with pg_extension_config_dump');
 SELECT is_empty($$
     SELECT c.oid::regclass::text FROM pg_class c

@@ -139,8 +139,8 @@ SELECT throws_ok($$SELECT allocation.manage('allocation.rep', 'id', NULL, 'team_
                  'the extension''s own tables cannot be managed', 'manage(allocation.rep): LA010');
 SELECT is(pg_temp.unregistered('allocation.rep'), pg_temp.base_state() || format(' triggers=%s', pg_temp.user_triggers('allocation.rep')),
           'manage(allocation.rep): nothing registered');
-SELECT is(pg_temp.user_triggers('allocation.rep'), 7::bigint,
-          'manage(allocation.rep): allocation.rep keeps only its own seven triggers (cache, counter, capacity warning, four config audit)');
+SELECT is(pg_temp.user_triggers('allocation.rep'), 8::bigint,
+          'manage(allocation.rep): allocation.rep keeps only its own eight triggers (cache, counter, delete check, capacity warning, four config audit)');
 SELECT throws_ok($$SELECT allocation.manage('allocation.territory', 'id', NULL, 'owner_rep_id')$$, 'LA010',
                  'the extension''s own tables cannot be managed', 'manage(allocation.territory): LA010');
 SELECT is(pg_temp.reg_state(), pg_temp.base_state(), 'manage(allocation.territory): nothing registered');

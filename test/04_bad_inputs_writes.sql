@@ -14,7 +14,7 @@ BEGIN;
 CREATE EXTENSION allocation;
 SET LOCAL client_min_messages = warning;
 
-SELECT plan(153);
+SELECT plan(154);
 
 -------------------------------------------------------------------------------
 -- Fixtures
@@ -392,7 +392,10 @@ SELECT throws_ok($$SELECT allocation.owner_at('tap04.plain', '1', now())$$,
                  'LA012', 'table tap04.plain is not managed', 'owner_at() on an unmanaged table: LA012');
 SELECT throws_ok($$SELECT allocation.owner_at('allocation.rep', '1', now())$$,
                  'LA012', NULL, 'owner_at() on an extension table: LA012');
-SELECT is(allocation.owner_at('tap04.cust', '1', now()), :r_full::bigint, 'owner_at() on a managed table answers');
+-- (ownership times are the clock at the decision: now(), the start of this
+-- transaction, lies before the customer's insert in it)
+SELECT is(allocation.owner_at('tap04.cust', '1', clock_timestamp()), :r_full::bigint, 'owner_at() on a managed table answers');
+SELECT is(allocation.owner_at('tap04.cust', '1', now()), NULL::bigint, 'owner_at() before the insert: nobody');
 
 -------------------------------------------------------------------------------
 -- after all the refusals the engine is consistent and still works

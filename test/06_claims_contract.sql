@@ -44,9 +44,8 @@ SELECT has_table('allocation', t, 'table ' || t || ' exists')
                     'identity', 'identity_key', 'duplicate']) t;
 SELECT col_is_pk('allocation', 'identity_key', ARRAY['managed_id', 'kind', 'value'],
                  'identity_key is keyed by table, kind and value (the arbiter of concurrent writers)');
-SELECT ok(EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = 'allocation.assignment'::regclass AND i.indisunique
-                     AND pg_get_expr(i.indpred, i.indrelid) = '(valid_to IS NULL)'),
-          'one open ownership per customer is a partial unique index');
+SELECT col_is_pk('allocation', 'customer_state', ARRAY['managed_id', 'key'],
+                 'one current state row at most per customer (primary key)');
 
 -------------------------------------------------------------------------------
 -- Who may call what (grant_role kinds)

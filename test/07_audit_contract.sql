@@ -54,9 +54,10 @@ SELECT trigger_is('allocation', 'audit_seal', 'audit_seal_no_truncate', 'allocat
 SELECT throws_ok('TRUNCATE allocation.audit_seal', 'LA050', NULL, 'TRUNCATE of the seals is refused with LA050');
 
 -- the insert path pays no hashing: the only triggers on event are the append-only ones
+-- and the recount after ownership events loaded outside the engine (restore)
 SELECT set_eq($$SELECT tgname::text FROM pg_trigger WHERE tgrelid = 'allocation.event'::regclass AND NOT tgisinternal$$,
-              ARRAY['event_no_update', 'event_no_truncate'],
-              'allocation.event has no trigger but the append-only ones (sealing is batched)');
+              ARRAY['event_no_update', 'event_no_truncate', 'ownership_loaded'],
+              'allocation.event has no trigger but the append-only ones and the recount (sealing is batched)');
 
 -------------------------------------------------------------------------------
 -- NULL and odd inputs
@@ -116,7 +117,7 @@ SELECT is_empty($$
     SELECT g.tgrelid::regclass::text FROM pg_trigger g
      WHERE g.tgfoid = 'allocation._config_audit()'::regprocedure
        AND g.tgrelid IN ('allocation.rep_load'::regclass, 'allocation.rr_cursor'::regclass, 'allocation.event'::regclass,
-                         'allocation.audit_seal'::regclass, 'allocation.assignment'::regclass)
+                         'allocation.audit_seal'::regclass, 'allocation.customer_state'::regclass)
 $$, 'engine state (counters, cursor, registry, log, seals) is not audited as configuration');
 SELECT is((SELECT prosecdef FROM pg_proc WHERE oid = 'allocation._config_audit()'::regprocedure), true,
           'configuration events are written as the extension owner (an admin needs no INSERT on event)');

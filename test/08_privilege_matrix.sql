@@ -130,7 +130,7 @@ SELECT is_empty($$
                 AND a.grantee = 'tapm_admin'::regrole AND a.privilege_type <> 'TRUNCATE')
 $$, 'no role writes an engine-maintained table; admins write configuration only');
 SELECT is(has_table_privilege('tapm_admin', 'allocation.event', 'INSERT'), false, 'not even an admin inserts into the audit log');
-SELECT is(has_table_privilege('tapm_admin', 'allocation.assignment', 'UPDATE'), false, 'not even an admin edits the registry');
+SELECT is(has_table_privilege('tapm_admin', 'allocation.customer_state', 'UPDATE'), false, 'not even an admin edits the ownership state');
 
 SELECT * FROM finish();
 ROLLBACK;

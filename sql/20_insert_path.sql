@@ -156,7 +156,41 @@ INSERT INTO shop (id, tel) SELECT id, tel FROM shop ON CONFLICT DO NOTHING;
 SELECT count(*) AS identities, (SELECT count(*) FROM allocation.identity_key) AS holders,
        (SELECT count(*) FROM allocation.event WHERE table_name = 'public.shop') AS events
   FROM allocation.identity i JOIN allocation.managed_table m ON m.id = i.managed_id WHERE m.table_name = 'public.shop';
+
 DROP TABLE shop;
+
+-------------------------------------------------------------------------------
+-- the key probe runs only while an INSERT ... ON CONFLICT may be executing
+-- (src/onconflict.c counts them).  Rep d has one free slot each time, and a
+-- stored key skipped by ON CONFLICT must not take it from the new one: in a
+-- data-modifying WITH, in a PL/pgSQL function, and in the first statement of
+-- a new session (the library loads during it, before its hook can see it).
+-- A plain INSERT of a stored key fails whole.
+-------------------------------------------------------------------------------
+INSERT INTO allocation.rep (id, code, name, team_id, capacity) VALUES (4, 'd', 'Rep D', 1, 1);
+INSERT INTO allocation.rule (name, priority, tiers, target_kind, target_rep_id) VALUES ('gold', 30, '{gold}', 'rep', 4);
+INSERT INTO dealer (id, tier, loc) VALUES ('gold1', 'gold', 'SRID=4326;POINT(2 2)');
+UPDATE allocation.rep SET capacity = 2 WHERE id = 4;
+WITH x AS (INSERT INTO dealer (id, tier, loc) VALUES ('gold1', 'gold', 'SRID=4326;POINT(2 2)'), ('gold2', 'gold', 'SRID=4326;POINT(2 2)')
+           ON CONFLICT DO NOTHING RETURNING id, owner)
+SELECT * FROM x;
+UPDATE allocation.rep SET capacity = 3 WHERE id = 4;
+CREATE FUNCTION dealer_reimport() RETURNS void LANGUAGE plpgsql AS
+$$ BEGIN
+    INSERT INTO dealer (id, tier, loc) SELECT 'gold' || g, 'gold', 'SRID=4326;POINT(2 2)' FROM generate_series(1, 3) g
+        ON CONFLICT (id) DO NOTHING;
+END $$;
+SELECT dealer_reimport();
+UPDATE allocation.rep SET capacity = 4 WHERE id = 4;
+\c
+\pset null '(null)'
+INSERT INTO dealer (id, tier, loc) SELECT 'gold' || g, 'gold', 'SRID=4326;POINT(2 2)' FROM generate_series(1, 4) g
+    ON CONFLICT DO NOTHING;
+INSERT INTO dealer (id, tier, loc) VALUES ('gold4', 'gold', 'SRID=4326;POINT(2 2)');
+\echo sqlstate :SQLSTATE
+SELECT id, owner FROM dealer WHERE id LIKE 'gold%' ORDER BY id;
+SELECT held FROM allocation.rep_load WHERE rep_id = 4;
+DROP FUNCTION dealer_reimport();
 
 DROP TABLE dealer;
 DROP EXTENSION allocation CASCADE;

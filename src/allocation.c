@@ -133,6 +133,7 @@ _PG_init(void)
 	CacheRegisterRelcacheCallback(alloc_relcache_callback, (Datum) 0);
 	CacheRegisterSyscacheCallback(NAMESPACEOID, alloc_namespace_callback, (Datum) 0);
 	RegisterXactCallback(alloc_xact_callback, NULL);
+	onconflict_init();
 }
 
 /* Schema of an installed extension (not exported by PostgreSQL 15) */

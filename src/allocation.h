@@ -402,6 +402,10 @@ extern RowWriter *frame_writer(Oid relid, const char *const *filled, bool *usabl
 extern void writer_close(RowWriter *w);
 extern int64 writer_nextval(Oid seqid);
 
+/* ---------- onconflict.c: whether an INSERT ... ON CONFLICT may be running ---------- */
+extern void onconflict_init(void);
+extern bool onconflict_possible(void);
+
 /* ---------- json helpers (explain.c) ---------- */
 extern void json_str_or_null(StringInfo buf, const char *s);
 

@@ -539,6 +539,9 @@ key_exists(ManagedTable *mt, Relation heap, HeapTuple tup)
 
 	if (isnull || !OidIsValid(mt->key_index))
 		return false;
+	/* without ON CONFLICT a taken key fails the statement: nothing to skip */
+	if (!onconflict_possible())
+		return false;
 	/* the index's collation: a text key is searched in the order it is stored in */
 	ScanKeyEntryInitialize(&skey, 0, 1, BTEqualStrategyNumber, InvalidOid, mt->key_coll, mt->key_eq, key);
 	if (p && p->index == mt->key_index && p->owner == CurrentResourceOwner)

@@ -31,6 +31,8 @@
 #include "utils/resowner.h"
 
 #include "allocation.h"
+#include "frame.h"
+#include "record.h"
 
 PG_MODULE_MAGIC;
 
@@ -82,13 +84,23 @@ alloc_xact_callback(XactEvent event, void *arg)
 		event == XACT_EVENT_PARALLEL_ABORT || event == XACT_EVENT_PARALLEL_COMMIT ||
 		event == XACT_EVENT_PREPARE)
 	{
-		trigger_reset_all();
+		frames_reset_all();
+		record_reset_all();
 		alloc_actor_override = InvalidOid;
 		alloc_change = NULL;
 		assign_reset_locks();
 		assign_forget_bases();
 		alloc_decision_depth = 0;
 	}
+}
+
+/* Subtransaction abort: its counter writes and locks are gone, re-read them */
+static void
+alloc_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					   SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		assign_forget_bases();
 }
 
 static char *allocation_claim_timezone = NULL;
@@ -133,6 +145,7 @@ _PG_init(void)
 	CacheRegisterRelcacheCallback(alloc_relcache_callback, (Datum) 0);
 	CacheRegisterSyscacheCallback(NAMESPACEOID, alloc_namespace_callback, (Datum) 0);
 	RegisterXactCallback(alloc_xact_callback, NULL);
+	RegisterSubXactCallback(alloc_subxact_callback, NULL);
 	onconflict_init();
 }
 

@@ -342,7 +342,7 @@ extern int32 assign_current_load(int64 rep_id);
 extern void assign_read_history(ManagedTable *mt, Customer *c);
 extern void assign_use_suggested_slot(ManagedTable *mt, Customer *c, int64 rep_id);
 
-/* ---------- trigger.c ---------- */
+/* ---------- frame.c: the per-statement batch (more in frame.h) ---------- */
 
 /* A count per rep (a statement's slots, or a counter value read) */
 typedef struct RepCount
@@ -352,7 +352,6 @@ typedef struct RepCount
 	int32		reserved;		/* loads cache: slots reserved by pending suggestions */
 } RepCount;
 
-extern void trigger_reset_all(void);
 extern void frames_add_reservation(int64 rep_id, int32 n);
 extern int32 frames_pending(int64 rep_id);
 extern HTAB *frames_load_cache(void);
@@ -398,7 +397,6 @@ extern MemoryContext writer_row_context(RowWriter *w);
 extern void writer_add(RowWriter *w, Datum *values, bool *isnull);
 extern bool writer_insert_speculative(RowWriter *w, Datum *values, bool *isnull);
 extern Relation writer_relation(RowWriter *w);
-extern RowWriter *frame_writer(Oid relid, const char *const *filled, bool *usable);
 extern void writer_close(RowWriter *w);
 extern int64 writer_nextval(Oid seqid);
 

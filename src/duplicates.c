@@ -52,6 +52,7 @@
 #include "utils/memutils.h"
 
 #include "allocation.h"
+#include "frame.h"
 
 /* How a match reads in messages: "same credit code", "same phone", "similar name" */
 const char *

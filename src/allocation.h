@@ -9,6 +9,7 @@
 
 #include "access/htup.h"
 #include "access/tupdesc.h"
+#include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
@@ -17,6 +18,8 @@
 #include "utils/relcache.h"
 
 /* ---------- allocation.c: module wiring, helpers ---------- */
+
+extern SPIPlanPtr alloc_keep_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *types);
 
 /* OIDs of the extension's own tables, known once the caches were built */
 typedef struct AllocationOids
@@ -333,14 +336,9 @@ extern void assign_read_customer(ManagedTable *mt, HeapTuple tuple, Customer *c,
 extern void assign_decide(ManagedTable *mt, HeapTuple tuple, Customer *c, Decision *d,
 						  bool dry_run, Trace *tr);
 extern void assign_check_manual(ManagedTable *mt, Customer *c, int64 rep_id, bool dry_run);
-extern bool assign_reserve(int64 rep_id, bool wait);
-extern bool assign_lock_released(int64 rep_id);
-extern void assign_reset_locks(void);
-extern void assign_forget_bases(void);
-extern void assign_note_written(int64 rep_id, int32 n);
-extern int32 assign_current_load(int64 rep_id);
 extern void assign_read_history(ManagedTable *mt, Customer *c);
-extern void assign_use_suggested_slot(ManagedTable *mt, Customer *c, int64 rep_id);
+
+#include "capacity.h"
 
 /* ---------- frame.c: the per-statement batch (more in frame.h) ---------- */
 

@@ -337,6 +337,7 @@ extern void assign_decide(ManagedTable *mt, HeapTuple tuple, Customer *c, Decisi
 						  bool dry_run, Trace *tr);
 extern void assign_check_manual(ManagedTable *mt, Customer *c, int64 rep_id, bool dry_run);
 extern void assign_read_history(ManagedTable *mt, Customer *c);
+extern void assign_use_suggested_slot(ManagedTable *mt, Customer *c, int64 rep_id);
 
 #include "capacity.h"
 

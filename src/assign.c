@@ -834,6 +834,50 @@ assign_decide(ManagedTable *mt, HeapTuple tuple, Customer *c, Decision *d,
 	}
 	PG_END_TRY();
 }
+/*
+ * A person gives a customer to the rep its pending suggestion names
+ * (accept_suggestion(), or assign()/UPDATE to that rep): the slot the
+ * suggestion reserved becomes a held one, so capacity is not checked again.
+ * The rep's counter is locked under the ordered-locking rule (55P03 when
+ * waiting could deadlock); the batch writer adds the held slot and the
+ * suggestion's end gives the reserved one back.
+ */
+void
+assign_use_suggested_slot(ManagedTable *mt, Customer *c, int64 rep_id)
+{
+	RepInfo    *rep = config_get_rep(rep_id);
+
+	assign_check_manual(mt, c, rep_id, true);	/* exists, active, exclusive territory */
+	if (capacity_lock_only(rep_id, capacity_may_wait_for(rep_id)))
+	{
+		int32		held,
+					reserved;
+
+		/*
+		 * Within capacity by construction -- unless a person lowered the
+		 * capacity below what the rep holds since: then, like any new
+		 * customer, it is refused until the rep is under capacity.
+		 */
+		capacity_read_loads(&rep_id, 1, &held, &reserved);
+		if (rep->capacity >= 0 && held >= rep->capacity)
+			ereport(ERROR,
+					(errcode(ERRCODE_ALLOC_REP_AT_CAPACITY),
+					 errmsg("rep %s is at capacity", rep->code),
+					 errdetail("Rep %s holds %d customers and its capacity is %d, lowered since the suggestion for customer %s of %s reserved its slot.",
+							   rep->code, held, rep->capacity, c->key, mt->name),
+					 errhint("Raise the rep's capacity again, or reject the suggestion.")));
+		frames_add_reservation(rep_id, 1);
+		return;
+	}
+	capacity_refuse_deleted_rep(mt, c, rep, rep_id);
+	ereport(ERROR,
+			(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+			 errmsg("rep %s is busy", rep->code),
+			 errdetail("Another open transaction is taking customers for rep %s; waiting for it here could deadlock with this transaction's own earlier assignments.",
+					   rep->code),
+			 errhint("Retry after the other transaction ends, or give customers to reps in rep id order within one transaction.")));
+}
+
 
 /*
  * Validates a manual owner (explicit INSERT value, UPDATE, assign()) and,

@@ -11,7 +11,6 @@ extern void assign_reset_locks(void);
 extern void assign_forget_bases(void);
 extern void assign_note_written(int64 rep_id, int32 n);
 extern int32 assign_current_load(int64 rep_id);
-extern void assign_use_suggested_slot(ManagedTable *mt, Customer *c, int64 rep_id);
 extern bool capacity_lock_only(int64 rep_id, bool wait);
 extern bool capacity_may_wait_for(int64 rep_id);
 extern void capacity_read_loads(int64 *ids, int n, int32 *held, int32 *reserved);

@@ -54,14 +54,6 @@
 #include "allocation.h"
 #include "frame.h"
 
-/* How a match reads in messages: "same credit code", "same phone", "similar name" */
-const char *
-dup_match_words(const char *match)
-{
-	return strcmp(match, "credit_code") == 0 ? "same credit code" :
-		strcmp(match, "phone") == 0 ? "same phone" : "similar name";
-}
-
 /* the identity values of a customer, normalized (NULL = none) */
 static void
 read_identity(Customer *c, char **code, char **phone, char **name)

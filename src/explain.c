@@ -26,16 +26,6 @@
 
 #include "allocation.h"
 
-/* A JSON string, or null */
-void
-json_str_or_null(StringInfo buf, const char *s)
-{
-	if (s)
-		escape_json(buf, s);
-	else
-		appendStringInfoString(buf, "null");
-}
-
 static void
 json_kv_str(StringInfo buf, const char *key, const char *val, bool comma)
 {

@@ -192,18 +192,43 @@ CREATE FUNCTION allocation._stmt_trigger() RETURNS trigger
     AS 'MODULE_PATHNAME', 'allocation_stmt_trigger' LANGUAGE C;
 COMMENT ON FUNCTION allocation._stmt_trigger() IS 'internal: statement trigger on managed tables (opens and flushes the per-statement decision batch)';
 
--- Writes one statement's decisions: registry, history, suggestions, audit,
--- counters. Called once per statement by the C statement trigger.
-CREATE FUNCTION allocation._record_batch(
-    p_actor text, p_managed integer[], p_op text[], p_key text[], p_rep bigint[],
-    p_old_rep bigint[], p_team bigint[], p_territory bigint[], p_rule bigint[],
-    p_source text[], p_pinned boolean[], p_kind text[], p_reason text[],
-    p_tier text[], p_crop text[], p_btype text[], p_suggest bigint[], p_stage text[], p_delta_rep bigint[],
-    p_delta_n integer[], p_requested bigint[] DEFAULT NULL)
+-- One decision of a statement, as the engine hands it to _record_batch (the
+-- C writer writes the same entries directly when it can).
+CREATE TYPE allocation._entry AS (
+    ord         integer,    -- position in the statement
+    managed_id  integer,
+    op          text,       -- insert, update, refresh (same owner), delete
+    key         text,
+    rep         bigint,     -- new owner (NULL: pool or none)
+    old_rep     bigint,     -- released owner
+    team        bigint,
+    territory   bigint,
+    rule        bigint,
+    source      text,
+    pinned      boolean,
+    kind        text,       -- the event's kind
+    reason      text,
+    tier        text,
+    crop        text,
+    btype       text,
+    sug         bigint,     -- suggested rep
+    stage       text,
+    req         bigint      -- dispute: the owner the write asked for
+);
+COMMENT ON TYPE allocation._entry IS 'internal: one decision of a statement, as the engine records it';
+
+-- Writes one statement's decisions: ownership events, state exceptions,
+-- suggestions, counters. Called once per statement by the C statement trigger.
+CREATE FUNCTION allocation._record_batch(p_actor text, p_entries allocation._entry[],
+                                         p_delta_rep bigint[], p_delta_n integer[])
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
+    v_ops text[];
+    v_any_stage boolean;
+    v_any_sug boolean;
+    v_any_pin boolean;
     v_changes boolean;
     v_released bigint[];
     v_auto record;
@@ -214,28 +239,34 @@ DECLARE
     -- customers' rows are locked, so one customer's times never go back
     v_now timestamptz := clock_timestamp();
 BEGIN
+    SELECT array_agg(DISTINCT b.op), bool_or(b.stage IS NOT NULL), bool_or(b.sug IS NOT NULL), bool_or(b.kind = 'pin')
+      INTO v_ops, v_any_stage, v_any_sug, v_any_pin
+      FROM unnest(p_entries) b;
     -- customers whose stage changes into a pool's auto-grant stage (read before the registry moves)
-    IF p_stage IS NOT NULL AND EXISTS (SELECT 1 FROM allocation.resource_pool rp WHERE rp.auto_stage IS NOT NULL AND rp.active) THEN
+    IF v_any_stage AND EXISTS (SELECT 1 FROM allocation.resource_pool rp WHERE rp.auto_stage IS NOT NULL AND rp.active) THEN
         SELECT array_agg(b.managed_id), array_agg(b.key), array_agg(b.stage)
           INTO v_auto_managed, v_auto_keys, v_auto_stage
-          FROM unnest(p_managed, p_op, p_key, p_stage) AS b(managed_id, op, key, stage)
+          FROM unnest(p_entries) b
           CROSS JOIN LATERAL (SELECT a.stage FROM allocation.assignment a
                                WHERE a.managed_id = b.managed_id AND a.key = b.key AND a.valid_to IS NULL) a
          WHERE b.op IN ('refresh', 'update') AND b.stage IS DISTINCT FROM a.stage
            AND b.stage IN (SELECT rp.auto_stage FROM allocation.resource_pool rp WHERE rp.active);
     END IF;
     -- an accepted suggestion is recorded under the suggestion's rule
-    IF 'suggestion' = ANY (p_source) THEN
-        SELECT array_agg(coalesce(b.rule, (SELECT s.rule_id FROM allocation.suggestion s
-                                            WHERE b.source = 'suggestion' AND s.managed_id = b.managed_id
-                                              AND s.key = b.key AND s.status = 'pending')) ORDER BY b.ord)
-          INTO p_rule
-          FROM unnest(p_managed, p_key, p_rule, p_source) WITH ORDINALITY AS b(managed_id, key, rule, source, ord);
+    IF EXISTS (SELECT 1 FROM unnest(p_entries) b WHERE b.source = 'suggestion') THEN
+        SELECT array_agg(ROW(b.ord, b.managed_id, b.op, b.key, b.rep, b.old_rep, b.team, b.territory,
+                             coalesce(b.rule, (SELECT s.rule_id FROM allocation.suggestion s
+                                                WHERE b.source = 'suggestion' AND s.managed_id = b.managed_id
+                                                  AND s.key = b.key AND s.status = 'pending')),
+                             b.source, b.pinned, b.kind, b.reason, b.tier, b.crop, b.btype, b.sug, b.stage,
+                             b.req)::allocation._entry ORDER BY b.ord)
+          INTO p_entries
+          FROM unnest(p_entries) b;
     END IF;
 
     -- same owner, new attributes: the customer's state row follows (no history, no event);
     -- a customer that had none (assigned by a rule) gets one from its current ownership
-    IF 'refresh' = ANY (p_op) THEN
+    IF 'refresh' = ANY (v_ops) THEN
         -- (a refresh carrying a suggestion keeps the current reason and rule)
         -- (a 'pin' is a person confirming the current owner: pinned, source manual, their reason)
         INSERT INTO allocation.customer_state AS s
@@ -250,9 +281,7 @@ BEGIN
                b.tier, b.crop, b.btype, b.stage,
                CASE WHEN b.stage IS DISTINCT FROM a.stage THEN v_now ELSE a.stage_since END,
                a.valid_from
-          FROM unnest(p_managed, p_op, p_key, p_territory, p_rule, p_reason, p_tier, p_crop, p_btype, p_suggest,
-                      p_pinned, p_kind, p_stage)
-               AS b(managed_id, op, key, territory, rule, reason, tier, crop, btype, sug, pinned, kind, stage)
+          FROM unnest(p_entries) b
           CROSS JOIN LATERAL (SELECT a.* FROM allocation.assignment a
                                WHERE a.managed_id = b.managed_id AND a.key = b.key AND a.valid_to IS NULL) a
          WHERE b.op = 'refresh'
@@ -264,18 +293,18 @@ BEGIN
                stage_since = EXCLUDED.stage_since, valid_from = EXCLUDED.valid_from;
     END IF;
 
-    v_changes := 'update' = ANY (p_op) OR 'delete' = ANY (p_op);
+    v_changes := 'update' = ANY (v_ops) OR 'delete' = ANY (v_ops);
 
     -- the current ownership of updated/deleted customers ends: the owners whose
     -- slots are released are the ones it recorded
     IF v_changes THEN
         SELECT array_agg(a.rep_id) INTO v_released
-          FROM unnest(p_managed, p_op, p_key) AS b(managed_id, op, key)
+          FROM unnest(p_entries) b
           CROSS JOIN LATERAL (SELECT a.rep_id FROM allocation.assignment a
                                WHERE a.managed_id = b.managed_id AND a.key = b.key AND a.valid_to IS NULL) a
          WHERE b.op IN ('update', 'delete') AND a.rep_id IS NOT NULL;
         DELETE FROM allocation.customer_state s
-         USING unnest(p_managed, p_op, p_key) AS b(managed_id, op, key)
+         USING unnest(p_entries) b
          WHERE b.op IN ('update', 'delete') AND s.managed_id = b.managed_id AND s.key = b.key;
     END IF;
 
@@ -286,53 +315,49 @@ BEGIN
                                            valid_from)
     SELECT b.managed_id, b.key, b.rep, b.team, b.territory, b.rule, b.source, b.pinned,
            b.reason, b.tier, b.crop, b.btype, b.stage, CASE WHEN b.stage IS NOT NULL THEN v_now END, v_now
-      FROM unnest(p_managed, p_op, p_key, p_rep, p_team, p_territory, p_rule, p_source,
-                  p_pinned, p_reason, p_tier, p_crop, p_btype, p_stage) WITH ORDINALITY
-           AS b(managed_id, op, key, rep, team, territory, rule, source, pinned, reason, tier, crop, btype, stage, ord)
+      FROM unnest(p_entries) b
      WHERE b.op IN ('insert', 'update')
        AND NOT (b.source IN ('rule', 'reevaluate') AND NOT b.pinned AND b.rep IS NOT NULL)
      ORDER BY b.ord;
 
     -- registration protection (报备): a rep that inserts a customer as its own login
-    IF 'insert' = ANY (p_op) AND EXISTS (SELECT 1 FROM allocation.claim_policy cp WHERE cp.protection IS NOT NULL)
+    IF 'insert' = ANY (v_ops) AND EXISTS (SELECT 1 FROM allocation.claim_policy cp WHERE cp.protection IS NOT NULL)
        AND EXISTS (SELECT 1 FROM allocation.rep r WHERE r.login = p_actor) THEN
         PERFORM allocation._record_protection(p_actor, array_agg(b.managed_id), array_agg(b.key), array_agg(b.tier))
-           FROM unnest(p_managed, p_op, p_key, p_tier) AS b(managed_id, op, key, tier)
+           FROM unnest(p_entries) b
           WHERE b.op = 'insert';
     END IF;
-    IF 'delete' = ANY (p_op) THEN
-        DELETE FROM allocation.protection pr USING unnest(p_managed, p_op, p_key) AS b(managed_id, op, key)
+    IF 'delete' = ANY (v_ops) THEN
+        DELETE FROM allocation.protection pr USING unnest(p_entries) b
          WHERE b.op = 'delete' AND pr.managed_id = b.managed_id AND pr.key = b.key;
     END IF;
 
     -- suggestions: a pending one is superseded by any new decision on the same customer
     -- (a new key cannot have one: DELETE supersedes)
-    IF v_changes OR p_suggest IS NOT NULL OR 'pin' = ANY (p_kind) THEN
+    IF v_changes OR v_any_sug OR v_any_pin THEN
     -- the slots these suggestions reserved are given back: their reps' counters are
     -- locked first, in rep id order, under the ordered-locking rule (55P03, not a deadlock)
     PERFORM allocation._lock_counter(x.rep_id)
        FROM (SELECT DISTINCT s.rep_id
                FROM allocation.suggestion s
-               JOIN unnest(p_managed, p_op, p_key, p_suggest, p_kind) AS b(managed_id, op, key, sug, kind)
-                 ON s.managed_id = b.managed_id AND s.key = b.key
+               JOIN unnest(p_entries) b ON s.managed_id = b.managed_id AND s.key = b.key
               WHERE s.status = 'pending' AND (b.op IN ('update', 'delete') OR b.sug IS NOT NULL OR b.kind = 'pin')) x
       ORDER BY x.rep_id;
     UPDATE allocation.suggestion s
        SET status = CASE WHEN b.source = 'suggestion' THEN 'accepted' ELSE 'superseded' END,
            decided_at = now(), decided_by = p_actor,
            decision_reason = b.reason
-      FROM unnest(p_managed, p_op, p_key, p_source, p_reason, p_suggest, p_kind)
-           AS b(managed_id, op, key, source, reason, sug, kind)
+      FROM unnest(p_entries) b
      WHERE (b.op IN ('update', 'delete') OR b.sug IS NOT NULL OR b.kind = 'pin')
        AND s.managed_id = b.managed_id AND s.key = b.key AND s.status = 'pending';
     END IF;
 
-    IF p_suggest IS NOT NULL THEN
+    IF v_any_sug THEN
         INSERT INTO allocation.suggestion (managed_id, key, rep_id, rule_id, territory_id, reason)
         SELECT b.managed_id, b.key, b.sug, b.rule, b.territory, b.reason
-          FROM unnest(p_managed, p_key, p_suggest, p_rule, p_territory, p_reason)
-               AS b(managed_id, key, sug, rule, territory, reason)
-         WHERE b.sug IS NOT NULL;
+          FROM unnest(p_entries) b
+         WHERE b.sug IS NOT NULL
+         ORDER BY b.ord;
     END IF;
 
     -- counters: the statement's slots (one write per rep), minus the former owners
@@ -365,15 +390,11 @@ BEGIN
            CASE WHEN b.op IN ('insert', 'update') THEN b.crop END,
            CASE WHEN b.op IN ('insert', 'update') THEN b.btype END,
            CASE WHEN b.op IN ('insert', 'update') THEN b.stage END
-      FROM unnest(p_managed, p_op, p_key, p_rep, p_old_rep, p_team, p_territory, p_rule,
-                  p_source, p_pinned, p_kind, p_reason, p_suggest, p_requested, p_tier, p_crop, p_btype, p_stage)
-           WITH ORDINALITY
-           AS b(managed_id, op, key, rep, old_rep, team, territory, rule, source, pinned, kind, reason, sug, req,
-                tier, crop, btype, stage, ord)
+      FROM unnest(p_entries) b
       JOIN allocation.managed_table m ON m.id = b.managed_id
      WHERE b.op <> 'refresh' OR b.sug IS NOT NULL OR b.kind = 'pin'
      ORDER BY b.ord;
 END
 $$;
-COMMENT ON FUNCTION allocation._record_batch(text, integer[], text[], text[], bigint[], bigint[], bigint[], bigint[], bigint[], text[], boolean[], text[], text[], text[], text[], text[], bigint[], text[], bigint[], integer[], bigint[])
+COMMENT ON FUNCTION allocation._record_batch(text, allocation._entry[], bigint[], integer[])
     IS 'internal: writes one statement''s allocation decisions (ownership events, state exceptions, suggestions, counters)';

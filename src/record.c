@@ -18,6 +18,7 @@
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -31,6 +32,8 @@
 #include "utils/rel.h"
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
+#include "utils/typcache.h"
 #include "executor/tuptable.h"
 
 #include "frame.h"
@@ -56,57 +59,28 @@ record_reset_all(void)
 
 /* ---------- writing a batch ---------- */
 
-/* the arguments of allocation._record_batch after the actor, as arrays */
-enum
+/* The statement's change of each rep's holdings (deltas of its frame) */
+typedef struct Deltas
 {
-	C_MANAGED, C_OP, C_KEY, C_REP, C_OLD_REP, C_TEAM, C_TERRITORY, C_RULE, C_SOURCE,
-	C_PINNED, C_KIND, C_REASON, C_TIER, C_CROP, C_BTYPE, C_SUGGEST, C_STAGE, C_DELTA_REP, C_DELTA_N, C_REQUESTED, C__N
-};
+	int			n;
+	Datum	   *rep;			/* int8 */
+	Datum	   *count;			/* int4 */
+} Deltas;
 
-typedef struct Cols
-{
-	Datum	   *v[C__N];
-	bool	   *isnull[C__N];
-} Cols;
-
-static const Oid col_types[C__N] = {
-	INT4OID, TEXTOID, TEXTOID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID,
-	BOOLOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, INT8OID, INT4OID, INT8OID
-};
-
-static void
-put_i8(Cols *c, int col, int row, int64 v)
-{
-	c->v[col][row] = Int64GetDatum(v);
-	c->isnull[col][row] = (v == 0);
-}
-
-static void
-put_text(Cols *c, int col, int row, const char *s)
-{
-	c->v[col][row] = s ? CStringGetTextDatum(s) : (Datum) 0;
-	c->isnull[col][row] = (s == NULL);
-}
-
+/* A one-dimensional array of n datums of a base type */
 static Datum
-col_array(Cols *c, int col, int n)
+datum_array(Datum *values, bool *nulls, int n, Oid type)
 {
-	Oid			t = col_types[col];
 	int16		len;
 	bool		byval;
 	char		align;
 	int			dims[1] = {n};
 	int			lbs[1] = {1};
 
-	get_typlenbyvalalign(t, &len, &byval, &align);
-	return PointerGetDatum(construct_md_array(c->v[col], c->isnull[col], 1, dims, lbs, t, len, byval, align));
+	get_typlenbyvalalign(type, &len, &byval, &align);
+	return PointerGetDatum(construct_md_array(values, nulls, 1, dims, lbs, type, len, byval, align));
 }
 
-/*
- * Duplicate bookkeeping of a batch (inside the flush's SPI session): the
- * duplicate queue and warning events for stored rows, and the identities of
- * rows that were not stored after all, or were deleted.
- */
 static void
 flush_identities(Frame *f, Datum actor)
 {
@@ -201,13 +175,13 @@ cmp_int64(const void *a, const void *b)
 	return x < y ? -1 : x > y ? 1 : 0;
 }
 
-
-/* The statement's net slot changes per rep, into the delta columns */
-static int
-collect_deltas(Frame *f, Cols *c)
+/* The frame's slot changes per rep (the rows not stored already given back) */
+static void
+collect_deltas(Frame *f, Deltas *d)
 {
-	int			ndelta = 0;
-
+	d->n = 0;
+	d->rep = palloc(sizeof(Datum) * Max(f->reps ? hash_get_num_entries(f->reps) : 0, 1));
+	d->count = palloc(sizeof(Datum) * Max(f->reps ? hash_get_num_entries(f->reps) : 0, 1));
 	if (f->reps)
 	{
 		HASH_SEQ_STATUS hs;
@@ -217,13 +191,11 @@ collect_deltas(Frame *f, Cols *c)
 		while ((rc = hash_seq_search(&hs)) != NULL)
 			if (rc->n != 0)
 			{
-				put_i8(c, C_DELTA_REP, ndelta, rc->rep_id);
-				c->v[C_DELTA_N][ndelta] = Int32GetDatum(rc->n);
-				c->isnull[C_DELTA_N][ndelta] = false;
-				ndelta++;
+				d->rep[d->n] = Int64GetDatum(rc->rep_id);
+				d->count[d->n] = Int32GetDatum(rc->n);
+				d->n++;
 			}
 	}
-	return ndelta;
 }
 
 /* ---------- the direct path of an INSERT statement ---------- */
@@ -331,6 +303,12 @@ enum
 	V_ID, V_AT, V_ACTOR, V_KIND, V_MANAGED, V_TABLE, V_KEY, V_FROM, V_TO, V_RULE, V_REASON, V_DETAIL,
 	V_PERIOD, V_TIER, V_CROP, V_BTYPE, V_STAGE, V__N
 };
+/* the fields of allocation._entry, in order */
+enum
+{
+	E_ORD, E_MANAGED, E_OP, E_KEY, E_REP, E_OLD_REP, E_TEAM, E_TERRITORY, E_RULE, E_SOURCE, E_PINNED,
+	E_KIND, E_REASON, E_TIER, E_CROP, E_BTYPE, E_SUGGEST, E_STAGE, E_REQUESTED, E__N
+};
 static const char *const event_columns[V__N + 1] = {
 	"id", "at", "actor", "kind", "managed_id", "table_name", "key", "from_rep", "to_rep", "rule_id",
 	"reason", "detail", "period", "tier", "crop", "business_type", "stage", NULL
@@ -356,7 +334,7 @@ entry_is_default_state(Entry *e)
  * Runs inside the flush's SPI session, as the extension owner.
  */
 static bool
-flush_direct(Frame *f, Datum actor, Cols *c, int ndelta)
+flush_direct(Frame *f, Datum actor, Deltas *d)
 {
 	static SPIPlanPtr plan = NULL;
 	RowWriter  *wa,
@@ -420,10 +398,10 @@ flush_direct(Frame *f, Datum actor, Cols *c, int ndelta)
 		mand[i] = Int32GetDatum(managed[i]);
 	args[0] = PointerGetDatum(construct_array(repd, nreps, INT8OID, 8, true, TYPALIGN_DOUBLE));
 	args[1] = PointerGetDatum(construct_array(mand, nman, INT4OID, 4, true, TYPALIGN_INT));
-	if (ndelta > 0)
+	if (d->n > 0)
 	{
-		args[2] = col_array(c, C_DELTA_REP, ndelta);
-		args[3] = col_array(c, C_DELTA_N, ndelta);
+		args[2] = datum_array(d->rep, NULL, d->n, INT8OID);
+		args[3] = datum_array(d->count, NULL, d->n, INT4OID);
 	}
 	else
 		nulls[2] = nulls[3] = 'n';
@@ -465,21 +443,25 @@ flush_direct(Frame *f, Datum actor, Cols *c, int ndelta)
 	{
 		Oid			ptypes[4] = {TEXTOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
 		Datum		pargs[4];
+		Datum	   *man = palloc(sizeof(Datum) * f->n),
+				   *key = palloc(sizeof(Datum) * f->n),
+				   *tier = palloc(sizeof(Datum) * f->n);
+		bool	   *tier_null = palloc(sizeof(bool) * f->n);
 		int			n = 0;
 
 		for (i = 0; i < f->n; i++)
 			if (f->entries[i].confirmed)
 			{
-				c->v[C_MANAGED][n] = Int32GetDatum(f->entries[i].managed_id);
-				c->isnull[C_MANAGED][n] = false;
-				put_text(c, C_KEY, n, f->entries[i].key);
-				put_text(c, C_TIER, n, f->entries[i].tier);
+				man[n] = Int32GetDatum(f->entries[i].managed_id);
+				key[n] = CStringGetTextDatum(f->entries[i].key);
+				tier_null[n] = (f->entries[i].tier == NULL);
+				tier[n] = tier_null[n] ? (Datum) 0 : CStringGetTextDatum(f->entries[i].tier);
 				n++;
 			}
 		pargs[0] = actor;
-		pargs[1] = col_array(c, C_MANAGED, n);
-		pargs[2] = col_array(c, C_KEY, n);
-		pargs[3] = col_array(c, C_TIER, n);
+		pargs[1] = datum_array(man, NULL, n, INT4OID);
+		pargs[2] = datum_array(key, NULL, n, TEXTOID);
+		pargs[3] = datum_array(tier, tier_null, n, TEXTOID);
 		if (SPI_execute_with_args("SELECT allocation._record_protection($1, $2, $3, $4)",
 								  4, ptypes, pargs, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "recording registration protection failed");
@@ -560,165 +542,132 @@ flush_direct(Frame *f, Datum actor, Cols *c, int ndelta)
 	}
 	return true;
 }
-
-void
-flush_frame(Frame *f)
+/* The entry's operation as _record_batch names it */
+static const char *
+op_name(EntryOp op)
 {
-	static SPIPlanPtr plan = NULL;
-	AllocUserSwitch sw;
-	Cols		c;
-	Oid			types[C__N + 1];
-	Datum		args[C__N + 1];
+	return op == OP_INSERT ? "insert" : op == OP_UPDATE ? "update" : op == OP_REFRESH ? "refresh" : "delete";
+}
+
+/*
+ * The frame's stored entries as an allocation._entry[] (NULL when none was
+ * stored): the one entry type both recording paths take.
+ */
+static Datum
+entries_array(Frame *f, int *nstored)
+{
+	Oid			typid = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid, CStringGetDatum("_entry"),
+										ObjectIdGetDatum(alloc_oids.schema));
+	TupleDesc	td;
+	Datum	   *rows = palloc(sizeof(Datum) * f->n);
 	int			i,
-				col,
-				n = 0,
-				ndelta = 0;
-	bool		any_suggest = false;
-	bool		any_requested = false;
-	char		nulls[C__N + 1];
-	char	   *actor;
+				n = 0;
 
-	if (f->n == 0)
-		return;
-	for (col = 0; col < C__N; col++)
-	{
-		int			len = Max(f->n, f->reps ? (int) hash_get_num_entries(f->reps) : 0);
-
-		c.v[col] = palloc(sizeof(Datum) * Max(len, 1));
-		c.isnull[col] = palloc(sizeof(bool) * Max(len, 1));
-	}
-	/*
-	 * Rows that were not stored: their slots are not taken after all.  A
-	 * suggestion's slot is not a held one: the suggestion written by the
-	 * batch counts it (rep_load.reserved).
-	 */
-	for (i = 0; i < f->n; i++)
-		if (f->entries[i].reserved && (!f->entries[i].confirmed || f->entries[i].suggest))
-			frames_add_reservation_in(f, f->entries[i].reserved, -1);
-	ndelta = collect_deltas(f, &c);
-
-	if (frame_is_plain_insert(f))
-	{
-		Datum		actor_d = CStringGetTextDatum(GetUserNameFromId(f->actor, false));
-		bool		done;
-
-		alloc_spi_begin(&sw);
-		done = flush_direct(f, actor_d, &c, ndelta);
-		if (done)
-			flush_identities(f, actor_d);
-		alloc_spi_end(&sw);
-		if (done)
-		{
-			for (i = 0; i < ndelta; i++)
-				assign_note_written(DatumGetInt64(c.v[C_DELTA_REP][i]), DatumGetInt32(c.v[C_DELTA_N][i]));
-			return;
-		}
-	}
-
+	if (!OidIsValid(typid))
+		elog(ERROR, "type allocation._entry is missing");
+	td = lookup_rowtype_tupdesc(typid, -1);
 	for (i = 0; i < f->n; i++)
 	{
 		Entry	   *e = &f->entries[i];
+		Datum		v[E__N];
+		bool		nul[E__N];
 
 		if (!e->confirmed)
 			continue;
-		if (e->suggest)
-			any_suggest = true;
-		c.v[C_MANAGED][n] = Int32GetDatum(e->managed_id);
-		c.isnull[C_MANAGED][n] = false;
-		put_text(&c, C_OP, n, e->op == OP_INSERT ? "insert" : e->op == OP_UPDATE ? "update" :
-				 e->op == OP_REFRESH ? "refresh" : "delete");
-		put_text(&c, C_KEY, n, e->key);
-		put_i8(&c, C_REP, n, e->rep);
-		put_i8(&c, C_OLD_REP, n, e->old_rep);
-		put_i8(&c, C_TEAM, n, e->team);
-		put_i8(&c, C_TERRITORY, n, e->territory);
-		put_i8(&c, C_RULE, n, e->rule);
-		put_text(&c, C_SOURCE, n, e->source);
-		c.v[C_PINNED][n] = BoolGetDatum(e->pinned);
-		c.isnull[C_PINNED][n] = false;
-		put_text(&c, C_KIND, n, e->kind);
-		put_text(&c, C_REASON, n, e->reason);
-		put_text(&c, C_TIER, n, e->tier);
-		put_text(&c, C_CROP, n, e->crop);
-		put_text(&c, C_BTYPE, n, e->btype);
-		put_i8(&c, C_SUGGEST, n, e->suggest);
-		put_text(&c, C_STAGE, n, e->stage);
-		put_i8(&c, C_REQUESTED, n, e->requested);
-		if (e->requested)
-			any_requested = true;
-		n++;
+		SET_DATUM(E_ORD, Int32GetDatum(n + 1));
+		SET_DATUM(E_MANAGED, Int32GetDatum(e->managed_id));
+		SET_TEXT(E_OP, op_name(e->op));
+		SET_TEXT(E_KEY, e->key);
+		SET_I8(E_REP, e->rep);
+		SET_I8(E_OLD_REP, e->old_rep);
+		SET_I8(E_TEAM, e->team);
+		SET_I8(E_TERRITORY, e->territory);
+		SET_I8(E_RULE, e->rule);
+		SET_TEXT(E_SOURCE, e->source);
+		SET_DATUM(E_PINNED, BoolGetDatum(e->pinned));
+		SET_TEXT(E_KIND, e->kind);
+		SET_TEXT(E_REASON, e->reason);
+		SET_TEXT(E_TIER, e->tier);
+		SET_TEXT(E_CROP, e->crop);
+		SET_TEXT(E_BTYPE, e->btype);
+		SET_I8(E_SUGGEST, e->suggest);
+		SET_TEXT(E_STAGE, e->stage);
+		SET_I8(E_REQUESTED, e->requested);
+		rows[n++] = HeapTupleGetDatum(heap_form_tuple(td, v, nul));
 	}
+	ReleaseTupleDesc(td);
+	*nstored = n;
 	if (n == 0)
-	{
-		/* nothing stored; identities registered for the rows may need forgetting */
-		for (i = 0; i < f->n; i++)
-			if (f->entries[i].identity)
-				break;
-		if (i == f->n)
-			return;
-		alloc_spi_begin(&sw);
-		flush_identities(f, CStringGetTextDatum(GetUserNameFromId(f->actor, false)));
-		alloc_spi_end(&sw);
-		return;
-	}
+		return (Datum) 0;
+	return PointerGetDatum(construct_array(rows, n, typid, -1, false, TYPALIGN_DOUBLE));
+}
 
-	/*
-	 * The counters of reps losing customers are written by the batch writer:
-	 * lock them first, in rep id order and under the ordered-locking rule,
-	 * so a release never waits in a cycle (55P03 instead of a deadlock).
-	 */
-	{
-		int64	   *released = palloc(sizeof(int64) * n);
-		int			nrel = 0,
-					j;
+/*
+ * The counters of reps losing customers are written by the batch writer:
+ * lock them first, in rep id order and under the ordered-locking rule, so a
+ * release never waits in a cycle (55P03 instead of a deadlock).
+ */
+static void
+lock_released_counters(Frame *f)
+{
+	int64	   *released = palloc(sizeof(int64) * f->n);
+	int			nrel = 0,
+				i;
 
-		for (i = 0; i < n; i++)
-			if (!c.isnull[C_OLD_REP][i])
-				released[nrel++] = DatumGetInt64(c.v[C_OLD_REP][i]);
-		qsort(released, nrel, sizeof(int64), cmp_int64);
-		for (j = 0; j < nrel; j++)
-			if ((j == 0 || released[j] != released[j - 1]) && !assign_lock_released(released[j]))
-			{
-				RepInfo    *rep = config_get_rep(released[j]);
-
-				ereport(ERROR,
-						(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
-						 errmsg("rep %s is busy", rep ? rep->code : "?"),
-						 errdetail("Another open transaction is taking or releasing customers of rep %s; waiting for it to release one of its customers here could deadlock with this transaction's own earlier assignments.",
-								   rep ? rep->code : "?"),
-						 errhint("Retry after the other transaction ends, or change owners in rep id order within one transaction.")));
-			}
-	}
-
-	actor = GetUserNameFromId(f->actor, false);
-	types[0] = TEXTOID;
-	args[0] = CStringGetTextDatum(actor);
-	for (col = 0; col < C__N; col++)
-	{
-		types[col + 1] = get_array_type(col_types[col]);
-		nulls[col + 1] = ' ';
-		if (col == C_DELTA_REP || col == C_DELTA_N)
+	for (i = 0; i < f->n; i++)
+		if (f->entries[i].confirmed && f->entries[i].old_rep)
+			released[nrel++] = f->entries[i].old_rep;
+	qsort(released, nrel, sizeof(int64), cmp_int64);
+	for (i = 0; i < nrel; i++)
+		if ((i == 0 || released[i] != released[i - 1]) && !assign_lock_released(released[i]))
 		{
-			if (ndelta == 0)
-				nulls[col + 1] = 'n';
-			else
-				args[col + 1] = col_array(&c, col, ndelta);
-		}
-		else if ((col == C_SUGGEST && !any_suggest) || (col == C_REQUESTED && !any_requested))
-			nulls[col + 1] = 'n';
-		else
-			args[col + 1] = col_array(&c, col, n);
-	}
-	nulls[0] = ' ';
+			RepInfo    *rep = config_get_rep(released[i]);
 
-	alloc_spi_begin(&sw);
+			ereport(ERROR,
+					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+					 errmsg("rep %s is busy", rep ? rep->code : "?"),
+					 errdetail("Another open transaction is taking or releasing customers of rep %s; waiting for it to release one of its customers here could deadlock with this transaction's own earlier assignments.",
+							   rep ? rep->code : "?"),
+					 errhint("Retry after the other transaction ends, or change owners in rep id order within one transaction.")));
+		}
+}
+
+/* Hands the entries to allocation._record_batch (the SQL path), as the extension owner */
+static void
+record_batch_sql(Datum actor, Datum entries, Deltas *d)
+{
+	static SPIPlanPtr plan = NULL;
+	static Oid	plan_type = InvalidOid;	/* the extension may be dropped and created again */
+	Oid			types[4];
+	Datum		args[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	Oid			entry_type = DatumGetArrayTypeP(entries)->elemtype;
+
+	if (plan != NULL && plan_type != entry_type)
+	{
+		SPI_freeplan(plan);
+		plan = NULL;
+	}
 	if (plan == NULL)
 	{
-		plan = SPI_prepare("SELECT allocation._record_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
-						   " $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)", C__N + 1, types);
+		types[0] = TEXTOID;
+		types[1] = get_array_type(entry_type);
+		plan_type = entry_type;
+		types[2] = INT8ARRAYOID;
+		types[3] = INT4ARRAYOID;
+		plan = SPI_prepare("SELECT allocation._record_batch($1, $2, $3, $4)", 4, types);
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare of the batch writer failed");
 		SPI_keepplan(plan);
+	}
+	args[0] = actor;
+	args[1] = entries;
+	if (d->n == 0)
+		nulls[2] = nulls[3] = 'n';
+	else
+	{
+		args[2] = datum_array(d->rep, NULL, d->n, INT8OID);
+		args[3] = datum_array(d->count, NULL, d->n, INT4OID);
 	}
 	/* the event log's ownership_loaded trigger asks allocation._in_batch() */
 	alloc_in_batch++;
@@ -732,15 +681,81 @@ flush_frame(Frame *f)
 		alloc_in_batch--;
 	}
 	PG_END_TRY();
-	flush_identities(f, args[0]);
+}
+
+/*
+ * Writes a statement's frame: directly when it only inserted customers and
+ * the engine's tables allow it, else through allocation._record_batch; then
+ * the identities, and the counters this backend holds are noted.
+ */
+void
+flush_frame(Frame *f)
+{
+	AllocUserSwitch sw;
+	Deltas		d;
+	Datum		actor,
+				entries;
+	int			i,
+				n;
+
+	if (f->n == 0)
+		return;
+	/*
+	 * Rows that were not stored: their slots are not taken after all.  A
+	 * suggestion's slot is not a held one: the suggestion written by the
+	 * batch counts it (rep_load.reserved).
+	 */
+	for (i = 0; i < f->n; i++)
+		if (f->entries[i].reserved && (!f->entries[i].confirmed || f->entries[i].suggest))
+			frames_add_reservation_in(f, f->entries[i].reserved, -1);
+	collect_deltas(f, &d);
+	actor = CStringGetTextDatum(GetUserNameFromId(f->actor, false));
+
+	if (frame_is_plain_insert(f))
+	{
+		bool		done;
+
+		alloc_spi_begin(&sw);
+		done = flush_direct(f, actor, &d);
+		if (done)
+			flush_identities(f, actor);
+		alloc_spi_end(&sw);
+		if (done)
+		{
+			for (i = 0; i < d.n; i++)
+				assign_note_written(DatumGetInt64(d.rep[i]), DatumGetInt32(d.count[i]));
+			return;
+		}
+	}
+
+	alloc_lookup_oids();
+	entries = entries_array(f, &n);
+	if (n == 0)
+	{
+		/* nothing stored; identities registered for the rows may need forgetting */
+		for (i = 0; i < f->n; i++)
+			if (f->entries[i].identity)
+				break;
+		if (i == f->n)
+			return;
+		alloc_spi_begin(&sw);
+		flush_identities(f, actor);
+		alloc_spi_end(&sw);
+		return;
+	}
+	lock_released_counters(f);
+
+	alloc_spi_begin(&sw);
+	record_batch_sql(actor, entries, &d);
+	flush_identities(f, actor);
 	alloc_spi_end(&sw);
 
 	/* the counters now include this statement; we hold their locks */
-	for (i = 0; i < ndelta; i++)
-		assign_note_written(DatumGetInt64(c.v[C_DELTA_REP][i]), DatumGetInt32(c.v[C_DELTA_N][i]));
-	for (i = 0; i < n; i++)
-		if (!c.isnull[C_OLD_REP][i])
-			assign_note_written(DatumGetInt64(c.v[C_OLD_REP][i]), 0);	/* re-read it */
+	for (i = 0; i < d.n; i++)
+		assign_note_written(DatumGetInt64(d.rep[i]), DatumGetInt32(d.count[i]));
+	for (i = 0; i < f->n; i++)
+		if (f->entries[i].confirmed && f->entries[i].old_rep)
+			assign_note_written(f->entries[i].old_rep, 0);	/* re-read it */
 	/* suggestions were made, accepted or ended: reserved slots moved; re-read what we hold */
 	for (i = 0; i < f->n; i++)
 		if (f->entries[i].confirmed && (f->entries[i].suggest || f->entries[i].op == OP_UPDATE ||

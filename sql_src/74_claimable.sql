@@ -11,11 +11,16 @@
 -- are in it, so assigning a customer (the insert hot path) does not maintain it
 CREATE INDEX assignment_pool_idx ON allocation.assignment (managed_id, valid_from DESC, id DESC)
     WHERE rep_id IS NULL AND valid_to IS NULL;
+-- the cooldowns running for a rep (allocation._gave_back): releases and recycles are a small
+-- part of the audit log, and only they are in this index
+CREATE INDEX event_gave_back_idx ON allocation.event (from_rep, at) WHERE kind IN ('release', 'recycle');
 
 -- Pool customers with the first failing claim check for a rep (ord NULL: claimable).
 -- p_managed NULL = every managed table; p_keys: only these customers; p_order 'newest'
--- (since the customer entered the pool, an index walk cut short by p_limit) or NULL
--- (no order); p_include_blocked false: claimable customers only.
+-- (since the customer entered the pool) or NULL (no order); with p_order 'newest' and
+-- p_limit, only the window of p_limit pool customers after the p_offset newest (a walk
+-- of the pool index that stops there) is checked; p_include_blocked false: claimable
+-- customers only.
 CREATE FUNCTION allocation._claim_screen(p_rep bigint, p_at timestamptz, p_managed integer, p_keys text[],
                                          p_order text, p_limit integer, p_offset integer, p_include_blocked boolean)
 RETURNS TABLE (managed_id integer, key text, territory_id bigint, tier text, crop text, in_pool_since timestamptz,
@@ -24,7 +29,6 @@ LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
     v_tiers text[];
-    v_k text[];
     v_ord integer[];
     v_check text[];
     v_state text[];
@@ -43,13 +47,13 @@ BEGIN
     END IF;
     -- rep-level checks (1 active, 9 capacity, 10 max_held, 11 daily limit) depend on the
     -- customer's tier only through the claim policy: once per tier that has a policy of
-    -- its own ('t:<tier>') and once for every other tier ('d')
+    -- its own (array element 1 + its place in v_tiers) and once for every other tier (element 1)
     v_tiers := ARRAY(SELECT DISTINCT cp.tier FROM allocation.claim_policy cp WHERE cp.tier IS NOT NULL ORDER BY 1);
-    SELECT array_agg(g.k ORDER BY g.k), array_agg(f.ord ORDER BY g.k), array_agg(f."check" ORDER BY g.k),
-           array_agg(f.sqlstate ORDER BY g.k), array_agg(f.message ORDER BY g.k), array_agg(f.detail ORDER BY g.k),
-           array_agg(f.hint ORDER BY g.k), array_agg(l.cooldown ORDER BY g.k), max(l.cooldown)
-      INTO v_k, v_ord, v_check, v_state, v_msg, v_detail, v_hint, v_cool, v_maxcool
-      FROM (SELECT 'd' AS k, NULL::text AS tier UNION ALL SELECT 't:' || t, t FROM unnest(v_tiers) AS t) g
+    SELECT array_agg(f.ord ORDER BY g.i), array_agg(f."check" ORDER BY g.i),
+           array_agg(f.sqlstate ORDER BY g.i), array_agg(f.message ORDER BY g.i), array_agg(f.detail ORDER BY g.i),
+           array_agg(f.hint ORDER BY g.i), array_agg(l.cooldown ORDER BY g.i), max(l.cooldown)
+      INTO v_ord, v_check, v_state, v_msg, v_detail, v_hint, v_cool, v_maxcool
+      FROM (SELECT 1 AS i, NULL::text AS tier UNION ALL SELECT o + 1, t FROM unnest(v_tiers) WITH ORDINALITY AS u(t, o)) g
      CROSS JOIN LATERAL allocation.claim_limits(p_rep, g.tier) l
       LEFT JOIN LATERAL (SELECT c.* FROM allocation._rep_claim_checks(p_rep, g.tier) c
                           WHERE NOT c.ok ORDER BY c.ord LIMIT 1) f ON true;
@@ -67,35 +71,34 @@ BEGIN
             SELECT a.id, a.managed_id, a.key, a.territory_id, a.tier, a.crop, a.valid_from
               FROM allocation.assignment a
              WHERE a.valid_to IS NULL AND a.rep_id IS NULL
-               AND ($3::integer IS NULL OR a.managed_id = $3) AND ($4::text[] IS NULL OR a.key = ANY ($4))),
-        tv AS (
-            SELECT * FROM unnest($5::text[], $6::integer[], $7::text[], $8::text[], $9::text[], $10::text[],
-                                 $11::text[], $12::interval[]) AS x(k, ord, "check", sqlstate, message, detail, hint, cooldown)),
+               AND ($3::integer IS NULL OR a.managed_id = $3) AND ($4::text[] IS NULL OR a.key = ANY ($4))
+             %1$s),
         gb AS MATERIALIZED (
             SELECT * FROM allocation._gave_back($1, $15, $3)),
         c AS (
             SELECT p.*,
-                   CASE WHEN tv.ord = 1 THEN 1
+                   CASE WHEN $6[gi.g] = 1 THEN 1
                         WHEN lk.key IS NOT NULL THEN 3
                         WHEN dp.other_key IS NOT NULL THEN 4
                         WHEN sg.id IS NOT NULL THEN 5
                         WHEN pr.key IS NOT NULL THEN 6
-                        WHEN gb.at + tv.cooldown > $2 THEN 7
+                        WHEN gb.at + $12[gi.g] > $2 THEN 7
                         WHEN p.territory_id = ANY ($14) THEN 8
-                        ELSE tv.ord END AS ord,
-                   tv."check" AS rep_check, tv.sqlstate AS rep_sqlstate, tv.message AS rep_message,
-                   tv.detail AS rep_detail, tv.hint AS rep_hint, tv.cooldown,
+                        ELSE $6[gi.g] END AS ord,
+                   $7[gi.g] AS rep_check, $8[gi.g] AS rep_sqlstate, $9[gi.g] AS rep_message,
+                   $10[gi.g] AS rep_detail, $11[gi.g] AS rep_hint, $12[gi.g] AS cooldown,
                    lk.locked_by, lk.locked_at, lk.reason AS lock_reason, dp.other_key,
                    sg.id AS sg_id, sg.reason AS sg_reason, sg.rep_id AS sg_rep, sg.created_at AS sg_created,
                    pr.rep_id AS pr_rep, pr.since AS pr_since, pr.until AS pr_until, gb.at AS gave_back
               FROM pool p
               JOIN allocation.managed_table m ON m.id = p.managed_id AND m.active
-              JOIN tv ON tv.k = CASE WHEN p.tier = ANY ($13) THEN 't:' || p.tier ELSE 'd' END
+              -- the rep-level verdict of the customer's tier group: 1 = every tier without a policy of its own
+              CROSS JOIN LATERAL (SELECT coalesce(pg_catalog.array_position($13::text[], p.tier), 0) + 1 AS g) gi
               LEFT JOIN allocation.customer_lock lk ON lk.managed_id = p.managed_id AND lk.key = p.key
-              LEFT JOIN LATERAL (SELECT d.other_key FROM allocation.duplicate d
-                                  WHERE d.managed_id = p.managed_id AND d.key = p.key AND d.status = 'open'
-                                    AND d.action = 'dispute'
-                                  ORDER BY d.id LIMIT 1) dp ON true
+              LEFT JOIN (SELECT DISTINCT ON (d.managed_id, d.key) d.managed_id, d.key, d.other_key
+                           FROM allocation.duplicate d
+                          WHERE d.status = 'open' AND d.action = 'dispute' AND ($3::integer IS NULL OR d.managed_id = $3)
+                          ORDER BY d.managed_id, d.key, d.id) dp ON dp.managed_id = p.managed_id AND dp.key = p.key
               LEFT JOIN allocation.suggestion sg ON sg.managed_id = p.managed_id AND sg.key = p.key AND sg.status = 'pending'
               LEFT JOIN allocation.protection pr ON pr.managed_id = p.managed_id AND pr.key = p.key
                                                AND pr.until > $2 AND pr.rep_id <> $1
@@ -139,10 +142,11 @@ BEGIN
                     ELSE c.rep_hint END
           FROM c
          WHERE $17 OR c.ord IS NULL
-         %s
-         LIMIT $18 OFFSET $19
-        $q$, CASE WHEN p_order = 'newest' THEN 'ORDER BY c.valid_from DESC, c.id DESC' ELSE '' END)
-    USING p_rep, p_at, p_managed, p_keys, v_k, v_ord, v_check, v_state, v_msg, v_detail,
+         %2$s
+        $q$, CASE WHEN p_order = 'newest' AND p_limit IS NOT NULL
+                  THEN 'ORDER BY a.valid_from DESC, a.id DESC LIMIT $18 OFFSET $19' ELSE '' END,
+             CASE WHEN p_order = 'newest' THEN 'ORDER BY c.valid_from DESC, c.id DESC' ELSE '' END)
+    USING p_rep, p_at, p_managed, p_keys, NULL::text, v_ord, v_check, v_state, v_msg, v_detail,
           v_hint, v_cool, v_tiers, v_forbidden, p_at - v_maxcool, v_code, coalesce(p_include_blocked, false),
           p_limit, coalesce(p_offset, 0);
 END
@@ -219,50 +223,58 @@ BEGIN
     END IF;
     m := allocation._managed(tbl);
     v_want := v_skip + page_size;
-
-    IF near IS NULL THEN
-        -- newest in the pool first: an index walk that stops after the page
-        RETURN QUERY
-        SELECT s.key, NULL::double precision, s.in_pool_since, s.territory_id, s.tier, s.crop, s.ord IS NULL,
-               s."check", s.sqlstate, s.message || coalesce(': ' || s.detail, '')
-          FROM allocation._claim_screen(v_rep, v_at, m.id, NULL, 'newest', page_size, v_skip,
-                                        coalesce(include_blocked, false)) s;
+    -- nothing to walk for when every tier fails a check of the rep's (inactive, at capacity, ...)
+    IF NOT coalesce(include_blocked, false) AND NOT EXISTS (
+           SELECT 1 FROM (SELECT NULL::text AS tier
+                          UNION ALL SELECT DISTINCT cp.tier FROM allocation.claim_policy cp WHERE cp.tier IS NOT NULL) g
+            WHERE NOT EXISTS (SELECT 1 FROM allocation._rep_claim_checks(v_rep, g.tier) c WHERE NOT c.ok)) THEN
         RETURN;
     END IF;
 
-    -- nearest first: the point in the location column's SRID (PostGIS by its schema)
-    IF m.location_column IS NULL THEN
-        RAISE EXCEPTION 'table % has no location column', tbl USING ERRCODE = '22023',
-              DETAIL = 'It was managed without a location column, so its customers cannot be ordered by distance.',
-              HINT = 'Call it without a point (newest first), or manage the table with a location column.';
+    IF near IS NOT NULL THEN
+        -- nearest first: the point in the location column's SRID (PostGIS by its schema)
+        IF m.location_column IS NULL THEN
+            RAISE EXCEPTION 'table % has no location column', tbl USING ERRCODE = '22023',
+                  DETAIL = 'It was managed without a location column, so its customers cannot be ordered by distance.',
+                  HINT = 'Call it without a point (newest first), or manage the table with a location column.';
+        END IF;
+        SELECT n.nspname INTO v_pg FROM pg_catalog.pg_extension e
+          JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'postgis';
+        EXECUTE format('SELECT %1$I.postgis_typmod_srid(a.atttypmod) FROM pg_catalog.pg_attribute a
+                         WHERE a.attrelid = $1 AND a.attname = $2 AND a.atttypmod >= 0', v_pg)
+           INTO v_srid USING m.tbl, m.location_column;
+        EXECUTE format('SELECT CASE WHEN coalesce($2, 0) = 0 OR %1$I.st_srid($1) = $2 THEN $1
+                                    WHEN %1$I.st_srid($1) = 0 THEN %1$I.st_setsrid($1, $2)
+                                    ELSE %1$I.st_transform($1, $2) END', v_pg)
+           INTO near USING near, v_srid;
     END IF;
-    SELECT n.nspname INTO v_pg FROM pg_catalog.pg_extension e
-      JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'postgis';
-    EXECUTE format('SELECT %1$I.postgis_typmod_srid(a.atttypmod) FROM pg_catalog.pg_attribute a
-                     WHERE a.attrelid = $1 AND a.attname = $2 AND a.atttypmod >= 0', v_pg)
-       INTO v_srid USING m.tbl, m.location_column;
-    EXECUTE format('SELECT CASE WHEN coalesce($2, 0) = 0 OR %1$I.st_srid($1) = $2 THEN $1
-                                WHEN %1$I.st_srid($1) = 0 THEN %1$I.st_setsrid($1, $2)
-                                ELSE %1$I.st_transform($1, $2) END', v_pg)
-       INTO near USING near, v_srid;
 
-    -- walk the pool by distance in growing batches until the page is full: each batch's
-    -- claim checks are set-based; a blocked customer only costs its place in the walk
+    -- walk the pool (newest first: the pool index; nearest first: KNN on the customer table)
+    -- in growing batches until the page is full; each batch is checked set-based, so a
+    -- blocked customer costs only its place in the walk
     v_batch := greatest(2 * v_want, 64);
     LOOP
-        SELECT array_agg(n.key ORDER BY n.o), array_agg(n.distance ORDER BY n.o), count(*)
-          INTO v_keys, v_dists, v_n
-          FROM allocation._table_nearest(m.tbl, near, v_batch, v_seen) WITH ORDINALITY AS n(key, distance, o);
-        v_seen := v_seen + v_n;
-        IF v_n > 0 THEN
+        IF near IS NULL THEN
+            SELECT array_agg(s.key), array_agg(NULL::double precision), count(*),
+                   array_agg(s.key) FILTER (WHERE coalesce(include_blocked, false) OR s.ord IS NULL)
+              INTO v_keys, v_dists, v_n, v_mk
+              FROM allocation._claim_screen(v_rep, v_at, m.id, NULL, 'newest', v_batch, v_seen, true) s;
+            v_md := array_fill(NULL::double precision, ARRAY[coalesce(cardinality(v_mk), 0)]);
+        ELSE
+            SELECT array_agg(n.key ORDER BY n.o), array_agg(n.distance ORDER BY n.o), count(*)
+              INTO v_keys, v_dists, v_n
+              FROM allocation._table_nearest(m.tbl, near, v_batch, v_seen) WITH ORDINALITY AS n(key, distance, o);
             SELECT array_agg(b.key ORDER BY b.o), array_agg(b.distance ORDER BY b.o) INTO v_mk, v_md
               FROM unnest(v_keys, v_dists) WITH ORDINALITY AS b(key, distance, o)
               JOIN allocation._claim_screen(v_rep, v_at, m.id, v_keys, NULL, NULL, 0,
-                                            coalesce(include_blocked, false)) s ON s.key = b.key
-             WHERE NOT b.key = ANY (v_match);
-            v_match := v_match || coalesce(v_mk, '{}');
-            v_mdist := v_mdist || coalesce(v_md, '{}');
+                                            coalesce(include_blocked, false)) s ON s.key = b.key;
         END IF;
+        v_seen := v_seen + v_n;
+        -- (a customer seen twice, when the pool changed between two batches, counts once)
+        SELECT array_agg(x.key ORDER BY x.o), array_agg(x.distance ORDER BY x.o) INTO v_mk, v_md
+          FROM unnest(v_mk, v_md) WITH ORDINALITY AS x(key, distance, o) WHERE NOT x.key = ANY (v_match);
+        v_match := v_match || coalesce(v_mk, '{}');
+        v_mdist := v_mdist || coalesce(v_md, '{}');
         EXIT WHEN cardinality(v_match) >= v_want OR v_n < v_batch;
         v_batch := least(v_batch * 2, 100000);
     END LOOP;

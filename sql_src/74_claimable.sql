@@ -276,7 +276,7 @@ BEGIN
         v_match := v_match || coalesce(v_mk, '{}');
         v_mdist := v_mdist || coalesce(v_md, '{}');
         EXIT WHEN cardinality(v_match) >= v_want OR v_n < v_batch;
-        v_batch := least(v_batch * 2, 100000);
+        v_batch := least(v_batch * 4, 100000);
     END LOOP;
 
     RETURN QUERY

@@ -26,7 +26,8 @@
  * _table_nearest(tbl, near, lim, skip): the keys of the table's customers
  * whose owner column is NULL (the public pool), nearest to near first (the
  * location column's <-> distance, in its SRID's units; rows without a
- * location last), ties by key; lim rows after the first skip.  Internal: run
+ * location last), lim rows after the first skip.  No tie-break: a second sort
+ * key would stop the planner from using the GiST index's distance order.  Internal: run
  * by the extension owner, it reads the table as the table's owner.
  */
 PG_FUNCTION_INFO_V1(allocation_table_nearest);
@@ -76,11 +77,11 @@ allocation_table_nearest(PG_FUNCTION_ARGS)
 	owner = quote_identifier(NameStr(TupleDescAttr(mt->tupdesc, mt->owner_att - 1)->attname));
 	op = psprintf("OPERATOR(%s.<->)", quote_identifier(get_namespace_name(alloc_oids.postgis_schema)));
 	initStringInfo(&sql);
-	/* ORDER BY the distance operator: a GiST index on the location column serves it (KNN) */
+	/* ORDER BY the distance operator alone: a GiST index on the location column serves it (KNN) */
 	appendStringInfo(&sql,
 					 "SELECT t.%s::pg_catalog.text, (t.%s %s $1)::pg_catalog.float8 FROM %s t"
-					 " WHERE t.%s IS NULL ORDER BY t.%s %s $1, t.%s LIMIT $2 OFFSET $3",
-					 key, loc, op, mt->name, owner, loc, op, key);
+					 " WHERE t.%s IS NULL ORDER BY t.%s %s $1 LIMIT $2 OFFSET $3",
+					 key, loc, op, mt->name, owner, loc, op);
 	types[0] = alloc_geometry_type();
 	types[1] = INT8OID;
 	types[2] = INT8OID;

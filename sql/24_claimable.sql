@@ -73,7 +73,7 @@ SELECT count(*) AS pool_customers FROM allocation.assignment WHERE valid_to IS N
 --    the set-based screen and explain_claim() agree on the first failing check
 -------------------------------------------------------------------------------
 CREATE FUNCTION r24_mask(t text) RETURNS text LANGUAGE sql IMMUTABLE
-RETURN regexp_replace(t, '\w{3} \w{3} \d+ [0-9:.]+ \d{4} \w+', '<time>', 'g');
+RETURN regexp_replace(regexp_replace(t, '\w{3} \w{3} \d+ [0-9:.]+ \d{4} \w+', '<time>', 'g'), 'Locked by \S+ at', 'Locked by <role> at');
 CREATE TEMP TABLE r24_reps (rep bigint);
 INSERT INTO r24_reps VALUES (1), (2), (3), (4), (5), (6), (999), (NULL);
 CREATE TEMP TABLE r24_oracle AS

@@ -223,14 +223,6 @@ BEGIN
     END IF;
     m := allocation._managed(tbl);
     v_want := v_skip + page_size;
-    -- nothing to walk for when every tier fails a check of the rep's (inactive, at capacity, ...)
-    IF NOT coalesce(include_blocked, false) AND NOT EXISTS (
-           SELECT 1 FROM (SELECT NULL::text AS tier
-                          UNION ALL SELECT DISTINCT cp.tier FROM allocation.claim_policy cp WHERE cp.tier IS NOT NULL) g
-            WHERE NOT EXISTS (SELECT 1 FROM allocation._rep_claim_checks(v_rep, g.tier) c WHERE NOT c.ok)) THEN
-        RETURN;
-    END IF;
-
     IF near IS NOT NULL THEN
         -- nearest first: the point in the location column's SRID (PostGIS by its schema)
         IF m.location_column IS NULL THEN
@@ -247,6 +239,14 @@ BEGIN
                                     WHEN %1$I.st_srid($1) = 0 THEN %1$I.st_setsrid($1, $2)
                                     ELSE %1$I.st_transform($1, $2) END', v_pg)
            INTO near USING near, v_srid;
+    END IF;
+
+    -- nothing to walk for when every tier fails a check of the rep's (inactive, at capacity, ...)
+    IF NOT coalesce(include_blocked, false) AND NOT EXISTS (
+           SELECT 1 FROM (SELECT NULL::text AS tier
+                          UNION ALL SELECT DISTINCT cp.tier FROM allocation.claim_policy cp WHERE cp.tier IS NOT NULL) g
+            WHERE NOT EXISTS (SELECT 1 FROM allocation._rep_claim_checks(v_rep, g.tier) c WHERE NOT c.ok)) THEN
+        RETURN;
     END IF;
 
     -- walk the pool (newest first: the pool index; nearest first: KNN on the customer table)

@@ -48,7 +48,121 @@ $$
 $$;
 COMMENT ON FUNCTION allocation._rep_in_team(bigint, bigint) IS 'internal: whether a rep belongs to a team or one of its sub-teams';
 
--- Every claim check for one customer and rep, in the order claim() applies them.
+-- The one place that reads when a rep last gave customers back (release or recycle; the
+-- claim cooldown): the audit log's release and recycle events, which name the former owner
+-- (from_rep).  With a key: that customer's latest; without: every customer the rep gave back
+-- since p_since (a BRIN range on the log's time, so only the cooldown window is read).
+CREATE FUNCTION allocation._gave_back(p_rep bigint, p_since timestamptz, p_managed integer DEFAULT NULL, p_key text DEFAULT NULL)
+RETURNS TABLE (managed_id integer, key text, at timestamptz)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+    IF p_key IS NOT NULL THEN
+        RETURN QUERY
+        SELECT e.managed_id, e.key, max(e.at) FROM allocation.event e
+         WHERE e.key = p_key AND e.managed_id = p_managed AND e.from_rep = p_rep
+           AND e.kind IN ('release', 'recycle') AND (p_since IS NULL OR e.at >= p_since)
+         GROUP BY e.managed_id, e.key;
+    ELSIF p_since IS NOT NULL THEN
+        RETURN QUERY
+        SELECT e.managed_id, e.key, max(e.at) FROM allocation.event e
+         WHERE e.at >= p_since AND e.from_rep = p_rep AND e.kind IN ('release', 'recycle')
+           AND (p_managed IS NULL OR e.managed_id = p_managed)
+         GROUP BY e.managed_id, e.key;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION allocation._gave_back(bigint, timestamptz, integer, text) IS 'internal: when a rep last released or recycled customers (one, or all since a time), from the audit log: the claim cooldown''s one source';
+
+-- The one place that counts a rep's holdings for the claim policy's max_held (of one tier, or all)
+CREATE FUNCTION allocation._rep_held(p_rep bigint, p_tier text)
+RETURNS integer
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+    SELECT count(*)::integer FROM allocation.assignment h
+     WHERE h.rep_id = p_rep AND h.valid_to IS NULL AND (p_tier IS NULL OR h.tier = p_tier)
+$$;
+COMMENT ON FUNCTION allocation._rep_held(bigint, text) IS 'internal: how many customers a rep holds (of one tier, NULL = all): the max_held claim check''s count';
+
+-- The claim checks that depend on the rep (and the customer's tier) only: active rep (1),
+-- capacity (9), the claim policy's max_held (10), the daily limit (11).  Shared by
+-- _claim_checks() (one customer) and _claim_screen() (once per tier for a whole pool).
+CREATE FUNCTION allocation._rep_claim_checks(p_rep bigint, p_tier text, p_claims_today integer DEFAULT NULL)
+RETURNS TABLE (ord integer, "check" text, ok boolean, sqlstate text, message text, detail text, hint text)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    r allocation.rep;
+    lim record;
+    v_held integer;
+    v_today integer;
+    v_reserved integer;
+BEGIN
+    SELECT * INTO r FROM allocation.rep WHERE id = p_rep;
+    SELECT * INTO lim FROM allocation.claim_limits(p_rep, p_tier);
+
+    ord := 1; "check" := 'rep';
+    ok := r.id IS NOT NULL AND r.active;
+    sqlstate := CASE WHEN p_rep IS NULL THEN 'LA081' WHEN r.id IS NULL THEN 'LA020' WHEN NOT r.active THEN 'LA021' END;
+    message := CASE WHEN p_rep IS NULL THEN 'no rep: the current role is no rep''s login'
+                    WHEN r.id IS NULL THEN format('rep %s does not exist', p_rep)
+                    WHEN NOT r.active THEN format('rep %s is inactive', r.code) ELSE format('rep %s is active', r.code) END;
+    detail := NULL; hint := CASE WHEN NOT ok THEN 'Claims are made for an active rep.' END;
+    RETURN NEXT;
+
+    ord := 9; "check" := 'capacity';
+    -- slots reserved by pending suggestions naming the rep count (accepting them must not fail)
+    SELECT l.held, l.reserved INTO v_held, v_reserved FROM allocation.rep_load l WHERE l.rep_id = p_rep;
+    v_held := coalesce(v_held, 0);
+    v_reserved := coalesce(v_reserved, 0);
+    ok := r.capacity IS NULL OR v_held + v_reserved < r.capacity;
+    sqlstate := CASE WHEN NOT ok THEN 'LA022' END;
+    message := CASE WHEN r.capacity IS NULL THEN format('holds %s, no capacity limit', v_held)
+                    WHEN ok THEN format('holds %s%s of capacity %s', v_held,
+                                        CASE WHEN v_reserved > 0 THEN format(' (and %s reserved by pending suggestions)', v_reserved) ELSE '' END,
+                                        r.capacity)
+                    WHEN v_held > r.capacity OR v_held + v_reserved > r.capacity THEN format('rep %s is over capacity', r.code)
+                    ELSE format('rep %s is at capacity', r.code) END;
+    detail := CASE WHEN ok THEN NULL
+                   WHEN v_reserved = 0 AND v_held = r.capacity THEN format('Rep %s holds %s customers, its capacity.', r.code, v_held)
+                   ELSE format('Rep %s holds %s customers%s; its capacity is %s.', r.code, v_held,
+                               CASE WHEN v_reserved > 0 THEN format(' and %s pending suggestions reserve %s more', v_reserved, v_reserved) ELSE '' END,
+                               r.capacity) END;
+    hint := CASE WHEN ok THEN NULL
+                 WHEN v_reserved = 0 THEN 'Release a customer first, or ask a manager to raise the capacity.'
+                 ELSE 'Release a customer first, or ask a manager to decide the pending suggestions or raise the capacity.' END;
+    RETURN NEXT;
+
+    ord := 10; "check" := 'max_held';
+    IF lim.max_held IS NOT NULL THEN
+        v_held := allocation._rep_held(p_rep, lim.max_held_tier);
+    END IF;
+    ok := lim.max_held IS NULL OR v_held < lim.max_held;
+    sqlstate := CASE WHEN NOT ok THEN 'LA022' END;
+    message := CASE WHEN lim.max_held IS NULL THEN 'no claim policy limits holdings'
+                    WHEN ok THEN format('holds %s of %s%s allowed by the claim policy', v_held, lim.max_held,
+                                        coalesce(' tier ' || lim.max_held_tier || ' customers', ''))
+                    ELSE format('rep %s holds the %s%s customers its claim policy allows', r.code, lim.max_held,
+                                coalesce(' tier ' || lim.max_held_tier, '')) END;
+    detail := CASE WHEN NOT ok THEN format('allocation.claim_policy limits claims to reps holding fewer than %s%s customers; rep %s holds %s.',
+                                           lim.max_held, coalesce(' tier ' || lim.max_held_tier, ''), r.code, v_held) END; hint := CASE WHEN NOT ok THEN 'Release a customer first, or ask an admin to change allocation.claim_policy.' END;
+    RETURN NEXT;
+
+    ord := 11; "check" := 'daily_limit';
+    v_today := coalesce(p_claims_today,
+                        (SELECT d.claims FROM allocation.claim_day d WHERE d.rep_id = p_rep AND d.day = allocation.claim_today()), 0);
+    ok := lim.daily_claims IS NULL OR v_today < lim.daily_claims;
+    sqlstate := CASE WHEN NOT ok THEN 'LA082' END;
+    message := CASE WHEN lim.daily_claims IS NULL THEN format('%s claims today, no daily limit', v_today)
+                    WHEN ok THEN format('%s of %s claims today', v_today, lim.daily_claims)
+                    ELSE format('rep %s reached its daily claim limit', r.code) END;
+    detail := CASE WHEN NOT ok THEN format('Rep %s made %s claims today; the claim policy allows %s per day.', r.code, v_today, lim.daily_claims) END; hint := CASE WHEN NOT ok THEN 'Try again tomorrow.' END;
+    RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION allocation._rep_claim_checks(bigint, text, integer) IS 'internal: the claim checks that depend on the rep and the customer''s tier only (active, capacity, max_held, daily limit)';
+
+-- Every claim check for one customer and rep; claim() applies them in ord order.
 CREATE FUNCTION allocation._claim_checks(p_managed integer, p_key text, p_rep bigint, p_at timestamptz,
                                          p_claims_today integer DEFAULT NULL)
 RETURNS TABLE (ord integer, "check" text, ok boolean, sqlstate text, message text, detail text, hint text)
@@ -63,24 +177,13 @@ DECLARE
     t allocation.territory;
     lim record;
     v_last timestamptz;
-    v_held integer;
-    v_today integer;
     v_other text;
-    v_reserved integer;
     sg allocation.suggestion;
 BEGIN
     SELECT * INTO r FROM allocation.rep WHERE id = p_rep;
     SELECT * INTO a FROM allocation.assignment WHERE managed_id = p_managed AND key = p_key AND valid_to IS NULL;
     SELECT * INTO lim FROM allocation.claim_limits(p_rep, a.tier);
-
-    ord := 1; "check" := 'rep';
-    ok := r.id IS NOT NULL AND r.active;
-    sqlstate := CASE WHEN p_rep IS NULL THEN 'LA081' WHEN r.id IS NULL THEN 'LA020' WHEN NOT r.active THEN 'LA021' END;
-    message := CASE WHEN p_rep IS NULL THEN 'no rep: the current role is no rep''s login'
-                    WHEN r.id IS NULL THEN format('rep %s does not exist', p_rep)
-                    WHEN NOT r.active THEN format('rep %s is inactive', r.code) ELSE format('rep %s is active', r.code) END;
-    detail := NULL; hint := CASE WHEN NOT ok THEN 'Claims are made for an active rep.' END;
-    RETURN NEXT;
+    -- check 1 (active rep) and 9-11 (capacity, max_held, daily limit): _rep_claim_checks()
 
     ord := 2; "check" := 'in_pool';
     ok := a.id IS NOT NULL AND a.rep_id IS NULL;
@@ -138,9 +241,7 @@ BEGIN
     RETURN NEXT;
 
     ord := 7; "check" := 'cooldown';
-    SELECT max(h.valid_to) INTO v_last FROM allocation.assignment h
-     WHERE h.managed_id = p_managed AND h.key = p_key AND h.rep_id = p_rep
-       AND h.valid_to IS NOT NULL AND h.closed_reason IN ('release', 'recycle');
+    SELECT g.at INTO v_last FROM allocation._gave_back(p_rep, NULL, p_managed, p_key) g;
     ok := lim.cooldown IS NULL OR v_last IS NULL OR v_last + lim.cooldown <= p_at;
     sqlstate := CASE WHEN NOT ok THEN 'LA083' END;
     message := CASE WHEN lim.cooldown IS NULL THEN 'no cooldown applies'
@@ -153,7 +254,8 @@ BEGIN
     ord := 8; "check" := 'exclusive';
     SELECT * INTO t FROM allocation.territory WHERE id = a.territory_id;
     ok := t.id IS NULL OR NOT t.exclusive OR (t.owner_rep_id IS NULL AND t.owner_team_id IS NULL)
-          OR t.owner_rep_id = p_rep OR (t.owner_team_id IS NOT NULL AND allocation._rep_in_team(p_rep, t.owner_team_id));
+          OR coalesce(t.owner_rep_id = p_rep, false)
+          OR (t.owner_team_id IS NOT NULL AND allocation._rep_in_team(p_rep, t.owner_team_id));
     sqlstate := CASE WHEN NOT ok THEN 'LA023' END;
     message := CASE WHEN t.id IS NULL OR NOT t.exclusive THEN 'not in an exclusive territory'
                     WHEN ok THEN format('exclusive territory %s is yours', t.code)
@@ -161,55 +263,7 @@ BEGIN
     detail := NULL; hint := CASE WHEN NOT ok THEN 'Only the territory''s owner may hold customers there.' END;
     RETURN NEXT;
 
-    ord := 9; "check" := 'capacity';
-    -- slots reserved by pending suggestions naming the rep count (accepting them must not fail)
-    SELECT l.held, l.reserved INTO v_held, v_reserved FROM allocation.rep_load l WHERE l.rep_id = p_rep;
-    v_held := coalesce(v_held, 0);
-    v_reserved := coalesce(v_reserved, 0);
-    ok := r.capacity IS NULL OR v_held + v_reserved < r.capacity;
-    sqlstate := CASE WHEN NOT ok THEN 'LA022' END;
-    message := CASE WHEN r.capacity IS NULL THEN format('holds %s, no capacity limit', v_held)
-                    WHEN ok THEN format('holds %s%s of capacity %s', v_held,
-                                        CASE WHEN v_reserved > 0 THEN format(' (and %s reserved by pending suggestions)', v_reserved) ELSE '' END,
-                                        r.capacity)
-                    WHEN v_held > r.capacity OR v_held + v_reserved > r.capacity THEN format('rep %s is over capacity', r.code)
-                    ELSE format('rep %s is at capacity', r.code) END;
-    detail := CASE WHEN ok THEN NULL
-                   WHEN v_reserved = 0 AND v_held = r.capacity THEN format('Rep %s holds %s customers, its capacity.', r.code, v_held)
-                   ELSE format('Rep %s holds %s customers%s; its capacity is %s.', r.code, v_held,
-                               CASE WHEN v_reserved > 0 THEN format(' and %s pending suggestions reserve %s more', v_reserved, v_reserved) ELSE '' END,
-                               r.capacity) END;
-    hint := CASE WHEN ok THEN NULL
-                 WHEN v_reserved = 0 THEN 'Release a customer first, or ask a manager to raise the capacity.'
-                 ELSE 'Release a customer first, or ask a manager to decide the pending suggestions or raise the capacity.' END;
-    RETURN NEXT;
-
-    ord := 10; "check" := 'max_held';
-    IF lim.max_held IS NOT NULL THEN
-        SELECT count(*) INTO v_held FROM allocation.assignment h
-         WHERE h.rep_id = p_rep AND h.valid_to IS NULL AND (lim.max_held_tier IS NULL OR h.tier = lim.max_held_tier);
-    END IF;
-    ok := lim.max_held IS NULL OR v_held < lim.max_held;
-    sqlstate := CASE WHEN NOT ok THEN 'LA022' END;
-    message := CASE WHEN lim.max_held IS NULL THEN 'no claim policy limits holdings'
-                    WHEN ok THEN format('holds %s of %s%s allowed by the claim policy', v_held, lim.max_held,
-                                        coalesce(' tier ' || lim.max_held_tier || ' customers', ''))
-                    ELSE format('rep %s holds the %s%s customers its claim policy allows', r.code, lim.max_held,
-                                coalesce(' tier ' || lim.max_held_tier, '')) END;
-    detail := CASE WHEN NOT ok THEN format('allocation.claim_policy limits claims to reps holding fewer than %s%s customers; rep %s holds %s.',
-                                           lim.max_held, coalesce(' tier ' || lim.max_held_tier, ''), r.code, v_held) END; hint := CASE WHEN NOT ok THEN 'Release a customer first, or ask an admin to change allocation.claim_policy.' END;
-    RETURN NEXT;
-
-    ord := 11; "check" := 'daily_limit';
-    v_today := coalesce(p_claims_today,
-                        (SELECT d.claims FROM allocation.claim_day d WHERE d.rep_id = p_rep AND d.day = allocation.claim_today()), 0);
-    ok := lim.daily_claims IS NULL OR v_today < lim.daily_claims;
-    sqlstate := CASE WHEN NOT ok THEN 'LA082' END;
-    message := CASE WHEN lim.daily_claims IS NULL THEN format('%s claims today, no daily limit', v_today)
-                    WHEN ok THEN format('%s of %s claims today', v_today, lim.daily_claims)
-                    ELSE format('rep %s reached its daily claim limit', r.code) END;
-    detail := CASE WHEN NOT ok THEN format('Rep %s made %s claims today; the claim policy allows %s per day.', r.code, v_today, lim.daily_claims) END; hint := CASE WHEN NOT ok THEN 'Try again tomorrow.' END;
-    RETURN NEXT;
+    RETURN QUERY SELECT * FROM allocation._rep_claim_checks(p_rep, a.tier, p_claims_today);
 END
 $$;
 COMMENT ON FUNCTION allocation._claim_checks(integer, text, bigint, timestamptz, integer) IS 'internal: each claim check for one customer and rep (the order claim() applies them)';

@@ -167,33 +167,7 @@ COMMENT ON FUNCTION allocation.recycle(timestamptz) IS
 -------------------------------------------------------------------------------
 -- Views
 -------------------------------------------------------------------------------
-CREATE FUNCTION allocation._claimable(rep bigint)
-RETURNS TABLE (tbl regclass, table_name text, key text, territory_id bigint, tier text, crop text,
-               in_pool_since timestamptz, claimable boolean, sqlstate text, why_not text)
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
-$$
-BEGIN
-    RETURN QUERY
-    SELECT m.tbl, m.table_name, a.key, a.territory_id, a.tier, a.crop, a.valid_from,
-           f.ord IS NULL, f.sqlstate, f.message || coalesce(': ' || f.detail, '')
-      FROM allocation.assignment a
-      JOIN allocation.managed_table m ON m.id = a.managed_id AND m.active
-      LEFT JOIN LATERAL (SELECT c.* FROM allocation._claim_checks(a.managed_id, a.key, coalesce(_claimable.rep, allocation.current_rep_id()), now()) c
-                          WHERE NOT c.ok ORDER BY c.ord LIMIT 1) f ON true
-     WHERE a.valid_to IS NULL AND a.rep_id IS NULL;
-END
-$$;
-COMMENT ON FUNCTION allocation._claimable(bigint) IS 'internal: implementation of allocation.claimable(): pool customers and the first failing claim check for a rep (NULL: the caller''s)';
-
-CREATE FUNCTION allocation.claimable(rep bigint DEFAULT NULL)
-RETURNS TABLE (tbl regclass, table_name text, key text, territory_id bigint, tier text, crop text,
-               in_pool_since timestamptz, claimable boolean, sqlstate text, why_not text)
-AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C STABLE;
-COMMENT ON FUNCTION allocation.claimable(bigint) IS 'Pool customers and whether the rep (default: the current role''s) can claim each now, and if not why';
-
-CREATE VIEW allocation.claimable_now AS
-SELECT * FROM allocation.claimable(allocation.current_rep_id());
-COMMENT ON VIEW allocation.claimable_now IS 'For the current rep: every public-pool customer, claimable now or not, and why not (the first failing check with its SQLSTATE)';
+-- (the pool screen: claimable_now, claimable(), claimable_page(), claimable_count() are in 74_claimable.sql)
 
 CREATE VIEW allocation.dispute_queue AS
 SELECT d.id, m.tbl, m.table_name, d.key, a.rep_id AS owner_rep_id, a.source AS owner_source,

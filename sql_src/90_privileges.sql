@@ -35,6 +35,9 @@ BEGIN
                     allocation.claim_today() TO %s',
                    'allocation.territory_at'::regproc::regprocedure, r);
     EXECUTE format('GRANT SELECT ON allocation.claimable_now, allocation.claim_policy, allocation.recycle_policy TO %s', r);
+    -- the rep's pool screen (its point argument is a PostGIS type: named by its function)
+    EXECUTE format('GRANT EXECUTE ON FUNCTION %s, allocation.claimable_count(regclass, bigint) TO %s',
+                   'allocation.claimable_page'::regproc::regprocedure, r);
     IF kind IN ('rep', 'manager', 'admin') THEN
         -- claims, releases and follow-ups (a rep acts for itself: the rep is taken from its login)
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.claim(regclass, text), allocation.release(regclass, text, text),

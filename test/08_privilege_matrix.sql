@@ -34,6 +34,8 @@ INSERT INTO matrix VALUES
     ('allocation.explain_claim(regclass,text,bigint)',                       'rmaA'),
     ('allocation.claim_limits(bigint,text)',                                 'rmaA'),
     ('allocation.claimable(bigint)',                                         'rmaA'),
+    ('allocation.claimable_page(regclass,geometry,integer,integer,boolean,bigint)', 'rmaA'),
+    ('allocation.claimable_count(regclass,bigint)',                          'rmaA'),
     ('allocation.current_rep_id()',                                          'rmaA'),
     ('allocation.claim_today()',                                             'rmaA'),
     -- reps (and managers, admins): act for themselves

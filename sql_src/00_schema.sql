@@ -172,7 +172,7 @@ CREATE TABLE allocation.customer_state (
     PRIMARY KEY (managed_id, key)
 );
 -- the public pool, newest first (pool screens, recycle)
-CREATE INDEX customer_state_pool_idx ON allocation.customer_state (managed_id, valid_from) WHERE rep_id IS NULL;
+CREATE INDEX customer_state_pool_idx ON allocation.customer_state (managed_id, valid_from DESC, key DESC) WHERE rep_id IS NULL;
 COMMENT ON TABLE allocation.customer_state IS 'Current ownership state of the customers whose state differs from "assigned by a rule, not pinned" (pool, claimed, manual, pinned, refreshed attributes); the others are read from their newest ownership event';
 COMMENT ON COLUMN allocation.customer_state.stage_since IS 'when the sales stage last changed under this ownership (stage progress clock of the recycle policy)';
 

@@ -79,8 +79,13 @@ CREATE FUNCTION allocation._rep_held(p_rep bigint, p_tier text)
 RETURNS integer
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
 $$
-    SELECT count(*)::integer FROM allocation.assignment h
-     WHERE h.rep_id = p_rep AND h.valid_to IS NULL AND (p_tier IS NULL OR h.tier = p_tier)
+    -- all tiers: the holdings counter; one tier: the current ownerships of that tier
+    -- (a scan of the ownership history: claim policies by tier are for small portfolios)
+    SELECT CASE WHEN p_tier IS NULL
+                THEN (SELECT coalesce(l.held, 0) FROM allocation.rep r
+                        LEFT JOIN allocation.rep_load l ON l.rep_id = r.id WHERE r.id = p_rep)
+                ELSE (SELECT count(*)::integer FROM allocation.assignment h
+                       WHERE h.rep_id = p_rep AND h.valid_to IS NULL AND h.tier = p_tier) END
 $$;
 COMMENT ON FUNCTION allocation._rep_held(bigint, text) IS 'internal: how many customers a rep holds (of one tier, NULL = all): the max_held claim check''s count';
 

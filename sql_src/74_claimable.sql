@@ -7,10 +7,8 @@
 -- allocation._claim_checks() (claim(), explain_claim()) reports first.
 -------------------------------------------------------------------------------
 
--- "newest in the pool first" walks this index and stops after a page; only pool rows
--- are in it, so assigning a customer (the insert hot path) does not maintain it
-CREATE INDEX assignment_pool_idx ON allocation.assignment (managed_id, valid_from DESC, id DESC)
-    WHERE rep_id IS NULL AND valid_to IS NULL;
+-- "newest in the pool first" walks allocation.customer_state_pool_idx (pool customers
+-- always have a state row; a customer a rule assigned is in no index of the screen)
 -- the cooldowns running for a rep (allocation._gave_back): releases and recycles are a small
 -- part of the audit log, and only they are in this index
 CREATE INDEX event_gave_back_idx ON allocation.event (from_rep, at) WHERE kind IN ('release', 'recycle');
@@ -67,10 +65,10 @@ BEGIN
 
     RETURN QUERY EXECUTE format($q$
         WITH pool AS (
-            -- the screen's one read of the ownership registry: the open rows of pool customers
-            SELECT a.id, a.managed_id, a.key, a.territory_id, a.tier, a.crop, a.valid_from
-              FROM allocation.assignment a
-             WHERE a.valid_to IS NULL AND a.rep_id IS NULL
+            -- the screen's one read of the ownership state: the pool customers' rows
+            SELECT a.managed_id, a.key, a.territory_id, a.tier, a.crop, a.valid_from
+              FROM allocation.customer_state a
+             WHERE a.rep_id IS NULL
                AND ($3::integer IS NULL OR a.managed_id = $3) AND ($4::text[] IS NULL OR a.key = ANY ($4))
              %1$s),
         gb AS MATERIALIZED (
@@ -144,8 +142,8 @@ BEGIN
          WHERE $17 OR c.ord IS NULL
          %2$s
         $q$, CASE WHEN p_order = 'newest' AND p_limit IS NOT NULL
-                  THEN 'ORDER BY a.valid_from DESC, a.id DESC LIMIT $18 OFFSET $19' ELSE '' END,
-             CASE WHEN p_order = 'newest' THEN 'ORDER BY c.valid_from DESC, c.id DESC' ELSE '' END)
+                  THEN 'ORDER BY a.valid_from DESC, a.key DESC LIMIT $18 OFFSET $19' ELSE '' END,
+             CASE WHEN p_order = 'newest' THEN 'ORDER BY c.valid_from DESC, c.key DESC' ELSE '' END)
     USING p_rep, p_at, p_managed, p_keys, NULL::text, v_ord, v_check, v_state, v_msg, v_detail,
           v_hint, v_cool, v_tiers, v_forbidden, p_at - v_maxcool, v_code, coalesce(p_include_blocked, false),
           p_limit, coalesce(p_offset, 0);

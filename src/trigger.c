@@ -46,6 +46,7 @@
 #include "executor/tuptable.h"
 
 #include "allocation.h"
+#include "stat.h"
 
 typedef enum EntryOp
 {
@@ -130,6 +131,7 @@ typedef struct Frame
 	Oid			writer_rel[FRAME_WRITERS];
 	RowWriter  *writers[FRAME_WRITERS];
 	ResourceOwner writer_owner;
+	bool		written_direct; /* flushed by the C writer, not _record_batch */
 } Frame;
 
 static Frame *frames = NULL;
@@ -1228,6 +1230,10 @@ allocation_row_trigger(PG_FUNCTION_ARGS)
 
 	if (TRIGGER_FIRED_BEFORE(ev))
 	{
+		volatile bool decided = false;
+		instr_time	t0;
+
+		alloc_stat_start(&t0);
 		alloc_decision_depth++;
 		PG_TRY();
 		{
@@ -1237,10 +1243,12 @@ allocation_row_trigger(PG_FUNCTION_ARGS)
 				result = before_update(mt, td->tg_trigtuple, td->tg_newtuple);
 			else
 				result = td->tg_trigtuple;
+			decided = true;
 		}
 		PG_FINALLY();
 		{
 			alloc_decision_depth--;
+			alloc_stat_decision(mt->relid, &t0, decided);
 		}
 		PG_END_TRY();
 		return PointerGetDatum(result);
@@ -1795,6 +1803,7 @@ flush_frame(Frame *f)
 		alloc_spi_end(&sw);
 		if (done)
 		{
+			f->written_direct = true;
 			for (i = 0; i < ndelta; i++)
 				assign_note_written(DatumGetInt64(c.v[C_DELTA_REP][i]), DatumGetInt32(c.v[C_DELTA_N][i]));
 			return;
@@ -1937,6 +1946,38 @@ flush_frame(Frame *f)
 		}
 }
 
+/* What a recorded entry came to, for allocation.stat */
+static AllocStatOutcome
+entry_outcome(Entry *e)
+{
+	if (e->op == OP_DELETE)
+		return ASO_DELETED;
+	if (e->kind && strcmp(e->kind, "dispute") == 0)
+		return ASO_DISPUTED;
+	if (e->suggest)
+		return ASO_SUGGESTED;
+	if (e->op == OP_REFRESH)
+		return ASO_UNCHANGED;
+	if (e->rep == 0)
+		return ASO_POOLED;
+	return (e->source && (strcmp(e->source, "rule") == 0 || strcmp(e->source, "reevaluate") == 0)) ?
+		ASO_ASSIGNED : ASO_MANUAL;
+}
+
+/* Statistics (stat.c): each stored row of the frame, the path that wrote it, the time */
+static void
+stat_frame(Frame *f, Oid relid, instr_time *t0)
+{
+	int			i;
+
+	if (!alloc_stat_on || f->n == 0)
+		return;
+	for (i = 0; i < f->n; i++)
+		if (f->entries[i].confirmed)
+			alloc_stat_recorded(f->entries[i].relid, entry_outcome(&f->entries[i]), f->written_direct);
+	alloc_stat_statement(relid, t0);
+}
+
 static void
 record_truncate(ManagedTable *mt)
 {
@@ -1976,6 +2017,7 @@ allocation_stmt_trigger(PG_FUNCTION_ARGS)
 	else
 	{
 		Frame	   *f = frames;
+		instr_time	t0;
 
 		if (f == NULL)
 			elog(ERROR, "allocation batch stack is empty at statement end");
@@ -1983,7 +2025,9 @@ allocation_stmt_trigger(PG_FUNCTION_ARGS)
 			return PointerGetDatum(NULL);	/* another node of the query still runs */
 		frames = f->prev;
 		probe_close(f);
+		alloc_stat_start(&t0);
 		flush_frame(f);
+		stat_frame(f, RelationGetRelid(td->tg_relation), &t0);
 		MemoryContextDelete(f->cxt);
 	}
 	return PointerGetDatum(NULL);

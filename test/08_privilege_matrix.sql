@@ -47,6 +47,8 @@ INSERT INTO matrix VALUES
     ('allocation.check_consistency()',                                       'maA'),
     ('allocation.verify_audit(text)',                                        'maA'),
     ('allocation.audit_head()',                                              'maA'),
+    ('allocation.stat()',                                                    'maA'),
+    ('allocation.stat_index()',                                              'maA'),
     -- managers: decisions
     ('allocation.assign(regclass,text,bigint,text)',                         'mA'),
     ('allocation.accept_suggestion(bigint)',                                 'mA'),
@@ -72,6 +74,7 @@ INSERT INTO matrix VALUES
     ('allocation.disable_rep_security(regclass)',                            'A'),
     ('allocation.cache_stats()',                                             'A'),
     ('allocation.seal_audit()',                                              'A'),
+    ('allocation.stat_reset(regclass)',                                      'A'),
     ('allocation.set_duplicate_policy(regclass,text,text,real,double precision)', 'A'),
     -- nobody (read by the engine's own views and functions)
     ('allocation.customer_history_score(integer,text)',                      '');

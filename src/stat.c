@@ -159,13 +159,14 @@ stat_xact_callback(XactEvent event, void *arg)
 void
 alloc_stat_init(void)
 {
-	DefineCustomIntVariable("allocation.stat_max_tables",
-							"Number of counter rows allocation.stat keeps in shared memory.",
-							"One row per managed table per database, plus one per database for its territory index; activity of tables beyond it is not counted (allocation.stat_index.dropped says how often). Needs shared_preload_libraries = 'allocation'.",
-							&stat_max_tables, 1000, 16, 1000000,
-							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	/* a PGC_POSTMASTER setting can only be defined while the postmaster loads us */
 	if (!process_shared_preload_libraries_in_progress)
 		return;
+	DefineCustomIntVariable("allocation.stat_max_tables",
+							"Number of counter rows allocation.stat keeps in shared memory.",
+							"One row per managed table per database, plus one per database for its territory index; activity of tables beyond it is not counted (allocation.stat_index.dropped says how often).",
+							&stat_max_tables, 1000, 16, 1000000,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = stat_shmem_request;
 	prev_shmem_startup_hook = shmem_startup_hook;

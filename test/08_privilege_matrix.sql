@@ -117,8 +117,8 @@ SELECT is_empty($$
     SELECT p.oid::regprocedure::text FROM pg_proc p
      WHERE p.pronamespace = 'allocation'::regnamespace AND p.prosrc = 'allocation_gateway'
        AND (p.prosecdef OR to_regprocedure('allocation._' || p.proname || '(' ||
-                           (SELECT string_agg(format_type(t, NULL), ',' ORDER BY o)
-                              FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY u(t, o)) || ')') IS NULL)
+                           coalesce((SELECT string_agg(format_type(t, NULL), ',' ORDER BY o)
+                                       FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY u(t, o)), '') || ')') IS NULL)
 $$, 'every gateway is SECURITY INVOKER and has its internal implementation');
 SELECT cmp_ok((SELECT count(*) FROM pg_proc p WHERE p.pronamespace = 'allocation'::regnamespace
                  AND p.prosrc = 'allocation_gateway'), '>=', 15::bigint, 'the state-changing public functions are gateways');

@@ -104,6 +104,12 @@ INSERT INTO dealer (id, tel, loc) VALUES ('r1', '142-0000-0001', 'SRID=4326;POIN
 ROLLBACK;
 SELECT calls, statements, rows_direct, assigned FROM dealer_stat;
 
+-- allocation.stat_track = off (a superuser's): nothing is counted meanwhile
+SET allocation.stat_track = off;
+INSERT INTO dealer (id, tel, loc) VALUES ('o1', '142-0000-0002', 'SRID=4326;POINT(5 5)');
+RESET allocation.stat_track;
+SELECT calls, statements, rows_direct, assigned FROM dealer_stat;
+
 -------------------------------------------------------------------------------
 -- the indexed fallback: with allocation.territory_cache_max = 0 every located
 -- decision asks the GiST index (the index is rebuilt without polygons)

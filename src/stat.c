@@ -81,6 +81,7 @@ typedef struct StatShared
 } StatShared;
 
 bool		alloc_stat_on = false;
+bool		alloc_stat_track = true;
 
 /* allocation.stat_max_tables */
 static int	stat_max_tables = 1000;
@@ -159,6 +160,10 @@ stat_xact_callback(XactEvent event, void *arg)
 void
 alloc_stat_init(void)
 {
+	DefineCustomBoolVariable("allocation.stat_track",
+							 "Whether the engine counts its work for allocation.stat (with shared_preload_libraries = 'allocation').",
+							 "Off: the counters stay as they are (no clock reads, no shared-memory updates) until it is on again.",
+							 &alloc_stat_track, true, PGC_SUSET, 0, NULL, NULL, NULL);
 	/* a PGC_POSTMASTER setting can only be defined while the postmaster loads us */
 	if (!process_shared_preload_libraries_in_progress)
 		return;
@@ -303,7 +308,7 @@ alloc_stat_decision(Oid relid, instr_time *t0, bool ok)
 {
 	StatCounters *c;
 
-	if (!alloc_stat_on)
+	if (!ALLOC_STAT_ACTIVE() || INSTR_TIME_IS_ZERO(*t0))
 		return;
 	c = stat_local(relid);
 	c->calls++;
@@ -322,7 +327,7 @@ alloc_stat_recorded(Oid relid, AllocStatOutcome outcome, bool direct)
 {
 	StatCounters *c;
 
-	if (!alloc_stat_on)
+	if (!ALLOC_STAT_ACTIVE())
 		return;
 	c = stat_local(relid);
 	c->outcome[outcome]++;
@@ -337,7 +342,7 @@ alloc_stat_statement(Oid relid, instr_time *t0)
 {
 	StatCounters *c;
 
-	if (!alloc_stat_on)
+	if (!ALLOC_STAT_ACTIVE() || INSTR_TIME_IS_ZERO(*t0))
 		return;
 	c = stat_local(relid);
 	c->statements++;
@@ -350,7 +355,7 @@ alloc_stat_index_build(double ms, Size bytes, int64 territories, bool in_memory)
 {
 	StatCounters d;
 
-	if (!alloc_stat_on)
+	if (!ALLOC_STAT_ACTIVE())
 		return;
 	memset(&d, 0, sizeof(d));
 	d.index_builds = 1;
@@ -366,7 +371,7 @@ alloc_stat_index_build(double ms, Size bytes, int64 territories, bool in_memory)
 void
 alloc_stat_fallback(void)
 {
-	if (alloc_stat_on)
+	if (ALLOC_STAT_ACTIVE())
 		stat_local(InvalidOid)->fallbacks++;
 }
 

@@ -30,6 +30,10 @@ typedef enum AllocStatOutcome
 
 /* true in a backend of a server that preloaded the library */
 extern bool alloc_stat_on;
+/* allocation.stat_track: a superuser can stop counting without a restart */
+extern bool alloc_stat_track;
+
+#define ALLOC_STAT_ACTIVE() (alloc_stat_on && alloc_stat_track)
 
 /* Wiring: GUC, shared-memory hooks (called from _PG_init) */
 extern void alloc_stat_init(void);
@@ -38,7 +42,7 @@ extern void alloc_stat_init(void);
 static inline void
 alloc_stat_start(instr_time *t0)
 {
-	if (alloc_stat_on)
+	if (ALLOC_STAT_ACTIVE())
 		INSTR_TIME_SET_CURRENT(*t0);
 	else
 		INSTR_TIME_SET_ZERO(*t0);

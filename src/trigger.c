@@ -1970,7 +1970,7 @@ stat_frame(Frame *f, Oid relid, instr_time *t0)
 {
 	int			i;
 
-	if (!alloc_stat_on || f->n == 0)
+	if (!ALLOC_STAT_ACTIVE() || f->n == 0)
 		return;
 	for (i = 0; i < f->n; i++)
 		if (f->entries[i].confirmed)

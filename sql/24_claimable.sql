@@ -167,3 +167,8 @@ SELECT * FROM allocation.claimable_page('r24_noloc', ST_SetSRID(ST_MakePoint(0, 
 \echo sqlstate :SQLSTATE
 SELECT key, claimable FROM allocation.claimable_page('r24_noloc', rep => 1);
 
+
+DROP TABLE r24_customer, r24_noloc;
+DROP EXTENSION allocation CASCADE;
+DROP OWNED BY regress_cl_a, regress_cl_nobody;
+DROP ROLE regress_cl_a, regress_cl_nobody;

@@ -50,6 +50,7 @@ BEGIN
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.upcoming_recycles(timestamptz) TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.check_consistency() TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.verify_audit(text), allocation.audit_head() TO %s', r);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.stat(), allocation.stat_index() TO %s', r);
     END IF;
     IF kind IN ('manager', 'admin') THEN
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.assign(regclass, text, bigint, text),
@@ -76,6 +77,7 @@ BEGIN
                         allocation.enable_rep_security(regclass), allocation.disable_rep_security(regclass),
                         allocation.cache_stats(), allocation.set_duplicate_policy(regclass, text, text, real, double precision) TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.seal_audit() TO %s', r);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.stat_reset(regclass) TO %s', r);
         EXECUTE format('GRANT INSERT, UPDATE, DELETE ON allocation.name_term TO %s', r);
     END IF;
 END

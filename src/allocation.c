@@ -33,6 +33,7 @@
 #include "allocation.h"
 #include "frame.h"
 #include "record.h"
+#include "stat.h"
 
 PG_MODULE_MAGIC;
 
@@ -140,6 +141,7 @@ _PG_init(void)
 							"Above it (and at 0) the backend keeps only the territories' attributes in memory and finds the territories of a point with a GiST-indexed ST_Covers query per row: slower, same answers.",
 							&alloc_territory_cache_max_kb, 262144, 0, MAX_KILOBYTES,
 							PGC_SUSET, GUC_UNIT_KB, NULL, assign_territory_cache_max, NULL);
+	alloc_stat_init();
 	MarkGUCPrefixReserved("allocation");
 
 	CacheRegisterRelcacheCallback(alloc_relcache_callback, (Datum) 0);

@@ -100,6 +100,7 @@ typedef struct Frame
 	Oid			writer_rel[FRAME_WRITERS];
 	RowWriter  *writers[FRAME_WRITERS];
 	ResourceOwner writer_owner;
+	bool		written_direct; /* flushed by the C writer, not _record_batch */
 } Frame;
 
 /* the innermost open frame (NULL outside a managed statement) */

@@ -722,6 +722,7 @@ flush_frame(Frame *f)
 		alloc_spi_end(&sw);
 		if (done)
 		{
+			f->written_direct = true;
 			for (i = 0; i < d.n; i++)
 				assign_note_written(DatumGetInt64(d.rep[i]), DatumGetInt32(d.count[i]));
 			return;

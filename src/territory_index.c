@@ -31,6 +31,7 @@
 #include "utils/snapmgr.h"
 
 #include "allocation.h"
+#include "stat.h"
 
 typedef struct Ring
 {
@@ -626,6 +627,7 @@ tindex_build_inner(void)
 	INSTR_TIME_SET_CURRENT(t1);
 	INSTR_TIME_SUBTRACT(t1, t0);
 	ix->build_ms = INSTR_TIME_GET_MILLISEC(t1);
+	alloc_stat_index_build(ix->build_ms, MemoryContextMemAllocated(ix->cxt, true), ix->n, ix->in_memory);
 
 	if (tindex)
 		MemoryContextDelete(tindex->cxt);
@@ -679,6 +681,7 @@ fallback_lookup(double x, double y, TerritoryInfo **hits, int maxhits)
 	uint64		i;
 	int			n = 0;
 
+	alloc_stat_fallback();
 	args[0] = Float8GetDatum(x);
 	args[1] = Float8GetDatum(y);
 	alloc_spi_begin(&sw);

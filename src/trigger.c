@@ -48,6 +48,7 @@
 #include "allocation.h"
 #include "frame.h"
 #include "record.h"
+#include "stat.h"
 
 
 
@@ -778,6 +779,10 @@ allocation_row_trigger(PG_FUNCTION_ARGS)
 
 	if (TRIGGER_FIRED_BEFORE(ev))
 	{
+		volatile bool decided = false;
+		instr_time	t0;
+
+		alloc_stat_start(&t0);
 		alloc_decision_depth++;
 		PG_TRY();
 		{
@@ -787,10 +792,12 @@ allocation_row_trigger(PG_FUNCTION_ARGS)
 				result = before_update(mt, td->tg_trigtuple, td->tg_newtuple);
 			else
 				result = td->tg_trigtuple;
+			decided = true;
 		}
 		PG_FINALLY();
 		{
 			alloc_decision_depth--;
+			alloc_stat_decision(mt->relid, &t0, decided);
 		}
 		PG_END_TRY();
 		return PointerGetDatum(result);
@@ -803,6 +810,38 @@ allocation_row_trigger(PG_FUNCTION_ARGS)
 	else if (TRIGGER_FIRED_BY_DELETE(ev))
 		after_delete(mt, td->tg_trigtuple);
 	return PointerGetDatum(NULL);
+}
+
+/* What a recorded entry came to, for allocation.stat */
+static AllocStatOutcome
+entry_outcome(Entry *e)
+{
+	if (e->op == OP_DELETE)
+		return ASO_DELETED;
+	if (e->kind && strcmp(e->kind, "dispute") == 0)
+		return ASO_DISPUTED;
+	if (e->suggest)
+		return ASO_SUGGESTED;
+	if (e->op == OP_REFRESH)
+		return ASO_UNCHANGED;
+	if (e->rep == 0)
+		return ASO_POOLED;
+	return (e->source && (strcmp(e->source, "rule") == 0 || strcmp(e->source, "reevaluate") == 0)) ?
+		ASO_ASSIGNED : ASO_MANUAL;
+}
+
+/* Statistics (stat.c): each stored row of the frame, the path that wrote it, the time */
+static void
+stat_frame(Frame *f, Oid relid, instr_time *t0)
+{
+	int			i;
+
+	if (!ALLOC_STAT_ACTIVE() || f->n == 0)
+		return;
+	for (i = 0; i < f->n; i++)
+		if (f->entries[i].confirmed)
+			alloc_stat_recorded(f->entries[i].relid, entry_outcome(&f->entries[i]), f->written_direct);
+	alloc_stat_statement(relid, t0);
 }
 
 PG_FUNCTION_INFO_V1(allocation_stmt_trigger);
@@ -828,6 +867,7 @@ allocation_stmt_trigger(PG_FUNCTION_ARGS)
 	else
 	{
 		Frame	   *f = frames;
+		instr_time	t0;
 
 		if (f == NULL)
 			elog(ERROR, "allocation batch stack is empty at statement end");
@@ -835,7 +875,9 @@ allocation_stmt_trigger(PG_FUNCTION_ARGS)
 			return PointerGetDatum(NULL);	/* another node of the query still runs */
 		frames = f->prev;
 		probe_close(f);
+		alloc_stat_start(&t0);
 		flush_frame(f);
+		stat_frame(f, RelationGetRelid(td->tg_relation), &t0);
 		MemoryContextDelete(f->cxt);
 	}
 	return PointerGetDatum(NULL);

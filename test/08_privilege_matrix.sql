@@ -49,6 +49,8 @@ INSERT INTO matrix VALUES
     ('allocation.check_consistency()',                                       'maA'),
     ('allocation.verify_audit(text)',                                        'maA'),
     ('allocation.audit_head()',                                              'maA'),
+    ('allocation.stat()',                                                    'maA'),
+    ('allocation.stat_index()',                                              'maA'),
     -- managers: decisions
     ('allocation.assign(regclass,text,bigint,text)',                         'mA'),
     ('allocation.accept_suggestion(bigint)',                                 'mA'),
@@ -74,6 +76,7 @@ INSERT INTO matrix VALUES
     ('allocation.disable_rep_security(regclass)',                            'A'),
     ('allocation.cache_stats()',                                             'A'),
     ('allocation.seal_audit()',                                              'A'),
+    ('allocation.stat_reset(regclass)',                                      'A'),
     ('allocation.set_duplicate_policy(regclass,text,text,real,double precision)', 'A'),
     -- nobody (read by the engine's own views and functions)
     ('allocation.customer_history_score(integer,text)',                      '');
@@ -116,8 +119,8 @@ SELECT is_empty($$
     SELECT p.oid::regprocedure::text FROM pg_proc p
      WHERE p.pronamespace = 'allocation'::regnamespace AND p.prosrc = 'allocation_gateway'
        AND (p.prosecdef OR to_regprocedure('allocation._' || p.proname || '(' ||
-                           (SELECT string_agg(format_type(t, NULL), ',' ORDER BY o)
-                              FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY u(t, o)) || ')') IS NULL)
+                           coalesce((SELECT string_agg(format_type(t, NULL), ',' ORDER BY o)
+                                       FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY u(t, o)), '') || ')') IS NULL)
 $$, 'every gateway is SECURITY INVOKER and has its internal implementation');
 SELECT cmp_ok((SELECT count(*) FROM pg_proc p WHERE p.pronamespace = 'allocation'::regnamespace
                  AND p.prosrc = 'allocation_gateway'), '>=', 15::bigint, 'the state-changing public functions are gateways');

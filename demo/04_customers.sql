@@ -200,6 +200,6 @@ SELECT count(*) AS customers,
 
 -- after a bulk load, fresh planner statistics (autovacuum would get there too, later)
 ANALYZE crm.customer;
-ANALYZE allocation.assignment;
+ANALYZE allocation.customer_state;
 ANALYZE allocation.suggestion;
 ANALYZE allocation.event;

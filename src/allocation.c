@@ -88,6 +88,7 @@ alloc_xact_callback(XactEvent event, void *arg)
 		assign_reset_locks();
 		assign_forget_bases();
 		alloc_decision_depth = 0;
+		tindex_xact_end();
 	}
 }
 
@@ -133,6 +134,7 @@ _PG_init(void)
 	CacheRegisterRelcacheCallback(alloc_relcache_callback, (Datum) 0);
 	CacheRegisterSyscacheCallback(NAMESPACEOID, alloc_namespace_callback, (Datum) 0);
 	RegisterXactCallback(alloc_xact_callback, NULL);
+	tshared_init();
 }
 
 /* Schema of an installed extension (not exported by PostgreSQL 15) */
@@ -314,5 +316,8 @@ allocation_invalidate(PG_FUNCTION_ARGS)
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		elog(ERROR, "allocation_invalidate: not called by trigger manager");
 	CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));
+	alloc_lookup_oids();
+	if (RelationGetRelid(trigdata->tg_relation) == alloc_oids.territory)
+		tindex_note_change();
 	PG_RETURN_POINTER(NULL);
 }

@@ -244,7 +244,7 @@ chmod 755 "$WORK"
 tar -C "$REPO" --exclude=./.git --exclude=./results --exclude=./output_iso \
     --exclude=./tmp_check --exclude=./tmp_check_iso --exclude='*.o' --exclude='*.bc' \
     --exclude='*.so' --exclude=./regression.diffs --exclude=./regression.out \
-    --exclude=./log -cf - . | tar -C "$WORK" -xf -
+    --exclude=./log --exclude=./bench/.cache -cf - . | tar -C "$WORK" -xf -
 cleanup () {
     local rc=$?
     if [ $rc -eq 0 ] && [ -z "${KEEP_WORKDIR:-}" ]; then
@@ -329,7 +329,7 @@ failed=0
 if [ -s "$WORK/counts" ]; then
     echo "=== results ==="
     while read -r suite p f; do
-        printf '  %-14s %3d passed, %d failed\n' "$suite" "$p" "$f"
+        printf '  %-18s %3d passed, %d failed\n' "$suite" "$p" "$f"
         passed=$((passed + p))
         failed=$((failed + f))
     done <"$WORK/counts"

@@ -151,6 +151,7 @@ typedef struct TIndexStats
 	int			shared_builds;	/* live shared builds of this database */
 	Size		shared_total_bytes; /* every live shared build */
 	int			attached_backends;	/* backends using the same shared build */
+	int64		shared_builds_made; /* builds published since the server started */
 } TIndexStats;
 
 extern void tindex_stats(TIndexStats *st);

@@ -411,9 +411,9 @@ allocation_cache_stats(PG_FUNCTION_ARGS)
 	escape_json(&out, st.reason ? st.reason : "");
 	appendStringInfo(&out, ", \"preloaded\": %s, \"version\": \"%016" INT64_MODIFIER "x\", \"backend_bytes\": " INT64_FORMAT
 					 ", \"shared_bytes\": " INT64_FORMAT ", \"shared_builds\": %d, \"shared_total_bytes\": " INT64_FORMAT
-					 ", \"attached_backends\": %d}",
+					 ", \"attached_backends\": %d, \"shared_builds_made\": " INT64_FORMAT "}",
 					 st.preloaded ? "true" : "false", st.version, (int64) st.backend_bytes,
 					 (int64) st.shared_bytes, st.shared_builds, (int64) st.shared_total_bytes,
-					 st.attached_backends);
+					 st.attached_backends, st.shared_builds_made);
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data)));
 }

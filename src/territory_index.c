@@ -665,4 +665,5 @@ tindex_stats(TIndexStats *st)
 	st->shared_builds = ss.builds;
 	st->shared_total_bytes = ss.area_bytes;
 	st->attached_backends = ss.users;
+	st->shared_builds_made = (int64) ss.published;
 }

@@ -62,6 +62,7 @@ typedef struct TSharedState
 	bool		have_area;
 	dsa_handle	handle;
 	uint64		next_seq;
+	uint64		published;		/* builds published since the server started */
 	TSlot		slots[TSHARED_SLOTS];
 } TSharedState;
 
@@ -361,6 +362,7 @@ tshared_publish(Oid relid, uint64 key, int32 n, dsa_pointer build, double build_
 	s->key = key;
 	s->n = n;
 	s->seq = state->next_seq++;
+	state->published++;
 	s->build = build;
 	s->bytes = ((SharedBuild *) dsa_get_address(area, build))->bytes;
 	s->build_ms = build_ms;
@@ -459,6 +461,7 @@ tshared_stats(const TSharedRef *ref, TSharedStats *st)
 	if (state == NULL)
 		return;
 	LWLockAcquire(state->lock, LW_SHARED);
+	st->published = state->published;
 	for (i = 0; i < TSHARED_SLOTS; i++)
 	{
 		TSlot	   *s = &state->slots[i];

@@ -96,7 +96,8 @@ typedef struct TSharedStats
 	int			builds;			/* live builds in this database */
 	int			users;			/* backends whose index is this build */
 	int			pins;			/* transactions using it now */
-	Size		area_bytes;		/* the whole dynamic shared memory area */
+	Size		area_bytes;		/* every live build */
+	uint64		published;		/* builds published since the server started */
 } TSharedStats;
 
 /* where a build puts its chunks: this backend's memory or the shared area */

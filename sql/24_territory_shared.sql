@@ -30,8 +30,8 @@ CREATE TABLE customer (id serial PRIMARY KEY, probe text, loc geometry(Point, 43
 SELECT allocation.manage('customer', 'id', 'loc', 'owner');
 -- probes: inside A, on the A/B border (A wins: lower id), inside B, inside C,
 -- on no territory
-CREATE TABLE probe (probe text PRIMARY KEY, loc geometry(Point, 4326));
-INSERT INTO probe VALUES ('a', 'SRID=4326;POINT(2 5)'), ('border', 'SRID=4326;POINT(10 5)'),
+CREATE TABLE spot (probe text PRIMARY KEY, loc geometry(Point, 4326));
+INSERT INTO spot VALUES ('a', 'SRID=4326;POINT(2 5)'), ('border', 'SRID=4326;POINT(10 5)'),
     ('b', 'SRID=4326;POINT(12 5)'), ('c', 'SRID=4326;POINT(31 6)'), ('none', 'SRID=4326;POINT(50 50)');
 -- the last decision per probe, with the reference (ST_Covers, latest territories)
 CREATE VIEW decided AS
@@ -45,7 +45,7 @@ CREATE TABLE seen (step text, stats jsonb);
 -------------------------------------------------------------------------------
 -- first backend: builds the index (shared mode: publishes it)
 -------------------------------------------------------------------------------
-INSERT INTO customer (probe, loc) SELECT probe, loc FROM probe;
+INSERT INTO customer (probe, loc) SELECT probe, loc FROM spot;
 INSERT INTO seen SELECT 'first', allocation.cache_stats();
 SELECT s->>'mode' AS mode, s->>'index_mode' AS index_mode, s->>'reason' AS reason,
        s->>'preloaded' AS preloaded, (s->>'territories')::int AS territories,
@@ -61,7 +61,7 @@ SELECT * FROM decided ORDER BY probe;
 \c
 \set SHOW_CONTEXT never
 TRUNCATE customer;
-INSERT INTO customer (probe, loc) SELECT probe, loc FROM probe;
+INSERT INTO customer (probe, loc) SELECT probe, loc FROM spot;
 INSERT INTO seen SELECT 'second', allocation.cache_stats();
 SELECT n.stats->>'index_mode' AS index_mode,
        n.stats->>'version' = f.stats->>'version' AS same_version,
@@ -103,7 +103,7 @@ SELECT * FROM decided WHERE probe = 'b';
 -------------------------------------------------------------------------------
 UPDATE allocation.territory SET geom = ST_Multi(ST_MakeEnvelope(0, 0, 15, 10, 4326)) WHERE code = 'A';
 TRUNCATE customer;
-INSERT INTO customer (probe, loc) SELECT probe, loc FROM probe;
+INSERT INTO customer (probe, loc) SELECT probe, loc FROM spot;
 INSERT INTO seen SELECT 'changed', allocation.cache_stats();
 SELECT c.stats->>'index_mode' AS index_mode,
        c.stats->>'version' <> s.stats->>'version' AS new_version,
@@ -122,7 +122,7 @@ SELECT * FROM decided WHERE probe = 'b';
 -------------------------------------------------------------------------------
 SET allocation.territory_cache_max = '2kB';
 TRUNCATE customer;
-INSERT INTO customer (probe, loc) SELECT probe, loc FROM probe;
+INSERT INTO customer (probe, loc) SELECT probe, loc FROM spot;
 SELECT s->>'mode' AS mode, s->>'index_mode' AS index_mode, s->>'reason' AS reason, s->>'over_limit' AS over_limit
   FROM allocation.cache_stats() s;
 SELECT * FROM decided ORDER BY probe;
@@ -136,5 +136,6 @@ SELECT s->>'index_mode' AS index_mode,
        s->>'version' = (SELECT stats->>'version' FROM seen WHERE step = 'changed') AS same_version
   FROM allocation.cache_stats() s;
 
-DROP TABLE customer;
+DROP VIEW decided;
+DROP TABLE customer, spot, seen;
 DROP EXTENSION allocation CASCADE;

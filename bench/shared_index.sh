@@ -3,7 +3,9 @@
 #
 #   bash bench/shared_index.sh
 #
-# Builds and installs the extension (under the shared install lock), then runs the same
+# Builds the extension and installs it into a private directory (make install DESTDIR=...,
+# loaded through Debian's extension_destdir setting: other installs into the system
+# directories during the run cannot swap the library), then runs the same
 # measurements in two throw-away clusters (pg_virtualenv) on the cached bench data
 # (bench/.cache/*.dump, made by bench/run.sh; see there):
 #   backend   allocation loaded per backend: every backend builds its own index
@@ -36,23 +38,23 @@ if [ -z "${BENCH_MODE:-}" ]; then
     export CACHE="$BENCH_DIR/.cache/data-c${BENCH_CELLS}-n${BENCH_CUSTOMERS}-s${BENCH_SEED}-${GEN_HASH}.dump"
     [ -f "$CACHE" ] || { echo "no cached data $CACHE: run bench/run.sh once (it generates and caches it)"; exit 1; }
     echo "== build and install ($(date -u '+%Y-%m-%d %H:%M:%S UTC'), git $(cd "$ROOT" && git rev-parse --short HEAD)) =="
+    export INST=/tmp/allocation-shared-bench-inst
+    rm -rf "$INST"
     (cd "$ROOT" && make -s PG_CONFIG="$PG_BINDIR/pg_config" >/tmp/allocation-shared-bench-build.log 2>&1 &&
-        flock /tmp/allocation-install.lock make -s install PG_CONFIG="$PG_BINDIR/pg_config" >>/tmp/allocation-shared-bench-build.log 2>&1) \
+        make -s install DESTDIR="$INST" PG_CONFIG="$PG_BINDIR/pg_config" >>/tmp/allocation-shared-bench-build.log 2>&1) \
         || { cat /tmp/allocation-shared-bench-build.log; exit 1; }
-    SO="$($PG_BINDIR/pg_config --pkglibdir)/allocation.so"
-    export SO_MD5=$(md5sum <"$ROOT/allocation.so" | cut -c1-12)
+    chmod -R a+rX "$INST"
     echo "machine: $(nproc) cpu ($(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')), $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo), load $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "data:    ${CACHE#$ROOT/}"
     for mode in backend shared; do
-        opts=(-o shared_buffers=512MB -o max_connections=60)
-        [ "$mode" = shared ] && opts+=(-o shared_preload_libraries=allocation)
+        opts=(-o shared_buffers=512MB -o max_connections=60 -o "extension_destdir=$INST")
+        # the full path of the private copy, the one CREATE EXTENSION loads through extension_destdir
+        [ "$mode" = shared ] && opts+=(-o "shared_preload_libraries=$INST$($PG_BINDIR/pg_config --pkglibdir)/allocation")
         echo
         echo "== mode: $mode =="
         BENCH_MODE=$mode pg_virtualenv -t -v 15 "${opts[@]}" bash "${BASH_SOURCE[0]}"
     done
-    if [ "$(md5sum <"$SO" | cut -c1-12)" != "$SO_MD5" ]; then
-        echo "WARNING: $SO changed during the run (another install): numbers of the backend mode may be off"
-    fi
+    rm -rf "$INST"
     exit 0
 fi
 
@@ -73,12 +75,17 @@ psql -X -q -d postgres -c "CREATE DATABASE allocation_bench" >/dev/null
 pg_restore -d "$PGDATABASE" --no-owner "$CACHE"
 "${P[@]}" -f "$BENCH_DIR/setup.sql" >/dev/null
 "${P[@]}" -c "VACUUM ANALYZE" >/dev/null
+# the library this run uses must be the one built here
+"${PA[@]}" -c "SELECT allocation.cache_stats()->>'index_mode' IS NOT NULL" | grep -q t ||
+    { echo "the loaded allocation library is not this build (no index_mode in cache_stats())"; exit 1; }
+"${PA[@]}" -c "SELECT pg_backend_pid(), allocation.cache_stats() IS NOT NULL" >/dev/null
 "${P[@]}" -c "CREATE TABLE bench.first_insert (experiment text, pid int, ms float8, index_bytes bigint, backend_bytes bigint, stats jsonb)"
 
-# one new connection: its first managed INSERT (one row, rolled back), timed inside the session
+# one new connection: its first managed INSERT (one row: src_customer seq = :seq, rolled back),
+# timed inside the session
 FIRST_SQL="SELECT clock_timestamp() AS t0 \\gset
 BEGIN;
-INSERT INTO bench.customer_m (id, $COLS) SELECT nextval('bench.single_id'), $COLS FROM bench.src_customer WHERE seq = 1 + (random() * 1000)::int;
+INSERT INTO bench.customer_m (id, $COLS) SELECT nextval('bench.single_id'), $COLS FROM bench.src_customer WHERE seq = :seq;
 SELECT extract(epoch FROM clock_timestamp() - :'t0'::timestamptz) * 1000 AS ms \\gset
 ROLLBACK;
 INSERT INTO bench.first_insert
@@ -96,6 +103,9 @@ SELECT format('  %-22s n=%s  first INSERT median %s ms, max %s ms;  index memory
               round(sum(index_bytes)::numeric / 1048576, 1),
               round(percentile_cont(0.5) WITHIN GROUP (ORDER BY backend_bytes)::numeric / 1048576, 1))
   FROM bench.first_insert WHERE experiment = '$1';
+SELECT format('    %s backends: index_mode %s, index memory %s kB, first INSERT median %s ms', count(*), stats->>'index_mode',
+              round(index_bytes::numeric / 1024, 0), round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1))
+  FROM bench.first_insert WHERE experiment = '$1' GROUP BY stats->>'index_mode', round(index_bytes::numeric / 1024, 0);
 EOF
 }
 
@@ -103,7 +113,7 @@ builds_made() { "${PA[@]}" -c "SELECT (allocation.cache_stats()->>'shared_builds
 
 # the index itself: first build in this cluster
 echo "-- the index (first build in this cluster)"
-echo "$FIRST_SQL" | "${P[@]}" -v experiment=first >/dev/null
+echo "$FIRST_SQL" | "${P[@]}" -v experiment=first -v seq=1 >/dev/null
 "${PA[@]}" -F ' ' <<'EOF' | sed 's/^/  /'
 SELECT format('territories %s, vertices %s, index_mode %s (%s), index %s MB (%s bytes/vertex), build %s ms, first INSERT %s ms',
               stats->>'territories', stats->>'vertices', stats->>'index_mode', stats->>'reason',
@@ -118,20 +128,19 @@ fi
 # new connections one after another
 echo "-- $BENCH_NEW new connections one after another, each: connect, first managed INSERT"
 for i in $(seq 1 "$BENCH_NEW"); do
-    echo "$FIRST_SQL" | "${P[@]}" -v experiment=sequential >/dev/null
+    echo "$FIRST_SQL" | "${P[@]}" -v experiment=sequential -v seq="$i" >/dev/null
 done
 report sequential
 
 # BENCH_CONC new connections at once; they stay connected while their PSS is read
-concurrent() {   # experiment
-    local before after i
-    before=$(builds_made)
+concurrent() {   # experiment, shared builds made before (read before any territory change)
+    local before=$2 after i
     rm -f "$WORK"/go "$WORK"/done.*
     for i in $(seq 1 "$BENCH_CONC"); do
         (
             while [ ! -e "$WORK/go" ]; do sleep 0.01; done
             { echo "$FIRST_SQL"; echo "\\! touch $WORK/done.$i"; echo "SELECT pg_sleep(4);"; } |
-                PGAPPNAME=shared-bench "${P[@]}" -v experiment="$1" >/dev/null
+                PGAPPNAME=shared-bench "${P[@]}" -v experiment="$1" -v seq="$i" >/dev/null
         ) &
     done
     sleep 0.5
@@ -152,10 +161,11 @@ concurrent() {   # experiment
     echo "  PSS of the $BENCH_CONC backends (while connected): $((pss / 1024)) MB;  shared builds made meanwhile: $((after - before))"
 }
 echo "-- $BENCH_CONC new connections at once, index already built"
-concurrent concurrent_warm
+concurrent concurrent_warm "$(builds_made)"
 echo "-- a territory change (a new version), then $BENCH_CONC new connections at once"
+made=$(builds_made)
 "${P[@]}" -c "UPDATE allocation.territory SET name = name || ' ' WHERE id = (SELECT min(id) FROM allocation.territory)"
-concurrent concurrent_after_change
+concurrent concurrent_after_change "$made"
 if [ "$BENCH_MODE" = shared ]; then
     "${PA[@]}" -c "SELECT '  after the runs: shared builds live ' || (s->>'shared_builds') || ', ' || round((s->>'shared_total_bytes')::numeric / 1048576, 1) || ' MB' FROM allocation.cache_stats() s"
 fi

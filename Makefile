@@ -25,3 +25,4 @@ $(EXTENSION)--$(EXTVERSION).sql: $(sort $(wildcard sql_src/*.sql))
 
 # every C file includes the shared header
 $(OBJS): src/allocation.h
+src/territory_index.o src/territory_geom.o src/territory_shared.o: src/territory_shared.h

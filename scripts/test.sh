@@ -7,7 +7,7 @@
 # 2. builds the extension in a scratch copy of the work tree; any compiler
 #    "warning:" fails the run,
 # 3. make install,
-# 4. inside ONE throw-away cluster (pg_virtualenv):
+# 4. inside a throw-away cluster (pg_virtualenv):
 #      make installcheck   pg_regress suite (sql/, expected/) and the
 #                          isolation specs (specs/, expected/)
 #      pg_prove            pgTAP suites (test/*.sql) in database "tap"
@@ -15,8 +15,15 @@
 #                          allocation itself inside BEGIN ... ROLLBACK)
 #      dump/restore        scripts/dump_restore_check.sh
 #      sqlstates           scripts/check_sqlstates.sh (code and README agree)
+#    then, in a second throw-away cluster started with
+#    shared_preload_libraries = 'allocation' (the shared territory index):
+#      make installcheck   the same pg_regress suite and isolation specs
+#                          (counted as regress_preload / isolation_preload;
+#                          their results are kept in results_preload/ and
+#                          output_iso_preload/ of the scratch copy)
 # 5. prints one summary line "N passed, M failed" (regress tests + isolation
-#    specs + pgTAP files + dump check) and exits non-zero on any failure.
+#    specs of both modes + pgTAP files + dump check) and exits non-zero on any
+#    failure.
 #
 # Idempotent: safe to run again and again; it never touches the work tree
 # (results go to the scratch copy, kept and named on failure).
@@ -35,14 +42,26 @@ export PG_CONFIG
 # ---------------------------------------------------------------------------
 # Inner part: runs inside pg_virtualenv (PGHOST/PGPORT/PGUSER/PGPASSWORD set)
 # ---------------------------------------------------------------------------
-if [ "${1:-}" = "--inside" ]; then
+if [ "${1:-}" = "--inside" ] || [ "${1:-}" = "--inside-preload" ]; then
+    MODE=$1
     WORK=$2
     cd "$WORK"
     : >"$WORK/started"
     export PATH="$PG_BINDIR:$PATH"
     counts="$WORK/counts"          # lines: "<suite> <passed> <failed>"
-    : >"$counts"
+    [ "$MODE" = "--inside" ] && : >"$counts"
     status=0
+    suffix=
+    if [ "$MODE" = "--inside-preload" ]; then
+        suffix=_preload
+        # keep the first pass's outputs; this pass writes its own
+        for d in results output_iso; do
+            [ -e "$d" ] && mv "$d" "${d}_backend"
+        done
+        for f in regression.diffs regression.out installcheck.log; do
+            [ -e "$f" ] && mv "$f" "${f%.*}_backend.${f##*.}"
+        done
+    fi
 
     # wait until the fresh cluster accepts connections
     for _ in $(seq 1 30); do
@@ -50,9 +69,18 @@ if [ "${1:-}" = "--inside" ]; then
         sleep 1
     done
     psql -X -q -At -c "SELECT 'server: ' || version()" || { echo "cannot connect to the throw-away cluster"; exit 1; }
+    if [ "$MODE" = "--inside-preload" ]; then
+        spl=$(psql -X -q -At -c "SHOW shared_preload_libraries")
+        echo "shared_preload_libraries = '$spl'"
+        if [ "$spl" != "allocation" ]; then
+            echo "the cluster did not preload allocation"
+            echo "regress$suffix 0 1" >>"$counts"
+            exit 1
+        fi
+    fi
 
     # --- pg_regress + isolation (one make target for both) -------------------
-    echo "=== make installcheck (pg_regress: sql/, isolation: specs/) ==="
+    echo "=== make installcheck (pg_regress: sql/, isolation: specs/)${suffix:+ with shared_preload_libraries = allocation} ==="
     set +e
     timeout 900 make installcheck PG_CONFIG="$PG_CONFIG" >installcheck.log 2>&1
     rc=$?
@@ -86,10 +114,10 @@ if [ "${1:-}" = "--inside" ]; then
     }
     regress_part=$(sed -n '/regress install-check/,/isolation install-check/p' installcheck.log)
     iso_part=$(sed -n '/isolation install-check/,$p' installcheck.log)
-    if ls sql/*.sql >/dev/null 2>&1; then suite_counts regress "$regress_part"; else
-        echo "no pg_regress tests in sql/"; echo "regress 0 1" >>"$counts"; fi
-    if ls specs/*.spec >/dev/null 2>&1; then suite_counts isolation "$iso_part"; else
-        echo "no isolation specs in specs/"; echo "isolation 0 1" >>"$counts"; fi
+    if ls sql/*.sql >/dev/null 2>&1; then suite_counts "regress$suffix" "$regress_part"; else
+        echo "no pg_regress tests in sql/"; echo "regress$suffix 0 1" >>"$counts"; fi
+    if ls specs/*.spec >/dev/null 2>&1; then suite_counts "isolation$suffix" "$iso_part"; else
+        echo "no isolation specs in specs/"; echo "isolation$suffix 0 1" >>"$counts"; fi
     if [ $rc -ne 0 ]; then
         status=1
         for f in regression.diffs output_iso/regression.diffs; do
@@ -98,6 +126,12 @@ if [ "${1:-}" = "--inside" ]; then
                 cat "$f"
             fi
         done
+    fi
+    if [ "$MODE" = "--inside-preload" ]; then
+        for d in results output_iso; do
+            [ -e "$d" ] && mv "$d" "${d}_preload"
+        done
+        exit $status
     fi
 
     # --- pgTAP ---------------------------------------------------------------
@@ -210,7 +244,7 @@ chmod 755 "$WORK"
 tar -C "$REPO" --exclude=./.git --exclude=./results --exclude=./output_iso \
     --exclude=./tmp_check --exclude=./tmp_check_iso --exclude='*.o' --exclude='*.bc' \
     --exclude='*.so' --exclude=./regression.diffs --exclude=./regression.out \
-    --exclude=./log -cf - . | tar -C "$WORK" -xf -
+    --exclude=./log --exclude=./bench/.cache -cf - . | tar -C "$WORK" -xf -
 cleanup () {
     local rc=$?
     if [ $rc -eq 0 ] && [ -z "${KEEP_WORKDIR:-}" ]; then
@@ -270,12 +304,32 @@ for attempt in 1 2 3; do
     echo "pg_virtualenv could not start a cluster (attempt $attempt)"
 done
 
+# the same pg_regress + isolation suite with the library preloaded (shared territory index)
+if [ -e "$WORK/started" ]; then
+    echo "=== throw-away cluster with shared_preload_libraries = allocation (pg_virtualenv) ==="
+    rc2=1
+    for attempt in 1 2 3; do
+        rm -f "$WORK/started"
+        set +e
+        PGPORT=$(pick_port) pg_virtualenv -t -v "$PG_VERSION" -o shared_preload_libraries=allocation \
+            bash "$SELF" --inside-preload "$WORK"
+        rc2=$?
+        set -e
+        [ -e "$WORK/started" ] && break
+        echo "pg_virtualenv could not start a preloaded cluster (attempt $attempt)"
+    done
+    if [ ! -e "$WORK/started" ]; then
+        echo "regress_preload 0 1" >>"$WORK/counts"
+    fi
+    if [ $rc2 -ne 0 ]; then rc=$rc2; fi
+fi
+
 passed=0
 failed=0
 if [ -s "$WORK/counts" ]; then
     echo "=== results ==="
     while read -r suite p f; do
-        printf '  %-14s %3d passed, %d failed\n' "$suite" "$p" "$f"
+        printf '  %-18s %3d passed, %d failed\n' "$suite" "$p" "$f"
         passed=$((passed + p))
         failed=$((failed + f))
     done <"$WORK/counts"

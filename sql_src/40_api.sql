@@ -362,4 +362,4 @@ COMMENT ON FUNCTION allocation.territory_geojson() IS 'All territories as a GeoJ
 CREATE FUNCTION allocation.cache_stats()
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'allocation_cache_stats' LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION allocation.cache_stats() IS 'This backend''s territory index (builds it if needed): mode (memory, or indexed above allocation.territory_cache_max), territories, vertices, bytes, bytes per vertex, limit_bytes, over_limit, build_ms';
+COMMENT ON FUNCTION allocation.cache_stats() IS 'This backend''s territory index (builds it if needed): mode (memory, or indexed above allocation.territory_cache_max), territories, vertices, bytes, bytes per vertex, limit_bytes, over_limit, build_ms; index_mode (shared: one copy per cluster with allocation in shared_preload_libraries; backend: this backend''s own copy; indexed), reason, preloaded, version (key of the territory rows read), backend_bytes, shared_bytes, shared_builds, shared_total_bytes, attached_backends, shared_builds_made';

@@ -92,6 +92,7 @@ alloc_xact_callback(XactEvent event, void *arg)
 		assign_reset_locks();
 		assign_forget_bases();
 		alloc_decision_depth = 0;
+		tindex_xact_end();
 	}
 }
 
@@ -149,6 +150,7 @@ _PG_init(void)
 	RegisterXactCallback(alloc_xact_callback, NULL);
 	RegisterSubXactCallback(alloc_subxact_callback, NULL);
 	onconflict_init();
+	tshared_init();
 }
 
 /* Statement trigger on configuration tables: invalidate every backend's cache */
@@ -161,5 +163,8 @@ allocation_invalidate(PG_FUNCTION_ARGS)
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		elog(ERROR, "allocation_invalidate: not called by trigger manager");
 	CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));
+	alloc_lookup_oids();
+	if (RelationGetRelid(trigdata->tg_relation) == alloc_oids.territory)
+		tindex_note_change();
 	PG_RETURN_POINTER(NULL);
 }

@@ -107,7 +107,7 @@ typedef struct AllocPoint
 
 extern void alloc_read_point(Datum geom, AllocPoint *pt, const char *table_name);
 
-/* ---------- territory_index.c: in-memory territory index ---------- */
+/* ---------- territory_index.c: territory index (per backend or shared) ---------- */
 
 typedef struct TerritoryInfo
 {
@@ -130,6 +130,9 @@ extern int	tindex_lookup(double x, double y, TerritoryInfo **hits, int maxhits);
 extern TerritoryInfo *tindex_get(int64 id);
 extern bool tindex_is_within(int64 territory_id, int64 scope_id);
 extern void tindex_invalidate(void);
+extern void tindex_note_change(void);
+extern void tindex_xact_end(void);
+extern void tshared_init(void);
 extern void tindex_prepare(void);
 extern int	alloc_territory_cache_max_kb;
 
@@ -142,6 +145,16 @@ typedef struct TIndexStats
 	bool		over_limit;		/* the polygons did not fit the bound */
 	Size		limit;			/* the bound in bytes */
 	double		build_ms;		/* time of the last build */
+	const char *index_mode;		/* shared, backend or indexed */
+	const char *reason;			/* why this mode */
+	bool		preloaded;		/* allocation in shared_preload_libraries */
+	uint64		version;		/* key of the territory row versions read */
+	Size		backend_bytes;	/* this backend's own memory for the index */
+	Size		shared_bytes;	/* the shared build used (0 if none) */
+	int			shared_builds;	/* live shared builds of this database */
+	Size		shared_total_bytes; /* every live shared build */
+	int			attached_backends;	/* backends using the same shared build */
+	int64		shared_builds_made; /* builds published since the server started */
 } TIndexStats;
 
 extern void tindex_stats(TIndexStats *st);

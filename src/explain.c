@@ -393,9 +393,17 @@ allocation_cache_stats(PG_FUNCTION_ARGS)
 	initStringInfo(&out);
 	appendStringInfo(&out, "{\"mode\": \"%s\", \"territories\": " INT64_FORMAT ", \"vertices\": " INT64_FORMAT
 					 ", \"bytes\": " INT64_FORMAT ", \"bytes_per_vertex\": %.2f, \"limit_bytes\": " INT64_FORMAT
-					 ", \"over_limit\": %s, \"build_ms\": %.1f}",
+					 ", \"over_limit\": %s, \"build_ms\": %.1f",
 					 st.in_memory ? "memory" : "indexed", st.territories, st.vertices,
 					 (int64) st.bytes, st.vertices > 0 ? (double) st.bytes / st.vertices : 0.0,
 					 (int64) st.limit, st.over_limit ? "true" : "false", st.build_ms);
+	appendStringInfo(&out, ", \"index_mode\": \"%s\", \"reason\": ", st.index_mode);
+	escape_json(&out, st.reason ? st.reason : "");
+	appendStringInfo(&out, ", \"preloaded\": %s, \"version\": \"%016" INT64_MODIFIER "x\", \"backend_bytes\": " INT64_FORMAT
+					 ", \"shared_bytes\": " INT64_FORMAT ", \"shared_builds\": %d, \"shared_total_bytes\": " INT64_FORMAT
+					 ", \"attached_backends\": %d, \"shared_builds_made\": " INT64_FORMAT "}",
+					 st.preloaded ? "true" : "false", st.version, (int64) st.backend_bytes,
+					 (int64) st.shared_bytes, st.shared_builds, (int64) st.shared_total_bytes,
+					 st.attached_backends, st.shared_builds_made);
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data)));
 }

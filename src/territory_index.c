@@ -1,30 +1,46 @@
 /*
  * territory_index.c
- *		Per-backend in-memory index of territory polygons.
+ *		The territory index: which territories cover a point.
  *
- * Built once per backend (and again after a territory change, signalled by a
- * relcache invalidation) from ST_AsBinary of every territory.  A lookup:
- *   1. a uniform grid over the territories' bounding boxes gives candidates;
- *   2. each candidate ring is tested with a winding-number point-in-polygon
- *      test restricted to the edges of one horizontal band (each ring's edges
- *      are bucketed by y), so the cost does not grow with the vertex count;
- *   3. a point on an edge or vertex is covered (ST_Covers semantics), using
- *      the same orientation determinant as PostGIS, so borders agree exactly.
+ * Each backend keeps the territories' attributes (TerritoryInfo, sorted by
+ * id) and finds the territories of a point in one of three modes:
+ *   shared   the polygons live once per cluster in dynamic shared memory
+ *            (allocation in shared_preload_libraries; territory_shared.c);
+ *   backend  the polygons live in this backend's memory (not preloaded, or
+ *            the shared build could not be used; cache_stats() says why);
+ *   indexed  no polygons in memory: a GiST-indexed ST_Covers query per
+ *            decision (fallback_lookup), above allocation.territory_cache_max.
+ * The polygons are laid out the same way in both memory modes
+ * (territory_geom.c: offsets, no pointers).
  * Hits are ordered by priority DESC, id ASC: the first is the winner.
  *
- * The polygons take about 28 bytes per vertex in every backend that decides.
- * allocation.territory_cache_max bounds that: a build that would exceed it
- * (or a bound of 0) keeps only the territories' attributes, and lookups run
- * a GiST-indexed ST_Covers query instead (fallback_lookup), which gives the
- * same answers at the cost of an SPI query per decision.
+ * Which shape a backend decides with: after a territory change (relcache
+ * invalidation, at the start of its next decision) a backend reads the
+ * territories again with the latest snapshot -- as it always did, whatever
+ * the statement's snapshot, also in REPEATABLE READ: the newest committed
+ * shape, never older than what any snapshot of the backend sees -- and
+ * computes the key of the row versions read (id, xmin, ctid of every row).
+ * It uses a shared build only if that build was made from the same row
+ * versions (same key, same ids), so the shared polygons are exactly the ones
+ * its own snapshot read: neither older nor newer.  A transaction that
+ * changed the territories itself builds a private index (its rows are not
+ * committed), and returns to the shared one after it ends.
+ *
+ * The polygons take about 28 bytes per vertex.  allocation.territory_cache_max
+ * bounds them (the shared copy counts once, against the bound of the backend
+ * that uses it): a build that would exceed it (or a bound of 0) keeps only
+ * the attributes, and lookups run fallback_lookup, which gives the same
+ * answers at the cost of an SPI query per decision.
  */
 #include "postgres.h"
 
 #include <math.h>
 
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "portability/instr_time.h"
+#include "storage/itemptr.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -32,547 +48,131 @@
 
 #include "allocation.h"
 #include "stat.h"
+#include "territory_shared.h"
 
-typedef struct Ring
+typedef enum TIndexMode
 {
-	int			npts;			/* including the closing point */
-	double	   *xy;
-	double		minx,
-				miny,
-				maxx,
-				maxy;
-	int			nbands;
-	double		band_h;
-	int32	   *band_start;		/* nbands + 1 offsets into band_edges */
-	int32	   *band_edges;
-} Ring;
+	TI_SHARED,
+	TI_BACKEND,
+	TI_INDEXED
+} TIndexMode;
 
-typedef struct Poly
-{
-	int			nrings;			/* rings[0] is the shell, the rest holes */
-	Ring	   *rings;
-} Poly;
-
-typedef struct TEntry
-{
-	TerritoryInfo info;
-	int			npolys;
-	Poly	   *polys;
-	double		minx,
-				miny,
-				maxx,
-				maxy;
-} TEntry;
+static const char *const mode_names[] = {"shared", "backend", "indexed"};
 
 typedef struct TIndex
 {
 	MemoryContext cxt;
-	int			n;				/* all territories, sorted by id */
-	TEntry	   *entries;
-	/* grid over the bounding boxes of territories with a geometry */
-	int			gx,
-				gy;
-	double		minx,
-				miny,
-				maxx,
-				maxy;
-	double		cw,
-				ch;
-	int32	   *cell_start;
-	int32	   *cell_items;		/* entry indexes, in winning order */
+	int			n;
+	TerritoryInfo *infos;		/* all territories, sorted by id */
+	uint64		key;			/* identity of the row versions read */
+	TIndexMode	mode;
+	char	   *reason;
+	/* the polygons, in the shared area or in this backend (cxt) */
+	const GridEntry *entries;
+	char	  **blobs;			/* backend mode: each entry's blob */
+	GridShape	grid;
+	const int32 *cell_start;
+	const int32 *cell_items;	/* entry numbers, in winning order */
 	int64		nvertices;
-	bool		in_memory;		/* false: polygons not loaded, fallback_lookup */
-	bool		over_limit;		/* they were, but exceeded the bound */
+	Size		index_bytes;	/* the polygons (shared or local) */
+	bool		over_limit;		/* they exceeded the bound */
 	Size		limit;
 	double		build_ms;
+	TSharedRef	ref;			/* shared mode: the build used */
 } TIndex;
 
 static TIndex *tindex = NULL;
 static bool tindex_stale = true;
+static bool territory_changed_in_xact = false;
 
+/* The next decision reads the territories again */
 void
 tindex_invalidate(void)
 {
 	tindex_stale = true;
 }
 
-
-/* ---------- WKB reading ---------- */
-
-typedef struct WkbReader
+/* This transaction wrote allocation.territory: its index stays private */
+void
+tindex_note_change(void)
 {
-	const unsigned char *p;
-	Size		len;
-	Size		off;
-	bool		le;
-} WkbReader;
-
-static uint32
-wkb_u32(WkbReader *r)
-{
-	const unsigned char *p;
-	uint32		v;
-
-	if (r->off + 4 > r->len)
-		elog(ERROR, "truncated territory WKB");
-	p = r->p + r->off;
-	r->off += 4;
-	if (r->le)
-		v = (uint32) p[0] | ((uint32) p[1] << 8) | ((uint32) p[2] << 16) | ((uint32) p[3] << 24);
-	else
-		v = (uint32) p[3] | ((uint32) p[2] << 8) | ((uint32) p[1] << 16) | ((uint32) p[0] << 24);
-	return v;
+	territory_changed_in_xact = true;
+	tindex_stale = true;
 }
 
-static double
-wkb_f64(WkbReader *r)
+/* Transaction end: drop the shared pin; after own changes, read again */
+void
+tindex_xact_end(void)
 {
-	unsigned char b[8];
-	double		d;
-	int			i;
-#ifdef WORDS_BIGENDIAN
-	bool		swap = r->le;
-#else
-	bool		swap = !r->le;
-#endif
-
-	if (r->off + 8 > r->len)
-		elog(ERROR, "truncated territory WKB");
-	for (i = 0; i < 8; i++)
-		b[i] = swap ? r->p[r->off + 7 - i] : r->p[r->off + i];
-	r->off += 8;
-	memcpy(&d, b, 8);
-	return d;
+	if (territory_changed_in_xact)
+		tindex_stale = true;
+	territory_changed_in_xact = false;
+	tshared_xact_end();
 }
 
-static void
-wkb_header(WkbReader *r, uint32 expect)
+/* identity of one territory row version, hashed into the index's key */
+typedef struct RowIdentity
 {
-	uint32		type;
-
-	if (r->off >= r->len)
-		elog(ERROR, "truncated territory WKB");
-	r->le = (r->p[r->off] == 1);
-	r->off++;
-	type = wkb_u32(r);
-	if (type != expect)
-		elog(ERROR, "unexpected WKB type %u in territory geometry (expected %u)", type, expect);
-}
-
-/* Buckets a ring's edges by horizontal band */
-static void
-ring_build_bands(Ring *ring)
-{
-	int			nedges = ring->npts - 1;
-	int			nb;
-	int32	   *count;
-	int			e,
-				b;
-
-	nb = nedges / 4;
-	if (nb < 1)
-		nb = 1;
-	if (nb > 65536)
-		nb = 65536;
-	ring->nbands = nb;
-	ring->band_h = (ring->maxy - ring->miny) / nb;
-	if (!(ring->band_h > 0))
-	{
-		ring->nbands = nb = 1;
-		ring->band_h = 1.0;
-	}
-	ring->band_start = palloc0(sizeof(int32) * (nb + 1));
-	count = ring->band_start;
-
-#define BAND_OF(y) \
-	Min(nb - 1, Max(0, (int) floor(((y) - ring->miny) / ring->band_h)))
-
-	for (e = 0; e < nedges; e++)
-	{
-		double		y1 = ring->xy[2 * e + 1],
-					y2 = ring->xy[2 * e + 3];
-		int			b1 = BAND_OF(Min(y1, y2)),
-					b2 = BAND_OF(Max(y1, y2));
-
-		for (b = b1; b <= b2; b++)
-			count[b + 1]++;
-	}
-	for (b = 0; b < nb; b++)
-		ring->band_start[b + 1] += ring->band_start[b];
-	ring->band_edges = palloc(sizeof(int32) * Max(1, ring->band_start[nb]));
-	{
-		int32	   *fill = palloc(sizeof(int32) * nb);
-
-		memcpy(fill, ring->band_start, sizeof(int32) * nb);
-		for (e = 0; e < nedges; e++)
-		{
-			double		y1 = ring->xy[2 * e + 1],
-						y2 = ring->xy[2 * e + 3];
-			int			b1 = BAND_OF(Min(y1, y2)),
-						b2 = BAND_OF(Max(y1, y2));
-
-			for (b = b1; b <= b2; b++)
-				ring->band_edges[fill[b]++] = e;
-		}
-		pfree(fill);
-	}
-}
-
-static void
-read_ring(WkbReader *r, Ring *ring)
-{
-	uint32		npts = wkb_u32(r);
-	uint32		i;
-
-	if (npts < 4)
-		elog(ERROR, "territory ring with %u points", npts);
-	ring->npts = npts;
-	ring->xy = palloc(sizeof(double) * 2 * npts);
-	ring->minx = ring->miny = INFINITY;
-	ring->maxx = ring->maxy = -INFINITY;
-	for (i = 0; i < npts; i++)
-	{
-		double		x = wkb_f64(r),
-					y = wkb_f64(r);
-
-		ring->xy[2 * i] = x;
-		ring->xy[2 * i + 1] = y;
-		ring->minx = Min(ring->minx, x);
-		ring->maxx = Max(ring->maxx, x);
-		ring->miny = Min(ring->miny, y);
-		ring->maxy = Max(ring->maxy, y);
-	}
-	ring_build_bands(ring);
-}
-
-static int64
-read_multipolygon(bytea *wkb, TEntry *t)
-{
-	WkbReader	r;
-	uint32		np,
-				i,
-				j;
-	int64		nv = 0;
-
-	r.p = (const unsigned char *) VARDATA_ANY(wkb);
-	r.len = VARSIZE_ANY_EXHDR(wkb);
-	r.off = 0;
-	wkb_header(&r, 6);
-	np = wkb_u32(&r);
-	t->npolys = np;
-	t->polys = palloc0(sizeof(Poly) * Max(np, 1));
-	t->minx = t->miny = INFINITY;
-	t->maxx = t->maxy = -INFINITY;
-	for (i = 0; i < np; i++)
-	{
-		Poly	   *p = &t->polys[i];
-
-		wkb_header(&r, 3);
-		p->nrings = wkb_u32(&r);
-		p->rings = palloc0(sizeof(Ring) * Max(p->nrings, 1));
-		for (j = 0; j < (uint32) p->nrings; j++)
-		{
-			read_ring(&r, &p->rings[j]);
-			nv += p->rings[j].npts;
-		}
-		if (p->nrings > 0)
-		{
-			t->minx = Min(t->minx, p->rings[0].minx);
-			t->miny = Min(t->miny, p->rings[0].miny);
-			t->maxx = Max(t->maxx, p->rings[0].maxx);
-			t->maxy = Max(t->maxy, p->rings[0].maxy);
-		}
-	}
-	return nv;
-}
-
-/* ---------- point in polygon ---------- */
-
-#define PIP_OUTSIDE 0
-#define PIP_INSIDE 1
-#define PIP_BOUNDARY 2
-
-static int
-ring_locate(const Ring *ring, double px, double py)
-{
-	int			b,
-				k,
-				wn = 0;
-
-	if (px < ring->minx || px > ring->maxx || py < ring->miny || py > ring->maxy)
-		return PIP_OUTSIDE;
-	b = Min(ring->nbands - 1, Max(0, (int) floor((py - ring->miny) / ring->band_h)));
-	for (k = ring->band_start[b]; k < ring->band_start[b + 1]; k++)
-	{
-		int			e = ring->band_edges[k];
-		double		ax = ring->xy[2 * e],
-					ay = ring->xy[2 * e + 1],
-					bx = ring->xy[2 * e + 2],
-					by = ring->xy[2 * e + 3];
-		/* same determinant as PostGIS's lw_segment_side, opposite sign */
-		double		side = (bx - ax) * (py - ay) - (px - ax) * (by - ay);
-
-		if (side == 0.0 &&
-			px >= Min(ax, bx) && px <= Max(ax, bx) &&
-			py >= Min(ay, by) && py <= Max(ay, by))
-			return PIP_BOUNDARY;
-		if (ay <= py)
-		{
-			if (by > py && side > 0)
-				wn++;
-		}
-		else if (by <= py && side < 0)
-			wn--;
-	}
-	return wn != 0 ? PIP_INSIDE : PIP_OUTSIDE;
-}
-
-/* ST_Covers(territory, point) */
-static bool
-entry_covers(const TEntry *t, double px, double py)
-{
-	int			i,
-				j;
-
-	for (i = 0; i < t->npolys; i++)
-	{
-		const Poly *p = &t->polys[i];
-		int			loc;
-		bool		in_hole = false;
-
-		if (p->nrings == 0)
-			continue;
-		loc = ring_locate(&p->rings[0], px, py);
-		if (loc == PIP_OUTSIDE)
-			continue;
-		if (loc == PIP_BOUNDARY)
-			return true;
-		for (j = 1; j < p->nrings; j++)
-		{
-			int			h = ring_locate(&p->rings[j], px, py);
-
-			if (h == PIP_BOUNDARY)
-				return true;
-			if (h == PIP_INSIDE)
-			{
-				in_hole = true;
-				break;
-			}
-		}
-		if (!in_hole)
-			return true;
-	}
-	return false;
-}
-
-/* ---------- build ---------- */
-
-static int
-entry_order_cmp(const void *a, const void *b, void *arg)
-{
-	const TEntry *entries = (const TEntry *) arg;
-	const TEntry *ta = &entries[*(const int32 *) a];
-	const TEntry *tb = &entries[*(const int32 *) b];
-
-	if (ta->info.priority != tb->info.priority)
-		return ta->info.priority > tb->info.priority ? -1 : 1;
-	if (ta->info.id != tb->info.id)
-		return ta->info.id < tb->info.id ? -1 : 1;
-	return 0;
-}
-
-static void
-build_grid(TIndex *ix)
-{
-	int			i,
-				ngeom = 0,
-				cx,
-				cy,
-				g;
-	int32	   *count;
-	int32	   *fill;
-
-	ix->minx = ix->miny = INFINITY;
-	ix->maxx = ix->maxy = -INFINITY;
-	for (i = 0; i < ix->n; i++)
-	{
-		TEntry	   *t = &ix->entries[i];
-
-		if (t->npolys == 0 || !isfinite(t->minx))
-			continue;
-		ngeom++;
-		ix->minx = Min(ix->minx, t->minx);
-		ix->miny = Min(ix->miny, t->miny);
-		ix->maxx = Max(ix->maxx, t->maxx);
-		ix->maxy = Max(ix->maxy, t->maxy);
-	}
-	g = (int) ceil(sqrt((double) Max(ngeom, 1)) * 2);
-	g = Max(1, Min(g, 1024));
-	ix->gx = ix->gy = g;
-	if (ngeom == 0)
-	{
-		ix->minx = ix->miny = 0;
-		ix->maxx = ix->maxy = -1;	/* empty: every lookup misses */
-	}
-	ix->cw = (ix->maxx - ix->minx) / g;
-	ix->ch = (ix->maxy - ix->miny) / g;
-	if (!(ix->cw > 0))
-		ix->cw = 1.0;
-	if (!(ix->ch > 0))
-		ix->ch = 1.0;
-
-#define CELL_X(x) Min(ix->gx - 1, Max(0, (int) floor(((x) - ix->minx) / ix->cw)))
-#define CELL_Y(y) Min(ix->gy - 1, Max(0, (int) floor(((y) - ix->miny) / ix->ch)))
-
-	ix->cell_start = palloc0(sizeof(int32) * (ix->gx * ix->gy + 1));
-	count = ix->cell_start;
-	for (i = 0; i < ix->n; i++)
-	{
-		TEntry	   *t = &ix->entries[i];
-
-		if (t->npolys == 0 || !isfinite(t->minx))
-			continue;
-		for (cy = CELL_Y(t->miny); cy <= CELL_Y(t->maxy); cy++)
-			for (cx = CELL_X(t->minx); cx <= CELL_X(t->maxx); cx++)
-				count[cy * ix->gx + cx + 1]++;
-	}
-	for (i = 0; i < ix->gx * ix->gy; i++)
-		ix->cell_start[i + 1] += ix->cell_start[i];
-	ix->cell_items = palloc(sizeof(int32) * Max(1, ix->cell_start[ix->gx * ix->gy]));
-	fill = palloc(sizeof(int32) * ix->gx * ix->gy);
-	memcpy(fill, ix->cell_start, sizeof(int32) * ix->gx * ix->gy);
-	for (i = 0; i < ix->n; i++)
-	{
-		TEntry	   *t = &ix->entries[i];
-
-		if (t->npolys == 0 || !isfinite(t->minx))
-			continue;
-		for (cy = CELL_Y(t->miny); cy <= CELL_Y(t->maxy); cy++)
-			for (cx = CELL_X(t->minx); cx <= CELL_X(t->maxx); cx++)
-				ix->cell_items[fill[cy * ix->gx + cx]++] = i;
-	}
-	pfree(fill);
-	/* each cell's list in winning order, so hits come out sorted */
-	for (i = 0; i < ix->gx * ix->gy; i++)
-	{
-		int			len = ix->cell_start[i + 1] - ix->cell_start[i];
-
-		if (len > 1)
-			qsort_arg(ix->cell_items + ix->cell_start[i], len, sizeof(int32),
-					  entry_order_cmp, ix->entries);
-	}
-}
+	int64		id;
+	uint32		xmin;
+	uint32		block;
+	uint32		offset;
+	uint32		pad;
+} RowIdentity;
 
 /*
- * Reads the territories into a new index.  With polygons, gives up (returns
- * NULL, nothing kept) as soon as the index outgrows limit bytes.
+ * Reads every territory's attributes into ix (SPI connected, the snapshot
+ * pushed), and the key of the row versions read.
  */
-static TIndex *
-tindex_read(bool polygons, Size limit)
+static void
+attrs_read(TIndex *ix)
 {
-	MemoryContext cxt,
-				old;
-	AllocUserSwitch sw;
-	TIndex	   *ix;
-	char	   *sql;
+	MemoryContext old;
 	uint64		i;
-	int			n;
-	bool		over = false;
-	SPIPlanPtr	plan;
-	Portal		cursor;
+	uint64		key;
 
-	/* a child of the caller's memory until complete: an error frees it with the transaction */
-	cxt = AllocSetContextCreate(CurrentMemoryContext, "allocation territory index",
-								ALLOCSET_DEFAULT_SIZES);
-	alloc_spi_begin(&sw);
-	/* read the latest committed territories, whatever the statement's snapshot */
-	PushActiveSnapshot(GetLatestSnapshot());
-	if (polygons)
-		sql = psprintf("SELECT id, coalesce(parent_id, 0), priority, exclusive, coalesce(owner_rep_id, 0),"
-					   " coalesce(owner_team_id, 0), code, name, %s.st_asbinary(geom, 'NDR'), crop_zones"
-					   " FROM allocation.territory ORDER BY id",
-					   quote_identifier(get_namespace_name(alloc_oids.postgis_schema)));
-	else
-		sql = "SELECT id, coalesce(parent_id, 0), priority, exclusive, coalesce(owner_rep_id, 0),"
-			" coalesce(owner_team_id, 0), code, name, NULL::bytea, crop_zones"
-			" FROM allocation.territory ORDER BY id";
-	/* the rows come through a cursor: the polygons are bounded, not the whole result */
-	if (SPI_execute("SELECT count(*)::integer FROM allocation.territory", true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not count allocation.territory");
-	{
-		bool		isnull;
-
-		n = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	}
-	plan = SPI_prepare(sql, 0, NULL);
-	if (plan == NULL)
+	if (SPI_execute("SELECT id, coalesce(parent_id, 0), priority, exclusive, coalesce(owner_rep_id, 0),"
+					" coalesce(owner_team_id, 0), code, name, crop_zones, xmin, ctid"
+					" FROM allocation.territory ORDER BY id", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read allocation.territory");
-	cursor = SPI_cursor_open(NULL, plan, NULL, NULL, true);
-
-	old = MemoryContextSwitchTo(cxt);
-	ix = palloc0(sizeof(TIndex));
-	ix->cxt = cxt;
-	ix->in_memory = polygons;
-	ix->limit = limit;
-	ix->entries = palloc0(sizeof(TEntry) * Max(n, 1));
-	while (!over)
+	old = MemoryContextSwitchTo(ix->cxt);
+	ix->n = (int) SPI_processed;
+	ix->infos = palloc0(sizeof(TerritoryInfo) * Max(ix->n, 1));
+	key = (uint64) ix->n;
+	for (i = 0; i < SPI_processed; i++)
 	{
-		SPI_cursor_fetch(cursor, true, 64);
-		/* SPI calls return into the SPI procedure context: back to the index's */
-		MemoryContextSwitchTo(cxt);
-		if (SPI_processed == 0)
-			break;
-		for (i = 0; i < SPI_processed && !over; i++)
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	td = SPI_tuptable->tupdesc;
+		TerritoryInfo *t = &ix->infos[i];
+		bool		isnull;
+		ItemPointer tid;
+		RowIdentity rid;
+
+		t->id = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
+		t->parent_id = DatumGetInt64(SPI_getbinval(tup, td, 2, &isnull));
+		t->priority = DatumGetInt32(SPI_getbinval(tup, td, 3, &isnull));
+		t->exclusive = DatumGetBool(SPI_getbinval(tup, td, 4, &isnull));
+		t->owner_rep = DatumGetInt64(SPI_getbinval(tup, td, 5, &isnull));
+		t->owner_team = DatumGetInt64(SPI_getbinval(tup, td, 6, &isnull));
+		t->code = SPI_getvalue(tup, td, 7);
+		t->name = SPI_getvalue(tup, td, 8);
 		{
-			HeapTuple	tup = SPI_tuptable->vals[i];
-			TupleDesc	td = SPI_tuptable->tupdesc;
-			TEntry	   *t;
-			bool		isnull;
-			Datum		g;
+			TextSet		z = textset_from_datum(SPI_getbinval(tup, td, 9, &isnull), isnull);
 
-			if (ix->n == n)
-				elog(ERROR, "allocation.territory changed while it was read");
-			t = &ix->entries[ix->n++];
-			t->info.id = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
-			t->info.parent_id = DatumGetInt64(SPI_getbinval(tup, td, 2, &isnull));
-			t->info.priority = DatumGetInt32(SPI_getbinval(tup, td, 3, &isnull));
-			t->info.exclusive = DatumGetBool(SPI_getbinval(tup, td, 4, &isnull));
-			t->info.owner_rep = DatumGetInt64(SPI_getbinval(tup, td, 5, &isnull));
-			t->info.owner_team = DatumGetInt64(SPI_getbinval(tup, td, 6, &isnull));
-			t->info.code = SPI_getvalue(tup, td, 7);
-			t->info.name = SPI_getvalue(tup, td, 8);
-			{
-				TextSet		z = textset_from_datum(SPI_getbinval(tup, td, 10, &isnull), isnull);
-
-				t->info.nzones = Max(z.n, 0);
-				t->info.zones = z.items;
-			}
-			g = SPI_getbinval(tup, td, 9, &isnull);
-			if (!isnull)
-			{
-				ix->nvertices += read_multipolygon(DatumGetByteaPP(g), t);
-				over = MemoryContextMemAllocated(cxt, true) > limit;
-			}
+			t->nzones = Max(z.n, 0);
+			t->zones = z.items;
 		}
-		SPI_freetuptable(SPI_tuptable);
+		memset(&rid, 0, sizeof(rid));
+		rid.id = t->id;
+		rid.xmin = DatumGetTransactionId(SPI_getbinval(tup, td, 10, &isnull));
+		tid = (ItemPointer) DatumGetPointer(SPI_getbinval(tup, td, 11, &isnull));
+		rid.block = ItemPointerGetBlockNumberNoCheck(tid);
+		rid.offset = ItemPointerGetOffsetNumberNoCheck(tid);
+		key = hash_combine64(key, hash_bytes_extended((const unsigned char *) &rid, sizeof(rid), 0));
 	}
-	SPI_cursor_close(cursor);
-	MemoryContextSwitchTo(cxt);
-	if (polygons && !over)
-	{
-		build_grid(ix);
-		over = MemoryContextMemAllocated(cxt, true) > limit;
-	}
+	ix->key = key;
 	MemoryContextSwitchTo(old);
-	PopActiveSnapshot();
-	alloc_spi_end(&sw);
-	if (over)
-	{
-		MemoryContextDelete(cxt);
-		return NULL;
-	}
-	MemoryContextSetParent(cxt, CacheMemoryContext);
-	return ix;
+	SPI_freetuptable(SPI_tuptable);
 }
 
 /*
@@ -585,52 +185,303 @@ tindex_read(bool polygons, Size limit)
 static bool
 polygons_surely_exceed(Size limit)
 {
-	AllocUserSwitch sw;
 	bool		isnull;
 	double		stored;
 
-	alloc_spi_begin(&sw);
-	PushActiveSnapshot(GetLatestSnapshot());
 	if (SPI_execute("SELECT coalesce(sum(pg_catalog.pg_column_size(geom)), 0)::float8 FROM allocation.territory",
 					true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not size allocation.territory");
 	stored = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	PopActiveSnapshot();
-	alloc_spi_end(&sw);
+	SPI_freetuptable(SPI_tuptable);
 	return stored * 1.25 > (double) limit;
 }
 
+/* No polygons in memory: lookups take the indexed path */
+static void
+set_indexed(TIndex *ix, bool over, const char *reason)
+{
+	ix->mode = TI_INDEXED;
+	ix->over_limit = over;
+	ix->reason = MemoryContextStrdup(ix->cxt, reason);
+}
+
+/* Backend mode: the polygons in this backend's memory, bounded like before */
+static void
+backend_load(TIndex *ix, const char *why)
+{
+	MemoryContext pcxt,
+				old;
+	GeomSink	sink;
+	GridEntry  *entries;
+	int32	   *cs,
+			   *ci;
+	bool		ok;
+
+	if (polygons_surely_exceed(ix->limit))
+	{
+		set_indexed(ix, true, "the polygons exceed allocation.territory_cache_max");
+		return;
+	}
+	pcxt = AllocSetContextCreate(ix->cxt, "allocation territory polygons", ALLOCSET_DEFAULT_SIZES);
+	memset(&sink, 0, sizeof(sink));
+	sink.cxt = pcxt;
+	sink.limit = ix->limit;
+	entries = MemoryContextAllocZero(pcxt, sizeof(GridEntry) * Max(ix->n, 1));
+	ix->blobs = MemoryContextAllocZero(pcxt, sizeof(char *) * Max(ix->n, 1));
+	ok = geom_read(ix->n, ix->infos, entries, ix->blobs, &sink, &ix->nvertices);
+	if (ok)
+	{
+		old = MemoryContextSwitchTo(pcxt);
+		grid_build(ix->n, ix->infos, entries, &ix->grid, &cs, &ci);
+		MemoryContextSwitchTo(old);
+		ok = !sink_full(&sink);
+	}
+	if (!ok)
+	{
+		MemoryContextDelete(pcxt);
+		ix->blobs = NULL;
+		ix->nvertices = 0;
+		set_indexed(ix, true, "the polygons exceed allocation.territory_cache_max");
+		return;
+	}
+	ix->entries = entries;
+	ix->cell_start = cs;
+	ix->cell_items = ci;
+	ix->index_bytes = MemoryContextMemAllocated(pcxt, true);
+	ix->mode = TI_BACKEND;
+	ix->reason = MemoryContextStrdup(ix->cxt, why);
+}
+
+/* Points ix at a shared build's polygons (addresses of this backend's mapping) */
+static void
+view_shared(TIndex *ix, SharedBuild *b)
+{
+	dsa_area   *a = tshared_area();
+	const int64 *ids = dsa_get_address(a, b->ids);
+	int			i;
+
+	for (i = 0; i < ix->n; i++)
+		if (ids[i] != ix->infos[i].id)
+			elog(ERROR, "shared territory index does not match the territories read");
+	ix->entries = dsa_get_address(a, b->entries);
+	ix->cell_start = dsa_get_address(a, b->cell_start);
+	ix->cell_items = dsa_get_address(a, b->cell_items);
+	ix->grid = b->grid;
+	ix->nvertices = b->nvertices;
+	ix->index_bytes = b->bytes;
+	ix->mode = TI_SHARED;
+}
+
+/*
+ * Lays the polygons out in the shared area and publishes them under ix's
+ * key.  NULL (with *why) when they do not fit or cannot be published; a
+ * build that errors half-way is freed at the end of the transaction.
+ */
+static SharedBuild *
+shared_build(TIndex *ix, const char **why, bool *over)
+{
+	dsa_area   *a = tshared_area();
+	GeomSink	sink;
+	dsa_pointer dp;
+	SharedBuild *b;
+	SharedBuild *found;
+	GridEntry  *entries;
+	int64	   *ids;
+	int32	   *cs,
+			   *ci;
+	char	   *dst;
+	bool		ok;
+	int			i;
+	instr_time	t0,
+				t1;
+
+	INSTR_TIME_SET_CURRENT(t0);
+	memset(&sink, 0, sizeof(sink));
+	sink.area = a;
+	sink.limit = ix->limit;
+	dst = sink_alloc(&sink, sizeof(SharedBuild), &dp);
+	if (dst == NULL)
+	{
+		*why = "the dynamic shared memory area could not grow: a private index";
+		return NULL;
+	}
+	memset(dst, 0, sizeof(SharedBuild));
+	tshared_set_pending(dp);
+	b = (SharedBuild *) dst;
+	entries = (GridEntry *) sink_alloc(&sink, sizeof(GridEntry) * Max(ix->n, 1), &b->entries);
+	ok = (entries != NULL);
+	if (ok)
+	{
+		b->n = ix->n;
+		for (i = 0; i < ix->n; i++)
+			entries[i].blob = InvalidDsaPointer;
+		ids = (int64 *) sink_alloc(&sink, sizeof(int64) * Max(ix->n, 1), &b->ids);
+		ok = (ids != NULL);
+		for (i = 0; ok && i < ix->n; i++)
+			ids[i] = ix->infos[i].id;
+	}
+	ok = ok && geom_read(ix->n, ix->infos, entries, NULL, &sink, &ix->nvertices);
+	if (ok)
+	{
+		Size		ncells;
+		char	   *p1,
+				   *p2;
+
+		grid_build(ix->n, ix->infos, entries, &ix->grid, &cs, &ci);
+		ncells = (Size) ix->grid.gx * ix->grid.gy;
+		p1 = sink_alloc(&sink, sizeof(int32) * (ncells + 1), &b->cell_start);
+		p2 = p1 ? sink_alloc(&sink, sizeof(int32) * Max(1, cs[ncells]), &b->cell_items) : NULL;
+		ok = (p2 != NULL) && !sink_full(&sink);
+		if (ok)
+		{
+			memcpy(p1, cs, sizeof(int32) * (ncells + 1));
+			memcpy(p2, ci, sizeof(int32) * Max(1, cs[ncells]));
+		}
+		pfree(cs);
+		pfree(ci);
+	}
+	if (!ok)
+	{
+		*over = !sink.oom;
+		*why = sink.oom ? "the dynamic shared memory area could not grow: a private index"
+			: "the polygons exceed allocation.territory_cache_max";
+		tshared_free_build(a, dp);
+		tshared_set_pending(InvalidDsaPointer);
+		ix->nvertices = 0;
+		return NULL;
+	}
+	b->grid = ix->grid;
+	b->nvertices = ix->nvertices;
+	b->bytes = sink.bytes;
+	INSTR_TIME_SET_CURRENT(t1);
+	INSTR_TIME_SUBTRACT(t1, t0);
+	if (!tshared_publish(alloc_oids.territory, ix->key, ix->n, dp, INSTR_TIME_GET_MILLISEC(t1),
+						 &ix->ref, &found))
+	{
+		*why = "every slot of the shared registry is in use: a private index";
+		tshared_free_build(a, dp);
+		tshared_set_pending(InvalidDsaPointer);
+		ix->nvertices = 0;
+		return NULL;
+	}
+	tshared_set_pending(InvalidDsaPointer);
+	if (found == NULL)
+		alloc_stat_index_build(INSTR_TIME_GET_MILLISEC(t1), sink.bytes, ix->n, true);
+	return found ? found : b;
+}
+
+/*
+ * Shared mode: attaches the build of the row versions ix read, or builds it
+ * (one backend at a time).  false (with *why) to fall back to a private index.
+ */
+static bool
+shared_load(TIndex *ix, const char **why)
+{
+	Oid			relid = alloc_oids.territory;
+	SharedBuild *b;
+	bool		over = false;
+
+	b = tshared_find(relid, ix->key, ix->n, &ix->ref);
+	if (b == NULL)
+	{
+		tshared_lock_build(relid);
+		/* another backend may have built it while this one waited */
+		b = tshared_find(relid, ix->key, ix->n, &ix->ref);
+		if (b == NULL)
+		{
+			if (polygons_surely_exceed(ix->limit))
+			{
+				tshared_unlock_build(relid);
+				set_indexed(ix, true, "the polygons exceed allocation.territory_cache_max");
+				return true;
+			}
+			b = shared_build(ix, why, &over);
+		}
+		tshared_unlock_build(relid);
+		if (b == NULL && over)
+		{
+			set_indexed(ix, true, *why);
+			return true;
+		}
+		if (b == NULL)
+			return false;
+	}
+	if (b->bytes > ix->limit)
+	{
+		tshared_detach(&ix->ref);
+		set_indexed(ix, true, "the shared index exceeds this backend's allocation.territory_cache_max");
+		return true;
+	}
+	view_shared(ix, b);
+	ix->reason = MemoryContextStrdup(ix->cxt, "allocation is preloaded: one index per cluster");
+	return true;
+}
+
+/* Reads the territories (latest snapshot) and loads their polygons in the mode that applies */
+static TIndex *
+tindex_read(void)
+{
+	MemoryContext cxt;
+	AllocUserSwitch sw;
+	TIndex	   *ix;
+	const char *why;
+
+	/* a child of the caller's memory until complete: an error frees it with the transaction */
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "allocation territory index",
+								ALLOCSET_DEFAULT_SIZES);
+	ix = MemoryContextAllocZero(cxt, sizeof(TIndex));
+	ix->cxt = cxt;
+	ix->ref.slot = -1;
+	ix->limit = (Size) alloc_territory_cache_max_kb * 1024;
+	alloc_spi_begin(&sw);
+	/* read the latest committed territories, whatever the statement's snapshot */
+	PushActiveSnapshot(GetLatestSnapshot());
+	attrs_read(ix);
+	if (ix->limit == 0)
+		set_indexed(ix, false, "allocation.territory_cache_max is 0");
+	else
+	{
+		if (!tshared_available())
+			why = "allocation is not in shared_preload_libraries: one index per backend";
+		else if (territory_changed_in_xact)
+			why = "this transaction changed the territories: a private index until it ends";
+		else if (shared_load(ix, &why))
+			why = NULL;
+		if (why != NULL)
+			backend_load(ix, why);
+	}
+	PopActiveSnapshot();
+	alloc_spi_end(&sw);
+	MemoryContextSetParent(cxt, CacheMemoryContext);
+	return ix;
+}
+
+/* Builds the index; the previous one is freed (and its shared build left) */
 static void
 tindex_build_inner(void)
 {
-	TIndex	   *ix = NULL;
-	Size		limit = (Size) alloc_territory_cache_max_kb * 1024;
-	bool		over = false;
+	TIndex	   *ix;
 	instr_time	t0,
 				t1;
 
 	INSTR_TIME_SET_CURRENT(t0);
 	/* an invalidation arriving while we read marks the new index stale again */
 	tindex_stale = false;
-	if (limit > 0 && polygons_surely_exceed(limit))
-		over = true;
-	else if (limit > 0)
-	{
-		ix = tindex_read(true, limit);
-		over = (ix == NULL);
-	}
-	if (ix == NULL)
-	{
-		ix = tindex_read(false, limit);
-		ix->over_limit = over;
-	}
+	ix = tindex_read();
 	INSTR_TIME_SET_CURRENT(t1);
 	INSTR_TIME_SUBTRACT(t1, t0);
 	ix->build_ms = INSTR_TIME_GET_MILLISEC(t1);
-	alloc_stat_index_build(ix->build_ms, MemoryContextMemAllocated(ix->cxt, true), ix->n, ix->in_memory);
+	/* allocation.stat: a private build (a shared one counts where it is made) */
+	if (ix->mode != TI_SHARED)
+		alloc_stat_index_build(ix->build_ms, ix->index_bytes, ix->n, ix->mode != TI_INDEXED);
 
 	if (tindex)
+	{
+		if (tindex->mode == TI_SHARED &&
+			!(ix->mode == TI_SHARED && ix->ref.slot == tindex->ref.slot && ix->ref.seq == tindex->ref.seq))
+			tshared_detach(&tindex->ref);
 		MemoryContextDelete(tindex->cxt);
+	}
 	tindex = ix;
 }
 
@@ -656,12 +507,17 @@ tindex_prepare(void)
 {
 	if (tindex == NULL || (tindex_stale && alloc_decision_depth == 0))
 		tindex_build();
+	else if (tindex->mode == TI_SHARED && !tshared_pin(&tindex->ref))
+		tindex_build();			/* its shared build was freed while this backend was idle */
 }
 
+/* An index usable now (its shared build pinned for this transaction) */
 static inline void
 tindex_ensure(void)
 {
 	if (tindex == NULL)
+		tindex_build();
+	else if (tindex->mode == TI_SHARED && !tshared_pin(&tindex->ref))
 		tindex_build();
 }
 
@@ -724,49 +580,52 @@ fallback_lookup(double x, double y, TerritoryInfo **hits, int maxhits)
 int
 tindex_lookup(double x, double y, TerritoryInfo **hits, int maxhits)
 {
+	TIndex	   *ix;
+	dsa_area   *a = NULL;
 	int			cell,
 				k,
 				n = 0;
 
 	tindex_ensure();
-	if (!tindex->in_memory)
+	ix = tindex;
+	if (ix->mode == TI_INDEXED)
 		return fallback_lookup(x, y, hits, maxhits);
-	if (x < tindex->minx || x > tindex->maxx || y < tindex->miny || y > tindex->maxy)
+	if (x < ix->grid.minx || x > ix->grid.maxx || y < ix->grid.miny || y > ix->grid.maxy)
 		return 0;
+	if (ix->mode == TI_SHARED)
+		a = tshared_area();
+	cell = CELL_Y(&ix->grid, y) * ix->grid.gx + CELL_X(&ix->grid, x);
+	for (k = ix->cell_start[cell]; k < ix->cell_start[cell + 1] && n < maxhits; k++)
 	{
-		TIndex	   *ix = tindex;
+		int			i = ix->cell_items[k];
+		const GridEntry *t = &ix->entries[i];
+		const GeomBlob *blob;
 
-		cell = CELL_Y(y) * ix->gx + CELL_X(x);
-		for (k = ix->cell_start[cell]; k < ix->cell_start[cell + 1] && n < maxhits; k++)
-		{
-			TEntry	   *t = &ix->entries[ix->cell_items[k]];
-
-			if (x < t->minx || x > t->maxx || y < t->miny || y > t->maxy)
-				continue;
-			if (entry_covers(t, x, y))
-				hits[n++] = &t->info;
-		}
+		if (x < t->minx || x > t->maxx || y < t->miny || y > t->maxy)
+			continue;
+		blob = a ? (const GeomBlob *) dsa_get_address(a, t->blob) : (const GeomBlob *) ix->blobs[i];
+		if (blob != NULL && blob_covers(blob, x, y))
+			hits[n++] = &ix->infos[i];
 	}
 	return n;
 }
 
+/* bsearch comparison of an id with a TerritoryInfo */
 static int
-entry_id_cmp(const void *key, const void *elem)
+info_id_cmp(const void *key, const void *elem)
 {
 	int64		id = *(const int64 *) key;
-	const TEntry *t = (const TEntry *) elem;
+	const TerritoryInfo *t = (const TerritoryInfo *) elem;
 
-	return id < t->info.id ? -1 : (id > t->info.id ? 1 : 0);
+	return id < t->id ? -1 : (id > t->id ? 1 : 0);
 }
 
+/* The territory with this id (NULL if none) */
 TerritoryInfo *
 tindex_get(int64 id)
 {
-	TEntry	   *t;
-
 	tindex_ensure();
-	t = bsearch(&id, tindex->entries, tindex->n, sizeof(TEntry), entry_id_cmp);
-	return t ? &t->info : NULL;
+	return bsearch(&id, tindex->infos, tindex->n, sizeof(TerritoryInfo), info_id_cmp);
 }
 
 /* Whether territory_id is scope_id or one of its descendants */
@@ -789,15 +648,29 @@ tindex_is_within(int64 territory_id, int64 scope_id)
 	return false;
 }
 
+/* This backend's index, for cache_stats() */
 void
 tindex_stats(TIndexStats *st)
 {
+	TSharedStats ss;
+
 	tindex_prepare();
 	st->territories = tindex->n;
 	st->vertices = tindex->nvertices;
-	st->bytes = MemoryContextMemAllocated(tindex->cxt, true);
-	st->in_memory = tindex->in_memory;
+	st->backend_bytes = MemoryContextMemAllocated(tindex->cxt, true);
+	st->bytes = tindex->mode == TI_SHARED ? tindex->index_bytes : st->backend_bytes;
+	st->in_memory = tindex->mode != TI_INDEXED;
 	st->over_limit = tindex->over_limit;
 	st->limit = tindex->limit;
 	st->build_ms = tindex->build_ms;
+	st->index_mode = mode_names[tindex->mode];
+	st->reason = tindex->reason;
+	st->version = tindex->key;
+	st->preloaded = tshared_available();
+	tshared_stats(&tindex->ref, &ss);
+	st->shared_bytes = tindex->mode == TI_SHARED ? tindex->index_bytes : 0;
+	st->shared_builds = ss.builds;
+	st->shared_total_bytes = ss.area_bytes;
+	st->attached_backends = ss.users;
+	st->shared_builds_made = (int64) ss.published;
 }

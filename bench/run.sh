@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# bench/run.sh: one command that builds and installs the extension, starts a throwaway
-# cluster (pg_virtualenv), generates (or restores the cached) data, and measures the engine
+# bench/run.sh: one command that builds and installs the extension (into a private copy of
+# the server's installation), starts a throwaway cluster of it, generates (or restores the
+# cached) data, and measures the engine
 # against a plain table, against the lean PL/pgSQL reference (bench/reference_lean.sql) and
 # against the full one (bench/reference.sql), and ends with the targets of issue 11.
 #

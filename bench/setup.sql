@@ -5,9 +5,13 @@
 --   bench.customer_m      managed by the extension                   (allocation.manage)
 --   bench.customer_ref    BEFORE INSERT trigger ref.assign_customer  (bench/reference.sql)
 --   bench.customer_d      managed, with duplicate detection (exact: warn)
+--   bench.customer_lean   BEFORE INSERT trigger lean.assign_customer (bench/reference_lean.sql)
+--   bench.customer_plain_ix  plain, with a CRM's usual indexes: GiST(loc), btree(owner), btree(name)
+--   bench.customer_mi     managed, the same indexes
 --
 -- Needs: CREATE EXTENSION allocation CASCADE; bench/generate.sql; then this file; then
--- bench/reference.sql (which copies the configuration loaded here into schema ref).
+-- bench/reference.sql (which copies the configuration loaded here into schema ref) and
+-- bench/reference_lean.sql (which cuts the territories loaded here into pieces).
 \set ON_ERROR_STOP 1
 SET client_min_messages = warning;
 
@@ -47,6 +51,14 @@ CREATE TABLE bench.customer_ref (LIKE bench.customer_plain INCLUDING ALL);
 -- customer_m again, with duplicate detection: every insert registers the customer's
 -- normalized name and phone and checks that nobody else holds the phone
 CREATE TABLE bench.customer_d (LIKE bench.customer_plain INCLUDING ALL);
+-- the lean PL/pgSQL reference's table (trigger in bench/reference_lean.sql)
+CREATE TABLE bench.customer_lean (LIKE bench.customer_plain INCLUDING ALL);
+-- a CRM's usual indexes: where customers are, whose they are, find by name
+CREATE TABLE bench.customer_plain_ix (LIKE bench.customer_plain INCLUDING ALL);
+CREATE INDEX customer_plain_ix_loc_idx ON bench.customer_plain_ix USING gist (loc);
+CREATE INDEX customer_plain_ix_owner_idx ON bench.customer_plain_ix (owner);
+CREATE INDEX customer_plain_ix_name_idx ON bench.customer_plain_ix (name);
+CREATE TABLE bench.customer_mi (LIKE bench.customer_plain_ix INCLUDING ALL);
 
 SELECT allocation.manage('bench.customer_m', 'id', 'loc', 'owner',
                          '{"tier": "tier", "crop": "crop", "business_type": "business_type",
@@ -55,6 +67,9 @@ SELECT allocation.manage('bench.customer_d', 'id', 'loc', 'owner',
                          '{"tier": "tier", "crop": "crop", "business_type": "business_type",
                            "tags": "tags", "name": "name", "phone": "phone"}');
 SELECT allocation.set_duplicate_policy('bench.customer_d', exact => 'warn');
+SELECT allocation.manage('bench.customer_mi', 'id', 'loc', 'owner',
+                         '{"tier": "tier", "crop": "crop", "business_type": "business_type",
+                           "tags": "tags", "name": "name", "phone": "phone"}');
 
 -------------------------------------------------------------------------------
 -- The bench rule set: every rule can be mirrored exactly in PL/pgSQL
@@ -90,6 +105,8 @@ INSERT INTO allocation.rule (name, priority, tbl, target_kind) VALUES ('plain-on
 -- (a SQL condition is compiled against one table)
 INSERT INTO allocation.rule (name, priority, tbl, condition, target_kind, target_rep_id)
 VALUES ('big-growers-d', 90, 'bench.customer_d', 'annual_volume > 500000 AND NOT is_cooperative', 'rep', 135);
+INSERT INTO allocation.rule (name, priority, tbl, condition, target_kind, target_rep_id)
+VALUES ('big-growers-i', 90, 'bench.customer_mi', 'annual_volume > 500000 AND NOT is_cooperative', 'rep', 135);
 
 -- single-row inserts (pgbench, cold/warm) take keys from here, far above the generated ones
 CREATE SEQUENCE bench.single_id START 900000000;

@@ -23,6 +23,5 @@ include $(PGXS)
 $(EXTENSION)--$(EXTVERSION).sql: $(sort $(wildcard sql_src/*.sql))
 	cat $^ > $@
 
-# every C file includes the shared header
-$(OBJS): src/allocation.h
-src/territory_index.o src/territory_geom.o src/territory_shared.o: src/territory_shared.h
+# a header change rebuilds every object (the headers are small and included widely)
+$(OBJS): $(wildcard src/*.h)

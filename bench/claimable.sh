@@ -54,7 +54,7 @@ echo
 echo "== setup: $CLAIMABLE_CUSTOMERS customers into the pool =="
 t0=$(date +%s.%N)
 "${P[@]}" -c "SELECT set_config('bench.n', '$CLAIMABLE_CUSTOMERS', false)" -f "$BENCH_DIR/claimable_setup.sql" >/dev/null
-echo "setup: $(echo "$(date +%s.%N) - $t0" | bc) s; pool: $("${PA[@]}" -c "SELECT count(*) FROM allocation.assignment WHERE valid_to IS NULL AND rep_id IS NULL") customers"
+echo "setup: $(echo "$(date +%s.%N) - $t0" | bc) s; pool: $("${PA[@]}" -c "SELECT count(*) FROM allocation.customer_state WHERE rep_id IS NULL") customers"
 echo
 echo "== timings (ms, server side; median of $CLAIMABLE_RUNS runs after a warm-up) =="
 psql -X -v ON_ERROR_STOP=1 -v runs="$CLAIMABLE_RUNS" -f "$BENCH_DIR/claimable_run.sql"

@@ -11,7 +11,7 @@ trap 'rm -rf "$W"' EXIT
 psql -X -q -v ON_ERROR_STOP=1 >/dev/null <<SQL
 TRUNCATE bench.customer_m;
 VACUUM ANALYZE allocation.rep_load;
-VACUUM ANALYZE allocation.assignment;
+VACUUM ANALYZE allocation.customer_state;
 SQL
 psql -X -q -v ON_ERROR_STOP=1 > "$W/psql.out" 2>&1 <<SQL &
 BEGIN; INSERT INTO bench.customer_m ($COLS) SELECT id + 800000000, name, tier, business_type, crop, tags, annual_volume, is_cooperative, phone, loc FROM bench.src_customer WHERE seq <= 200 ORDER BY seq; ROLLBACK;

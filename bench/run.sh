@@ -199,7 +199,7 @@ reset_sql() {   # target -> SQL that empties it and its engine/reference state
         managed|dup|managed_ix) echo "TRUNCATE bench.customer_m; TRUNCATE bench.customer_d; TRUNCATE bench.customer_mi;" ;;
         ref) echo "TRUNCATE bench.customer_ref; SELECT ref.reset();" ;;
         lean) echo "TRUNCATE bench.customer_lean; SELECT lean.reset();" ;;
-        floor) echo "TRUNCATE bench.customer_plain; UPDATE bench.floor_a SET valid_to = now() WHERE valid_to IS NULL;" ;;
+        floor) echo "TRUNCATE bench.customer_plain; TRUNCATE bench.floor_a;" ;;
     esac
 }
 vacuum_sql() {
@@ -207,7 +207,7 @@ vacuum_sql() {
         plain) echo "VACUUM ANALYZE bench.customer_plain;" ;;
         plain_ix) echo "VACUUM ANALYZE bench.customer_plain_ix;" ;;
         lean) echo "VACUUM ANALYZE bench.customer_lean; VACUUM ANALYZE lean.event;" ;;
-        managed|dup|managed_ix) echo "VACUUM ANALYZE bench.customer_m; VACUUM ANALYZE bench.customer_d; VACUUM ANALYZE bench.customer_mi; VACUUM ANALYZE allocation.rep_load; VACUUM ANALYZE allocation.assignment; VACUUM ANALYZE allocation.event; VACUUM ANALYZE allocation.identity; VACUUM ANALYZE allocation.identity_key;" ;;
+        managed|dup|managed_ix) echo "VACUUM ANALYZE bench.customer_m; VACUUM ANALYZE bench.customer_d; VACUUM ANALYZE bench.customer_mi; VACUUM ANALYZE allocation.rep_load; VACUUM ANALYZE allocation.customer_state; VACUUM ANALYZE allocation.event; VACUUM ANALYZE allocation.identity; VACUUM ANALYZE allocation.identity_key;" ;;
         ref) echo "VACUUM ANALYZE bench.customer_ref; VACUUM ANALYZE ref.rep_load; VACUUM ANALYZE ref.assignment; VACUUM ANALYZE ref.event;" ;;
         floor) echo "VACUUM ANALYZE bench.customer_plain; VACUUM ANALYZE bench.floor_a; VACUUM ANALYZE bench.floor_e;" ;;
     esac
@@ -298,19 +298,20 @@ done
                 FROM bench.customer_lean c LEFT JOIN lean.event e ON e.key = c.id::text"
 
 ###############################################################################
-section "the write floor: the customer, registry and audit rows of those decisions written by plain SQL"
-# What the engine cannot avoid writing: the same customer rows, plus the registry and
-# audit rows the managed run just wrote, inserted by three plain statements into copies
-# of allocation.assignment and allocation.event (same columns, indexes and checks; no
-# foreign keys, no triggers) in one transaction.  No decision is taken.
+section "the write floor: the customer rows, state exceptions and ownership events of those decisions written by plain SQL"
+# What the engine cannot avoid writing: the same customer rows, plus the state rows (pool
+# and other exceptions) and ownership events the managed run just wrote, inserted by three
+# plain statements into copies of allocation.customer_state and allocation.event (same
+# columns, indexes and checks; no foreign keys, no triggers) in one transaction.  No
+# decision is taken.
 "${P[@]}" >/dev/null <<SQL
 SET client_min_messages = warning;
 DROP TABLE IF EXISTS bench.floor_a, bench.floor_e, bench.floor_src_a, bench.floor_src_e;
-CREATE TABLE bench.floor_a (LIKE allocation.assignment INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES);
+CREATE TABLE bench.floor_a (LIKE allocation.customer_state INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES);
 CREATE TABLE bench.floor_e (LIKE allocation.event INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES);
 CREATE TABLE bench.floor_src_a AS
-SELECT a.* FROM allocation.assignment a JOIN bench.src_customer s ON s.id::text = a.key
- WHERE a.valid_to IS NULL AND a.managed_id = (SELECT id FROM allocation.managed_table WHERE tbl = 'bench.customer_m'::regclass)
+SELECT a.* FROM allocation.customer_state a JOIN bench.src_customer s ON s.id::text = a.key
+ WHERE a.managed_id = (SELECT id FROM allocation.managed_table WHERE tbl = 'bench.customer_m'::regclass)
  ORDER BY s.seq;
 CREATE TABLE bench.floor_src_e AS
 SELECT e.* FROM allocation.event e JOIN bench.src_customer s ON s.id::text = e.key
@@ -318,11 +319,11 @@ SELECT e.* FROM allocation.event e JOIN bench.src_customer s ON s.id::text = e.k
    AND e.managed_id = (SELECT id FROM allocation.managed_table WHERE tbl = 'bench.customer_m'::regclass)
  ORDER BY s.seq;
 SQL
-echo "  registry rows: $("${PA[@]}" -c "SELECT count(*) FROM bench.floor_src_a"), audit rows: $("${PA[@]}" -c "SELECT count(*) FROM bench.floor_src_e")"
+echo "  state rows: $("${PA[@]}" -c "SELECT count(*) FROM bench.floor_src_a"), event rows: $("${PA[@]}" -c "SELECT count(*) FROM bench.floor_src_e")"
 FLOOR_STMT="BEGIN;
 $(INSERT_STMT bench.customer_plain)
-INSERT INTO bench.floor_a SELECT nextval('allocation.assignment_id_seq'), managed_id, key, rep_id, team_id, territory_id, rule_id, source, pinned, reason, tier, crop, business_type, stage, stage_since, now(), NULL, NULL FROM bench.floor_src_a;
-INSERT INTO bench.floor_e SELECT nextval('allocation.event_id_seq'), now(), actor, kind, managed_id, table_name, key, from_rep, to_rep, rule_id, reason, detail FROM bench.floor_src_e;
+INSERT INTO bench.floor_a SELECT managed_id, key, rep_id, team_id, territory_id, rule_id, source, pinned, reason, tier, crop, business_type, stage, stage_since, now() FROM bench.floor_src_a;
+INSERT INTO bench.floor_e SELECT nextval('allocation.event_id_seq'), clock_timestamp(), actor, kind, managed_id, table_name, key, from_rep, to_rep, rule_id, reason, detail, period, tier, crop, business_type, stage FROM bench.floor_src_e;
 COMMIT;"
 run_timed burnin_floor 1 floor "$FLOOR_STMT" "$N" >/dev/null
 for run in $(seq 1 "$BENCH_REPEAT"); do

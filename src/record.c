@@ -376,13 +376,22 @@ flush_direct(Frame *f, Datum actor, Deltas *d)
 	}
 
 	alloc_lookup_oids();
-	wa = writer_open(get_relname_relid("customer_state", alloc_oids.schema), 2, NULL, state_columns);
-	if (wa == NULL)
-		return false;
+	/* customer_state is opened only when a row needs an exception (most statements: none) */
+	for (i = 0; i < f->n; i++)
+		if (f->entries[i].confirmed && !entry_is_default_state(&f->entries[i]))
+			break;
+	wa = NULL;
+	if (i < f->n)
+	{
+		wa = writer_open(get_relname_relid("customer_state", alloc_oids.schema), 2, NULL, state_columns);
+		if (wa == NULL)
+			return false;
+	}
 	we = writer_open(get_relname_relid("event", alloc_oids.schema), 0, "ownership_loaded", event_columns);
 	if (we == NULL)
 	{
-		writer_close(wa);
+		if (wa)
+			writer_close(wa);
 		return false;
 	}
 	qsort(reps, nreps, sizeof(int64), cmp_int64);
@@ -477,7 +486,7 @@ flush_direct(Frame *f, Datum actor, Deltas *d)
 			Entry	   *e = &f->entries[i];
 			MemoryContext old;
 
-			if (!e->confirmed || entry_is_default_state(e))
+			if (wa == NULL || !e->confirmed || entry_is_default_state(e))
 				continue;
 			old = MemoryContextSwitchTo(writer_row_context(wa));
 			SET_DATUM(R_MANAGED, Int32GetDatum(e->managed_id));
@@ -499,7 +508,8 @@ flush_direct(Frame *f, Datum actor, Deltas *d)
 			writer_add(wa, v, nul);
 			MemoryContextSwitchTo(old);
 		}
-		writer_close(wa);
+		if (wa)
+			writer_close(wa);
 	}
 
 	/* the audit: one event per new customer */

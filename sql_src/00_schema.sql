@@ -263,4 +263,36 @@ SELECT h.id, h.managed_id, h.key,
          ON h.valid_to IS NULL AND s.managed_id = h.managed_id AND s.key = h.key
  WHERE h.period = 'open';
 COMMENT ON VIEW allocation.assignment IS 'Ownership history, one row per period (valid_to NULL = current; rep_id NULL = public pool), derived from the ownership events of allocation.event and the exceptions in allocation.customer_state';
+-- One customer's current ownership (no row: not registered), without reading its whole
+-- history: its state row if it has one, else its newest ownership event.  (The view
+-- computes every period of the customer; a customer with thousands of ownership changes
+-- makes that cost milliseconds, this a few index probes.)  id is the opening event's id,
+-- or 0 for a state row (whose event is not looked up).
+CREATE FUNCTION allocation._current(p_managed integer, p_key text)
+RETURNS SETOF allocation.assignment
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+    SELECT x.id, x.managed_id, x.key, x.rep_id, x.team_id, x.territory_id, x.rule_id, x.source, x.pinned,
+           x.reason, x.tier, x.crop, x.business_type, x.stage, x.stage_since, x.valid_from,
+           NULL::timestamptz, NULL::text
+      FROM (SELECT 0::bigint AS id, s.managed_id, s.key, s.rep_id, s.team_id, s.territory_id, s.rule_id, s.source,
+                   s.pinned, s.reason, s.tier, s.crop, s.business_type, s.stage, s.stage_since, s.valid_from, 1 AS pri
+              FROM allocation.customer_state s
+             WHERE s.managed_id = p_managed AND s.key = p_key
+            UNION ALL
+            SELECT e.id, e.managed_id, e.key, e.to_rep, (e.detail ->> 'team_id')::bigint,
+                   (e.detail ->> 'territory_id')::bigint, e.rule_id, coalesce(e.detail ->> 'source', 'rule'),
+                   coalesce((e.detail ->> 'pinned')::boolean, false), e.reason, e.tier, e.crop, e.business_type,
+                   e.stage, CASE WHEN e.stage IS NOT NULL THEN e.at END, e.at, 2
+              FROM (SELECT e.* FROM allocation.event e
+                     WHERE e.key = p_key AND e.managed_id = p_managed AND e.period IS NOT NULL
+                     ORDER BY e.id DESC LIMIT 1) e
+             WHERE e.period = 'open'
+               AND NOT EXISTS (SELECT 1 FROM allocation.customer_state s
+                                WHERE s.managed_id = p_managed AND s.key = p_key)) x
+     ORDER BY x.pri
+     LIMIT 1
+$$;
+COMMENT ON FUNCTION allocation._current(integer, text) IS 'internal: one customer''s current ownership (state row, else newest ownership event), without reading its history';
+
 COMMENT ON COLUMN allocation.assignment.closed_reason IS 'the decision that closed this ownership: release, recycle, claim, reassign, reevaluate, delete, truncate, ...';

@@ -247,8 +247,7 @@ BEGIN
         SELECT array_agg(b.managed_id), array_agg(b.key), array_agg(b.stage)
           INTO v_auto_managed, v_auto_keys, v_auto_stage
           FROM unnest(p_entries) b
-          CROSS JOIN LATERAL (SELECT a.stage FROM allocation.assignment a
-                               WHERE a.managed_id = b.managed_id AND a.key = b.key AND a.valid_to IS NULL) a
+          CROSS JOIN LATERAL allocation._current(b.managed_id, b.key) a
          WHERE b.op IN ('refresh', 'update') AND b.stage IS DISTINCT FROM a.stage
            AND b.stage IN (SELECT rp.auto_stage FROM allocation.resource_pool rp WHERE rp.active);
     END IF;
@@ -282,8 +281,7 @@ BEGIN
                CASE WHEN b.stage IS DISTINCT FROM a.stage THEN v_now ELSE a.stage_since END,
                a.valid_from
           FROM unnest(p_entries) b
-          CROSS JOIN LATERAL (SELECT a.* FROM allocation.assignment a
-                               WHERE a.managed_id = b.managed_id AND a.key = b.key AND a.valid_to IS NULL) a
+          CROSS JOIN LATERAL allocation._current(b.managed_id, b.key) a
          WHERE b.op = 'refresh'
         ON CONFLICT (managed_id, key) DO UPDATE
            SET rep_id = EXCLUDED.rep_id, team_id = EXCLUDED.team_id, territory_id = EXCLUDED.territory_id,
@@ -300,8 +298,7 @@ BEGIN
     IF v_changes THEN
         SELECT array_agg(a.rep_id) INTO v_released
           FROM unnest(p_entries) b
-          CROSS JOIN LATERAL (SELECT a.rep_id FROM allocation.assignment a
-                               WHERE a.managed_id = b.managed_id AND a.key = b.key AND a.valid_to IS NULL) a
+          CROSS JOIN LATERAL allocation._current(b.managed_id, b.key) a
          WHERE b.op IN ('update', 'delete') AND a.rep_id IS NOT NULL;
         DELETE FROM allocation.customer_state s
          USING unnest(p_entries) b

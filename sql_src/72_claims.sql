@@ -186,7 +186,7 @@ DECLARE
     sg allocation.suggestion;
 BEGIN
     SELECT * INTO r FROM allocation.rep WHERE id = p_rep;
-    SELECT * INTO a FROM allocation.assignment WHERE managed_id = p_managed AND key = p_key AND valid_to IS NULL;
+    SELECT * INTO a FROM allocation._current(p_managed, p_key);
     SELECT * INTO lim FROM allocation.claim_limits(p_rep, a.tier);
     -- check 1 (active rep) and 9-11 (capacity, max_held, daily limit): _rep_claim_checks()
 
@@ -526,7 +526,7 @@ BEGIN
                   DETAIL = 'The reason is shown to reps whose claims the lock refuses.',
                   HINT = 'Say why, e.g. ''head-office key account''.';
         END IF;
-        IF NOT EXISTS (SELECT 1 FROM allocation.assignment a WHERE a.managed_id = m.id AND a.key = p_key AND a.valid_to IS NULL) THEN
+        IF NOT EXISTS (SELECT 1 FROM allocation._current(m.id, p_key)) THEN
             RAISE EXCEPTION 'customer % not found in %', p_key, p_tbl USING ERRCODE = 'LA062',
                   DETAIL = 'The customer has no open ownership record.', HINT = 'Check the key.';
         END IF;
@@ -615,7 +615,7 @@ CREATE FUNCTION allocation._customer_exists(p_managed integer, p_key text)
 RETURNS boolean
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
 $$
-    SELECT EXISTS (SELECT 1 FROM allocation.assignment a WHERE a.managed_id = p_managed AND a.key = p_key AND a.valid_to IS NULL)
+    SELECT EXISTS (SELECT 1 FROM allocation._current(p_managed, p_key))
 $$;
 COMMENT ON FUNCTION allocation._customer_exists(integer, text) IS 'internal: whether a managed customer is registered';
 
@@ -623,7 +623,7 @@ CREATE FUNCTION allocation._customer_holder(p_managed integer, p_key text)
 RETURNS bigint
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
 $$
-    SELECT a.rep_id FROM allocation.assignment a WHERE a.managed_id = p_managed AND a.key = p_key AND a.valid_to IS NULL
+    SELECT a.rep_id FROM allocation._current(p_managed, p_key) a
 $$;
 COMMENT ON FUNCTION allocation._customer_holder(integer, text) IS 'internal: the rep holding a managed customer (NULL = pool)';
 

@@ -111,7 +111,7 @@ DECLARE
     v_output numeric;
     v_tags text[];
 BEGIN
-    SELECT * INTO a FROM allocation.assignment x WHERE x.managed_id = p_managed AND x.key = p_key AND x.valid_to IS NULL;
+    SELECT * INTO a FROM allocation._current(p_managed, p_key);
     v := v || jsonb_build_object('check', 'active', 'ok', p.active);
     v_ok := (p.valid_from IS NULL OR p.valid_from <= now()) AND (p.valid_to IS NULL OR p.valid_to > now());
     v := v || jsonb_build_object('check', 'season', 'ok', v_ok, 'valid_from', p.valid_from, 'valid_to', p.valid_to);
@@ -164,7 +164,7 @@ DECLARE
     c jsonb;
 BEGIN
     m := allocation._managed(tbl);
-    IF NOT EXISTS (SELECT 1 FROM allocation.assignment a WHERE a.managed_id = m.id AND a.key = match_resources.key AND a.valid_to IS NULL) THEN
+    IF NOT EXISTS (SELECT 1 FROM allocation._current(m.id, match_resources.key)) THEN
         RAISE EXCEPTION 'customer % not found in %', match_resources.key, tbl
             USING ERRCODE = 'LA062', DETAIL = 'The customer has no open ownership record.', HINT = 'Check the key.';
     END IF;
@@ -347,7 +347,7 @@ BEGIN
                                 ELSE 'The quantity must be positive.' END,
                   HINT = 'Request for example 1.';
     END IF;
-    SELECT * INTO a FROM allocation.assignment x WHERE x.managed_id = m.id AND x.key = p_key AND x.valid_to IS NULL;
+    SELECT * INTO a FROM allocation._current(m.id, p_key);
     IF a.id IS NULL THEN
         RAISE EXCEPTION 'customer % not found in %', p_key, p_tbl
             USING ERRCODE = 'LA062', DETAIL = 'The customer has no open ownership record.', HINT = 'Check the key.';
@@ -608,7 +608,7 @@ DECLARE
     r allocation.resource_request;
     a allocation.assignment;
 BEGIN
-    SELECT * INTO a FROM allocation.assignment x WHERE x.managed_id = p_managed AND x.key = p_key AND x.valid_to IS NULL;
+    SELECT * INTO a FROM allocation._current(p_managed, p_key);
     FOR p IN SELECT * FROM allocation.resource_pool x
               WHERE x.auto_stage = p_stage AND x.active
                 AND (x.valid_from IS NULL OR x.valid_from <= now()) AND (x.valid_to IS NULL OR x.valid_to > now())

@@ -133,11 +133,11 @@ assign_read_history(ManagedTable *mt, Customer *c)
 	if (SPI_execute_plan(alloc_keep_plan(&plan,
 								   "SELECT (SELECT s.rep_id FROM allocation.suggestion s"
 								   "         WHERE s.managed_id = $1 AND s.key = $2 AND s.status = 'pending'),"
-								   "       ARRAY(SELECT DISTINCT h.rep_id FROM allocation.assignment h"
-								   "               CROSS JOIN LATERAL allocation.claim_limits(h.rep_id, $3) l"
-								   "              WHERE h.managed_id = $1 AND h.key = $2 AND h.valid_to IS NOT NULL"
-								   "                AND h.rep_id IS NOT NULL AND h.closed_reason IN ('release', 'recycle')"
-								   "                AND l.cooldown IS NOT NULL AND h.valid_to + l.cooldown > pg_catalog.now()"
+								   "       ARRAY(SELECT DISTINCT e.from_rep FROM allocation.event e"
+								   "               CROSS JOIN LATERAL allocation.claim_limits(e.from_rep, $3) l"
+								   "              WHERE e.key = $2 AND e.managed_id = $1 AND e.period = 'open'"
+								   "                AND e.kind IN ('release', 'recycle') AND e.from_rep IS NOT NULL"
+								   "                AND l.cooldown IS NOT NULL AND e.at + l.cooldown > pg_catalog.now()"
 								   "              ORDER BY 1)",
 								   3, types), vals, nulls, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "reading the customer's pending suggestion and cooldowns failed");

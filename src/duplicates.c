@@ -621,8 +621,7 @@ describe_owner(ManagedTable *mt, DupMatch *m)
 	vals[1] = CStringGetTextDatum(m->other_key);
 	if (SPI_execute_with_args("SELECT a.rep_id, r.code, r.name, a.valid_from::text, i.xmin"
 							  "  FROM allocation.identity i"
-							  "  LEFT JOIN allocation.assignment a ON a.managed_id = i.managed_id AND a.key = i.key"
-							  "       AND a.valid_to IS NULL"
+							  "  LEFT JOIN LATERAL allocation._current(i.managed_id, i.key) a ON true"
 							  "  LEFT JOIN allocation.rep r ON r.id = a.rep_id"
 							  " WHERE i.managed_id = $1 AND i.key = $2",
 							  2, types, vals, NULL, false, 1) != SPI_OK_SELECT)

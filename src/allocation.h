@@ -400,7 +400,7 @@ extern const char *name_entity(const char *norm);
 extern void name_terms_relcache(Oid relid);
 extern void name_terms_invalidate(void);
 
-/* ---------- writer.c: direct row writes (registry, audit) ---------- */
+/* ---------- writer.c: direct row writes (state exceptions, events) ---------- */
 typedef struct RowWriter RowWriter;
 extern RowWriter *writer_open(Oid relid, int nfk, const char *allowed_stmt_trigger,
 							  const char *const *filled);

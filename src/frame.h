@@ -21,7 +21,7 @@ typedef enum EntryOp
 {
 	OP_INSERT = 'i',
 	OP_UPDATE = 'u',
-	OP_REFRESH = 'r',			/* same owner: refresh the registry's attribute snapshot */
+	OP_REFRESH = 'r',			/* same owner: refresh the state's attribute snapshot */
 	OP_DELETE = 'd'
 } EntryOp;
 

@@ -327,10 +327,10 @@ entry_is_default_state(Entry *e)
 
 /*
  * Writes a plain-insert frame without the PL/pgSQL batch writer: one SPI
- * query per statement (counters, the foreign-key locks the registry's RI
+ * query per statement (counters, the foreign-key locks a foreign key
  * triggers would take per row, whether registration protection applies),
- * then the registry and audit rows through writer.c.  Returns false, having
- * done nothing, when the registry or audit table is not writable directly.
+ * then the state exception and event rows through writer.c.  Returns false,
+ * having done nothing, when customer_state or event is not writable directly.
  * Runs inside the flush's SPI session, as the extension owner.
  */
 static bool
@@ -356,7 +356,7 @@ flush_direct(Frame *f, Datum actor, Deltas *d)
 	TimestampTz now = GetCurrentTimestamp();
 	ManagedTable *mt = NULL;
 
-	/* the reps and managed tables the registry rows reference */
+	/* the reps and managed tables the new ownerships reference */
 	for (i = 0; i < f->n; i++)
 	{
 		Entry	   *e = &f->entries[i];
@@ -439,7 +439,7 @@ flush_direct(Frame *f, Datum actor, Deltas *d)
 		ereport(ERROR,
 				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
 				 errmsg("a rep assigned by this statement no longer exists"),
-				 errdetail("A rep the rules chose was deleted (by a concurrent transaction, or by a trigger of this statement) before the statement's registry rows were written; the registry cannot reference it."),
+				 errdetail("A rep the rules chose was deleted (by a concurrent transaction, or by a trigger of this statement) before the statement's rows were written; no ownership may name it."),
 				 errhint("Retry the statement.")));
 	if (DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)) != nman)
 		ereport(ERROR,

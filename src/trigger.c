@@ -10,9 +10,9 @@
  *   zz_allocation_after        AFTER row     confirms the row was stored
  *                                            (ON CONFLICT DO NOTHING skips);
  *                                            DELETE: closes the ownership
- *   zz_allocation_stmt_after   AFTER stmt    writes the batch with one call:
- *                                            registry, history, suggestions,
- *                                            counters and audit
+ *   zz_allocation_stmt_after   AFTER stmt    writes the batch (record.c):
+ *                                            ownership events, state
+ *                                            exceptions, suggestions, counters
  *
  * Names start with "zz_" so the BEFORE trigger runs after the user's own
  * BEFORE triggers and sees the final row.  Capacity slots are reserved in the
@@ -52,7 +52,7 @@
 
 
 
-/* An entry that keeps the owner and refreshes the registry's snapshot of the attributes */
+/* An entry that keeps the owner and refreshes the state's snapshot of the attributes */
 static Entry *
 new_refresh(ManagedTable *mt, Customer *c)
 {
@@ -313,7 +313,7 @@ registry_pinned(ManagedTable *mt, const char *key)
 	vals[0] = Int32GetDatum(mt->id);
 	vals[1] = CStringGetTextDatum(key);
 	if (SPI_execute_plan(plan, vals, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "reading the ownership registry failed");
+		elog(ERROR, "reading the customer's ownership state failed");
 	found = SPI_processed > 0;
 	if (found)
 	{
@@ -569,7 +569,7 @@ before_update_decide(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 	assign_read_customer(mt, newtup, &c, false);
 	if (mt->reevaluate == 'n' || (mt->reevaluate == 'u' && registry_pinned(mt, c.key)))
 	{
-		/* owner stays; the registry's snapshot of the attributes follows */
+		/* owner stays; the state's snapshot of the attributes follows */
 		(void) new_refresh(mt, &c);
 		return newtup;
 	}
@@ -593,7 +593,7 @@ before_update_decide(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 		{
 			e->kind = "suggest";
 			e->source = "rule";
-			e->reason = frame_strdup(d.reason);	/* the suggestion's; the registry keeps its own */
+			e->reason = frame_strdup(d.reason);	/* the suggestion's; the state keeps its own */
 		}
 		return newtup;
 	}
@@ -602,7 +602,7 @@ before_update_decide(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 	{
 		/*
 		 * Same owner (who keeps the slot), or still in the pool: no new
-		 * decision, but the registry row follows the new attributes (and,
+		 * decision, but the state row follows the new attributes (and,
 		 * in the pool, the new reason).
 		 */
 		e = new_entry(OP_REFRESH, mt, c.key);

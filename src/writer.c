@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * writer.c
- *	  Direct writes of engine rows (registry, audit) the way COPY writes:
+ *	  Direct writes of engine rows (state exceptions, events) the way COPY writes:
  *	  buffered heap multi-insert, then index insertion per row.
  *
  * The PL/pgSQL batch writer costs an executor start per statement it runs,

@@ -528,25 +528,19 @@ summarize_bars(int nbars, const char **code, const char **why)
 }
 
 /*
- * The candidate reps of a matching rule, in the policy's order.  Fills
- * cands[] (palloc'd) and returns the count; ineligible reps are traced.
+ * The reps a matching rule names, before any bar: its rep, its team's
+ * members, or (territory_owner) the winning territory's owner -- else the
+ * nearest owned ancestor's -- within the team.  NULL (with *why) when the
+ * rule's team is gone; *why also says why the list is empty.
  */
-static int
-rule_candidates(RuleInfo *r, int32 mt_id, Customer *c, bool dry_run, Cand **out, Trace *tr, const char **why)
+static int64 *
+candidate_ids(RuleInfo *r, Customer *c, Trace *tr, int *nids_out, const char **why)
 {
 	int64	   *ids;
 	int			nids = 0,
-				n = 0,
 				i;
-	Cand	   *cands;
-	int32	   *held;
-	int32	   *reserved;
 	TeamInfo   *team = NULL;
-	int			nbars = 0;
-	const char **bar_code;
-	const char **bar_why;
 
-	*why = NULL;
 	if (r->target == TARGET_REP)
 	{
 		ids = palloc(sizeof(int64));
@@ -558,8 +552,7 @@ rule_candidates(RuleInfo *r, int32 mt_id, Customer *c, bool dry_run, Cand **out,
 		if (team == NULL)
 		{
 			*why = "the rule's team no longer exists";
-			*out = NULL;
-			return 0;
+			return NULL;
 		}
 		ids = palloc(sizeof(int64) * Max(team->nmembers, 1));
 		if (r->policy == POLICY_TERRITORY_OWNER)
@@ -599,6 +592,58 @@ rule_candidates(RuleInfo *r, int32 mt_id, Customer *c, bool dry_run, Cand **out,
 				*why = "the team has no reps";
 		}
 	}
+	*nids_out = nids;
+	return ids;
+}
+
+/* Why a rep cannot take the customer under this rule (NULL: it can) */
+static const char *
+candidate_bar(RuleInfo *r, Customer *c, RepInfo *rep, int64 id, int32 held, int32 reserved, Trace *tr)
+{
+	if (rep == NULL)
+		return "unknown rep";
+	if (!rep->active)
+		return "inactive";
+	if (rep->capacity >= 0 && held + reserved >= rep->capacity)
+		return held + reserved > rep->capacity ? "over capacity" :
+			reserved > 0 ? "at capacity (counting slots reserved by pending suggestions)" : "at capacity";
+	if (id != c->current_owner && in_cooldown(c, id))
+		return tr ? "released or recycled this customer less than its claim cooldown ago" : "cooldown";
+	if (r->policy == POLICY_SKILL &&
+		!(c->attr[ATTR_CROP] && rep->ncrops > 0 &&
+		  textset_contains(&(TextSet)
+						   {
+						   .n = rep->ncrops,.items = rep->crops
+						   }, c->attr[ATTR_CROP])))
+		return "no skill for the customer's crop";
+	return exclusive_bar(c, id, tr);
+}
+
+/*
+ * The candidate reps of a matching rule, in the policy's order.  Fills
+ * cands[] (palloc'd) and returns the count; ineligible reps are traced.
+ */
+static int
+rule_candidates(RuleInfo *r, int32 mt_id, Customer *c, bool dry_run, Cand **out, Trace *tr, const char **why)
+{
+	int64	   *ids;
+	int			nids = 0,
+				n = 0,
+				i;
+	Cand	   *cands;
+	int32	   *held;
+	int32	   *reserved;
+	int			nbars = 0;
+	const char **bar_code;
+	const char **bar_why;
+
+	*why = NULL;
+	ids = candidate_ids(r, c, tr, &nids, why);
+	if (ids == NULL)
+	{
+		*out = NULL;
+		return 0;
+	}
 
 	held = palloc(sizeof(int32) * Max(nids, 1));
 	reserved = palloc(sizeof(int32) * Max(nids, 1));
@@ -621,26 +666,8 @@ rule_candidates(RuleInfo *r, int32 mt_id, Customer *c, bool dry_run, Cand **out,
 	for (i = 0; i < nids; i++)
 	{
 		RepInfo    *rep = config_get_rep(ids[i]);
-		const char *bar = NULL;
+		const char *bar = candidate_bar(r, c, rep, ids[i], held[i], reserved[i], tr);
 
-		if (rep == NULL)
-			bar = "unknown rep";
-		else if (!rep->active)
-			bar = "inactive";
-		else if (rep->capacity >= 0 && held[i] + reserved[i] >= rep->capacity)
-			bar = held[i] + reserved[i] > rep->capacity ? "over capacity" :
-				reserved[i] > 0 ? "at capacity (counting slots reserved by pending suggestions)" : "at capacity";
-		else if (ids[i] != c->current_owner && in_cooldown(c, ids[i]))
-			bar = tr ? "released or recycled this customer less than its claim cooldown ago" : "cooldown";
-		else if (r->policy == POLICY_SKILL &&
-				 !(c->attr[ATTR_CROP] && rep->ncrops > 0 &&
-				   textset_contains(&(TextSet)
-									{
-									.n = rep->ncrops,.items = rep->crops
-									}, c->attr[ATTR_CROP])))
-			bar = "no skill for the customer's crop";
-		else
-			bar = exclusive_bar(c, ids[i], tr);
 		if (bar)
 		{
 			tr_candidate(tr, 0, rep, ids[i], held[i], reserved[i], false, bar);

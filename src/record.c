@@ -324,85 +324,25 @@ entry_is_default_state(Entry *e)
 	return e->rep != 0 && !e->pinned && e->source != NULL &&
 		(strcmp(e->source, "rule") == 0 || strcmp(e->source, "reevaluate") == 0);
 }
-
 /*
- * Writes a plain-insert frame without the PL/pgSQL batch writer: one SPI
- * query per statement (counters, the foreign-key locks a foreign key
- * triggers would take per row, whether registration protection applies),
- * then the state exception and event rows through writer.c.  Returns false,
- * having done nothing, when customer_state or event is not writable directly.
- * Runs inside the flush's SPI session, as the extension owner.
+ * The direct path's one SPI query per statement: the counters (one write per
+ * rep), the FOR KEY SHARE locks a foreign key would take per row (once per
+ * referenced rep and table), and whether registration protection applies.
  */
 static bool
-flush_direct(Frame *f, Datum actor, Deltas *d)
+direct_statement_query(Datum actor, Deltas *d, int64 *reps, int nreps, int32 *managed, int nman)
 {
 	static SPIPlanPtr plan = NULL;
-	RowWriter  *wa,
-			   *we;
 	Oid			types[5] = {INT8ARRAYOID, INT4ARRAYOID, INT8ARRAYOID, INT4ARRAYOID, TEXTOID};
 	Datum		args[5];
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
-	int64	   *reps = palloc(sizeof(int64) * f->n);
-	Datum	   *repd,
-			   *mand;
-	int32		managed[8];
-	int			nreps = 0,
-				nman = 0,
-				i,
-				j;
-	bool		isnull,
-				protect;
-	/* the clock, read while the customers' rows are locked: one customer's times never go back */
-	TimestampTz now = GetCurrentTimestamp();
-	ManagedTable *mt = NULL;
+	Datum	   *repd = palloc(sizeof(Datum) * Max(nreps, 1)),
+			   *mand = palloc(sizeof(Datum) * Max(nman, 1));
+	bool		isnull;
+	int			i;
 
-	/* the reps and managed tables the new ownerships reference */
-	for (i = 0; i < f->n; i++)
-	{
-		Entry	   *e = &f->entries[i];
-
-		if (!e->confirmed)
-			continue;
-		if (e->rep)
-			reps[nreps++] = e->rep;
-		for (j = 0; j < nman && managed[j] != e->managed_id; j++)
-			;
-		if (j == nman)
-		{
-			if (nman == lengthof(managed))
-				return false;	/* a query writing many managed tables: the SQL path */
-			managed[nman++] = e->managed_id;
-		}
-	}
-
-	alloc_lookup_oids();
-	/* customer_state is opened only when a row needs an exception (most statements: none) */
-	for (i = 0; i < f->n; i++)
-		if (f->entries[i].confirmed && !entry_is_default_state(&f->entries[i]))
-			break;
-	wa = NULL;
-	if (i < f->n)
-	{
-		wa = writer_open(get_relname_relid("customer_state", alloc_oids.schema), 2, NULL, state_columns);
-		if (wa == NULL)
-			return false;
-	}
-	we = writer_open(get_relname_relid("event", alloc_oids.schema), 0, "ownership_loaded", event_columns);
-	if (we == NULL)
-	{
-		if (wa)
-			writer_close(wa);
-		return false;
-	}
-	qsort(reps, nreps, sizeof(int64), cmp_int64);
-	for (i = 0, j = 0; i < nreps; i++)
-		if (j == 0 || reps[i] != reps[j - 1])
-			reps[j++] = reps[i];
-	nreps = j;
-	repd = palloc(sizeof(Datum) * Max(nreps, 1));
 	for (i = 0; i < nreps; i++)
 		repd[i] = Int64GetDatum(reps[i]);
-	mand = palloc(sizeof(Datum) * nman);
 	for (i = 0; i < nman; i++)
 		mand[i] = Int32GetDatum(managed[i]);
 	args[0] = PointerGetDatum(construct_array(repd, nreps, INT8OID, 8, true, TYPALIGN_DOUBLE));
@@ -447,111 +387,193 @@ flush_direct(Frame *f, Datum actor, Deltas *d)
 				 errmsg("the table is no longer managed"),
 				 errdetail("A concurrent transaction removed the table from allocation.managed_table."),
 				 errhint("Retry the statement.")));
-	protect = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
-	if (protect)
-	{
-		Oid			ptypes[4] = {TEXTOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
-		Datum		pargs[4];
-		Datum	   *man = palloc(sizeof(Datum) * f->n),
-				   *key = palloc(sizeof(Datum) * f->n),
-				   *tier = palloc(sizeof(Datum) * f->n);
-		bool	   *tier_null = palloc(sizeof(bool) * f->n);
-		int			n = 0;
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
+}
 
-		for (i = 0; i < f->n; i++)
-			if (f->entries[i].confirmed)
-			{
-				man[n] = Int32GetDatum(f->entries[i].managed_id);
-				key[n] = CStringGetTextDatum(f->entries[i].key);
-				tier_null[n] = (f->entries[i].tier == NULL);
-				tier[n] = tier_null[n] ? (Datum) 0 : CStringGetTextDatum(f->entries[i].tier);
-				n++;
-			}
-		pargs[0] = actor;
-		pargs[1] = datum_array(man, NULL, n, INT4OID);
-		pargs[2] = datum_array(key, NULL, n, TEXTOID);
-		pargs[3] = datum_array(tier, tier_null, n, TEXTOID);
-		if (SPI_execute_with_args("SELECT allocation._record_protection($1, $2, $3, $4)",
-								  4, ptypes, pargs, NULL, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "recording registration protection failed");
+/* Registration protection (报备) of the statement's new customers, by _record_protection */
+static void
+direct_protection(Frame *f, Datum actor)
+{
+	Oid			ptypes[4] = {TEXTOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
+	Datum		pargs[4];
+	Datum	   *man = palloc(sizeof(Datum) * f->n),
+			   *key = palloc(sizeof(Datum) * f->n),
+			   *tier = palloc(sizeof(Datum) * f->n);
+	bool	   *tier_null = palloc(sizeof(bool) * f->n);
+	int			i,
+				n = 0;
+
+	for (i = 0; i < f->n; i++)
+		if (f->entries[i].confirmed)
+		{
+			man[n] = Int32GetDatum(f->entries[i].managed_id);
+			key[n] = CStringGetTextDatum(f->entries[i].key);
+			tier_null[n] = (f->entries[i].tier == NULL);
+			tier[n] = tier_null[n] ? (Datum) 0 : CStringGetTextDatum(f->entries[i].tier);
+			n++;
+		}
+	pargs[0] = actor;
+	pargs[1] = datum_array(man, NULL, n, INT4OID);
+	pargs[2] = datum_array(key, NULL, n, TEXTOID);
+	pargs[3] = datum_array(tier, tier_null, n, TEXTOID);
+	if (SPI_execute_with_args("SELECT allocation._record_protection($1, $2, $3, $4)",
+							  4, ptypes, pargs, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "recording registration protection failed");
+}
+
+/* The state exceptions: a row per new customer that no rule owns unpinned */
+static void
+direct_write_states(Frame *f, RowWriter *wa, TimestampTz now)
+{
+	Datum		v[R__N];
+	bool		nul[R__N];
+	int			i;
+
+	for (i = 0; i < f->n; i++)
+	{
+		Entry	   *e = &f->entries[i];
+		MemoryContext old;
+
+		if (!e->confirmed || entry_is_default_state(e))
+			continue;
+		old = MemoryContextSwitchTo(writer_row_context(wa));
+		SET_DATUM(R_MANAGED, Int32GetDatum(e->managed_id));
+		SET_TEXT(R_KEY, e->key);
+		SET_I8(R_REP, e->rep);
+		SET_I8(R_TEAM, e->team);
+		SET_I8(R_TERRITORY, e->territory);
+		SET_I8(R_RULE, e->rule);
+		SET_TEXT(R_SOURCE, e->source);
+		SET_DATUM(R_PINNED, BoolGetDatum(e->pinned));
+		SET_TEXT(R_REASON, e->reason);
+		SET_TEXT(R_TIER, e->tier);
+		SET_TEXT(R_CROP, e->crop);
+		SET_TEXT(R_BTYPE, e->btype);
+		SET_TEXT(R_STAGE, e->stage);
+		SET_DATUM(R_STAGE_SINCE, TimestampTzGetDatum(now));
+		nul[R_STAGE_SINCE] = (e->stage == NULL);
+		SET_DATUM(R_VALID_FROM, TimestampTzGetDatum(now));
+		writer_add(wa, v, nul);
+		MemoryContextSwitchTo(old);
+	}
+	writer_close(wa);
+}
+
+/* The ownership events: one per new customer, period open */
+static void
+direct_write_events(Frame *f, RowWriter *we, Datum actor, TimestampTz now)
+{
+	Datum		v[V__N];
+	bool		nul[V__N];
+	Oid			seq = writer_identity_seq(we, "id");
+	ManagedTable *mt = NULL;
+	int			i;
+
+	for (i = 0; i < f->n; i++)
+	{
+		Entry	   *e = &f->entries[i];
+		MemoryContext old;
+
+		if (!e->confirmed)
+			continue;
+		if (mt == NULL || mt->id != e->managed_id)
+			mt = config_get_table(e->relid, false);
+		old = MemoryContextSwitchTo(writer_row_context(we));
+		SET_DATUM(V_ID, Int64GetDatum(writer_nextval(seq)));
+		SET_DATUM(V_AT, TimestampTzGetDatum(now));
+		SET_DATUM(V_ACTOR, actor);
+		SET_TEXT(V_KIND, e->kind);
+		SET_DATUM(V_MANAGED, Int32GetDatum(e->managed_id));
+		SET_TEXT(V_TABLE, mt->table_name);
+		SET_TEXT(V_KEY, e->key);
+		SET_I8(V_FROM, e->old_rep);
+		SET_I8(V_TO, e->rep ? e->rep : e->suggest);
+		SET_I8(V_RULE, e->rule);
+		SET_TEXT(V_REASON, e->reason);
+		SET_DATUM(V_DETAIL, event_detail(e));
+		SET_TEXT(V_PERIOD, "open");
+		SET_TEXT(V_TIER, e->tier);
+		SET_TEXT(V_CROP, e->crop);
+		SET_TEXT(V_BTYPE, e->btype);
+		SET_TEXT(V_STAGE, e->stage);
+		writer_add(we, v, nul);
+		MemoryContextSwitchTo(old);
+	}
+	writer_close(we);
+}
+
+/*
+ * Writes a plain-insert frame without the PL/pgSQL batch writer: one SPI
+ * query per statement (direct_statement_query), then the state exception and
+ * event rows through writer.c.  Returns false, having done nothing, when
+ * customer_state or event is not writable directly.  Runs inside the flush's
+ * SPI session, as the extension owner.
+ */
+static bool
+flush_direct(Frame *f, Datum actor, Deltas *d)
+{
+	RowWriter  *wa = NULL,
+			   *we;
+	int64	   *reps = palloc(sizeof(int64) * f->n);
+	int32		managed[8];
+	int			nreps = 0,
+				nman = 0,
+				i,
+				j;
+	/* the clock, read while the customers' rows are locked: one customer's times never go back */
+	TimestampTz now = GetCurrentTimestamp();
+
+	/* the reps and managed tables the new ownerships reference */
+	for (i = 0; i < f->n; i++)
+	{
+		Entry	   *e = &f->entries[i];
+
+		if (!e->confirmed)
+			continue;
+		if (e->rep)
+			reps[nreps++] = e->rep;
+		for (j = 0; j < nman && managed[j] != e->managed_id; j++)
+			;
+		if (j == nman)
+		{
+			if (nman == lengthof(managed))
+				return false;	/* a query writing many managed tables: the SQL path */
+			managed[nman++] = e->managed_id;
+		}
 	}
 
-	/* the state exceptions: a row per new customer that no rule owns unpinned */
+	alloc_lookup_oids();
+	/* customer_state is opened only when a row needs an exception (most statements: none) */
+	for (i = 0; i < f->n; i++)
+		if (f->entries[i].confirmed && !entry_is_default_state(&f->entries[i]))
+			break;
+	if (i < f->n)
 	{
-		Datum		v[R__N];
-		bool		nul[R__N];
-
-		for (i = 0; i < f->n; i++)
-		{
-			Entry	   *e = &f->entries[i];
-			MemoryContext old;
-
-			if (wa == NULL || !e->confirmed || entry_is_default_state(e))
-				continue;
-			old = MemoryContextSwitchTo(writer_row_context(wa));
-			SET_DATUM(R_MANAGED, Int32GetDatum(e->managed_id));
-			SET_TEXT(R_KEY, e->key);
-			SET_I8(R_REP, e->rep);
-			SET_I8(R_TEAM, e->team);
-			SET_I8(R_TERRITORY, e->territory);
-			SET_I8(R_RULE, e->rule);
-			SET_TEXT(R_SOURCE, e->source);
-			SET_DATUM(R_PINNED, BoolGetDatum(e->pinned));
-			SET_TEXT(R_REASON, e->reason);
-			SET_TEXT(R_TIER, e->tier);
-			SET_TEXT(R_CROP, e->crop);
-			SET_TEXT(R_BTYPE, e->btype);
-			SET_TEXT(R_STAGE, e->stage);
-			SET_DATUM(R_STAGE_SINCE, TimestampTzGetDatum(now));
-			nul[R_STAGE_SINCE] = (e->stage == NULL);
-			SET_DATUM(R_VALID_FROM, TimestampTzGetDatum(now));
-			writer_add(wa, v, nul);
-			MemoryContextSwitchTo(old);
-		}
+		wa = writer_open(get_relname_relid("customer_state", alloc_oids.schema), 2, NULL, state_columns);
+		if (wa == NULL)
+			return false;
+	}
+	we = writer_open(get_relname_relid("event", alloc_oids.schema), 0, "ownership_loaded", event_columns);
+	if (we == NULL)
+	{
 		if (wa)
 			writer_close(wa);
+		return false;
 	}
+	qsort(reps, nreps, sizeof(int64), cmp_int64);
+	for (i = 0, j = 0; i < nreps; i++)
+		if (j == 0 || reps[i] != reps[j - 1])
+			reps[j++] = reps[i];
+	nreps = j;
 
-	/* the audit: one event per new customer */
-	{
-		Datum		v[V__N];
-		bool		nul[V__N];
-		Oid			seq = writer_identity_seq(we, "id");
-
-		for (i = 0; i < f->n; i++)
-		{
-			Entry	   *e = &f->entries[i];
-			MemoryContext old;
-
-			if (!e->confirmed)
-				continue;
-			if (mt == NULL || mt->id != e->managed_id)
-				mt = config_get_table(e->relid, false);
-			old = MemoryContextSwitchTo(writer_row_context(we));
-			SET_DATUM(V_ID, Int64GetDatum(writer_nextval(seq)));
-			SET_DATUM(V_AT, TimestampTzGetDatum(now));
-			SET_DATUM(V_ACTOR, actor);
-			SET_TEXT(V_KIND, e->kind);
-			SET_DATUM(V_MANAGED, Int32GetDatum(e->managed_id));
-			SET_TEXT(V_TABLE, mt->table_name);
-			SET_TEXT(V_KEY, e->key);
-			SET_I8(V_FROM, e->old_rep);
-			SET_I8(V_TO, e->rep ? e->rep : e->suggest);
-			SET_I8(V_RULE, e->rule);
-			SET_TEXT(V_REASON, e->reason);
-			SET_DATUM(V_DETAIL, event_detail(e));
-			SET_TEXT(V_PERIOD, "open");
-			SET_TEXT(V_TIER, e->tier);
-			SET_TEXT(V_CROP, e->crop);
-			SET_TEXT(V_BTYPE, e->btype);
-			SET_TEXT(V_STAGE, e->stage);
-			writer_add(we, v, nul);
-			MemoryContextSwitchTo(old);
-		}
-		writer_close(we);
-	}
+	if (direct_statement_query(actor, d, reps, nreps, managed, nman))
+		direct_protection(f, actor);
+	if (wa)
+		direct_write_states(f, wa, now);
+	direct_write_events(f, we, actor, now);
 	return true;
 }
+
 /* The entry's operation as _record_batch names it */
 static const char *
 op_name(EntryOp op)

@@ -436,6 +436,85 @@ before_update(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 	return set_owner(mt, newtup, 0);
 }
 
+/*
+ * An UPDATE that changed the owner column: a person's act (or the engine's
+ * on a person's behalf: claim, release, recycle, an accepted suggestion).
+ * old_owner/new_owner 0 = none.
+ */
+static void
+owner_changed(ManagedTable *mt, HeapTuple newtup, AllocChange *chg, int64 old_owner, int64 new_owner)
+{
+	Customer	c;
+	Decision	d;
+	Entry	   *e;
+
+	/* a person changed the owner, or the engine on a person's behalf */
+	const char *src = chg ? chg->source : "manual";
+
+	if (chg)
+		chg->used = true;
+	else if (alloc_acting_rep() != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_ALLOC_REP_OWNER_UPDATE),
+				 errmsg("a rep cannot change the owner of a customer by UPDATE"),
+				 errdetail("This session acts for rep %lld; an UPDATE of %s.%s would skip the claim checks (locks, limits, cooldowns).",
+						   (long long) alloc_acting_rep(),
+						   mt->name, NameStr(TupleDescAttr(mt->tupdesc, mt->owner_att - 1)->attname)),
+				 errhint("Use allocation.claim() or allocation.release(); a manager uses allocation.assign().")));
+
+	assign_read_customer(mt, newtup, &c, false);
+	memset(&d, 0, sizeof(d));
+	d.territory_id = customer_territory_id(&c);
+	if (new_owner != 0)
+	{
+		/*
+		 * Ordered locking: the counter of the rep losing the customer is
+		 * taken before the new owner's when its id is lower (the batch
+		 * writer changes it at the end of the statement).
+		 */
+		if (old_owner != 0 && old_owner < new_owner)
+			(void) assign_lock_released(old_owner);
+		/* to the rep its pending suggestion names: that reserved slot is used */
+		assign_read_history(mt, &c);
+		if (c.suggested_rep == new_owner)
+			assign_use_suggested_slot(mt, &c, new_owner);
+		else
+			assign_check_manual(mt, &c, new_owner, false);
+		d.kind = DECISION_MANUAL;
+		d.rep_id = new_owner;
+		d.reserved = true;
+		d.team_id = config_get_rep(new_owner)->team_id;
+	}
+	else
+		d.kind = DECISION_POOL;
+	d.reason = change_reason(chg, new_owner == 0 ? "owner cleared by UPDATE" : "owner changed by UPDATE");
+	e = new_entry(OP_UPDATE, mt, c.key);
+	fill_decision(e, &c, &d);
+	e->pinned = true;
+	e->old_rep = old_owner;
+	if (strcmp(src, "suggestion") == 0)
+	{
+		e->source = "suggestion";
+		e->kind = "suggestion_accepted";
+	}
+	else if (strcmp(src, "claim") == 0 || strcmp(src, "recycle") == 0)
+		e->source = e->kind = src[0] == 'c' ? "claim" : "recycle";
+	else
+	{
+		e->source = "manual";
+		e->kind = new_owner == 0 ? "release" : "reassign";
+	}
+	/*
+	 * Given back by release() or recycle(): back in the pool, not pinned
+	 * there -- the rules apply again on re-evaluation (except to the
+	 * former owner during its cooldown).  A person clearing the owner
+	 * (UPDATE, assign(..., NULL)) pins the customer in the pool.
+	 */
+	if (new_owner == 0 && chg != NULL &&
+		(strcmp(src, "release") == 0 || strcmp(src, "recycle") == 0))
+		e->pinned = false;
+}
+
 /* BEFORE UPDATE: manual owner change, or re-evaluation */
 static HeapTuple
 before_update_decide(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
@@ -483,71 +562,7 @@ before_update_decide(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 	chg = k2 ? NULL : engine_change(mt, knew);
 	if (oldnull != newnull || old_owner != new_owner)
 	{
-		/* a person changed the owner, or the engine on a person's behalf */
-		const char *src = chg ? chg->source : "manual";
-
-		if (chg)
-			chg->used = true;
-		else if (alloc_acting_rep() != 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_ALLOC_REP_OWNER_UPDATE),
-					 errmsg("a rep cannot change the owner of a customer by UPDATE"),
-					 errdetail("This session acts for rep %lld; an UPDATE of %s.%s would skip the claim checks (locks, limits, cooldowns).",
-							   (long long) alloc_acting_rep(),
-							   mt->name, NameStr(TupleDescAttr(mt->tupdesc, mt->owner_att - 1)->attname)),
-					 errhint("Use allocation.claim() or allocation.release(); a manager uses allocation.assign().")));
-
-		assign_read_customer(mt, newtup, &c, false);
-		memset(&d, 0, sizeof(d));
-		d.territory_id = customer_territory_id(&c);
-		if (!newnull)
-		{
-			/*
-			 * Ordered locking: the counter of the rep losing the customer is
-			 * taken before the new owner's when its id is lower (the batch
-			 * writer changes it at the end of the statement).
-			 */
-			if (!oldnull && old_owner < new_owner)
-				(void) assign_lock_released(old_owner);
-			/* to the rep its pending suggestion names: that reserved slot is used */
-			assign_read_history(mt, &c);
-			if (c.suggested_rep == new_owner)
-				assign_use_suggested_slot(mt, &c, new_owner);
-			else
-				assign_check_manual(mt, &c, new_owner, false);
-			d.kind = DECISION_MANUAL;
-			d.rep_id = new_owner;
-			d.reserved = true;
-			d.team_id = config_get_rep(new_owner)->team_id;
-		}
-		else
-			d.kind = DECISION_POOL;
-		d.reason = change_reason(chg, newnull ? "owner cleared by UPDATE" : "owner changed by UPDATE");
-		e = new_entry(OP_UPDATE, mt, c.key);
-		fill_decision(e, &c, &d);
-		e->pinned = true;
-		e->old_rep = oldnull ? 0 : old_owner;
-		if (strcmp(src, "suggestion") == 0)
-		{
-			e->source = "suggestion";
-			e->kind = "suggestion_accepted";
-		}
-		else if (strcmp(src, "claim") == 0 || strcmp(src, "recycle") == 0)
-			e->source = e->kind = src[0] == 'c' ? "claim" : "recycle";
-		else
-		{
-			e->source = "manual";
-			e->kind = newnull ? "release" : "reassign";
-		}
-		/*
-		 * Given back by release() or recycle(): back in the pool, not pinned
-		 * there -- the rules apply again on re-evaluation (except to the
-		 * former owner during its cooldown).  A person clearing the owner
-		 * (UPDATE, assign(..., NULL)) pins the customer in the pool.
-		 */
-		if (newnull && chg != NULL &&
-			(strcmp(src, "release") == 0 || strcmp(src, "recycle") == 0))
-			e->pinned = false;
+		owner_changed(mt, newtup, chg, oldnull ? 0 : old_owner, newnull ? 0 : new_owner);
 		return newtup;
 	}
 

@@ -213,7 +213,9 @@ CREATE TYPE allocation._entry AS (
     btype       text,
     sug         bigint,     -- suggested rep
     stage       text,
-    req         bigint      -- dispute: the owner the write asked for
+    req         bigint,     -- dispute: the owner the write asked for
+    state       boolean     -- insert/update: needs a customer_state row (the engine's
+                            -- rule: anything but "a rule assigned a rep, not pinned")
 );
 COMMENT ON TYPE allocation._entry IS 'internal: one decision of a statement, as the engine records it';
 
@@ -258,7 +260,7 @@ BEGIN
                                                 WHERE b.source = 'suggestion' AND s.managed_id = b.managed_id
                                                   AND s.key = b.key AND s.status = 'pending')),
                              b.source, b.pinned, b.kind, b.reason, b.tier, b.crop, b.btype, b.sug, b.stage,
-                             b.req)::allocation._entry ORDER BY b.ord)
+                             b.req, b.state)::allocation._entry ORDER BY b.ord)
           INTO p_entries
           FROM unnest(p_entries) b;
     END IF;
@@ -314,7 +316,7 @@ BEGIN
            b.reason, b.tier, b.crop, b.btype, b.stage, CASE WHEN b.stage IS NOT NULL THEN v_now END, v_now
       FROM unnest(p_entries) b
      WHERE b.op IN ('insert', 'update')
-       AND NOT (b.source IN ('rule', 'reevaluate') AND NOT b.pinned AND b.rep IS NOT NULL)
+       AND b.state
      ORDER BY b.ord;
 
     -- registration protection (报备): a rep that inserts a customer as its own login

@@ -307,7 +307,7 @@ enum
 enum
 {
 	E_ORD, E_MANAGED, E_OP, E_KEY, E_REP, E_OLD_REP, E_TEAM, E_TERRITORY, E_RULE, E_SOURCE, E_PINNED,
-	E_KIND, E_REASON, E_TIER, E_CROP, E_BTYPE, E_SUGGEST, E_STAGE, E_REQUESTED, E__N
+	E_KIND, E_REASON, E_TIER, E_CROP, E_BTYPE, E_SUGGEST, E_STAGE, E_REQUESTED, E_STATE, E__N
 };
 static const char *const event_columns[V__N + 1] = {
 	"id", "at", "actor", "kind", "managed_id", "table_name", "key", "from_rep", "to_rep", "rule_id",
@@ -315,8 +315,10 @@ static const char *const event_columns[V__N + 1] = {
 };
 
 /*
- * Whether a new customer's ownership is what a rule decided and nobody
- * pinned: its event alone records it (no allocation.customer_state row).
+ * Whether a new ownership is what a rule decided and nobody pinned: its
+ * event alone records it (no allocation.customer_state row).  The one place
+ * of this rule: the direct writer asks it, and _record_batch gets its answer
+ * in each entry (allocation._entry.state).
  */
 static bool
 entry_is_default_state(Entry *e)
@@ -625,6 +627,7 @@ entries_array(Frame *f, int *nstored)
 		SET_I8(E_SUGGEST, e->suggest);
 		SET_TEXT(E_STAGE, e->stage);
 		SET_I8(E_REQUESTED, e->requested);
+		SET_DATUM(E_STATE, BoolGetDatum(!entry_is_default_state(e)));
 		rows[n++] = HeapTupleGetDatum(heap_form_tuple(td, v, nul));
 	}
 	ReleaseTupleDesc(td);

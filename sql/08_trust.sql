@@ -80,7 +80,7 @@ SET allocation.change_reason = 'the boss said so';
 SET allocation.in_batch = on;
 UPDATE t_crm.customer SET owner = 2 WHERE id = 1;
 RESET ROLE;
-SELECT kind, actor, to_rep, reason, detail->>'source' AS source
+SELECT kind, actor, to_rep, reason, source
   FROM allocation.event WHERE key = '1' ORDER BY id DESC LIMIT 1;
 -- (settings fixed at server start, defined only when the library is preloaded, are left out)
 SELECT name FROM pg_settings WHERE name LIKE 'allocation.%' AND context <> 'postmaster' ORDER BY 1;

@@ -94,7 +94,7 @@ SELECT kind, table_name, key, from_rep, to_rep, rule, reason FROM r13_events ORD
 -- every kind the engine writes
 SELECT kind, count(*) FROM allocation.event GROUP BY kind ORDER BY kind;
 -- details of the decisions on r13_customer (no timestamps)
-SELECT kind, key, detail FROM allocation.event WHERE table_name = 'public.r13_customer' ORDER BY id;
+SELECT kind, key, team_id, territory_id, source, pinned, detail FROM allocation.event WHERE table_name = 'public.r13_customer' ORDER BY id;
 SELECT kind, reason, detail FROM allocation.event WHERE kind = 'manage' ORDER BY id;
 -- the dropped rule is kept in the detail
 SELECT kind, reason, detail->>'name' AS rule, detail->>'condition' AS condition, detail->>'target_rep_id' AS target_rep_id

@@ -251,7 +251,7 @@ DROP ROLE regress_r15_owner;
 -- only claim() can label an owner change a claim: no session setting exists for it
 SET allocation.change_source = 'claim';
 UPDATE r15_customer SET owner = 2 WHERE id = 1;
-SELECT kind, source FROM allocation.event e JOIN allocation.assignment a ON a.key = e.key AND a.valid_to IS NULL
+SELECT kind, a.source FROM allocation.event e JOIN allocation.assignment a ON a.key = e.key AND a.valid_to IS NULL
  WHERE e.key = '1' ORDER BY e.id DESC LIMIT 1;
 
 -- the audit trail names the person who acted

@@ -33,6 +33,7 @@ SELECT allocation.set_duplicate_policy('dealer', exact => 'warn');
 CREATE VIEW stored AS
 SELECT a.key, a.rep_id, a.team_id, a.territory_id, r.name AS rule, a.source, a.pinned, a.reason, a.tier,
        a.valid_to IS NULL AS open, e.kind, e.actor, e.table_name, e.from_rep, e.to_rep, e.reason AS event_reason,
+       e.team_id AS event_team, e.territory_id AS event_territory, e.source AS event_source, e.pinned AS event_pinned,
        e.detail, i.phone, k.key AS phone_holder
   FROM allocation.assignment a
   LEFT JOIN allocation.rule r ON r.id = a.rule_id
@@ -89,11 +90,13 @@ SELECT * FROM holder_copy ORDER BY key;
 SELECT count(*) AS compared,
        count(*) FILTER (WHERE (d.rep_id, d.team_id, d.territory_id, d.rule, d.source, d.pinned, d.tier, d.open,
                                d.kind, d.actor, d.table_name, d.from_rep, d.to_rep, d.detail,
+                               d.event_team, d.event_territory, d.event_source, d.event_pinned,
                                replace(d.reason, d.key, '<key>'), replace(d.event_reason, d.key, '<key>'),
                                replace(d.phone, '138', ''), substr(d.phone_holder, 2))
                         IS DISTINCT FROM
                               (s.rep_id, s.team_id, s.territory_id, s.rule, s.source, s.pinned, s.tier, s.open,
                                s.kind, s.actor, s.table_name, s.from_rep, s.to_rep, s.detail,
+                               s.event_team, s.event_territory, s.event_source, s.event_pinned,
                                replace(s.reason, s.key, '<key>'), replace(s.event_reason, s.key, '<key>'),
                                replace(s.phone, '139', ''), substr(s.phone_holder, 2))) AS differ
   FROM stored d JOIN stored s ON s.key = 's' || substr(d.key, 2)

@@ -130,7 +130,7 @@ INSERT INTO r21_dealer (id, name, tel) VALUES (22, '张三三店', '138-0013-800
 INSERT INTO r21_dealer (id, name, tel, owner) VALUES (23, '李四', '13900139000', 1);
 UPDATE r21_dealer SET tel = '13800138000', owner = 2 WHERE id = 23;
 SELECT id, owner FROM r21_dealer WHERE id BETWEEN 20 AND 23 ORDER BY id;
-SELECT key, kind, from_rep, to_rep, detail->>'requested_owner' AS requested_owner, detail->>'source' AS source
+SELECT key, kind, from_rep, to_rep, detail->>'requested_owner' AS requested_owner, source
   FROM allocation.event WHERE key IN ('20', '21', '22', '23') ORDER BY id;
 
 -------------------------------------------------------------------------------

@@ -375,15 +375,14 @@ BEGIN
     END LOOP;
 
     INSERT INTO allocation.event (at, actor, kind, managed_id, table_name, key, from_rep, to_rep, rule_id, reason, detail,
-                                  period, tier, crop, business_type, stage)
+                                  team_id, territory_id, source, pinned, period, tier, crop, business_type, stage)
     SELECT v_now, p_actor, b.kind, b.managed_id, m.table_name, b.key, b.old_rep,
            CASE WHEN b.op = 'delete' THEN NULL ELSE coalesce(b.rep, b.sug) END,
            b.rule, b.reason,
-           jsonb_strip_nulls(jsonb_build_object('territory_id', b.territory, 'team_id', b.team,
-                                                'source', b.source, 'pinned', b.pinned,
-                                                'suggested', b.sug IS NOT NULL,
+           jsonb_strip_nulls(jsonb_build_object('suggested', CASE WHEN b.sug IS NOT NULL THEN true END,
                                                 -- a dispute: the owner the write asked for (evidence)
                                                 'requested_owner', b.req)),
+           b.team, b.territory, b.source, b.pinned,
            CASE b.op WHEN 'delete' THEN 'close' WHEN 'refresh' THEN NULL ELSE 'open' END,
            CASE WHEN b.op IN ('insert', 'update') THEN b.tier END,
            CASE WHEN b.op IN ('insert', 'update') THEN b.crop END,

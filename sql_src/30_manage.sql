@@ -263,11 +263,10 @@ BEGIN
                    r.rep_id IS NOT NULL, r.reason, r.tier, r.crop, r.business_type, $3
               FROM rows r
             RETURNING 1)
-        INSERT INTO allocation.event (at, actor, kind, managed_id, table_name, key, to_rep, reason, detail,
-                                      period, tier, crop, business_type)
+        INSERT INTO allocation.event (at, actor, kind, managed_id, table_name, key, to_rep, reason,
+                                      source, pinned, period, tier, crop, business_type)
         SELECT $3, allocation._actor(), 'attach', $1, $2, r.key, r.rep_id, r.reason,
-               jsonb_build_object('source', CASE WHEN r.rep_id IS NULL THEN 'pool' ELSE 'manual' END,
-                                  'pinned', r.rep_id IS NOT NULL),
+               CASE WHEN r.rep_id IS NULL THEN 'pool' ELSE 'manual' END, r.rep_id IS NOT NULL,
                'open', r.tier, r.crop, r.business_type
           FROM rows r$q$,
         key_column, owner_column,

@@ -211,51 +211,36 @@ jb_key(JsonbParseState **st, const char *k)
 	pushJsonbValue(st, WJB_KEY, &v);
 }
 
-/* the detail of an event, as _record_batch builds it with jsonb_build_object */
+/*
+ * The detail of a direct-path event: what _record_batch's jsonb_build_object
+ * keeps (team, territory, source and pinned are columns).  A direct-path frame
+ * has no suggestion, so only a requested owner can be there; the empty
+ * object is built once.
+ */
 static Datum
 event_detail(Entry *e)
 {
+	static Jsonb *empty = NULL;
 	JsonbParseState *st = NULL;
 	JsonbValue	v;
 
+	if (e->requested == 0)
+	{
+		if (empty == NULL)
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+			pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
+			empty = JsonbValueToJsonb(pushJsonbValue(&st, WJB_END_OBJECT, NULL));
+			MemoryContextSwitchTo(old);
+		}
+		return JsonbPGetDatum(empty);
+	}
 	pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
-	if (e->territory)
-	{
-		jb_key(&st, "territory_id");
-		v.type = jbvNumeric;
-		v.val.numeric = int64_to_numeric(e->territory);
-		pushJsonbValue(&st, WJB_VALUE, &v);
-	}
-	if (e->team)
-	{
-		jb_key(&st, "team_id");
-		v.type = jbvNumeric;
-		v.val.numeric = int64_to_numeric(e->team);
-		pushJsonbValue(&st, WJB_VALUE, &v);
-	}
-	if (e->source)
-	{
-		jb_key(&st, "source");
-		v.type = jbvString;
-		v.val.string.val = (char *) e->source;
-		v.val.string.len = strlen(e->source);
-		pushJsonbValue(&st, WJB_VALUE, &v);
-	}
-	jb_key(&st, "pinned");
-	v.type = jbvBool;
-	v.val.boolean = e->pinned;
+	jb_key(&st, "requested_owner");
+	v.type = jbvNumeric;
+	v.val.numeric = int64_to_numeric(e->requested);
 	pushJsonbValue(&st, WJB_VALUE, &v);
-	jb_key(&st, "suggested");
-	v.type = jbvBool;
-	v.val.boolean = e->suggest != 0;
-	pushJsonbValue(&st, WJB_VALUE, &v);
-	if (e->requested)
-	{
-		jb_key(&st, "requested_owner");
-		v.type = jbvNumeric;
-		v.val.numeric = int64_to_numeric(e->requested);
-		pushJsonbValue(&st, WJB_VALUE, &v);
-	}
 	return JsonbPGetDatum(JsonbValueToJsonb(pushJsonbValue(&st, WJB_END_OBJECT, NULL)));
 }
 
@@ -301,7 +286,7 @@ static const char *const state_columns[R__N + 1] = {
 enum
 {
 	V_ID, V_AT, V_ACTOR, V_KIND, V_MANAGED, V_TABLE, V_KEY, V_FROM, V_TO, V_RULE, V_REASON, V_DETAIL,
-	V_PERIOD, V_TIER, V_CROP, V_BTYPE, V_STAGE, V__N
+	V_TEAM, V_TERRITORY, V_SOURCE, V_PINNED, V_PERIOD, V_TIER, V_CROP, V_BTYPE, V_STAGE, V__N
 };
 /* the fields of allocation._entry, in order */
 enum
@@ -311,7 +296,8 @@ enum
 };
 static const char *const event_columns[V__N + 1] = {
 	"id", "at", "actor", "kind", "managed_id", "table_name", "key", "from_rep", "to_rep", "rule_id",
-	"reason", "detail", "period", "tier", "crop", "business_type", "stage", NULL
+	"reason", "detail", "team_id", "territory_id", "source", "pinned", "period", "tier", "crop",
+	"business_type", "stage", NULL
 };
 
 /*
@@ -493,6 +479,10 @@ direct_write_events(Frame *f, RowWriter *we, Datum actor, TimestampTz now)
 		SET_I8(V_RULE, e->rule);
 		SET_TEXT(V_REASON, e->reason);
 		SET_DATUM(V_DETAIL, event_detail(e));
+		SET_I8(V_TEAM, e->team);
+		SET_I8(V_TERRITORY, e->territory);
+		SET_TEXT(V_SOURCE, e->source);
+		SET_DATUM(V_PINNED, BoolGetDatum(e->pinned));
 		SET_TEXT(V_PERIOD, "open");
 		SET_TEXT(V_TIER, e->tier);
 		SET_TEXT(V_CROP, e->crop);

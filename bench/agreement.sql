@@ -12,7 +12,7 @@ WITH
 -- check reads the engine's records (its audit log, since customer_m was last emptied).
 -- Owners come from the customer table's owner column, not from here.
 ext AS (
-    SELECT DISTINCT ON (e.key) e.key::bigint AS key, (e.detail ->> 'territory_id')::bigint AS territory_id,
+    SELECT DISTINCT ON (e.key) e.key::bigint AS key, e.territory_id,
            r.name AS rule
       FROM allocation.event e
       LEFT JOIN allocation.rule r ON r.id = e.rule_id

@@ -323,7 +323,7 @@ echo "  state rows: $("${PA[@]}" -c "SELECT count(*) FROM bench.floor_src_a"), e
 FLOOR_STMT="BEGIN;
 $(INSERT_STMT bench.customer_plain)
 INSERT INTO bench.floor_a SELECT managed_id, key, rep_id, team_id, territory_id, rule_id, source, pinned, reason, tier, crop, business_type, stage, stage_since, now() FROM bench.floor_src_a;
-INSERT INTO bench.floor_e SELECT nextval('allocation.event_id_seq'), clock_timestamp(), actor, kind, managed_id, table_name, key, from_rep, to_rep, rule_id, reason, detail, period, tier, crop, business_type, stage FROM bench.floor_src_e;
+INSERT INTO bench.floor_e (id, at, actor, kind, managed_id, table_name, key, from_rep, to_rep, rule_id, reason, detail, team_id, territory_id, source, pinned, period, tier, crop, business_type, stage) SELECT nextval('allocation.event_id_seq'), clock_timestamp(), actor, kind, managed_id, table_name, key, from_rep, to_rep, rule_id, reason, detail, team_id, territory_id, source, pinned, period, tier, crop, business_type, stage FROM bench.floor_src_e;
 COMMIT;"
 run_timed burnin_floor 1 floor "$FLOOR_STMT" "$N" >/dev/null
 for run in $(seq 1 "$BENCH_REPEAT"); do

@@ -409,6 +409,7 @@ extern MemoryContext writer_row_context(RowWriter *w);
 extern void writer_add(RowWriter *w, Datum *values, bool *isnull);
 extern bool writer_insert_speculative(RowWriter *w, Datum *values, bool *isnull);
 extern Relation writer_relation(RowWriter *w);
+extern void writer_defer_hash_index(RowWriter *w);
 extern void writer_close(RowWriter *w);
 extern int64 writer_nextval(Oid seqid);
 

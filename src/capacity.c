@@ -10,15 +10,20 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/table.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
+#include "utils/fmgroids.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
 #include "utils/snapmgr.h"
 
 #include "allocation.h"
@@ -28,7 +33,6 @@
 
 static SPIPlanPtr plan_reserve_wait = NULL;
 static SPIPlanPtr plan_reserve_skip = NULL;
-static SPIPlanPtr plan_loads = NULL;
 
 /*
  * Deadlock avoidance.  A transaction holds the counter rows of the reps it
@@ -308,6 +312,70 @@ allocation_lock_counter(PG_FUNCTION_ARGS)
 }
 
 /*
+ * Reads the counters of reps want[0..nwant-1] by index probes on
+ * allocation.rep_load (no SPI: a single-row statement paid an executor start
+ * for this), under a fresh snapshot taken after the commands so far, as an
+ * SPI query would: into held[]/reserved[] of ids[0..n-1] and the statement's
+ * cache.  Used for ordering only; capacity is checked on the locked counter.
+ */
+static void
+read_counters(int64 *want, int nwant, int64 *ids, int n, int32 *held, int32 *reserved, HTAB *cache)
+{
+	Relation	rel,
+				ix;
+	Oid			relid,
+				ixid;
+	Snapshot	snap;
+	int			w,
+				i;
+
+	alloc_lookup_oids();
+	relid = get_relname_relid("rep_load", alloc_oids.schema);
+	ixid = get_relname_relid("rep_load_pkey", alloc_oids.schema);
+	if (!OidIsValid(relid) || !OidIsValid(ixid))
+		elog(ERROR, "allocation.rep_load or its primary key is missing");
+	CommandCounterIncrement();
+	snap = RegisterSnapshot(GetLatestSnapshot());
+	rel = table_open(relid, AccessShareLock);
+	ix = index_open(ixid, AccessShareLock);
+	for (w = 0; w < nwant; w++)
+	{
+		ScanKeyData key;
+		SysScanDesc scan;
+		HeapTuple	tup;
+
+		ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(want[w]));
+		scan = systable_beginscan_ordered(rel, ix, snap, 1, &key);
+		tup = systable_getnext_ordered(scan, ForwardScanDirection);
+		if (HeapTupleIsValid(tup))
+		{
+			bool		isnull;
+			int32		h = DatumGetInt32(heap_getattr(tup, 2, RelationGetDescr(rel), &isnull));
+			int32		r = DatumGetInt32(heap_getattr(tup, 3, RelationGetDescr(rel), &isnull));
+
+			for (i = 0; i < n; i++)
+				if (ids[i] == want[w])
+				{
+					held[i] = h + frames_pending(want[w]);	/* + this transaction's unwritten slots */
+					if (reserved)
+						reserved[i] = r;
+				}
+			if (cache)
+			{
+				RepCount   *rc = hash_search(cache, &want[w], HASH_ENTER, NULL);
+
+				rc->n = h;
+				rc->reserved = r;
+			}
+		}
+		systable_endscan_ordered(scan);
+	}
+	index_close(ix, NoLock);	/* locks kept until the transaction ends, as a query's */
+	table_close(rel, NoLock);
+	UnregisterSnapshot(snap);
+}
+
+/*
  * Current holdings of reps ids[0..n-1] into held[] (with this transaction's
  * unwritten slots) and the slots their pending suggestions reserve into
  * reserved[] (may be NULL).  Values read once per statement and rep, for
@@ -316,12 +384,8 @@ allocation_lock_counter(PG_FUNCTION_ARGS)
 void
 capacity_read_loads(int64 *ids, int n, int32 *held, int32 *reserved)
 {
-	AllocUserSwitch sw;
-	Oid			types[1] = {INT8ARRAYOID};
-	Datum		vals[1];
-	Datum	   *elems;
+	int64	   *elems;
 	int			i;
-	uint64		k;
 	HTAB	   *cache = frames_load_cache();
 	int			nmiss = 0;
 
@@ -333,7 +397,7 @@ capacity_read_loads(int64 *ids, int n, int32 *held, int32 *reserved)
 	}
 	if (n == 0)
 		return;
-	elems = palloc(sizeof(Datum) * n);
+	elems = palloc(sizeof(int64) * n);
 	for (i = 0; i < n; i++)
 	{
 		/* values read earlier in this statement: no query (ordering only) */
@@ -346,40 +410,11 @@ capacity_read_loads(int64 *ids, int n, int32 *held, int32 *reserved)
 				reserved[i] = rc->reserved;
 		}
 		else
-			elems[nmiss++] = Int64GetDatum(ids[i]);
+			elems[nmiss++] = ids[i];
 	}
 	if (nmiss == 0)
 		return;
-	vals[0] = PointerGetDatum(construct_array(elems, nmiss, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-
-	alloc_spi_begin(&sw);
-	if (SPI_execute_plan(alloc_keep_plan(&plan_loads,
-								   "SELECT rep_id, held, reserved FROM allocation.rep_load WHERE rep_id = ANY ($1)",
-								   1, types), vals, NULL, false, 0) != SPI_OK_SELECT)	/* see this statement's reservations */
-		elog(ERROR, "reading rep holdings failed");
-	for (k = 0; k < SPI_processed; k++)
-	{
-		bool		isnull;
-		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 1, &isnull));
-		int32		h = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 2, &isnull));
-		int32		r = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 3, &isnull));
-
-		for (i = 0; i < n; i++)
-			if (ids[i] == id)
-			{
-				held[i] = h + frames_pending(id);	/* + this transaction's unwritten slots */
-				if (reserved)
-					reserved[i] = r;
-			}
-		if (cache)
-		{
-			RepCount   *rc = hash_search(cache, &id, HASH_ENTER, NULL);
-
-			rc->n = h;
-			rc->reserved = r;
-		}
-	}
-	alloc_spi_end(&sw);
+	read_counters(elems, nmiss, ids, n, held, reserved, cache);
 }
 
 /* A rep's holdings plus its reserved slots (what capacity is compared with) */

@@ -552,6 +552,7 @@ flush_direct(Frame *f, Datum actor, Deltas *d)
 			writer_close(wa);
 		return false;
 	}
+	writer_defer_hash_index(we);	/* nothing reads events until direct_write_events closes it */
 	qsort(reps, nreps, sizeof(int64), cmp_int64);
 	for (i = 0, j = 0; i < nreps; i++)
 		if (j == 0 || reps[i] != reps[j - 1])

@@ -27,11 +27,14 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/hash.h"
 #include "access/heapam.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/dependency.h"
+#include "catalog/pg_am.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_trigger.h"
 #include "commands/sequence.h"
@@ -40,6 +43,7 @@
 #include "executor/executor.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_relation.h"
+#include "utils/datum.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -59,6 +63,21 @@ struct RowWriter
 	int			natts;
 	int			ncols;			/* the columns the caller fills ... */
 	int		   *col_att;		/* ... and their attribute indexes */
+	/*
+	 * The hash index whose entries wait for writer_close() (moved to the
+	 * last position of rri's index arrays, hidden from the per-batch
+	 * insertion), and the rows waiting: key, heap TID and key hash.
+	 */
+	bool		defer_hash;
+	Relation	hash_ix;
+	IndexInfo  *hash_ii;
+	AttrNumber	hash_att;
+	MemoryContext defer_cxt;
+	int			ndefer;
+	int			maxdefer;
+	Datum	   *defer_key;
+	ItemPointerData *defer_tid;
+	uint32	   *defer_hash_value;
 	int			nslots;
 	TupleTableSlot *slots[WRITER_BATCH];
 };
@@ -126,6 +145,131 @@ writer_attnum(RowWriter *w, const char *name)
 	if (a <= 0)
 		elog(ERROR, "column \"%s\" of %s not found", name, RelationGetRelationName(w->rel));
 	return (AttrNumber) a;
+}
+
+/*
+ * Asks that the table's hash index on one plain column (allocation.event's
+ * key) get its entries at writer_close(), in bucket order.  Rows arrive in
+ * random key order, so each entry would visit a random bucket page: on a
+ * large index a cache miss per row, the largest single cost of writing an
+ * event.  Sorted, consecutive entries share a bucket page.  A hash index is
+ * never unique, so this changes no unique check; the caller promises that
+ * nothing reads the table through that index between writer_add() and
+ * writer_close() (the identity tables, probed while a statement registers
+ * rows, do not use it).  No such index: nothing changes.
+ */
+void
+writer_defer_hash_index(RowWriter *w)
+{
+	ResultRelInfo *rri = w->rri;
+	int			i,
+				last = rri->ri_NumIndices - 1;
+
+	for (i = 0; i <= last; i++)
+	{
+		Relation	ix = rri->ri_IndexRelationDescs[i];
+		IndexInfo  *ii = rri->ri_IndexRelationInfo[i];
+
+		if (ix->rd_rel->relam == HASH_AM_OID && ii->ii_NumIndexKeyAttrs == 1 &&
+			ii->ii_IndexAttrNumbers[0] > 0 && ii->ii_Predicate == NIL)
+		{
+			/* swap it to the end: ri_NumIndices - 1 then covers the others */
+			rri->ri_IndexRelationDescs[i] = rri->ri_IndexRelationDescs[last];
+			rri->ri_IndexRelationInfo[i] = rri->ri_IndexRelationInfo[last];
+			rri->ri_IndexRelationDescs[last] = ix;
+			rri->ri_IndexRelationInfo[last] = ii;
+			w->defer_hash = true;
+			w->hash_ix = ix;
+			w->hash_ii = ii;
+			w->hash_att = ii->ii_IndexAttrNumbers[0];
+			w->defer_cxt = AllocSetContextCreate(CurrentMemoryContext, "allocation deferred hash entries",
+												 ALLOCSET_DEFAULT_SIZES);
+			w->maxdefer = 1024;
+			w->defer_key = MemoryContextAlloc(w->defer_cxt, sizeof(Datum) * w->maxdefer);
+			w->defer_tid = MemoryContextAlloc(w->defer_cxt, sizeof(ItemPointerData) * w->maxdefer);
+			w->defer_hash_value = MemoryContextAlloc(w->defer_cxt, sizeof(uint32) * w->maxdefer);
+			return;
+		}
+	}
+}
+
+/* Remembers the deferred hash index entry of a row just written */
+static void
+writer_defer_entry(RowWriter *w, TupleTableSlot *slot)
+{
+	Relation	ix = w->hash_ix;
+	bool		isnull;
+	Datum		d = slot_getattr(slot, w->hash_att, &isnull);
+
+	if (isnull)
+		return;					/* hash indexes do not store NULLs */
+	if (w->ndefer == w->maxdefer)
+	{
+		w->maxdefer *= 2;
+		w->defer_key = repalloc_huge(w->defer_key, sizeof(Datum) * w->maxdefer);
+		w->defer_tid = repalloc_huge(w->defer_tid, sizeof(ItemPointerData) * w->maxdefer);
+		w->defer_hash_value = repalloc_huge(w->defer_hash_value, sizeof(uint32) * w->maxdefer);
+	}
+	{
+		Form_pg_attribute att = TupleDescAttr(RelationGetDescr(w->rel), w->hash_att - 1);
+		MemoryContext old = MemoryContextSwitchTo(w->defer_cxt);
+
+		w->defer_key[w->ndefer] = datumCopy(d, att->attbyval, att->attlen);
+		MemoryContextSwitchTo(old);
+	}
+	w->defer_tid[w->ndefer] = slot->tts_tid;
+	w->defer_hash_value[w->ndefer] = _hash_datum2hashkey(ix, w->defer_key[w->ndefer]);
+	w->ndefer++;
+}
+
+static int
+bucket_cmp(const void *a, const void *b, void *arg)
+{
+	const uint32 *bucket = (const uint32 *) arg;
+	uint32		x = bucket[*(const int *) a],
+				y = bucket[*(const int *) b];
+
+	if (x != y)
+		return x < y ? -1 : 1;
+	return *(const int *) a - *(const int *) b;
+}
+
+/* Inserts the deferred hash index entries, in the order of their buckets */
+static void
+writer_insert_deferred(RowWriter *w)
+{
+	Relation	ix = w->hash_ix;
+	IndexInfo  *ii = w->hash_ii;
+	Buffer		metabuf = InvalidBuffer;
+	HashMetaPage metap;
+	uint32	   *bucket;
+	int		   *order;
+	int			i;
+
+	if (w->ndefer == 0)
+		return;
+	bucket = MemoryContextAlloc(w->defer_cxt, sizeof(uint32) * w->ndefer);
+	order = MemoryContextAlloc(w->defer_cxt, sizeof(int) * w->ndefer);
+	/* the current bucket mapping (returned pinned, not locked); splits during the loop only cost locality */
+	metap = _hash_getcachedmetap(ix, &metabuf, true);
+	for (i = 0; i < w->ndefer; i++)
+	{
+		bucket[i] = _hash_hashkey2bucket(w->defer_hash_value[i], metap->hashm_maxbucket,
+										 metap->hashm_highmask, metap->hashm_lowmask);
+		order[i] = i;
+	}
+	if (BufferIsValid(metabuf))
+		_hash_dropbuf(ix, metabuf);
+	qsort_arg(order, w->ndefer, sizeof(int), bucket_cmp, bucket);
+	for (i = 0; i < w->ndefer; i++)
+	{
+		bool		isnull = false;
+		int			k = order[i];
+
+		index_insert(ix, &w->defer_key[k], &isnull, &w->defer_tid[k], w->rel,
+					 UNIQUE_CHECK_NO, false, ii);
+	}
+	w->ndefer = 0;
 }
 
 /*
@@ -223,18 +367,31 @@ writer_flush(RowWriter *w)
 	if (w->nslots == 0)
 		return;
 	table_multi_insert(w->rel, w->slots, w->nslots, w->cid, 0, w->bis);
-	for (i = 0; i < w->nslots; i++)
+	if (w->defer_hash)
+		w->rri->ri_NumIndices--;	/* the deferred hash index waits for writer_close() */
+	PG_TRY();
 	{
-		if (w->rri->ri_NumIndices > 0)
+		for (i = 0; i < w->nslots; i++)
 		{
-			List	   *recheck = ExecInsertIndexTuples(w->rri, w->slots[i], w->estate,
-														false, false, NULL, NIL);
+			if (w->rri->ri_NumIndices > 0)
+			{
+				List	   *recheck = ExecInsertIndexTuples(w->rri, w->slots[i], w->estate,
+															false, false, NULL, NIL);
 
-			list_free(recheck);
+				list_free(recheck);
+			}
+			if (w->defer_hash)
+				writer_defer_entry(w, w->slots[i]);
+			ResetPerTupleExprContext(w->estate);
+			ExecClearTuple(w->slots[i]);
 		}
-		ResetPerTupleExprContext(w->estate);
-		ExecClearTuple(w->slots[i]);
 	}
+	PG_FINALLY();
+	{
+		if (w->defer_hash)
+			w->rri->ri_NumIndices++;
+	}
+	PG_END_TRY();
 	w->nslots = 0;
 	MemoryContextReset(w->rows_cxt);
 }
@@ -320,6 +477,11 @@ void
 writer_close(RowWriter *w)
 {
 	writer_flush(w);
+	if (w->defer_hash)
+	{
+		writer_insert_deferred(w);
+		MemoryContextDelete(w->defer_cxt);
+	}
 	FreeBulkInsertState(w->bis);
 	table_finish_bulk_insert(w->rel, 0);
 	ExecCloseIndices(w->rri);

@@ -14,8 +14,10 @@
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "nodes/execnodes.h"
+#include "nodes/lockoptions.h"
 #include "utils/hsearch.h"
 #include "utils/relcache.h"
+#include "utils/snapshot.h"
 
 /* ---------- allocation.c: module wiring, helpers ---------- */
 
@@ -410,8 +412,19 @@ extern void writer_add(RowWriter *w, Datum *values, bool *isnull);
 extern bool writer_insert_speculative(RowWriter *w, Datum *values, bool *isnull);
 extern Relation writer_relation(RowWriter *w);
 extern void writer_defer_hash_index(RowWriter *w);
+extern void writer_trust_checks(RowWriter *w, const char *const *names);
 extern void writer_close(RowWriter *w);
 extern int64 writer_nextval(Oid seqid);
+typedef enum RowLockResult
+{
+	ROWLOCK_OK,					/* found and locked (the locked version is in the slot) */
+	ROWLOCK_NONE,				/* no such row (or deleted, or changed by this command) */
+	ROWLOCK_BUSY				/* locked by another transaction, and not waited for */
+} RowLockResult;
+extern RowLockResult writer_lock_row(Relation rel, Relation ix, Datum key, RegProcedure eqproc,
+									 Snapshot snap, LockTupleMode mode, bool wait, TupleTableSlot *slot);
+extern bool writer_can_update(RowWriter *w, int nfk);
+extern void writer_update(RowWriter *w, TupleTableSlot *slot, Datum *values, bool *isnull);
 
 /* ---------- onconflict.c: whether an INSERT ... ON CONFLICT may be running ---------- */
 extern void onconflict_init(void);

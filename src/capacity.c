@@ -15,6 +15,8 @@
 #include "access/table.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "executor/tuptable.h"
+#include "parser/parse_relation.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/array.h"
@@ -31,8 +33,6 @@
 
 /* ---------- capacity: counters in allocation.rep_load ---------- */
 
-static SPIPlanPtr plan_reserve_wait = NULL;
-static SPIPlanPtr plan_reserve_skip = NULL;
 
 /*
  * Deadlock avoidance.  A transaction holds the counter rows of the reps it
@@ -143,35 +143,38 @@ static RepBase *
 lock_counter(int64 rep_id, bool wait)
 {
 	RepBase    *b = rep_base(rep_id, false);
-	AllocUserSwitch sw;
-	Oid			types[1] = {INT8OID};
-	Datum		vals[1];
-	int			rc;
-	bool		isnull;
+	Relation	rel,
+				ix;
+	TupleTableSlot *slot;
+	RowLockResult r;
+	int32		value = 0;
 
 	if (b != NULL && b->held >= 0)
 		return b;
-	alloc_spi_begin(&sw);
-	vals[0] = Int64GetDatum(rep_id);
-	rc = SPI_execute_plan(wait
-						  ? alloc_keep_plan(&plan_reserve_wait,
-									  "SELECT held + reserved FROM allocation.rep_load WHERE rep_id = $1 FOR UPDATE",
-									  1, types)
-						  : alloc_keep_plan(&plan_reserve_skip,
-									  "SELECT held + reserved FROM allocation.rep_load WHERE rep_id = $1"
-									  " FOR UPDATE SKIP LOCKED", 1, types),
-						  vals, NULL, false, 1);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "locking a holdings counter failed: %s", SPI_result_code_string(rc));
-	if (SPI_processed == 0)
+	/* SELECT held + reserved ... FOR UPDATE [SKIP LOCKED], without SPI */
+	alloc_lookup_oids();
+	CommandCounterIncrement();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	rel = table_open(get_relname_relid("rep_load", alloc_oids.schema), RowShareLock);
+	ix = index_open(get_relname_relid("rep_load_pkey", alloc_oids.schema), AccessShareLock);
+	slot = table_slot_create(rel, NULL);
+	r = writer_lock_row(rel, ix, Int64GetDatum(rep_id), F_INT8EQ, GetActiveSnapshot(),
+						LockTupleExclusive, wait, slot);
+	if (r == ROWLOCK_OK)
 	{
-		/* locked by another transaction (skip), or no counter row */
-		alloc_spi_end(&sw);
-		return NULL;
+		bool		isnull;
+
+		value = DatumGetInt32(slot_getattr(slot, attnameAttNum(rel, "held", false), &isnull)) +
+			DatumGetInt32(slot_getattr(slot, attnameAttNum(rel, "reserved", false), &isnull));
 	}
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(ix, NoLock);
+	table_close(rel, NoLock);	/* locks kept until the transaction ends, as a query's */
+	PopActiveSnapshot();
+	if (r != ROWLOCK_OK)
+		return NULL;			/* locked by another transaction (skip), or no counter row */
 	b = rep_base(rep_id, true);
-	b->held = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	alloc_spi_end(&sw);
+	b->held = value;
 	if (rep_id > max_counter_held)
 		max_counter_held = rep_id;
 	return b;
@@ -318,60 +321,100 @@ allocation_lock_counter(PG_FUNCTION_ARGS)
  * SPI query would: into held[]/reserved[] of ids[0..n-1] and the statement's
  * cache.  Used for ordering only; capacity is checked on the locked counter.
  */
+static int
+int64_cmp(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a,
+				y = *(const int64 *) b;
+
+	return x < y ? -1 : (x > y ? 1 : 0);
+}
+
+/* One counter row read: into held[]/reserved[] of ids[0..n-1] and the statement's cache */
+static void
+note_counter(int64 rep, int32 h, int32 r, int64 *ids, int n, int32 *held, int32 *reserved, HTAB *cache)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+		if (ids[i] == rep)
+		{
+			held[i] = h + frames_pending(rep);	/* + this transaction's unwritten slots */
+			if (reserved)
+				reserved[i] = r;
+		}
+	if (cache)
+	{
+		RepCount   *rc = hash_search(cache, &rep, HASH_ENTER, NULL);
+
+		rc->n = h;
+		rc->reserved = r;
+	}
+}
+
+/*
+ * Reads the counters of reps want[0..nwant-1] from allocation.rep_load
+ * without SPI (a single-row statement paid an executor start for this):
+ * index probes for a few reps, one pass over the (small) table for many.
+ * Under a fresh snapshot taken after the commands so far, as an SPI query
+ * would.  Used for ordering only; capacity is checked on the locked counter.
+ */
 static void
 read_counters(int64 *want, int nwant, int64 *ids, int n, int32 *held, int32 *reserved, HTAB *cache)
 {
-	Relation	rel,
-				ix;
-	Oid			relid,
-				ixid;
+	Relation	rel;
 	Snapshot	snap;
-	int			w,
-				i;
+	TupleTableSlot *slot;
+	AttrNumber	a_rep,
+				a_held,
+				a_res;
+	bool		isnull;
+	int			w;
 
 	alloc_lookup_oids();
-	relid = get_relname_relid("rep_load", alloc_oids.schema);
-	ixid = get_relname_relid("rep_load_pkey", alloc_oids.schema);
-	if (!OidIsValid(relid) || !OidIsValid(ixid))
-		elog(ERROR, "allocation.rep_load or its primary key is missing");
 	CommandCounterIncrement();
 	snap = RegisterSnapshot(GetLatestSnapshot());
-	rel = table_open(relid, AccessShareLock);
-	ix = index_open(ixid, AccessShareLock);
-	for (w = 0; w < nwant; w++)
+	rel = table_open(get_relname_relid("rep_load", alloc_oids.schema), AccessShareLock);
+	a_rep = attnameAttNum(rel, "rep_id", false);
+	a_held = attnameAttNum(rel, "held", false);
+	a_res = attnameAttNum(rel, "reserved", false);
+	slot = table_slot_create(rel, NULL);
+	if (nwant <= 4)
 	{
-		ScanKeyData key;
-		SysScanDesc scan;
-		HeapTuple	tup;
+		Relation	ix = index_open(get_relname_relid("rep_load_pkey", alloc_oids.schema), AccessShareLock);
 
-		ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(want[w]));
-		scan = systable_beginscan_ordered(rel, ix, snap, 1, &key);
-		tup = systable_getnext_ordered(scan, ForwardScanDirection);
-		if (HeapTupleIsValid(tup))
+		for (w = 0; w < nwant; w++)
 		{
-			bool		isnull;
-			int32		h = DatumGetInt32(heap_getattr(tup, 2, RelationGetDescr(rel), &isnull));
-			int32		r = DatumGetInt32(heap_getattr(tup, 3, RelationGetDescr(rel), &isnull));
+			ScanKeyData key;
+			IndexScanDesc scan;
 
-			for (i = 0; i < n; i++)
-				if (ids[i] == want[w])
-				{
-					held[i] = h + frames_pending(want[w]);	/* + this transaction's unwritten slots */
-					if (reserved)
-						reserved[i] = r;
-				}
-			if (cache)
-			{
-				RepCount   *rc = hash_search(cache, &want[w], HASH_ENTER, NULL);
-
-				rc->n = h;
-				rc->reserved = r;
-			}
+			ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(want[w]));
+			scan = index_beginscan(rel, ix, snap, 1, 0);
+			index_rescan(scan, &key, 1, NULL, 0);
+			if (index_getnext_slot(scan, ForwardScanDirection, slot))
+				note_counter(want[w], DatumGetInt32(slot_getattr(slot, a_held, &isnull)),
+							 DatumGetInt32(slot_getattr(slot, a_res, &isnull)), ids, n, held, reserved, cache);
+			index_endscan(scan);
 		}
-		systable_endscan_ordered(scan);
+		index_close(ix, NoLock);
 	}
-	index_close(ix, NoLock);	/* locks kept until the transaction ends, as a query's */
-	table_close(rel, NoLock);
+	else
+	{
+		TableScanDesc scan = table_beginscan(rel, snap, 0, NULL);
+
+		qsort(want, nwant, sizeof(int64), int64_cmp);
+		while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
+		{
+			int64		rep = DatumGetInt64(slot_getattr(slot, a_rep, &isnull));
+
+			if (bsearch(&rep, want, nwant, sizeof(int64), int64_cmp))
+				note_counter(rep, DatumGetInt32(slot_getattr(slot, a_held, &isnull)),
+							 DatumGetInt32(slot_getattr(slot, a_res, &isnull)), ids, n, held, reserved, cache);
+		}
+		table_endscan(scan);
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	table_close(rel, NoLock);	/* the lock is kept until the transaction ends, as a query's */
 	UnregisterSnapshot(snap);
 }
 

@@ -10,6 +10,7 @@
 #include "postgres.h"
 
 #include "access/genam.h"
+#include "access/table.h"
 #include "access/htup_details.h"
 #include "access/relscan.h"
 #include "access/stratnum.h"
@@ -20,9 +21,11 @@
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "parser/parse_relation.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/fmgroids.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
@@ -378,6 +381,187 @@ direct_statement_query(Datum actor, Deltas *d, int64 *reps, int nreps, int32 *ma
 	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
 }
 
+/* The relation and primary-key index of one of the extension's tables, opened with lockmode */
+static void
+open_with_pkey(const char *name, LOCKMODE lockmode, Relation *rel, Relation *ix)
+{
+	char		ixname[NAMEDATALEN];
+	Oid			relid = get_relname_relid(name, alloc_oids.schema),
+				ixid;
+
+	snprintf(ixname, sizeof(ixname), "%s_pkey", name);
+	ixid = get_relname_relid(ixname, alloc_oids.schema);
+	if (!OidIsValid(relid) || !OidIsValid(ixid))
+		elog(ERROR, "allocation.%s or its primary key is missing", name);
+	*rel = table_open(relid, lockmode);
+	*ix = index_open(ixid, AccessShareLock);
+}
+
+/* FOR KEY SHARE locks on the rows with these keys; the number found */
+static int
+lock_referenced(const char *name, Datum *keys, int n, RegProcedure eqproc, Snapshot snap)
+{
+	Relation	rel,
+				ix;
+	TupleTableSlot *slot;
+	int			i,
+				found = 0;
+
+	open_with_pkey(name, RowShareLock, &rel, &ix);
+	slot = table_slot_create(rel, NULL);
+	for (i = 0; i < n; i++)
+		if (writer_lock_row(rel, ix, keys[i], eqproc, snap, LockTupleKeyShare, true, slot) == ROWLOCK_OK)
+			found++;
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(ix, NoLock);
+	table_close(rel, NoLock);
+	return found;
+}
+
+/*
+ * held += n on the counters of the statement's reps, in rep id order, each
+ * row locked first (FOR NO KEY UPDATE, as the UPDATE would).  false, having
+ * done nothing, when rep_load has triggers the direct path does not know.
+ */
+static bool
+update_counters(Deltas *d, Snapshot snap)
+{
+	static const char *const cols[] = {"rep_id", "held", "reserved", NULL};
+	Relation	ix;
+	RowWriter  *w;
+	TupleTableSlot *slot;
+	int64	   *reps = palloc(sizeof(int64) * Max(d->n, 1));
+	Datum	   *values;
+	bool	   *isnull;
+	AttrNumber	held;
+	int			i,
+				k,
+				natts;
+
+	w = writer_open(get_relname_relid("rep_load", alloc_oids.schema), 1, NULL, cols);
+	if (w == NULL)
+		return false;
+	if (!writer_can_update(w, 1))
+	{
+		writer_close(w);
+		return false;
+	}
+	ix = index_open(get_relname_relid("rep_load_pkey", alloc_oids.schema), RowExclusiveLock);
+	slot = table_slot_create(writer_relation(w), NULL);
+	natts = RelationGetDescr(writer_relation(w))->natts;
+	values = palloc(sizeof(Datum) * natts);
+	isnull = palloc(sizeof(bool) * natts);
+	held = attnameAttNum(writer_relation(w), "held", false);
+	for (i = 0; i < d->n; i++)
+		reps[i] = DatumGetInt64(d->rep[i]);
+	qsort(reps, d->n, sizeof(int64), cmp_int64);
+	for (i = 0; i < d->n; i++)
+	{
+		int32		n = 0;
+
+		for (k = 0; k < d->n; k++)
+			if (DatumGetInt64(d->rep[k]) == reps[i])
+				n = DatumGetInt32(d->count[k]);
+		if (n == 0 ||
+			writer_lock_row(writer_relation(w), ix, Int64GetDatum(reps[i]), F_INT8EQ, snap,
+							LockTupleNoKeyExclusive, true, slot) != ROWLOCK_OK)
+			continue;			/* no counter row: the UPDATE would change nothing either */
+		slot_getallattrs(slot);
+		memcpy(values, slot->tts_values, sizeof(Datum) * natts);
+		memcpy(isnull, slot->tts_isnull, sizeof(bool) * natts);
+		values[held - 1] = Int32GetDatum(DatumGetInt32(values[held - 1]) + n);
+		writer_update(w, slot, values, isnull);
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(ix, NoLock);
+	writer_close(w);
+	return true;
+}
+
+/* Whether registration protection may apply: some claim policy sets it, and the actor is a rep */
+static bool
+protection_applies(Datum actor, Snapshot snap)
+{
+	Relation	rel;
+	TableScanDesc scan;
+	TupleTableSlot *slot;
+	AttrNumber	att;
+	bool		any = false,
+				isnull;
+
+	rel = table_open(get_relname_relid("claim_policy", alloc_oids.schema), AccessShareLock);
+	att = attnameAttNum(rel, "protection", false);
+	slot = table_slot_create(rel, NULL);
+	scan = table_beginscan(rel, snap, 0, NULL);
+	while (!any && table_scan_getnextslot(scan, ForwardScanDirection, slot))
+	{
+		(void) slot_getattr(slot, att, &isnull);
+		any = !isnull;
+	}
+	table_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	table_close(rel, NoLock);
+	if (!any)
+		return false;
+	rel = table_open(alloc_oids.rep, AccessShareLock);
+	att = attnameAttNum(rel, "login", false);
+	slot = table_slot_create(rel, NULL);
+	scan = table_beginscan(rel, snap, 0, NULL);
+	any = false;
+	while (!any && table_scan_getnextslot(scan, ForwardScanDirection, slot))
+	{
+		Datum		login = slot_getattr(slot, att, &isnull);
+
+		any = !isnull && strcmp(NameStr(*DatumGetName(login)), TextDatumGetCString(actor)) == 0;
+	}
+	table_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	table_close(rel, NoLock);
+	return any;
+}
+
+/*
+ * The direct path's statement work without SPI: the FOR KEY SHARE locks a
+ * foreign key would take per row (once per referenced rep and table), the
+ * counters (one update per rep), and whether registration protection
+ * applies (-1: the counters table is not as the extension made it, use
+ * direct_statement_query).  Under a snapshot taken now, after this
+ * transaction's earlier commands, as the SQL would.
+ */
+static int
+direct_statement_rows(Datum actor, Deltas *d, int64 *reps, int nreps, int32 *managed, int nman)
+{
+	Datum	   *keys = palloc(sizeof(Datum) * Max(Max(nreps, nman), 1));
+	Snapshot	snap;
+	int			i,
+				result = -1;
+
+	CommandCounterIncrement();
+	snap = GetTransactionSnapshot();
+	PushActiveSnapshot(snap);
+	snap = GetActiveSnapshot();
+	for (i = 0; i < nreps; i++)
+		keys[i] = Int64GetDatum(reps[i]);
+	if (lock_referenced("rep", keys, nreps, F_INT8EQ, snap) != nreps)
+		ereport(ERROR,
+				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
+				 errmsg("a rep assigned by this statement no longer exists"),
+				 errdetail("A rep the rules chose was deleted (by a concurrent transaction, or by a trigger of this statement) before the statement's rows were written; no ownership may name it."),
+				 errhint("Retry the statement.")));
+	for (i = 0; i < nman; i++)
+		keys[i] = Int32GetDatum(managed[i]);
+	if (lock_referenced("managed_table", keys, nman, F_INT4EQ, snap) != nman)
+		ereport(ERROR,
+				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
+				 errmsg("the table is no longer managed"),
+				 errdetail("A concurrent transaction removed the table from allocation.managed_table."),
+				 errhint("Retry the statement.")));
+	if (update_counters(d, snap))
+		result = protection_applies(actor, snap) ? 1 : 0;
+	PopActiveSnapshot();
+	return result;
+}
+
 /* Registration protection (报备) of the statement's new customers, by _record_protection */
 static void
 direct_protection(Frame *f, Datum actor)
@@ -510,6 +694,7 @@ flush_direct(Frame *f, Datum actor, Deltas *d)
 	int32		managed[8];
 	int			nreps = 0,
 				nman = 0,
+				protect,
 				i,
 				j;
 	/* the clock, read while the customers' rows are locked: one customer's times never go back */
@@ -553,13 +738,18 @@ flush_direct(Frame *f, Datum actor, Deltas *d)
 		return false;
 	}
 	writer_defer_hash_index(we);	/* nothing reads events until direct_write_events closes it */
+	/* open ownership events with a key and a managed table, by construction */
+	writer_trust_checks(we, (const char *const[]) {"event_check", "event_period_check", NULL});
 	qsort(reps, nreps, sizeof(int64), cmp_int64);
 	for (i = 0, j = 0; i < nreps; i++)
 		if (j == 0 || reps[i] != reps[j - 1])
 			reps[j++] = reps[i];
 	nreps = j;
 
-	if (direct_statement_query(actor, d, reps, nreps, managed, nman))
+	protect = direct_statement_rows(actor, d, reps, nreps, managed, nman);
+	if (protect < 0)			/* a DBA's trigger on rep_load: the SQL statement fires it */
+		protect = direct_statement_query(actor, d, reps, nreps, managed, nman) ? 1 : 0;
+	if (protect)
 		direct_protection(f, actor);
 	if (wa)
 		direct_write_states(f, wa, now);

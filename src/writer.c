@@ -44,6 +44,7 @@
 #include "nodes/makefuncs.h"
 #include "parser/parse_relation.h"
 #include "utils/datum.h"
+#include "utils/snapmgr.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -78,6 +79,7 @@ struct RowWriter
 	Datum	   *defer_key;
 	ItemPointerData *defer_tid;
 	uint32	   *defer_hash_value;
+	bool		checks_trusted; /* writer_trust_checks(): only NOT NULL is checked */
 	int			nslots;
 	TupleTableSlot *slots[WRITER_BATCH];
 };
@@ -397,6 +399,49 @@ writer_flush(RowWriter *w)
 }
 
 /*
+ * The caller builds rows that satisfy the CHECK constraints named in names
+ * (those the extension created); when the table has no other CHECK
+ * constraint, rows are not evaluated against them (ExecConstraints prepares
+ * every constraint expression again for each statement: a large part of a
+ * one-row statement's write).  NOT NULL is still checked.
+ */
+void
+writer_trust_checks(RowWriter *w, const char *const *names)
+{
+	TupleConstr *constr = w->rel->rd_att->constr;
+	int			i,
+				k;
+
+	if (constr != NULL)
+		for (i = 0; i < constr->num_check; i++)
+		{
+			bool		known = false;
+
+			for (k = 0; names[k] != NULL && !known; k++)
+				known = strcmp(constr->check[i].ccname, names[k]) == 0;
+			if (!known)
+				return;			/* a DBA's constraint: evaluate every one */
+		}
+	w->checks_trusted = true;
+}
+
+static void
+writer_check_not_null(RowWriter *w, TupleTableSlot *slot)
+{
+	TupleDesc	td = RelationGetDescr(w->rel);
+	int			i;
+
+	for (i = 0; i < td->natts; i++)
+		if (TupleDescAttr(td, i)->attnotnull && slot->tts_isnull[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NOT_NULL_VIOLATION),
+					 errmsg("null value in column \"%s\" of relation \"%s\" violates not-null constraint",
+							NameStr(TupleDescAttr(td, i)->attname), RelationGetRelationName(w->rel)),
+					 errdetail("The engine built a row without a required value."),
+					 errhint("Report this as a bug of the allocation extension.")));
+}
+
+/*
  * Slot i, holding one row: values/isnull in the order of the columns given to
  * writer_open(), every other column NULL.  Constraints are checked.
  */
@@ -422,7 +467,9 @@ writer_slot(RowWriter *w, int i, Datum *values, bool *isnull)
 		slot->tts_isnull[w->col_att[k]] = isnull[k];
 	}
 	ExecStoreVirtualTuple(slot);
-	if (w->rel->rd_att->constr)
+	if (w->checks_trusted)
+		writer_check_not_null(w, slot);
+	else if (w->rel->rd_att->constr)
 		ExecConstraints(w->rri, slot, w->estate);
 	return slot;
 }
@@ -490,6 +537,128 @@ writer_close(RowWriter *w)
 	MemoryContextDelete(w->rows_cxt);
 	table_close(w->rel, NoLock);
 	pfree(w);
+}
+
+/* ---------- rows found by key and locked (no SPI) ---------- */
+
+/*
+ * Finds the row of rel whose key column (the first column of the btree index
+ * ix) equals key, and locks it in mode, as SELECT ... FOR <mode> [SKIP LOCKED]
+ * run now in this transaction would: the row is found with snap; under READ
+ * COMMITTED a concurrent update is followed and the newest version locked
+ * (its key checked again), under REPEATABLE READ and SERIALIZABLE a
+ * concurrent update or delete raises 40001.  The locked version is left in
+ * slot.  eqproc is the equality function of the key's type.
+ */
+RowLockResult
+writer_lock_row(Relation rel, Relation ix, Datum key, RegProcedure eqproc, Snapshot snap,
+				LockTupleMode mode, bool wait, TupleTableSlot *slot)
+{
+	ScanKeyData sk;
+	IndexScanDesc scan;
+	TM_FailureData tmfd;
+	TM_Result	res;
+	AttrNumber	keyatt = ix->rd_index->indkey.values[0];
+	bool		found,
+				isnull;
+
+	ScanKeyInit(&sk, 1, BTEqualStrategyNumber, eqproc, key);
+	scan = index_beginscan(rel, ix, snap, 1, 0);
+	index_rescan(scan, &sk, 1, NULL, 0);
+	found = index_getnext_slot(scan, ForwardScanDirection, slot);
+	index_endscan(scan);
+	if (!found)
+		return ROWLOCK_NONE;
+	res = table_tuple_lock(rel, &slot->tts_tid, snap, slot, GetCurrentCommandId(false), mode,
+						   wait ? LockWaitBlock : LockWaitSkip,
+						   IsolationUsesXactSnapshot() ? 0 : TUPLE_LOCK_FLAG_FIND_LAST_VERSION, &tmfd);
+	switch (res)
+	{
+		case TM_Ok:
+			/* the newest version may have another key (READ COMMITTED re-check) */
+			if (!DatumGetBool(OidFunctionCall2(eqproc, slot_getattr(slot, keyatt, &isnull), key)) || isnull)
+				return ROWLOCK_NONE;
+			return ROWLOCK_OK;
+		case TM_WouldBlock:
+			return ROWLOCK_BUSY;
+		case TM_SelfModified:
+			/* changed by this very command: a locking query skips it too */
+			return ROWLOCK_NONE;
+		case TM_Updated:
+		case TM_Deleted:
+			if (IsolationUsesXactSnapshot())
+				ereport(ERROR,
+						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+						 errmsg("could not serialize access due to concurrent %s",
+								res == TM_Updated ? "update" : "delete"),
+						 errdetail("A row of %s this transaction needs was changed by a transaction that committed after this one's snapshot.",
+								   RelationGetRelationName(rel)),
+						 errhint("Retry the transaction.")));
+			return ROWLOCK_NONE;
+		default:
+			elog(ERROR, "unexpected result %d locking a row of %s", (int) res, RelationGetRelationName(rel));
+	}
+	return ROWLOCK_NONE;		/* keep compiler quiet */
+}
+
+/*
+ * Whether rel's UPDATE triggers are only nfk foreign-key checks (which skip
+ * an update that leaves the key alone): writer_update() is then what an
+ * UPDATE of non-key columns would do.
+ */
+bool
+writer_can_update(RowWriter *w, int nfk)
+{
+	TriggerDesc *td = w->rel->trigdesc;
+	int			i,
+				fk = 0;
+
+	if (td == NULL)
+		return nfk == 0;
+	for (i = 0; i < td->numtriggers; i++)
+	{
+		Trigger    *t = &td->triggers[i];
+
+		if (!TRIGGER_FOR_UPDATE(t->tgtype) || t->tgenabled == TRIGGER_DISABLED)
+			continue;
+		if (RI_FKey_trigger_type(t->tgfoid) != RI_TRIGGER_FK)
+			return false;
+		fk++;
+	}
+	return fk == nfk;
+}
+
+/*
+ * Replaces the row version in slot (locked by this transaction with
+ * writer_lock_row) by values/isnull (every column, in attribute order):
+ * constraints checked, indexes maintained unless the update was HOT.
+ */
+void
+writer_update(RowWriter *w, TupleTableSlot *slot, Datum *values, bool *isnull)
+{
+	TupleTableSlot *newslot = w->slots[0];
+	ItemPointerData otid = slot->tts_tid;
+	bool		update_indexes;
+
+	if (newslot == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(w->estate->es_query_cxt);
+
+		newslot = w->slots[0] = table_slot_create(w->rel, &w->estate->es_tupleTable);
+		MemoryContextSwitchTo(old);
+	}
+	ExecClearTuple(newslot);
+	memcpy(newslot->tts_values, values, sizeof(Datum) * w->natts);
+	memcpy(newslot->tts_isnull, isnull, sizeof(bool) * w->natts);
+	ExecStoreVirtualTuple(newslot);
+	if (w->rel->rd_att->constr)
+		ExecConstraints(w->rri, newslot, w->estate);
+	/* the row is locked by this transaction: no concurrent update can intervene */
+	simple_table_tuple_update(w->rel, &otid, newslot, GetActiveSnapshot(), &update_indexes);
+	if (update_indexes && w->rri->ri_NumIndices > 0)
+		list_free(ExecInsertIndexTuples(w->rri, newslot, w->estate, true, false, NULL, NIL));
+	ResetPerTupleExprContext(w->estate);
+	ExecClearTuple(newslot);
 }
 
 /* nextval() of a sequence, without the permission check (internal columns) */

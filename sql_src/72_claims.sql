@@ -74,18 +74,24 @@ END
 $$;
 COMMENT ON FUNCTION allocation._gave_back(bigint, timestamptz, integer, text) IS 'internal: when a rep last released or recycled customers (one, or all since a time), from the audit log: the claim cooldown''s one source';
 
+CREATE FUNCTION allocation._table_held(tbl regclass, rep bigint, tier text)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'allocation_table_held' LANGUAGE C STABLE;
+COMMENT ON FUNCTION allocation._table_held(regclass, bigint, text) IS 'internal: how many customers of a managed table a rep holds now with this tier (its owner and tier columns, read as the table''s owner)';
+
 -- The one place that counts a rep's holdings for the claim policy's max_held (of one tier, or all)
 CREATE FUNCTION allocation._rep_held(p_rep bigint, p_tier text)
 RETURNS integer
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
 $$
-    -- all tiers: the holdings counter; one tier: the current ownerships of that tier
-    -- (a scan of the ownership history: claim policies by tier are for small portfolios)
+    -- all tiers: the holdings counter; one tier: the rep's rows of that tier in the managed
+    -- tables (their owner columns are the current ownership; a btree on the owner column
+    -- serves it -- the ownership history would be read whole)
     SELECT CASE WHEN p_tier IS NULL
                 THEN (SELECT coalesce(l.held, 0) FROM allocation.rep r
                         LEFT JOIN allocation.rep_load l ON l.rep_id = r.id WHERE r.id = p_rep)
-                ELSE (SELECT count(*)::integer FROM allocation.assignment h
-                       WHERE h.rep_id = p_rep AND h.valid_to IS NULL AND h.tier = p_tier) END
+                ELSE (SELECT coalesce(sum(allocation._table_held(m.tbl, p_rep, p_tier)), 0)::integer
+                        FROM allocation.managed_table m WHERE m.active AND m.attributes ? 'tier') END
 $$;
 COMMENT ON FUNCTION allocation._rep_held(bigint, text) IS 'internal: how many customers a rep holds (of one tier, NULL = all): the max_held claim check''s count';
 

@@ -13,6 +13,56 @@
 -- part of the audit log, and only they are in this index
 CREATE INDEX event_gave_back_idx ON allocation.event (from_rep, at) WHERE kind IN ('release', 'recycle');
 
+-- What the screen needs to know about the rep, computed once per screen call (a page walks
+-- the pool in several batches): the rep-level checks (1 active, 9 capacity, 10 max_held,
+-- 11 daily limit) depend on the customer's tier only through the claim policy, so they are
+-- evaluated once per tier that has a policy of its own (array element 1 + its place in
+-- tiers) and once for every other tier (element 1); plus the cooldowns, the exclusive
+-- territories the rep may not claim in (check 8) and the rep's code.
+CREATE TYPE allocation._screen_facts AS (
+    tiers     text[],
+    ord       integer[],
+    "check"   text[],
+    sqlstate  text[],
+    message   text[],
+    detail    text[],
+    hint      text[],
+    cooldown  interval[],
+    maxcool   interval,
+    forbidden bigint[],
+    code      text
+);
+COMMENT ON TYPE allocation._screen_facts IS 'internal: the rep-level facts of a pool screen (allocation._screen_facts())';
+
+CREATE FUNCTION allocation._screen_facts(p_rep bigint)
+RETURNS allocation._screen_facts
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    f allocation._screen_facts;
+    v_teams bigint[];
+BEGIN
+    f.tiers := ARRAY(SELECT DISTINCT cp.tier FROM allocation.claim_policy cp WHERE cp.tier IS NOT NULL ORDER BY 1);
+    SELECT array_agg(c.ord ORDER BY g.i), array_agg(c."check" ORDER BY g.i),
+           array_agg(c.sqlstate ORDER BY g.i), array_agg(c.message ORDER BY g.i), array_agg(c.detail ORDER BY g.i),
+           array_agg(c.hint ORDER BY g.i), array_agg(l.cooldown ORDER BY g.i), max(l.cooldown)
+      INTO f.ord, f."check", f.sqlstate, f.message, f.detail, f.hint, f.cooldown, f.maxcool
+      FROM (SELECT 1 AS i, NULL::text AS tier UNION ALL SELECT o + 1, t FROM unnest(f.tiers) WITH ORDINALITY AS u(t, o)) g
+     CROSS JOIN LATERAL allocation.claim_limits(p_rep, g.tier) l
+      LEFT JOIN LATERAL (SELECT x.* FROM allocation._rep_claim_checks(p_rep, g.tier) x
+                          WHERE NOT x.ok ORDER BY x.ord LIMIT 1) c ON true;
+    -- check 8: the exclusive territories whose owner is neither the rep nor one of its teams
+    v_teams := ARRAY(SELECT tm.id FROM allocation.team tm WHERE allocation._rep_in_team(p_rep, tm.id));
+    f.forbidden := ARRAY(SELECT t.id FROM allocation.territory t
+                          WHERE t.exclusive AND NOT (t.owner_rep_id IS NULL AND t.owner_team_id IS NULL)
+                            AND NOT coalesce(t.owner_rep_id = p_rep, false)
+                            AND NOT coalesce(t.owner_team_id = ANY (v_teams), false));
+    f.code := (SELECT r.code FROM allocation.rep r WHERE r.id = p_rep);
+    RETURN f;
+END
+$$;
+COMMENT ON FUNCTION allocation._screen_facts(bigint) IS 'internal: the rep-level facts of a pool screen, computed once per screen';
+
 -- Pool customers with the first failing claim check for a rep (ord NULL: claimable).
 -- p_managed NULL = every managed table; p_keys: only these customers; p_order 'newest'
 -- (since the customer entered the pool) or NULL (no order); with p_order 'newest' and
@@ -20,48 +70,19 @@ CREATE INDEX event_gave_back_idx ON allocation.event (from_rep, at) WHERE kind I
 -- of the pool index that stops there) is checked; p_include_blocked false: claimable
 -- customers only.
 CREATE FUNCTION allocation._claim_screen(p_rep bigint, p_at timestamptz, p_managed integer, p_keys text[],
-                                         p_order text, p_limit integer, p_offset integer, p_include_blocked boolean)
+                                         p_order text, p_limit integer, p_offset integer, p_include_blocked boolean,
+                                         p_facts allocation._screen_facts DEFAULT NULL)
 RETURNS TABLE (managed_id integer, key text, territory_id bigint, tier text, crop text, in_pool_since timestamptz,
                ord integer, "check" text, sqlstate text, message text, detail text, hint text)
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
-    v_tiers text[];
-    v_ord integer[];
-    v_check text[];
-    v_state text[];
-    v_msg text[];
-    v_detail text[];
-    v_hint text[];
-    v_cool interval[];
-    v_maxcool interval;
-    v_teams bigint[];
-    v_forbidden bigint[];
-    v_code text;
+    f allocation._screen_facts := coalesce(p_facts, allocation._screen_facts(p_rep));
 BEGIN
     IF p_order IS NOT NULL AND p_order <> 'newest' THEN
         RAISE EXCEPTION 'unknown order "%"', p_order USING ERRCODE = '22023',
               DETAIL = 'The orders are newest and NULL (none).', HINT = 'Pass ''newest'' or NULL.';
     END IF;
-    -- rep-level checks (1 active, 9 capacity, 10 max_held, 11 daily limit) depend on the
-    -- customer's tier only through the claim policy: once per tier that has a policy of
-    -- its own (array element 1 + its place in v_tiers) and once for every other tier (element 1)
-    v_tiers := ARRAY(SELECT DISTINCT cp.tier FROM allocation.claim_policy cp WHERE cp.tier IS NOT NULL ORDER BY 1);
-    SELECT array_agg(f.ord ORDER BY g.i), array_agg(f."check" ORDER BY g.i),
-           array_agg(f.sqlstate ORDER BY g.i), array_agg(f.message ORDER BY g.i), array_agg(f.detail ORDER BY g.i),
-           array_agg(f.hint ORDER BY g.i), array_agg(l.cooldown ORDER BY g.i), max(l.cooldown)
-      INTO v_ord, v_check, v_state, v_msg, v_detail, v_hint, v_cool, v_maxcool
-      FROM (SELECT 1 AS i, NULL::text AS tier UNION ALL SELECT o + 1, t FROM unnest(v_tiers) WITH ORDINALITY AS u(t, o)) g
-     CROSS JOIN LATERAL allocation.claim_limits(p_rep, g.tier) l
-      LEFT JOIN LATERAL (SELECT c.* FROM allocation._rep_claim_checks(p_rep, g.tier) c
-                          WHERE NOT c.ok ORDER BY c.ord LIMIT 1) f ON true;
-    -- check 8: the exclusive territories whose owner is neither the rep nor one of its teams
-    v_teams := ARRAY(SELECT tm.id FROM allocation.team tm WHERE allocation._rep_in_team(p_rep, tm.id));
-    v_forbidden := ARRAY(SELECT t.id FROM allocation.territory t
-                          WHERE t.exclusive AND NOT (t.owner_rep_id IS NULL AND t.owner_team_id IS NULL)
-                            AND NOT coalesce(t.owner_rep_id = p_rep, false)
-                            AND NOT coalesce(t.owner_team_id = ANY (v_teams), false));
-    v_code := (SELECT r.code FROM allocation.rep r WHERE r.id = p_rep);
 
     RETURN QUERY EXECUTE format($q$
         WITH pool AS (
@@ -144,12 +165,12 @@ BEGIN
         $q$, CASE WHEN p_order = 'newest' AND p_limit IS NOT NULL
                   THEN 'ORDER BY a.valid_from DESC, a.key DESC LIMIT $18 OFFSET $19' ELSE '' END,
              CASE WHEN p_order = 'newest' THEN 'ORDER BY c.valid_from DESC, c.key DESC' ELSE '' END)
-    USING p_rep, p_at, p_managed, p_keys, NULL::text, v_ord, v_check, v_state, v_msg, v_detail,
-          v_hint, v_cool, v_tiers, v_forbidden, p_at - v_maxcool, v_code, coalesce(p_include_blocked, false),
+    USING p_rep, p_at, p_managed, p_keys, NULL::text, f.ord, f."check", f.sqlstate, f.message, f.detail,
+          f.hint, f.cooldown, f.tiers, f.forbidden, p_at - f.maxcool, f.code, coalesce(p_include_blocked, false),
           p_limit, coalesce(p_offset, 0);
 END
 $$;
-COMMENT ON FUNCTION allocation._claim_screen(bigint, timestamptz, integer, text[], text, integer, integer, boolean) IS 'internal: pool customers with the first failing claim check for a rep, set-based (the same first check as _claim_checks())';
+COMMENT ON FUNCTION allocation._claim_screen(bigint, timestamptz, integer, text[], text, integer, integer, boolean, allocation._screen_facts) IS 'internal: pool customers with the first failing claim check for a rep, set-based (the same first check as _claim_checks())';
 
 -- claimable(rep) and the view claimable_now: every pool customer of every managed table
 CREATE FUNCTION allocation._claimable(rep bigint)
@@ -207,6 +228,7 @@ DECLARE
     v_mdist double precision[] := '{}';
     v_mk text[];
     v_md double precision[];
+    v_facts allocation._screen_facts;
 BEGIN
     IF tbl IS NULL THEN
         RAISE EXCEPTION 'table must not be NULL' USING ERRCODE = '22004',
@@ -239,11 +261,10 @@ BEGIN
            INTO near USING near, v_srid;
     END IF;
 
-    -- nothing to walk for when every tier fails a check of the rep's (inactive, at capacity, ...)
-    IF NOT coalesce(include_blocked, false) AND NOT EXISTS (
-           SELECT 1 FROM (SELECT NULL::text AS tier
-                          UNION ALL SELECT DISTINCT cp.tier FROM allocation.claim_policy cp WHERE cp.tier IS NOT NULL) g
-            WHERE NOT EXISTS (SELECT 1 FROM allocation._rep_claim_checks(v_rep, g.tier) c WHERE NOT c.ok)) THEN
+    -- the rep-level facts, once for the whole walk; nothing to walk for when every tier
+    -- fails a check of the rep's (inactive, at capacity, ...)
+    v_facts := allocation._screen_facts(v_rep);
+    IF NOT coalesce(include_blocked, false) AND NOT EXISTS (SELECT 1 FROM unnest(v_facts.ord) o WHERE o IS NULL) THEN
         RETURN;
     END IF;
 
@@ -256,7 +277,7 @@ BEGIN
             SELECT array_agg(s.key), array_agg(NULL::double precision), count(*),
                    array_agg(s.key) FILTER (WHERE coalesce(include_blocked, false) OR s.ord IS NULL)
               INTO v_keys, v_dists, v_n, v_mk
-              FROM allocation._claim_screen(v_rep, v_at, m.id, NULL, 'newest', v_batch, v_seen, true) s;
+              FROM allocation._claim_screen(v_rep, v_at, m.id, NULL, 'newest', v_batch, v_seen, true, v_facts) s;
             v_md := array_fill(NULL::double precision, ARRAY[coalesce(cardinality(v_mk), 0)]);
         ELSE
             SELECT array_agg(n.key ORDER BY n.o), array_agg(n.distance ORDER BY n.o), count(*)
@@ -265,7 +286,7 @@ BEGIN
             SELECT array_agg(b.key ORDER BY b.o), array_agg(b.distance ORDER BY b.o) INTO v_mk, v_md
               FROM unnest(v_keys, v_dists) WITH ORDINALITY AS b(key, distance, o)
               JOIN allocation._claim_screen(v_rep, v_at, m.id, v_keys, NULL, NULL, 0,
-                                            coalesce(include_blocked, false)) s ON s.key = b.key;
+                                            coalesce(include_blocked, false), v_facts) s ON s.key = b.key;
         END IF;
         v_seen := v_seen + v_n;
         -- (a customer seen twice, when the pool changed between two batches, counts once)
@@ -274,14 +295,19 @@ BEGIN
         v_match := v_match || coalesce(v_mk, '{}');
         v_mdist := v_mdist || coalesce(v_md, '{}');
         EXIT WHEN cardinality(v_match) >= v_want OR v_n < v_batch;
-        v_batch := least(v_batch * 4, 100000);
+        -- the next batch: 4x, or what the share of claimable customers seen so far says the
+        -- rest of the page needs (x 1.5), when that is more (a rep standing in a region it
+        -- cannot claim in would otherwise pay a walk and a screen per step)
+        v_batch := least(greatest(v_batch * 4,
+                                  ceil((v_want - cardinality(v_match)) * v_seen * 1.5
+                                       / greatest(cardinality(v_match), 1))::integer), 100000);
     END LOOP;
 
     RETURN QUERY
     SELECT s.key, w.distance, s.in_pool_since, s.territory_id, s.tier, s.crop, s.ord IS NULL,
            s."check", s.sqlstate, s.message || coalesce(': ' || s.detail, '')
       FROM unnest(v_match[v_skip + 1 : v_want], v_mdist[v_skip + 1 : v_want]) WITH ORDINALITY AS w(key, distance, o)
-      JOIN allocation._claim_screen(v_rep, v_at, m.id, v_match[v_skip + 1 : v_want], NULL, NULL, 0, true) s ON s.key = w.key
+      JOIN allocation._claim_screen(v_rep, v_at, m.id, v_match[v_skip + 1 : v_want], NULL, NULL, 0, true, v_facts) s ON s.key = w.key
      ORDER BY w.o;
 END
 $$;

@@ -130,3 +130,57 @@ allocation_table_nearest(PG_FUNCTION_ARGS)
 	rsinfo->setDesc = tupdesc;
 	return (Datum) 0;
 }
+
+/*
+ * allocation._table_held(tbl, rep, tier): how many customers of a managed
+ * table rep holds now whose tier is tier -- the table's own owner and tier
+ * columns, read as the table's owner (the owner column is the current
+ * ownership: the engine keeps it equal to its records).  The claim policy's
+ * max_held of one tier counts with it: a btree on the owner column serves it,
+ * where counting from the ownership history would read every event.  0 for
+ * a table without a tier column.
+ */
+PG_FUNCTION_INFO_V1(allocation_table_held);
+Datum
+allocation_table_held(PG_FUNCTION_ARGS)
+{
+	ManagedTable *mt;
+	AllocOwnerSwitch osw;
+	Oid			types[2] = {INT8OID, TEXTOID};
+	Datum		vals[2];
+	char	   *sql;
+	int64		n = 0;
+
+	alloc_lookup_oids();
+	if (GetUserId() != alloc_oids.schema_owner && !superuser())
+		ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE), errmsg("allocation._table_held() is internal")));
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		PG_RETURN_INT64(0);
+	mt = config_get_table(PG_GETARG_OID(0), false);
+	if (mt->attr_att[ATTR_TIER] == InvalidAttrNumber)
+		PG_RETURN_INT64(0);
+	sql = psprintf("SELECT count(*) FROM %s t WHERE t.%s = $1 AND t.%s::pg_catalog.text = $2",
+				   mt->name,
+				   quote_identifier(NameStr(TupleDescAttr(mt->tupdesc, mt->owner_att - 1)->attname)),
+				   quote_identifier(NameStr(TupleDescAttr(mt->tupdesc, mt->attr_att[ATTR_TIER] - 1)->attname)));
+	vals[0] = PG_GETARG_DATUM(1);
+	vals[1] = PG_GETARG_DATUM(2);
+	alloc_become_table_owner(mt->relid, &osw);
+	PG_TRY();
+	{
+		bool		isnull;
+
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (SPI_execute_with_args(sql, 2, types, vals, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "counting a rep's customers failed");
+		n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		alloc_restore_table_owner(&osw);
+	}
+	PG_END_TRY();
+	PG_RETURN_INT64(n);
+}

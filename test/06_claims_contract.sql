@@ -10,7 +10,7 @@
 BEGIN;
 CREATE EXTENSION allocation;
 
-SELECT plan(74);
+SELECT plan(77);
 
 -------------------------------------------------------------------------------
 -- Signatures and results
@@ -85,7 +85,7 @@ SELECT is_empty($$
                          '_identity_promote', '_record_duplicates', '_identity_rebuild', '_recycle_status',
                          '_identity_holder', '_duplicate_decided', '_lock_customer', '_set_actor', '_lock_counter',
                          '_request_resource', '_take_units', '_return_units', '_serve_waitlist', '_auto_grant',
-                         '_table_rows', '_check_caps')
+                         '_table_rows', '_check_caps', '_table_held', '_table_nearest')
        AND a.grantee <> p.proowner
 $$, 'the internals of claims, identities and recycling are executable by their owner only');
 SELECT is(has_table_privilege('tap_rep', 'allocation.followup', 'INSERT'), false, 'a rep records follow-ups through log_followup() only');
@@ -114,6 +114,12 @@ $$, $$
     SELECT ('allocation.' || t) FROM unnest(ARRAY['claim_policy', 'claim_day', 'customer_lock', 'protection', 'followup',
                                                   'recycle_policy', 'identity', 'identity_key', 'duplicate']) t
 $$, 'the claims, pool and duplicate tables are registered for pg_dump');
+
+-- the tier count behind max_held: NULL inputs count nothing, a table that is not managed is refused
+SELECT is(allocation._table_held(NULL, 1, 'A'), 0::bigint, '_table_held() with a NULL table counts nothing');
+SELECT is(allocation._table_held('pg_catalog.pg_class'::regclass, NULL, 'A'), 0::bigint, '_table_held() with a NULL rep counts nothing');
+SELECT throws_ok($$SELECT allocation._table_held('pg_catalog.pg_class'::regclass, 1, 'A')$$, 'LA012', NULL,
+                 '_table_held() refuses a table that is not managed (LA012)');
 
 SELECT * FROM finish();
 ROLLBACK;

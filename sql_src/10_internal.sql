@@ -64,13 +64,29 @@ CREATE FUNCTION allocation._ownership_loaded() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
 BEGIN
-    IF NOT allocation._in_batch() AND EXISTS (SELECT 1 FROM loaded n WHERE n.period IS NOT NULL) THEN
-        PERFORM allocation._recount_loads();
+    IF allocation._in_batch() OR NOT EXISTS (SELECT 1 FROM loaded n WHERE n.period IS NOT NULL) THEN
+        RETURN NULL;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM loaded n WHERE n.period = 'open' AND n.kind <> 'attach') THEN
+        -- only closings (truncate, unmanage, a dropped table: each ends its customer's
+        -- current period, whose owner is from_rep) and attachments (manage(): a customer
+        -- with no current period opens one with to_rep): the counters move by exactly that,
+        -- without reading the history
+        UPDATE allocation.rep_load l SET held = l.held + c.n
+          FROM (SELECT u.rep, sum(u.d)::integer AS n
+                  FROM (SELECT n.from_rep AS rep, -1 AS d FROM loaded n WHERE n.period = 'close'
+                        UNION ALL
+                        SELECT n.to_rep, 1 FROM loaded n WHERE n.period = 'open') u
+                 WHERE u.rep IS NOT NULL GROUP BY u.rep) c
+         WHERE l.rep_id = c.rep AND c.n <> 0;
+        PERFORM allocation._forget_counters();  -- this backend re-reads the counters it holds
+    ELSE
+        PERFORM allocation._recount_loads();    -- a restore, or anything else: from the history
     END IF;
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION allocation._ownership_loaded() IS 'internal: recounts rep holdings after ownership events are written outside the engine''s batches (manage, unmanage, restore)';
+COMMENT ON FUNCTION allocation._ownership_loaded() IS 'internal: keeps rep holdings right after ownership events are written outside the engine''s batches (manage, unmanage, truncate: by the events; a restore: recounted from the history)';
 CREATE TRIGGER ownership_loaded AFTER INSERT ON allocation.event
     REFERENCING NEW TABLE AS loaded
     FOR EACH STATEMENT EXECUTE FUNCTION allocation._ownership_loaded();

@@ -275,7 +275,7 @@ BEGIN
         CASE WHEN attributes ? 'business_type' THEN format('c.%I::text', attributes->>'business_type') ELSE 'NULL' END,
         tbl) USING v_id, v_name, clock_timestamp();
     GET DIAGNOSTICS v_count = ROW_COUNT;
-    PERFORM allocation._recount_loads();
+    -- (holdings: the attach events moved them, trigger ownership_loaded)
     PERFORM allocation._warn_over_capacity(v_id, NULL);    -- existing owners are kept, even over capacity
 
     EXECUTE format('CREATE TRIGGER zz_allocation_before BEFORE INSERT OR UPDATE ON %s
@@ -384,7 +384,7 @@ BEGIN
            decision_reason = p_why
      WHERE managed_id = p_managed AND status = 'pending';
     UPDATE allocation.managed_table SET active = false WHERE id = p_managed;
-    PERFORM allocation._recount_loads();
+    -- (holdings: the closing events moved them; reservations: the suggestions' trigger)
     PERFORM allocation._identity_drop(p_managed);
     INSERT INTO allocation.event (actor, kind, managed_id, table_name, reason)
     SELECT allocation._actor(), p_why, m.id, m.table_name,
@@ -601,7 +601,7 @@ BEGIN
     UPDATE allocation.suggestion SET status = 'superseded', decided_at = now(), decided_by = p_actor,
            decision_reason = 'truncate'
      WHERE managed_id = p_managed AND status = 'pending';
-    PERFORM allocation._recount_loads();
+    -- (holdings: the closing events moved them; reservations: the suggestions' trigger)
     PERFORM allocation._identity_drop(p_managed);
     INSERT INTO allocation.event (actor, kind, managed_id, table_name, reason)
     SELECT p_actor, 'truncate', m.id, m.table_name, 'table truncated: every ownership closed'

@@ -1,10 +1,12 @@
 # allocation: PGXS build
 EXTENSION   = allocation
-EXTVERSION  = 1.0
+EXTVERSION  = 1.1
 MODULE_big  = allocation
 OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 DATA_built  = $(EXTENSION)--$(EXTVERSION).sql
-DATA        = $(filter-out $(DATA_built),$(wildcard $(EXTENSION)--*--*.sql))
+# frozen scripts of released versions and the upgrade scripts between them
+# (kept in the repository, never edited); the default version is built
+DATA        = $(filter-out $(DATA_built),$(wildcard $(EXTENSION)--*.sql))
 PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS   = -Wall -Wmissing-prototypes -Wpointer-arith -Wendif-labels -Wformat-security -Wno-format-truncation
 
@@ -19,7 +21,9 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# one editable source per piece; the install script is assembled from them
+# one editable source per piece; the default version's install script is
+# assembled from them (released versions are frozen files: see README
+# "Contributing")
 $(EXTENSION)--$(EXTVERSION).sql: $(sort $(wildcard sql_src/*.sql))
 	cat $^ > $@
 

@@ -14,6 +14,9 @@
 #                          (extensions postgis + pgtap; each file creates
 #                          allocation itself inside BEGIN ... ROLLBACK)
 #      dump/restore        scripts/dump_restore_check.sh
+#      upgrade             scripts/upgrade_check.sh (every released version's
+#                          frozen script + ALTER EXTENSION UPDATE = a fresh
+#                          install of the default version; data kept)
 #      sqlstates           scripts/check_sqlstates.sh (code and README agree)
 #    then, in a second throw-away cluster started with
 #    shared_preload_libraries = 'allocation' (the shared territory index):
@@ -22,7 +25,7 @@
 #                          their results are kept in results_preload/ and
 #                          output_iso_preload/ of the scratch copy)
 # 5. prints one summary line "N passed, M failed" (regress tests + isolation
-#    specs of both modes + pgTAP files + dump check) and exits non-zero on any
+#    specs of both modes + pgTAP files + dump and upgrade checks) and exits non-zero on any
 #    failure.
 #
 # Idempotent: safe to run again and again; it never touches the work tree
@@ -180,6 +183,21 @@ if [ "${1:-}" = "--inside" ] || [ "${1:-}" = "--inside-preload" ]; then
         echo "dump_restore 0 1" >>"$counts"
         status=1
         echo "=================== dump/restore check failed (output above) ==================="
+    fi
+    # --- upgrade from every released version ---------------------------------
+    echo "=== upgrade path (scripts/upgrade_check.sh) ==="
+    set +e
+    timeout 300 bash scripts/upgrade_check.sh >upgrade.log 2>&1
+    rc=$?
+    set -e
+    cat upgrade.log
+    if [ $rc -eq 0 ]; then
+        echo "upgrade 1 0" >>"$counts"
+    else
+        [ $rc -eq 124 ] && echo "upgrade check TIMED OUT"
+        echo "upgrade 0 1" >>"$counts"
+        status=1
+        echo "=================== upgrade check failed (output above) ==================="
     fi
     # --- SQLSTATE list: code and README agree -------------------------------
     echo "=== SQLSTATEs of the code vs the README (scripts/check_sqlstates.sh) ==="

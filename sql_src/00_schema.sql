@@ -1,5 +1,7 @@
--- allocation 1.0: core schema
--- Assembled into allocation--1.0.sql by the Makefile; edit the pieces in sql_src/.
+-- allocation 1.1 (the default version): core schema
+-- Assembled into allocation--1.1.sql by the Makefile; edit the pieces in sql_src/.
+-- Released versions are frozen (allocation--1.0.sql); every change here ships
+-- its step in the upgrade script of the same commit (allocation--1.0--1.1.sql).
 
 \echo Use "CREATE EXTENSION allocation CASCADE" to load this file. \quit
 
@@ -130,6 +132,7 @@ CREATE TABLE allocation.rule (
     description     text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
+    condition_stamp text,           -- 1.1; new columns go last (the upgrade appends them)
     CONSTRAINT rule_target_rep CHECK (target_kind <> 'rep' OR (target_rep_id IS NOT NULL AND target_team_id IS NULL AND policy IS NULL)),
     CONSTRAINT rule_target_team CHECK (target_kind <> 'team' OR (target_team_id IS NOT NULL AND target_rep_id IS NULL AND policy IS NOT NULL)),
     CONSTRAINT rule_target_pool CHECK (target_kind <> 'pool' OR (target_rep_id IS NULL AND target_team_id IS NULL AND policy IS NULL)),
@@ -139,7 +142,8 @@ CREATE INDEX rule_order_idx ON allocation.rule (priority DESC, id);
 COMMENT ON TABLE allocation.rule IS 'Assignment rules, evaluated by priority DESC then id; structured match plus an optional SQL condition over the customer row';
 COMMENT ON COLUMN allocation.rule.condition IS 'optional SQL boolean expression over the customer row of tbl; validated and compiled when the rule is saved';
 COMMENT ON COLUMN allocation.rule.condition_search_path IS 'the search_path the condition''s names resolve under (set when the condition is saved; kept by pg_dump)';
-COMMENT ON COLUMN allocation.rule.condition_bin IS 'internal: the compiled condition (node tree), maintained by the engine';
+COMMENT ON COLUMN allocation.rule.condition_bin IS 'internal: the compiled condition (node tree), maintained by the engine; a cache of condition, valid only under condition_stamp';
+COMMENT ON COLUMN allocation.rule.condition_stamp IS 'internal: server version number and system identifier condition_bin was compiled under; on any other server (pg_upgrade, a copied data directory) the engine compiles condition again from its text and search path';
 COMMENT ON COLUMN allocation.rule.crop_zones IS 'matches when the winning territory''s crop_zones overlap this list (e.g. {rice} for the rice belt)';
 COMMENT ON COLUMN allocation.rule.tbl IS 'restrict the rule to one managed table (required when condition is set); NULL = every managed table';
 

@@ -592,6 +592,32 @@ CREATE EVENT TRIGGER allocation_sql_drop ON sql_drop EXECUTE FUNCTION allocation
 CREATE EVENT TRIGGER allocation_ddl_end ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
     EXECUTE FUNCTION allocation._on_ddl_end();
 
+-- Before an ALTER TABLE: conditions compiled on another server (pg_upgrade, a
+-- copied data directory) are compiled again from their text and stamped, while
+-- the names in the text still resolve; _on_ddl_end and _on_sql_drop then read
+-- trees of this server.  Normally there are none and this is one small query.
+CREATE FUNCTION allocation._on_ddl_start() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT id, name FROM allocation.rule
+              WHERE condition IS NOT NULL AND condition_stamp IS DISTINCT FROM allocation._condition_stamp()
+              ORDER BY id LOOP
+        BEGIN
+            UPDATE allocation.rule SET condition = condition WHERE id = r.id;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'allocation: the condition of rule "%" does not compile on this server: %', r.name, SQLERRM
+                USING HINT = 'Fix it with UPDATE allocation.rule SET condition = ... ; until then the rule is skipped.';
+        END;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION allocation._on_ddl_start() IS 'internal: compiles again, before an ALTER TABLE, the rule conditions another server compiled';
+CREATE EVENT TRIGGER allocation_ddl_start ON ddl_command_start WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION allocation._on_ddl_start();
+
 -- TRUNCATE of a managed table: close the whole registry of the table.
 CREATE FUNCTION allocation._record_truncate(p_managed integer, p_actor text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS

@@ -190,6 +190,10 @@ RETURNS boolean
 AS 'MODULE_PATHNAME', 'allocation_condition_uses_column' LANGUAGE C STRICT STABLE;
 COMMENT ON FUNCTION allocation._condition_uses_column(text, integer) IS 'internal: whether a compiled rule condition reads the given column';
 
+CREATE FUNCTION allocation._condition_stamp() RETURNS text
+AS 'MODULE_PATHNAME', 'allocation_condition_stamp' LANGUAGE C STRICT STABLE;
+COMMENT ON FUNCTION allocation._condition_stamp() IS 'internal: this server''s stamp for compiled rule conditions (server version number / system identifier)';
+
 CREATE FUNCTION allocation.check_consistency()
 RETURNS TABLE (problem text, rep_id bigint, managed_id integer, key text, expected bigint, actual bigint)
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS

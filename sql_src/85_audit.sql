@@ -316,7 +316,7 @@ COMMENT ON FUNCTION allocation.audit_head() IS
 -- triggers with transition tables (a bulk import is one INSERT ... SELECT),
 -- detail = {table, op, id, before, after}; for an UPDATE only the columns that
 -- changed.  Not recorded: updated_at (follows every change), rule.condition_bin
--- (the compiled form of condition), a territory's polygon (recorded as its
+-- and condition_stamp (the compiled form of condition), a territory's polygon (recorded as its
 -- SHA-256 and vertex count), and resource_pool.remaining when it is the only
 -- change (the counter that grants move; each grant has its own event).
 CREATE FUNCTION allocation._config_json(p_rel regclass, p_alias text)
@@ -334,7 +334,7 @@ $$
            (SELECT n.oid AS nsp, n.nspname FROM pg_catalog.pg_extension x
               JOIN pg_catalog.pg_namespace n ON n.oid = x.extnamespace WHERE x.extname = 'postgis') g
      WHERE a.attrelid = p_rel AND a.attnum > 0 AND NOT a.attisdropped
-       AND a.attname NOT IN ('updated_at', 'condition_bin')
+       AND a.attname NOT IN ('updated_at', 'condition_bin', 'condition_stamp')
 $$;
 COMMENT ON FUNCTION allocation._config_json(regclass, text) IS 'internal: the jsonb expression over a configuration row that config_change events record';
 

@@ -222,6 +222,9 @@ typedef struct RuleInfo
 	TextSet		btypes;
 	TextSet		tags;
 	char	   *condition;		/* source text, NULL = none */
+	char	   *cond_bin;		/* its stored node tree (a cache) */
+	char	   *cond_path;		/* the search path it was written under */
+	bool		cond_bin_current;	/* cond_bin was written by this server */
 	Expr	   *cond_expr;		/* planned condition, NULL = none */
 	RuleTarget	target;
 	int64		target_rep;
@@ -292,6 +295,9 @@ extern bool config_known_relid(Oid relid);
 
 /* ---------- rules.c: SQL conditions ---------- */
 
+extern char *rules_condition_stamp(void);
+extern bool rules_have_stamp(void);
+extern bool rules_stamp_current(bool have_stamp, const char *stamp);
 extern Node *rules_compile_condition(Oid relid, const char *condition, const char *rule_name,
 									 const char *search_path);
 

@@ -252,11 +252,19 @@ load_rules(ConfigCache *c)
 {
 	uint64		i;
 
-	cfg_query(c, "SELECT id, name, priority, mode = 'suggest', coalesce(tbl::oid, 0),"
-					" coalesce(territory_id, 0), crops, tiers, business_types, tags,"
-					" condition, condition_bin, target_kind, coalesce(target_rep_id, 0),"
-					" coalesce(target_team_id, 0), policy, crop_zones"
-					" FROM allocation.rule WHERE enabled ORDER BY priority DESC, id", "allocation.rule");
+	bool		have_stamp = rules_have_stamp();
+
+	cfg_query(c, have_stamp
+			  ? "SELECT id, name, priority, mode = 'suggest', coalesce(tbl::oid, 0),"
+			  " coalesce(territory_id, 0), crops, tiers, business_types, tags,"
+			  " condition, condition_bin, target_kind, coalesce(target_rep_id, 0),"
+			  " coalesce(target_team_id, 0), policy, crop_zones, condition_search_path, condition_stamp"
+			  " FROM allocation.rule WHERE enabled ORDER BY priority DESC, id"
+			  : "SELECT id, name, priority, mode = 'suggest', coalesce(tbl::oid, 0),"
+			  " coalesce(territory_id, 0), crops, tiers, business_types, tags,"
+			  " condition, condition_bin, target_kind, coalesce(target_rep_id, 0),"
+			  " coalesce(target_team_id, 0), policy, crop_zones, condition_search_path, NULL::text"
+			  " FROM allocation.rule WHERE enabled ORDER BY priority DESC, id", "allocation.rule");
 	c->nrules = SPI_processed;
 	c->rules = palloc0(sizeof(RuleInfo) * Max(c->nrules, 1));
 	for (i = 0; i < SPI_processed; i++)
@@ -283,8 +291,10 @@ load_rules(ConfigCache *c)
 		d = SPI_getbinval(tup, td, 10, &isnull);
 		r->tags = textset_from_datum(d, isnull);
 		r->condition = SPI_getvalue(tup, td, 11);
-		s = SPI_getvalue(tup, td, 12);
-		r->cond_expr = s ? (Expr *) stringToNode(s) : NULL;	/* planned in compile_rules() */
+		/* decoded or compiled again, then planned, in compile_rules() */
+		r->cond_bin = SPI_getvalue(tup, td, 12);
+		r->cond_path = SPI_getvalue(tup, td, 18);
+		r->cond_bin_current = rules_stamp_current(have_stamp, SPI_getvalue(tup, td, 19));
 		s = SPI_getvalue(tup, td, 13);
 		r->target = (RuleTarget) (s[0] == 'r' ? TARGET_REP : s[0] == 't' ? TARGET_TEAM : TARGET_POOL);
 		r->target_rep = DatumGetInt64(SPI_getbinval(tup, td, 14, &isnull));
@@ -479,6 +489,11 @@ plan_condition_try(void *arg)
 	 * functions with constant arguments, that is, runs user code.
 	 */
 	alloc_become_table_owner(r->relid, &sw);
+	/* the stored tree only where this server wrote it (rules.c) */
+	if (r->cond_bin_current && r->cond_bin != NULL)
+		r->cond_expr = (Expr *) stringToNode(r->cond_bin);
+	else
+		r->cond_expr = (Expr *) rules_compile_condition(r->relid, r->condition, r->name, r->cond_path);
 	r->cond_expr = expression_planner(r->cond_expr);
 	(void) ExecInitExpr(r->cond_expr, NULL);
 	alloc_restore_table_owner(&sw);
@@ -541,7 +556,7 @@ compile_rules(ConfigCache *c)
 				k;
 
 	for (k = 0; k < c->nrules; k++)
-		if (c->rules[k].cond_expr)
+		if (c->rules[k].condition != NULL)
 			c->rules[k].cond_expr = plan_condition(&c->rules[k]);
 	for (i = 0; i < c->ntables; i++)
 	{

@@ -7,10 +7,18 @@
  * (BEFORE trigger on allocation.rule), and stored as a node tree next to the
  * source text; backends compile the tree once (config.c) and evaluate it per
  * row with no parsing.
+ *
+ * The node tree is a cache of the source text (with the search path it was
+ * written under), valid only on the server that wrote it: condition_stamp
+ * holds that server's version number and system identifier.  Anywhere else
+ * (after pg_upgrade: another node format, other OIDs for non-built-in
+ * objects; a copied data directory) the tree is never read: the condition is
+ * compiled again from its text.
  */
 #include "postgres.h"
 
 #include "access/sysattr.h"
+#include "access/xlog.h"
 #include "access/table.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -24,6 +32,7 @@
 #include "parser/parser.h"
 #include "rewrite/rewriteManip.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/guc.h"
 #include "utils/acl.h"
 #include "miscadmin.h"
@@ -202,6 +211,70 @@ equal_nullable(const char *a, const char *b)
 	return (a == NULL && b == NULL) || (a && b && strcmp(a, b) == 0);
 }
 
+/* This server's stamp for compiled conditions: version number / system identifier */
+char *
+rules_condition_stamp(void)
+{
+	return psprintf("%d/" UINT64_FORMAT, PG_VERSION_NUM, GetSystemIdentifier());
+}
+
+PG_FUNCTION_INFO_V1(allocation_condition_stamp);
+Datum
+allocation_condition_stamp(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(rules_condition_stamp()));
+}
+
+/*
+ * Whether allocation.rule has condition_stamp (SQL version 1.1 on).  The
+ * library serves the 1.0 schema too while ALTER EXTENSION ... UPDATE is
+ * pending; there the stored tree is trusted, as 1.0 did.
+ */
+bool
+rules_have_stamp(void)
+{
+	alloc_lookup_oids();
+	return get_attnum(alloc_oids.rule, "condition_stamp") != InvalidAttrNumber;
+}
+
+/*
+ * Whether a stored tree may be read here: its stamp is this server's (or
+ * there is no stamp column: SQL version 1.0)
+ */
+bool
+rules_stamp_current(bool have_stamp, const char *stamp)
+{
+	return !have_stamp || (stamp != NULL && strcmp(stamp, rules_condition_stamp()) == 0);
+}
+
+/*
+ * Whether an UPDATE of a rule changes any column but the ones the engine
+ * maintains (condition_bin, condition_stamp, updated_at): a statement that
+ * only compiles conditions again (the 1.0 -> 1.1 upgrade) is not a change.
+ */
+static bool
+rule_row_changed(TupleDesc td, HeapTuple oldtup, HeapTuple newtup, int att_bin, int att_stamp, int att_updated)
+{
+	int			i;
+
+	for (i = 1; i <= td->natts; i++)
+	{
+		Form_pg_attribute a = TupleDescAttr(td, i - 1);
+		bool		n1,
+					n2;
+		Datum		d1,
+					d2;
+
+		if (a->attisdropped || i == att_bin || i == att_stamp || i == att_updated)
+			continue;
+		d1 = heap_getattr(oldtup, i, td, &n1);
+		d2 = heap_getattr(newtup, i, td, &n2);
+		if (n1 != n2 || (!n1 && !datumIsEqual(d1, d2, a->attbyval, a->attlen)))
+			return true;
+	}
+	return false;
+}
+
 /* BEFORE INSERT OR UPDATE trigger on allocation.rule */
 PG_FUNCTION_INFO_V1(allocation_rule_before);
 Datum
@@ -219,11 +292,12 @@ allocation_rule_before(PG_FUNCTION_ARGS)
 	char	   *condition;
 	char	   *name;
 	Datum		tbl;
-	int			cols[3];
-	Datum		vals[3];
-	bool		nulls[3];
+	int			cols[4];
+	Datum		vals[4];
+	bool		nulls[4];
 	int			ncols;
 	int			att_path;
+	int			att_stamp;
 	char	   *path;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
@@ -238,6 +312,7 @@ allocation_rule_before(PG_FUNCTION_ARGS)
 	att_name = SPI_fnumber(td, "name");
 	att_updated = SPI_fnumber(td, "updated_at");
 	att_path = SPI_fnumber(td, "condition_search_path");
+	att_stamp = SPI_fnumber(td, "condition_stamp");	/* absent under SQL 1.0 */
 
 	condition = SPI_getvalue(tup, td, att_cond);
 	name = SPI_getvalue(tup, td, att_name);
@@ -258,16 +333,30 @@ allocation_rule_before(PG_FUNCTION_ARGS)
 	if (condition == NULL)
 		path = NULL;
 
+	/* condition_bin, condition_search_path, condition_stamp, updated_at */
 	cols[0] = att_bin;
 	cols[1] = att_path;
-	cols[2] = att_updated;
 	nulls[0] = true;
 	nulls[1] = (path == NULL);
-	nulls[2] = false;
 	vals[0] = (Datum) 0;
 	vals[1] = path ? CStringGetTextDatum(path) : (Datum) 0;
-	vals[2] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
-	ncols = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ? 3 : 2;	/* INSERT keeps a supplied updated_at */
+	ncols = 2;
+	if (att_stamp > 0)
+	{
+		cols[ncols] = att_stamp;
+		nulls[ncols] = (condition == NULL);
+		vals[ncols] = condition ? CStringGetTextDatum(rules_condition_stamp()) : (Datum) 0;
+		ncols++;
+	}
+	/* INSERT keeps a supplied updated_at; an UPDATE that changes nothing keeps it too */
+	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) &&
+		rule_row_changed(td, trigdata->tg_trigtuple, tup, att_bin, att_stamp, att_updated))
+	{
+		cols[ncols] = att_updated;
+		nulls[ncols] = false;
+		vals[ncols] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+		ncols++;
+	}
 
 	if (condition != NULL && strspn(condition, " \t\r\n") == strlen(condition))
 		ereport(ERROR,
@@ -306,7 +395,9 @@ allocation_rule_before(PG_FUNCTION_ARGS)
  * A stored condition (allocation.rule.condition_bin) as a node tree.  Only
  * the engine writes that column (the rule trigger recomputes it on every
  * write); text that is not the condition_bin of some rule is refused before
- * the node reader, which trusts its input, sees it.
+ * the node reader, which trusts its input, sees it.  A tree stamped by
+ * another server is not read: the rule's text is compiled again, as the
+ * owner of its table.
  */
 static Node *
 condition_node(const char *bin)
@@ -314,14 +405,41 @@ condition_node(const char *bin)
 	AllocUserSwitch sw;
 	Oid			types[1] = {TEXTOID};
 	Datum		vals[1];
-	bool		stored;
+	bool		stored,
+				isnull;
+	bool		have_stamp = rules_have_stamp();
+	MemoryContext outer = CurrentMemoryContext;
+	char	   *name = NULL,
+			   *condition = NULL,
+			   *path = NULL,
+			   *stamp = NULL;
+	Oid			relid = InvalidOid;
+	Node	   *result;
 
 	vals[0] = CStringGetTextDatum(bin);
 	alloc_spi_begin(&sw);
-	if (SPI_execute_with_args("SELECT 1 FROM allocation.rule WHERE condition_bin = $1",
+	if (SPI_execute_with_args(have_stamp
+							  ? "SELECT name, condition, tbl::oid, condition_search_path, condition_stamp"
+							  " FROM allocation.rule WHERE condition_bin = $1 LIMIT 1"
+							  : "SELECT name, condition, tbl::oid, condition_search_path, NULL::text"
+							  " FROM allocation.rule WHERE condition_bin = $1 LIMIT 1",
 							  1, types, vals, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "reading the stored rule conditions failed");
 	stored = SPI_processed > 0;
+	if (stored)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	td = SPI_tuptable->tupdesc;
+		MemoryContext spi = MemoryContextSwitchTo(outer);
+		char	   *v;
+
+		name = (v = SPI_getvalue(tup, td, 1)) ? pstrdup(v) : NULL;
+		condition = (v = SPI_getvalue(tup, td, 2)) ? pstrdup(v) : NULL;
+		relid = DatumGetObjectId(SPI_getbinval(tup, td, 3, &isnull));
+		path = (v = SPI_getvalue(tup, td, 4)) ? pstrdup(v) : NULL;
+		stamp = (v = SPI_getvalue(tup, td, 5)) ? pstrdup(v) : NULL;
+		MemoryContextSwitchTo(spi);
+	}
 	alloc_spi_end(&sw);
 	if (!stored)
 		ereport(ERROR,
@@ -329,7 +447,23 @@ condition_node(const char *bin)
 				 errmsg("not a compiled rule condition"),
 				 errdetail("The value is not the condition_bin of any rule in allocation.rule."),
 				 errhint("Pass allocation.rule.condition_bin.")));
-	return (Node *) stringToNode(bin);
+	if (rules_stamp_current(have_stamp, stamp))
+		return (Node *) stringToNode(bin);
+	if (condition == NULL || !OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_ALLOC_BAD_CONDITION),
+				 errmsg("compiled condition of rule \"%s\" comes from another server", name ? name : "?"),
+				 errdetail("Its stamp is %s, this server's %s, and the rule has no condition text or table to compile again.",
+						   stamp ? stamp : "missing", rules_condition_stamp()),
+				 errhint("Save the rule's condition again (UPDATE allocation.rule SET condition = ...).")));
+	{
+		AllocOwnerSwitch osw;
+
+		alloc_become_table_owner(relid, &osw);
+		result = rules_compile_condition(relid, condition, name ? name : "?", path);
+		alloc_restore_table_owner(&osw);
+	}
+	return result;
 }
 
 /* Whether a stored condition reads column attnum */

@@ -77,3 +77,100 @@ BEGIN
     END LOOP;
 END
 $upgrade$;
+
+-------------------------------------------------------------------------------
+-- The trigram index of fuzzy duplicate matching comes back by itself after a
+-- restore (issue 12)
+-------------------------------------------------------------------------------
+CREATE FUNCTION allocation._trgm_index(p_trgm name) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+    IF p_trgm IS NULL OR pg_catalog.to_regclass('allocation.identity_name_trgm_idx') IS NOT NULL
+       OR NOT EXISTS (SELECT 1 FROM allocation.managed_table mt WHERE mt.duplicate_fuzzy <> 'off') THEN
+        RETURN false;
+    END IF;
+    EXECUTE pg_catalog.format('CREATE INDEX identity_name_trgm_idx ON allocation.identity USING gin (name_norm %I.gin_trgm_ops)', p_trgm);
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION allocation._trgm_index(name) IS 'internal: creates the trigram index of fuzzy duplicate matching when a table has a fuzzy action and it is missing; true when it did';
+
+CREATE FUNCTION allocation._trgm_index_loaded() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+    PERFORM allocation._trgm_index((SELECT n.nspname FROM pg_catalog.pg_extension e
+                                      JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+                                     WHERE e.extname = 'pg_trgm'));
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION allocation._trgm_index_loaded() IS 'internal: after rows arrive in managed_table (a restore), the trigram index of fuzzy matching is created again';
+CREATE TRIGGER trgm_index AFTER INSERT ON allocation.managed_table
+    FOR EACH STATEMENT EXECUTE FUNCTION allocation._trgm_index_loaded();
+REVOKE ALL ON FUNCTION allocation._trgm_index(name) FROM PUBLIC;
+REVOKE ALL ON FUNCTION allocation._trgm_index_loaded() FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION allocation._apply_duplicate_policy(p_managed integer, exact text, fuzzy text, name_similarity real,
+                                                   within_m double precision, p_trgm name)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    m allocation.managed_table;
+    v_n integer;
+    v_groups integer;
+BEGIN
+    SELECT * INTO m FROM allocation.managed_table mt WHERE mt.id = p_managed;
+    IF m.id IS NULL OR exact IS NULL OR fuzzy IS NULL OR _apply_duplicate_policy.name_similarity IS NULL THEN
+        RAISE EXCEPTION 'no managed table % or no policy', p_managed USING ERRCODE = '22004';
+    END IF;
+    UPDATE allocation.managed_table mt
+       SET duplicate_exact = exact, duplicate_fuzzy = fuzzy,
+           name_similarity = _apply_duplicate_policy.name_similarity, duplicate_within_m = within_m
+     WHERE mt.id = m.id;
+    PERFORM allocation._trgm_index(p_trgm);
+    IF exact = 'off' AND fuzzy = 'off' THEN
+        DELETE FROM allocation.identity WHERE managed_id = m.id;
+        DELETE FROM allocation.identity_key WHERE managed_id = m.id;
+        INSERT INTO allocation.event (actor, kind, managed_id, table_name, reason, detail)
+        VALUES (allocation._actor(), 'duplicate_policy', m.id, m.table_name, 'duplicate detection turned off',
+                jsonb_build_object('before', jsonb_build_object('exact', m.duplicate_exact, 'fuzzy', m.duplicate_fuzzy,
+                                                                'name_similarity', m.name_similarity, 'within_m', m.duplicate_within_m),
+                                   'exact', exact, 'fuzzy', fuzzy));
+        RETURN 0;
+    END IF;
+    v_n := allocation._identity_rebuild(m.id);
+    -- duplicates among the customers already stored go to the queue once
+    INSERT INTO allocation.duplicate (managed_id, key, other_key, match, value, action, opened_by)
+    SELECT m.id, i.key, k.key, k.kind, k.value, 'existing', allocation._actor()
+      FROM allocation.identity i
+      JOIN allocation.identity_key k ON k.managed_id = i.managed_id
+                                    AND ((k.kind = 'credit_code' AND k.value = i.credit_code)
+                                         OR (k.kind = 'phone' AND k.value = i.phone))
+     WHERE i.managed_id = m.id AND k.key <> i.key
+       AND NOT EXISTS (SELECT 1 FROM allocation.duplicate d
+                        WHERE d.managed_id = m.id AND d.key = i.key AND d.other_key = k.key AND d.status = 'open')
+       AND NOT allocation._duplicate_decided(m.id, i.key, k.key);
+    GET DIAGNOSTICS v_groups = ROW_COUNT;
+    IF v_groups > 0 THEN
+        RAISE NOTICE '% stored customers of % share a credit code or phone with another one', v_groups, m.table_name
+            USING DETAIL = 'They were queued in allocation.dispute_queue with action existing.',
+                  HINT = 'Resolve them with allocation.resolve_dispute() or allocation.dismiss_dispute().';
+    END IF;
+    INSERT INTO allocation.event (actor, kind, managed_id, table_name, reason, detail)
+    VALUES (allocation._actor(), 'duplicate_policy', m.id, m.table_name, 'duplicate policy set',
+            jsonb_build_object('exact', exact, 'fuzzy', fuzzy, 'name_similarity', _apply_duplicate_policy.name_similarity,
+                               'within_m', within_m, 'identities', v_n, 'existing_duplicates', v_groups,
+                               'before', jsonb_build_object('exact', m.duplicate_exact, 'fuzzy', m.duplicate_fuzzy,
+                                                            'name_similarity', m.name_similarity, 'within_m', m.duplicate_within_m)));
+    RETURN v_n;
+END
+$$;
+
+-- a database restored under 1.0 may lack the index
+SELECT allocation._trgm_index((SELECT n.nspname FROM pg_catalog.pg_extension e
+                                 JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+                                WHERE e.extname = 'pg_trgm'));
+

@@ -366,6 +366,38 @@ AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
 COMMENT ON FUNCTION allocation.set_duplicate_policy(regclass, text, text, real, double precision) IS
 'What a write that duplicates another customer does: exact (same valid credit code or normalized phone) and fuzzy (pg_trgm-similar normalized name within within_m metres) actions off | warn | dispute | block; indexes the stored customers and returns how many have an identity';
 
+-- The trigram index of fuzzy matching: created while some table has a fuzzy
+-- action.  It is not part of the extension (PostgreSQL has no extension-member
+-- indexes), so pg_dump leaves it out: the restore's load of managed_table
+-- creates it again (trigger trgm_index), with no step for the DBA.
+CREATE FUNCTION allocation._trgm_index(p_trgm name) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+    IF p_trgm IS NULL OR pg_catalog.to_regclass('allocation.identity_name_trgm_idx') IS NOT NULL
+       OR NOT EXISTS (SELECT 1 FROM allocation.managed_table mt WHERE mt.duplicate_fuzzy <> 'off') THEN
+        RETURN false;
+    END IF;
+    EXECUTE pg_catalog.format('CREATE INDEX identity_name_trgm_idx ON allocation.identity USING gin (name_norm %I.gin_trgm_ops)', p_trgm);
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION allocation._trgm_index(name) IS 'internal: creates the trigram index of fuzzy duplicate matching when a table has a fuzzy action and it is missing; true when it did';
+
+CREATE FUNCTION allocation._trgm_index_loaded() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+    PERFORM allocation._trgm_index((SELECT n.nspname FROM pg_catalog.pg_extension e
+                                      JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+                                     WHERE e.extname = 'pg_trgm'));
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION allocation._trgm_index_loaded() IS 'internal: after rows arrive in managed_table (a restore), the trigram index of fuzzy matching is created again';
+CREATE TRIGGER trgm_index AFTER INSERT ON allocation.managed_table
+    FOR EACH STATEMENT EXECUTE FUNCTION allocation._trgm_index_loaded();
+
 CREATE FUNCTION allocation._apply_duplicate_policy(p_managed integer, exact text, fuzzy text, name_similarity real,
                                                    within_m double precision, p_trgm name)
 RETURNS integer
@@ -380,13 +412,11 @@ BEGIN
     IF m.id IS NULL OR exact IS NULL OR fuzzy IS NULL OR _apply_duplicate_policy.name_similarity IS NULL THEN
         RAISE EXCEPTION 'no managed table % or no policy', p_managed USING ERRCODE = '22004';
     END IF;
-    IF fuzzy <> 'off' AND pg_catalog.to_regclass('allocation.identity_name_trgm_idx') IS NULL THEN
-        EXECUTE format('CREATE INDEX identity_name_trgm_idx ON allocation.identity USING gin (name_norm %I.gin_trgm_ops)', p_trgm);
-    END IF;
     UPDATE allocation.managed_table mt
        SET duplicate_exact = exact, duplicate_fuzzy = fuzzy,
            name_similarity = _apply_duplicate_policy.name_similarity, duplicate_within_m = within_m
      WHERE mt.id = m.id;
+    PERFORM allocation._trgm_index(p_trgm);
     IF exact = 'off' AND fuzzy = 'off' THEN
         DELETE FROM allocation.identity WHERE managed_id = m.id;
         DELETE FROM allocation.identity_key WHERE managed_id = m.id;

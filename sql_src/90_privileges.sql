@@ -125,7 +125,8 @@ SELECT pg_catalog.pg_extension_config_dump('allocation.resource_rep_use', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.expert_booking', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.audit_seal', '');
 -- identities are derived but dumped, so duplicate detection works right after a restore
--- (the pg_trgm index of fuzzy matching is recreated by calling set_duplicate_policy() again)
+-- (the pg_trgm index of fuzzy matching is created again by trigger trgm_index when
+-- the restore loads managed_table)
 SELECT pg_catalog.pg_extension_config_dump('allocation.identity', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.identity_key', '');
 -- the DBA's name terms (the built-in ones come with CREATE EXTENSION)

@@ -24,9 +24,11 @@
 #                          (counted as regress_preload / isolation_preload;
 #                          their results are kept in results_preload/ and
 #                          output_iso_preload/ of the scratch copy)
+#    and last a real pg_upgrade of a filled database between two clusters
+#    of its own (scripts/pg_upgrade_check.sh);
 # 5. prints one summary line "N passed, M failed" (regress tests + isolation
-#    specs of both modes + pgTAP files + dump and upgrade checks) and exits non-zero on any
-#    failure.
+#    specs of both modes + pgTAP files + dump, upgrade and pg_upgrade
+#    checks) and exits non-zero on any failure.
 #
 # Idempotent: safe to run again and again; it never touches the work tree
 # (results go to the scratch copy, kept and named on failure).
@@ -340,6 +342,22 @@ if [ -e "$WORK/started" ]; then
         echo "regress_preload 0 1" >>"$WORK/counts"
     fi
     if [ $rc2 -ne 0 ]; then rc=$rc2; fi
+fi
+
+# a real pg_upgrade of a filled database (two clusters of its own)
+if [ -e "$WORK/counts" ]; then
+    echo "=== pg_upgrade of a filled database (scripts/pg_upgrade_check.sh) ==="
+    set +e
+    timeout 300 bash "$WORK/scripts/pg_upgrade_check.sh" "$PG_BINDIR" >"$WORK/pg_upgrade.log" 2>&1
+    rc3=$?
+    set -e
+    cat "$WORK/pg_upgrade.log"
+    if [ $rc3 -eq 0 ]; then
+        echo "pg_upgrade 1 0" >>"$WORK/counts"
+    else
+        [ $rc3 -eq 124 ] && echo "pg_upgrade check TIMED OUT"
+        echo "pg_upgrade 0 1" >>"$WORK/counts"
+    fi
 fi
 
 passed=0

@@ -151,6 +151,7 @@ _PG_init(void)
 	RegisterSubXactCallback(alloc_subxact_callback, NULL);
 	onconflict_init();
 	tshared_init();
+	alloc_audit_init();
 }
 
 /* Statement trigger on configuration tables: invalidate every backend's cache */

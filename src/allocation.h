@@ -397,6 +397,7 @@ extern const char *dup_match_words(const char *match);
 extern const char *dup_hidden_holder(DupMatch *m);
 
 /* ---------- audit.c: events that survive a refusal ---------- */
+extern void alloc_audit_init(void);
 extern void alloc_duplicate_blocked_event(ManagedTable *mt, const char *key, DupMatch *m);
 
 /* ---------- identity.c ---------- */

@@ -57,6 +57,7 @@ $$;
 COMMENT ON FUNCTION allocation._on_ddl_start() IS 'internal: compiles again, before an ALTER TABLE, the rule conditions another server compiled';
 CREATE EVENT TRIGGER allocation_ddl_start ON ddl_command_start WHEN TAG IN ('ALTER TABLE')
     EXECUTE FUNCTION allocation._on_ddl_start();
+COMMENT ON EVENT TRIGGER allocation_ddl_start IS 'allocation: before ALTER TABLE, rule conditions compiled on another server (pg_upgrade) are compiled again from their text';
 REVOKE ALL ON FUNCTION allocation._on_ddl_start() FROM PUBLIC;
 
 -- every condition compiled again here, and stamped (the rule trigger does it on
@@ -174,3 +175,6 @@ SELECT allocation._trgm_index((SELECT n.nspname FROM pg_catalog.pg_extension e
                                  JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
                                 WHERE e.extname = 'pg_trgm'));
 
+-- comments on the 1.0 event triggers (\dx+ allocation: every member documented)
+COMMENT ON EVENT TRIGGER allocation_sql_drop IS 'allocation: a dropped managed table is detached, its history kept; dropping a column the engine uses is refused';
+COMMENT ON EVENT TRIGGER allocation_ddl_end IS 'allocation: after ALTER TABLE, renamed columns of managed tables are followed in the mapping and in rule conditions';

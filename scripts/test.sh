@@ -171,36 +171,25 @@ if [ "${1:-}" = "--inside" ] || [ "${1:-}" = "--inside-preload" ]; then
         fi
     fi
 
-    # --- dump / restore round trip ------------------------------------------
-    echo "=== dump/restore round trip (scripts/dump_restore_check.sh) ==="
-    set +e
-    timeout 300 bash scripts/dump_restore_check.sh >dump_restore.log 2>&1
-    rc=$?
-    set -e
-    cat dump_restore.log
-    if [ $rc -eq 0 ]; then
-        echo "dump_restore 1 0" >>"$counts"
-    else
-        [ $rc -eq 124 ] && echo "dump/restore check TIMED OUT"
-        echo "dump_restore 0 1" >>"$counts"
-        status=1
-        echo "=================== dump/restore check failed (output above) ==================="
-    fi
-    # --- upgrade from every released version ---------------------------------
-    echo "=== upgrade path (scripts/upgrade_check.sh) ==="
-    set +e
-    timeout 300 bash scripts/upgrade_check.sh >upgrade.log 2>&1
-    rc=$?
-    set -e
-    cat upgrade.log
-    if [ $rc -eq 0 ]; then
-        echo "upgrade 1 0" >>"$counts"
-    else
-        [ $rc -eq 124 ] && echo "upgrade check TIMED OUT"
-        echo "upgrade 0 1" >>"$counts"
-        status=1
-        echo "=================== upgrade check failed (output above) ==================="
-    fi
+    # --- dump / restore round trip, upgrade from every released version -----
+    run_check () {   # $1 = suite name, $2 = script, $3 = what it checks
+        echo "=== $3 ($2) ==="
+        set +e
+        timeout 300 bash "$2" >"$1.log" 2>&1
+        local rc=$?
+        set -e
+        cat "$1.log"
+        if [ $rc -eq 0 ]; then
+            echo "$1 1 0" >>"$counts"
+        else
+            [ $rc -eq 124 ] && echo "$3 TIMED OUT"
+            echo "$1 0 1" >>"$counts"
+            status=1
+            echo "=================== $3 failed (output above) ==================="
+        fi
+    }
+    run_check dump_restore scripts/dump_restore_check.sh "dump/restore round trip"
+    run_check upgrade scripts/upgrade_check.sh "upgrade path"
     # --- SQLSTATE list: code and README agree -------------------------------
     echo "=== SQLSTATEs of the code vs the README (scripts/check_sqlstates.sh) ==="
     if bash scripts/check_sqlstates.sh; then

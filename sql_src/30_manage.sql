@@ -591,6 +591,8 @@ COMMENT ON FUNCTION allocation._on_ddl_end() IS 'internal: follows column rename
 CREATE EVENT TRIGGER allocation_sql_drop ON sql_drop EXECUTE FUNCTION allocation._on_sql_drop();
 CREATE EVENT TRIGGER allocation_ddl_end ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
     EXECUTE FUNCTION allocation._on_ddl_end();
+COMMENT ON EVENT TRIGGER allocation_sql_drop IS 'allocation: a dropped managed table is detached, its history kept; dropping a column the engine uses is refused';
+COMMENT ON EVENT TRIGGER allocation_ddl_end IS 'allocation: after ALTER TABLE, renamed columns of managed tables are followed in the mapping and in rule conditions';
 
 -- Before an ALTER TABLE: conditions compiled on another server (pg_upgrade, a
 -- copied data directory) are compiled again from their text and stamped, while
@@ -617,6 +619,7 @@ $$;
 COMMENT ON FUNCTION allocation._on_ddl_start() IS 'internal: compiles again, before an ALTER TABLE, the rule conditions another server compiled';
 CREATE EVENT TRIGGER allocation_ddl_start ON ddl_command_start WHEN TAG IN ('ALTER TABLE')
     EXECUTE FUNCTION allocation._on_ddl_start();
+COMMENT ON EVENT TRIGGER allocation_ddl_start IS 'allocation: before ALTER TABLE, rule conditions compiled on another server (pg_upgrade) are compiled again from their text';
 
 -- TRUNCATE of a managed table: close the whole registry of the table.
 CREATE FUNCTION allocation._record_truncate(p_managed integer, p_actor text) RETURNS void

@@ -148,6 +148,22 @@ alloc_audit_init(void)
 	shmem_startup_hook = aq_shmem_startup;
 }
 
+/* An audit writer's description: entry point, argument, who is told when it stops */
+static void
+writer_spec(BackgroundWorker *worker, const char *function, Datum arg, pid_t notify_pid)
+{
+	memset(worker, 0, sizeof(*worker));
+	worker->bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker->bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker->bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker->bgw_library_name, BGW_MAXLEN, "allocation");
+	snprintf(worker->bgw_function_name, BGW_MAXLEN, "%s", function);
+	snprintf(worker->bgw_name, BGW_MAXLEN, "allocation audit writer");
+	snprintf(worker->bgw_type, BGW_MAXLEN, "allocation audit writer");
+	worker->bgw_main_arg = arg;
+	worker->bgw_notify_pid = notify_pid;
+}
+
 /* Starts the writer of a database; false when no worker slot is free */
 static bool
 start_writer(Oid dbid, Oid userid)
@@ -155,17 +171,8 @@ start_writer(Oid dbid, Oid userid)
 	BackgroundWorker worker;
 	BackgroundWorkerHandle *handle;
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "allocation");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "allocation_audit_queue_writer");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "allocation audit writer");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "allocation audit writer");
-	worker.bgw_main_arg = ObjectIdGetDatum(dbid);
+	writer_spec(&worker, "allocation_audit_queue_writer", ObjectIdGetDatum(dbid), 0);
 	memcpy(worker.bgw_extra, &userid, sizeof(Oid));
-	worker.bgw_notify_pid = 0;
 	return RegisterDynamicBackgroundWorker(&worker, &handle);
 }
 
@@ -332,16 +339,7 @@ event_worker(int32 managed_id, const char *fields[AUDIT_FIELDS])
 	}
 	dsm_pin_segment(seg);
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "allocation");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "allocation_audit_worker");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "allocation audit writer");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "allocation audit writer");
-	worker.bgw_main_arg = UInt32GetDatum(dsm_segment_handle(seg));
-	worker.bgw_notify_pid = MyProcPid;
+	writer_spec(&worker, "allocation_audit_worker", UInt32GetDatum(dsm_segment_handle(seg)), MyProcPid);
 	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
 	{
 		dsm_unpin_segment(dsm_segment_handle(seg));

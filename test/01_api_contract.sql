@@ -11,7 +11,7 @@
 BEGIN;
 CREATE EXTENSION allocation;
 
-SELECT plan(132);
+SELECT plan(134);
 
 -------------------------------------------------------------------------------
 -- Extension and schema
@@ -214,6 +214,24 @@ $$, 'no function COMMENT is a placeholder (shorter than 10 characters)');
 SELECT cmp_ok((SELECT count(*) FROM pg_class c WHERE c.relnamespace = 'allocation'::regnamespace
                  AND c.relkind IN ('r', 'v') AND c.relname !~ '^_'), '>=', 15::bigint,
               'the comment check covered the 10 tables and 5 views');
+-- \dx+ allocation lists only intended objects: every member documented, none left behind
+SELECT is_empty($$
+    SELECT pg_describe_object(d.classid, d.objid, 0) FROM pg_depend d
+     WHERE d.refclassid = 'pg_extension'::regclass
+       AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'allocation') AND d.deptype = 'e'
+       AND d.classid IN ('pg_proc'::regclass, 'pg_class'::regclass, 'pg_type'::regclass, 'pg_event_trigger'::regclass)
+       AND obj_description(d.objid, d.classid::regclass::name) IS NULL
+       AND NOT (d.classid = 'pg_class'::regclass AND (SELECT relkind FROM pg_class WHERE oid = d.objid) IN ('S', 'i'))
+       AND NOT (d.classid = 'pg_type'::regclass AND EXISTS (SELECT 1 FROM pg_type t WHERE t.oid = d.objid
+                                                             AND (t.typrelid <> 0 OR t.typelem <> 0)))
+$$, 'every function, table, view, composite type and event trigger of the extension has a COMMENT (no leftover helper)');
+SELECT is_empty($$
+    SELECT pg_describe_object(d.classid, d.objid, 0) FROM pg_depend d
+      JOIN pg_proc p ON d.classid = 'pg_proc'::regclass AND p.oid = d.objid
+     WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+       AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'allocation')
+       AND p.pronamespace <> 'allocation'::regnamespace
+$$, 'every function of the extension lives in schema allocation');
 
 -------------------------------------------------------------------------------
 -- search_path pinning

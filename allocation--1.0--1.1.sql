@@ -60,6 +60,97 @@ CREATE EVENT TRIGGER allocation_ddl_start ON ddl_command_start WHEN TAG IN ('ALT
 COMMENT ON EVENT TRIGGER allocation_ddl_start IS 'allocation: before ALTER TABLE, rule conditions compiled on another server (pg_upgrade) are compiled again from their text';
 REVOKE ALL ON FUNCTION allocation._on_ddl_start() FROM PUBLIC;
 
+-- a rule whose condition cannot follow a rename gets a WARNING instead of blocking the ALTER TABLE
+CREATE OR REPLACE FUNCTION allocation._on_ddl_end() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    m record;
+    l text;
+    v_name name;
+    v_attnum smallint;
+    v_now name;
+    v_names jsonb;
+    v_attnums jsonb;
+    v_table text;
+BEGIN
+    FOR m IN SELECT mt.* FROM allocation.managed_table mt
+              WHERE mt.active
+                AND mt.tbl IN (SELECT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c) LOOP
+        -- logical name -> column name, as stored
+        v_names := jsonb_strip_nulls(jsonb_build_object('key', m.key_column, 'location', m.location_column,
+                                                        'owner', m.owner_column)) || m.attributes;
+        v_attnums := '{}';
+        FOR l, v_name IN SELECT key, value #>> '{}' FROM jsonb_each(v_names) LOOP
+            SELECT a.attnum INTO v_attnum FROM pg_catalog.pg_attribute a
+             WHERE a.attrelid = m.tbl AND a.attname = v_name AND a.attnum > 0 AND NOT a.attisdropped;
+            IF v_attnum IS NULL THEN
+                -- the name is gone: the column was renamed; follow its number
+                SELECT a.attname, a.attnum INTO v_now, v_attnum FROM pg_catalog.pg_attribute a
+                 WHERE a.attrelid = m.tbl AND a.attnum = (m.attnums ->> l)::smallint AND NOT a.attisdropped;
+                IF v_now IS NOT NULL THEN
+                    v_names := jsonb_set(v_names, ARRAY[l], to_jsonb(v_now::text));
+                END IF;
+            END IF;
+            -- numbers follow the names (they shift after a dump and restore)
+            IF v_attnum IS NOT NULL THEN
+                v_attnums := v_attnums || jsonb_build_object(l, v_attnum);
+            END IF;
+            v_now := NULL;
+            v_attnum := NULL;
+        END LOOP;
+        -- a mapped column whose type changed would break the engine: refuse the DDL
+        IF (SELECT a.atttypid FROM pg_catalog.pg_attribute a
+             WHERE a.attrelid = m.tbl AND a.attname = (v_names ->> 'owner') AND NOT a.attisdropped)
+           NOT IN ('pg_catalog.int8'::pg_catalog.regtype, 'pg_catalog.int4'::pg_catalog.regtype)
+           OR (v_names ? 'location' AND (SELECT a.atttypid FROM pg_catalog.pg_attribute a
+                                          WHERE a.attrelid = m.tbl AND a.attname = (v_names ->> 'location')
+                                            AND NOT a.attisdropped)
+               IS DISTINCT FROM (SELECT t.oid FROM pg_catalog.pg_type t
+                                   JOIN pg_catalog.pg_extension e ON e.extnamespace = t.typnamespace
+                                  WHERE e.extname = 'postgis' AND t.typname = 'geometry'))
+           OR (v_names ? 'tags' AND (SELECT a.atttypid FROM pg_catalog.pg_attribute a
+                                      WHERE a.attrelid = m.tbl AND a.attname = (v_names ->> 'tags')
+                                        AND NOT a.attisdropped)
+               NOT IN ('pg_catalog._text'::pg_catalog.regtype, 'pg_catalog._varchar'::pg_catalog.regtype)) THEN
+            RAISE EXCEPTION 'the type of a column used by the allocation engine cannot change'
+                USING ERRCODE = 'LA018',
+                      DETAIL = format('Table %s is managed: its owner column must stay integer or bigint, its location a PostGIS geometry, its tags a text array.', m.table_name),
+                      HINT = 'Call allocation.unmanage() first, change the column, then allocation.manage() again.';
+        END IF;
+        SELECT format('%I.%I', n.nspname, c.relname) INTO v_table
+          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.oid = m.tbl;
+        UPDATE allocation.managed_table mt
+           SET key_column = v_names ->> 'key', location_column = v_names ->> 'location',
+               owner_column = v_names ->> 'owner',
+               attributes = v_names - 'key' - 'location' - 'owner',
+               attnums = v_attnums, table_name = v_table
+         WHERE mt.id = m.id
+           AND (mt.key_column, mt.location_column, mt.owner_column, mt.attributes, mt.attnums, mt.table_name)
+               IS DISTINCT FROM (v_names ->> 'key', v_names ->> 'location', v_names ->> 'owner',
+                                 v_names - 'key' - 'location' - 'owner', v_attnums, v_table);
+    END LOOP;
+    -- keep rule condition texts in step with renamed columns
+    -- (only when the written text no longer means the stored condition, e.g. after a rename);
+    -- a rule whose condition cannot be read any more (it no longer compiles, and is skipped)
+    -- does not block the ALTER TABLE: it gets a WARNING
+    FOR m IN SELECT r.id, r.name FROM allocation.rule r
+              WHERE r.condition_bin IS NOT NULL
+                AND r.tbl IN (SELECT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c)
+                AND NOT allocation._condition_still_means(r.condition, r.condition_bin, r.tbl, r.condition_search_path)
+              ORDER BY r.id LOOP
+        BEGIN
+            UPDATE allocation.rule r SET condition = allocation._condition_deparse(r.condition_bin, r.tbl)
+             WHERE r.id = m.id;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'allocation: the condition of rule "%" could not follow this change: %', m.name, SQLERRM
+                USING HINT = 'Fix it with UPDATE allocation.rule SET condition = ... ; until then the rule is skipped.';
+        END;
+    END LOOP;
+END
+$$;
+
 -- every condition compiled again here, and stamped (the rule trigger does it on
 -- any UPDATE; no config_change event: nothing recorded changes).  A condition
 -- that no longer compiles keeps no stamp: the engine skips its rule with a

@@ -9,8 +9,8 @@
 #   events written / attempts, the most audit writers and background workers seen at once
 #   (against max_worker_processes), the WARNINGs "no background worker", the time until the
 #   last event is written.
-# Exits 1 when, preloaded, an event is missing, a WARNING appeared, or more than one writer ran
-# (one database).
+# Exits 1 when, preloaded, an event is missing, a WARNING appeared, or more writers ran than one
+# (plus a leaving one) for the one database.
 #
 #   bash bench/blocked.sh                 # builds and installs, then two throwaway clusters
 #
@@ -46,7 +46,8 @@ fi
 ###############################################################################
 P=(psql -X -q -v ON_ERROR_STOP=1 -d postgres)
 W=$(mktemp -d /tmp/allocation-blocked.XXXXXX)
-trap 'kill "$sampler" 2>/dev/null || true; rm -rf "$W"' EXIT
+sampler=
+trap '[ -n "$sampler" ] && kill "$sampler" 2>/dev/null; rm -rf "$W"' EXIT
 echo "== $BLK_MODE: $BLK_ATTEMPTS blocked duplicates from $BLK_CLIENTS clients ($(date -u '+%H:%M:%S UTC')) =="
 "${P[@]}" >/dev/null <<'SQL'
 SET client_min_messages = warning;
@@ -110,7 +111,8 @@ bad=0
 if [ "$BLK_MODE" = preloaded ]; then
     [ "$n" -eq "$attempts" ] || { echo "  FAIL: events missing"; bad=1; }
     [ "$warnings" -eq 0 ] || { echo "  FAIL: warnings"; bad=1; }
-    [ "$max_writers" -le 1 ] || { echo "  FAIL: more than one writer for one database"; bad=1; }
+    # one writer per database; a leaving writer may still be listed while its successor starts
+    [ "$max_writers" -le 2 ] || { echo "  FAIL: more than one writer for one database"; bad=1; }
     [ "$max_bgw" -lt "$mwp" ] || { echo "  FAIL: max_worker_processes exhausted"; bad=1; }
 fi
 [ "$stored" -eq 1 ] || { echo "  FAIL: a blocked duplicate was stored"; bad=1; }

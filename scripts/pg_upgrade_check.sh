@@ -25,7 +25,7 @@ REPO=$(pwd)
 
 BINDIR=${1:-$(pg_config --bindir)}
 TMP=$(mktemp -d /tmp/alloc_pg_upgrade.XXXXXX)
-chmod 755 "$TMP"
+chmod 700 "$TMP"   # the clusters trust local connections: only their owner may reach the sockets
 fail () { echo "PG_UPGRADE CHECK FAILED: $*"; exit 1; }
 
 AS=()
@@ -49,7 +49,7 @@ psql_new () { run "$BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -h "$TMP" -p "$PORT_NE
 
 echo "--- old cluster (port $PORT_OLD)"
 run "$BINDIR/initdb" -D "$TMP/old" -U postgres -A trust >"$TMP/initdb_old.log" 2>&1 || { cat "$TMP/initdb_old.log"; fail "initdb old"; }
-run "$BINDIR/pg_ctl" -D "$TMP/old" -o "-p $PORT_OLD -k $TMP -c listen_addresses=''" -l "$TMP/old.log" -w start >/dev/null \
+run "$BINDIR/pg_ctl" -D "$TMP/old" -o "-p $PORT_OLD -k $TMP -c listen_addresses='' -c unix_socket_permissions=0700" -l "$TMP/old.log" -w start >/dev/null \
     || { cat "$TMP/old.log"; fail "starting the old cluster"; }
 psql_old -d postgres -c 'CREATE DATABASE crm'
 psql_old -d crm -c 'CREATE EXTENSION postgis' -c 'CREATE EXTENSION allocation' -f "$TMP/fixture/fill.sql" >"$TMP/fill.out" 2>&1 \
@@ -67,7 +67,7 @@ if ! run "$BINDIR/pg_upgrade" -b "$BINDIR" -B "$BINDIR" -d "$TMP/old" -D "$TMP/n
     fail "pg_upgrade"
 fi
 grep -E '^(Performing Upgrade|Upgrade Complete)' "$TMP/pg_upgrade.log" || true
-run "$BINDIR/pg_ctl" -D "$TMP/new" -o "-p $PORT_NEW -k $TMP -c listen_addresses=''" -l "$TMP/new.log" -w start >/dev/null \
+run "$BINDIR/pg_ctl" -D "$TMP/new" -o "-p $PORT_NEW -k $TMP -c listen_addresses='' -c unix_socket_permissions=0700" -l "$TMP/new.log" -w start >/dev/null \
     || { cat "$TMP/new.log"; fail "starting the upgraded cluster"; }
 
 echo "--- the upgraded database"

@@ -42,13 +42,13 @@ echo "released scripts unchanged: $(awk '{print $2}' scripts/released.sha256 | t
 
 DEFAULT=$(sed -n "s/^default_version *= *'\(.*\)'/\1/p" allocation.control)
 [ -n "$DEFAULT" ] || fail "no default_version in allocation.control"
-OLD=$(ls allocation--*.sql | sed -n 's/^allocation--\([0-9.]*\)\.sql$/\1/p' | grep -vx "$DEFAULT" | sort -V)
+OLD=$(ls allocation--*.sql | sed -n 's/^allocation--\([0-9.]*\)\.sql$/\1/p' | { grep -vx "$DEFAULT" || true; } | sort -V)
 [ -n "$OLD" ] || fail "no frozen released version (allocation--V.sql) besides the default $DEFAULT"
 echo "default version $DEFAULT; released versions checked: $(echo $OLD)"
 
 # pg_dump of the whole database, as a text independent of OIDs and xids
 normalized_dump () {
-    pg_dump --binary-upgrade --schema-only -d "$1" 2>/dev/null |
+    pg_dump --binary-upgrade --schema-only -d "$1" 2>"$TMP/pg_dump.err" |
         grep -v -E '^(\\(un)?restrict |SELECT pg_catalog\.binary_upgrade_set_next_|SET relfrozenxid|-- )' |
         sed -E "s/^WHERE oid = '[0-9]+';$/WHERE oid = '(toast table)';/" |
         sed -E "s/(binary_upgrade_create_empty_extension\('[a-z_]+', '[a-z_]+', (true|false), '[^']*', )'\{[0-9,]*\}'/\1'{config OIDs}'/"
@@ -62,7 +62,7 @@ extconfig () {
 dropdb --if-exists alloc_up_fresh
 createdb alloc_up_fresh
 "${PSQL[@]}" -d alloc_up_fresh -c 'CREATE EXTENSION postgis' -c 'CREATE EXTENSION allocation'
-normalized_dump alloc_up_fresh >"$TMP/fresh.sql"
+normalized_dump alloc_up_fresh >"$TMP/fresh.sql" || { cat "$TMP/pg_dump.err"; fail "pg_dump of the fresh database"; }
 extconfig alloc_up_fresh >"$TMP/fresh.extconfig"
 grep -q "binary_upgrade_create_empty_extension('allocation', 'allocation', false, '$DEFAULT'" "$TMP/fresh.sql" \
     || fail "the fresh database does not have allocation $DEFAULT"
@@ -73,7 +73,7 @@ for V in $OLD; do
     createdb alloc_up_empty
     "${PSQL[@]}" -d alloc_up_empty -c 'CREATE EXTENSION postgis' -c "CREATE EXTENSION allocation VERSION '$V'" \
                  -c 'ALTER EXTENSION allocation UPDATE'
-    normalized_dump alloc_up_empty >"$TMP/upgraded.sql"
+    normalized_dump alloc_up_empty >"$TMP/upgraded.sql" || { cat "$TMP/pg_dump.err"; fail "pg_dump of the upgraded database"; }
     extconfig alloc_up_empty >"$TMP/upgraded.extconfig"
     if ! diff -u "$TMP/fresh.sql" "$TMP/upgraded.sql" >"$TMP/schema.diff"; then
         head -200 "$TMP/schema.diff"
@@ -129,8 +129,8 @@ SQL
     if "${PSQL[@]}" -At -d alloc_up_filled -c "SELECT 1 FROM pg_attribute WHERE attrelid = 'allocation.rule'::regclass
                                                   AND attname = 'condition_stamp' AND NOT attisdropped" | grep -q 1; then
         n=$("${PSQL[@]}" -At -d alloc_up_filled -c "SELECT count(*) FROM allocation.rule WHERE condition IS NOT NULL
-                         AND condition_stamp IS DISTINCT FROM current_setting('server_version_num') || '/' ||
-                             (SELECT system_identifier FROM pg_control_system())")
+                         AND condition_stamp IS DISTINCT FROM (current_setting('server_version_num')::int / 10000)::text
+                                                              || '/' || (SELECT system_identifier FROM pg_control_system())")
         [ "$n" = 0 ] || fail "$n rule condition(s) not compiled again under this server's stamp by the upgrade"
         echo "    every rule condition compiled again and stamped by this server"
     fi

@@ -579,11 +579,22 @@ BEGIN
                                  v_names - 'key' - 'location' - 'owner', v_attnums, v_table);
     END LOOP;
     -- keep rule condition texts in step with renamed columns
-    -- (only when the written text no longer means the stored condition, e.g. after a rename)
-    UPDATE allocation.rule r SET condition = allocation._condition_deparse(r.condition_bin, r.tbl)
-     WHERE r.condition_bin IS NOT NULL
-       AND r.tbl IN (SELECT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c)
-       AND NOT allocation._condition_still_means(r.condition, r.condition_bin, r.tbl, r.condition_search_path);
+    -- (only when the written text no longer means the stored condition, e.g. after a rename);
+    -- a rule whose condition cannot be read any more (it no longer compiles, and is skipped)
+    -- does not block the ALTER TABLE: it gets a WARNING
+    FOR m IN SELECT r.id, r.name FROM allocation.rule r
+              WHERE r.condition_bin IS NOT NULL
+                AND r.tbl IN (SELECT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c)
+                AND NOT allocation._condition_still_means(r.condition, r.condition_bin, r.tbl, r.condition_search_path)
+              ORDER BY r.id LOOP
+        BEGIN
+            UPDATE allocation.rule r SET condition = allocation._condition_deparse(r.condition_bin, r.tbl)
+             WHERE r.id = m.id;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'allocation: the condition of rule "%" could not follow this change: %', m.name, SQLERRM
+                USING HINT = 'Fix it with UPDATE allocation.rule SET condition = ... ; until then the rule is skipped.';
+        END;
+    END LOOP;
 END
 $$;
 COMMENT ON FUNCTION allocation._on_ddl_end() IS 'internal: follows column renames on managed tables (mapping and rule conditions)';

@@ -43,6 +43,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
+#include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
@@ -148,6 +149,37 @@ alloc_audit_init(void)
 	shmem_startup_hook = aq_shmem_startup;
 }
 
+/* Under the queue's lock: frees writer entries whose worker never came up (it failed to connect) */
+static void
+free_stale_writers(void)
+{
+	int			w;
+	TimestampTz now = GetCurrentTimestamp();
+
+	for (w = 0; w < AQ_WRITERS; w++)
+		if (OidIsValid(aq->writers[w].dbid) && aq->writers[w].pgprocno < 0 &&
+			TimestampDifferenceExceeds(aq->writers[w].since, now, AQ_STARTING_MS))
+			aq->writers[w].dbid = InvalidOid;
+}
+
+/*
+ * A short wait of a refusing backend; false once AQ_WAIT_MS have passed
+ * since start.  A cancel (statement_timeout, lock_timeout) is held off, so
+ * that the refusal still ends with its own SQLSTATE; a termination is not.
+ */
+static bool
+pause_until(TimestampTz start, long ms)
+{
+	if (TimestampDifferenceExceeds(start, GetCurrentTimestamp(), AQ_WAIT_MS))
+		return false;
+	HOLD_CANCEL_INTERRUPTS();
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, ms, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+	RESUME_CANCEL_INTERRUPTS();
+	return true;
+}
+
 /* An audit writer's description: entry point, argument, who is told when it stops */
 static void
 writer_spec(BackgroundWorker *worker, const char *function, Datum arg, pid_t notify_pid)
@@ -186,7 +218,7 @@ queue_event(int32 managed_id, const char *fields[AUDIT_FIELDS])
 	Size		need = 0;
 	int			i,
 				w;
-	int			waited = 0;
+	TimestampTz start_wait = GetCurrentTimestamp();
 	Oid			userid;
 
 	for (i = 0; i < AUDIT_FIELDS; i++)
@@ -201,10 +233,23 @@ queue_event(int32 managed_id, const char *fields[AUDIT_FIELDS])
 		int			start = -1;
 		int			wake = -1;
 
+		int			mine = 0;
+
 		LWLockAcquire(aq->lock, LW_EXCLUSIVE);
-		for (i = 0; i < AQ_SLOTS && slot == NULL; i++)
+		free_stale_writers();
+		/* a free slot, unless this database holds half the queue (a stuck writer must not starve the others) */
+		for (i = 0; i < AQ_SLOTS; i++)
+		{
 			if (aq->slots[i].state == AQ_FREE)
-				slot = &aq->slots[i];
+			{
+				if (slot == NULL)
+					slot = &aq->slots[i];
+			}
+			else if (aq->slots[i].dbid == MyDatabaseId)
+				mine++;
+		}
+		if (mine >= AQ_SLOTS / 2)
+			slot = NULL;
 		if (slot != NULL)
 		{
 			char	   *p = slot->data;
@@ -226,11 +271,8 @@ queue_event(int32 managed_id, const char *fields[AUDIT_FIELDS])
 			for (w = 0; w < AQ_WRITERS; w++)
 				if (aq->writers[w].dbid == MyDatabaseId)
 					break;
-			if (w < AQ_WRITERS && aq->writers[w].pgprocno < 0 &&
-				TimestampDifferenceExceeds(aq->writers[w].since, GetCurrentTimestamp(), AQ_STARTING_MS))
-				aq->writers[w].dbid = InvalidOid;	/* never came up: start another */
-			if (w < AQ_WRITERS && aq->writers[w].dbid == MyDatabaseId)
-				wake = aq->writers[w].pgprocno;
+			if (w < AQ_WRITERS)
+				wake = aq->writers[w].pgprocno; /* -1 while starting: it will look */
 			else
 			{
 				for (w = 0; w < AQ_WRITERS; w++)
@@ -264,13 +306,9 @@ queue_event(int32 managed_id, const char *fields[AUDIT_FIELDS])
 			}
 			return true;
 		}
-		if (waited >= AQ_WAIT_MS)
+		/* the queue is full (for this database): wait for the writers to make room */
+		if (!pause_until(start_wait, 10))
 			return false;
-		/* the queue is full: wait for the writers to make room */
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-		waited += 10;
 	}
 }
 
@@ -295,32 +333,35 @@ event_worker(int32 managed_id, const char *fields[AUDIT_FIELDS])
 	Size		size = sizeof(AuditHeader);
 	char	   *p;
 	int			i,
-				k,
-				waited;
+				k;
 	LOCKTAG		tag;
+	bool		have_slot = false;
+	TimestampTz start_wait;
 
 	/*
 	 * One of AQ_UNSHARED_WORKERS cluster-wide slots (advisory locks of no
 	 * database), held until the worker is done: the bound on audit writers.
 	 * The lock goes with the transaction the caller is about to abort.
 	 */
-	for (k = 0; k < AQ_UNSHARED_WORKERS; k++)
+	start_wait = GetCurrentTimestamp();
+	for (;;)
 	{
-		SET_LOCKTAG_ADVISORY(tag, InvalidOid, AUDIT_LOCK_KEY, k, AUDIT_LOCK_SPACE);
-		if (LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL)
+		for (k = 0; k < AQ_UNSHARED_WORKERS && !have_slot; k++)
+		{
+			SET_LOCKTAG_ADVISORY(tag, InvalidOid, AUDIT_LOCK_KEY, k, AUDIT_LOCK_SPACE);
+			have_slot = LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL;
+		}
+		/* after AQ_WAIT_MS without a slot (writers stuck on a lock): start one anyway */
+		if (have_slot || !pause_until(start_wait, 5))
 			break;
-	}
-	if (k == AQ_UNSHARED_WORKERS)
-	{
-		SET_LOCKTAG_ADVISORY(tag, InvalidOid, AUDIT_LOCK_KEY, MyProcPid % AQ_UNSHARED_WORKERS, AUDIT_LOCK_SPACE);
-		(void) LockAcquire(&tag, ExclusiveLock, false, false);
 	}
 	for (i = 0; i < AUDIT_FIELDS; i++)
 		size += strlen(fields[i] ? fields[i] : "") + 1;
 	seg = dsm_create(size, DSM_CREATE_NULL_IF_MAXSEGMENTS);
 	if (seg == NULL)
 	{
-		LockRelease(&tag, ExclusiveLock, false);
+		if (have_slot)
+			LockRelease(&tag, ExclusiveLock, false);
 		return false;
 	}
 	h = dsm_segment_address(seg);
@@ -344,22 +385,22 @@ event_worker(int32 managed_id, const char *fields[AUDIT_FIELDS])
 	{
 		dsm_unpin_segment(dsm_segment_handle(seg));
 		dsm_detach(seg);
-		LockRelease(&tag, ExclusiveLock, false);
+		if (have_slot)
+			LockRelease(&tag, ExclusiveLock, false);
 		return false;
 	}
 	dsm_detach(seg);
 	/* until the worker is done (bounded: it may wait for a lock this transaction holds) */
-	for (waited = 0; waited < AQ_WAIT_MS; waited += 5)
+	start_wait = GetCurrentTimestamp();
+	for (;;)
 	{
 		pid_t		pid;
 
-		if (GetBackgroundWorkerPid(handle, &pid) == BGWH_STOPPED)
+		if (GetBackgroundWorkerPid(handle, &pid) == BGWH_STOPPED || !pause_until(start_wait, 5))
 			break;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 5, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
 	}
-	LockRelease(&tag, ExclusiveLock, false);
+	if (have_slot)
+		LockRelease(&tag, ExclusiveLock, false);
 	return true;
 }
 
@@ -425,6 +466,7 @@ allocation_audit_worker(Datum arg)
 	char	   *p;
 	int			i;
 
+	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	CurrentResourceOwner = ResourceOwnerCreate(NULL, "allocation audit writer");
 	seg = dsm_attach(handle);
@@ -510,6 +552,7 @@ take_batch(int *taken, bool leave_if_none, Oid *orphan_db, Oid *orphan_user)
 	{
 		aq->writers[my_writer].dbid = InvalidOid;
 		my_writer = -1;
+		free_stale_writers();
 		/* events of a database that found every entry busy */
 		for (i = 0; i < AQ_SLOTS && !OidIsValid(*orphan_db); i++)
 			if (aq->slots[i].state == AQ_QUEUED)
@@ -536,6 +579,68 @@ take_batch(int *taken, bool leave_if_none, Oid *orphan_db, Oid *orphan_user)
 	return n;
 }
 
+/* Field i (actor, kind, table_name, key, reason, detail) of a queued event */
+static const char *
+slot_field(const AQSlot *slot, int i)
+{
+	const char *p = slot->data;
+	int			j;
+
+	for (j = 0; j < i; j++)
+		p += slot->len[j] + 1;
+	return p;
+}
+
+/*
+ * Writes the events of slots taken[0..n-1] in one transaction; false (the
+ * transaction rolled back, the error logged) when that failed.  The slots
+ * are this writer's (AQ_WRITING): read without the lock.
+ */
+static bool
+write_slots(const int *taken, int n, MemoryContext cxt)
+{
+	volatile bool ok = true;
+
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		int			i,
+					k;
+
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pgstat_report_activity(STATE_RUNNING, "allocation: writing queued audit events");
+		for (k = 0; k < n; k++)
+		{
+			AQSlot	   *slot = &aq->slots[taken[k]];
+			char	   *fields[AUDIT_FIELDS];
+
+			for (i = 0; i < AUDIT_FIELDS; i++)
+				fields[i] = pstrdup(slot_field(slot, i));
+			insert_event(slot->managed_id, fields);
+		}
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ok = false;
+	}
+	PG_END_TRY();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	MemoryContextSwitchTo(cxt);
+	MemoryContextReset(cxt);
+	return ok;
+}
+
 /* Background worker (preloaded): writes one database's queued events until none come for a second */
 PGDLLEXPORT void allocation_audit_queue_writer(Datum arg);
 void
@@ -548,6 +653,8 @@ allocation_audit_queue_writer(Datum arg)
 	int			w;
 
 	memcpy(&userid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+	/* SIGTERM only sets a flag, honoured at CHECK_FOR_INTERRUPTS (never inside the queue's lock) */
+	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	if (aq == NULL)
 		proc_exit(0);
@@ -572,8 +679,7 @@ allocation_audit_queue_writer(Datum arg)
 		Oid			orphan_db,
 					orphan_user;
 		int			n = take_batch(taken, false, &orphan_db, &orphan_user);
-		int			i,
-					k;
+		int			k;
 
 		if (n == 0)
 		{
@@ -598,33 +704,18 @@ allocation_audit_queue_writer(Datum arg)
 				proc_exit(0);
 			}
 		}
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		PushActiveSnapshot(GetTransactionSnapshot());
-		pgstat_report_activity(STATE_RUNNING, "allocation: writing queued audit events");
-		for (k = 0; k < n; k++)
-		{
-			AQSlot	   *slot = &aq->slots[taken[k]];
-			char	   *fields[AUDIT_FIELDS];
-			const char *p = slot->data;
-			MemoryContext old = MemoryContextSwitchTo(batch_cxt);
+		/* the batch in one transaction; after an error, each event alone */
+		if (!write_slots(taken, n, batch_cxt))
+			for (k = 0; k < n; k++)
+				if (!write_slots(&taken[k], 1, batch_cxt))
+				{
+					AQSlot	   *slot = &aq->slots[taken[k]];
 
-			/* the slot is ours (AQ_WRITING) until freed below: read without the lock */
-			for (i = 0; i < AUDIT_FIELDS; i++)
-			{
-				fields[i] = pnstrdup(p, slot->len[i]);
-				p += slot->len[i] + 1;
-			}
-			MemoryContextSwitchTo(old);
-			insert_event(slot->managed_id, fields);
-			MemoryContextReset(batch_cxt);
-		}
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-		pgstat_report_activity(STATE_IDLE, NULL);
+					ereport(WARNING,
+							(errmsg("allocation audit writer dropped an event it cannot write"),
+							 errdetail("Event %s on %s key %s by %s: %s %s", slot_field(slot, 1), slot_field(slot, 2),
+									   slot_field(slot, 3), slot_field(slot, 0), slot_field(slot, 4), slot_field(slot, 5))));
+				}
 		LWLockAcquire(aq->lock, LW_EXCLUSIVE);
 		for (k = 0; k < n; k++)
 			aq->slots[taken[k]].state = AQ_FREE;

@@ -211,11 +211,15 @@ equal_nullable(const char *a, const char *b)
 	return (a == NULL && b == NULL) || (a && b && strcmp(a, b) == 0);
 }
 
-/* This server's stamp for compiled conditions: version number / system identifier */
+/*
+ * This server's stamp for compiled conditions: major version / system
+ * identifier (node trees and OIDs do not change with a minor release;
+ * pg_upgrade always makes a new system identifier)
+ */
 char *
 rules_condition_stamp(void)
 {
-	return psprintf("%d/" UINT64_FORMAT, PG_VERSION_NUM, GetSystemIdentifier());
+	return psprintf("%d/" UINT64_FORMAT, PG_MAJORVERSION_NUM, GetSystemIdentifier());
 }
 
 PG_FUNCTION_INFO_V1(allocation_condition_stamp);
@@ -238,13 +242,14 @@ rules_have_stamp(void)
 }
 
 /*
- * Whether a stored tree may be read here: its stamp is this server's (or
- * there is no stamp column: SQL version 1.0)
+ * Whether a stored tree may be read here: its stamp is this server's.  Under
+ * SQL version 1.0 (no stamp column) never: a 1.0 database may have come
+ * through pg_upgrade, so its conditions are compiled from their text.
  */
 bool
 rules_stamp_current(bool have_stamp, const char *stamp)
 {
-	return !have_stamp || (stamp != NULL && strcmp(stamp, rules_condition_stamp()) == 0);
+	return have_stamp && stamp != NULL && strcmp(stamp, rules_condition_stamp()) == 0;
 }
 
 /*
@@ -269,7 +274,7 @@ rule_row_changed(TupleDesc td, HeapTuple oldtup, HeapTuple newtup, int att_bin, 
 			continue;
 		d1 = heap_getattr(oldtup, i, td, &n1);
 		d2 = heap_getattr(newtup, i, td, &n2);
-		if (n1 != n2 || (!n1 && !datumIsEqual(d1, d2, a->attbyval, a->attlen)))
+		if (n1 != n2 || (!n1 && !datum_image_eq(d1, d2, a->attbyval, a->attlen)))
 			return true;
 	}
 	return false;
@@ -382,7 +387,14 @@ allocation_rule_before(PG_FUNCTION_ARGS)
 							get_rel_name(DatumGetObjectId(tbl)), name ? name : "?"),
 					 errdetail("A condition runs as whoever writes a customer row, like a CHECK constraint."),
 					 errhint("Ask the table's owner (or a superuser) to save the rule.")));
-		expr = rules_compile_condition(DatumGetObjectId(tbl), condition, name ? name : "?", path);
+		{
+			/* as the table's owner, whoever saves (also an upgrade or an event trigger running as the extension owner) */
+			AllocOwnerSwitch osw;
+
+			alloc_become_table_owner(DatumGetObjectId(tbl), &osw);
+			expr = rules_compile_condition(DatumGetObjectId(tbl), condition, name ? name : "?", path);
+			alloc_restore_table_owner(&osw);
+		}
 		vals[0] = CStringGetTextDatum(nodeToString(expr));
 		nulls[0] = false;
 	}
@@ -391,38 +403,53 @@ allocation_rule_before(PG_FUNCTION_ARGS)
 	return PointerGetDatum(tup);
 }
 
+typedef struct StoredCondition
+{
+	const char *bin;
+	char	   *name;
+	char	   *condition;
+	char	   *path;
+	char	   *stamp;
+	Oid			relid;
+	bool		have_stamp;
+} StoredCondition;
+
+static void
+recompile_context(void *arg)
+{
+	StoredCondition *sc = (StoredCondition *) arg;
+
+	errcontext("compiling the condition of rule \"%s\" again from its text: its stored form was compiled %s",
+			   sc->name ? sc->name : "?",
+			   sc->have_stamp ? "by another server (pg_upgrade?)" : "under SQL version 1.0 (run ALTER EXTENSION allocation UPDATE)");
+}
+
 /*
- * A stored condition (allocation.rule.condition_bin) as a node tree.  Only
- * the engine writes that column (the rule trigger recomputes it on every
- * write); text that is not the condition_bin of some rule is refused before
- * the node reader, which trusts its input, sees it.  A tree stamped by
- * another server is not read: the rule's text is compiled again, as the
- * owner of its table.
+ * The rule whose compiled condition is bin.  Only the engine writes that
+ * column (the rule trigger recomputes it on every write); text that is not
+ * the condition_bin of some rule is refused before the node reader, which
+ * trusts its input, sees it.
  */
-static Node *
-condition_node(const char *bin)
+static void
+stored_condition(const char *bin, StoredCondition *sc)
 {
 	AllocUserSwitch sw;
 	Oid			types[1] = {TEXTOID};
 	Datum		vals[1];
 	bool		stored,
 				isnull;
-	bool		have_stamp = rules_have_stamp();
 	MemoryContext outer = CurrentMemoryContext;
-	char	   *name = NULL,
-			   *condition = NULL,
-			   *path = NULL,
-			   *stamp = NULL;
-	Oid			relid = InvalidOid;
-	Node	   *result;
 
+	memset(sc, 0, sizeof(*sc));
+	sc->bin = bin;
+	sc->have_stamp = rules_have_stamp();
 	vals[0] = CStringGetTextDatum(bin);
 	alloc_spi_begin(&sw);
-	if (SPI_execute_with_args(have_stamp
+	if (SPI_execute_with_args(sc->have_stamp
 							  ? "SELECT name, condition, tbl::oid, condition_search_path, condition_stamp"
-							  " FROM allocation.rule WHERE condition_bin = $1 LIMIT 1"
+							  " FROM allocation.rule WHERE condition_bin = $1 ORDER BY id LIMIT 1"
 							  : "SELECT name, condition, tbl::oid, condition_search_path, NULL::text"
-							  " FROM allocation.rule WHERE condition_bin = $1 LIMIT 1",
+							  " FROM allocation.rule WHERE condition_bin = $1 ORDER BY id LIMIT 1",
 							  1, types, vals, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "reading the stored rule conditions failed");
 	stored = SPI_processed > 0;
@@ -433,11 +460,11 @@ condition_node(const char *bin)
 		MemoryContext spi = MemoryContextSwitchTo(outer);
 		char	   *v;
 
-		name = (v = SPI_getvalue(tup, td, 1)) ? pstrdup(v) : NULL;
-		condition = (v = SPI_getvalue(tup, td, 2)) ? pstrdup(v) : NULL;
-		relid = DatumGetObjectId(SPI_getbinval(tup, td, 3, &isnull));
-		path = (v = SPI_getvalue(tup, td, 4)) ? pstrdup(v) : NULL;
-		stamp = (v = SPI_getvalue(tup, td, 5)) ? pstrdup(v) : NULL;
+		sc->name = (v = SPI_getvalue(tup, td, 1)) ? pstrdup(v) : NULL;
+		sc->condition = (v = SPI_getvalue(tup, td, 2)) ? pstrdup(v) : NULL;
+		sc->relid = DatumGetObjectId(SPI_getbinval(tup, td, 3, &isnull));
+		sc->path = (v = SPI_getvalue(tup, td, 4)) ? pstrdup(v) : NULL;
+		sc->stamp = (v = SPI_getvalue(tup, td, 5)) ? pstrdup(v) : NULL;
 		MemoryContextSwitchTo(spi);
 	}
 	alloc_spi_end(&sw);
@@ -447,23 +474,47 @@ condition_node(const char *bin)
 				 errmsg("not a compiled rule condition"),
 				 errdetail("The value is not the condition_bin of any rule in allocation.rule."),
 				 errhint("Pass allocation.rule.condition_bin.")));
-	if (rules_stamp_current(have_stamp, stamp))
-		return (Node *) stringToNode(bin);
-	if (condition == NULL || !OidIsValid(relid))
+}
+
+/*
+ * A stored condition as a node tree: the stored tree where this server
+ * compiled it, otherwise the rule's text compiled again, as the owner of its
+ * table.
+ */
+static Node *
+stored_condition_tree(StoredCondition *sc)
+{
+	AllocOwnerSwitch osw;
+	ErrorContextCallback errcb;
+	Node	   *result;
+
+	if (rules_stamp_current(sc->have_stamp, sc->stamp))
+		return (Node *) stringToNode(sc->bin);
+	if (sc->condition == NULL || !OidIsValid(sc->relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_ALLOC_BAD_CONDITION),
-				 errmsg("compiled condition of rule \"%s\" comes from another server", name ? name : "?"),
+				 errmsg("compiled condition of rule \"%s\" comes from another server", sc->name ? sc->name : "?"),
 				 errdetail("Its stamp is %s, this server's %s, and the rule has no condition text or table to compile again.",
-						   stamp ? stamp : "missing", rules_condition_stamp()),
+						   sc->stamp ? sc->stamp : "missing", rules_condition_stamp()),
 				 errhint("Save the rule's condition again (UPDATE allocation.rule SET condition = ...).")));
-	{
-		AllocOwnerSwitch osw;
-
-		alloc_become_table_owner(relid, &osw);
-		result = rules_compile_condition(relid, condition, name ? name : "?", path);
-		alloc_restore_table_owner(&osw);
-	}
+	errcb.callback = recompile_context;
+	errcb.arg = sc;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
+	alloc_become_table_owner(sc->relid, &osw);
+	result = rules_compile_condition(sc->relid, sc->condition, sc->name ? sc->name : "?", sc->path);
+	alloc_restore_table_owner(&osw);
+	error_context_stack = errcb.previous;
 	return result;
+}
+
+static Node *
+condition_node(const char *bin)
+{
+	StoredCondition sc;
+
+	stored_condition(bin, &sc);
+	return stored_condition_tree(&sc);
 }
 
 /* Whether a stored condition reads column attnum */
@@ -505,7 +556,7 @@ allocation_condition_deparse(PG_FUNCTION_ARGS)
 typedef struct StillMeans
 {
 	const char *condition;
-	Node	   *stored;
+	StoredCondition sc;
 	Oid			relid;
 	const char *path;
 	bool		same;
@@ -516,6 +567,7 @@ still_means(void *arg)
 {
 	StillMeans *sm = (StillMeans *) arg;
 	AllocOwnerSwitch sw;
+	Node	   *stored = stored_condition_tree(&sm->sc);
 
 	/*
 	 * As the table's owner: parse analysis already runs user code (a literal
@@ -523,7 +575,7 @@ still_means(void *arg)
 	 * that calls this runs as the extension owner.
 	 */
 	alloc_become_table_owner(sm->relid, &sw);
-	sm->same = equal(rules_compile_condition(sm->relid, sm->condition, "?", sm->path), sm->stored);
+	sm->same = equal(rules_compile_condition(sm->relid, sm->condition, "?", sm->path), stored);
 	alloc_restore_table_owner(&sw);
 }
 
@@ -536,7 +588,8 @@ allocation_condition_still_means(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		PG_RETURN_BOOL(true);
 	sm.condition = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	sm.stored = condition_node(text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	/* an unknown value is an error; a condition that no longer compiles only "does not mean it" */
+	stored_condition(text_to_cstring(PG_GETARG_TEXT_PP(1)), &sm.sc);
 	sm.relid = PG_GETARG_OID(2);
 	sm.path = PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3));
 	sm.same = false;

@@ -13,8 +13,10 @@
  *   database's writer, starting one if there is none; the writer inserts the
  *   queued events in batches, one transaction each, and leaves after a
  *   second with nothing to do.  A slot is freed only after its event is
- *   committed, so a writer that fails leaves its events for the next one.  A
- *   full queue makes the refusing backend wait (up to 10 s) for room.
+ *   committed; a batch that fails is written again event by event, and an
+ *   event that fails alone is dropped with a WARNING that logs it.  One
+ *   database holds at most half the queue; a full queue makes the refusing
+ *   backend wait (up to 10 s) for room.
  * - Without it: one short-lived worker per event (there is no shared state
  *   to queue in).  The refusing backend first takes one of
  *   AQ_UNSHARED_WORKERS cluster-wide advisory locks and holds it until its

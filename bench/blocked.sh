@@ -47,7 +47,7 @@ fi
 P=(psql -X -q -v ON_ERROR_STOP=1 -d postgres)
 W=$(mktemp -d /tmp/allocation-blocked.XXXXXX)
 sampler=
-trap '[ -n "$sampler" ] && kill "$sampler" 2>/dev/null; rm -rf "$W"' EXIT
+trap 'if [ -n "$sampler" ]; then kill "$sampler" 2>/dev/null || true; fi; rm -rf "$W"' EXIT
 echo "== $BLK_MODE: $BLK_ATTEMPTS blocked duplicates from $BLK_CLIENTS clients ($(date -u '+%H:%M:%S UTC')) =="
 "${P[@]}" >/dev/null <<'SQL'
 SET client_min_messages = warning;

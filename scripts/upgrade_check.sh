@@ -51,7 +51,8 @@ normalized_dump () {
     pg_dump --binary-upgrade --schema-only -d "$1" 2>"$TMP/pg_dump.err" |
         grep -v -E '^(\\(un)?restrict |SELECT pg_catalog\.binary_upgrade_set_next_|SET relfrozenxid|-- )' |
         sed -E "s/^WHERE oid = '[0-9]+';$/WHERE oid = '(toast table)';/" |
-        sed -E "s/(binary_upgrade_create_empty_extension\('[a-z_]+', '[a-z_]+', (true|false), '[^']*', )'\{[0-9,]*\}'/\1'{config OIDs}'/"
+        sed -E "s/(binary_upgrade_create_empty_extension\('[a-z_]+', '[a-z_]+', (true|false), '[^']*', )'\{[0-9,]*\}'/\1'{config OIDs}'/" |
+        sed -E "s/(binary_upgrade_create_empty_extension\('allocation', .*'\{config OIDs\}', )'\{[^}]*\}'/\1'{their conditions}'/"
 }
 extconfig () {
     "${PSQL[@]}" -At -d "$1" -c "SELECT c::regclass::text || ' ' || coalesce(x.extcondition[i], '')
@@ -115,7 +116,9 @@ SQL
     grep -q 'c-cotton' "$TMP/before.snap" || { cat "$TMP/before.snap"; fail "the $V database is missing its customers"; }
     grep -q 'seed-x' "$TMP/before.snap" || { cat "$TMP/before.snap"; fail "the $V database is missing its resource pool"; }
 
-    "${PSQL[@]}" -d alloc_up_filled -c 'ALTER EXTENSION allocation UPDATE' >"$TMP/update.out" 2>&1 \
+    "${PSQL[@]}" -d alloc_up_filled -c 'ALTER EXTENSION allocation UPDATE' \
+                 -c "DROP ROLE IF EXISTS alloc_up_reference" -c "CREATE ROLE alloc_up_reference" \
+                 -c "SELECT allocation.grant_role('alloc_up_reference', 'manager')" >"$TMP/update.out" 2>&1 \
         || { cat "$TMP/update.out"; fail "ALTER EXTENSION allocation UPDATE from $V"; }
     [ "$("${PSQL[@]}" -At -d alloc_up_filled -c "SELECT extversion FROM pg_extension WHERE extname = 'allocation'")" = "$DEFAULT" ] \
         || fail "after ALTER EXTENSION UPDATE the filled database is not at $DEFAULT"
@@ -134,11 +137,18 @@ SQL
         [ "$n" = 0 ] || fail "$n rule condition(s) not compiled again under this server's stamp by the upgrade"
         echo "    every rule condition compiled again and stamped by this server"
     fi
+    # a role granted under the old version has what grant_role() gives its kind now
+    missing=$("${PSQL[@]}" -At -d alloc_up_filled -c "SELECT string_agg(p.oid::regprocedure::text, ', ')
+                 FROM pg_proc p WHERE p.pronamespace = 'allocation'::regnamespace AND p.proname !~ '^_'
+                  AND has_function_privilege('alloc_up_reference', p.oid, 'EXECUTE')
+                  AND NOT has_function_privilege('alloc_up_manager', p.oid, 'EXECUTE')")
+    [ -z "$missing" ] || fail "after the upgrade the manager granted under $V lacks: $missing"
+    echo "    the manager granted under $V has every function a manager granted now has"
     "${PSQL[@]}" -d alloc_up_filled -At -f scripts/fixture/after.sql >"$TMP/after.out" 2>&1 \
         || { cat "$TMP/after.out"; fail "the upgraded database does not work as before"; }
     cat "$TMP/after.out"
     dropdb alloc_up_filled
-    "${PSQL[@]}" -d postgres -c 'DROP ROLE alloc_up_manager'
+    "${PSQL[@]}" -d postgres -c 'DROP ROLE alloc_up_manager' -c 'DROP ROLE alloc_up_reference'
 done
 dropdb alloc_up_fresh
 echo "upgrade check OK"

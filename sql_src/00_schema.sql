@@ -164,7 +164,7 @@ CREATE TABLE allocation.customer_state (
     territory_id   bigint,
     rule_id        bigint,
     source         text NOT NULL CHECK (source IN ('rule', 'manual', 'suggestion', 'pool', 'reevaluate',
-                                                   'claim', 'recycle', 'dispute')),
+                                                   'claim', 'recycle', 'dispute', 'transfer')),
     pinned         boolean NOT NULL DEFAULT false,
     reason         text,
     tier           text,

@@ -35,6 +35,7 @@ BEGIN
                     allocation.claim_today() TO %s',
                    'allocation.territory_at'::regproc::regprocedure, r);
     EXECUTE format('GRANT SELECT ON allocation.claimable_now, allocation.claim_policy, allocation.recycle_policy TO %s', r);
+    EXECUTE format('GRANT SELECT ON allocation.transfer_policy, allocation.pending_transfer TO %s', r);
     -- the rep's pool screen (its point argument is a PostGIS type: named by its function)
     EXECUTE format('GRANT EXECUTE ON FUNCTION %s, allocation.claimable_count(regclass, bigint) TO %s',
                    'allocation.claimable_page'::regproc::regprocedure, r);
@@ -44,6 +45,10 @@ BEGIN
                         allocation.log_followup(regclass, text, text, text, text, boolean, timestamptz) TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.request_resource(bigint, regclass, text, numeric, text, tstzrange, bigint),
                         allocation.match_resources(regclass, text) TO %s', r);
+        -- transfers: the holder hands over, the receiver asks, the approver its policy names decides
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.request_transfer(regclass, text, bigint, text),
+                        allocation.approve_transfer(bigint, text), allocation.reject_transfer(bigint, text),
+                        allocation.cancel_transfer(bigint) TO %s', r);
     END IF;
     IF kind IN ('analyst', 'manager', 'admin') THEN
         EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA allocation TO %s', r);
@@ -60,17 +65,18 @@ BEGIN
                         allocation.dismiss_dispute(bigint, text), allocation.recycle(timestamptz),
                         allocation.approve_request(bigint), allocation.reject_request(bigint, text),
                         allocation.release_grant(bigint, text), allocation.expire_grants(timestamptz),
-                        allocation.grant_resource(bigint, regclass, text, numeric, text, tstzrange, bigint) TO %s', r);
+                        allocation.grant_resource(bigint, regclass, text, numeric, text, tstzrange, bigint),
+                        allocation.expire_transfers(timestamptz) TO %s', r);
     END IF;
     IF kind = 'admin' THEN
         -- configuration only: the registry, counters, suggestions, locks, follow-ups and the
         -- audit log are written by the engine alone (actor and time set by it)
         EXECUTE format('GRANT INSERT, UPDATE, DELETE ON allocation.team, allocation.rep, allocation.territory,
                         allocation.rule, allocation.claim_policy, allocation.recycle_policy,
-                        allocation.resource_pool TO %s', r);
+                        allocation.resource_pool, allocation.transfer_policy TO %s', r);
         EXECUTE format('GRANT USAGE ON SEQUENCE allocation.team_id_seq, allocation.rep_id_seq, allocation.territory_id_seq,
                         allocation.rule_id_seq, allocation.claim_policy_id_seq, allocation.recycle_policy_id_seq,
-                        allocation.resource_pool_id_seq TO %s', r);
+                        allocation.resource_pool_id_seq, allocation.transfer_policy_id_seq TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.import_territories(jsonb, text, text, text),
                         allocation.manage(regclass, name, name, name, jsonb), allocation.unmanage(regclass),
                         allocation.set_reevaluate(regclass, text), allocation.grant_role(regrole, text),
@@ -112,6 +118,8 @@ SELECT pg_catalog.pg_extension_config_dump('allocation.customer_state', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.suggestion', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.event', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.claim_policy', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.transfer_policy', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.transfer', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.claim_day', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.customer_lock', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.protection', '');

@@ -347,11 +347,12 @@ allocation_owner_update(PG_FUNCTION_ARGS)
 	key = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	source = text_to_cstring(PG_GETARG_TEXT_PP(3));
 	if (strcmp(source, "manual") != 0 && strcmp(source, "suggestion") != 0 &&
-		strcmp(source, "claim") != 0 && strcmp(source, "recycle") != 0 && strcmp(source, "release") != 0)
+		strcmp(source, "claim") != 0 && strcmp(source, "recycle") != 0 && strcmp(source, "release") != 0 &&
+		strcmp(source, "transfer") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("unknown owner change source \"%s\"", source),
-				 errdetail("The sources are manual, suggestion, claim, release and recycle."),
+				 errdetail("The sources are manual, suggestion, claim, release, recycle and transfer."),
 				 errhint("Use allocation.claim(), allocation.release() or allocation.assign().")));
 	config_prepare();
 	mt = config_get_table(relid, false);

@@ -499,6 +499,8 @@ owner_changed(ManagedTable *mt, HeapTuple newtup, AllocChange *chg, int64 old_ow
 	}
 	else if (strcmp(src, "claim") == 0 || strcmp(src, "recycle") == 0)
 		e->source = e->kind = src[0] == 'c' ? "claim" : "recycle";
+	else if (strcmp(src, "transfer") == 0)
+		e->source = e->kind = "transfer";
 	else
 	{
 		e->source = "manual";

@@ -44,6 +44,10 @@ INSERT INTO matrix VALUES
     ('allocation.log_followup(regclass,text,text,text,text,boolean,timestamp with time zone)', 'rmA'),
     ('allocation.request_resource(bigint,regclass,text,numeric,text,tstzrange,bigint)', 'rmA'),
     ('allocation.match_resources(regclass,text)',                            'rmA'),
+    ('allocation.request_transfer(regclass,text,bigint,text)',               'rmA'),
+    ('allocation.approve_transfer(bigint,text)',                             'rmA'),
+    ('allocation.reject_transfer(bigint,text)',                              'rmA'),
+    ('allocation.cancel_transfer(bigint)',                                   'rmA'),
     -- readers of the whole picture
     ('allocation.upcoming_recycles(timestamp with time zone)',               'maA'),
     ('allocation.check_consistency()',                                       'maA'),
@@ -66,6 +70,7 @@ INSERT INTO matrix VALUES
     ('allocation.release_grant(bigint,text)',                                'mA'),
     ('allocation.expire_grants(timestamp with time zone)',                   'mA'),
     ('allocation.grant_resource(bigint,regclass,text,numeric,text,tstzrange,bigint)', 'mA'),
+    ('allocation.expire_transfers(timestamp with time zone)',                'mA'),
     -- admins: configuration
     ('allocation.import_territories(jsonb,text,text,text)',                  'A'),
     ('allocation.manage(regclass,name,name,name,jsonb)',                     'A'),
@@ -81,7 +86,7 @@ INSERT INTO matrix VALUES
     -- nobody (read by the engine's own views and functions)
     ('allocation.customer_history_score(integer,text)',                      '');
 
-SELECT plan((SELECT count(*)::int * 5 FROM matrix) + 9);
+SELECT plan((SELECT count(*)::int * 5 FROM matrix) + 12);
 
 -- every public function of the extension is in the matrix, and every listed one exists
 SELECT is_empty($$
@@ -131,11 +136,15 @@ SELECT is_empty($$
       FROM pg_class c, aclexplode(c.relacl) a
      WHERE c.relnamespace = 'allocation'::regnamespace AND c.relkind = 'r' AND a.grantee <> c.relowner
        AND a.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')
-       AND NOT (c.relname IN ('team', 'rep', 'territory', 'rule', 'claim_policy', 'recycle_policy', 'resource_pool', 'name_term')
+       AND NOT (c.relname IN ('team', 'rep', 'territory', 'rule', 'claim_policy', 'recycle_policy', 'resource_pool', 'name_term',
+                              'transfer_policy')
                 AND a.grantee = 'tapm_admin'::regrole AND a.privilege_type <> 'TRUNCATE')
 $$, 'no role writes an engine-maintained table; admins write configuration only');
 SELECT is(has_table_privilege('tapm_admin', 'allocation.event', 'INSERT'), false, 'not even an admin inserts into the audit log');
 SELECT is(has_table_privilege('tapm_admin', 'allocation.customer_state', 'UPDATE'), false, 'not even an admin edits the ownership state');
+SELECT is(has_table_privilege('tapm_admin', 'allocation.transfer', 'UPDATE'), false, 'not even an admin edits a transfer request');
+SELECT is(has_table_privilege('tapm_rep', 'allocation.transfer', 'SELECT'), false, 'a rep reads transfers only through pending_transfer (its own)');
+SELECT is(has_table_privilege('tapm_rep', 'allocation.pending_transfer', 'SELECT'), true, 'a rep reads pending_transfer');
 
 SELECT * FROM finish();
 ROLLBACK;

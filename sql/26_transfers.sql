@@ -1,0 +1,205 @@
+--
+-- 26_transfers: request_transfer(), approve/reject/cancel_transfer(),
+-- expire_transfers(), the transfer policy, pending_transfer per role, every
+-- bad input with its SQLSTATE, and that a refused step changes nothing.
+--
+CREATE EXTENSION allocation;
+\pset null '(null)'
+\set SHOW_CONTEXT never
+
+DO $$
+BEGIN
+    CREATE ROLE regress_t26_a;
+    CREATE ROLE regress_t26_b;
+    CREATE ROLE regress_t26_c;
+    CREATE ROLE regress_t26_mgr;
+    CREATE ROLE regress_t26_nobody;
+END $$;
+INSERT INTO allocation.team (id, code, name) VALUES (1, 'field', 'Field sales');
+INSERT INTO allocation.rep (id, code, name, team_id, capacity, login) VALUES
+    (1, 'a', 'Rep A', 1, 100, 'regress_t26_a'),
+    (2, 'b', 'Rep B', 1, 100, 'regress_t26_b'),
+    (3, 'c', 'Rep C', 1, 100, 'regress_t26_c');
+SELECT allocation.grant_role('regress_t26_a', 'rep'), allocation.grant_role('regress_t26_b', 'rep'),
+       allocation.grant_role('regress_t26_c', 'rep'), allocation.grant_role('regress_t26_mgr', 'manager');
+CREATE TABLE t26_customer (id integer PRIMARY KEY, name text, tier text, loc geometry(Point, 4326), owner bigint);
+SELECT allocation.manage('t26_customer', 'id', 'loc', 'owner', '{"tier": "tier"}');
+INSERT INTO t26_customer (id, name, tier, owner) SELECT g, 'dealer ' || g, 'A', 1 FROM generate_series(1, 12) g;
+INSERT INTO t26_customer (id, name, tier) VALUES (99, 'in the pool', 'A');
+
+CREATE FUNCTION t26_try(sql text) RETURNS TABLE (code text, message text, detail text, hint text)
+LANGUAGE plpgsql AS $f$
+BEGIN
+    EXECUTE sql;
+    code := '00000';
+    RETURN NEXT;
+EXCEPTION WHEN others THEN
+    GET STACKED DIAGNOSTICS code = RETURNED_SQLSTATE, message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
+    detail := regexp_replace(detail, '\w{3} \w{3} \d+ [0-9:.]+ \d{4} \w+', '<time>', 'g');
+    RETURN NEXT;
+END $f$;
+GRANT EXECUTE ON FUNCTION t26_try(text) TO PUBLIC;
+CREATE VIEW t26_state AS
+SELECT c.id, r.code AS owner FROM t26_customer c LEFT JOIN allocation.rep r ON r.id = c.owner;
+GRANT SELECT ON t26_state, t26_customer TO PUBLIC;
+CREATE VIEW t26_transfers AS
+SELECT t.id, t.key, f.code AS from_rep, r.code AS to_rep, t.approval, t.status, t.requested_by, t.decided_by, t.decision_note
+  FROM allocation.transfer t JOIN allocation.rep f ON f.id = t.from_rep JOIN allocation.rep r ON r.id = t.to_rep;
+
+-------------------------------------------------------------------------------
+-- No policy: a manager approves.  The holder hands over; the receiver cannot decide.
+-------------------------------------------------------------------------------
+SET ROLE regress_t26_a;
+SELECT allocation.request_transfer('t26_customer', '1', 2, 'B covers the east county now') AS transfer_1;
+SELECT id, key, from_rep_code, to_rep_code, approval, approver, requested_by FROM allocation.pending_transfer;
+SET ROLE regress_t26_c;
+SELECT count(*) AS c_sees FROM allocation.pending_transfer;
+SET ROLE regress_t26_b;
+SELECT count(*) AS b_sees FROM allocation.pending_transfer;
+SELECT * FROM t26_try($$SELECT allocation.approve_transfer(1)$$);
+SET ROLE regress_t26_mgr;
+SELECT allocation.approve_transfer(1, 'agreed in the weekly meeting');
+RESET ROLE;
+SELECT * FROM t26_state WHERE id = 1;
+SELECT * FROM t26_transfers WHERE id = 1;
+SELECT kind, key, actor, from_rep, to_rep, reason, source, pinned FROM allocation.event
+ WHERE key = '1' AND kind LIKE 'transfer%' ORDER BY id;
+
+-------------------------------------------------------------------------------
+-- Policy "receiver": the receiving rep approves; "holder": the holder decides
+-------------------------------------------------------------------------------
+INSERT INTO allocation.transfer_policy (team_id, tier, approval) VALUES (NULL, NULL, 'receiver');
+SET ROLE regress_t26_a;
+SELECT allocation.request_transfer('t26_customer', '2', 2, 'handover before leave') AS transfer_2;
+SET ROLE regress_t26_b;
+SELECT approver FROM allocation.pending_transfer WHERE key = '2';
+SELECT allocation.approve_transfer(2);
+SELECT * FROM t26_state WHERE id = 2;
+-- the receiver asking under "receiver": carried out at once
+SELECT allocation.request_transfer('t26_customer', '3', 2, 'I visit this dealer weekly') AS transfer_3;
+SELECT * FROM t26_state WHERE id = 3;
+RESET ROLE;
+UPDATE allocation.transfer_policy SET approval = 'holder';
+SET ROLE regress_t26_c;
+SELECT allocation.request_transfer('t26_customer', '4', 3, 'the dealer asked for me') AS transfer_4;
+SELECT approver FROM allocation.pending_transfer WHERE key = '4';
+SET ROLE regress_t26_a;
+SELECT * FROM t26_try($$SELECT allocation.reject_transfer(4, '  ')$$);
+SELECT allocation.reject_transfer(4, 'I signed their annual program last week');
+RESET ROLE;
+SELECT * FROM t26_state WHERE id = 4;
+SELECT id, status, decided_by, decision_note FROM t26_transfers WHERE id = 4;
+-- policy "none": done at request
+UPDATE allocation.transfer_policy SET approval = 'none';
+SET ROLE regress_t26_a;
+SELECT allocation.request_transfer('t26_customer', '5', 3, 'territory swap') AS transfer_5;
+RESET ROLE;
+SELECT * FROM t26_state WHERE id = 5;
+UPDATE allocation.transfer_policy SET approval = 'manager';
+
+-------------------------------------------------------------------------------
+-- Cancel: the requester or a manager
+-------------------------------------------------------------------------------
+SET ROLE regress_t26_a;
+SELECT allocation.request_transfer('t26_customer', '6', 2, 'maybe') AS transfer_6;
+SET ROLE regress_t26_b;
+SELECT * FROM t26_try($$SELECT allocation.cancel_transfer(6)$$);
+SET ROLE regress_t26_a;
+SELECT allocation.cancel_transfer(6);
+SELECT * FROM t26_try($$SELECT allocation.cancel_transfer(6)$$);
+RESET ROLE;
+
+-------------------------------------------------------------------------------
+-- Bad inputs: each its SQLSTATE, nothing stored changes
+-------------------------------------------------------------------------------
+CREATE TABLE t26_before AS
+SELECT (SELECT count(*) FROM allocation.transfer) AS transfers, (SELECT count(*) FROM allocation.event) AS events,
+       (SELECT string_agg(id || ':' || coalesce(owner::text, '-'), ',' ORDER BY id) FROM t26_customer) AS owners;
+SET ROLE regress_t26_a;
+SELECT * FROM t26_try($$SELECT allocation.request_transfer(NULL, '7', 2, 'x')$$);
+SELECT * FROM t26_try($$SELECT allocation.request_transfer('t26_customer', NULL, 2, 'x')$$);
+SELECT * FROM t26_try($$SELECT allocation.request_transfer('t26_customer', '7', NULL, 'x')$$);
+SELECT * FROM t26_try($$SELECT allocation.request_transfer('t26_customer', '7', 2, NULL)$$);
+SELECT * FROM t26_try($$SELECT allocation.request_transfer('t26_customer', '7', 2, ' ')$$);
+SELECT * FROM t26_try($$SELECT allocation.request_transfer('t26_customer', '7', 42, 'x')$$);
+SELECT * FROM t26_try($$SELECT allocation.request_transfer('pg_class', '7', 2, 'x')$$);
+SELECT * FROM t26_try($$SELECT allocation.request_transfer('no_such_table', '7', 2, 'x')$$);
+SELECT * FROM t26_try($$SELECT allocation.request_transfer('t26_customer', '777', 2, 'x')$$);
+SELECT * FROM t26_try($$SELECT allocation.request_transfer('t26_customer', 'not a number', 2, 'x')$$);
+SELECT * FROM t26_try($$SELECT allocation.request_transfer('t26_customer', '99', 2, 'x')$$);
+SELECT * FROM t26_try($$SELECT allocation.request_transfer('t26_customer', '7', 1, 'x')$$);
+SET ROLE regress_t26_c;
+SELECT * FROM t26_try($$SELECT allocation.request_transfer('t26_customer', '7', 2, 'not mine, not for me')$$);
+SET ROLE regress_t26_nobody;
+SELECT * FROM t26_try($$SELECT allocation.request_transfer('t26_customer', '7', 2, 'x')$$);
+SET ROLE regress_t26_mgr;
+SELECT * FROM t26_try($$SELECT allocation.approve_transfer(NULL)$$);
+SELECT * FROM t26_try($$SELECT allocation.approve_transfer(12345)$$);
+SELECT * FROM t26_try($$SELECT allocation.approve_transfer(1)$$);
+SELECT * FROM t26_try($$SELECT allocation.reject_transfer(1, 'too late')$$);
+SELECT * FROM t26_try($$SELECT allocation.expire_transfers(NULL)$$);
+RESET ROLE;
+SELECT (SELECT count(*) FROM allocation.transfer) = b.transfers AS no_transfer_stored,
+       (SELECT count(*) FROM allocation.event) = b.events AS no_event_stored,
+       (SELECT string_agg(id || ':' || coalesce(owner::text, '-'), ',' ORDER BY id) FROM t26_customer) = b.owners AS owners_unchanged
+  FROM t26_before b;
+DROP TABLE t26_before;
+
+-------------------------------------------------------------------------------
+-- One pending transfer per customer; an approval checks everything again
+-------------------------------------------------------------------------------
+SET ROLE regress_t26_a;
+SELECT allocation.request_transfer('t26_customer', '7', 2, 'first') AS t7 \gset
+SELECT * FROM t26_try($$SELECT allocation.request_transfer('t26_customer', '7', 3, 'second')$$);
+SELECT allocation.request_transfer('t26_customer', '8', 2, 'the holder will change') AS t8 \gset
+SELECT allocation.request_transfer('t26_customer', '9', 2, 'will be locked') AS t9 \gset
+SELECT allocation.request_transfer('t26_customer', '10', 2, 'B is full') AS t10 \gset
+SELECT allocation.request_transfer('t26_customer', '11', 2, 'over the daily limit') AS t11 \gset
+RESET ROLE;
+SELECT allocation.assign('t26_customer', '8', 3, 'manager moved it meanwhile');
+SET ROLE regress_t26_mgr;
+SELECT allocation.lock_customer('t26_customer', '9', 'audit in progress');
+RESET ROLE;
+UPDATE allocation.rep SET capacity = (SELECT count(*) FROM t26_customer WHERE owner = 2) WHERE id = 2;
+SET ROLE regress_t26_mgr;
+SELECT 'holder changed' AS "case", * FROM t26_try(format('SELECT allocation.approve_transfer(%s)', :t8));
+SELECT 'locked' AS "case", * FROM t26_try(format('SELECT allocation.approve_transfer(%s)', :t9));
+SELECT 'receiver full' AS "case", * FROM t26_try(format('SELECT allocation.approve_transfer(%s)', :t10));
+RESET ROLE;
+UPDATE allocation.rep SET capacity = 100 WHERE id = 2;
+INSERT INTO allocation.claim_policy (daily_claims) VALUES (0);
+SET ROLE regress_t26_mgr;
+SELECT 'daily limit' AS "case", * FROM t26_try(format('SELECT allocation.approve_transfer(%s)', :t11));
+RESET ROLE;
+UPDATE allocation.transfer_policy SET checks = false;
+SET ROLE regress_t26_mgr;
+-- the policy's checks are fixed at request time: this request still counts the limit
+SELECT 'daily limit' AS "case", * FROM t26_try(format('SELECT allocation.approve_transfer(%s)', :t11));
+RESET ROLE;
+DELETE FROM allocation.claim_policy;
+SELECT key, status FROM t26_transfers WHERE id IN (:t7, :t8, :t9, :t10, :t11) ORDER BY id;
+SELECT * FROM t26_state WHERE id IN (7, 8, 9, 10, 11) ORDER BY id;
+-- unlocked and with room again: the same requests go through
+SET ROLE regress_t26_mgr;
+SELECT allocation.unlock_customer('t26_customer', '9', 'audit done');
+SELECT allocation.approve_transfer(:t9), allocation.approve_transfer(:t10), allocation.reject_transfer(:t8, 'moot');
+RESET ROLE;
+SELECT * FROM t26_state WHERE id IN (8, 9, 10) ORDER BY id;
+
+-------------------------------------------------------------------------------
+-- Expiry
+-------------------------------------------------------------------------------
+SET ROLE regress_t26_mgr;
+SELECT allocation.expire_transfers(now() + interval '1 day') AS expired_too_early;
+SELECT allocation.expire_transfers(now() + interval '8 days') AS expired;
+RESET ROLE;
+SELECT key, status FROM t26_transfers WHERE id IN (:t7, :t8, :t9, :t10, :t11) ORDER BY id;
+SELECT count(*) AS expiry_events FROM allocation.event WHERE kind = 'transfer_expired';
+SELECT count(*) AS pending_left FROM allocation.pending_transfer;
+SELECT count(*) AS problems FROM allocation.check_consistency();
+
+DROP TABLE t26_customer CASCADE;
+DROP EXTENSION allocation CASCADE;
+DROP FUNCTION t26_try(text);
+DROP OWNED BY regress_t26_a, regress_t26_b, regress_t26_c, regress_t26_mgr, regress_t26_nobody;
+DROP ROLE regress_t26_a, regress_t26_b, regress_t26_c, regress_t26_mgr, regress_t26_nobody;

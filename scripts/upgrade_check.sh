@@ -137,7 +137,9 @@ SQL
         [ "$n" = 0 ] || fail "$n rule condition(s) not compiled again under this server's stamp by the upgrade"
         echo "    every rule condition compiled again and stamped by this server"
     fi
-    # a role granted under the old version has what grant_role() gives its kind now
+    # a role granted under the old version has what grant_role() gives its kind now, once
+    # granted again after the update (README: the update names the roles)
+    "${PSQL[@]}" -q -d alloc_up_filled -c "SELECT allocation.grant_role('alloc_up_manager', 'manager')" >/dev/null
     missing=$("${PSQL[@]}" -At -d alloc_up_filled -c "SELECT string_agg(p.oid::regprocedure::text, ', ')
                  FROM pg_proc p WHERE p.pronamespace = 'allocation'::regnamespace AND p.proname !~ '^_'
                   AND has_function_privilege('alloc_up_reference', p.oid, 'EXECUTE')

@@ -20,6 +20,7 @@ INSERT INTO allocation.rep (id, code, name, team_id, capacity, login) VALUES
     (1, 'a', 'Rep A', 1, 100, 'regress_t26_a'),
     (2, 'b', 'Rep B', 1, 100, 'regress_t26_b'),
     (3, 'c', 'Rep C', 1, 100, 'regress_t26_c');
+INSERT INTO allocation.rep (id, code, name, team_id, active) VALUES (4, 'gone', 'Rep who left', 1, false);
 SELECT allocation.grant_role('regress_t26_a', 'rep'), allocation.grant_role('regress_t26_b', 'rep'),
        allocation.grant_role('regress_t26_c', 'rep'), allocation.grant_role('regress_t26_mgr', 'manager');
 CREATE TABLE t26_customer (id integer PRIMARY KEY, name text, tier text, loc geometry(Point, 4326), owner bigint);
@@ -36,6 +37,7 @@ BEGIN
 EXCEPTION WHEN others THEN
     GET STACKED DIAGNOSTICS code = RETURNED_SQLSTATE, message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
     detail := regexp_replace(detail, '\w{3} \w{3} \d+ [0-9:.]+ \d{4} \w+', '<time>', 'g');
+    message := regexp_replace(message, '\w{3} \w{3} \d+ [0-9:.]+ \d{4} \w+', '<time>', 'g');
     RETURN NEXT;
 END $f$;
 GRANT EXECUTE ON FUNCTION t26_try(text) TO PUBLIC;
@@ -50,18 +52,18 @@ SELECT t.id, t.key, f.code AS from_rep, r.code AS to_rep, t.approval, t.status, 
 -- No policy: a manager approves.  The holder hands over; the receiver cannot decide.
 -------------------------------------------------------------------------------
 SET ROLE regress_t26_a;
-SELECT allocation.request_transfer('t26_customer', '1', 2, 'B covers the east county now') AS transfer_1;
+SELECT allocation.request_transfer('t26_customer', '1', 2, 'B covers the east county now') AS t1 \gset
 SELECT id, key, from_rep_code, to_rep_code, approval, approver, requested_by FROM allocation.pending_transfer;
 SET ROLE regress_t26_c;
 SELECT count(*) AS c_sees FROM allocation.pending_transfer;
 SET ROLE regress_t26_b;
 SELECT count(*) AS b_sees FROM allocation.pending_transfer;
-SELECT * FROM t26_try($$SELECT allocation.approve_transfer(1)$$);
+SELECT * FROM t26_try(format('SELECT allocation.approve_transfer(%s)', :t1));
 SET ROLE regress_t26_mgr;
-SELECT allocation.approve_transfer(1, 'agreed in the weekly meeting');
+SELECT allocation.approve_transfer(:t1, 'agreed in the weekly meeting');
 RESET ROLE;
 SELECT * FROM t26_state WHERE id = 1;
-SELECT * FROM t26_transfers WHERE id = 1;
+SELECT * FROM t26_transfers WHERE id = :t1;
 SELECT kind, key, actor, from_rep, to_rep, reason, source, pinned FROM allocation.event
  WHERE key = '1' AND kind LIKE 'transfer%' ORDER BY id;
 
@@ -70,29 +72,42 @@ SELECT kind, key, actor, from_rep, to_rep, reason, source, pinned FROM allocatio
 -------------------------------------------------------------------------------
 INSERT INTO allocation.transfer_policy (team_id, tier, approval) VALUES (NULL, NULL, 'receiver');
 SET ROLE regress_t26_a;
-SELECT allocation.request_transfer('t26_customer', '2', 2, 'handover before leave') AS transfer_2;
+SELECT allocation.request_transfer('t26_customer', '2', 2, 'handover before leave') AS t2 \gset
 SET ROLE regress_t26_b;
 SELECT approver FROM allocation.pending_transfer WHERE key = '2';
-SELECT allocation.approve_transfer(2);
+SELECT allocation.approve_transfer(:t2);
 SELECT * FROM t26_state WHERE id = 2;
--- the receiver asking under "receiver": carried out at once
-SELECT allocation.request_transfer('t26_customer', '3', 2, 'I visit this dealer weekly') AS transfer_3;
-SELECT * FROM t26_state WHERE id = 3;
+-- the receiver asking for it: never its own approver, the holder decides (whatever the policy)
+SELECT allocation.request_transfer('t26_customer', '3', 2, 'I visit this dealer weekly') AS t3 \gset
+SELECT approval, approver FROM allocation.pending_transfer WHERE key = '3';
+SELECT * FROM t26_try(format('SELECT allocation.approve_transfer(%s)', :t3));
+SET ROLE regress_t26_a;
+SELECT allocation.approve_transfer(:t3, 'fine, take it');
 RESET ROLE;
+SELECT * FROM t26_state WHERE id = 3;
 UPDATE allocation.transfer_policy SET approval = 'holder';
 SET ROLE regress_t26_c;
-SELECT allocation.request_transfer('t26_customer', '4', 3, 'the dealer asked for me') AS transfer_4;
+SELECT allocation.request_transfer('t26_customer', '4', 3, 'the dealer asked for me') AS t4 \gset
 SELECT approver FROM allocation.pending_transfer WHERE key = '4';
 SET ROLE regress_t26_a;
-SELECT * FROM t26_try($$SELECT allocation.reject_transfer(4, '  ')$$);
-SELECT allocation.reject_transfer(4, 'I signed their annual program last week');
+SELECT * FROM t26_try(format('SELECT allocation.reject_transfer(%s, ''  '')', :t4));
+SELECT allocation.reject_transfer(:t4, 'I signed their annual program last week');
 RESET ROLE;
 SELECT * FROM t26_state WHERE id = 4;
-SELECT id, status, decided_by, decision_note FROM t26_transfers WHERE id = 4;
+SELECT status, decided_by, decision_note FROM t26_transfers WHERE id = :t4;
+-- under "manager", the holder of a customer another rep asked for may still say no
+UPDATE allocation.transfer_policy SET approval = 'manager';
+SET ROLE regress_t26_c;
+SELECT allocation.request_transfer('t26_customer', '4', 3, 'asking again') AS t4b \gset
+SET ROLE regress_t26_b;
+SELECT 'not the holder' AS "case", * FROM t26_try(format('SELECT allocation.reject_transfer(%s, ''no'')', :t4b));
+SET ROLE regress_t26_a;
+SELECT allocation.reject_transfer(:t4b, 'still mine');
+RESET ROLE;
 -- policy "none": done at request
 UPDATE allocation.transfer_policy SET approval = 'none';
 SET ROLE regress_t26_a;
-SELECT allocation.request_transfer('t26_customer', '5', 3, 'territory swap') AS transfer_5;
+SELECT allocation.request_transfer('t26_customer', '5', 3, 'territory swap') AS t5 \gset
 RESET ROLE;
 SELECT * FROM t26_state WHERE id = 5;
 UPDATE allocation.transfer_policy SET approval = 'manager';
@@ -101,12 +116,12 @@ UPDATE allocation.transfer_policy SET approval = 'manager';
 -- Cancel: the requester or a manager
 -------------------------------------------------------------------------------
 SET ROLE regress_t26_a;
-SELECT allocation.request_transfer('t26_customer', '6', 2, 'maybe') AS transfer_6;
+SELECT allocation.request_transfer('t26_customer', '6', 2, 'maybe') AS t6 \gset
 SET ROLE regress_t26_b;
-SELECT * FROM t26_try($$SELECT allocation.cancel_transfer(6)$$);
+SELECT * FROM t26_try(format('SELECT allocation.cancel_transfer(%s)', :t6));
 SET ROLE regress_t26_a;
-SELECT allocation.cancel_transfer(6);
-SELECT * FROM t26_try($$SELECT allocation.cancel_transfer(6)$$);
+SELECT allocation.cancel_transfer(:t6);
+SELECT * FROM t26_try(format('SELECT allocation.cancel_transfer(%s)', :t6));
 RESET ROLE;
 
 -------------------------------------------------------------------------------
@@ -122,21 +137,27 @@ SELECT * FROM t26_try($$SELECT allocation.request_transfer('t26_customer', '7', 
 SELECT * FROM t26_try($$SELECT allocation.request_transfer('t26_customer', '7', 2, NULL)$$);
 SELECT * FROM t26_try($$SELECT allocation.request_transfer('t26_customer', '7', 2, ' ')$$);
 SELECT * FROM t26_try($$SELECT allocation.request_transfer('t26_customer', '7', 42, 'x')$$);
+SELECT * FROM t26_try($$SELECT allocation.request_transfer('t26_customer', '7', 4, 'x')$$);
 SELECT * FROM t26_try($$SELECT allocation.request_transfer('pg_class', '7', 2, 'x')$$);
 SELECT * FROM t26_try($$SELECT allocation.request_transfer('no_such_table', '7', 2, 'x')$$);
+SELECT * FROM t26_try($$SELECT allocation.request_transfer('t26_customer', '7', 1, 'x')$$);
+-- a rep asking to move a customer it does not hold to a third rep: refused before anything about it is said
+SELECT * FROM t26_try($$SELECT allocation.request_transfer('t26_customer', '99', 2, 'x')$$);
+SET ROLE regress_t26_mgr;
 SELECT * FROM t26_try($$SELECT allocation.request_transfer('t26_customer', '777', 2, 'x')$$);
 SELECT * FROM t26_try($$SELECT allocation.request_transfer('t26_customer', 'not a number', 2, 'x')$$);
 SELECT * FROM t26_try($$SELECT allocation.request_transfer('t26_customer', '99', 2, 'x')$$);
-SELECT * FROM t26_try($$SELECT allocation.request_transfer('t26_customer', '7', 1, 'x')$$);
 SET ROLE regress_t26_c;
 SELECT * FROM t26_try($$SELECT allocation.request_transfer('t26_customer', '7', 2, 'not mine, not for me')$$);
+-- a role with no part learns nothing about the customer: the same refusal for a key that does not exist
+SELECT * FROM t26_try($$SELECT allocation.request_transfer('t26_customer', '777', 2, 'x')$$);
 SET ROLE regress_t26_nobody;
 SELECT * FROM t26_try($$SELECT allocation.request_transfer('t26_customer', '7', 2, 'x')$$);
 SET ROLE regress_t26_mgr;
 SELECT * FROM t26_try($$SELECT allocation.approve_transfer(NULL)$$);
 SELECT * FROM t26_try($$SELECT allocation.approve_transfer(12345)$$);
-SELECT * FROM t26_try($$SELECT allocation.approve_transfer(1)$$);
-SELECT * FROM t26_try($$SELECT allocation.reject_transfer(1, 'too late')$$);
+SELECT * FROM t26_try(format('SELECT allocation.approve_transfer(%s)', :t1));
+SELECT * FROM t26_try(format('SELECT allocation.reject_transfer(%s, ''too late'')', :t1));
 SELECT * FROM t26_try($$SELECT allocation.expire_transfers(NULL)$$);
 RESET ROLE;
 SELECT (SELECT count(*) FROM allocation.transfer) = b.transfers AS no_transfer_stored,
@@ -187,10 +208,31 @@ RESET ROLE;
 SELECT * FROM t26_state WHERE id IN (8, 9, 10) ORDER BY id;
 
 -------------------------------------------------------------------------------
+-- A request whose customer changed hands, or whose time ran out, makes way
+-------------------------------------------------------------------------------
+SET ROLE regress_t26_a;
+SELECT allocation.request_transfer('t26_customer', '12', 2, 'before the release') AS t12 \gset
+SELECT allocation.release('t26_customer', '12', 'dealer closed for the winter');
+RESET ROLE;
+SELECT allocation.assign('t26_customer', '12', 1, 'reopened: back to A');
+SET ROLE regress_t26_mgr;
+-- A holds it again, but in a new holding period: the old request is moot
+SELECT 'same holder, new period' AS "case", * FROM t26_try(format('SELECT allocation.approve_transfer(%s)', :t12));
+RESET ROLE;
+SET ROLE regress_t26_a;
+SELECT allocation.request_transfer('t26_customer', '12', 3, 'after the reopening') AS t12b \gset
+RESET ROLE;
+SELECT key, status, decision_note FROM t26_transfers WHERE id IN (:t12, :t12b) ORDER BY id;
+UPDATE allocation.transfer SET expires_at = now() - interval '1 second' WHERE id = :t12b;
+SET ROLE regress_t26_mgr;
+SELECT 'expired' AS "case", code, message FROM t26_try(format('SELECT allocation.approve_transfer(%s)', :t12b));
+RESET ROLE;
+
+-------------------------------------------------------------------------------
 -- Expiry
 -------------------------------------------------------------------------------
 SET ROLE regress_t26_mgr;
-SELECT allocation.expire_transfers(now() + interval '1 day') AS expired_too_early;
+SELECT allocation.expire_transfers(now() + interval '1 day') AS due_within_a_day;
 SELECT allocation.expire_transfers(now() + interval '8 days') AS expired;
 RESET ROLE;
 SELECT key, status FROM t26_transfers WHERE id IN (:t7, :t8, :t9, :t10, :t11) ORDER BY id;

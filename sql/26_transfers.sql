@@ -240,6 +240,43 @@ SELECT count(*) AS expiry_events FROM allocation.event WHERE kind = 'transfer_ex
 SELECT count(*) AS pending_left FROM allocation.pending_transfer;
 SELECT count(*) AS problems FROM allocation.check_consistency();
 
+-------------------------------------------------------------------------------
+-- A leaving rep: every customer moved in one call, a dry run first
+-------------------------------------------------------------------------------
+INSERT INTO t26_customer (id, name, tier, owner) SELECT g, 'c''s dealer ' || g, 'A', 3 FROM generate_series(20, 25) g;
+SET ROLE regress_t26_mgr;
+SELECT allocation.lock_customer('t26_customer', '23', 'contract review');
+RESET ROLE;
+CREATE TABLE t26_before AS
+SELECT (SELECT count(*) FROM allocation.transfer) AS transfers, (SELECT count(*) FROM allocation.event) AS events,
+       (SELECT string_agg(id || ':' || coalesce(owner::text, '-'), ',' ORDER BY id) FROM t26_customer) AS owners;
+SET ROLE regress_t26_mgr;
+SELECT key, to_rep_code, outcome, code FROM allocation.transfer_all(3, ARRAY[1, 2], 'rep c leaves');
+RESET ROLE;
+SELECT (SELECT count(*) FROM allocation.transfer) = b.transfers AS dry_run_stored_no_transfer,
+       (SELECT count(*) FROM allocation.event) = b.events AS dry_run_stored_no_event,
+       (SELECT string_agg(id || ':' || coalesce(owner::text, '-'), ',' ORDER BY id) FROM t26_customer) = b.owners AS dry_run_moved_nothing
+  FROM t26_before b;
+DROP TABLE t26_before;
+SET ROLE regress_t26_mgr;
+SELECT key, to_rep_code, outcome, code, message FROM allocation.transfer_all(3, ARRAY[1, 2], 'rep c leaves', dry_run => false)
+ ORDER BY key;
+RESET ROLE;
+SELECT owner, count(*) FROM t26_state WHERE id BETWEEN 20 AND 25 GROUP BY owner ORDER BY owner;
+-- with no list the rules choose; this test has no rules, so every customer stays
+SET ROLE regress_t26_mgr;
+SELECT key, outcome, message FROM allocation.transfer_all(3, NULL, 'rep c leaves');
+SELECT * FROM t26_try($$SELECT allocation.transfer_all(NULL, ARRAY[1], 'x')$$);
+SELECT * FROM t26_try($$SELECT allocation.transfer_all(3, ARRAY[1], ' ')$$);
+SELECT * FROM t26_try($$SELECT allocation.transfer_all(42, ARRAY[1], 'x')$$);
+SELECT * FROM t26_try($$SELECT allocation.transfer_all(3, ARRAY[3, 1], 'x')$$);
+SELECT * FROM t26_try($$SELECT allocation.transfer_all(3, ARRAY[4], 'x')$$);
+SELECT * FROM t26_try($$SELECT allocation.transfer_all(3, '{}', 'x')$$);
+SELECT * FROM t26_try($$SELECT allocation.transfer_all(3, ARRAY[1, NULL], 'x')$$);
+SET ROLE regress_t26_a;
+SELECT * FROM t26_try($$SELECT allocation.transfer_all(3, ARRAY[1], 'x')$$);
+RESET ROLE;
+
 DROP TABLE t26_customer CASCADE;
 DROP EXTENSION allocation CASCADE;
 DROP FUNCTION t26_try(text);

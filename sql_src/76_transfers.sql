@@ -460,3 +460,95 @@ SELECT t.id, mt.table_name, t.key, t.from_rep, fr.code AS from_rep_code, t.to_re
    AND (pg_catalog.has_table_privilege('allocation.transfer', 'SELECT')
         OR allocation.current_rep_id() IN (t.from_rep, t.to_rep));
 COMMENT ON VIEW allocation.pending_transfer IS 'Pending transfers with the approver their policy names; a rep sees those it gives or receives, managers, analysts and admins all (a security barrier: a rep''s own functions in a query never see other rows)';
+
+-- Moves every customer of a leaving rep: to the reps of a list (least held first, within
+-- capacity), or, with no list, to the rep the rules choose today (explain()).  Each move
+-- is a manager's transfer with every check; one that is refused leaves that customer where
+-- it is and is reported.  dry_run (the default) does each move and rolls it back.
+CREATE FUNCTION allocation._transfer_all(from_rep bigint, to_reps bigint[], reason text, dry_run boolean)
+RETURNS TABLE (table_name text, key text, to_rep bigint, to_rep_code text, outcome text, code text, message text)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    m allocation.managed_table;
+    c record;
+    f allocation.rep;
+    v_load jsonb := '{}';
+    v_id bigint;
+    v_state text;
+    v_msg text;
+BEGIN
+    IF from_rep IS NULL OR reason IS NULL OR btrim(reason) = '' OR dry_run IS NULL THEN
+        RAISE EXCEPTION 'transfer_all() needs the leaving rep, a reason and dry_run' USING ERRCODE = '22004',
+              DETAIL = 'One of them is NULL (or the reason is blank).',
+              HINT = 'SELECT * FROM allocation.transfer_all(7, ARRAY[8, 9], ''rep 7 leaves'');  -- a dry run first';
+    END IF;
+    SELECT * INTO f FROM allocation.rep x WHERE x.id = from_rep;
+    IF f.id IS NULL THEN
+        RAISE EXCEPTION 'rep % does not exist', from_rep USING ERRCODE = 'LA020',
+              DETAIL = 'No row of allocation.rep has this id.', HINT = 'SELECT id, code FROM allocation.rep;';
+    END IF;
+    IF to_reps IS NOT NULL AND (cardinality(to_reps) = 0 OR from_rep = ANY (to_reps)
+                                OR EXISTS (SELECT 1 FROM unnest(to_reps) u(id) WHERE u.id IS NULL
+                                           OR NOT EXISTS (SELECT 1 FROM allocation.rep x WHERE x.id = u.id AND x.active))) THEN
+        RAISE EXCEPTION 'the reps to move to must be active reps other than the leaving one' USING ERRCODE = '22023',
+              DETAIL = format('The list is %s.', to_reps),
+              HINT = 'Name active reps, or pass NULL to let the rules choose for each customer.';
+    END IF;
+    -- the current holdings of the list, for "least held first"
+    SELECT coalesce(jsonb_object_agg(l.rep_id::text, l.held), '{}') INTO v_load
+      FROM allocation.rep_load l WHERE l.rep_id = ANY (coalesce(to_reps, '{}'));
+    FOR m IN SELECT * FROM allocation.managed_table mt WHERE mt.active ORDER BY mt.id LOOP
+        FOR c IN SELECT u.r[1] AS key
+                   FROM allocation._table_rows(m.tbl, ARRAY[m.key_column::text, m.owner_column::text], NULL, '') u(r)
+                  WHERE u.r[2] = from_rep::text ORDER BY 1 LOOP
+            table_name := m.table_name;
+            key := c.key;
+            IF to_reps IS NULL THEN
+                to_rep := (allocation.explain(m.tbl, c.key) -> 'result' ->> 'rep_id')::bigint;
+            ELSE
+                SELECT x.id INTO to_rep
+                  FROM allocation.rep x
+                 WHERE x.id = ANY (to_reps)
+                   AND (x.capacity IS NULL OR coalesce((v_load ->> x.id::text)::int, 0) < x.capacity)
+                 ORDER BY coalesce((v_load ->> x.id::text)::int, 0), x.id LIMIT 1;
+            END IF;
+            SELECT x.code INTO to_rep_code FROM allocation.rep x WHERE x.id = to_rep;
+            IF to_rep IS NULL OR to_rep = from_rep THEN
+                outcome := 'stays'; code := NULL;
+                message := CASE WHEN to_reps IS NULL THEN 'the rules choose no other rep today'
+                                ELSE 'every rep of the list is at capacity' END;
+                RETURN NEXT;
+                CONTINUE;
+            END IF;
+            BEGIN
+                v_id := allocation._request_transfer(m.tbl, c.key, to_rep, reason);
+                IF (SELECT t.status FROM allocation.transfer t WHERE t.id = v_id) <> 'approved' THEN
+                    RAISE EXCEPTION 'transfer % was not carried out', v_id USING ERRCODE = 'LA0T2';
+                END IF;
+                IF dry_run THEN
+                    RAISE EXCEPTION USING ERRCODE = 'LA0TD', MESSAGE = 'dry run';
+                END IF;
+                outcome := 'moved'; code := NULL; message := format('transfer %s', v_id);
+                v_load := jsonb_set(v_load, ARRAY[to_rep::text], to_jsonb(coalesce((v_load ->> to_rep::text)::int, 0) + 1));
+            EXCEPTION WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
+                IF v_state = 'LA0TD' THEN
+                    outcome := 'would move'; code := NULL; message := NULL;
+                    v_load := jsonb_set(v_load, ARRAY[to_rep::text], to_jsonb(coalesce((v_load ->> to_rep::text)::int, 0) + 1));
+                ELSE
+                    outcome := 'refused'; code := v_state; message := v_msg;
+                END IF;
+            END;
+            RETURN NEXT;
+        END LOOP;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION allocation._transfer_all(bigint, bigint[], text, boolean) IS 'internal: implementation of allocation.transfer_all(), run as the extension owner by its gateway';
+
+CREATE FUNCTION allocation.transfer_all(from_rep bigint, to_reps bigint[], reason text, dry_run boolean DEFAULT true)
+RETURNS TABLE (table_name text, key text, to_rep bigint, to_rep_code text, outcome text, code text, message text)
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
+COMMENT ON FUNCTION allocation.transfer_all(bigint, bigint[], text, boolean) IS
+'A manager moves every customer of a leaving rep: to the reps of a list (least held first, within capacity) or, with a NULL list, to the rep the rules choose; each move a checked transfer, refusals reported; dry_run (the default) only reports what would happen';

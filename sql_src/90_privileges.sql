@@ -66,7 +66,7 @@ BEGIN
                         allocation.approve_request(bigint), allocation.reject_request(bigint, text),
                         allocation.release_grant(bigint, text), allocation.expire_grants(timestamptz),
                         allocation.grant_resource(bigint, regclass, text, numeric, text, tstzrange, bigint),
-                        allocation.expire_transfers(timestamptz) TO %s', r);
+                        allocation.expire_transfers(timestamptz), allocation.transfer_all(bigint, bigint[], text, boolean) TO %s', r);
     END IF;
     IF kind = 'admin' THEN
         -- configuration only: the registry, counters, suggestions, locks, follow-ups and the

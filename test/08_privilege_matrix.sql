@@ -71,6 +71,7 @@ INSERT INTO matrix VALUES
     ('allocation.expire_grants(timestamp with time zone)',                   'mA'),
     ('allocation.grant_resource(bigint,regclass,text,numeric,text,tstzrange,bigint)', 'mA'),
     ('allocation.expire_transfers(timestamp with time zone)',                'mA'),
+    ('allocation.transfer_all(bigint,bigint[],text,boolean)',                'mA'),
     -- admins: configuration
     ('allocation.import_territories(jsonb,text,text,text)',                  'A'),
     ('allocation.manage(regclass,name,name,name,jsonb)',                     'A'),

@@ -495,8 +495,8 @@ BEGIN
               DETAIL = format('The list is %s.', to_reps),
               HINT = 'Name active reps, or pass NULL to let the rules choose for each customer.';
     END IF;
-    -- the current holdings of the list, for "least held first"
-    SELECT coalesce(jsonb_object_agg(l.rep_id::text, l.held), '{}') INTO v_load
+    -- the current holdings (and slots reserved by pending suggestions) of the list, for "least held first"
+    SELECT coalesce(jsonb_object_agg(l.rep_id::text, l.held + l.reserved), '{}') INTO v_load
       FROM allocation.rep_load l WHERE l.rep_id = ANY (coalesce(to_reps, '{}'));
     FOR m IN SELECT * FROM allocation.managed_table mt WHERE mt.active ORDER BY mt.id LOOP
         FOR c IN SELECT u.r[1] AS key

@@ -293,8 +293,12 @@ BEGIN
                     decided_by = v_actor, decided_at = now(),
                     decision_note = CASE WHEN x.from_rep IS DISTINCT FROM v_owner OR a.valid_from > x.requested_at
                                          THEN 'the customer changed hands' END
-              WHERE x.managed_id = m.id AND x.key = _request_transfer.key AND x.status = 'pending'
-                AND (x.from_rep IS DISTINCT FROM v_owner OR a.valid_from > x.requested_at OR x.expires_at <= now())
+              WHERE x.id IN (SELECT y.id FROM allocation.transfer y
+                              WHERE y.managed_id = m.id AND y.key = _request_transfer.key AND y.status = 'pending'
+                                AND (y.from_rep IS DISTINCT FROM v_owner OR a.valid_from > y.requested_at OR y.expires_at <= now())
+                                -- one an approver holds is being decided: not waited for (the approver
+                                -- waits for this customer's row: a deadlock), it counts as pending below
+                                FOR UPDATE SKIP LOCKED)
               RETURNING * LOOP
         PERFORM allocation._transfer_event(t, 'transfer_' || t.status,
                                            coalesce(t.decision_note, format('not decided before %s', t.expires_at)));

@@ -198,16 +198,44 @@ writer_spec(BackgroundWorker *worker, const char *function, Datum arg, pid_t not
 	worker->bgw_notify_pid = notify_pid;
 }
 
-/* Starts the writer of a database; false when no worker slot is free */
+/* Under the queue's lock: a free writer entry taken for dbid (its worker starting), or -1 */
+static int
+claim_writer_entry(Oid dbid)
+{
+	int			w;
+
+	for (w = 0; w < AQ_WRITERS; w++)
+		if (!OidIsValid(aq->writers[w].dbid))
+		{
+			aq->writers[w].dbid = dbid;
+			aq->writers[w].pgprocno = -1;
+			aq->writers[w].since = GetCurrentTimestamp();
+			return w;
+		}
+	return -1;
+}
+
+/*
+ * Starts the writer of a database whose entry was claimed; when no worker
+ * slot is free, gives the entry back (the events stay queued) and says false
+ */
 static bool
 start_writer(Oid dbid, Oid userid)
 {
 	BackgroundWorker worker;
 	BackgroundWorkerHandle *handle;
+	int			w;
 
 	writer_spec(&worker, "allocation_audit_queue_writer", ObjectIdGetDatum(dbid), 0);
 	memcpy(worker.bgw_extra, &userid, sizeof(Oid));
-	return RegisterDynamicBackgroundWorker(&worker, &handle);
+	if (RegisterDynamicBackgroundWorker(&worker, &handle))
+		return true;
+	LWLockAcquire(aq->lock, LW_EXCLUSIVE);
+	for (w = 0; w < AQ_WRITERS; w++)
+		if (aq->writers[w].dbid == dbid && aq->writers[w].pgprocno < 0)
+			aq->writers[w].dbid = InvalidOid;
+	LWLockRelease(aq->lock);
+	return false;
 }
 
 /*
@@ -234,7 +262,6 @@ queue_event(int32 managed_id, const char *fields[AUDIT_FIELDS])
 		AQSlot	   *slot = NULL;
 		int			start = -1;
 		int			wake = -1;
-
 		int			mine = 0;
 
 		LWLockAcquire(aq->lock, LW_EXCLUSIVE);
@@ -276,19 +303,7 @@ queue_event(int32 managed_id, const char *fields[AUDIT_FIELDS])
 			if (w < AQ_WRITERS)
 				wake = aq->writers[w].pgprocno; /* -1 while starting: it will look */
 			else
-			{
-				for (w = 0; w < AQ_WRITERS; w++)
-					if (!OidIsValid(aq->writers[w].dbid))
-						break;
-				if (w < AQ_WRITERS)
-				{
-					aq->writers[w].dbid = MyDatabaseId;
-					aq->writers[w].pgprocno = -1;
-					aq->writers[w].since = GetCurrentTimestamp();
-					start = w;
-				}
-				/* else: every entry busy; a writer that finishes starts one for us */
-			}
+				start = claim_writer_entry(MyDatabaseId);	/* -1: a writer that finishes starts one */
 		}
 		LWLockRelease(aq->lock);
 		if (slot != NULL)
@@ -296,16 +311,10 @@ queue_event(int32 managed_id, const char *fields[AUDIT_FIELDS])
 			if (wake >= 0)
 				SetLatch(&ProcGlobal->allProcs[wake].procLatch);
 			if (start >= 0 && !start_writer(MyDatabaseId, userid))
-			{
-				LWLockAcquire(aq->lock, LW_EXCLUSIVE);
-				if (aq->writers[start].dbid == MyDatabaseId && aq->writers[start].pgprocno < 0)
-					aq->writers[start].dbid = InvalidOid;
-				LWLockRelease(aq->lock);
 				ereport(WARNING,
 						(errmsg("blocked duplicate queued for allocation.event, but no background worker could be started to write it now"),
 						 errdetail("It stays queued in shared memory until the next blocked duplicate of this database starts a writer (or the server stops)."),
 						 errhint("Raise max_worker_processes.")));
-			}
 			return true;
 		}
 		/* the queue is full (for this database): wait for the writers to make room */
@@ -562,18 +571,10 @@ take_batch(int *taken, bool leave_if_none, Oid *orphan_db, Oid *orphan_user)
 				for (w = 0; w < AQ_WRITERS; w++)
 					if (aq->writers[w].dbid == aq->slots[i].dbid)
 						break;
-				if (w == AQ_WRITERS)
+				if (w == AQ_WRITERS && claim_writer_entry(aq->slots[i].dbid) >= 0)
 				{
-					for (w = 0; w < AQ_WRITERS; w++)
-						if (!OidIsValid(aq->writers[w].dbid))
-							break;
-					if (w < AQ_WRITERS)
-					{
-						aq->writers[w].dbid = *orphan_db = aq->slots[i].dbid;
-						aq->writers[w].pgprocno = -1;
-						aq->writers[w].since = GetCurrentTimestamp();
-						*orphan_user = aq->slots[i].userid;
-					}
+					*orphan_db = aq->slots[i].dbid;
+					*orphan_user = aq->slots[i].userid;
 				}
 			}
 	}
@@ -695,14 +696,8 @@ allocation_audit_queue_writer(Datum arg)
 			n = take_batch(taken, true, &orphan_db, &orphan_user);
 			if (n == 0)
 			{
-				if (OidIsValid(orphan_db) && !start_writer(orphan_db, orphan_user))
-				{
-					LWLockAcquire(aq->lock, LW_EXCLUSIVE);
-					for (w = 0; w < AQ_WRITERS; w++)
-						if (aq->writers[w].dbid == orphan_db && aq->writers[w].pgprocno < 0)
-							aq->writers[w].dbid = InvalidOid;
-					LWLockRelease(aq->lock);
-				}
+				if (OidIsValid(orphan_db))
+					(void) start_writer(orphan_db, orphan_user);
 				proc_exit(0);
 			}
 		}

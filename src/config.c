@@ -254,17 +254,13 @@ load_rules(ConfigCache *c)
 
 	bool		have_stamp = rules_have_stamp();
 
-	cfg_query(c, have_stamp
-			  ? "SELECT id, name, priority, mode = 'suggest', coalesce(tbl::oid, 0),"
-			  " coalesce(territory_id, 0), crops, tiers, business_types, tags,"
-			  " condition, condition_bin, target_kind, coalesce(target_rep_id, 0),"
-			  " coalesce(target_team_id, 0), policy, crop_zones, condition_search_path, condition_stamp"
-			  " FROM allocation.rule WHERE enabled ORDER BY priority DESC, id"
-			  : "SELECT id, name, priority, mode = 'suggest', coalesce(tbl::oid, 0),"
-			  " coalesce(territory_id, 0), crops, tiers, business_types, tags,"
-			  " condition, condition_bin, target_kind, coalesce(target_rep_id, 0),"
-			  " coalesce(target_team_id, 0), policy, crop_zones, condition_search_path, NULL::text"
-			  " FROM allocation.rule WHERE enabled ORDER BY priority DESC, id", "allocation.rule");
+	/* SQL version 1.0 has no condition_stamp: NULL, its trees are never read */
+	cfg_query(c, psprintf("SELECT id, name, priority, mode = 'suggest', coalesce(tbl::oid, 0),"
+						  " coalesce(territory_id, 0), crops, tiers, business_types, tags,"
+						  " condition, condition_bin, target_kind, coalesce(target_rep_id, 0),"
+						  " coalesce(target_team_id, 0), policy, crop_zones, condition_search_path, %s"
+						  " FROM allocation.rule WHERE enabled ORDER BY priority DESC, id",
+						  have_stamp ? "condition_stamp" : "NULL::text"), "allocation.rule");
 	c->nrules = SPI_processed;
 	c->rules = palloc0(sizeof(RuleInfo) * Max(c->nrules, 1));
 	for (i = 0; i < SPI_processed; i++)

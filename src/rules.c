@@ -10,7 +10,7 @@
  *
  * The node tree is a cache of the source text (with the search path it was
  * written under), valid only on the server that wrote it: condition_stamp
- * holds that server's version number and system identifier.  Anywhere else
+ * holds that server's major version and system identifier.  Anywhere else
  * (after pg_upgrade: another node format, other OIDs for non-built-in
  * objects; a copied data directory) the tree is never read: the condition is
  * compiled again from its text.
@@ -232,7 +232,7 @@ allocation_condition_stamp(PG_FUNCTION_ARGS)
 /*
  * Whether allocation.rule has condition_stamp (SQL version 1.1 on).  The
  * library serves the 1.0 schema too while ALTER EXTENSION ... UPDATE is
- * pending; there the stored tree is trusted, as 1.0 did.
+ * pending; there no stored tree is read (rules_stamp_current).
  */
 bool
 rules_have_stamp(void)
@@ -445,11 +445,9 @@ stored_condition(const char *bin, StoredCondition *sc)
 	sc->have_stamp = rules_have_stamp();
 	vals[0] = CStringGetTextDatum(bin);
 	alloc_spi_begin(&sw);
-	if (SPI_execute_with_args(sc->have_stamp
-							  ? "SELECT name, condition, tbl::oid, condition_search_path, condition_stamp"
-							  " FROM allocation.rule WHERE condition_bin = $1 ORDER BY id LIMIT 1"
-							  : "SELECT name, condition, tbl::oid, condition_search_path, NULL::text"
-							  " FROM allocation.rule WHERE condition_bin = $1 ORDER BY id LIMIT 1",
+	if (SPI_execute_with_args(psprintf("SELECT name, condition, tbl::oid, condition_search_path, %s"
+									   " FROM allocation.rule WHERE condition_bin = $1 ORDER BY id LIMIT 1",
+									   sc->have_stamp ? "condition_stamp" : "NULL::text"),
 							  1, types, vals, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "reading the stored rule conditions failed");
 	stored = SPI_processed > 0;

@@ -36,29 +36,50 @@ AS 'MODULE_PATHNAME', 'allocation_condition_stamp' LANGUAGE C STRICT STABLE;
 COMMENT ON FUNCTION allocation._condition_stamp() IS 'internal: this server''s stamp for compiled rule conditions (server version number / system identifier)';
 REVOKE ALL ON FUNCTION allocation._condition_stamp() FROM PUBLIC;
 
-CREATE FUNCTION allocation._on_ddl_start() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+-- Conditions compiled on another server (pg_upgrade, a copied data directory)
+-- or under SQL version 1.0 compiled again from their text and stamped: saving
+-- a rule's condition unchanged does it (the rule trigger), with no config_change
+-- event (nothing recorded changes).  One that no longer compiles gets a WARNING
+-- and keeps no stamp: the engine skips its rule until it is fixed.  Returns how
+-- many were compiled again.
+CREATE FUNCTION allocation._compile_conditions_here() RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
     r record;
+    n integer := 0;
 BEGIN
     FOR r IN SELECT id, name FROM allocation.rule
               WHERE condition IS NOT NULL AND condition_stamp IS DISTINCT FROM allocation._condition_stamp()
               ORDER BY id LOOP
         BEGIN
             UPDATE allocation.rule SET condition = condition WHERE id = r.id;
+            n := n + 1;
         EXCEPTION WHEN OTHERS THEN
             RAISE WARNING 'allocation: the condition of rule "%" does not compile on this server: %', r.name, SQLERRM
                 USING HINT = 'Fix it with UPDATE allocation.rule SET condition = ... ; until then the rule is skipped.';
         END;
     END LOOP;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION allocation._compile_conditions_here() IS 'internal: compiles again, and stamps, the rule conditions another server (or SQL version 1.0) compiled';
+
+-- Before an ALTER TABLE: foreign conditions compiled here while the names in
+-- their text still resolve; _on_ddl_end and _on_sql_drop then read trees of
+-- this server.  Normally there are none and this is one small query.
+CREATE FUNCTION allocation._on_ddl_start() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+    PERFORM allocation._compile_conditions_here();
 END
 $$;
 COMMENT ON FUNCTION allocation._on_ddl_start() IS 'internal: compiles again, before an ALTER TABLE, the rule conditions another server compiled';
 CREATE EVENT TRIGGER allocation_ddl_start ON ddl_command_start WHEN TAG IN ('ALTER TABLE')
     EXECUTE FUNCTION allocation._on_ddl_start();
 COMMENT ON EVENT TRIGGER allocation_ddl_start IS 'allocation: before ALTER TABLE, rule conditions compiled on another server (pg_upgrade) are compiled again from their text';
-REVOKE ALL ON FUNCTION allocation._on_ddl_start() FROM PUBLIC;
+REVOKE ALL ON FUNCTION allocation._compile_conditions_here(), allocation._on_ddl_start() FROM PUBLIC;
 
 -- a rule whose condition cannot follow a rename gets a WARNING instead of blocking the ALTER TABLE
 CREATE OR REPLACE FUNCTION allocation._on_ddl_end() RETURNS event_trigger
@@ -151,24 +172,9 @@ BEGIN
 END
 $$;
 
--- every condition compiled again here, and stamped (the rule trigger does it on
--- any UPDATE; no config_change event: nothing recorded changes).  A condition
--- that no longer compiles keeps no stamp: the engine skips its rule with a
--- WARNING, as 1.0 did, until it is fixed.
-DO $upgrade$
-DECLARE
-    r record;
-BEGIN
-    FOR r IN SELECT id, name FROM allocation.rule WHERE condition IS NOT NULL ORDER BY id LOOP
-        BEGIN
-            UPDATE allocation.rule SET condition = condition WHERE id = r.id;
-        EXCEPTION WHEN OTHERS THEN
-            RAISE WARNING 'allocation 1.1: the condition of rule "%" does not compile: %', r.name, SQLERRM
-                USING HINT = 'Fix it with UPDATE allocation.rule SET condition = ... ; until then the rule is skipped.';
-        END;
-    END LOOP;
-END
-$upgrade$;
+-- every condition compiled again here, and stamped (keeps updated_at; a condition
+-- that no longer compiles gets a WARNING, its rule is skipped until fixed)
+SELECT allocation._compile_conditions_here();
 
 -------------------------------------------------------------------------------
 -- The trigram index of fuzzy duplicate matching comes back by itself after a
@@ -346,12 +352,22 @@ $$
 $$;
 COMMENT ON FUNCTION allocation._transfer_policy(bigint, text) IS 'internal: the transfer policy that applies to a holder and a customer tier';
 
+-- Whether a role (by name) makes managers' decisions: it may run allocation.assign()
+-- (the engine's definition of a manager, as claims.c's is_manager())
+CREATE FUNCTION allocation._is_manager(p_role text)
+RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+    SELECT pg_catalog.has_function_privilege(p_role, 'allocation.assign(regclass, text, bigint, text)', 'EXECUTE')
+$$;
+COMMENT ON FUNCTION allocation._is_manager(text) IS 'internal: whether a role may make managers'' decisions (it may run allocation.assign())';
+
 -- Whether a role (by name) may decide a transfer: a manager, or the rep the policy names
 CREATE FUNCTION allocation._may_decide_transfer(t allocation.transfer, p_actor text)
 RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
 $$
-    SELECT pg_catalog.has_function_privilege(p_actor, 'allocation.assign(regclass, text, bigint, text)', 'EXECUTE')
+    SELECT allocation._is_manager(p_actor)
         OR (t.approval = 'receiver' AND allocation._rep_of(p_actor) = t.to_rep)
         OR (t.approval = 'holder' AND allocation._rep_of(p_actor) = t.from_rep)
 $$;
@@ -507,7 +523,7 @@ DECLARE
     m allocation.managed_table;
     v_actor text := allocation._actor();
     v_me bigint := allocation._rep_of(v_actor);
-    v_manager boolean := pg_catalog.has_function_privilege(v_actor, 'allocation.assign(regclass, text, bigint, text)', 'EXECUTE');
+    v_manager boolean := allocation._is_manager(v_actor);
     v_found boolean;
     v_owner bigint;
     a record;
@@ -683,8 +699,7 @@ DECLARE
     t allocation.transfer := allocation._lock_transfer(id);
     v_actor text := allocation._actor();
 BEGIN
-    IF t.requested_by <> v_actor
-       AND NOT pg_catalog.has_function_privilege(v_actor, 'allocation.assign(regclass, text, bigint, text)', 'EXECUTE') THEN
+    IF t.requested_by <> v_actor AND NOT allocation._is_manager(v_actor) THEN
         RAISE EXCEPTION 'role % may not cancel transfer %', v_actor, t.id USING ERRCODE = 'LA0T2',
               DETAIL = format('It was requested by %s; the requester or a manager cancels it.', t.requested_by),
               HINT = 'The approver rejects it instead.';
@@ -840,7 +855,7 @@ COMMENT ON FUNCTION allocation.transfer_all(bigint, bigint[], text, boolean) IS
 REVOKE ALL ON allocation.transfer_policy, allocation.transfer, allocation.pending_transfer FROM PUBLIC;
 REVOKE ALL ON SEQUENCE allocation.transfer_policy_id_seq, allocation.transfer_id_seq FROM PUBLIC;
 REVOKE ALL ON FUNCTION allocation._transfer_policy(bigint, text), allocation._may_decide_transfer(allocation.transfer, text),
-    allocation._lock_transfer(bigint), allocation._execute_transfer(allocation.transfer, text, text),
+    allocation._is_manager(text), allocation._lock_transfer(bigint), allocation._execute_transfer(allocation.transfer, text, text),
     allocation._transfer_event(allocation.transfer, text, text), allocation._request_transfer(regclass, text, bigint, text),
     allocation.request_transfer(regclass, text, bigint, text), allocation._approve_transfer(bigint, text),
     allocation.approve_transfer(bigint, text), allocation._reject_transfer(bigint, text), allocation.reject_transfer(bigint, text),

@@ -605,26 +605,43 @@ CREATE EVENT TRIGGER allocation_ddl_end ON ddl_command_end WHEN TAG IN ('ALTER T
 COMMENT ON EVENT TRIGGER allocation_sql_drop IS 'allocation: a dropped managed table is detached, its history kept; dropping a column the engine uses is refused';
 COMMENT ON EVENT TRIGGER allocation_ddl_end IS 'allocation: after ALTER TABLE, renamed columns of managed tables are followed in the mapping and in rule conditions';
 
--- Before an ALTER TABLE: conditions compiled on another server (pg_upgrade, a
--- copied data directory) are compiled again from their text and stamped, while
--- the names in the text still resolve; _on_ddl_end and _on_sql_drop then read
--- trees of this server.  Normally there are none and this is one small query.
-CREATE FUNCTION allocation._on_ddl_start() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+-- Conditions compiled on another server (pg_upgrade, a copied data directory)
+-- or under SQL version 1.0 compiled again from their text and stamped: saving
+-- a rule's condition unchanged does it (the rule trigger), with no config_change
+-- event (nothing recorded changes).  One that no longer compiles gets a WARNING
+-- and keeps no stamp: the engine skips its rule until it is fixed.  Returns how
+-- many were compiled again.
+CREATE FUNCTION allocation._compile_conditions_here() RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
     r record;
+    n integer := 0;
 BEGIN
     FOR r IN SELECT id, name FROM allocation.rule
               WHERE condition IS NOT NULL AND condition_stamp IS DISTINCT FROM allocation._condition_stamp()
               ORDER BY id LOOP
         BEGIN
             UPDATE allocation.rule SET condition = condition WHERE id = r.id;
+            n := n + 1;
         EXCEPTION WHEN OTHERS THEN
             RAISE WARNING 'allocation: the condition of rule "%" does not compile on this server: %', r.name, SQLERRM
                 USING HINT = 'Fix it with UPDATE allocation.rule SET condition = ... ; until then the rule is skipped.';
         END;
     END LOOP;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION allocation._compile_conditions_here() IS 'internal: compiles again, and stamps, the rule conditions another server (or SQL version 1.0) compiled';
+
+-- Before an ALTER TABLE: foreign conditions compiled here while the names in
+-- their text still resolve; _on_ddl_end and _on_sql_drop then read trees of
+-- this server.  Normally there are none and this is one small query.
+CREATE FUNCTION allocation._on_ddl_start() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+    PERFORM allocation._compile_conditions_here();
 END
 $$;
 COMMENT ON FUNCTION allocation._on_ddl_start() IS 'internal: compiles again, before an ALTER TABLE, the rule conditions another server compiled';

@@ -66,12 +66,22 @@ $$
 $$;
 COMMENT ON FUNCTION allocation._transfer_policy(bigint, text) IS 'internal: the transfer policy that applies to a holder and a customer tier';
 
+-- Whether a role (by name) makes managers' decisions: it may run allocation.assign()
+-- (the engine's definition of a manager, as claims.c's is_manager())
+CREATE FUNCTION allocation._is_manager(p_role text)
+RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+    SELECT pg_catalog.has_function_privilege(p_role, 'allocation.assign(regclass, text, bigint, text)', 'EXECUTE')
+$$;
+COMMENT ON FUNCTION allocation._is_manager(text) IS 'internal: whether a role may make managers'' decisions (it may run allocation.assign())';
+
 -- Whether a role (by name) may decide a transfer: a manager, or the rep the policy names
 CREATE FUNCTION allocation._may_decide_transfer(t allocation.transfer, p_actor text)
 RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
 $$
-    SELECT pg_catalog.has_function_privilege(p_actor, 'allocation.assign(regclass, text, bigint, text)', 'EXECUTE')
+    SELECT allocation._is_manager(p_actor)
         OR (t.approval = 'receiver' AND allocation._rep_of(p_actor) = t.to_rep)
         OR (t.approval = 'holder' AND allocation._rep_of(p_actor) = t.from_rep)
 $$;
@@ -227,7 +237,7 @@ DECLARE
     m allocation.managed_table;
     v_actor text := allocation._actor();
     v_me bigint := allocation._rep_of(v_actor);
-    v_manager boolean := pg_catalog.has_function_privilege(v_actor, 'allocation.assign(regclass, text, bigint, text)', 'EXECUTE');
+    v_manager boolean := allocation._is_manager(v_actor);
     v_found boolean;
     v_owner bigint;
     a record;
@@ -403,8 +413,7 @@ DECLARE
     t allocation.transfer := allocation._lock_transfer(id);
     v_actor text := allocation._actor();
 BEGIN
-    IF t.requested_by <> v_actor
-       AND NOT pg_catalog.has_function_privilege(v_actor, 'allocation.assign(regclass, text, bigint, text)', 'EXECUTE') THEN
+    IF t.requested_by <> v_actor AND NOT allocation._is_manager(v_actor) THEN
         RAISE EXCEPTION 'role % may not cancel transfer %', v_actor, t.id USING ERRCODE = 'LA0T2',
               DETAIL = format('It was requested by %s; the requester or a manager cancels it.', t.requested_by),
               HINT = 'The approver rejects it instead.';

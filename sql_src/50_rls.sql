@@ -46,21 +46,27 @@ BEGIN
     PERFORM allocation._drop_rep_policies(tbl);
     EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
     -- roles that are no rep's login (the application, managers, analysts) keep seeing every row
+    -- ... and the customers shared with it (share_customer()) while the share is valid
+    -- (the shared keys are read once per statement: a hashed subplan)
     EXECUTE format('CREATE POLICY allocation_rep_read ON %s FOR SELECT
-                    USING (allocation.current_rep_id() IS NULL OR %I = allocation.current_rep_id())',
-                   tbl, m.owner_column);
+                    USING (allocation.current_rep_id() IS NULL OR %I = allocation.current_rep_id()
+                           OR %I::text IN (SELECT allocation.shared_with_me(%L::regclass, false)))',
+                   tbl, m.owner_column, m.key_column, tbl::oid);
     -- a rep may register a customer; the rules decide who gets it
     EXECUTE format('CREATE POLICY allocation_rep_insert ON %s FOR INSERT WITH CHECK (true)', tbl);
     -- a rep may edit its own customers; the owner column itself changes only through
     -- claim()/release() (the engine's trigger refuses it with LA026), while the rules may
     -- still move a customer when an edit re-evaluates it
+    -- (and a collaborator the customers shared with it)
     EXECUTE format('CREATE POLICY allocation_rep_update ON %s FOR UPDATE
-                    USING (allocation.current_rep_id() IS NULL OR %I = allocation.current_rep_id())
-                    WITH CHECK (true)', tbl, m.owner_column);
+                    USING (allocation.current_rep_id() IS NULL OR %I = allocation.current_rep_id()
+                           OR %I::text IN (SELECT allocation.shared_with_me(%L::regclass, true)))
+                    WITH CHECK (true)', tbl, m.owner_column, m.key_column, tbl::oid);
     EXECUTE format('CREATE POLICY allocation_rep_delete ON %s FOR DELETE
                     USING (allocation.current_rep_id() IS NULL OR %I = allocation.current_rep_id())',
                    tbl, m.owner_column);
     EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.current_rep_id() TO PUBLIC');
+    EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.shared_with_me(regclass, boolean) TO PUBLIC');
     EXECUTE format('GRANT USAGE ON SCHEMA allocation TO PUBLIC');
 END
 $$;
@@ -70,7 +76,7 @@ CREATE FUNCTION allocation.enable_rep_security(tbl regclass)
 RETURNS void
 AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
 COMMENT ON FUNCTION allocation.enable_rep_security(regclass) IS
-'Row-level security on a managed table: a role that is a rep''s login sees, updates and deletes only the customers it owns (and may insert new ones); other roles are unaffected';
+'Row-level security on a managed table: a role that is a rep''s login sees, updates and deletes only the customers it owns (and may insert new ones), and sees (viewer) or sees and updates (collaborator) the customers shared with it while the share is valid; other roles are unaffected';
 
 CREATE FUNCTION allocation._disable_rep_security(tbl regclass)
 RETURNS void

@@ -36,6 +36,9 @@ BEGIN
                    'allocation.territory_at'::regproc::regprocedure, r);
     EXECUTE format('GRANT SELECT ON allocation.claimable_now, allocation.claim_policy, allocation.recycle_policy TO %s', r);
     EXECUTE format('GRANT SELECT ON allocation.transfer_policy, allocation.pending_transfer TO %s', r);
+    -- sharing: each role reads the shares it has a part in (active_share) and its own shared keys
+    EXECUTE format('GRANT SELECT ON allocation.active_share TO %s', r);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.shared_with_me(regclass, boolean) TO %s', r);
     -- the rep's pool screen (its point argument is a PostGIS type: named by its function)
     EXECUTE format('GRANT EXECUTE ON FUNCTION %s, allocation.claimable_count(regclass, bigint) TO %s',
                    'allocation.claimable_page'::regproc::regprocedure, r);
@@ -49,6 +52,9 @@ BEGIN
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.request_transfer(regclass, text, bigint, text),
                         allocation.approve_transfer(bigint, text), allocation.reject_transfer(bigint, text),
                         allocation.cancel_transfer(bigint) TO %s', r);
+        -- sharing: the holder (or a manager) shares, the holder, a manager or the shared rep ends it
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.share_customer(regclass, text, bigint, text, tstzrange),
+                        allocation.unshare_customer(regclass, text, bigint, text) TO %s', r);
     END IF;
     IF kind IN ('analyst', 'manager', 'admin') THEN
         EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA allocation TO %s', r);
@@ -120,6 +126,7 @@ SELECT pg_catalog.pg_extension_config_dump('allocation.event', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.claim_policy', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.transfer_policy', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.transfer', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.customer_share', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.claim_day', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.customer_lock', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.protection', '');

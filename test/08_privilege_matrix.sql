@@ -48,6 +48,9 @@ INSERT INTO matrix VALUES
     ('allocation.approve_transfer(bigint,text)',                             'rmA'),
     ('allocation.reject_transfer(bigint,text)',                              'rmA'),
     ('allocation.cancel_transfer(bigint)',                                   'rmA'),
+    ('allocation.share_customer(regclass,text,bigint,text,tstzrange)',       'rmA'),
+    ('allocation.unshare_customer(regclass,text,bigint,text)',               'rmA'),
+    ('allocation.shared_with_me(regclass,boolean)',                          'rmaA'),
     -- readers of the whole picture
     ('allocation.upcoming_recycles(timestamp with time zone)',               'maA'),
     ('allocation.check_consistency()',                                       'maA'),
@@ -87,7 +90,7 @@ INSERT INTO matrix VALUES
     -- nobody (read by the engine's own views and functions)
     ('allocation.customer_history_score(integer,text)',                      '');
 
-SELECT plan((SELECT count(*)::int * 5 FROM matrix) + 12);
+SELECT plan((SELECT count(*)::int * 5 FROM matrix) + 15);
 
 -- every public function of the extension is in the matrix, and every listed one exists
 SELECT is_empty($$
@@ -146,6 +149,9 @@ SELECT is(has_table_privilege('tapm_admin', 'allocation.customer_state', 'UPDATE
 SELECT is(has_table_privilege('tapm_admin', 'allocation.transfer', 'UPDATE'), false, 'not even an admin edits a transfer request');
 SELECT is(has_table_privilege('tapm_rep', 'allocation.transfer', 'SELECT'), false, 'a rep reads transfers only through pending_transfer (its own)');
 SELECT is(has_table_privilege('tapm_rep', 'allocation.pending_transfer', 'SELECT'), true, 'a rep reads pending_transfer');
+SELECT is(has_table_privilege('tapm_rep', 'allocation.customer_share', 'SELECT'), false, 'a rep reads shares only through active_share (its own)');
+SELECT is(has_table_privilege('tapm_rep', 'allocation.active_share', 'SELECT'), true, 'a rep reads active_share');
+SELECT is(has_table_privilege('tapm_admin', 'allocation.customer_share', 'INSERT'), false, 'not even an admin writes a share directly');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -98,7 +98,7 @@ CREATE TABLE allocation.managed_table (
     CHECK (NOT active OR tbl IS NOT NULL)
 );
 COMMENT ON TABLE allocation.managed_table IS 'Customer tables attached with allocation.manage(): key, location and owner columns plus the logical attribute mapping';
-COMMENT ON COLUMN allocation.managed_table.attributes IS 'logical attribute name -> column name (tier, crop, business_type, tags, stage, name, phone, credit_code, last_contact, expected_output)';
+COMMENT ON COLUMN allocation.managed_table.attributes IS 'logical attribute name -> column name (tier, crop, business_type, tags, stage, name, phone, credit_code, last_contact, expected_output, parent)';
 COMMENT ON COLUMN allocation.managed_table.reevaluate IS 'on UPDATE of location/attributes: unless_pinned (default), always, never';
 COMMENT ON COLUMN allocation.managed_table.attnums IS 'internal: column numbers of the mapped columns, used to follow column renames';
 COMMENT ON COLUMN allocation.managed_table.active IS 'false after allocation.unmanage() or DROP TABLE; the history is kept';
@@ -128,7 +128,8 @@ CREATE TABLE allocation.rule (
     target_kind     text NOT NULL CHECK (target_kind IN ('rep', 'team', 'pool')),
     target_rep_id   bigint REFERENCES allocation.rep (id) ON DELETE RESTRICT,
     target_team_id  bigint REFERENCES allocation.team (id) ON DELETE RESTRICT,
-    policy          text CHECK (policy IN ('territory_owner', 'round_robin', 'least_loaded', 'weighted', 'skill')),
+    policy          text CHECK (policy IN ('territory_owner', 'round_robin', 'least_loaded', 'weighted', 'skill',
+                                           'follow_parent')),
     description     text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),

@@ -73,7 +73,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     known constant text[] := ARRAY['tier', 'crop', 'business_type', 'tags', 'stage', 'name', 'phone',
-                                   'credit_code', 'last_contact', 'expected_output'];
+                                   'credit_code', 'last_contact', 'expected_output', 'parent'];
     v_kind   char;
     v_type   oid;
     v_typmod integer;
@@ -207,6 +207,19 @@ BEGIN
                 RAISE EXCEPTION 'tags column "%" of % is not a text array', v_col, tbl
                     USING ERRCODE = 'LA016', DETAIL = format('Its type is %s.', format_type(v_type, NULL)),
                           HINT = 'Map tags to a text[] column.';
+            END IF;
+        END IF;
+        IF v_logical = 'parent' THEN
+            -- the parent is found by the key's unique index: it must be a value of the key's type
+            SELECT a.atttypid INTO v_type FROM pg_catalog.pg_attribute a WHERE a.attrelid = tbl AND a.attnum = v_attnum;
+            IF v_type IS DISTINCT FROM (SELECT a.atttypid FROM pg_catalog.pg_attribute a
+                                         WHERE a.attrelid = tbl AND a.attname = key_column AND NOT a.attisdropped) THEN
+                RAISE EXCEPTION 'parent column "%" of % does not have the key column''s type', v_col, tbl
+                    USING ERRCODE = 'LA016',
+                          DETAIL = format('Its type is %s; the key column %I is %s.', format_type(v_type, NULL), key_column,
+                                          (SELECT format_type(a.atttypid, NULL) FROM pg_catalog.pg_attribute a
+                                            WHERE a.attrelid = tbl AND a.attname = key_column AND NOT a.attisdropped)),
+                          HINT = 'The parent column holds the key of the parent customer (a county distributor''s id).';
             END IF;
         END IF;
         v_attnums := v_attnums || jsonb_build_object(v_logical, v_attnum);

@@ -39,6 +39,10 @@ BEGIN
     -- sharing: each role reads the shares it has a part in (active_share) and its own shared keys
     EXECUTE format('GRANT SELECT ON allocation.active_share TO %s', r);
     EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.shared_with_me(regclass, boolean) TO %s', r);
+    -- dealer networks (read with the caller's own rights on the customer table)
+    EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.customer_network(regclass, text),
+                    allocation.network_summary(regclass), allocation.network_mapping(regclass) TO %s', r);
+    EXECUTE format('GRANT SELECT ON allocation.dealer_network TO %s', r);
     -- the rep's pool screen (its point argument is a PostGIS type: named by its function)
     EXECUTE format('GRANT EXECUTE ON FUNCTION %s, allocation.claimable_count(regclass, bigint) TO %s',
                    'allocation.claimable_page'::regproc::regprocedure, r);

@@ -199,7 +199,8 @@ typedef enum RulePolicy
 	POLICY_ROUND_ROBIN = 'r',
 	POLICY_LEAST_LOADED = 'l',
 	POLICY_WEIGHTED = 'w',
-	POLICY_SKILL = 's'
+	POLICY_SKILL = 's',
+	POLICY_FOLLOW_PARENT = 'p'	/* the owner of the customer's parent (dealer network) */
 } RulePolicy;
 
 typedef struct TextSet
@@ -247,6 +248,7 @@ typedef enum AllocAttr
 	ATTR_CREDIT,
 	ATTR_LAST_CONTACT,
 	ATTR_EXPECTED_OUTPUT,
+	ATTR_PARENT,				/* the key of the parent customer (dealer network) */
 	ATTR__COUNT
 } AllocAttr;
 
@@ -310,6 +312,9 @@ typedef struct Customer
 	int			ntags;
 	char	  **tags;
 	AllocPoint	loc;
+	ManagedTable *mt;			/* the table the customer is read from */
+	bool		has_parent;		/* parent: the parent customer's key (a dealer network) */
+	Datum		parent;			/* ... as a value of the key column's type (points into the row) */
 	int64		current_owner;	/* re-evaluation: the owner now (holds a slot), else 0 */
 	int64		suggested_rep;	/* rep of its pending suggestion (holds a reserved slot), else 0 */
 	int			ncooling;		/* former owners inside their cooldown after release/recycle */

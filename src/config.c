@@ -39,7 +39,7 @@
 
 const char *const alloc_attr_names[ATTR__COUNT] = {
 	"tier", "crop", "business_type", "tags", "stage", "name", "phone",
-	"credit_code", "last_contact", "expected_output"
+	"credit_code", "last_contact", "expected_output", "parent"
 };
 
 typedef struct ConfigCache
@@ -308,6 +308,8 @@ load_rules(ConfigCache *c)
 			r->policy = POLICY_LEAST_LOADED;
 		else if (strcmp(s, "weighted") == 0)
 			r->policy = POLICY_WEIGHTED;
+		else if (strcmp(s, "follow_parent") == 0)
+			r->policy = POLICY_FOLLOW_PARENT;
 		else
 			r->policy = POLICY_SKILL;
 	}
@@ -461,6 +463,16 @@ load_tables(ConfigCache *c)
 							 errhint("Change it back, or call allocation.unmanage() and allocation.manage() again.")));
 			}
 		}
+		if (mt->attr_att[ATTR_PARENT] != InvalidAttrNumber &&
+			TupleDescAttr(mt->tupdesc, mt->attr_att[ATTR_PARENT] - 1)->atttypid !=
+			TupleDescAttr(mt->tupdesc, mt->key_att - 1)->atttypid)
+			ereport(ERROR,
+					(errcode(MAKE_SQLSTATE('L', 'A', '0', '1', '6')),
+					 errmsg("parent column of managed table %s no longer has the key column's type", mt->name),
+					 errdetail("Its type is %s; the key column's is %s.",
+							   format_type_be(TupleDescAttr(mt->tupdesc, mt->attr_att[ATTR_PARENT] - 1)->atttypid),
+							   format_type_be(TupleDescAttr(mt->tupdesc, mt->key_att - 1)->atttypid)),
+					 errhint("Change it back, or call allocation.unmanage() and allocation.manage() again.")));
 		set_output(mt, mt->key_att, &mt->key_out, c->cxt);
 		find_key_index(rel, mt);
 		table_close(rel, AccessShareLock);

@@ -274,6 +274,8 @@ inputs_changed(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 	for (i = ATTR_TIER; i <= ATTR_STAGE; i++)
 		if (mt->attr_att[i] != InvalidAttrNumber)
 			atts[n++] = mt->attr_att[i];
+	if (mt->attr_att[ATTR_PARENT] != InvalidAttrNumber)
+		atts[n++] = mt->attr_att[ATTR_PARENT];	/* follow_parent rules read it */
 	for (i = 0; i < n; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(mt->tupdesc, atts[i] - 1);

@@ -51,6 +51,9 @@ INSERT INTO matrix VALUES
     ('allocation.share_customer(regclass,text,bigint,text,tstzrange)',       'rmA'),
     ('allocation.unshare_customer(regclass,text,bigint,text)',               'rmA'),
     ('allocation.shared_with_me(regclass,boolean)',                          'rmaA'),
+    ('allocation.customer_network(regclass,text)',                           'rmaA'),
+    ('allocation.network_summary(regclass)',                                 'rmaA'),
+    ('allocation.network_mapping(regclass)',                                 'rmaA'),
     -- readers of the whole picture
     ('allocation.upcoming_recycles(timestamp with time zone)',               'maA'),
     ('allocation.check_consistency()',                                       'maA'),

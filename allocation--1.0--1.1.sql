@@ -880,6 +880,647 @@ SELECT pg_catalog.pg_extension_config_dump('allocation.transfer', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.transfer_policy_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.transfer_id_seq', '');
 
+-- >>> issue 13 part 2
+-------------------------------------------------------------------------------
+-- Sharing and dealer networks (issue 13): sql_src/77_sharing.sql,
+-- sql_src/79_network.sql; row-level security reads the shares; manage() knows
+-- the parent attribute; rule policy follow_parent
+-------------------------------------------------------------------------------
+ALTER TABLE allocation.rule DROP CONSTRAINT rule_policy_check;
+ALTER TABLE allocation.rule ADD CONSTRAINT rule_policy_check
+    CHECK (policy IN ('territory_owner', 'round_robin', 'least_loaded', 'weighted', 'skill', 'follow_parent'));
+COMMENT ON COLUMN allocation.managed_table.attributes IS 'logical attribute name -> column name (tier, crop, business_type, tags, stage, name, phone, credit_code, last_contact, expected_output, parent)';
+
+CREATE OR REPLACE FUNCTION allocation._manage(
+    tbl regclass,
+    key_column name,
+    location_column name,
+    owner_column name,
+    attributes jsonb DEFAULT '{}')
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    known constant text[] := ARRAY['tier', 'crop', 'business_type', 'tags', 'stage', 'name', 'phone',
+                                   'credit_code', 'last_contact', 'expected_output', 'parent'];
+    v_kind   char;
+    v_type   oid;
+    v_typmod integer;
+    v_attnum smallint;
+    v_attnums jsonb := '{}';
+    v_logical text;
+    v_col    text;
+    v_id     integer;
+    v_name   text;
+    v_bad    text;
+    v_count  bigint;
+    v_postgis name;
+    v_ptype  text;
+BEGIN
+    IF tbl IS NULL OR key_column IS NULL OR owner_column IS NULL THEN
+        RAISE EXCEPTION 'table, key column and owner column are required'
+            USING ERRCODE = '22004',
+                  DETAIL = 'allocation.manage() was called with a NULL table, key column or owner column.',
+                  HINT = 'Call allocation.manage(''crm.customer'', ''id'', ''location'', ''owner_id'').';
+    END IF;
+    PERFORM allocation._require_owner(tbl, 'manage');
+    SELECT c.relkind, format('%I.%I', n.nspname, c.relname) INTO v_kind, v_name
+      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = tbl AND c.relpersistence = 't') THEN
+        RAISE EXCEPTION 'temporary table % cannot be managed', tbl
+            USING ERRCODE = 'LA010',
+                  DETAIL = 'A temporary table disappears at the end of the session without notice, leaving the registry open.',
+                  HINT = 'Manage a permanent table.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = tbl AND c.relispartition) THEN
+        RAISE EXCEPTION 'partition % cannot be managed', tbl
+            USING ERRCODE = 'LA010',
+                  DETAIL = 'Rows inserted through the partitioned parent would not find the mapping.',
+                  HINT = 'Manage an ordinary, unpartitioned table.';
+    END IF;
+    IF v_kind = 'p' THEN
+        RAISE EXCEPTION 'partitioned table % cannot be managed yet', tbl
+            USING ERRCODE = 'LA010',
+                  DETAIL = 'Version 1.0 of the allocation engine supports ordinary tables only.',
+                  HINT = 'Manage an ordinary table; partitioned tables are on the roadmap.';
+    END IF;
+    IF v_kind <> 'r' THEN
+        RAISE EXCEPTION '% is not a table', tbl
+            USING ERRCODE = 'LA010',
+                  DETAIL = format('Relation %s has relkind %s; only ordinary tables can be managed.', tbl, v_kind),
+                  HINT = 'Manage the base table behind the view.';
+    END IF;
+    IF v_name LIKE 'allocation.%' THEN
+        RAISE EXCEPTION 'the extension''s own tables cannot be managed'
+            USING ERRCODE = 'LA010', DETAIL = format('%s belongs to the allocation extension.', v_name),
+                  HINT = 'Manage your customer table.';
+    END IF;
+    -- no writes slip between registering the existing rows and installing the triggers
+    EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', tbl);
+    IF EXISTS (SELECT 1 FROM allocation.managed_table m WHERE m.tbl = _manage.tbl AND m.active) THEN
+        RAISE EXCEPTION 'table % is already managed', tbl
+            USING ERRCODE = 'LA011',
+                  DETAIL = 'allocation.manage() was already called for this table.',
+                  HINT = 'Call allocation.unmanage() first to change the mapping.';
+    END IF;
+
+    -- key: one column with a unique, non-partial index of its own
+    v_attnum := allocation._column_attnum(tbl, key_column, 'key');
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i
+                    WHERE i.indrelid = tbl AND i.indisunique AND i.indisvalid AND i.indpred IS NULL
+                      AND i.indnkeyatts = 1 AND i.indkey[0] = v_attnum) THEN
+        RAISE EXCEPTION 'key column "%" of % is not unique', key_column, tbl
+            USING ERRCODE = 'LA013',
+                  DETAIL = 'The key must be a single column with a primary key or a unique, non-partial index.',
+                  HINT = format('ALTER TABLE %s ADD UNIQUE (%I);', tbl, key_column);
+    END IF;
+    v_attnums := v_attnums || jsonb_build_object('key', v_attnum);
+
+    -- location: a PostGIS geometry holding points
+    IF location_column IS NOT NULL THEN
+        v_attnum := allocation._column_attnum(tbl, location_column, 'location');
+        SELECT a.atttypid, a.atttypmod INTO v_type, v_typmod FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid = tbl AND a.attnum = v_attnum;
+        -- (runs as the extension owner: PostGIS is reached by its schema, never by search_path)
+        SELECT n.nspname INTO v_postgis FROM pg_catalog.pg_extension e
+          JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'postgis';
+        IF v_typmod >= 0 AND v_type = (SELECT t.oid FROM pg_catalog.pg_type t
+                                        WHERE t.typname = 'geometry' AND t.typnamespace = v_postgis::regnamespace) THEN
+            EXECUTE format('SELECT %I.postgis_typmod_type($1)', v_postgis) INTO v_ptype USING v_typmod;
+        END IF;
+        IF v_type IS DISTINCT FROM (SELECT t.oid FROM pg_catalog.pg_type t
+                                     WHERE t.typname = 'geometry' AND t.typnamespace = v_postgis::regnamespace)
+           OR (v_typmod >= 0 AND v_ptype NOT IN ('Point', 'Geometry')) THEN
+            RAISE EXCEPTION 'location column "%" of % is not a PostGIS point column', location_column, tbl
+                USING ERRCODE = 'LA014',
+                      DETAIL = format('Its type is %s.', format_type(v_type, v_typmod)),
+                      HINT = 'Use a geometry(Point, 4326) column (ALTER TABLE ... ADD COLUMN location geometry(Point, 4326)).';
+        END IF;
+        v_attnums := v_attnums || jsonb_build_object('location', v_attnum);
+    END IF;
+
+    -- owner: holds a rep id
+    v_attnum := allocation._column_attnum(tbl, owner_column, 'owner');
+    SELECT a.atttypid INTO v_type FROM pg_catalog.pg_attribute a WHERE a.attrelid = tbl AND a.attnum = v_attnum;
+    IF v_type NOT IN ('bigint'::regtype, 'integer'::regtype) THEN
+        RAISE EXCEPTION 'owner column "%" of % cannot hold a rep id', owner_column, tbl
+            USING ERRCODE = 'LA015',
+                  DETAIL = format('Its type is %s; rep ids are bigint.', format_type(v_type, NULL)),
+                  HINT = format('ALTER TABLE %s ALTER COLUMN %I TYPE bigint USING ...;', tbl, owner_column);
+    END IF;
+    v_attnums := v_attnums || jsonb_build_object('owner', v_attnum);
+
+    -- attributes: logical name -> column
+    IF attributes IS NULL OR jsonb_typeof(attributes) <> 'object' THEN
+        RAISE EXCEPTION 'attributes must be a JSON object'
+            USING ERRCODE = 'LA016',
+                  DETAIL = format('Got %s.', coalesce(attributes::text, 'NULL')),
+                  HINT = 'Map logical names to columns, e.g. {"tier": "customer_tier", "crop": "main_crop"}.';
+    END IF;
+    FOR v_logical, v_col IN SELECT key, value #>> '{}' FROM jsonb_each(attributes) LOOP
+        IF NOT v_logical = ANY (known) THEN
+            RAISE EXCEPTION 'unknown attribute "%"', v_logical
+                USING ERRCODE = 'LA016',
+                      DETAIL = format('The attributes object maps "%s", which the engine does not know.', v_logical),
+                      HINT = format('Known attributes: %s.', array_to_string(known, ', '));
+        END IF;
+        IF v_col IS NULL OR jsonb_typeof(attributes -> v_logical) <> 'string' THEN
+            RAISE EXCEPTION 'attribute "%" must name a column', v_logical
+                USING ERRCODE = 'LA016', DETAIL = format('Got %s.', attributes -> v_logical),
+                      HINT = 'Give the column name as a JSON string.';
+        END IF;
+        v_attnum := allocation._column_attnum(tbl, v_col::name, format('%s attribute', v_logical));
+        IF v_logical = 'tags' THEN
+            SELECT a.atttypid INTO v_type FROM pg_catalog.pg_attribute a WHERE a.attrelid = tbl AND a.attnum = v_attnum;
+            IF v_type NOT IN ('text[]'::regtype, 'varchar[]'::regtype) THEN
+                RAISE EXCEPTION 'tags column "%" of % is not a text array', v_col, tbl
+                    USING ERRCODE = 'LA016', DETAIL = format('Its type is %s.', format_type(v_type, NULL)),
+                          HINT = 'Map tags to a text[] column.';
+            END IF;
+        END IF;
+        IF v_logical = 'parent' THEN
+            -- the parent is found by the key's unique index: it must be a value of the key's type
+            SELECT a.atttypid INTO v_type FROM pg_catalog.pg_attribute a WHERE a.attrelid = tbl AND a.attnum = v_attnum;
+            IF v_type IS DISTINCT FROM (SELECT a.atttypid FROM pg_catalog.pg_attribute a
+                                         WHERE a.attrelid = tbl AND a.attname = key_column AND NOT a.attisdropped) THEN
+                RAISE EXCEPTION 'parent column "%" of % does not have the key column''s type', v_col, tbl
+                    USING ERRCODE = 'LA016',
+                          DETAIL = format('Its type is %s; the key column %I is %s.', format_type(v_type, NULL), key_column,
+                                          (SELECT format_type(a.atttypid, NULL) FROM pg_catalog.pg_attribute a
+                                            WHERE a.attrelid = tbl AND a.attname = key_column AND NOT a.attisdropped)),
+                          HINT = 'The parent column holds the key of the parent customer (a county distributor''s id).';
+            END IF;
+        END IF;
+        v_attnums := v_attnums || jsonb_build_object(v_logical, v_attnum);
+    END LOOP;
+
+    -- the engine reads these columns with its owner's rights: only built-in types (no user casts)
+    PERFORM allocation._check_column_types(tbl, key_column,
+                                           (SELECT array_agg(x.value) FROM jsonb_each_text(attributes) x));
+
+    EXECUTE format('SELECT count(*) FROM %s c WHERE c.%I IS NULL', tbl, key_column) INTO v_count;
+    IF v_count > 0 THEN
+        RAISE EXCEPTION '% row(s) of % have a NULL key', v_count, tbl
+            USING ERRCODE = 'LA063',
+                  DETAIL = format('Column %I is the key; every customer needs one to be registered.', key_column),
+                  HINT = format('Give those rows a key, then ALTER TABLE %s ALTER COLUMN %I SET NOT NULL.', tbl, key_column);
+    END IF;
+
+    -- existing owners must be known reps
+    EXECUTE format('SELECT min(%1$I)::text, count(*) FROM %2$s c WHERE %1$I IS NOT NULL
+                     AND NOT EXISTS (SELECT 1 FROM allocation.rep r WHERE r.id = c.%1$I)', owner_column, tbl)
+       INTO v_bad, v_count;
+    IF v_count > 0 THEN
+        RAISE EXCEPTION '% row(s) of % have an owner that is not a rep', v_count, tbl
+            USING ERRCODE = 'LA020',
+                  DETAIL = format('For example owner %s does not exist in allocation.rep.', v_bad),
+                  HINT = 'Create the missing reps (or clear those owners) before calling allocation.manage().';
+    END IF;
+
+    UPDATE allocation.managed_table m
+       SET active = true, key_column = _manage.key_column, location_column = _manage.location_column,
+           owner_column = _manage.owner_column, attributes = _manage.attributes, attnums = v_attnums,
+           managed_since = now(), table_name = v_name
+     WHERE m.tbl = _manage.tbl
+    RETURNING m.id INTO v_id;
+    IF v_id IS NULL THEN
+        INSERT INTO allocation.managed_table (tbl, key_column, location_column, owner_column, attributes, attnums, table_name)
+        VALUES (tbl, key_column, location_column, owner_column, attributes, v_attnums, v_name)
+        RETURNING id INTO v_id;
+    END IF;
+
+    -- rows already in the table get their first ownership period (one event
+    -- each: owned rows as pinned manual assignments, the rest in the pool) and,
+    -- being no rule's decision, a state row; the event trigger recounts holdings
+    EXECUTE format($q$
+        WITH rows AS (
+            SELECT c.%1$I::text AS key, c.%2$I AS rep_id, %3$s AS tier, %4$s AS crop, %5$s AS business_type,
+                   CASE WHEN c.%2$I IS NULL THEN 'no owner when the table was attached'
+                        ELSE 'owner when the table was attached' END AS reason
+              FROM %6$s c),
+        state AS (
+            INSERT INTO allocation.customer_state (managed_id, key, rep_id, source, pinned, reason, tier, crop,
+                                                   business_type, valid_from)
+            SELECT $1, r.key, r.rep_id, CASE WHEN r.rep_id IS NULL THEN 'pool' ELSE 'manual' END,
+                   r.rep_id IS NOT NULL, r.reason, r.tier, r.crop, r.business_type, $3
+              FROM rows r
+            RETURNING 1)
+        INSERT INTO allocation.event (at, actor, kind, managed_id, table_name, key, to_rep, reason,
+                                      source, pinned, period, tier, crop, business_type)
+        SELECT $3, allocation._actor(), 'attach', $1, $2, r.key, r.rep_id, r.reason,
+               CASE WHEN r.rep_id IS NULL THEN 'pool' ELSE 'manual' END, r.rep_id IS NOT NULL,
+               'open', r.tier, r.crop, r.business_type
+          FROM rows r$q$,
+        key_column, owner_column,
+        CASE WHEN attributes ? 'tier' THEN format('c.%I::text', attributes->>'tier') ELSE 'NULL' END,
+        CASE WHEN attributes ? 'crop' THEN format('c.%I::text', attributes->>'crop') ELSE 'NULL' END,
+        CASE WHEN attributes ? 'business_type' THEN format('c.%I::text', attributes->>'business_type') ELSE 'NULL' END,
+        tbl) USING v_id, v_name, clock_timestamp();
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    -- (holdings: the attach events moved them, trigger ownership_loaded)
+    PERFORM allocation._warn_over_capacity(v_id, NULL);    -- existing owners are kept, even over capacity
+
+    EXECUTE format('CREATE TRIGGER zz_allocation_before BEFORE INSERT OR UPDATE ON %s
+                    FOR EACH ROW EXECUTE FUNCTION allocation._row_trigger()', tbl);
+    EXECUTE format('CREATE TRIGGER zz_allocation_after AFTER INSERT OR UPDATE OR DELETE ON %s
+                    FOR EACH ROW EXECUTE FUNCTION allocation._row_trigger()', tbl);
+    EXECUTE format('CREATE TRIGGER zz_allocation_stmt_before BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s
+                    FOR EACH STATEMENT EXECUTE FUNCTION allocation._stmt_trigger()', tbl);
+    EXECUTE format('CREATE TRIGGER zz_allocation_stmt_after AFTER INSERT OR UPDATE OR DELETE ON %s
+                    FOR EACH STATEMENT EXECUTE FUNCTION allocation._stmt_trigger()', tbl);
+
+    INSERT INTO allocation.event (actor, kind, managed_id, table_name, reason, detail)
+    VALUES (allocation._actor(), 'manage', v_id, v_name, 'table attached',
+            jsonb_build_object('key_column', key_column, 'location_column', location_column,
+                               'owner_column', owner_column, 'attributes', attributes, 'existing_rows', v_count));
+END
+$$;
+COMMENT ON FUNCTION allocation._manage(regclass, name, name, name, jsonb) IS 'internal: implementation of allocation.manage(), run as the extension owner by its gateway';
+
+CREATE OR REPLACE FUNCTION allocation._enable_rep_security(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    m allocation.managed_table;
+BEGIN
+    PERFORM allocation._require_owner(tbl, 'enable row-level security on');
+    m := allocation._managed(tbl);
+    PERFORM allocation._drop_rep_policies(tbl);
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
+    -- roles that are no rep's login (the application, managers, analysts) keep seeing every row
+    -- ... and the customers shared with it (share_customer()) while the share is valid
+    -- (the shared keys are read once per statement: a hashed subplan)
+    EXECUTE format('CREATE POLICY allocation_rep_read ON %s FOR SELECT
+                    USING (allocation.current_rep_id() IS NULL OR %I = allocation.current_rep_id()
+                           OR %I::text IN (SELECT allocation.shared_with_me(%L::regclass, false)))',
+                   tbl, m.owner_column, m.key_column, tbl::oid);
+    -- a rep may register a customer; the rules decide who gets it
+    EXECUTE format('CREATE POLICY allocation_rep_insert ON %s FOR INSERT WITH CHECK (true)', tbl);
+    -- a rep may edit its own customers; the owner column itself changes only through
+    -- claim()/release() (the engine's trigger refuses it with LA026), while the rules may
+    -- still move a customer when an edit re-evaluates it
+    -- (and a collaborator the customers shared with it)
+    EXECUTE format('CREATE POLICY allocation_rep_update ON %s FOR UPDATE
+                    USING (allocation.current_rep_id() IS NULL OR %I = allocation.current_rep_id()
+                           OR %I::text IN (SELECT allocation.shared_with_me(%L::regclass, true)))
+                    WITH CHECK (true)', tbl, m.owner_column, m.key_column, tbl::oid);
+    EXECUTE format('CREATE POLICY allocation_rep_delete ON %s FOR DELETE
+                    USING (allocation.current_rep_id() IS NULL OR %I = allocation.current_rep_id())',
+                   tbl, m.owner_column);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.current_rep_id() TO PUBLIC');
+    EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.shared_with_me(regclass, boolean) TO PUBLIC');
+    EXECUTE format('GRANT USAGE ON SCHEMA allocation TO PUBLIC');
+END
+$$;
+COMMENT ON FUNCTION allocation._enable_rep_security(regclass) IS 'internal: implementation of allocation.enable_rep_security(), run as the extension owner by its gateway';
+COMMENT ON FUNCTION allocation.enable_rep_security(regclass) IS
+'Row-level security on a managed table: a role that is a rep''s login sees, updates and deletes only the customers it owns (and may insert new ones), and sees (viewer) or sees and updates (collaborator) the customers shared with it while the share is valid; other roles are unaffected';
+
+-------------------------------------------------------------------------------
+-- Sharing: a customer keeps one accountable owner and can be shared with other
+-- reps for a while, as collaborator (read and write) or viewer (read) (issue 13)
+-------------------------------------------------------------------------------
+CREATE TABLE allocation.customer_share (
+    id           bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    managed_id   integer NOT NULL REFERENCES allocation.managed_table (id) ON DELETE CASCADE,
+    key          text NOT NULL,
+    rep_id       bigint NOT NULL,  -- no foreign key: the history outlives a deleted rep, as the event log does
+    role         text NOT NULL CHECK (role IN ('collaborator', 'viewer')),
+    valid        tstzrange NOT NULL CHECK (NOT isempty(valid) AND NOT lower_inf(valid)),
+    shared_by    text NOT NULL,
+    shared_at    timestamptz NOT NULL DEFAULT now(),
+    reason       text,
+    ended_by     text,
+    ended_at     timestamptz,
+    end_reason   text,
+    CONSTRAINT customer_share_ended CHECK ((ended_at IS NULL) = (ended_by IS NULL))
+);
+-- one share of a customer per rep that has not been taken back (its validity may lie ahead)
+CREATE UNIQUE INDEX customer_share_one ON allocation.customer_share (managed_id, key, rep_id) WHERE ended_at IS NULL;
+-- row-level security asks "which customers are shared with me": by rep
+CREATE INDEX customer_share_rep_idx ON allocation.customer_share (rep_id, managed_id) WHERE ended_at IS NULL;
+COMMENT ON TABLE allocation.customer_share IS 'Customers shared with reps other than their holder (written by share_customer() and unshare_customer() only); a share counts while it is not ended and now() is inside valid';
+COMMENT ON COLUMN allocation.customer_share.role IS 'collaborator: reads and edits the customer''s row (not its owner); viewer: reads it';
+COMMENT ON COLUMN allocation.customer_share.valid IS 'when the share counts (a bounded range ends by itself; unshare_customer() ends it early)';
+COMMENT ON COLUMN allocation.customer_share.ended_at IS 'when the share was taken back, or replaced by a new share of the same customer with the same rep';
+
+-- The keys of a table's customers shared with the current rep now (write: as collaborator).
+-- Row-level security asks it once per statement (a hashed subplan), not per row.  Public:
+-- it only tells a rep its own shares (and nothing to a role that is no rep's login).
+CREATE FUNCTION allocation.shared_with_me(tbl regclass, write boolean DEFAULT false)
+RETURNS SETOF text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+    SELECT s.key FROM allocation.customer_share s
+      JOIN allocation.managed_table m ON m.id = s.managed_id AND m.tbl = shared_with_me.tbl
+     WHERE s.rep_id = allocation.current_rep_id() AND s.ended_at IS NULL
+       AND s.valid @> pg_catalog.now() AND (NOT coalesce(shared_with_me.write, false) OR s.role = 'collaborator')
+$$;
+COMMENT ON FUNCTION allocation.shared_with_me(regclass, boolean) IS 'Keys of the table''s customers shared with the current rep now (write = true: as collaborator only); the row-level security of enable_rep_security() reads it';
+
+CREATE FUNCTION allocation._share_event(s allocation.customer_share, p_kind text, p_reason text)
+RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS
+$$
+    INSERT INTO allocation.event (actor, kind, managed_id, table_name, key, to_rep, reason, detail)
+    SELECT allocation._actor(), p_kind, s.managed_id, m.table_name, s.key, s.rep_id, p_reason,
+           pg_catalog.jsonb_build_object('share', s.id, 'role', s.role, 'valid', s.valid::text)
+      FROM allocation.managed_table m WHERE m.id = s.managed_id
+$$;
+COMMENT ON FUNCTION allocation._share_event(allocation.customer_share, text, text) IS 'internal: the audit event of a share (customer_shared, customer_unshared)';
+
+CREATE FUNCTION allocation._share_customer(tbl regclass, key text, rep bigint, role text, valid tstzrange)
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    m allocation.managed_table;
+    v_actor text := allocation._actor();
+    v_found boolean;
+    v_owner bigint;
+    r allocation.rep;
+    s allocation.customer_share;
+BEGIN
+    IF tbl IS NULL OR key IS NULL OR rep IS NULL OR role IS NULL OR valid IS NULL THEN
+        RAISE EXCEPTION 'share_customer() needs a table, a key, a rep, a role and a validity' USING ERRCODE = '22004',
+              DETAIL = 'One of them is NULL.',
+              HINT = 'SELECT allocation.share_customer(''crm.customer'', ''C-1'', 7, ''collaborator'');';
+    END IF;
+    IF role NOT IN ('collaborator', 'viewer') THEN
+        RAISE EXCEPTION 'unknown share role "%"', role USING ERRCODE = 'LA0S0',
+              DETAIL = 'A shared rep is a collaborator (reads and edits the customer) or a viewer (reads it).',
+              HINT = 'Use ''collaborator'' or ''viewer''.';
+    END IF;
+    IF isempty(valid) OR lower_inf(valid) OR (NOT upper_inf(valid) AND upper(valid) <= now()) THEN
+        RAISE EXCEPTION 'share validity must start at a time and end in the future' USING ERRCODE = 'LA0S0',
+              DETAIL = format('Got %s; a share counts from a start time until its end (or until it is taken back).', valid),
+              HINT = 'Use e.g. tstzrange(now(), now() + interval ''90 days'') or tstzrange(now(), NULL).';
+    END IF;
+    m := allocation._managed(tbl);
+    SELECT * INTO r FROM allocation.rep x WHERE x.id = rep;
+    IF r.id IS NULL THEN
+        RAISE EXCEPTION 'rep % does not exist', rep USING ERRCODE = 'LA020',
+              DETAIL = 'No row of allocation.rep has this id.', HINT = 'SELECT id, code FROM allocation.rep;';
+    END IF;
+    IF NOT r.active THEN
+        RAISE EXCEPTION 'rep % is inactive', r.code USING ERRCODE = 'LA021',
+              DETAIL = 'A customer is shared only with active reps.', HINT = 'Choose an active rep.';
+    END IF;
+    PERFORM allocation._check_column_types(m.tbl, m.key_column, NULL);
+    -- under the customer's row lock: the holder cannot change meanwhile
+    SELECT l.row_found, l.row_owner INTO v_found, v_owner FROM allocation._lock_customer_row(m, key, false) l;
+    IF NOT allocation._is_manager(v_actor)
+       AND (v_found IS NULL OR v_owner IS NULL OR allocation._rep_of(v_actor) IS DISTINCT FROM v_owner) THEN
+        RAISE EXCEPTION 'role % may not share customer %', v_actor, key USING ERRCODE = 'LA0S1',
+              DETAIL = 'A customer is shared by its holder or by a manager.',
+              HINT = 'Ask the holder or a manager.';
+    END IF;
+    IF v_found IS NULL THEN
+        RAISE EXCEPTION 'customer % not found in %', key, tbl USING ERRCODE = 'LA062',
+              DETAIL = format('No row of %s has %s = %s.', tbl, m.key_column, key), HINT = 'Check the key.';
+    END IF;
+    IF v_owner = rep THEN
+        RAISE EXCEPTION 'rep % holds customer %', r.code, key USING ERRCODE = 'LA0S2',
+              DETAIL = 'The holder already sees and edits its customer.', HINT = 'Share it with another rep.';
+    END IF;
+    -- a new share of the same customer with the same rep replaces the old one (kept as history)
+    FOR s IN UPDATE allocation.customer_share x
+                SET ended_by = v_actor, ended_at = now(), end_reason = 'replaced by a new share'
+              WHERE x.managed_id = m.id AND x.key = _share_customer.key AND x.rep_id = rep AND x.ended_at IS NULL
+              RETURNING * LOOP
+        PERFORM allocation._share_event(s, 'customer_unshared', 'replaced by a new share');
+    END LOOP;
+    INSERT INTO allocation.customer_share (managed_id, key, rep_id, role, valid, shared_by)
+    VALUES (m.id, key, rep, role, valid, v_actor)
+    RETURNING * INTO s;
+    PERFORM allocation._share_event(s, 'customer_shared', format('shared as %s by %s', role, v_actor));
+    RETURN s.id;
+END
+$$;
+COMMENT ON FUNCTION allocation._share_customer(regclass, text, bigint, text, tstzrange) IS 'internal: implementation of allocation.share_customer(), run as the extension owner by its gateway';
+
+CREATE FUNCTION allocation.share_customer(tbl regclass, key text, rep bigint, role text,
+                                          valid tstzrange DEFAULT tstzrange(now(), NULL))
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
+COMMENT ON FUNCTION allocation.share_customer(regclass, text, bigint, text, tstzrange) IS
+'Shares a customer with another rep while valid (collaborator: reads and edits its row, viewer: reads it, under enable_rep_security()); the holder stays the accountable owner. By the holder or a manager; returns the share id';
+
+CREATE FUNCTION allocation._unshare_customer(tbl regclass, key text, rep bigint, reason text)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    m allocation.managed_table;
+    v_actor text := allocation._actor();
+    v_me bigint := allocation._rep_of(v_actor);
+    s allocation.customer_share;
+BEGIN
+    IF tbl IS NULL OR key IS NULL OR rep IS NULL THEN
+        RAISE EXCEPTION 'unshare_customer() needs a table, a key and a rep' USING ERRCODE = '22004',
+              DETAIL = 'One of them is NULL.', HINT = 'SELECT allocation.unshare_customer(''crm.customer'', ''C-1'', 7);';
+    END IF;
+    m := allocation._managed(tbl);
+    SELECT * INTO s FROM allocation.customer_share x
+     WHERE x.managed_id = m.id AND x.key = _unshare_customer.key AND x.rep_id = rep AND x.ended_at IS NULL
+       FOR UPDATE;
+    -- who may take it back: a manager, the holder, or the shared rep itself (leaving)
+    IF NOT allocation._is_manager(v_actor) AND v_me IS DISTINCT FROM rep
+       AND (v_me IS NULL OR v_me IS DISTINCT FROM allocation._customer_holder(m.id, key)) THEN
+        RAISE EXCEPTION 'role % may not take back a share of customer %', v_actor, key USING ERRCODE = 'LA0S1',
+              DETAIL = 'A share is taken back by the holder, by a manager or by the shared rep itself.',
+              HINT = 'Ask the holder or a manager.';
+    END IF;
+    IF s.id IS NULL THEN
+        RAISE EXCEPTION 'customer % is not shared with rep %', key, rep USING ERRCODE = 'LA0S3',
+              DETAIL = 'There is no share of this customer with this rep that has not ended.',
+              HINT = 'SELECT * FROM allocation.active_share;';
+    END IF;
+    UPDATE allocation.customer_share x SET ended_by = v_actor, ended_at = now(), end_reason = _unshare_customer.reason
+     WHERE x.id = s.id RETURNING * INTO s;
+    PERFORM allocation._share_event(s, 'customer_unshared', coalesce(reason, format('taken back by %s', v_actor)));
+END
+$$;
+COMMENT ON FUNCTION allocation._unshare_customer(regclass, text, bigint, text) IS 'internal: implementation of allocation.unshare_customer(), run as the extension owner by its gateway';
+
+CREATE FUNCTION allocation.unshare_customer(tbl regclass, key text, rep bigint, reason text DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
+COMMENT ON FUNCTION allocation.unshare_customer(regclass, text, bigint, text) IS
+'Ends a share of a customer with a rep now (by the holder, a manager or the shared rep itself); the share stays in the history';
+
+-- The shares that have not ended; a rep sees those given to it and those of the customers it holds
+CREATE VIEW allocation.active_share WITH (security_barrier) AS
+SELECT s.id, mt.table_name, s.key, s.rep_id, r.code AS rep_code, s.role, s.valid,
+       s.valid @> now() AS in_force, s.shared_by, s.shared_at
+  FROM allocation.customer_share s
+  JOIN allocation.managed_table mt ON mt.id = s.managed_id
+  LEFT JOIN allocation.rep r ON r.id = s.rep_id
+ WHERE s.ended_at IS NULL AND (upper_inf(s.valid) OR upper(s.valid) > now())
+   AND (pg_catalog.has_table_privilege('allocation.customer_share', 'SELECT')
+        OR s.rep_id = allocation.current_rep_id()
+        OR EXISTS (SELECT 1 FROM allocation.assignment a
+                    WHERE a.managed_id = s.managed_id AND a.key = s.key AND a.valid_to IS NULL
+                      AND a.rep_id = allocation.current_rep_id()));
+COMMENT ON VIEW allocation.active_share IS 'Shares not ended and not run out (in_force: valid now); a rep sees those given to it and those of its own customers, managers, analysts and admins all';
+
+-------------------------------------------------------------------------------
+-- Dealer networks (立体客户网络): a customer's parent customer (a county
+-- distributor's township retailers, the growers they serve), mapped with
+-- manage(..., attributes => '{"parent": "parent_id"}').  The rule policy
+-- follow_parent (in C, src/assign.c) gives a new retailer to its distributor's
+-- owner.  These functions read the tree with the caller's own rights (and
+-- row-level security): a rep sees the part of a network it may see.
+-------------------------------------------------------------------------------
+
+-- The mapping of a table with a parent attribute: its key, parent, owner and name
+-- columns (public: the functions below run with the caller's rights and read it)
+CREATE FUNCTION allocation.network_mapping(tbl regclass,
+                                           OUT m allocation.managed_table, OUT parent_column name,
+                                           OUT key_type text, OUT name_expr text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+    m := allocation._managed(tbl);
+    parent_column := m.attributes ->> 'parent';
+    IF parent_column IS NULL THEN
+        RAISE EXCEPTION 'table % maps no parent attribute', tbl USING ERRCODE = 'LA0N0',
+              DETAIL = 'A dealer network needs the column that holds each customer''s parent customer key.',
+              HINT = format('SELECT allocation.manage(%L, %L, %L, %L, %L::jsonb || ''{"parent": "parent_id"}'');',
+                            tbl::text, m.key_column, m.location_column, m.owner_column, m.attributes::text);
+    END IF;
+    key_type := (SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a
+                  WHERE a.attrelid = tbl AND a.attname = m.key_column AND NOT a.attisdropped);
+    name_expr := CASE WHEN m.attributes ? 'name' THEN pg_catalog.format('c.%I::text', m.attributes ->> 'name')
+                      ELSE 'NULL::text' END;
+END
+$$;
+COMMENT ON FUNCTION allocation.network_mapping(regclass) IS 'The registration of a managed table and the columns of its dealer network (LA0N0 when it maps no parent attribute)';
+
+CREATE FUNCTION allocation.customer_network(tbl regclass, key text)
+RETURNS TABLE (customer_key text, parent_key text, depth integer, path text[], name text, rep_id bigint,
+               rep_code text, is_asked boolean)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    x record;
+    v_root text;
+BEGIN
+    IF tbl IS NULL OR customer_network.key IS NULL THEN
+        RAISE EXCEPTION 'customer_network() needs a table and a key' USING ERRCODE = '22004',
+              DETAIL = 'One of them is NULL.', HINT = 'SELECT * FROM allocation.customer_network(''crm.customer'', ''C-1'');';
+    END IF;
+    SELECT * INTO x FROM allocation.network_mapping(tbl);
+    -- up to the top-level customer (a cycle or a missing parent ends the walk)
+    EXECUTE pg_catalog.format($q$
+        WITH RECURSIVE up AS (
+            SELECT c.%1$I AS k, c.%2$I AS p, 0 AS d, ARRAY[c.%1$I::text] AS path FROM %3$s c WHERE c.%1$I = $1::%4$s
+            UNION ALL
+            SELECT c.%1$I, c.%2$I, up.d + 1, up.path || c.%1$I::text
+              FROM %3$s c JOIN up ON c.%1$I = up.p
+             WHERE NOT c.%1$I::text = ANY (up.path) AND up.d < 64)
+        SELECT up.k::text FROM up ORDER BY up.d DESC LIMIT 1$q$,
+        (x.m).key_column, x.parent_column, tbl, x.key_type) INTO v_root USING customer_network.key;
+    IF v_root IS NULL THEN
+        RAISE EXCEPTION 'customer % not found in %', customer_network.key, tbl USING ERRCODE = 'LA062',
+              DETAIL = format('No row of %s that you may read has %s = %s.', tbl, (x.m).key_column, customer_network.key),
+              HINT = 'Check the key.';
+    END IF;
+    -- and down the whole tree from there, with each customer's owner
+    RETURN QUERY EXECUTE pg_catalog.format($q$
+        WITH RECURSIVE down AS (
+            SELECT c.%1$I AS k, c.%2$I AS p, 0 AS d, ARRAY[c.%1$I::text] AS path, %5$s AS name, c.%3$I::bigint AS owner
+              FROM %4$s c WHERE c.%1$I = $1::%6$s
+            UNION ALL
+            SELECT c.%1$I, c.%2$I, down.d + 1, down.path || c.%1$I::text, %5$s, c.%3$I::bigint
+              FROM %4$s c JOIN down ON c.%2$I = down.k
+             WHERE NOT c.%1$I::text = ANY (down.path) AND down.d < 64)
+        SELECT down.k::text, CASE WHEN down.d > 0 THEN down.p::text END, down.d, down.path, down.name,
+               down.owner, r.code, down.k::text = $2
+          FROM down LEFT JOIN allocation.rep r ON r.id = down.owner
+         ORDER BY down.path$q$,
+        (x.m).key_column, x.parent_column, (x.m).owner_column, tbl, x.name_expr, x.key_type)
+        USING v_root, customer_network.key;
+END
+$$;
+COMMENT ON FUNCTION allocation.customer_network(regclass, text) IS
+'The dealer network a customer belongs to: from its top-level customer down, each customer with its parent, depth, path and owner (read with the caller''s rights; index the parent column for large tables)';
+
+-- Every top-level customer with a network below it, per managed table mapping a parent
+CREATE FUNCTION allocation.network_summary(tbl regclass DEFAULT NULL)
+RETURNS TABLE (table_name text, root_key text, root_name text, rep_id bigint, rep_code text,
+               customers bigint, levels integer, retailers_other_owner bigint)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    t regclass;
+    x record;
+BEGIN
+    FOR t IN SELECT mt.tbl FROM allocation.managed_table mt
+              WHERE mt.active AND mt.attributes ? 'parent' AND (network_summary.tbl IS NULL OR mt.tbl = network_summary.tbl)
+              ORDER BY mt.id LOOP
+        SELECT * INTO x FROM allocation.network_mapping(t);
+        RETURN QUERY EXECUTE pg_catalog.format($q$
+            WITH RECURSIVE down AS (
+                SELECT c.%1$I AS root, c.%1$I AS k, 0 AS d, ARRAY[c.%1$I::text] AS path, c.%3$I::bigint AS owner
+                  FROM %4$s c
+                 WHERE c.%2$I IS NULL OR NOT EXISTS (SELECT 1 FROM %4$s p WHERE p.%1$I = c.%2$I)
+                UNION ALL
+                SELECT down.root, c.%1$I, down.d + 1, down.path || c.%1$I::text, c.%3$I::bigint
+                  FROM %4$s c JOIN down ON c.%2$I = down.k
+                 WHERE NOT c.%1$I::text = ANY (down.path) AND down.d < 64)
+            SELECT $1, down.root::text, (SELECT %5$s FROM %4$s c WHERE c.%1$I = down.root),
+                   min(down.owner) FILTER (WHERE down.d = 0), min(r.code) FILTER (WHERE down.d = 0),
+                   count(*), max(down.d),
+                   count(*) FILTER (WHERE down.d > 0 AND down.owner IS DISTINCT FROM
+                                    (SELECT c.%3$I::bigint FROM %4$s c WHERE c.%1$I = down.root))
+              FROM down LEFT JOIN allocation.rep r ON r.id = down.owner
+             GROUP BY down.root
+            HAVING count(*) > 1
+             ORDER BY count(*) DESC, down.root::text$q$,
+            (x.m).key_column, x.parent_column, (x.m).owner_column, t, x.name_expr)
+            USING (x.m).table_name;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION allocation.network_summary(regclass) IS
+'Per top-level customer with a network below it (a distributor and its retailers): owner, size, depth and how many of its network another rep holds; read with the caller''s rights';
+
+CREATE VIEW allocation.dealer_network AS
+SELECT * FROM allocation.network_summary();
+COMMENT ON VIEW allocation.dealer_network IS 'BI: every dealer network (a top-level customer with customers below it) of every managed table that maps a parent: owner, size, depth, retailers held by another rep (allocation.network_summary())';
+
+REVOKE ALL ON allocation.customer_share, allocation.active_share, allocation.dealer_network FROM PUBLIC;
+REVOKE ALL ON SEQUENCE allocation.customer_share_id_seq FROM PUBLIC;
+REVOKE ALL ON FUNCTION allocation.shared_with_me(regclass, boolean), allocation._share_event(allocation.customer_share, text, text),
+    allocation._share_customer(regclass, text, bigint, text, tstzrange),
+    allocation.share_customer(regclass, text, bigint, text, tstzrange),
+    allocation._unshare_customer(regclass, text, bigint, text), allocation.unshare_customer(regclass, text, bigint, text),
+    allocation.network_mapping(regclass), allocation.customer_network(regclass, text),
+    allocation.network_summary(regclass) FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('allocation.customer_share', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.customer_share_id_seq', '');
+
+-- Tables under enable_rep_security() keep their 1.0 policies (an update cannot
+-- recreate policies on user tables: they would become members of the extension)
+-- until enable_rep_security() runs again; until then shared reps do not see them.
+DO $rls$
+DECLARE
+    v text;
+BEGIN
+    SELECT string_agg(p.polrelid::regclass::text, ', ' ORDER BY p.polrelid::regclass::text) INTO v
+      FROM pg_catalog.pg_policy p WHERE p.polname = 'allocation_rep_read';
+    IF v IS NOT NULL THEN
+        RAISE NOTICE 'allocation 1.1: run allocation.enable_rep_security() again for %', v
+            USING DETAIL = 'Version 1.1 lets reps see the customers shared with them; the policies of 1.0 do not know shares.',
+                  HINT = 'SELECT allocation.enable_rep_security(''<table>''); as the table''s owner, for each of them.';
+    END IF;
+END
+$rls$;
+-- <<< issue 13 part 2
+
 CREATE OR REPLACE FUNCTION allocation._grant_role(role regrole, kind text)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
@@ -915,6 +1556,13 @@ BEGIN
                    'allocation.territory_at'::regproc::regprocedure, r);
     EXECUTE format('GRANT SELECT ON allocation.claimable_now, allocation.claim_policy, allocation.recycle_policy TO %s', r);
     EXECUTE format('GRANT SELECT ON allocation.transfer_policy, allocation.pending_transfer TO %s', r);
+    -- sharing: each role reads the shares it has a part in (active_share) and its own shared keys
+    EXECUTE format('GRANT SELECT ON allocation.active_share TO %s', r);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.shared_with_me(regclass, boolean) TO %s', r);
+    -- dealer networks (read with the caller's own rights on the customer table)
+    EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.customer_network(regclass, text),
+                    allocation.network_summary(regclass), allocation.network_mapping(regclass) TO %s', r);
+    EXECUTE format('GRANT SELECT ON allocation.dealer_network TO %s', r);
     -- the rep's pool screen (its point argument is a PostGIS type: named by its function)
     EXECUTE format('GRANT EXECUTE ON FUNCTION %s, allocation.claimable_count(regclass, bigint) TO %s',
                    'allocation.claimable_page'::regproc::regprocedure, r);
@@ -928,6 +1576,9 @@ BEGIN
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.request_transfer(regclass, text, bigint, text),
                         allocation.approve_transfer(bigint, text), allocation.reject_transfer(bigint, text),
                         allocation.cancel_transfer(bigint) TO %s', r);
+        -- sharing: the holder (or a manager) shares, the holder, a manager or the shared rep ends it
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.share_customer(regclass, text, bigint, text, tstzrange),
+                        allocation.unshare_customer(regclass, text, bigint, text) TO %s', r);
     END IF;
     IF kind IN ('analyst', 'manager', 'admin') THEN
         EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA allocation TO %s', r);

@@ -66,8 +66,10 @@ CREATE TABLE crm.customer (
     is_cooperative boolean NOT NULL DEFAULT false,
     location       geometry(Point, 4326),
     owner_id       bigint REFERENCES crm.sales_user (id),
-    created_at     timestamptz NOT NULL DEFAULT now()
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    parent_id      bigint REFERENCES crm.customer (id)    -- 上级经销商: the distributor a retailer buys from
 );
+CREATE INDEX customer_parent_idx ON crm.customer (parent_id);
 CREATE INDEX customer_owner_idx ON crm.customer (owner_id);
 CREATE INDEX customer_location_idx ON crm.customer USING gist (location);
 COMMENT ON TABLE crm.customer IS 'CRM customers: county dealers (key_distributor), wholesalers, township retailers, large growers';

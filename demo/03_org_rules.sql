@@ -131,7 +131,7 @@ SELECT 'everyone else -> territory owner', 10, 'team', id, 'territory_owner',
 -------------------------------------------------------------------------------
 SELECT allocation.manage('crm.customer', 'id', 'location', 'owner_id',
        '{"tier":"tier","crop":"crop","business_type":"business_type","tags":"tags",
-         "name":"name","phone":"phone","credit_code":"credit_code"}');
+         "name":"name","phone":"phone","credit_code":"credit_code","parent":"parent_id"}');
 
 \echo
 \echo '== Organisation =='

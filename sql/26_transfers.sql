@@ -277,8 +277,72 @@ SET ROLE regress_t26_a;
 SELECT * FROM t26_try($$SELECT allocation.transfer_all(3, ARRAY[1], 'x')$$);
 RESET ROLE;
 
+-------------------------------------------------------------------------------
+-- Policy "team_managers": across teams, the managers of both teams approve,
+-- each for its side; the transfer is carried out with the second approval
+-------------------------------------------------------------------------------
+DO $$
+BEGIN
+    CREATE ROLE regress_t26_tm_field;
+    CREATE ROLE regress_t26_tm_east;
+END $$;
+SELECT allocation.grant_role('regress_t26_tm_field', 'manager'), allocation.grant_role('regress_t26_tm_east', 'manager');
+INSERT INTO allocation.team (id, code, name, manager_login) VALUES (2, 'east', 'East county sales', 'regress_t26_tm_east');
+INSERT INTO allocation.team (id, code, name, parent_id) VALUES (3, 'east_sub', 'East townships', 2);
+INSERT INTO allocation.rep (id, code, name, team_id, capacity) VALUES (5, 'e', 'Rep E (east townships)', 3, 100);
+UPDATE allocation.team SET manager_login = 'regress_t26_tm_field' WHERE id = 1;
+DELETE FROM allocation.transfer_policy;
+INSERT INTO allocation.transfer_policy (team_id, approval) VALUES (NULL, 'team_managers');
+SELECT id AS tm_cust FROM t26_state WHERE owner = 'a' ORDER BY id LIMIT 1 \gset
+SET ROLE regress_t26_a;
+SELECT allocation.request_transfer('t26_customer', :'tm_cust', 5, 'the dealer opened a shop in the east townships') AS t9 \gset
+SELECT approver FROM allocation.pending_transfer WHERE id = :t9;
+-- the holder, a manager of neither team, and the receiving side's manager twice
+SELECT * FROM t26_try(format('SELECT allocation.approve_transfer(%s)', :t9));
+SET ROLE regress_t26_mgr;
+SELECT * FROM t26_try(format('SELECT allocation.approve_transfer(%s)', :t9));
+SET ROLE regress_t26_tm_east;
+SELECT allocation.approve_transfer(:t9, 'east agrees');
+SELECT approver FROM allocation.pending_transfer WHERE id = :t9;
+SELECT * FROM t26_try(format('SELECT allocation.approve_transfer(%s)', :t9));
+RESET ROLE;
+SELECT * FROM t26_state WHERE id = :tm_cust;
+-- the holder's team manager approves: carried out
+SET ROLE regress_t26_tm_field;
+SELECT allocation.approve_transfer(:t9, 'field agrees');
+RESET ROLE;
+SELECT r.code AS owner_now FROM t26_customer c JOIN allocation.rep r ON r.id = c.owner WHERE c.id = :tm_cust;
+SELECT status, from_side_approved_by, to_side_approved_by, decided_by FROM allocation.transfer WHERE id = :t9;
+SELECT kind, actor, reason FROM allocation.event WHERE detail->>'transfer' = :'t9' OR (kind = 'transfer' AND key = :'tm_cust')
+ ORDER BY id;
+-- a team manager of both sides (here: the same role for both teams) approves at request
+UPDATE allocation.team SET manager_login = 'regress_t26_tm_field' WHERE id = 2;
+SELECT id AS tm_cust2 FROM t26_state WHERE owner = 'a' ORDER BY id LIMIT 1 \gset
+SET ROLE regress_t26_tm_field;
+SELECT allocation.request_transfer('t26_customer', :'tm_cust2', 5, 'the field manager moves it himself') AS t10 \gset
+RESET ROLE;
+SELECT status, from_side_approved_by, to_side_approved_by FROM allocation.transfer WHERE id = :t10;
+-- either side's manager may reject
+UPDATE allocation.team SET manager_login = 'regress_t26_tm_east' WHERE id = 2;
+SELECT id AS tm_cust3 FROM t26_state WHERE owner = 'a' ORDER BY id LIMIT 1 \gset
+SET ROLE regress_t26_a;
+SELECT allocation.request_transfer('t26_customer', :'tm_cust3', 5, 'another one east') AS t11 \gset
+SET ROLE regress_t26_tm_east;
+SELECT allocation.reject_transfer(:t11, 'east has no room this season');
+RESET ROLE;
+SELECT status, decided_by, decision_note FROM allocation.transfer WHERE id = :t11;
+-- a team without a manager up its hierarchy: any manager approves for that side
+UPDATE allocation.team SET manager_login = NULL WHERE id = 2;
+SET ROLE regress_t26_a;
+SELECT allocation.request_transfer('t26_customer', :'tm_cust3', 5, 'east again') AS t12 \gset
+SELECT approver FROM allocation.pending_transfer WHERE id = :t12;
+SET ROLE regress_t26_mgr;
+SELECT allocation.approve_transfer(:t12);
+RESET ROLE;
+SELECT status, from_side_approved_by, to_side_approved_by FROM allocation.transfer WHERE id = :t12;
+
 DROP TABLE t26_customer CASCADE;
 DROP EXTENSION allocation CASCADE;
 DROP FUNCTION t26_try(text);
-DROP OWNED BY regress_t26_a, regress_t26_b, regress_t26_c, regress_t26_mgr, regress_t26_nobody;
-DROP ROLE regress_t26_a, regress_t26_b, regress_t26_c, regress_t26_mgr, regress_t26_nobody;
+DROP OWNED BY regress_t26_a, regress_t26_b, regress_t26_c, regress_t26_mgr, regress_t26_nobody, regress_t26_tm_field, regress_t26_tm_east;
+DROP ROLE regress_t26_a, regress_t26_b, regress_t26_c, regress_t26_mgr, regress_t26_nobody, regress_t26_tm_field, regress_t26_tm_east;

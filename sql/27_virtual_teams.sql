@@ -336,6 +336,9 @@ SELECT * FROM v27_try($$SELECT allocation.record_deal('v27_customer', '1', -10.0
 SELECT * FROM v27_try($$SELECT allocation.record_deal('v27_customer', '777', 10.00, ref => 'D-2')$$);
 SELECT * FROM v27_try($$SELECT allocation.record_deal('v27_not_managed', '1', 10.00, ref => 'D-2')$$);
 SELECT * FROM v27_try($$SELECT allocation.record_deal('v27_customer', '1', 10.00, now() + interval '1 day', 'D-2')$$);
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT * FROM v27_try($$SELECT allocation.record_deal('v27_customer', '1', 10.00, ref => 'D-2')$$);
+ROLLBACK;
 SELECT * FROM v27_try($$SELECT * FROM allocation.team_shares_at(12345)$$);
 SELECT * FROM v27_try($$SELECT * FROM allocation.team_shares_at(NULL)$$);
 RESET ROLE;

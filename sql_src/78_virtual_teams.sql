@@ -744,6 +744,14 @@ BEGIN
               DETAIL = 'The ref (e.g. the order or invoice number) makes recording a deal idempotent: it is unique per table.',
               HINT = 'SELECT allocation.record_deal(''crm.customer'', ''D-1'', 1000.00, ref => ''SO-2027-0001'');';
     END IF;
+    -- the split must see the team changes committed while this waited for their locks
+    -- (a new snapshot per statement); a REPEATABLE READ snapshot would not
+    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'allocation.record_deal() runs in READ COMMITTED transactions only' USING ERRCODE = '0A000',
+              DETAIL = format('This transaction is %s; its snapshot could miss a team change ordered before the deal.',
+                              pg_catalog.current_setting('transaction_isolation')),
+              HINT = 'Record deals in a READ COMMITTED transaction (the default).';
+    END IF;
     IF at > now() THEN
         RAISE EXCEPTION 'a deal cannot be dated in the future' USING ERRCODE = '22008',
               DETAIL = format('It is dated %s; its split would be frozen before the shares of that time are known.', at),

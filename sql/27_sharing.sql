@@ -127,6 +127,22 @@ RESET ROLE;
 SELECT kind, key, actor, to_rep, reason FROM allocation.event WHERE kind = 'customer_unshared' ORDER BY id;
 
 -------------------------------------------------------------------------------
+-- A virtual team's members read the team's customers while they are members
+-------------------------------------------------------------------------------
+SET ROLE regress_s27_mgr;
+SELECT allocation.create_virtual_team('A+B program', 'joint program around customer 2', tstzrange(now(), NULL),
+         '[{"rep_id": 1, "share": 60}, {"rep_id": 2, "share": 40}]', 's27_customer', ARRAY['2']) AS vt \gset
+SET ROLE regress_s27_b;
+SELECT id FROM s27_customer ORDER BY id;
+UPDATE s27_customer SET note = 'members read, they do not edit' WHERE id = 2;
+SET ROLE regress_s27_mgr;
+SELECT allocation.set_team_shares(:vt, '[{"rep_id": 1, "share": 100}]');
+SET ROLE regress_s27_b;
+SELECT id FROM s27_customer ORDER BY id;
+RESET ROLE;
+SELECT note FROM s27_customer WHERE id = 2;
+
+-------------------------------------------------------------------------------
 -- Bad inputs: each its SQLSTATE, nothing stored changed
 -------------------------------------------------------------------------------
 SELECT s27_fingerprint() AS before \gset

@@ -43,6 +43,10 @@ BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.customer_network(regclass, text),
                     allocation.network_summary(regclass), allocation.network_mapping(regclass) TO %s', r);
     EXECUTE format('GRANT SELECT ON allocation.dealer_network TO %s', r);
+    -- virtual teams: how a deal is split, a team's shares at a time, the credit (a rep: its own rows)
+    EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.split_revenue(regclass, text, numeric, timestamptz),
+                    allocation.team_shares_at(bigint, timestamptz) TO %s', r);
+    EXECUTE format('GRANT SELECT ON allocation.revenue_credit TO %s', r);
     -- the rep's pool screen (its point argument is a PostGIS type: named by its function)
     EXECUTE format('GRANT EXECUTE ON FUNCTION %s, allocation.claimable_count(regclass, bigint) TO %s',
                    'allocation.claimable_page'::regproc::regprocedure, r);
@@ -59,6 +63,8 @@ BEGIN
         -- sharing: the holder (or a manager) shares, the holder, a manager or the shared rep ends it
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.share_customer(regclass, text, bigint, text, tstzrange),
                         allocation.unshare_customer(regclass, text, bigint, text) TO %s', r);
+        -- deals: a rep records those of customers it holds or shares in a virtual team
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.record_deal(regclass, text, numeric, timestamptz, text) TO %s', r);
     END IF;
     IF kind IN ('analyst', 'manager', 'admin') THEN
         EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA allocation TO %s', r);
@@ -77,6 +83,10 @@ BEGIN
                         allocation.release_grant(bigint, text), allocation.expire_grants(timestamptz),
                         allocation.grant_resource(bigint, regclass, text, numeric, text, tstzrange, bigint),
                         allocation.expire_transfers(timestamptz), allocation.transfer_all(bigint, bigint[], text, boolean) TO %s', r);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.create_virtual_team(text, text, tstzrange, jsonb, regclass, text[]),
+                        allocation.set_team_shares(bigint, jsonb), allocation.add_team_customer(bigint, regclass, text),
+                        allocation.remove_team_customer(bigint, regclass, text), allocation.dissolve_virtual_team(bigint, text),
+                        allocation.dissolve_virtual_teams(timestamptz) TO %s', r);
     END IF;
     IF kind = 'admin' THEN
         -- configuration only: the registry, counters, suggestions, locks, follow-ups and the

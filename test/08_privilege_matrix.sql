@@ -24,6 +24,15 @@ INSERT INTO matrix VALUES
     ('allocation.explain(regclass,text)',                                    'rmaA'),
     ('allocation.explain(regclass,jsonb)',                                   'rmaA'),
     ('allocation.owner_at(regclass,text,timestamp with time zone)',          'rmaA'),
+    ('allocation.split_revenue(regclass,text,numeric,timestamp with time zone)', 'rmaA'),
+    ('allocation.team_shares_at(bigint,timestamp with time zone)',           'rmaA'),
+    ('allocation.record_deal(regclass,text,numeric,timestamp with time zone,text)', 'rmA'),
+    ('allocation.create_virtual_team(text,text,tstzrange,jsonb,regclass,text[])', 'mA'),
+    ('allocation.set_team_shares(bigint,jsonb)',                             'mA'),
+    ('allocation.add_team_customer(bigint,regclass,text)',                   'mA'),
+    ('allocation.remove_team_customer(bigint,regclass,text)',                'mA'),
+    ('allocation.dissolve_virtual_team(bigint,text)',                        'mA'),
+    ('allocation.dissolve_virtual_teams(timestamp with time zone)',          'mA'),
     ('allocation.territory_at(geometry)',                                    'rmaA'),
     ('allocation.territory_geojson()',                                       'rmaA'),
     ('allocation.territory_holdings()',                                      'rmaA'),
@@ -93,7 +102,7 @@ INSERT INTO matrix VALUES
     -- nobody (read by the engine's own views and functions)
     ('allocation.customer_history_score(integer,text)',                      '');
 
-SELECT plan((SELECT count(*)::int * 5 FROM matrix) + 15);
+SELECT plan((SELECT count(*)::int * 5 FROM matrix) + 18);
 
 -- every public function of the extension is in the matrix, and every listed one exists
 SELECT is_empty($$
@@ -152,6 +161,9 @@ SELECT is(has_table_privilege('tapm_admin', 'allocation.customer_state', 'UPDATE
 SELECT is(has_table_privilege('tapm_admin', 'allocation.transfer', 'UPDATE'), false, 'not even an admin edits a transfer request');
 SELECT is(has_table_privilege('tapm_rep', 'allocation.transfer', 'SELECT'), false, 'a rep reads transfers only through pending_transfer (its own)');
 SELECT is(has_table_privilege('tapm_rep', 'allocation.pending_transfer', 'SELECT'), true, 'a rep reads pending_transfer');
+SELECT is(has_table_privilege('tapm_rep', 'allocation.revenue_credit', 'SELECT'), true, 'a rep reads revenue_credit (its own rows)');
+SELECT is(has_table_privilege('tapm_rep', 'allocation.deal', 'SELECT'), false, 'a rep reads deals only through revenue_credit');
+SELECT is(has_table_privilege('tapm_admin', 'allocation.virtual_team_member', 'UPDATE'), false, 'not even an admin edits team shares (set_team_shares() does)');
 SELECT is(has_table_privilege('tapm_rep', 'allocation.customer_share', 'SELECT'), false, 'a rep reads shares only through active_share (its own)');
 SELECT is(has_table_privilege('tapm_rep', 'allocation.active_share', 'SELECT'), true, 'a rep reads active_share');
 SELECT is(has_table_privilege('tapm_admin', 'allocation.customer_share', 'INSERT'), false, 'not even an admin writes a share directly');

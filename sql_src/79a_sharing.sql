@@ -37,8 +37,18 @@ $$
       JOIN allocation.managed_table m ON m.id = s.managed_id AND m.tbl = shared_with_me.tbl
      WHERE s.rep_id = allocation.current_rep_id() AND s.ended_at IS NULL
        AND s.valid @> pg_catalog.now() AND (NOT coalesce(shared_with_me.write, false) OR s.role = 'collaborator')
+    UNION
+    -- the customers of the virtual teams the rep is a member of now (read)
+    SELECT c.key FROM allocation.virtual_team_customer c
+      JOIN allocation.managed_table m ON m.id = c.managed_id AND m.tbl = shared_with_me.tbl
+      JOIN allocation.virtual_team t ON t.id = c.team_id
+      JOIN allocation.virtual_team_member vm ON vm.team_id = c.team_id AND vm.rep_id = allocation.current_rep_id()
+     WHERE NOT coalesce(shared_with_me.write, false)
+       AND c.valid_from <= pg_catalog.now() AND (c.valid_to IS NULL OR c.valid_to > pg_catalog.now())
+       AND vm.valid_from <= pg_catalog.now() AND (vm.valid_to IS NULL OR vm.valid_to > pg_catalog.now())
+       AND t.dissolved_at IS NULL AND t.valid @> pg_catalog.now()
 $$;
-COMMENT ON FUNCTION allocation.shared_with_me(regclass, boolean) IS 'Keys of the table''s customers shared with the current rep now (write = true: as collaborator only); the row-level security of enable_rep_security() reads it';
+COMMENT ON FUNCTION allocation.shared_with_me(regclass, boolean) IS 'Keys of the table''s customers shared with the current rep now (write = true: as collaborator only), and, for reading, those of the virtual teams it is a member of now; the row-level security of enable_rep_security() reads it';
 
 CREATE FUNCTION allocation._share_event(s allocation.customer_share, p_kind text, p_reason text)
 RETURNS void

@@ -2347,28 +2347,38 @@ COMMENT ON VIEW allocation.active_share IS 'Shares not ended and not run out (in
 -------------------------------------------------------------------------------
 
 -- The mapping of a table with a parent attribute: its key, parent, owner and name
--- columns (public: the functions below run with the caller's rights and read it)
-CREATE FUNCTION allocation.network_mapping(tbl regclass,
-                                           OUT m allocation.managed_table, OUT parent_column name,
-                                           OUT key_type text, OUT name_expr text)
+-- columns; with tbl NULL, of every managed table that maps a parent (public: the
+-- functions below run with the caller's rights and read it)
+CREATE FUNCTION allocation.network_mapping(tbl regclass DEFAULT NULL)
+RETURNS TABLE (m allocation.managed_table, parent_column name, key_type text, name_expr text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
 $$
+DECLARE
+    r allocation.managed_table;
 BEGIN
-    m := allocation._managed(tbl);
-    parent_column := m.attributes ->> 'parent';
-    IF parent_column IS NULL THEN
-        RAISE EXCEPTION 'table % maps no parent attribute', tbl USING ERRCODE = 'LA0N0',
-              DETAIL = 'A dealer network needs the column that holds each customer''s parent customer key.',
-              HINT = format('SELECT allocation.manage(%L, %L, %L, %L, %L::jsonb || ''{"parent": "parent_id"}'');',
-                            tbl::text, m.key_column, m.location_column, m.owner_column, m.attributes::text);
+    IF tbl IS NOT NULL THEN
+        r := allocation._managed(tbl);
+        IF NOT r.attributes ? 'parent' THEN
+            RAISE EXCEPTION 'table % maps no parent attribute', tbl USING ERRCODE = 'LA0N0',
+                  DETAIL = 'A dealer network needs the column that holds each customer''s parent customer key.',
+                  HINT = format('SELECT allocation.manage(%L, %L, %L, %L, %L::jsonb || ''{"parent": "parent_id"}'');',
+                                tbl::text, r.key_column, r.location_column, r.owner_column, r.attributes::text);
+        END IF;
     END IF;
-    key_type := (SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a
-                  WHERE a.attrelid = tbl AND a.attname = m.key_column AND NOT a.attisdropped);
-    name_expr := CASE WHEN m.attributes ? 'name' THEN pg_catalog.format('c.%I::text', m.attributes ->> 'name')
-                      ELSE 'NULL::text' END;
+    FOR r IN SELECT * FROM allocation.managed_table x
+              WHERE x.active AND x.attributes ? 'parent' AND (network_mapping.tbl IS NULL OR x.tbl = network_mapping.tbl)
+              ORDER BY x.id LOOP
+        m := r;
+        parent_column := r.attributes ->> 'parent';
+        key_type := (SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a
+                      WHERE a.attrelid = r.tbl AND a.attname = r.key_column AND NOT a.attisdropped);
+        name_expr := CASE WHEN r.attributes ? 'name' THEN pg_catalog.format('c.%I::text', r.attributes ->> 'name')
+                          ELSE 'NULL::text' END;
+        RETURN NEXT;
+    END LOOP;
 END
 $$;
-COMMENT ON FUNCTION allocation.network_mapping(regclass) IS 'The registration of a managed table and the columns of its dealer network (LA0N0 when it maps no parent attribute)';
+COMMENT ON FUNCTION allocation.network_mapping(regclass) IS 'The registration and the key, parent and name columns of a managed table''s dealer network (LA0N0 when it maps no parent attribute); with NULL, of every managed table that maps a parent';
 
 CREATE FUNCTION allocation.customer_network(tbl regclass, key text)
 RETURNS TABLE (customer_key text, parent_key text, depth integer, path text[], name text, rep_id bigint,
@@ -2422,17 +2432,15 @@ COMMENT ON FUNCTION allocation.customer_network(regclass, text) IS
 -- Every top-level customer with a network below it, per managed table mapping a parent
 CREATE FUNCTION allocation.network_summary(tbl regclass DEFAULT NULL)
 RETURNS TABLE (table_name text, root_key text, root_name text, rep_id bigint, rep_code text,
-               customers bigint, levels integer, retailers_other_owner bigint)
+               customers bigint, levels integer, retailers_other_owner bigint, revenue numeric)
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
     t regclass;
     x record;
 BEGIN
-    FOR t IN SELECT mt.tbl FROM allocation.managed_table mt
-              WHERE mt.active AND mt.attributes ? 'parent' AND (network_summary.tbl IS NULL OR mt.tbl = network_summary.tbl)
-              ORDER BY mt.id LOOP
-        SELECT * INTO x FROM allocation.network_mapping(t);
+    FOR x IN SELECT * FROM allocation.network_mapping(network_summary.tbl) LOOP
+        t := (x.m).tbl;
         RETURN QUERY EXECUTE pg_catalog.format($q$
             WITH RECURSIVE down AS (
                 SELECT c.%1$I AS root, c.%1$I AS k, 0 AS d, ARRAY[c.%1$I::text] AS path, c.%3$I::bigint AS owner
@@ -2446,22 +2454,30 @@ BEGIN
                    min(down.owner) FILTER (WHERE down.d = 0), min(r.code) FILTER (WHERE down.d = 0),
                    count(*), max(down.d),
                    count(*) FILTER (WHERE down.d > 0 AND down.owner IS DISTINCT FROM
-                                    (SELECT c.%3$I::bigint FROM %4$s c WHERE c.%1$I = down.root))
+                                    (SELECT c.%3$I::bigint FROM %4$s c WHERE c.%1$I = down.root)),
+                   %6$s
               FROM down LEFT JOIN allocation.rep r ON r.id = down.owner
              GROUP BY down.root
             HAVING count(*) > 1
              ORDER BY count(*) DESC, down.root::text$q$,
-            (x.m).key_column, x.parent_column, (x.m).owner_column, t, x.name_expr)
+            (x.m).key_column, x.parent_column, (x.m).owner_column, t, x.name_expr,
+            -- the deals of the network's customers, for the roles that read deals (not reps)
+            CASE WHEN pg_catalog.has_table_privilege('allocation.deal', 'SELECT')
+                 THEN pg_catalog.format('coalesce((SELECT sum(dl.amount) FROM allocation.deal dl
+                                                    WHERE dl.managed_id = %s AND dl.key IN (SELECT x.k::text FROM down x
+                                                                                            WHERE x.root = down.root)), 0)',
+                                        (x.m).id)
+                 ELSE 'NULL::numeric' END)
             USING (x.m).table_name;
     END LOOP;
 END
 $$;
 COMMENT ON FUNCTION allocation.network_summary(regclass) IS
-'Per top-level customer with a network below it (a distributor and its retailers): owner, size, depth and how many of its network another rep holds; read with the caller''s rights';
+'Per top-level customer with a network below it (a distributor and its retailers): owner, size, depth, how many of its network another rep holds, and the revenue of its deals (NULL for roles that do not read deals, such as reps); read with the caller''s rights';
 
 CREATE VIEW allocation.dealer_network AS
 SELECT * FROM allocation.network_summary();
-COMMENT ON VIEW allocation.dealer_network IS 'BI: every dealer network (a top-level customer with customers below it) of every managed table that maps a parent: owner, size, depth, retailers held by another rep (allocation.network_summary())';
+COMMENT ON VIEW allocation.dealer_network IS 'BI: every dealer network (a top-level customer with customers below it) of every managed table that maps a parent: owner, size, depth, retailers held by another rep, revenue of its deals (allocation.network_summary())';
 
 -- nothing new for PUBLIC (current_rep_id(), which enable_rep_security() grants to PUBLIC, keeps that grant)
 REVOKE ALL ON ALL TABLES IN SCHEMA allocation FROM PUBLIC;

@@ -95,10 +95,16 @@ SELECT c.id, r.code AS owner FROM n29_customer c LEFT JOIN allocation.rep r ON r
 -- the tree, from any member, with owners
 SELECT customer_key, parent_key, depth, path, name, rep_code, is_asked FROM allocation.customer_network('n29_customer', '111');
 SELECT customer_key, depth, rep_code FROM allocation.customer_network('n29_customer', '20');
--- per top-level distributor (BI)
-SELECT table_name, root_key, root_name, rep_code, customers, levels, retailers_other_owner FROM allocation.dealer_network;
+-- per top-level distributor (BI), with the revenue of the network's deals
+SELECT allocation.record_deal('n29_customer', '111', 1200.00, ref => 'SO-1') > 0 AS deal_of_a_grower,
+       allocation.record_deal('n29_customer', '10', 800.50, ref => 'SO-2') > 0 AS deal_of_the_distributor,
+       allocation.record_deal('n29_customer', '21', 99.99, ref => 'SO-3') > 0 AS deal_in_another_network;
+SELECT table_name, root_key, root_name, rep_code, customers, levels, retailers_other_owner, revenue FROM allocation.dealer_network;
 SET ROLE regress_n29_bi;
-SELECT root_key, customers FROM allocation.network_summary('n29_customer');
+SELECT root_key, customers, revenue FROM allocation.network_summary('n29_customer');
+-- a rep does not read deals: the revenue is NULL for it
+SET ROLE regress_n29_a;
+SELECT root_key, customers, revenue FROM allocation.network_summary('n29_customer');
 -- a rep reads with its own rights: under row-level security only its part of the tree
 RESET ROLE;
 SELECT allocation.enable_rep_security('n29_customer');

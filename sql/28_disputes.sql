@@ -123,10 +123,11 @@ SELECT id = :d1 AS is_d1, key, holder_rep, claimant_rep, claim, status, opened_b
   FROM allocation.ownership_dispute;
 SELECT kind, key, actor, from_rep, to_rep, reason, detail - 'ownership_dispute' AS detail
   FROM allocation.event WHERE kind LIKE 'ownership_dispute%' ORDER BY id;
--- a manager on rep c's behalf
+-- a manager on rep c's behalf (the key in the column's own text form: ' 02' is customer 2)
 SET ROLE regress_t28_mgr;
-SELECT allocation.open_dispute('t28_customer', '2', 3, 'c''s team covers this dealer') AS d2 \gset
+SELECT allocation.open_dispute('t28_customer', ' 02', 3, 'c''s team covers this dealer') AS d2 \gset
 RESET ROLE;
+SELECT key FROM allocation.ownership_dispute WHERE id = :d2;
 
 -- every bad input: its SQLSTATE, nothing stored changed
 SELECT * FROM t28_fingerprint \gset before_

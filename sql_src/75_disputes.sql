@@ -165,6 +165,8 @@ BEGIN
         RAISE EXCEPTION 'customer % not found in %', key, tbl USING ERRCODE = 'LA062',
               DETAIL = format('No row of %s has %s = %s.', tbl, m.key_column, key), HINT = 'Check the key.';
     END IF;
+    -- the key as the engine records it (the key column's own text form: '01' is customer 1)
+    SELECT u.r[1] INTO key FROM allocation._table_rows(m.tbl, ARRAY[m.key_column::text], key, '') u(r);
     IF v_owner IS NULL THEN
         RAISE EXCEPTION 'customer % is in the public pool', key USING ERRCODE = 'LA0D5',
               DETAIL = 'A dispute contests the rep holding a customer; nobody holds this one.',

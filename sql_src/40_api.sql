@@ -24,6 +24,7 @@ BEGIN
                   DETAIL = format('%s is not a valid %s, the type of key column %s.', quote_literal(p_key), v_keytype, m.key_column),
                   HINT = 'Check the key.';
     END;
+    PERFORM allocation._refuse_if_disputed(m.id, p_key);
     -- the UPDATE runs as the table's owner; source and reason travel in C (no setting)
     IF NOT allocation._owner_update(p_tbl, p_key, p_rep, p_source, p_reason) THEN
         RAISE EXCEPTION 'customer % not found in %', p_key, p_tbl

@@ -343,6 +343,7 @@ BEGIN
             USING ERRCODE = 'LA062', DETAIL = format('No row of %s has %s = %s.', p_tbl, m.key_column, p_key),
                   HINT = 'Check the key.';
     END IF;
+    PERFORM allocation._refuse_if_disputed(m.id, p_key);
     -- the rep's holdings counter orders one rep's claims (limits hold under concurrency,
     -- whatever the day), under the engine's ordered-locking rule (55P03 instead of a deadlock)
     PERFORM allocation._lock_counter(p_rep);
@@ -403,6 +404,7 @@ BEGIN
             USING ERRCODE = 'LA084', DETAIL = format('Locked by %s at %s: %s', lk.locked_by, lk.locked_at, lk.reason),
                   HINT = 'A manager can unlock it with allocation.unlock_customer().';
     END IF;
+    PERFORM allocation._refuse_if_disputed(m.id, p_key);
     PERFORM allocation._owner_update(p_tbl, p_key, NULL, 'release', p_reason);
 END
 $$;

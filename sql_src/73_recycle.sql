@@ -61,6 +61,8 @@ BEGIN
                     THEN format('no follow-up since %s (policy: %s)', d.last_followup, d.no_followup)
                     ELSE format('no stage progress or deal since %s (policy: %s)', d.last_progress, d.no_progress) END,
                CASE WHEN lk.key IS NOT NULL THEN 'locked'
+                    WHEN EXISTS (SELECT 1 FROM allocation.ownership_dispute od
+                                  WHERE od.managed_id = d.managed_id AND od.key = d.key AND od.status = 'open') THEN 'disputed'
                     WHEN d.stage = ANY (d.exempt_stages) THEN format('stage %s is exempt', d.stage) END
           FROM due d
           LEFT JOIN allocation.customer_lock lk ON lk.managed_id = d.managed_id AND lk.key = d.key

@@ -240,6 +240,7 @@ BEGIN
               DETAIL = format('Locked by %s at %s: %s', lk.locked_by, lk.locked_at, lk.reason),
               HINT = 'A manager can unlock it with allocation.unlock_customer().';
     END IF;
+    PERFORM allocation._refuse_if_disputed(m.id, t.key);
     SELECT d.other_key INTO v_other FROM allocation.duplicate d
      WHERE d.managed_id = m.id AND d.key = t.key AND d.status = 'open' AND d.action = 'dispute' ORDER BY d.id LIMIT 1;
     IF v_other IS NOT NULL THEN
@@ -359,6 +360,7 @@ BEGIN
         RAISE EXCEPTION 'customer % is already held by rep %', key, r.code USING ERRCODE = 'LA0T5',
               DETAIL = 'The receiving rep is the current holder.', HINT = 'Nothing to do.';
     END IF;
+    PERFORM allocation._refuse_if_disputed(m.id, key);
     SELECT * INTO a FROM allocation._current(m.id, key);
     -- under the customer's row lock: a pending request whose holder or holding period is
     -- gone is moot, one that ran out of time is expired; either makes way for this one

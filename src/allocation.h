@@ -465,5 +465,6 @@ extern void json_str_or_null(StringInfo buf, const char *s);
 #define ERRCODE_ALLOC_DUPLICATE			MAKE_SQLSTATE('L','A','0','7','0')
 #define ERRCODE_ALLOC_DUPLICATE_FUZZY	MAKE_SQLSTATE('L','A','0','7','1')
 #define ERRCODE_ALLOC_NOT_A_REP			MAKE_SQLSTATE('L','A','0','8','1')
+#define ERRCODE_ALLOC_UNDER_DISPUTE		MAKE_SQLSTATE('L','A','0','D','0')
 
 #endif							/* ALLOCATION_H */

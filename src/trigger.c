@@ -340,6 +340,45 @@ registry_pinned(ManagedTable *mt, const char *key)
 	return pinned;
 }
 
+/*
+ * The open ownership dispute of a customer (allocation.ownership_dispute), 0
+ * when none.  Asked only on the rare paths that would move a customer (an
+ * UPDATE of the owner column, a rule re-evaluation), never on INSERT.  It
+ * reads with a fresh snapshot: a dispute opened by a transaction that
+ * committed while this UPDATE waited for the row lock counts.
+ */
+static int64
+open_dispute_id(ManagedTable *mt, const char *key)
+{
+	static SPIPlanPtr plan = NULL;
+	AllocUserSwitch sw;
+	Oid			types[2] = {INT4OID, TEXTOID};
+	Datum		vals[2];
+	int64		id = 0;
+
+	alloc_spi_begin(&sw);
+	if (plan == NULL)
+	{
+		plan = SPI_prepare("SELECT id FROM allocation.ownership_dispute"
+						   " WHERE managed_id = $1 AND key = $2 AND status = 'open'", 2, types);
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed");
+		SPI_keepplan(plan);
+	}
+	vals[0] = Int32GetDatum(mt->id);
+	vals[1] = CStringGetTextDatum(key);
+	if (SPI_execute_plan(plan, vals, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "reading the customer's ownership disputes failed");
+	if (SPI_processed > 0)
+	{
+		bool		isnull;
+
+		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	alloc_spi_end(&sw);
+	return id;
+}
+
 /* Whether a column the duplicate check reads changed */
 static bool
 identity_changed(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
@@ -465,6 +504,18 @@ owner_changed(ManagedTable *mt, HeapTuple newtup, AllocChange *chg, int64 old_ow
 				 errhint("Use allocation.claim() or allocation.release(); a manager uses allocation.assign().")));
 
 	assign_read_customer(mt, newtup, &c, false);
+	{
+		/* a customer under an ownership dispute keeps its owner until it is settled */
+		int64		dispute = open_dispute_id(mt, c.key);
+
+		if (dispute != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_ALLOC_UNDER_DISPUTE),
+					 errmsg("customer %s is under dispute", c.key),
+					 errdetail("Ownership dispute %lld is open: the owner of the customer cannot change until it is settled or dismissed.",
+							   (long long) dispute),
+					 errhint("A manager decides with allocation.settle_dispute() or allocation.dismiss_ownership_dispute().")));
+	}
 	memset(&d, 0, sizeof(d));
 	d.territory_id = customer_territory_id(&c);
 	if (new_owner != 0)
@@ -586,9 +637,13 @@ before_update_decide(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 	if (!inputs_changed(mt, oldtup, newtup))
 		return newtup;
 	assign_read_customer(mt, newtup, &c, false);
-	if (mt->reevaluate == 'n' || (mt->reevaluate == 'u' && registry_pinned(mt, c.key)))
+	if (mt->reevaluate == 'n' || (mt->reevaluate == 'u' && registry_pinned(mt, c.key)) ||
+		open_dispute_id(mt, c.key) != 0)
 	{
-		/* owner stays; the state's snapshot of the attributes follows */
+		/*
+		 * owner stays (pinned, or frozen by an open ownership dispute); the
+		 * state's snapshot of the attributes follows
+		 */
 		(void) new_refresh(mt, &c);
 		return newtup;
 	}

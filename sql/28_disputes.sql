@@ -109,6 +109,8 @@ INSERT INTO allocation.followup (managed_id, key, rep_id, at, kind, outcome) VAL
     (1, '1', 1, now() - interval '10 days', 'call', 'price list sent'),
     (1, '1', 1, now() - interval '5 days', 'deal', 'spring order 2 t'),
     (1, '2', 1, now() - interval '20 days', 'visit', 'a was there first');
+-- and a recorded deal of dealer 1 while a holds it (credited 100 % to a)
+SELECT allocation.record_deal('t28_customer', '1', 20000.00, ref => 'SO-T28-1') > 0 AS deal_recorded;
 
 -------------------------------------------------------------------------------
 -- Opening: a rep for itself, a manager for a rep
@@ -215,8 +217,8 @@ SELECT t28_mask(jsonb_build_object(
         'claimant', (SELECT jsonb_agg(x ->> 'kind') FROM jsonb_array_elements(:'ev'::jsonb -> 'followups' -> 'claimant') x),
         'others', :'ev'::jsonb -> 'followups' -> 'others'),
     'deals', jsonb_build_object('source', :'ev'::jsonb -> 'deals' -> 'source',
-        'holder', (SELECT jsonb_agg(x ->> 'outcome') FROM jsonb_array_elements(:'ev'::jsonb -> 'deals' -> 'holder') x),
-        'claimant', :'ev'::jsonb -> 'deals' -> 'claimant'),
+        'holder', (SELECT jsonb_agg(x - 'deal' - 'at') FROM jsonb_array_elements(:'ev'::jsonb -> 'deals' -> 'holder') x),
+        'claimant', :'ev'::jsonb -> 'deals' -> 'claimant', 'total', :'ev'::jsonb -> 'deals' -> 'total'),
     'decision', (:'ev'::jsonb -> 'decision') - 'at' - 'event_id',
     'explain_today', jsonb_build_object('result', :'ev'::jsonb -> 'explain_today' -> 'result' -> 'rep_id'),
     'presets', :'ev'::jsonb -> 'presets')) AS evidence;

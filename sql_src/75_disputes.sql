@@ -422,12 +422,16 @@ BEGIN
                                                                    'before_dispute', x.at <= d.opened_at) AS j
                                 FROM allocation.followup x WHERE x.managed_id = d.managed_id AND x.key = d.key) f),
         'deals', (SELECT pg_catalog.jsonb_build_object(
-                      'source', 'allocation.followup rows of kind deal (no deal table is read)',
-                      'holder', coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('id', x.id, 'at', x.at, 'outcome', x.outcome, 'note', x.note)
-                                                              ORDER BY x.at, x.id) FILTER (WHERE x.rep_id = d.holder_rep), '[]'),
-                      'claimant', coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('id', x.id, 'at', x.at, 'outcome', x.outcome, 'note', x.note)
-                                                                ORDER BY x.at, x.id) FILTER (WHERE x.rep_id = d.claimant_rep), '[]'))
-                    FROM allocation.followup x WHERE x.managed_id = d.managed_id AND x.key = d.key AND x.kind = 'deal'),
+                      'source', 'allocation.deal (record_deal()) with the amount credited to each side by its frozen split; follow-ups of kind deal are under followups',
+                      'holder', coalesce(pg_catalog.jsonb_agg(x.j ORDER BY x.at, x.id) FILTER (WHERE x.rep_id = d.holder_rep), '[]'),
+                      'claimant', coalesce(pg_catalog.jsonb_agg(x.j ORDER BY x.at, x.id) FILTER (WHERE x.rep_id = d.claimant_rep), '[]'),
+                      'total', coalesce((SELECT sum(y.amount) FROM allocation.deal y WHERE y.managed_id = d.managed_id AND y.key = d.key), 0))
+                    FROM (SELECT dl.id, dl.at, sp.rep_id,
+                                 pg_catalog.jsonb_build_object('deal', dl.id, 'at', dl.at, 'ref', dl.ref, 'amount', dl.amount,
+                                                               'credited', sp.amount, 'share', sp.share,
+                                                               'before_dispute', dl.at <= d.opened_at) AS j
+                            FROM allocation.deal dl JOIN allocation.deal_split sp ON sp.deal_id = dl.id
+                           WHERE dl.managed_id = d.managed_id AND dl.key = d.key) x),
         'decision', pg_catalog.jsonb_build_object(
             'event_id', dec.id, 'at', dec.at, 'kind', dec.kind, 'actor', dec.actor, 'source', coalesce(dec.source, 'rule'),
             'rule', v_rule, 'territory', v_terr,

@@ -65,6 +65,9 @@ BEGIN
                         allocation.unshare_customer(regclass, text, bigint, text) TO %s', r);
         -- deals: a rep records those of customers it holds or shares in a virtual team
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.record_deal(regclass, text, numeric, timestamptz, text) TO %s', r);
+        -- ownership disputes: a rep opens one for itself, reads the evidence of its own, withdraws its own claim
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.open_dispute(regclass, text, bigint, text),
+                        allocation.dispute_evidence(bigint), allocation.dismiss_ownership_dispute(bigint, text) TO %s', r);
     END IF;
     IF kind IN ('analyst', 'manager', 'admin') THEN
         EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA allocation TO %s', r);
@@ -72,6 +75,7 @@ BEGIN
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.check_consistency() TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.verify_audit(text), allocation.audit_head() TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.stat(), allocation.stat_index() TO %s', r);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.dispute_evidence(bigint), allocation.explain_event(bigint) TO %s', r);
     END IF;
     IF kind IN ('manager', 'admin') THEN
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.assign(regclass, text, bigint, text),
@@ -87,6 +91,8 @@ BEGIN
                         allocation.set_team_shares(bigint, jsonb), allocation.add_team_customer(bigint, regclass, text),
                         allocation.remove_team_customer(bigint, regclass, text), allocation.dissolve_virtual_team(bigint, text),
                         allocation.dissolve_virtual_teams(timestamptz) TO %s', r);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.settle_dispute(bigint, bigint, text),
+                        allocation.auto_settle_disputes(timestamptz) TO %s', r);
     END IF;
     IF kind = 'admin' THEN
         -- configuration only: the registry, counters, suggestions, locks, follow-ups and the
@@ -103,6 +109,7 @@ BEGIN
                         allocation.enable_rep_security(regclass), allocation.disable_rep_security(regclass),
                         allocation.cache_stats(), allocation.set_duplicate_policy(regclass, text, text, real, double precision) TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.seal_audit() TO %s', r);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.dispute_policy(bigint, boolean, text[]) TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.stat_reset(regclass) TO %s', r);
         EXECUTE format('GRANT INSERT, UPDATE, DELETE ON allocation.name_term TO %s', r);
     END IF;

@@ -356,6 +356,10 @@ open_dispute_id(ManagedTable *mt, const char *key)
 	Datum		vals[2];
 	int64		id = 0;
 
+	/* under SQL version 1.0 (the library updated, ALTER EXTENSION not yet run) there are none */
+	alloc_lookup_oids();
+	if (!OidIsValid(get_relname_relid("ownership_dispute", alloc_oids.schema)))
+		return 0;
 	alloc_spi_begin(&sw);
 	if (plan == NULL)
 	{

@@ -23,7 +23,7 @@ if [[ "${1:-}" == "--inside-virtualenv" ]]; then
     cd "$ROOT"
     createdb crm
     export PGDATABASE=crm
-    for f in 01_crm 02_province 03_org_rules 04_customers 05_report 06_map 07_claims_pool 07b_transfers 07c_network 07d_virtual_team 08_audit; do
+    for f in 01_crm 02_province 03_org_rules 04_customers 05_report 06_map 07_claims_pool 07b_transfers 07c_network 07d_virtual_team 07e_dispute 08_audit; do
         echo
         echo "######## demo/$f.sql"
         psql -X -q -v ON_ERROR_STOP=1 -v outdir="$OUT" -f "demo/$f.sql" 2>&1

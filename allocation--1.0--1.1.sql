@@ -619,15 +619,7 @@ BEGIN
               DETAIL = 'allocation.request_transfer() was called with a NULL table.', HINT = 'Pass the customer table, e.g. ''crm.customer''.';
     END IF;
     m := allocation._managed(tbl);
-    SELECT * INTO r FROM allocation.rep x WHERE x.id = to_rep;
-    IF r.id IS NULL THEN
-        RAISE EXCEPTION 'rep % does not exist', to_rep USING ERRCODE = 'LA020',
-              DETAIL = 'No row of allocation.rep has this id.', HINT = 'SELECT id, code FROM allocation.rep;';
-    END IF;
-    IF NOT r.active THEN
-        RAISE EXCEPTION 'rep % is inactive', r.code USING ERRCODE = 'LA021',
-              DETAIL = 'An inactive rep receives no customers.', HINT = 'Choose an active rep.';
-    END IF;
+    r := allocation._active_rep(to_rep, 'An inactive rep receives no customers.');
     PERFORM allocation._check_column_types(m.tbl, m.key_column, NULL);
     SELECT l.row_found, l.row_owner INTO v_found, v_owner FROM allocation._lock_customer_row(m, key, false) l;
     -- who may ask, before anything about the customer is said
@@ -1298,6 +1290,26 @@ COMMENT ON FUNCTION allocation._enable_rep_security(regclass) IS 'internal: impl
 COMMENT ON FUNCTION allocation.enable_rep_security(regclass) IS
 'Row-level security on a managed table: a role that is a rep''s login sees, updates and deletes only the customers it owns (and may insert new ones), and sees (viewer) or sees and updates (collaborator) the customers shared with it while the share is valid; other roles are unaffected';
 
+CREATE FUNCTION allocation._active_rep(p_rep bigint, p_inactive text)
+RETURNS allocation.rep
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    r allocation.rep;
+BEGIN
+    SELECT * INTO r FROM allocation.rep x WHERE x.id = p_rep;
+    IF r.id IS NULL THEN
+        RAISE EXCEPTION 'rep % does not exist', p_rep USING ERRCODE = 'LA020',
+              DETAIL = 'No row of allocation.rep has this id.', HINT = 'SELECT id, code FROM allocation.rep;';
+    END IF;
+    IF NOT r.active THEN
+        RAISE EXCEPTION 'rep % is inactive', r.code USING ERRCODE = 'LA021', DETAIL = p_inactive, HINT = 'Choose an active rep.';
+    END IF;
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION allocation._active_rep(bigint, text) IS 'internal: an existing active rep, or LA020 (none) / LA021 (inactive, with the given detail)';
+
 -------------------------------------------------------------------------------
 -- Ownership disputes (冲突仲裁): a rep contests the holder of a customer; while
 -- the dispute is open the customer is frozen; a manager settles it from the
@@ -1448,15 +1460,7 @@ BEGIN
               HINT = CASE WHEN v_me IS NULL THEN 'The current role is no rep''s login; ask a manager.'
                           ELSE format('Pass your own rep id (%s).', v_me) END;
     END IF;
-    SELECT * INTO r FROM allocation.rep x WHERE x.id = claimant_rep;
-    IF r.id IS NULL THEN
-        RAISE EXCEPTION 'rep % does not exist', claimant_rep USING ERRCODE = 'LA020',
-              DETAIL = 'No row of allocation.rep has this id.', HINT = 'SELECT id, code FROM allocation.rep;';
-    END IF;
-    IF NOT r.active THEN
-        RAISE EXCEPTION 'rep % is inactive', r.code USING ERRCODE = 'LA021',
-              DETAIL = 'An inactive rep cannot claim customers, so it cannot contest one.', HINT = 'Choose an active rep.';
-    END IF;
+    r := allocation._active_rep(claimant_rep, 'An inactive rep cannot claim customers, so it cannot contest one.');
     PERFORM allocation._check_column_types(m.tbl, m.key_column, NULL);
     -- the customer's row lock orders the opening with claims, releases, transfers, recycling
     -- and settlements of this customer
@@ -2738,15 +2742,7 @@ BEGIN
                   DETAIL = 'A rep has one share in a team.', HINT = 'List each member once.';
         END IF;
         v_seen := v_seen || rep_id;
-        SELECT * INTO r FROM allocation.rep x WHERE x.id = _vt_members.rep_id;
-        IF r.id IS NULL THEN
-            RAISE EXCEPTION 'rep % does not exist', rep_id USING ERRCODE = 'LA020',
-                  DETAIL = 'No row of allocation.rep has this id.', HINT = 'SELECT id, code FROM allocation.rep;';
-        END IF;
-        IF NOT r.active THEN
-            RAISE EXCEPTION 'rep % is inactive', r.code USING ERRCODE = 'LA021',
-                  DETAIL = 'Only active reps join a virtual team.', HINT = 'Choose an active rep.';
-        END IF;
+        r := allocation._active_rep(_vt_members.rep_id, 'Only active reps join a virtual team.');
         v_sum := v_sum + share;
         RETURN NEXT;
     END LOOP;
@@ -3420,15 +3416,7 @@ BEGIN
               HINT = 'Use e.g. tstzrange(now(), now() + interval ''90 days'') or tstzrange(now(), NULL).';
     END IF;
     m := allocation._managed(tbl);
-    SELECT * INTO r FROM allocation.rep x WHERE x.id = rep;
-    IF r.id IS NULL THEN
-        RAISE EXCEPTION 'rep % does not exist', rep USING ERRCODE = 'LA020',
-              DETAIL = 'No row of allocation.rep has this id.', HINT = 'SELECT id, code FROM allocation.rep;';
-    END IF;
-    IF NOT r.active THEN
-        RAISE EXCEPTION 'rep % is inactive', r.code USING ERRCODE = 'LA021',
-              DETAIL = 'A customer is shared only with active reps.', HINT = 'Choose an active rep.';
-    END IF;
+    r := allocation._active_rep(rep, 'A customer is shared only with active reps.');
     PERFORM allocation._check_column_types(m.tbl, m.key_column, NULL);
     -- under the customer's row lock: the holder cannot change meanwhile
     SELECT l.row_found, l.row_owner INTO v_found, v_owner FROM allocation._lock_customer_row(m, key, false) l;

@@ -36,6 +36,28 @@ $$
 $$;
 COMMENT ON FUNCTION allocation.claim_today() IS 'The day the daily claim limit counts in: today in allocation.claim_timezone (default Asia/Shanghai)';
 
+-- An existing, active rep, or LA020 / LA021 (p_inactive: the errdetail saying why an inactive
+-- rep cannot take part in the step at hand)
+CREATE FUNCTION allocation._active_rep(p_rep bigint, p_inactive text)
+RETURNS allocation.rep
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    r allocation.rep;
+BEGIN
+    SELECT * INTO r FROM allocation.rep x WHERE x.id = p_rep;
+    IF r.id IS NULL THEN
+        RAISE EXCEPTION 'rep % does not exist', p_rep USING ERRCODE = 'LA020',
+              DETAIL = 'No row of allocation.rep has this id.', HINT = 'SELECT id, code FROM allocation.rep;';
+    END IF;
+    IF NOT r.active THEN
+        RAISE EXCEPTION 'rep % is inactive', r.code USING ERRCODE = 'LA021', DETAIL = p_inactive, HINT = 'Choose an active rep.';
+    END IF;
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION allocation._active_rep(bigint, text) IS 'internal: an existing active rep, or LA020 (none) / LA021 (inactive, with the given detail)';
+
 CREATE FUNCTION allocation._rep_in_team(p_rep bigint, p_team bigint)
 RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS

@@ -148,15 +148,7 @@ BEGIN
               HINT = CASE WHEN v_me IS NULL THEN 'The current role is no rep''s login; ask a manager.'
                           ELSE format('Pass your own rep id (%s).', v_me) END;
     END IF;
-    SELECT * INTO r FROM allocation.rep x WHERE x.id = claimant_rep;
-    IF r.id IS NULL THEN
-        RAISE EXCEPTION 'rep % does not exist', claimant_rep USING ERRCODE = 'LA020',
-              DETAIL = 'No row of allocation.rep has this id.', HINT = 'SELECT id, code FROM allocation.rep;';
-    END IF;
-    IF NOT r.active THEN
-        RAISE EXCEPTION 'rep % is inactive', r.code USING ERRCODE = 'LA021',
-              DETAIL = 'An inactive rep cannot claim customers, so it cannot contest one.', HINT = 'Choose an active rep.';
-    END IF;
+    r := allocation._active_rep(claimant_rep, 'An inactive rep cannot claim customers, so it cannot contest one.');
     PERFORM allocation._check_column_types(m.tbl, m.key_column, NULL);
     -- the customer's row lock orders the opening with claims, releases, transfers, recycling
     -- and settlements of this customer

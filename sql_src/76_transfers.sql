@@ -330,15 +330,7 @@ BEGIN
               DETAIL = 'allocation.request_transfer() was called with a NULL table.', HINT = 'Pass the customer table, e.g. ''crm.customer''.';
     END IF;
     m := allocation._managed(tbl);
-    SELECT * INTO r FROM allocation.rep x WHERE x.id = to_rep;
-    IF r.id IS NULL THEN
-        RAISE EXCEPTION 'rep % does not exist', to_rep USING ERRCODE = 'LA020',
-              DETAIL = 'No row of allocation.rep has this id.', HINT = 'SELECT id, code FROM allocation.rep;';
-    END IF;
-    IF NOT r.active THEN
-        RAISE EXCEPTION 'rep % is inactive', r.code USING ERRCODE = 'LA021',
-              DETAIL = 'An inactive rep receives no customers.', HINT = 'Choose an active rep.';
-    END IF;
+    r := allocation._active_rep(to_rep, 'An inactive rep receives no customers.');
     PERFORM allocation._check_column_types(m.tbl, m.key_column, NULL);
     SELECT l.row_found, l.row_owner INTO v_found, v_owner FROM allocation._lock_customer_row(m, key, false) l;
     -- who may ask, before anything about the customer is said

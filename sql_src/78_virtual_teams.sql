@@ -250,15 +250,7 @@ BEGIN
                   DETAIL = 'A rep has one share in a team.', HINT = 'List each member once.';
         END IF;
         v_seen := v_seen || rep_id;
-        SELECT * INTO r FROM allocation.rep x WHERE x.id = _vt_members.rep_id;
-        IF r.id IS NULL THEN
-            RAISE EXCEPTION 'rep % does not exist', rep_id USING ERRCODE = 'LA020',
-                  DETAIL = 'No row of allocation.rep has this id.', HINT = 'SELECT id, code FROM allocation.rep;';
-        END IF;
-        IF NOT r.active THEN
-            RAISE EXCEPTION 'rep % is inactive', r.code USING ERRCODE = 'LA021',
-                  DETAIL = 'Only active reps join a virtual team.', HINT = 'Choose an active rep.';
-        END IF;
+        r := allocation._active_rep(_vt_members.rep_id, 'Only active reps join a virtual team.');
         v_sum := v_sum + share;
         RETURN NEXT;
     END LOOP;

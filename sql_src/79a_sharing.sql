@@ -89,15 +89,7 @@ BEGIN
               HINT = 'Use e.g. tstzrange(now(), now() + interval ''90 days'') or tstzrange(now(), NULL).';
     END IF;
     m := allocation._managed(tbl);
-    SELECT * INTO r FROM allocation.rep x WHERE x.id = rep;
-    IF r.id IS NULL THEN
-        RAISE EXCEPTION 'rep % does not exist', rep USING ERRCODE = 'LA020',
-              DETAIL = 'No row of allocation.rep has this id.', HINT = 'SELECT id, code FROM allocation.rep;';
-    END IF;
-    IF NOT r.active THEN
-        RAISE EXCEPTION 'rep % is inactive', r.code USING ERRCODE = 'LA021',
-              DETAIL = 'A customer is shared only with active reps.', HINT = 'Choose an active rep.';
-    END IF;
+    r := allocation._active_rep(rep, 'A customer is shared only with active reps.');
     PERFORM allocation._check_column_types(m.tbl, m.key_column, NULL);
     -- under the customer's row lock: the holder cannot change meanwhile
     SELECT l.row_found, l.row_owner INTO v_found, v_owner FROM allocation._lock_customer_row(m, key, false) l;

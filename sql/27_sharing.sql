@@ -143,6 +143,37 @@ RESET ROLE;
 SELECT note FROM s27_customer WHERE id = 2;
 
 -------------------------------------------------------------------------------
+-- A collaborator's edit never moves the customer by re-evaluation; the
+-- application's edit does, as before.  A key is recorded in the key column's own form.
+-------------------------------------------------------------------------------
+CREATE TABLE s27_ruled (id integer PRIMARY KEY, tier text, loc geometry(Point, 4326), owner bigint);
+SELECT allocation.manage('s27_ruled', 'id', 'loc', 'owner', '{"tier": "tier"}');
+SELECT allocation.set_reevaluate('s27_ruled', 'always');
+INSERT INTO allocation.rule (name, priority, tbl, tiers, target_kind, target_rep_id) VALUES
+    ('s27 A to a', 10, 's27_ruled', '{A}', 'rep', 1), ('s27 Z to c', 10, 's27_ruled', '{Z}', 'rep', 3);
+GRANT SELECT, UPDATE ON s27_ruled TO regress_s27_a, regress_s27_c;
+SELECT allocation.enable_rep_security('s27_ruled');
+INSERT INTO s27_ruled (id, tier) VALUES (4, 'A'), (5, 'A');
+SET ROLE regress_s27_a;
+SELECT allocation.share_customer('s27_ruled', '04', 3, 'collaborator') > 0 AS shared_as_04;
+SELECT allocation.share_customer('s27_ruled', ' 4', 3, 'collaborator') > 0 AS shared_again;
+RESET ROLE;
+SELECT key, role, end_reason FROM allocation.customer_share
+ WHERE managed_id = (SELECT id FROM allocation.managed_table WHERE tbl = 's27_ruled'::regclass) ORDER BY id;
+SET ROLE regress_s27_c;
+UPDATE s27_ruled SET tier = 'Z' WHERE id = 4;
+RESET ROLE;
+-- the application (no rep) edits the other one: re-evaluated, it moves to c
+UPDATE s27_ruled SET tier = 'Z' WHERE id = 5;
+SELECT c.id, c.tier, r.code AS owner FROM s27_ruled c JOIN allocation.rep r ON r.id = c.owner ORDER BY c.id;
+SET ROLE regress_s27_a;
+SELECT allocation.unshare_customer('s27_ruled', '004', 3, 'normalised key too');
+RESET ROLE;
+SELECT count(*) AS open_shares_of_4 FROM allocation.customer_share
+ WHERE managed_id = (SELECT id FROM allocation.managed_table WHERE tbl = 's27_ruled'::regclass) AND ended_at IS NULL;
+DROP TABLE s27_ruled;
+
+-------------------------------------------------------------------------------
 -- Bad inputs: each its SQLSTATE, nothing stored changed
 -------------------------------------------------------------------------------
 SELECT s27_fingerprint() AS before \gset

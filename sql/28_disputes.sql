@@ -141,7 +141,12 @@ UNION ALL SELECT 'null claim', * FROM t28_try($$SELECT allocation.open_dispute('
 UNION ALL SELECT 'blank claim', * FROM t28_try($$SELECT allocation.open_dispute('t28_customer', '3', 3, '  ')$$)
 UNION ALL SELECT 'unmanaged table', * FROM t28_try($$SELECT allocation.open_dispute('t28_state', '3', 3, 'x')$$)
 UNION ALL SELECT 'for another rep', * FROM t28_try($$SELECT allocation.open_dispute('t28_customer', '3', 2, 'x')$$)
-UNION ALL SELECT 'unknown key', * FROM t28_try($$SELECT allocation.open_dispute('t28_customer', '404', 3, 'x')$$)
+-- a rep contests only a customer it has a recorded link with; an unknown key says the same
+UNION ALL SELECT 'no link (rep)', * FROM t28_try($$SELECT allocation.open_dispute('t28_customer', '1', 3, 'me too')$$)
+UNION ALL SELECT 'unknown key (rep)', * FROM t28_try($$SELECT allocation.open_dispute('t28_customer', '404', 3, 'x')$$);
+-- a manager opens for a rep without a link; the customer must exist, be held and not disputed
+SET ROLE regress_t28_mgr;
+SELECT 'unknown key' AS "case", * FROM t28_try($$SELECT allocation.open_dispute('t28_customer', '404', 3, 'x')$$)
 UNION ALL SELECT 'bad key', * FROM t28_try($$SELECT allocation.open_dispute('t28_customer', 'x1', 3, 'x')$$)
 UNION ALL SELECT 'pool customer', * FROM t28_try($$SELECT allocation.open_dispute('t28_customer', '99', 3, 'x')$$)
 UNION ALL SELECT 'already open', * FROM t28_try($$SELECT allocation.open_dispute('t28_customer', '1', 3, 'me too')$$);
@@ -225,9 +230,25 @@ SELECT t28_mask(jsonb_build_object(
 -- dispute 2 (a holds it, c contests): East is b's, b registered it, a followed it up first
 SET ROLE regress_t28_an;
 SELECT t28_mask(allocation.dispute_evidence(:d2) -> 'presets') AS d2_presets;
--- the sides may read their own dispute's evidence; another rep may not
+-- the sides may read their own dispute's evidence, redacted: the other side's follow-ups and
+-- deals as dates and kinds only, no explain() of today, no current attributes; another rep may not
 SET ROLE regress_t28_a;
 SELECT allocation.dispute_evidence(:d1) -> 'dispute' ->> 'key' AS holder_reads;
+SET ROLE regress_t28_b;
+SELECT allocation.dispute_evidence(:d1) AS ev_b \gset
+SELECT :'ev_b'::jsonb ? 'explain_today' AS claimant_sees_explain, :'ev_b'::jsonb ? 'current' AS claimant_sees_current,
+       (SELECT jsonb_agg(x - 'at' ORDER BY x ->> 'kind') FROM jsonb_array_elements(:'ev_b'::jsonb -> 'followups' -> 'holder') x) AS holder_followups_as_b_sees_them,
+       (SELECT jsonb_agg(x - 'at') FROM jsonb_array_elements(:'ev_b'::jsonb -> 'deals' -> 'holder') x) AS holder_deals_as_b_sees_them,
+       (SELECT jsonb_agg(x ->> 'outcome') FROM jsonb_array_elements(:'ev_b'::jsonb -> 'followups' -> 'claimant') x) AS own_followups,
+       :'ev_b'::jsonb ->> 'redacted' AS redacted;
+-- a follow-up logged after the opening with an earlier date does not change the first_followup verdict
+RESET ROLE;
+SELECT allocation.dispute_evidence(:d1) -> 'presets' -> 'verdicts' -> 'first_followup' ->> 'side' AS first_followup_before;
+INSERT INTO allocation.followup (managed_id, key, rep_id, at, kind, outcome) VALUES (1, '1', 1, now() - interval '300 days', 'visit', 'backdated');
+SELECT allocation.dispute_evidence(:d1) -> 'presets' -> 'verdicts' -> 'first_followup' ->> 'side' AS first_followup_after,
+       (SELECT x ->> 'before_dispute' FROM jsonb_array_elements(allocation.dispute_evidence(:d1) -> 'followups' -> 'holder') x
+         WHERE x ->> 'outcome' = 'backdated') AS backdated_counts_as_before;
+DELETE FROM allocation.followup WHERE outcome = 'backdated';
 SET ROLE regress_t28_c;
 SELECT 'not a side' AS "case", * FROM t28_try(format('SELECT allocation.dispute_evidence(%s)', :d1))
 UNION ALL SELECT 'null id', * FROM t28_try('SELECT allocation.dispute_evidence(NULL)');
@@ -298,6 +319,9 @@ SELECT kind, from_rep, to_rep, detail ->> 'winner_side' AS side FROM allocation.
 -------------------------------------------------------------------------------
 -- Dismissing: a manager, or the claimant withdrawing
 -------------------------------------------------------------------------------
+-- c visited dealer 4 (the CRM's import): a recorded link, so c may contest it itself
+RESET ROLE;
+INSERT INTO allocation.followup (managed_id, key, rep_id, at, kind, outcome) VALUES (1, '4', 3, now() - interval '2 days', 'visit', 'c was there');
 SET ROLE regress_t28_c;
 SELECT allocation.open_dispute('t28_customer', '4', 3, 'c wants dealer 4') AS d4 \gset
 SELECT * FROM t28_fingerprint \gset before_
@@ -334,8 +358,8 @@ UNION ALL SELECT 'null preset', * FROM t28_try($$SELECT allocation.dispute_polic
 UNION ALL SELECT 'no preset', * FROM t28_try($$SELECT allocation.dispute_policy(NULL, true, '{}')$$)
 UNION ALL SELECT 'auto_settle(NULL)', * FROM t28_try($$SELECT allocation.auto_settle_disputes(NULL)$$);
 SELECT count(*) AS policies FROM allocation.ownership_dispute_policy;
--- dealer 5 (a holds it; registered by nobody's login): c contests
-SET ROLE regress_t28_c;
+-- dealer 5 (a holds it; registered by nobody's login): a manager opens for c (c has no link)
+SET ROLE regress_t28_mgr;
 SELECT allocation.open_dispute('t28_customer', '5', 3, 'c5') AS d5 \gset
 RESET ROLE;
 -- without a policy nothing is settled automatically

@@ -105,6 +105,17 @@ SELECT root_key, customers, revenue FROM allocation.network_summary('n29_custome
 -- a rep does not read deals: the revenue is NULL for it
 SET ROLE regress_n29_a;
 SELECT root_key, customers, revenue FROM allocation.network_summary('n29_customer');
+-- a mapped table the caller may not read is left out of the whole-picture view, not an error
+RESET ROLE;
+CREATE TABLE n29_hidden (id integer PRIMARY KEY, parent_id integer, loc geometry(Point, 4326), owner bigint);
+SELECT allocation.manage('n29_hidden', 'id', 'loc', 'owner', '{"parent": "parent_id"}');
+INSERT INTO n29_hidden (id, parent_id) VALUES (1, NULL), (2, 1);
+SET ROLE regress_n29_a;
+SELECT table_name, root_key, customers FROM allocation.dealer_network ORDER BY 1, 2;
+RESET ROLE;
+SELECT table_name, root_key, customers FROM allocation.dealer_network ORDER BY 1, 2;
+SELECT allocation.unmanage('n29_hidden');
+DROP TABLE n29_hidden;
 -- a rep reads with its own rights: under row-level security only its part of the tree
 RESET ROLE;
 SELECT allocation.enable_rep_security('n29_customer');

@@ -21,6 +21,7 @@ CREATE TABLE allocation.ownership_dispute (
     decided_by       text,
     decided_at       timestamptz,
     decision_reason  text,
+    followup_cutoff  bigint,            -- the newest follow-up id when it was opened
     CONSTRAINT ownership_dispute_other_rep CHECK (holder_rep <> claimant_rep),
     CONSTRAINT ownership_dispute_decided CHECK ((status = 'open') = (decided_at IS NULL)),
     CONSTRAINT ownership_dispute_winner CHECK ((status = 'settled') = (winner_rep IS NOT NULL)
@@ -32,6 +33,7 @@ COMMENT ON TABLE allocation.ownership_dispute IS 'Ownership disputes: a rep (the
 COMMENT ON COLUMN allocation.ownership_dispute.holder_rep IS 'the rep holding the customer when the dispute was opened';
 COMMENT ON COLUMN allocation.ownership_dispute.claimant_rep IS 'the rep contesting the holder';
 COMMENT ON COLUMN allocation.ownership_dispute.winner_rep IS 'settled: the holder or the claimant, who holds the customer after the settlement';
+COMMENT ON COLUMN allocation.ownership_dispute.followup_cutoff IS 'the newest follow-up id when the dispute was opened: the first_followup preset and the evidence''s before_dispute count only follow-ups recorded by then (a follow-up logged later with an earlier date does not change the verdict)';
 COMMENT ON COLUMN allocation.ownership_dispute.automatic IS 'settled by auto_settle_disputes() because the team''s presets agreed';
 
 CREATE TABLE allocation.ownership_dispute_policy (
@@ -108,6 +110,26 @@ COMMENT ON FUNCTION allocation._ownership_dispute_event(allocation.ownership_dis
 -------------------------------------------------------------------------------
 -- Opening
 -------------------------------------------------------------------------------
+-- Whether a rep has a recorded link with a customer: it held it (an ownership event), it is
+-- protected for it (报备), it followed it up, it has it shared now, or it owns the territory of
+-- the current ownership
+CREATE FUNCTION allocation._dispute_link(p_managed integer, p_key text, p_rep bigint)
+RETURNS boolean
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+    RETURN EXISTS (SELECT 1 FROM allocation.event e
+                    WHERE e.key = p_key AND e.managed_id = p_managed AND e.period = 'open' AND e.to_rep = p_rep)
+        OR EXISTS (SELECT 1 FROM allocation.protection x WHERE x.managed_id = p_managed AND x.key = p_key AND x.rep_id = p_rep)
+        OR EXISTS (SELECT 1 FROM allocation.followup f WHERE f.managed_id = p_managed AND f.key = p_key AND f.rep_id = p_rep)
+        OR EXISTS (SELECT 1 FROM allocation.customer_share s
+                    WHERE s.managed_id = p_managed AND s.key = p_key AND s.rep_id = p_rep AND s.ended_at IS NULL)
+        OR EXISTS (SELECT 1 FROM allocation._current(p_managed, p_key) a
+                     JOIN allocation.territory t ON t.id = a.territory_id WHERE t.owner_rep_id = p_rep);
+END
+$$;
+COMMENT ON FUNCTION allocation._dispute_link(integer, text, bigint) IS 'internal: whether a rep has a recorded link with a customer (held it, registered it, followed it up, has it shared, owns its territory): a rep may contest only such a customer';
+
 CREATE FUNCTION allocation._open_dispute(tbl regclass, key text, claimant_rep bigint, claim text)
 RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
@@ -153,12 +175,22 @@ BEGIN
     -- the customer's row lock orders the opening with claims, releases, transfers, recycling
     -- and settlements of this customer
     SELECT l.row_found, l.row_owner INTO v_found, v_owner FROM allocation._lock_customer_row(m, key, false) l;
+    IF v_found IS NOT NULL THEN
+        -- the key as the engine records it (the key column's own text form: '01' is customer 1)
+        SELECT u.r[1] INTO key FROM allocation._table_rows(m.tbl, ARRAY[m.key_column::text], key, '') u(r);
+    END IF;
+    -- a rep contests only a customer it has a recorded link with (before anything about the
+    -- customer is said): it held it, registered it, followed it up, has it shared, or owns the
+    -- territory it was decided in; a manager opens for any rep
+    IF NOT v_manager AND (v_found IS NULL OR NOT allocation._dispute_link(m.id, key, claimant_rep)) THEN
+        RAISE EXCEPTION 'rep % has no recorded link with customer %', r.code, key USING ERRCODE = 'LA0D3',
+              DETAIL = 'A rep contests a customer it held, registered, followed up, has shared with it, or whose territory it owns.',
+              HINT = 'Ask a manager to open the dispute for you.';
+    END IF;
     IF v_found IS NULL THEN
         RAISE EXCEPTION 'customer % not found in %', key, tbl USING ERRCODE = 'LA062',
               DETAIL = format('No row of %s has %s = %s.', tbl, m.key_column, key), HINT = 'Check the key.';
     END IF;
-    -- the key as the engine records it (the key column's own text form: '01' is customer 1)
-    SELECT u.r[1] INTO key FROM allocation._table_rows(m.tbl, ARRAY[m.key_column::text], key, '') u(r);
     IF v_owner IS NULL THEN
         RAISE EXCEPTION 'customer % is in the public pool', key USING ERRCODE = 'LA0D5',
               DETAIL = 'A dispute contests the rep holding a customer; nobody holds this one.',
@@ -172,8 +204,10 @@ BEGIN
      WHERE x.managed_id = m.id AND x.key = _open_dispute.key AND x.status = 'open';
     IF d.id IS NULL THEN
         BEGIN
-            INSERT INTO allocation.ownership_dispute (managed_id, key, holder_rep, claimant_rep, claim, opened_by, opened_at)
-            VALUES (m.id, key, v_owner, claimant_rep, claim, v_actor, pg_catalog.clock_timestamp())
+            INSERT INTO allocation.ownership_dispute (managed_id, key, holder_rep, claimant_rep, claim, opened_by, opened_at,
+                                                      followup_cutoff)
+            VALUES (m.id, key, v_owner, claimant_rep, claim, v_actor, pg_catalog.clock_timestamp(),
+                    coalesce((SELECT max(f.id) FROM allocation.followup f), 0))
             RETURNING * INTO d;
         EXCEPTION WHEN unique_violation THEN
             -- (a backstop: the row lock above already orders two openings)
@@ -289,10 +323,13 @@ BEGIN
         END IF;
     END IF;
     -- first follow-up: the side that followed the customer up first (before the dispute)
+    -- (only follow-ups recorded before the opening: one logged later with an earlier date does not count)
     SELECT min(f.at) INTO f_h FROM allocation.followup f
-     WHERE f.managed_id = d.managed_id AND f.key = d.key AND f.rep_id = d.holder_rep AND f.at <= d.opened_at;
+     WHERE f.managed_id = d.managed_id AND f.key = d.key AND f.rep_id = d.holder_rep AND f.at <= d.opened_at
+       AND f.id <= coalesce(d.followup_cutoff, 0);
     SELECT min(f.at) INTO f_c FROM allocation.followup f
-     WHERE f.managed_id = d.managed_id AND f.key = d.key AND f.rep_id = d.claimant_rep AND f.at <= d.opened_at;
+     WHERE f.managed_id = d.managed_id AND f.key = d.key AND f.rep_id = d.claimant_rep AND f.at <= d.opened_at
+       AND f.id <= coalesce(d.followup_cutoff, 0);
     IF f_h IS NULL AND f_c IS NULL THEN
         v_fu_why := 'neither side recorded a follow-up before the dispute';
     ELSIF f_h IS NOT DISTINCT FROM f_c THEN
@@ -411,7 +448,7 @@ BEGIN
                         FROM (SELECT x.id, x.at, x.rep_id,
                                      pg_catalog.jsonb_build_object('id', x.id, 'at', x.at, 'kind', x.kind, 'outcome', x.outcome,
                                                                    'progress', x.progress, 'note', x.note, 'recorded_by', x.recorded_by,
-                                                                   'before_dispute', x.at <= d.opened_at) AS j
+                                                                   'before_dispute', x.at <= d.opened_at AND x.id <= coalesce(d.followup_cutoff, 0)) AS j
                                 FROM allocation.followup x WHERE x.managed_id = d.managed_id AND x.key = d.key) f),
         'deals', (SELECT pg_catalog.jsonb_build_object(
                       'source', 'allocation.deal (record_deal()) with the amount credited to each side by its frozen split; follow-ups of kind deal are under followups',
@@ -436,6 +473,23 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION allocation._dispute_evidence_of(allocation.ownership_dispute) IS 'internal: the evidence of an ownership dispute (registration, ownership history, each side''s follow-ups and deals, the deciding rule and territory and their changes since, explain() today, the presets'' verdicts)';
+
+-- The evidence as one side (a rep) reads it: the other side's follow-ups and deals as dates and kinds
+CREATE FUNCTION allocation._dispute_evidence_redacted(ev jsonb, p_other text)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS
+$$
+    SELECT pg_catalog.jsonb_set(pg_catalog.jsonb_set(ev - 'explain_today', ARRAY['followups', p_other],
+               coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('at', x -> 'at', 'kind', x -> 'kind',
+                                                                                  'before_dispute', x -> 'before_dispute'))
+                           FROM pg_catalog.jsonb_array_elements(ev -> 'followups' -> p_other) x), '[]')),
+               ARRAY['deals', p_other],
+               coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('at', x -> 'at', 'before_dispute', x -> 'before_dispute'))
+                           FROM pg_catalog.jsonb_array_elements(ev -> 'deals' -> p_other) x), '[]'))
+           - 'current'
+           || pg_catalog.jsonb_build_object('redacted', format('the %s''s notes, outcomes and amounts, the customer''s current attributes and what explain() decides today are for managers and analysts', p_other))
+$$;
+COMMENT ON FUNCTION allocation._dispute_evidence_redacted(jsonb, text) IS 'internal: the evidence of a dispute as one of its sides (a rep) reads it: the other side''s follow-ups and deals as dates only, no explain() of today, no current attributes';
 
 CREATE FUNCTION allocation._dispute_evidence(dispute_id bigint)
 RETURNS jsonb
@@ -464,7 +518,13 @@ BEGIN
               DETAIL = 'No row of allocation.ownership_dispute has this id.',
               HINT = 'SELECT id FROM allocation.ownership_dispute WHERE status = ''open'';';
     END IF;
-    RETURN allocation._dispute_evidence_of(d);
+    IF allocation._is_manager(v_actor) OR pg_catalog.has_table_privilege(v_actor, 'allocation.ownership_dispute', 'SELECT') THEN
+        RETURN allocation._dispute_evidence_of(d);
+    END IF;
+    -- a side reads its own follow-ups and deals in full, the other side's as dates and kinds only,
+    -- and not what explain() decides today (the customer's row, which its row-level security may hide)
+    RETURN allocation._dispute_evidence_redacted(allocation._dispute_evidence_of(d),
+                                                 CASE WHEN allocation._rep_of(v_actor) = d.holder_rep THEN 'claimant' ELSE 'holder' END);
 END
 $$;
 COMMENT ON FUNCTION allocation._dispute_evidence(bigint) IS 'internal: implementation of allocation.dispute_evidence(), run as the extension owner by its gateway';

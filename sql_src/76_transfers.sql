@@ -128,15 +128,24 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
     t allocation.transfer;
+    v_before allocation.transfer;
     v_sides text[];
     complete boolean;
 BEGIN
     SELECT * INTO t FROM allocation.transfer x WHERE x.id = p_id;
+    v_before := t;
     v_sides := allocation._transfer_sides(t, p_actor);
     UPDATE allocation.transfer x
        SET from_side_approved_by = coalesce(x.from_side_approved_by, CASE WHEN 'from' = ANY (v_sides) THEN p_actor END),
            to_side_approved_by = coalesce(x.to_side_approved_by, CASE WHEN 'to' = ANY (v_sides) THEN p_actor END)
      WHERE x.id = t.id RETURNING * INTO t;
+    IF t.from_side_approved_by IS NOT DISTINCT FROM v_before.from_side_approved_by
+       AND t.to_side_approved_by IS NOT DISTINCT FROM v_before.to_side_approved_by THEN
+        RAISE EXCEPTION 'the side of transfer % that role % approves for is already approved', t.id, p_actor USING ERRCODE = 'LA0T1',
+              DETAIL = format('The holder''s team was approved by %s, the receiver''s by %s.',
+                              coalesce(t.from_side_approved_by, 'nobody yet'), coalesce(t.to_side_approved_by, 'nobody yet')),
+              HINT = 'SELECT approver FROM allocation.pending_transfer;';
+    END IF;
     complete := t.from_side_approved_by IS NOT NULL AND t.to_side_approved_by IS NOT NULL;
     IF NOT complete THEN
         PERFORM allocation._transfer_event(t, 'transfer_approval',
@@ -434,15 +443,7 @@ BEGIN
                           ELSE 'A manager can always decide.' END;
     END IF;
     IF t.approval = 'team_managers' THEN
-        IF v_actor IN (t.from_side_approved_by, t.to_side_approved_by)
-           AND allocation._transfer_sides(t, v_actor) <@
-               array_remove(ARRAY[CASE WHEN t.from_side_approved_by IS NOT NULL THEN 'from' END,
-                                  CASE WHEN t.to_side_approved_by IS NOT NULL THEN 'to' END], NULL) THEN
-            RAISE EXCEPTION 'role % already approved transfer %', v_actor, t.id USING ERRCODE = 'LA0T1',
-                  DETAIL = 'Its policy wants the managers of both teams; the other team''s manager has not approved yet.',
-                  HINT = 'SELECT approver FROM allocation.pending_transfer;';
-        END IF;
-        -- checked before the side is recorded: the error names the check
+        -- one side recorded (LA0T1 when the role's sides are approved already); both: carried out
         IF NOT allocation._approve_sides(t.id, v_actor) THEN
             RETURN;
         END IF;

@@ -93,6 +93,10 @@ BEGIN
     PERFORM allocation._check_column_types(m.tbl, m.key_column, NULL);
     -- under the customer's row lock: the holder cannot change meanwhile
     SELECT l.row_found, l.row_owner INTO v_found, v_owner FROM allocation._lock_customer_row(m, key, false) l;
+    IF v_found IS NOT NULL THEN
+        -- the key as the engine records it (the key column's own text form: '02' is customer 2)
+        SELECT u.r[1] INTO key FROM allocation._table_rows(m.tbl, ARRAY[m.key_column::text], key, '') u(r);
+    END IF;
     IF NOT allocation._is_manager(v_actor)
        AND (v_found IS NULL OR v_owner IS NULL OR allocation._rep_of(v_actor) IS DISTINCT FROM v_owner) THEN
         RAISE EXCEPTION 'role % may not share customer %', v_actor, key USING ERRCODE = 'LA0S1',
@@ -145,6 +149,9 @@ BEGIN
               DETAIL = 'One of them is NULL.', HINT = 'SELECT allocation.unshare_customer(''crm.customer'', ''C-1'', 7);';
     END IF;
     m := allocation._managed(tbl);
+    -- the key as the engine records it, when the customer is still there
+    SELECT coalesce((SELECT u.r[1] FROM allocation._table_rows(m.tbl, ARRAY[m.key_column::text], key, '') u(r)), key)
+      INTO key;
     SELECT * INTO s FROM allocation.customer_share x
      WHERE x.managed_id = m.id AND x.key = _unshare_customer.key AND x.rep_id = rep AND x.ended_at IS NULL
        FOR UPDATE;

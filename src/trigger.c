@@ -371,7 +371,16 @@ open_dispute_id(ManagedTable *mt, const char *key)
 	}
 	vals[0] = Int32GetDatum(mt->id);
 	vals[1] = CStringGetTextDatum(key);
-	if (SPI_execute_plan(plan, vals, NULL, false, 1) != SPI_OK_SELECT)
+	/*
+	 * READ COMMITTED: a new snapshot per query.  REPEATABLE READ and
+	 * SERIALIZABLE: the latest snapshot, not the transaction's, so a dispute
+	 * opened (and committed) after this transaction began still freezes the
+	 * customer (opening only locks the customer's row, which raises no
+	 * serialization error for this UPDATE).
+	 */
+	if (IsolationUsesXactSnapshot()
+		? SPI_execute_snapshot(plan, vals, NULL, GetLatestSnapshot(), InvalidSnapshot, true, false, 1) != SPI_OK_SELECT
+		: SPI_execute_plan(plan, vals, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "reading the customer's ownership disputes failed");
 	if (SPI_processed > 0)
 	{
@@ -381,6 +390,22 @@ open_dispute_id(ManagedTable *mt, const char *key)
 	}
 	alloc_spi_end(&sw);
 	return id;
+}
+
+/*
+ * Whether the customer is held and the row is edited by a rep that is not its
+ * holder (a collaborator it is shared with, under row-level security): such an
+ * edit must not hand the customer to anyone by re-evaluation
+ */
+static bool
+edited_by_other_rep(int64 holder)
+{
+	int64		rep;
+
+	if (holder == 0)
+		return false;
+	rep = alloc_rep_of_role(alloc_actor_id());
+	return rep != 0 && rep != holder;
 }
 
 /* Whether a column the duplicate check reads changed */
@@ -642,11 +667,12 @@ before_update_decide(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 		return newtup;
 	assign_read_customer(mt, newtup, &c, false);
 	if (mt->reevaluate == 'n' || (mt->reevaluate == 'u' && registry_pinned(mt, c.key)) ||
-		open_dispute_id(mt, c.key) != 0)
+		open_dispute_id(mt, c.key) != 0 || edited_by_other_rep(oldnull ? 0 : old_owner))
 	{
 		/*
-		 * owner stays (pinned, or frozen by an open ownership dispute); the
-		 * state's snapshot of the attributes follows
+		 * owner stays (pinned, frozen by an open ownership dispute, or edited
+		 * by a rep that does not hold it: a collaborator's edit never moves
+		 * the customer); the state's snapshot of the attributes follows
 		 */
 		(void) new_refresh(mt, &c);
 		return newtup;

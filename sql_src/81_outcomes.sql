@@ -577,8 +577,11 @@ BEGIN
             UPDATE allocation.outcome_source SET tbl = NULL WHERE tbl = o.objid;
             FOR s IN SELECT x.* FROM allocation.outcome_source x JOIN allocation.managed_table m ON m.id = x.managed_id
                       WHERE x.active AND m.tbl IS NULL LOOP
-                EXECUTE format('DROP TRIGGER IF EXISTS zz_allocation_outcome ON %s', s.tbl);
-                EXECUTE format('DROP TRIGGER IF EXISTS zz_allocation_outcome_truncate ON %s', s.tbl);
+                -- (unless the outcome table goes in the same statement)
+                IF EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = s.tbl) THEN
+                    EXECUTE format('DROP TRIGGER IF EXISTS zz_allocation_outcome ON %s', s.tbl);
+                    EXECUTE format('DROP TRIGGER IF EXISTS zz_allocation_outcome_truncate ON %s', s.tbl);
+                END IF;
                 PERFORM allocation._outcome_detach(s, 'customer table dropped');
             END LOOP;
         ELSIF o.object_type = 'table column' THEN

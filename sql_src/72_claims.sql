@@ -607,6 +607,16 @@ DECLARE
     v_holder bigint;
 BEGIN
     NEW.recorded_by := allocation._actor();
+    -- a follow-up read from the CRM's own table (manage_outcomes()): the engine
+    -- checked it and credited the rep; only the engine itself lands those
+    IF NEW.source_id IS NOT NULL OR NEW.source_ref IS NOT NULL THEN
+        IF current_user = (SELECT r.rolname FROM pg_catalog.pg_roles r JOIN pg_catalog.pg_namespace n ON n.nspowner = r.oid
+                            WHERE n.nspname = 'allocation') THEN
+            RETURN NEW;
+        END IF;
+        NEW.source_id := NULL;
+        NEW.source_ref := NULL;
+    END IF;
     IF v_rep IS NOT NULL THEN
         NEW.rep_id := v_rep;
     END IF;

@@ -719,6 +719,87 @@ $$;
 COMMENT ON FUNCTION allocation.split_revenue(regclass, text, numeric, timestamptz) IS
 'How a deal amount of a customer is credited at a time (default now): to the members of its virtual team by their shares then, or 100 % to its holder then (rep_id NULL: nobody held it); to the cent, summing exactly to the amount (largest remainder, ties to the larger share, then the lower rep id)';
 
+-- The checks of a deal's transaction and time (record_deal() and outcome tables)
+CREATE FUNCTION allocation._deal_checks(p_at timestamptz, p_source text)
+RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+    -- the split must see the team changes committed while this waited for their locks
+    -- (a new snapshot per statement); a REPEATABLE READ snapshot would not
+    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION '%', CASE WHEN p_source = 'record_deal'
+                                  THEN 'allocation.record_deal() runs in READ COMMITTED transactions only'
+                                  ELSE format('deals of %s are recorded in READ COMMITTED transactions only', p_source) END
+              USING ERRCODE = '0A000',
+              DETAIL = format('This transaction is %s; its snapshot could miss a team change ordered before the deal.',
+                              pg_catalog.current_setting('transaction_isolation')),
+              HINT = 'Record deals in a READ COMMITTED transaction (the default).';
+    END IF;
+    IF p_at > now() THEN
+        RAISE EXCEPTION 'a deal cannot be dated in the future' USING ERRCODE = '22008',
+              DETAIL = format('It is dated %s; its split would be frozen before the shares of that time are known.', p_at),
+              HINT = 'Record deals when they are made (split_revenue() previews a split at any time).';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION allocation._deal_checks(timestamptz, text) IS 'internal: a deal is recorded in a READ COMMITTED transaction (0A000) and not dated in the future (22008)';
+
+-- Lands a deal of a customer with its split as of the deal's time, frozen: the
+-- one implementation for record_deal() and the deals read from the CRM's own
+-- order tables (manage_outcomes(), source = the table's name).  Returns the deal,
+-- NULL when (source, ref) is already recorded.  The caller checked the customer
+-- and the amount (_split_checks).
+CREATE FUNCTION allocation._land_deal(m allocation.managed_table, p_key text, p_amount numeric, p_at timestamptz,
+                                      p_source text, p_ref text, p_actor text, p_detail jsonb DEFAULT '{}')
+RETURNS allocation.deal
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    d allocation.deal;
+    v_team bigint;
+    v_lines jsonb;
+BEGIN
+    PERFORM allocation._deal_checks(p_at, p_source);
+    -- the customer's lock (shared: deals of one customer do not wait for each other),
+    -- then the row of its team at the deal's time: a link or share change either
+    -- happened before (and is in the split, read after the locks) or starts after
+    -- this deal's time
+    PERFORM allocation._vt_lock_customer(m.id, p_key, false);
+    SELECT l.team_id INTO v_team
+      FROM allocation.virtual_team_customer l JOIN allocation.virtual_team t ON t.id = l.team_id
+     WHERE l.managed_id = m.id AND l.key = p_key
+       AND l.valid_from <= p_at AND p_at < coalesce(l.valid_to, upper(t.valid), 'infinity');
+    IF v_team IS NOT NULL THEN
+        PERFORM 1 FROM allocation.virtual_team t WHERE t.id = v_team FOR SHARE;
+    END IF;
+    IF EXISTS (SELECT 1 FROM allocation.deal x WHERE x.managed_id = m.id AND x.source = p_source AND x.ref = p_ref) THEN
+        RETURN NULL;
+    END IF;
+    -- the split as of the deal's time, read after the locks, frozen with the deal
+    SELECT jsonb_agg(jsonb_build_object('rep_id', s.rep_id, 'share', s.share, 'amount', s.amount) ORDER BY s.rep_id),
+           min(s.team_id)
+      INTO v_lines, v_team
+      FROM allocation._split(m, p_key, round(p_amount, 2), p_at) s;
+    BEGIN
+        INSERT INTO allocation.deal (managed_id, key, amount, at, source, ref, team_id, recorded_by)
+        VALUES (m.id, p_key, round(p_amount, 2), p_at, p_source, p_ref, v_team, p_actor)
+        RETURNING * INTO d;
+    EXCEPTION WHEN unique_violation THEN
+        RETURN NULL;    -- recorded by a concurrent transaction
+    END;
+    INSERT INTO allocation.deal_split (deal_id, rep_id, share, amount)
+    SELECT d.id, (l ->> 'rep_id')::bigint, (l ->> 'share')::numeric, (l ->> 'amount')::numeric
+      FROM jsonb_array_elements(v_lines) l;
+    PERFORM allocation._vt_event('deal_recorded', v_team, m.id, p_key, p_ref,
+                                 jsonb_build_object('deal', d.id, 'amount', d.amount, 'at', p_at, 'split', v_lines)
+                                 || CASE WHEN p_source <> 'record_deal' THEN jsonb_build_object('source', p_source) ELSE '{}' END
+                                 || coalesce(p_detail, '{}'));
+    RETURN d;
+END
+$$;
+COMMENT ON FUNCTION allocation._land_deal(allocation.managed_table, text, numeric, timestamptz, text, text, text, jsonb) IS 'internal: records a deal with its split as of its time, frozen, and its deal_recorded event (record_deal() and outcome tables); NULL when the ref of that source is already recorded';
+
 CREATE FUNCTION allocation._record_deal(tbl regclass, key text, amount numeric, at timestamptz, ref text)
 RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
@@ -728,39 +809,13 @@ DECLARE
     v_me bigint := allocation._rep_of(v_actor);
     m allocation.managed_table := allocation._split_checks(tbl, key, amount, at);
     d allocation.deal;
-    v_team bigint;
-    v_lines jsonb;
 BEGIN
     IF ref IS NULL OR btrim(ref) = '' THEN
         RAISE EXCEPTION 'a deal needs a ref' USING ERRCODE = '22004',
               DETAIL = 'The ref (e.g. the order or invoice number) makes recording a deal idempotent: it is unique per table.',
               HINT = 'SELECT allocation.record_deal(''crm.customer'', ''D-1'', 1000.00, ref => ''SO-2027-0001'');';
     END IF;
-    -- the split must see the team changes committed while this waited for their locks
-    -- (a new snapshot per statement); a REPEATABLE READ snapshot would not
-    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
-        RAISE EXCEPTION 'allocation.record_deal() runs in READ COMMITTED transactions only' USING ERRCODE = '0A000',
-              DETAIL = format('This transaction is %s; its snapshot could miss a team change ordered before the deal.',
-                              pg_catalog.current_setting('transaction_isolation')),
-              HINT = 'Record deals in a READ COMMITTED transaction (the default).';
-    END IF;
-    IF at > now() THEN
-        RAISE EXCEPTION 'a deal cannot be dated in the future' USING ERRCODE = '22008',
-              DETAIL = format('It is dated %s; its split would be frozen before the shares of that time are known.', at),
-              HINT = 'Record deals when they are made (split_revenue() previews a split at any time).';
-    END IF;
-    -- the customer's lock (shared: deals of one customer do not wait for each other),
-    -- then the row of its team at the deal's time: a link or share change either
-    -- happened before (and is in the split, read after the locks) or starts after
-    -- this deal's time
-    PERFORM allocation._vt_lock_customer(m.id, key, false);
-    SELECT l.team_id INTO v_team
-      FROM allocation.virtual_team_customer l JOIN allocation.virtual_team t ON t.id = l.team_id
-     WHERE l.managed_id = m.id AND l.key = _record_deal.key
-       AND l.valid_from <= _record_deal.at AND _record_deal.at < coalesce(l.valid_to, upper(t.valid), 'infinity');
-    IF v_team IS NOT NULL THEN
-        PERFORM 1 FROM allocation.virtual_team t WHERE t.id = v_team FOR SHARE;
-    END IF;
+    PERFORM allocation._deal_checks(at, 'record_deal');
     -- a rep records deals of the customers it holds or shares in a team; managers and
     -- the application (no rep's login) any
     IF v_me IS NOT NULL AND NOT allocation._is_manager(v_actor)
@@ -770,33 +825,12 @@ BEGIN
               DETAIL = 'A rep records deals of customers it held, or shared in a virtual team, at the deal''s time.',
               HINT = 'Ask the holder or a manager.';
     END IF;
+    d := allocation._land_deal(m, key, amount, at, 'record_deal', ref, v_actor);
+    IF d.id IS NOT NULL THEN
+        RETURN d.id;
+    END IF;
     SELECT * INTO d FROM allocation.deal x
      WHERE x.managed_id = m.id AND x.source = 'record_deal' AND x.ref = _record_deal.ref;
-    IF d.id IS NULL THEN
-        -- the split as of the deal's time, read after the locks, frozen with the deal
-        SELECT jsonb_agg(jsonb_build_object('rep_id', s.rep_id, 'share', s.share, 'amount', s.amount) ORDER BY s.rep_id),
-               min(s.team_id)
-          INTO v_lines, v_team
-          FROM allocation._split(m, key, round(amount, 2), at) s;
-        BEGIN
-            INSERT INTO allocation.deal (managed_id, key, amount, at, source, ref, team_id, recorded_by)
-            VALUES (m.id, key, round(amount, 2), at, 'record_deal', ref, v_team, v_actor)
-            RETURNING * INTO d;
-        EXCEPTION WHEN unique_violation THEN
-            -- recorded by a concurrent transaction: reported below
-            SELECT * INTO d FROM allocation.deal x
-             WHERE x.managed_id = m.id AND x.source = 'record_deal' AND x.ref = _record_deal.ref;
-            v_lines := NULL;
-        END;
-        IF v_lines IS NOT NULL THEN
-            INSERT INTO allocation.deal_split (deal_id, rep_id, share, amount)
-            SELECT d.id, (l ->> 'rep_id')::bigint, (l ->> 'share')::numeric, (l ->> 'amount')::numeric
-              FROM jsonb_array_elements(v_lines) l;
-            PERFORM allocation._vt_event('deal_recorded', v_team, m.id, key, ref,
-                                         jsonb_build_object('deal', d.id, 'amount', d.amount, 'at', at, 'split', v_lines));
-            RETURN d.id;
-        END IF;
-    END IF;
     RAISE EXCEPTION 'deal % of % is already recorded', ref, m.table_name USING ERRCODE = 'LA0V9',
           DETAIL = format('Deal %s (customer %s, amount %s, at %s) has this ref; recording is not repeated.',
                           d.id, d.key, d.amount, d.at),

@@ -19,12 +19,16 @@ $$
            AND (cp.tier IS NULL OR cp.tier = claim_limits.tier)),
     mh AS (SELECT p.max_held, p.tier FROM p WHERE p.max_held IS NOT NULL
             ORDER BY (p.tier IS NOT NULL) DESC, p.depth LIMIT 1)
-    SELECT (SELECT mh.max_held FROM mh), (SELECT mh.tier FROM mh),
-           (SELECT p.daily_claims FROM p WHERE p.daily_claims IS NOT NULL ORDER BY (p.tier IS NOT NULL) DESC, p.depth LIMIT 1),
+    -- rewards (issue 14): tier_access raises the tier's max_held, daily_claims_bonus the daily limit
+    SELECT (SELECT mh.max_held + CASE WHEN mh.tier IS NOT NULL
+                                      THEN allocation._reward_bonus(claim_limits.rep, 'tier_access', mh.tier) ELSE 0 END FROM mh),
+           (SELECT mh.tier FROM mh),
+           (SELECT p.daily_claims + allocation._reward_bonus(claim_limits.rep, 'daily_claims_bonus')
+              FROM p WHERE p.daily_claims IS NOT NULL ORDER BY (p.tier IS NOT NULL) DESC, p.depth LIMIT 1),
            (SELECT p.cooldown FROM p WHERE p.cooldown IS NOT NULL ORDER BY (p.tier IS NOT NULL) DESC, p.depth LIMIT 1),
            (SELECT p.protection FROM p WHERE p.protection IS NOT NULL ORDER BY (p.tier IS NOT NULL) DESC, p.depth LIMIT 1)
 $$;
-COMMENT ON FUNCTION allocation.claim_limits(bigint, text) IS 'The claim limits that apply to a rep for a customer tier (NULL = no limit), resolved from allocation.claim_policy';
+COMMENT ON FUNCTION allocation.claim_limits(bigint, text) IS 'The claim limits that apply to a rep for a customer tier (NULL = no limit), resolved from allocation.claim_policy, with the rep''s active rewards added (tier_access to its tier''s max_held, daily_claims_bonus to the daily limit)';
 
 -- The claim day: the date in allocation.claim_timezone (a superuser setting), never the
 -- session's TimeZone, which any rep could change to count a claim on another day.
@@ -151,9 +155,9 @@ BEGIN
     ok := r.capacity IS NULL OR v_held + v_reserved < r.capacity;
     sqlstate := CASE WHEN NOT ok THEN 'LA022' END;
     message := CASE WHEN r.capacity IS NULL THEN format('holds %s, no capacity limit', v_held)
-                    WHEN ok THEN format('holds %s%s of capacity %s', v_held,
+                    WHEN ok THEN format('holds %s%s of capacity %s%s', v_held,
                                         CASE WHEN v_reserved > 0 THEN format(' (and %s reserved by pending suggestions)', v_reserved) ELSE '' END,
-                                        r.capacity)
+                                        r.capacity, allocation._reward_note(p_rep, 'capacity_bonus'))
                     WHEN v_held > r.capacity OR v_held + v_reserved > r.capacity THEN format('rep %s is over capacity', r.code)
                     ELSE format('rep %s is at capacity', r.code) END;
     detail := CASE WHEN ok THEN NULL
@@ -173,8 +177,10 @@ BEGIN
     ok := lim.max_held IS NULL OR v_held < lim.max_held;
     sqlstate := CASE WHEN NOT ok THEN 'LA022' END;
     message := CASE WHEN lim.max_held IS NULL THEN 'no claim policy limits holdings'
-                    WHEN ok THEN format('holds %s of %s%s allowed by the claim policy', v_held, lim.max_held,
-                                        coalesce(' tier ' || lim.max_held_tier || ' customers', ''))
+                    WHEN ok THEN format('holds %s of %s%s allowed by the claim policy%s', v_held, lim.max_held,
+                                        coalesce(' tier ' || lim.max_held_tier || ' customers', ''),
+                                        CASE WHEN lim.max_held_tier IS NOT NULL
+                                             THEN allocation._reward_note(p_rep, 'tier_access', lim.max_held_tier) ELSE '' END)
                     ELSE format('rep %s holds the %s%s customers its claim policy allows', r.code, lim.max_held,
                                 coalesce(' tier ' || lim.max_held_tier, '')) END;
     detail := CASE WHEN NOT ok THEN format('allocation.claim_policy limits claims to reps holding fewer than %s%s customers; rep %s holds %s.',
@@ -187,7 +193,8 @@ BEGIN
     ok := lim.daily_claims IS NULL OR v_today < lim.daily_claims;
     sqlstate := CASE WHEN NOT ok THEN 'LA082' END;
     message := CASE WHEN lim.daily_claims IS NULL THEN format('%s claims today, no daily limit', v_today)
-                    WHEN ok THEN format('%s of %s claims today', v_today, lim.daily_claims)
+                    WHEN ok THEN format('%s of %s claims today%s', v_today, lim.daily_claims,
+                                        allocation._reward_note(p_rep, 'daily_claims_bonus'))
                     ELSE format('rep %s reached its daily claim limit', r.code) END;
     detail := CASE WHEN NOT ok THEN format('Rep %s made %s claims today; the claim policy allows %s per day.', r.code, v_today, lim.daily_claims) END; hint := CASE WHEN NOT ok THEN 'Try again tomorrow.' END;
     RETURN NEXT;

@@ -208,11 +208,14 @@ BEGIN
         INSERT INTO allocation.resource_rep_use AS u (pool_id, rep_id, used)
         VALUES (p.id, r.rep_id, r.qty)
         ON CONFLICT (pool_id, rep_id) DO UPDATE SET used = u.used + EXCLUDED.used
-         WHERE p.per_rep_cap IS NULL OR u.used + EXCLUDED.used <= p.per_rep_cap;
-        IF NOT FOUND OR (p.per_rep_cap IS NOT NULL AND r.qty > p.per_rep_cap) THEN
+         WHERE p.per_rep_cap IS NULL
+            OR u.used + EXCLUDED.used <= p.per_rep_cap + allocation._reward_bonus(r.rep_id, 'resource_priority', NULL, p.id);
+        IF NOT FOUND OR (p.per_rep_cap IS NOT NULL
+                         AND r.qty > p.per_rep_cap + allocation._reward_bonus(r.rep_id, 'resource_priority', NULL, p.id)) THEN
             RAISE EXCEPTION 'the customers of rep % would exceed the per-rep cap of pool %', r.rep_id, p.code
                 USING ERRCODE = 'LA094',
-                      DETAIL = format('The pool allows %s %s per rep.', p.per_rep_cap, p.unit),
+                      DETAIL = format('The pool allows %s %s per rep%s.', p.per_rep_cap, p.unit,
+                                      allocation._reward_note(r.rep_id, 'resource_priority')),
                       HINT = 'Request less, or release an earlier grant of this rep''s customers.';
         END IF;
     END IF;
@@ -243,9 +246,10 @@ BEGIN
        AND r.qty + coalesce((SELECT u.used FROM allocation.resource_rep_use u WHERE u.pool_id = p.id AND u.rep_id = r.rep_id), 0)
                  + coalesce((SELECT sum(q.qty) FROM allocation.resource_request q
                               WHERE q.pool_id = p.id AND q.status = 'waitlisted' AND q.rep_id = r.rep_id AND q.id <> r.id), 0)
-           > p.per_rep_cap THEN
+           > p.per_rep_cap + allocation._reward_bonus(r.rep_id, 'resource_priority', NULL, p.id) THEN
         RAISE EXCEPTION 'the customers of rep % would exceed the per-rep cap of pool %', r.rep_id, p.code
-            USING ERRCODE = 'LA094', DETAIL = format('The pool allows %s %s per rep.', p.per_rep_cap, p.unit),
+            USING ERRCODE = 'LA094', DETAIL = format('The pool allows %s %s per rep%s.', p.per_rep_cap, p.unit,
+                                                     allocation._reward_note(r.rep_id, 'resource_priority')),
                   HINT = 'Request less, or release an earlier grant of this rep''s customers.';
     END IF;
 END

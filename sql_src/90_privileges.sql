@@ -47,6 +47,10 @@ BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.split_revenue(regclass, text, numeric, timestamptz),
                     allocation.team_shares_at(bigint, timestamptz) TO %s', r);
     EXECUTE format('GRANT SELECT ON allocation.revenue_credit TO %s', r);
+    -- the loop's measures: everyone, a rep sees its own rows (checked inside)
+    EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.rep_measures(tstzrange, integer), allocation.scorecard(tstzrange, integer),
+                    allocation.month_of(timestamptz) TO %s', r);
+    EXECUTE format('GRANT SELECT ON allocation.scorecard_monthly, allocation.active_reward, allocation.reward_rule TO %s', r);
     -- the rep's pool screen (its point argument is a PostGIS type: named by its function)
     EXECUTE format('GRANT EXECUTE ON FUNCTION %s, allocation.claimable_count(regclass, bigint) TO %s',
                    'allocation.claimable_page'::regproc::regprocedure, r);
@@ -76,6 +80,7 @@ BEGIN
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.verify_audit(text), allocation.audit_head() TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.stat(), allocation.stat_index() TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.dispute_evidence(bigint), allocation.explain_event(bigint) TO %s', r);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.strategy_effectiveness(tstzrange, integer) TO %s', r);
     END IF;
     IF kind IN ('manager', 'admin') THEN
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.assign(regclass, text, bigint, text),
@@ -93,16 +98,18 @@ BEGIN
                         allocation.dissolve_virtual_teams(timestamptz) TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.settle_dispute(bigint, bigint, text),
                         allocation.auto_settle_disputes(timestamptz) TO %s', r);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.refresh_scorecards(timestamptz),
+                        allocation.evaluate_performance(tstzrange) TO %s', r);
     END IF;
     IF kind = 'admin' THEN
         -- configuration only: the registry, counters, suggestions, locks, follow-ups and the
         -- audit log are written by the engine alone (actor and time set by it)
         EXECUTE format('GRANT INSERT, UPDATE, DELETE ON allocation.team, allocation.rep, allocation.territory,
                         allocation.rule, allocation.claim_policy, allocation.recycle_policy,
-                        allocation.resource_pool, allocation.transfer_policy TO %s', r);
+                        allocation.resource_pool, allocation.transfer_policy, allocation.reward_rule TO %s', r);
         EXECUTE format('GRANT USAGE ON SEQUENCE allocation.team_id_seq, allocation.rep_id_seq, allocation.territory_id_seq,
                         allocation.rule_id_seq, allocation.claim_policy_id_seq, allocation.recycle_policy_id_seq,
-                        allocation.resource_pool_id_seq, allocation.transfer_policy_id_seq TO %s', r);
+                        allocation.resource_pool_id_seq, allocation.transfer_policy_id_seq, allocation.reward_rule_id_seq TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.import_territories(jsonb, text, text, text),
                         allocation.manage(regclass, name, name, name, jsonb), allocation.unmanage(regclass),
                         allocation.set_reevaluate(regclass, text), allocation.grant_role(regrole, text),
@@ -148,6 +155,8 @@ SELECT pg_catalog.pg_extension_config_dump('allocation.claim_policy', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.transfer_policy', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.transfer', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.customer_share', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.reward_rule', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.reward', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.claim_day', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.customer_lock', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.protection', '');

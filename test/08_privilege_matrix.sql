@@ -24,6 +24,12 @@ INSERT INTO matrix VALUES
     ('allocation.explain(regclass,text)',                                    'rmaA'),
     ('allocation.explain(regclass,jsonb)',                                   'rmaA'),
     ('allocation.owner_at(regclass,text,timestamp with time zone)',          'rmaA'),
+    ('allocation.rep_measures(tstzrange,integer)',                           'rmaA'),
+    ('allocation.scorecard(tstzrange,integer)',                              'rmaA'),
+    ('allocation.month_of(timestamp with time zone)',                        'rmaA'),
+    ('allocation.strategy_effectiveness(tstzrange,integer)',                 'maA'),
+    ('allocation.refresh_scorecards(timestamp with time zone)',              'mA'),
+    ('allocation.evaluate_performance(tstzrange)',                           'mA'),
     ('allocation.open_dispute(regclass,text,bigint,text)',                   'rmA'),
     ('allocation.dispute_evidence(bigint)',                                  'rmaA'),
     ('allocation.dismiss_ownership_dispute(bigint,text)',                    'rmA'),
@@ -160,7 +166,7 @@ SELECT is_empty($$
      WHERE c.relnamespace = 'allocation'::regnamespace AND c.relkind = 'r' AND a.grantee <> c.relowner
        AND a.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')
        AND NOT (c.relname IN ('team', 'rep', 'territory', 'rule', 'claim_policy', 'recycle_policy', 'resource_pool', 'name_term',
-                              'transfer_policy')
+                              'transfer_policy', 'reward_rule')
                 AND a.grantee = 'tapm_admin'::regrole AND a.privilege_type <> 'TRUNCATE')
 $$, 'no role writes an engine-maintained table; admins write configuration only');
 SELECT is(has_table_privilege('tapm_admin', 'allocation.event', 'INSERT'), false, 'not even an admin inserts into the audit log');

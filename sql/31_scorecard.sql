@@ -1,0 +1,158 @@
+--
+-- 31_scorecard: the allocation loop measured.  rep_measures(), scorecard() per
+-- rep/team/territory, strategy_effectiveness() per rule/policy/territory/tier/crop,
+-- refresh_scorecards() and scorecard_monthly, rewards by rule with
+-- evaluate_performance(): a capacity bonus given for the next period and revoked by
+-- the evaluation of that period, a daily claim bonus shown by explain_claim().
+-- Simulated time: the period ends at t0, taken after the season's events.
+--
+CREATE EXTENSION allocation;
+\pset null '(null)'
+\set SHOW_CONTEXT never
+
+DO $$
+BEGIN
+    CREATE ROLE regress_s31_a;
+    CREATE ROLE regress_s31_b;
+    CREATE ROLE regress_s31_mgr;
+    CREATE ROLE regress_s31_an;
+END $$;
+INSERT INTO allocation.team (id, code, name) VALUES (1, 'field', 'Field sales'), (2, 'other', 'Other team');
+INSERT INTO allocation.rep (id, code, name, team_id, capacity, login) VALUES
+    (1, 'a', 'Rep A', 1, 20, 'regress_s31_a'),
+    (2, 'b', 'Rep B', 1, 20, 'regress_s31_b'),
+    (3, 'c', 'Rep C', 1, 20, NULL),
+    (4, 'd', 'Rep D', 2, NULL, NULL);
+SELECT allocation.grant_role('regress_s31_a', 'rep'), allocation.grant_role('regress_s31_b', 'rep'),
+       allocation.grant_role('regress_s31_mgr', 'manager'), allocation.grant_role('regress_s31_an', 'analyst');
+INSERT INTO allocation.territory (id, code, name, geom, owner_rep_id) VALUES
+    (1, 'west', 'West county', ST_Multi(ST_MakeEnvelope(110, 28, 111, 29, 4326)), 1),
+    (2, 'east', 'East county', ST_Multi(ST_MakeEnvelope(111, 28, 112, 29, 4326)), 2);
+CREATE TABLE s31_customer (id integer PRIMARY KEY, tier text, crop text, loc geometry(Point, 4326), owner bigint);
+SELECT allocation.manage('s31_customer', 'id', 'loc', 'owner', '{"tier": "tier", "crop": "crop"}');
+INSERT INTO allocation.rule (name, priority, crops, target_kind, target_rep_id) VALUES ('rice to a', 20, '{rice}', 'rep', 1);
+INSERT INTO allocation.rule (name, priority, target_kind, target_team_id, policy) VALUES ('the rest to the territory owner', 10, 'team', 1, 'territory_owner');
+INSERT INTO allocation.claim_policy (team_id, tier, daily_claims) VALUES (NULL, NULL, 2);
+-- key accounts are reserved: no rep may hold one through claims (max_held 0)
+INSERT INTO allocation.claim_policy (team_id, tier, max_held) VALUES (NULL, 'key', 0);
+
+-- the season: a gets 6 rice growers in the west, b 4 wheat growers in the east, c two by hand
+INSERT INTO s31_customer (id, tier, crop, loc)
+SELECT g, 'grower', 'rice', ST_Point(110.5, 28.5, 4326) FROM generate_series(1, 6) g;
+INSERT INTO s31_customer (id, tier, crop, loc)
+SELECT g, 'dealer', 'wheat', ST_Point(111.5, 28.5, 4326) FROM generate_series(7, 10) g;
+INSERT INTO s31_customer (id, tier, crop, owner) VALUES (11, 'dealer', 'cotton', 3), (12, 'dealer', 'cotton', 3);
+SELECT c.id, r.code AS owner FROM s31_customer c JOIN allocation.rep r ON r.id = c.owner ORDER BY c.id;
+-- a visits 3 of its growers, b one dealer; c nobody
+SET ROLE regress_s31_a;
+SELECT count(allocation.log_followup('s31_customer', g::text, 'visit', 'samples')) AS a_visits FROM generate_series(1, 3) g;
+SET ROLE regress_s31_b;
+SELECT allocation.log_followup('s31_customer', '7', 'call', 'price list') > 0 AS b_call;
+RESET ROLE;
+-- deals: two of a's growers, one of b's dealers
+SELECT allocation.record_deal('s31_customer', '1', 1000.00, ref => 'S31-1') > 0 AS d1,
+       allocation.record_deal('s31_customer', '2', 500.00, ref => 'S31-2') > 0 AS d2,
+       allocation.record_deal('s31_customer', '7', 300.00, ref => 'S31-3') > 0 AS d3;
+-- satisfaction surveys (as an outcome table lands them)
+INSERT INTO allocation.satisfaction (managed_id, key, at, score, scale, score_pct, rep_id, recorded_by) VALUES
+    (1, '1', now(), 5, '1-5', 100, 1, 'survey'), (1, '2', now(), 4, '1-5', 75, 1, 'survey'),
+    (1, '7', now(), 6, 'nps', 60, 2, 'survey');
+-- c gives one back to the pool, b claims it
+SELECT allocation.release('s31_customer', '12', 'no time');
+SELECT allocation.claim('s31_customer', '12', 2);
+SELECT now() AS t0 \gset
+
+-------------------------------------------------------------------------------
+-- Measures per rep, scorecards, strategy effectiveness
+-------------------------------------------------------------------------------
+SET ROLE regress_s31_mgr;
+SELECT m.rep_id, r.code, m.held_end, m.touched_pct, m.first_contact_median < interval '1 minute' AS contacted_at_once,
+       m.first_contacts, m.conversion_base, m.converted, m.conversion_pct, m.revenue, m.satisfaction_avg, m.satisfaction_n,
+       m.claims, m.releases, m.recycled_away
+  FROM allocation.rep_measures(tstzrange(:'t0'::timestamptz - interval '7 days', :'t0')) m
+  JOIN allocation.rep r ON r.id = m.rep_id ORDER BY m.rep_id;
+SELECT level, code, held_end, touched_pct, conversion_base, converted, conversion_pct, revenue, satisfaction_avg, satisfaction_n,
+       claims, releases
+  FROM allocation.scorecard(tstzrange(:'t0'::timestamptz - interval '7 days', :'t0'));
+SET ROLE regress_s31_an;
+SELECT dimension, value, holdings, started, touched_pct, conversion_base, converted, conversion_pct, revenue, revenue_per_holding,
+       satisfaction_avg
+  FROM allocation.strategy_effectiveness(tstzrange(:'t0'::timestamptz - interval '7 days', :'t0'));
+-- a rep reads its own row only, and not the comparison of everyone's customers
+SET ROLE regress_s31_a;
+SELECT rep_id, held_end, converted FROM allocation.rep_measures(tstzrange(:'t0'::timestamptz - interval '7 days', :'t0'));
+SELECT level, code, held_end FROM allocation.scorecard(tstzrange(:'t0'::timestamptz - interval '7 days', :'t0'));
+\set VERBOSITY default
+SELECT * FROM allocation.strategy_effectiveness(tstzrange(:'t0'::timestamptz - interval '7 days', :'t0'));
+-- bad periods
+SELECT * FROM allocation.rep_measures(NULL);
+SELECT * FROM allocation.scorecard('empty');
+SELECT * FROM allocation.scorecard(tstzrange('2027-01-01 00:00+08', NULL));
+SELECT * FROM allocation.rep_measures(tstzrange(now() - interval '1 day', now()), 0);
+\set VERBOSITY terse
+RESET ROLE;
+
+-- the monthly snapshots: refreshed in one statement per month; a rep reads its own rows
+SELECT allocation.refresh_scorecards(now()) > 0 AS refreshed;
+SELECT allocation.refresh_scorecards(now()) = (SELECT count(*) FROM allocation.scorecard_month) AS refresh_again_same_rows;
+SELECT level, code, held_end, converted FROM allocation.scorecard_monthly
+ WHERE month = date_trunc('month', now())::date ORDER BY level, code;
+SET ROLE regress_s31_b;
+SELECT level, code, held_end FROM allocation.scorecard_monthly WHERE month = date_trunc('month', now())::date;
+RESET ROLE;
+SELECT * FROM allocation.refresh_scorecards(NULL);
+
+-------------------------------------------------------------------------------
+-- Rewards: earned in the period, in force for the next one, revoked by its evaluation
+-------------------------------------------------------------------------------
+INSERT INTO allocation.reward_rule (name, measure, threshold, min_customers, team_id, effect, amount) VALUES
+    ('converters', 'conversion_pct', 30, 3, 1, 'capacity_bonus', 2),
+    ('earners', 'revenue', 100, 1, NULL, 'daily_claims_bonus', 5),
+    ('big converters', 'conversion_pct', 90, 1, NULL, 'capacity_bonus', 10);
+INSERT INTO allocation.reward_rule (name, measure, threshold, effect, amount, tier) VALUES
+    ('dealers for the happy', 'satisfaction_avg', 80, 'tier_access', 3, 'key');
+SET ROLE regress_s31_mgr;
+SELECT rep_code, rule, action, effect, amount, measure_value, lower(effective) = :'t0'::timestamptz AS from_t0
+  FROM allocation.evaluate_performance(tstzrange(:'t0'::timestamptz - interval '7 days', :'t0')) ORDER BY rep_code, rule;
+-- idempotent: nothing the second time
+SELECT count(*) AS second_run FROM allocation.evaluate_performance(tstzrange(:'t0'::timestamptz - interval '7 days', :'t0'));
+RESET ROLE;
+SELECT code, capacity FROM allocation.rep WHERE id IN (1, 2) ORDER BY id;
+SELECT rep_code, rule, effect, amount FROM allocation.active_reward ORDER BY rep_code, rule;
+-- the limits a reward raises, and explain_claim() says why
+SELECT max_held, daily_claims FROM allocation.claim_limits(1, NULL);
+SELECT max_held AS a_key_max_held, (SELECT max_held FROM allocation.claim_limits(2, 'key')) AS b_key_max_held FROM allocation.claim_limits(1, 'key');
+SELECT regexp_replace(x ->> 'message', 'until .*\)', 'until <t0 + 7 days>)') AS a_daily_limit
+  FROM jsonb_array_elements(allocation.explain_claim('s31_customer', '12', 1) -> 'checks') x WHERE x ->> 'check' = 'daily_limit';
+SELECT regexp_replace(x ->> 'message', 'until .*\)', 'until <t0 + 7 days>)') AS a_capacity
+  FROM jsonb_array_elements(allocation.explain_claim('s31_customer', '12', 1) -> 'checks') x WHERE x ->> 'check' = 'capacity';
+SELECT kind, to_rep, detail ->> 'effect' AS effect, detail ->> 'amount' AS amount FROM allocation.event
+ WHERE kind LIKE 'reward_%' ORDER BY id;
+-- a rep sees its own rewards
+SET ROLE regress_s31_b;
+SELECT rep_code, rule FROM allocation.active_reward;
+RESET ROLE;
+-- the next period: its evaluation revokes them (a's capacity goes back) and gives none (no deals in it)
+SET ROLE regress_s31_mgr;
+SELECT rep_code, rule, action, effect, amount
+  FROM allocation.evaluate_performance(tstzrange(:'t0', :'t0'::timestamptz + interval '7 days')) ORDER BY rep_code, rule;
+RESET ROLE;
+SELECT code, capacity FROM allocation.rep WHERE id IN (1, 2) ORDER BY id;
+SELECT count(*) AS active_rewards FROM allocation.active_reward;
+SELECT daily_claims, (SELECT max_held FROM allocation.claim_limits(1, 'key')) AS key_max_held FROM allocation.claim_limits(1, NULL);
+-- bad inputs and roles
+\set VERBOSITY default
+SET ROLE regress_s31_a;
+SELECT * FROM allocation.evaluate_performance(tstzrange(now() - interval '1 day', now()));
+RESET ROLE;
+SELECT * FROM allocation.evaluate_performance(NULL);
+SELECT * FROM allocation.evaluate_performance('empty');
+INSERT INTO allocation.reward_rule (name, measure, threshold, effect, amount) VALUES ('bad', 'loudness', 1, 'capacity_bonus', 1);
+INSERT INTO allocation.reward_rule (name, measure, threshold, effect, amount) VALUES ('bad', 'revenue', 1, 'tier_access', 1);
+INSERT INTO allocation.reward_rule (name, measure, threshold, effect, amount) VALUES ('bad', 'revenue', 1, 'capacity_bonus', 0);
+\set VERBOSITY terse
+
+DROP TABLE s31_customer;
+DROP EXTENSION allocation CASCADE;
+DROP OWNED BY regress_s31_a, regress_s31_b, regress_s31_mgr, regress_s31_an;
+DROP ROLE regress_s31_a, regress_s31_b, regress_s31_mgr, regress_s31_an;

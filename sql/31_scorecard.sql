@@ -152,6 +152,21 @@ INSERT INTO allocation.reward_rule (name, measure, threshold, effect, amount) VA
 INSERT INTO allocation.reward_rule (name, measure, threshold, effect, amount) VALUES ('bad', 'revenue', 1, 'capacity_bonus', 0);
 \set VERBOSITY terse
 
+-------------------------------------------------------------------------------
+-- New reps: during the ramp-up, recycling takes at most max_recycled customers away
+-------------------------------------------------------------------------------
+INSERT INTO allocation.new_rep_policy (team_id, ramp_up, max_recycled) VALUES (NULL, interval '90 days', 1);
+INSERT INTO allocation.recycle_policy (name, tbl, no_followup) VALUES ('s31 30 days', 's31_customer', interval '30 days');
+UPDATE allocation.rep SET created_at = now() - interval '1 year' WHERE id = 3;   -- c is no new rep
+SELECT r.code, count(*) FILTER (WHERE s.exempt IS NULL) AS would_go, count(*) FILTER (WHERE s.exempt LIKE 'new rep%') AS protected
+  FROM allocation.upcoming_recycles(now() + interval '40 days') s JOIN allocation.rep r ON r.id = s.rep_id
+ GROUP BY r.code ORDER BY r.code;
+SELECT r.code, count(*) AS recycled FROM allocation.recycle(now() + interval '40 days') x JOIN allocation.rep r ON r.id = x.rep_id
+ WHERE x.action = 'recycled' GROUP BY r.code ORDER BY r.code;
+-- the next run: the new reps' one is used up, nothing more goes
+SELECT count(*) FILTER (WHERE x.action = 'recycled') AS recycled_again FROM allocation.recycle(now() + interval '41 days') x;
+INSERT INTO allocation.new_rep_policy (team_id, ramp_up, max_recycled) VALUES (NULL, interval '0', 1);
+
 DROP TABLE s31_customer;
 DROP EXTENSION allocation CASCADE;
 DROP OWNED BY regress_s31_a, regress_s31_b, regress_s31_mgr, regress_s31_an;

@@ -54,7 +54,21 @@ BEGIN
               FROM held h JOIN pol ON pol.key = h.key JOIN allocation.recycle_policy p ON p.id = pol.policy_id),
         due AS (
             SELECT c.*, least(c.last_followup + c.no_followup, c.last_progress + c.no_progress) AS due_at
-              FROM clocks c)
+              FROM clocks c),
+        -- new reps in their ramp-up: how many more customers recycling may take away from them
+        -- (those due first go first; the rest are exempt)
+        ramp AS (
+            SELECT d.key, nr.max_recycled,
+                   (SELECT count(*) FROM allocation.event e
+                     WHERE e.kind = 'recycle' AND e.from_rep = d.rep_id AND e.at >= r.created_at)
+                   + row_number() OVER (PARTITION BY d.rep_id ORDER BY least(d.due_at, 'infinity'), d.key) AS nth
+              FROM due d
+              JOIN allocation.rep r ON r.id = d.rep_id
+              JOIN LATERAL (SELECT x.* FROM allocation.new_rep_policy x
+                             WHERE x.team_id IS NULL OR allocation._rep_in_team(r.id, x.team_id)
+                             ORDER BY x.team_id = r.team_id DESC NULLS LAST, x.team_id IS NULL, x.id LIMIT 1) nr
+                ON r.created_at + nr.ramp_up > $2
+             WHERE d.due_at <= $2)
         SELECT d.managed_id, d.key, d.rep_id, d.policy_id, d.last_followup, d.last_progress,
                greatest(d.due_at, pr.until) AS due_at, greatest(d.due_at, pr.until) - d.warn_before AS warn_at,
                CASE WHEN d.last_followup + d.no_followup <= coalesce(d.last_progress + d.no_progress, 'infinity')
@@ -63,8 +77,11 @@ BEGIN
                CASE WHEN lk.key IS NOT NULL THEN 'locked'
                     WHEN EXISTS (SELECT 1 FROM allocation.ownership_dispute od
                                   WHERE od.managed_id = d.managed_id AND od.key = d.key AND od.status = 'open') THEN 'disputed'
-                    WHEN d.stage = ANY (d.exempt_stages) THEN format('stage %s is exempt', d.stage) END
+                    WHEN d.stage = ANY (d.exempt_stages) THEN format('stage %s is exempt', d.stage)
+                    WHEN ramp.nth > ramp.max_recycled
+                    THEN format('new rep in its ramp-up: at most %s customers recycled away', ramp.max_recycled) END
           FROM due d
+          LEFT JOIN ramp ON ramp.key = d.key
           LEFT JOIN allocation.customer_lock lk ON lk.managed_id = d.managed_id AND lk.key = d.key
           LEFT JOIN allocation.protection pr ON pr.managed_id = d.managed_id AND pr.key = d.key
                                            AND pr.rep_id = d.rep_id AND pr.until > $2

@@ -50,7 +50,8 @@ BEGIN
     -- the loop's measures: everyone, a rep sees its own rows (checked inside)
     EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.rep_measures(tstzrange, integer), allocation.scorecard(tstzrange, integer),
                     allocation.month_of(timestamptz) TO %s', r);
-    EXECUTE format('GRANT SELECT ON allocation.scorecard_monthly, allocation.active_reward, allocation.reward_rule TO %s', r);
+    EXECUTE format('GRANT SELECT ON allocation.scorecard_monthly, allocation.active_reward, allocation.reward_rule,
+                    allocation.new_rep_policy TO %s', r);
     -- the rep's pool screen (its point argument is a PostGIS type: named by its function)
     EXECUTE format('GRANT EXECUTE ON FUNCTION %s, allocation.claimable_count(regclass, bigint) TO %s',
                    'allocation.claimable_page'::regproc::regprocedure, r);
@@ -106,10 +107,12 @@ BEGIN
         -- audit log are written by the engine alone (actor and time set by it)
         EXECUTE format('GRANT INSERT, UPDATE, DELETE ON allocation.team, allocation.rep, allocation.territory,
                         allocation.rule, allocation.claim_policy, allocation.recycle_policy,
-                        allocation.resource_pool, allocation.transfer_policy, allocation.reward_rule TO %s', r);
+                        allocation.resource_pool, allocation.transfer_policy, allocation.reward_rule,
+                        allocation.new_rep_policy TO %s', r);
         EXECUTE format('GRANT USAGE ON SEQUENCE allocation.team_id_seq, allocation.rep_id_seq, allocation.territory_id_seq,
                         allocation.rule_id_seq, allocation.claim_policy_id_seq, allocation.recycle_policy_id_seq,
-                        allocation.resource_pool_id_seq, allocation.transfer_policy_id_seq, allocation.reward_rule_id_seq TO %s', r);
+                        allocation.resource_pool_id_seq, allocation.transfer_policy_id_seq, allocation.reward_rule_id_seq,
+                        allocation.new_rep_policy_id_seq TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.import_territories(jsonb, text, text, text),
                         allocation.manage(regclass, name, name, name, jsonb), allocation.unmanage(regclass),
                         allocation.set_reevaluate(regclass, text), allocation.grant_role(regrole, text),
@@ -157,6 +160,7 @@ SELECT pg_catalog.pg_extension_config_dump('allocation.transfer', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.customer_share', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.reward_rule', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.reward', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.new_rep_policy', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.claim_day', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.customer_lock', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.protection', '');

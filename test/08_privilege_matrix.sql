@@ -166,7 +166,7 @@ SELECT is_empty($$
      WHERE c.relnamespace = 'allocation'::regnamespace AND c.relkind = 'r' AND a.grantee <> c.relowner
        AND a.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')
        AND NOT (c.relname IN ('team', 'rep', 'territory', 'rule', 'claim_policy', 'recycle_policy', 'resource_pool', 'name_term',
-                              'transfer_policy', 'reward_rule')
+                              'transfer_policy', 'reward_rule', 'new_rep_policy')
                 AND a.grantee = 'tapm_admin'::regrole AND a.privilege_type <> 'TRUNCATE')
 $$, 'no role writes an engine-maintained table; admins write configuration only');
 SELECT is(has_table_privilege('tapm_admin', 'allocation.event', 'INSERT'), false, 'not even an admin inserts into the audit log');

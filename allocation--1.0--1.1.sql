@@ -2531,7 +2531,21 @@ BEGIN
               FROM held h JOIN pol ON pol.key = h.key JOIN allocation.recycle_policy p ON p.id = pol.policy_id),
         due AS (
             SELECT c.*, least(c.last_followup + c.no_followup, c.last_progress + c.no_progress) AS due_at
-              FROM clocks c)
+              FROM clocks c),
+        -- new reps in their ramp-up: how many more customers recycling may take away from them
+        -- (those due first go first; the rest are exempt)
+        ramp AS (
+            SELECT d.key, nr.max_recycled,
+                   (SELECT count(*) FROM allocation.event e
+                     WHERE e.kind = 'recycle' AND e.from_rep = d.rep_id AND e.at >= r.created_at)
+                   + row_number() OVER (PARTITION BY d.rep_id ORDER BY least(d.due_at, 'infinity'), d.key) AS nth
+              FROM due d
+              JOIN allocation.rep r ON r.id = d.rep_id
+              JOIN LATERAL (SELECT x.* FROM allocation.new_rep_policy x
+                             WHERE x.team_id IS NULL OR allocation._rep_in_team(r.id, x.team_id)
+                             ORDER BY x.team_id = r.team_id DESC NULLS LAST, x.team_id IS NULL, x.id LIMIT 1) nr
+                ON r.created_at + nr.ramp_up > $2
+             WHERE d.due_at <= $2)
         SELECT d.managed_id, d.key, d.rep_id, d.policy_id, d.last_followup, d.last_progress,
                greatest(d.due_at, pr.until) AS due_at, greatest(d.due_at, pr.until) - d.warn_before AS warn_at,
                CASE WHEN d.last_followup + d.no_followup <= coalesce(d.last_progress + d.no_progress, 'infinity')
@@ -2540,8 +2554,11 @@ BEGIN
                CASE WHEN lk.key IS NOT NULL THEN 'locked'
                     WHEN EXISTS (SELECT 1 FROM allocation.ownership_dispute od
                                   WHERE od.managed_id = d.managed_id AND od.key = d.key AND od.status = 'open') THEN 'disputed'
-                    WHEN d.stage = ANY (d.exempt_stages) THEN format('stage %s is exempt', d.stage) END
+                    WHEN d.stage = ANY (d.exempt_stages) THEN format('stage %s is exempt', d.stage)
+                    WHEN ramp.nth > ramp.max_recycled
+                    THEN format('new rep in its ramp-up: at most %s customers recycled away', ramp.max_recycled) END
           FROM due d
+          LEFT JOIN ramp ON ramp.key = d.key
           LEFT JOIN allocation.customer_lock lk ON lk.managed_id = d.managed_id AND lk.key = d.key
           LEFT JOIN allocation.protection pr ON pr.managed_id = d.managed_id AND pr.key = d.key
                                            AND pr.rep_id = d.rep_id AND pr.until > $2
@@ -3272,6 +3289,87 @@ $$;
 COMMENT ON FUNCTION allocation.split_revenue(regclass, text, numeric, timestamptz) IS
 'How a deal amount of a customer is credited at a time (default now): to the members of its virtual team by their shares then, or 100 % to its holder then (rep_id NULL: nobody held it); to the cent, summing exactly to the amount (largest remainder, ties to the larger share, then the lower rep id)';
 
+-- The checks of a deal's transaction and time (record_deal() and outcome tables)
+CREATE FUNCTION allocation._deal_checks(p_at timestamptz, p_source text)
+RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+    -- the split must see the team changes committed while this waited for their locks
+    -- (a new snapshot per statement); a REPEATABLE READ snapshot would not
+    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION '%', CASE WHEN p_source = 'record_deal'
+                                  THEN 'allocation.record_deal() runs in READ COMMITTED transactions only'
+                                  ELSE format('deals of %s are recorded in READ COMMITTED transactions only', p_source) END
+              USING ERRCODE = '0A000',
+              DETAIL = format('This transaction is %s; its snapshot could miss a team change ordered before the deal.',
+                              pg_catalog.current_setting('transaction_isolation')),
+              HINT = 'Record deals in a READ COMMITTED transaction (the default).';
+    END IF;
+    IF p_at > now() THEN
+        RAISE EXCEPTION 'a deal cannot be dated in the future' USING ERRCODE = '22008',
+              DETAIL = format('It is dated %s; its split would be frozen before the shares of that time are known.', p_at),
+              HINT = 'Record deals when they are made (split_revenue() previews a split at any time).';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION allocation._deal_checks(timestamptz, text) IS 'internal: a deal is recorded in a READ COMMITTED transaction (0A000) and not dated in the future (22008)';
+
+-- Lands a deal of a customer with its split as of the deal's time, frozen: the
+-- one implementation for record_deal() and the deals read from the CRM's own
+-- order tables (manage_outcomes(), source = the table's name).  Returns the deal,
+-- NULL when (source, ref) is already recorded.  The caller checked the customer
+-- and the amount (_split_checks).
+CREATE FUNCTION allocation._land_deal(m allocation.managed_table, p_key text, p_amount numeric, p_at timestamptz,
+                                      p_source text, p_ref text, p_actor text, p_detail jsonb DEFAULT '{}')
+RETURNS allocation.deal
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    d allocation.deal;
+    v_team bigint;
+    v_lines jsonb;
+BEGIN
+    PERFORM allocation._deal_checks(p_at, p_source);
+    -- the customer's lock (shared: deals of one customer do not wait for each other),
+    -- then the row of its team at the deal's time: a link or share change either
+    -- happened before (and is in the split, read after the locks) or starts after
+    -- this deal's time
+    PERFORM allocation._vt_lock_customer(m.id, p_key, false);
+    SELECT l.team_id INTO v_team
+      FROM allocation.virtual_team_customer l JOIN allocation.virtual_team t ON t.id = l.team_id
+     WHERE l.managed_id = m.id AND l.key = p_key
+       AND l.valid_from <= p_at AND p_at < coalesce(l.valid_to, upper(t.valid), 'infinity');
+    IF v_team IS NOT NULL THEN
+        PERFORM 1 FROM allocation.virtual_team t WHERE t.id = v_team FOR SHARE;
+    END IF;
+    IF EXISTS (SELECT 1 FROM allocation.deal x WHERE x.managed_id = m.id AND x.source = p_source AND x.ref = p_ref) THEN
+        RETURN NULL;
+    END IF;
+    -- the split as of the deal's time, read after the locks, frozen with the deal
+    SELECT jsonb_agg(jsonb_build_object('rep_id', s.rep_id, 'share', s.share, 'amount', s.amount) ORDER BY s.rep_id),
+           min(s.team_id)
+      INTO v_lines, v_team
+      FROM allocation._split(m, p_key, round(p_amount, 2), p_at) s;
+    BEGIN
+        INSERT INTO allocation.deal (managed_id, key, amount, at, source, ref, team_id, recorded_by)
+        VALUES (m.id, p_key, round(p_amount, 2), p_at, p_source, p_ref, v_team, p_actor)
+        RETURNING * INTO d;
+    EXCEPTION WHEN unique_violation THEN
+        RETURN NULL;    -- recorded by a concurrent transaction
+    END;
+    INSERT INTO allocation.deal_split (deal_id, rep_id, share, amount)
+    SELECT d.id, (l ->> 'rep_id')::bigint, (l ->> 'share')::numeric, (l ->> 'amount')::numeric
+      FROM jsonb_array_elements(v_lines) l;
+    PERFORM allocation._vt_event('deal_recorded', v_team, m.id, p_key, p_ref,
+                                 jsonb_build_object('deal', d.id, 'amount', d.amount, 'at', p_at, 'split', v_lines)
+                                 || CASE WHEN p_source <> 'record_deal' THEN jsonb_build_object('source', p_source) ELSE '{}' END
+                                 || coalesce(p_detail, '{}'));
+    RETURN d;
+END
+$$;
+COMMENT ON FUNCTION allocation._land_deal(allocation.managed_table, text, numeric, timestamptz, text, text, text, jsonb) IS 'internal: records a deal with its split as of its time, frozen, and its deal_recorded event (record_deal() and outcome tables); NULL when the ref of that source is already recorded';
+
 CREATE FUNCTION allocation._record_deal(tbl regclass, key text, amount numeric, at timestamptz, ref text)
 RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
@@ -3281,39 +3379,13 @@ DECLARE
     v_me bigint := allocation._rep_of(v_actor);
     m allocation.managed_table := allocation._split_checks(tbl, key, amount, at);
     d allocation.deal;
-    v_team bigint;
-    v_lines jsonb;
 BEGIN
     IF ref IS NULL OR btrim(ref) = '' THEN
         RAISE EXCEPTION 'a deal needs a ref' USING ERRCODE = '22004',
               DETAIL = 'The ref (e.g. the order or invoice number) makes recording a deal idempotent: it is unique per table.',
               HINT = 'SELECT allocation.record_deal(''crm.customer'', ''D-1'', 1000.00, ref => ''SO-2027-0001'');';
     END IF;
-    -- the split must see the team changes committed while this waited for their locks
-    -- (a new snapshot per statement); a REPEATABLE READ snapshot would not
-    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
-        RAISE EXCEPTION 'allocation.record_deal() runs in READ COMMITTED transactions only' USING ERRCODE = '0A000',
-              DETAIL = format('This transaction is %s; its snapshot could miss a team change ordered before the deal.',
-                              pg_catalog.current_setting('transaction_isolation')),
-              HINT = 'Record deals in a READ COMMITTED transaction (the default).';
-    END IF;
-    IF at > now() THEN
-        RAISE EXCEPTION 'a deal cannot be dated in the future' USING ERRCODE = '22008',
-              DETAIL = format('It is dated %s; its split would be frozen before the shares of that time are known.', at),
-              HINT = 'Record deals when they are made (split_revenue() previews a split at any time).';
-    END IF;
-    -- the customer's lock (shared: deals of one customer do not wait for each other),
-    -- then the row of its team at the deal's time: a link or share change either
-    -- happened before (and is in the split, read after the locks) or starts after
-    -- this deal's time
-    PERFORM allocation._vt_lock_customer(m.id, key, false);
-    SELECT l.team_id INTO v_team
-      FROM allocation.virtual_team_customer l JOIN allocation.virtual_team t ON t.id = l.team_id
-     WHERE l.managed_id = m.id AND l.key = _record_deal.key
-       AND l.valid_from <= _record_deal.at AND _record_deal.at < coalesce(l.valid_to, upper(t.valid), 'infinity');
-    IF v_team IS NOT NULL THEN
-        PERFORM 1 FROM allocation.virtual_team t WHERE t.id = v_team FOR SHARE;
-    END IF;
+    PERFORM allocation._deal_checks(at, 'record_deal');
     -- a rep records deals of the customers it holds or shares in a team; managers and
     -- the application (no rep's login) any
     IF v_me IS NOT NULL AND NOT allocation._is_manager(v_actor)
@@ -3323,33 +3395,12 @@ BEGIN
               DETAIL = 'A rep records deals of customers it held, or shared in a virtual team, at the deal''s time.',
               HINT = 'Ask the holder or a manager.';
     END IF;
+    d := allocation._land_deal(m, key, amount, at, 'record_deal', ref, v_actor);
+    IF d.id IS NOT NULL THEN
+        RETURN d.id;
+    END IF;
     SELECT * INTO d FROM allocation.deal x
      WHERE x.managed_id = m.id AND x.source = 'record_deal' AND x.ref = _record_deal.ref;
-    IF d.id IS NULL THEN
-        -- the split as of the deal's time, read after the locks, frozen with the deal
-        SELECT jsonb_agg(jsonb_build_object('rep_id', s.rep_id, 'share', s.share, 'amount', s.amount) ORDER BY s.rep_id),
-               min(s.team_id)
-          INTO v_lines, v_team
-          FROM allocation._split(m, key, round(amount, 2), at) s;
-        BEGIN
-            INSERT INTO allocation.deal (managed_id, key, amount, at, source, ref, team_id, recorded_by)
-            VALUES (m.id, key, round(amount, 2), at, 'record_deal', ref, v_team, v_actor)
-            RETURNING * INTO d;
-        EXCEPTION WHEN unique_violation THEN
-            -- recorded by a concurrent transaction: reported below
-            SELECT * INTO d FROM allocation.deal x
-             WHERE x.managed_id = m.id AND x.source = 'record_deal' AND x.ref = _record_deal.ref;
-            v_lines := NULL;
-        END;
-        IF v_lines IS NOT NULL THEN
-            INSERT INTO allocation.deal_split (deal_id, rep_id, share, amount)
-            SELECT d.id, (l ->> 'rep_id')::bigint, (l ->> 'share')::numeric, (l ->> 'amount')::numeric
-              FROM jsonb_array_elements(v_lines) l;
-            PERFORM allocation._vt_event('deal_recorded', v_team, m.id, key, ref,
-                                         jsonb_build_object('deal', d.id, 'amount', d.amount, 'at', at, 'split', v_lines));
-            RETURN d.id;
-        END IF;
-    END IF;
     RAISE EXCEPTION 'deal % of % is already recorded', ref, m.table_name USING ERRCODE = 'LA0V9',
           DETAIL = format('Deal %s (customer %s, amount %s, at %s) has this ref; recording is not repeated.',
                           d.id, d.key, d.amount, d.at),
@@ -3726,6 +3777,1629 @@ COMMENT ON FUNCTION allocation.network_summary(regclass) IS
 CREATE VIEW allocation.dealer_network AS
 SELECT * FROM allocation.network_summary();
 COMMENT ON VIEW allocation.dealer_network IS 'BI: every dealer network (a top-level customer with customers below it) of every managed table that maps a parent: owner, size, depth, retailers held by another rep, revenue of its deals (allocation.network_summary())';
+-- <<< issue 13 part 2
+-- >>> issue 14
+-------------------------------------------------------------------------------
+-- The allocation loop (issue 14): outcomes from the CRM's tables, potential,
+-- measures and scorecards, rewards, new reps, alerts, run_maintenance
+-------------------------------------------------------------------------------
+-- Rewards (issue 14): rules that turn a period's measure into an effect for the next period,
+-- and the rewards given.  Here, with the claim tables, because claim_limits() reads them.
+CREATE TABLE allocation.reward_rule (
+    id             bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    name           text NOT NULL UNIQUE,
+    measure        text NOT NULL CHECK (measure IN ('conversion_pct', 'revenue', 'satisfaction_avg', 'touched_pct')),
+    threshold      numeric NOT NULL,
+    min_customers  integer NOT NULL DEFAULT 1 CHECK (min_customers >= 0),
+    team_id        bigint REFERENCES allocation.team (id) ON DELETE CASCADE,
+    effect         text NOT NULL CHECK (effect IN ('capacity_bonus', 'daily_claims_bonus', 'tier_access', 'resource_priority')),
+    amount         integer NOT NULL CHECK (amount > 0),
+    tier           text,
+    pool_id        bigint,
+    enabled        boolean NOT NULL DEFAULT true,
+    note           text,
+    CONSTRAINT reward_rule_tier CHECK ((effect = 'tier_access') = (tier IS NOT NULL)),
+    CONSTRAINT reward_rule_pool CHECK ((effect = 'resource_priority') = (pool_id IS NOT NULL))
+);
+COMMENT ON TABLE allocation.reward_rule IS 'Rewards by rule: reps of a team (NULL = all, sub-teams included) whose measure over a period reaches the threshold (with at least min_customers customers in it) get the effect for the next period of the same length (evaluate_performance())';
+COMMENT ON COLUMN allocation.reward_rule.measure IS 'conversion_pct, revenue, satisfaction_avg or touched_pct, as allocation.rep_measures() computes them';
+COMMENT ON COLUMN allocation.reward_rule.min_customers IS 'the measure counts only with at least this many customers behind it (conversion: its base; touched: held at the end; satisfaction: responses; revenue: customers held at the end)';
+COMMENT ON COLUMN allocation.reward_rule.effect IS 'capacity_bonus (+amount customers), daily_claims_bonus (+amount claims a day), tier_access (+amount on the claim policy''s max_held of tier: may claim a tier otherwise reserved), resource_priority (+amount on the per-rep cap of resource pool pool_id)';
+
+CREATE TABLE allocation.reward (
+    id             bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    rule_id        bigint NOT NULL,   -- no foreign keys: the history outlives a deleted rule or rep
+    rep_id         bigint NOT NULL,
+    earned_in      tstzrange NOT NULL,
+    effective      tstzrange NOT NULL,
+    effect         text NOT NULL,
+    amount         integer NOT NULL,
+    tier           text,
+    pool_id        bigint,
+    measure        text NOT NULL,
+    measure_value  numeric,
+    applied_at     timestamptz NOT NULL,
+    revoked_at     timestamptz,
+    CONSTRAINT reward_once UNIQUE (rule_id, rep_id, earned_in)
+);
+CREATE INDEX reward_active_idx ON allocation.reward (rep_id, effect) WHERE revoked_at IS NULL;
+COMMENT ON TABLE allocation.reward IS 'Rewards given by evaluate_performance(): effective for the period after the one they were earned in, revoked by the evaluation of that period (written by the engine only)';
+
+-- The active bonus of a rep for an effect at a time (tier_access: of a tier; resource_priority: of a pool)
+CREATE FUNCTION allocation._reward_bonus(p_rep bigint, p_effect text, p_tier text DEFAULT NULL, p_pool bigint DEFAULT NULL,
+                                         p_at timestamptz DEFAULT now())
+RETURNS integer
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+    SELECT coalesce(sum(w.amount), 0)::integer FROM allocation.reward w
+     WHERE w.rep_id = p_rep AND w.effect = p_effect AND w.revoked_at IS NULL AND w.effective @> p_at
+       AND (p_tier IS NULL OR w.tier = p_tier) AND (p_pool IS NULL OR w.pool_id = p_pool)
+$$;
+COMMENT ON FUNCTION allocation._reward_bonus(bigint, text, text, bigint, timestamptz) IS 'internal: the sum of a rep''s active rewards of an effect at a time';
+
+-- Why a limit is higher: the rep's active rewards of an effect, as a note for explain_claim()
+CREATE FUNCTION allocation._reward_note(p_rep bigint, p_effect text, p_tier text DEFAULT NULL)
+RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+    SELECT coalesce(' (' || string_agg(pg_catalog.format('+%s from reward rule "%s" until %s', w.amount,
+                                                         coalesce(rr.name, w.rule_id::text), upper(w.effective)),
+                                       ', ' ORDER BY w.id) || ')', '')
+      FROM allocation.reward w LEFT JOIN allocation.reward_rule rr ON rr.id = w.rule_id
+     WHERE w.rep_id = p_rep AND w.effect = p_effect AND w.revoked_at IS NULL AND w.effective @> now()
+       AND (p_tier IS NULL OR w.tier = p_tier)
+$$;
+COMMENT ON FUNCTION allocation._reward_note(bigint, text, text) IS 'internal: the active rewards that raise a rep''s limit, as a note ('''' when none)';
+
+-- New reps (issue 14): during a ramp-up period after a rep is created, recycling takes at
+-- most max_recycled of its customers away, so the strongest do not take everything
+CREATE TABLE allocation.new_rep_policy (
+    id            bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    team_id       bigint REFERENCES allocation.team (id) ON DELETE CASCADE,
+    ramp_up       interval NOT NULL CHECK (ramp_up > interval '0'),
+    max_recycled  integer NOT NULL CHECK (max_recycled >= 0),
+    note          text,
+    CONSTRAINT new_rep_policy_team_uniq UNIQUE NULLS NOT DISTINCT (team_id)
+);
+COMMENT ON TABLE allocation.new_rep_policy IS 'Protection of new reps: for ramp_up after rep.created_at, recycle() takes at most max_recycled customers away from the rep (the others are exempt, reported as such); per team (and its sub-teams, a team''s own row first) or NULL = every team';
+CREATE TRIGGER config_audit_insert AFTER INSERT ON allocation.reward_rule
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION allocation._config_audit();
+CREATE TRIGGER config_audit_update AFTER UPDATE ON allocation.reward_rule
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION allocation._config_audit();
+CREATE TRIGGER config_audit_delete AFTER DELETE ON allocation.reward_rule
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION allocation._config_audit();
+CREATE TRIGGER config_audit_truncate AFTER TRUNCATE ON allocation.reward_rule
+    FOR EACH STATEMENT EXECUTE FUNCTION allocation._config_audit();
+CREATE TRIGGER config_audit_insert AFTER INSERT ON allocation.new_rep_policy
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION allocation._config_audit();
+CREATE TRIGGER config_audit_update AFTER UPDATE ON allocation.new_rep_policy
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION allocation._config_audit();
+CREATE TRIGGER config_audit_delete AFTER DELETE ON allocation.new_rep_policy
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION allocation._config_audit();
+CREATE TRIGGER config_audit_truncate AFTER TRUNCATE ON allocation.new_rep_policy
+    FOR EACH STATEMENT EXECUTE FUNCTION allocation._config_audit();
+SELECT pg_catalog.pg_extension_config_dump('allocation.reward_rule', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.reward', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.new_rep_policy', '');
+
+CREATE OR REPLACE FUNCTION allocation.claim_limits(rep bigint, tier text DEFAULT NULL)
+RETURNS TABLE (max_held integer, max_held_tier text, daily_claims integer, cooldown interval, protection interval)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+    WITH RECURSIVE up AS (
+        SELECT t.id, t.parent_id, 0 AS depth
+          FROM allocation.rep r JOIN allocation.team t ON t.id = r.team_id WHERE r.id = claim_limits.rep
+        UNION ALL
+        SELECT t.id, t.parent_id, up.depth + 1 FROM allocation.team t JOIN up ON t.id = up.parent_id
+         WHERE up.depth < 64),
+    p AS (
+        SELECT cp.*, coalesce(up.depth, 1000) AS depth
+          FROM allocation.claim_policy cp LEFT JOIN up ON up.id = cp.team_id
+         WHERE (cp.team_id IS NULL OR up.id IS NOT NULL)
+           AND (cp.tier IS NULL OR cp.tier = claim_limits.tier)),
+    mh AS (SELECT p.max_held, p.tier FROM p WHERE p.max_held IS NOT NULL
+            ORDER BY (p.tier IS NOT NULL) DESC, p.depth LIMIT 1)
+    -- rewards (issue 14): tier_access raises the tier's max_held, daily_claims_bonus the daily limit
+    SELECT (SELECT mh.max_held + CASE WHEN mh.tier IS NOT NULL
+                                      THEN allocation._reward_bonus(claim_limits.rep, 'tier_access', mh.tier) ELSE 0 END FROM mh),
+           (SELECT mh.tier FROM mh),
+           (SELECT p.daily_claims + allocation._reward_bonus(claim_limits.rep, 'daily_claims_bonus')
+              FROM p WHERE p.daily_claims IS NOT NULL ORDER BY (p.tier IS NOT NULL) DESC, p.depth LIMIT 1),
+           (SELECT p.cooldown FROM p WHERE p.cooldown IS NOT NULL ORDER BY (p.tier IS NOT NULL) DESC, p.depth LIMIT 1),
+           (SELECT p.protection FROM p WHERE p.protection IS NOT NULL ORDER BY (p.tier IS NOT NULL) DESC, p.depth LIMIT 1)
+$$;
+COMMENT ON FUNCTION allocation.claim_limits(bigint, text) IS 'The claim limits that apply to a rep for a customer tier (NULL = no limit), resolved from allocation.claim_policy, with the rep''s active rewards added (tier_access to its tier''s max_held, daily_claims_bonus to the daily limit)';
+CREATE OR REPLACE FUNCTION allocation._rep_claim_checks(p_rep bigint, p_tier text, p_claims_today integer DEFAULT NULL)
+RETURNS TABLE (ord integer, "check" text, ok boolean, sqlstate text, message text, detail text, hint text)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    r allocation.rep;
+    lim record;
+    v_held integer;
+    v_today integer;
+    v_reserved integer;
+BEGIN
+    SELECT * INTO r FROM allocation.rep WHERE id = p_rep;
+    SELECT * INTO lim FROM allocation.claim_limits(p_rep, p_tier);
+
+    ord := 1; "check" := 'rep';
+    ok := r.id IS NOT NULL AND r.active;
+    sqlstate := CASE WHEN p_rep IS NULL THEN 'LA081' WHEN r.id IS NULL THEN 'LA020' WHEN NOT r.active THEN 'LA021' END;
+    message := CASE WHEN p_rep IS NULL THEN 'no rep: the current role is no rep''s login'
+                    WHEN r.id IS NULL THEN format('rep %s does not exist', p_rep)
+                    WHEN NOT r.active THEN format('rep %s is inactive', r.code) ELSE format('rep %s is active', r.code) END;
+    detail := NULL; hint := CASE WHEN NOT ok THEN 'Claims are made for an active rep.' END;
+    RETURN NEXT;
+
+    ord := 9; "check" := 'capacity';
+    -- slots reserved by pending suggestions naming the rep count (accepting them must not fail)
+    SELECT l.held, l.reserved INTO v_held, v_reserved FROM allocation.rep_load l WHERE l.rep_id = p_rep;
+    v_held := coalesce(v_held, 0);
+    v_reserved := coalesce(v_reserved, 0);
+    ok := r.capacity IS NULL OR v_held + v_reserved < r.capacity;
+    sqlstate := CASE WHEN NOT ok THEN 'LA022' END;
+    message := CASE WHEN r.capacity IS NULL THEN format('holds %s, no capacity limit', v_held)
+                    WHEN ok THEN format('holds %s%s of capacity %s%s', v_held,
+                                        CASE WHEN v_reserved > 0 THEN format(' (and %s reserved by pending suggestions)', v_reserved) ELSE '' END,
+                                        r.capacity, allocation._reward_note(p_rep, 'capacity_bonus'))
+                    WHEN v_held > r.capacity OR v_held + v_reserved > r.capacity THEN format('rep %s is over capacity', r.code)
+                    ELSE format('rep %s is at capacity', r.code) END;
+    detail := CASE WHEN ok THEN NULL
+                   WHEN v_reserved = 0 AND v_held = r.capacity THEN format('Rep %s holds %s customers, its capacity.', r.code, v_held)
+                   ELSE format('Rep %s holds %s customers%s; its capacity is %s.', r.code, v_held,
+                               CASE WHEN v_reserved > 0 THEN format(' and %s pending suggestions reserve %s more', v_reserved, v_reserved) ELSE '' END,
+                               r.capacity) END;
+    hint := CASE WHEN ok THEN NULL
+                 WHEN v_reserved = 0 THEN 'Release a customer first, or ask a manager to raise the capacity.'
+                 ELSE 'Release a customer first, or ask a manager to decide the pending suggestions or raise the capacity.' END;
+    RETURN NEXT;
+
+    ord := 10; "check" := 'max_held';
+    IF lim.max_held IS NOT NULL THEN
+        v_held := allocation._rep_held(p_rep, lim.max_held_tier);
+    END IF;
+    ok := lim.max_held IS NULL OR v_held < lim.max_held;
+    sqlstate := CASE WHEN NOT ok THEN 'LA022' END;
+    message := CASE WHEN lim.max_held IS NULL THEN 'no claim policy limits holdings'
+                    WHEN ok THEN format('holds %s of %s%s allowed by the claim policy%s', v_held, lim.max_held,
+                                        coalesce(' tier ' || lim.max_held_tier || ' customers', ''),
+                                        CASE WHEN lim.max_held_tier IS NOT NULL
+                                             THEN allocation._reward_note(p_rep, 'tier_access', lim.max_held_tier) ELSE '' END)
+                    ELSE format('rep %s holds the %s%s customers its claim policy allows', r.code, lim.max_held,
+                                coalesce(' tier ' || lim.max_held_tier, '')) END;
+    detail := CASE WHEN NOT ok THEN format('allocation.claim_policy limits claims to reps holding fewer than %s%s customers; rep %s holds %s.',
+                                           lim.max_held, coalesce(' tier ' || lim.max_held_tier, ''), r.code, v_held) END; hint := CASE WHEN NOT ok THEN 'Release a customer first, or ask an admin to change allocation.claim_policy.' END;
+    RETURN NEXT;
+
+    ord := 11; "check" := 'daily_limit';
+    v_today := coalesce(p_claims_today,
+                        (SELECT d.claims FROM allocation.claim_day d WHERE d.rep_id = p_rep AND d.day = allocation.claim_today()), 0);
+    ok := lim.daily_claims IS NULL OR v_today < lim.daily_claims;
+    sqlstate := CASE WHEN NOT ok THEN 'LA082' END;
+    message := CASE WHEN lim.daily_claims IS NULL THEN format('%s claims today, no daily limit', v_today)
+                    WHEN ok THEN format('%s of %s claims today%s', v_today, lim.daily_claims,
+                                        allocation._reward_note(p_rep, 'daily_claims_bonus'))
+                    ELSE format('rep %s reached its daily claim limit', r.code) END;
+    detail := CASE WHEN NOT ok THEN format('Rep %s made %s claims today; the claim policy allows %s per day.', r.code, v_today, lim.daily_claims) END; hint := CASE WHEN NOT ok THEN 'Try again tomorrow.' END;
+    RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION allocation._rep_claim_checks(bigint, text, integer) IS 'internal: the claim checks that depend on the rep and the customer''s tier only (active, capacity, max_held, daily limit)';
+CREATE OR REPLACE FUNCTION allocation._take_units(r allocation.resource_request, p allocation.resource_pool)
+RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+    UPDATE allocation.resource_pool x SET remaining = x.remaining - r.qty
+     WHERE x.id = p.id AND x.remaining >= r.qty;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    INSERT INTO allocation.resource_customer_use AS u (pool_id, managed_id, key, used)
+    VALUES (p.id, r.managed_id, r.key, r.qty)
+    ON CONFLICT (pool_id, managed_id, key) DO UPDATE SET used = u.used + EXCLUDED.used
+     WHERE p.per_customer_cap IS NULL OR u.used + EXCLUDED.used <= p.per_customer_cap;
+    IF NOT FOUND OR (p.per_customer_cap IS NOT NULL AND r.qty > p.per_customer_cap) THEN
+        RAISE EXCEPTION 'customer % would exceed the per-customer cap of pool %', r.key, p.code
+            USING ERRCODE = 'LA093',
+                  DETAIL = format('The pool allows %s %s per customer.', p.per_customer_cap, p.unit),
+                  HINT = 'Request less, or release an earlier grant of this customer.';
+    END IF;
+    IF r.rep_id IS NOT NULL THEN
+        INSERT INTO allocation.resource_rep_use AS u (pool_id, rep_id, used)
+        VALUES (p.id, r.rep_id, r.qty)
+        ON CONFLICT (pool_id, rep_id) DO UPDATE SET used = u.used + EXCLUDED.used
+         WHERE p.per_rep_cap IS NULL
+            OR u.used + EXCLUDED.used <= p.per_rep_cap + allocation._reward_bonus(r.rep_id, 'resource_priority', NULL, p.id);
+        IF NOT FOUND OR (p.per_rep_cap IS NOT NULL
+                         AND r.qty > p.per_rep_cap + allocation._reward_bonus(r.rep_id, 'resource_priority', NULL, p.id)) THEN
+            RAISE EXCEPTION 'the customers of rep % would exceed the per-rep cap of pool %', r.rep_id, p.code
+                USING ERRCODE = 'LA094',
+                      DETAIL = format('The pool allows %s %s per rep%s.', p.per_rep_cap, p.unit,
+                                      allocation._reward_note(r.rep_id, 'resource_priority')),
+                      HINT = 'Request less, or release an earlier grant of this rep''s customers.';
+        END IF;
+    END IF;
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION allocation._take_units(allocation.resource_request, allocation.resource_pool) IS 'internal: takes a request''s units from the pool and the customer and rep caps (conditional updates)';
+CREATE OR REPLACE FUNCTION allocation._check_caps(r allocation.resource_request, p allocation.resource_pool)
+RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+    -- granted plus already waitlisted units count, so the waitlist holds only what the caps allow
+    IF p.per_customer_cap IS NOT NULL
+       AND r.qty + coalesce((SELECT u.used FROM allocation.resource_customer_use u
+                              WHERE u.pool_id = p.id AND u.managed_id = r.managed_id AND u.key = r.key), 0)
+                 + coalesce((SELECT sum(q.qty) FROM allocation.resource_request q
+                              WHERE q.managed_id = r.managed_id AND q.key = r.key AND q.pool_id = p.id
+                                AND q.status = 'waitlisted' AND q.id <> r.id), 0)
+           > p.per_customer_cap THEN
+        RAISE EXCEPTION 'customer % would exceed the per-customer cap of pool %', r.key, p.code
+            USING ERRCODE = 'LA093', DETAIL = format('The pool allows %s %s per customer.', p.per_customer_cap, p.unit),
+                  HINT = 'Request less, or release an earlier grant of this customer.';
+    END IF;
+    IF p.per_rep_cap IS NOT NULL AND r.rep_id IS NOT NULL
+       AND r.qty + coalesce((SELECT u.used FROM allocation.resource_rep_use u WHERE u.pool_id = p.id AND u.rep_id = r.rep_id), 0)
+                 + coalesce((SELECT sum(q.qty) FROM allocation.resource_request q
+                              WHERE q.pool_id = p.id AND q.status = 'waitlisted' AND q.rep_id = r.rep_id AND q.id <> r.id), 0)
+           > p.per_rep_cap + allocation._reward_bonus(r.rep_id, 'resource_priority', NULL, p.id) THEN
+        RAISE EXCEPTION 'the customers of rep % would exceed the per-rep cap of pool %', r.rep_id, p.code
+            USING ERRCODE = 'LA094', DETAIL = format('The pool allows %s %s per rep%s.', p.per_rep_cap, p.unit,
+                                                     allocation._reward_note(r.rep_id, 'resource_priority')),
+                  HINT = 'Request less, or release an earlier grant of this rep''s customers.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION allocation._check_caps(allocation.resource_request, allocation.resource_pool) IS 'internal: refuses a request its caps could never allow (so the waitlist holds only requests that can be served)';
+CREATE OR REPLACE FUNCTION allocation._recycle_status(p_managed integer, p_at timestamptz, p_key text DEFAULT NULL)
+RETURNS TABLE (managed_id integer, key text, rep_id bigint, policy_id bigint, last_followup timestamptz,
+               last_progress timestamptz, due_at timestamptz, warn_at timestamptz, why text, exempt text)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    m allocation.managed_table;
+BEGIN
+    SELECT * INTO m FROM allocation.managed_table mt WHERE mt.id = p_managed AND mt.active;
+    IF m.id IS NULL OR NOT EXISTS (SELECT 1 FROM allocation.recycle_policy p WHERE p.enabled) THEN
+        RETURN;
+    END IF;
+    -- the customer table is read as its owner (allocation._table_rows), never as the extension owner
+    RETURN QUERY EXECUTE $q$
+        WITH t AS MATERIALIZED (
+            SELECT u.r[1] AS key, u.r[2]::timestamptz AS last_contact, u.r[3] AS stage
+              FROM allocation._table_rows($3, ARRAY[$5, $6, $7], $4, '') AS u(r)),
+        held AS (
+            SELECT a.managed_id, a.key, a.rep_id, a.tier, a.territory_id, a.valid_from, a.stage_since,
+                   t.last_contact, t.stage
+              FROM allocation.assignment a
+              JOIN t ON t.key = a.key
+             WHERE a.managed_id = $1 AND a.valid_to IS NULL AND a.rep_id IS NOT NULL
+               AND ($4::text IS NULL OR a.key = $4)),
+        pol AS (
+            SELECT h.key, (SELECT p.id FROM allocation.recycle_policy p
+                             LEFT JOIN LATERAL (
+                                 WITH RECURSIVE up AS (
+                                     SELECT tt.id, tt.parent_id, 0 AS depth FROM allocation.territory tt WHERE tt.id = h.territory_id
+                                     UNION ALL
+                                     SELECT tt.id, tt.parent_id, up.depth + 1 FROM allocation.territory tt JOIN up ON tt.id = up.parent_id
+                                      WHERE up.depth < 64)
+                                 SELECT up.depth FROM up WHERE up.id = p.territory_id) d ON true
+                            WHERE p.enabled AND (p.tbl IS NULL OR p.tbl = $3)
+                              AND (p.tier IS NULL OR p.tier = h.tier)
+                              AND (p.territory_id IS NULL OR d.depth IS NOT NULL)
+                            ORDER BY d.depth NULLS LAST, (p.tier IS NOT NULL) DESC, (p.tbl IS NOT NULL) DESC, p.id
+                            LIMIT 1) AS policy_id
+              FROM held h),
+        clocks AS (
+            SELECT h.*, p.id AS policy_id, p.no_followup, p.no_progress, p.warn_before, p.exempt_stages,
+                   greatest(h.valid_from, h.last_contact,
+                            (SELECT max(f.at) FROM allocation.followup f
+                              WHERE f.managed_id = h.managed_id AND f.key = h.key AND f.at <= $2)) AS last_followup,
+                   greatest(h.valid_from, h.stage_since,
+                            (SELECT max(f.at) FROM allocation.followup f
+                              WHERE f.managed_id = h.managed_id AND f.key = h.key AND f.progress AND f.at <= $2)) AS last_progress
+              FROM held h JOIN pol ON pol.key = h.key JOIN allocation.recycle_policy p ON p.id = pol.policy_id),
+        due AS (
+            SELECT c.*, least(c.last_followup + c.no_followup, c.last_progress + c.no_progress) AS due_at
+              FROM clocks c),
+        -- new reps in their ramp-up: how many more customers recycling may take away from them
+        -- (those due first go first; the rest are exempt)
+        ramp AS (
+            SELECT d.key, nr.max_recycled,
+                   (SELECT count(*) FROM allocation.event e
+                     WHERE e.kind = 'recycle' AND e.from_rep = d.rep_id AND e.at >= r.created_at)
+                   + row_number() OVER (PARTITION BY d.rep_id ORDER BY least(d.due_at, 'infinity'), d.key) AS nth
+              FROM due d
+              JOIN allocation.rep r ON r.id = d.rep_id
+              JOIN LATERAL (SELECT x.* FROM allocation.new_rep_policy x
+                             WHERE x.team_id IS NULL OR allocation._rep_in_team(r.id, x.team_id)
+                             ORDER BY x.team_id = r.team_id DESC NULLS LAST, x.team_id IS NULL, x.id LIMIT 1) nr
+                ON r.created_at + nr.ramp_up > $2
+             WHERE d.due_at <= $2)
+        SELECT d.managed_id, d.key, d.rep_id, d.policy_id, d.last_followup, d.last_progress,
+               greatest(d.due_at, pr.until) AS due_at, greatest(d.due_at, pr.until) - d.warn_before AS warn_at,
+               CASE WHEN d.last_followup + d.no_followup <= coalesce(d.last_progress + d.no_progress, 'infinity')
+                    THEN format('no follow-up since %s (policy: %s)', d.last_followup, d.no_followup)
+                    ELSE format('no stage progress or deal since %s (policy: %s)', d.last_progress, d.no_progress) END,
+               CASE WHEN lk.key IS NOT NULL THEN 'locked'
+                    WHEN EXISTS (SELECT 1 FROM allocation.ownership_dispute od
+                                  WHERE od.managed_id = d.managed_id AND od.key = d.key AND od.status = 'open') THEN 'disputed'
+                    WHEN d.stage = ANY (d.exempt_stages) THEN format('stage %s is exempt', d.stage)
+                    WHEN ramp.nth > ramp.max_recycled
+                    THEN format('new rep in its ramp-up: at most %s customers recycled away', ramp.max_recycled) END
+          FROM due d
+          LEFT JOIN ramp ON ramp.key = d.key
+          LEFT JOIN allocation.customer_lock lk ON lk.managed_id = d.managed_id AND lk.key = d.key
+          LEFT JOIN allocation.protection pr ON pr.managed_id = d.managed_id AND pr.key = d.key
+                                           AND pr.rep_id = d.rep_id AND pr.until > $2
+        $q$
+    USING p_managed, p_at, m.tbl, p_key, m.key_column::text, m.attributes->>'last_contact', m.attributes->>'stage';
+END
+$$;
+COMMENT ON FUNCTION allocation._recycle_status(integer, timestamptz, text) IS 'internal: recycle policy, clocks and due time of every held customer of a managed table';
+CREATE OR REPLACE FUNCTION allocation._followup_before() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    v_rep bigint := allocation.current_rep_id();
+    v_holder bigint;
+BEGIN
+    NEW.recorded_by := allocation._actor();
+    -- a follow-up read from the CRM's own table (manage_outcomes()): the engine
+    -- checked it and credited the rep; only the engine itself lands those
+    IF NEW.source_id IS NOT NULL OR NEW.source_ref IS NOT NULL THEN
+        IF current_user = (SELECT r.rolname FROM pg_catalog.pg_roles r JOIN pg_catalog.pg_namespace n ON n.nspowner = r.oid
+                            WHERE n.nspname = 'allocation') THEN
+            RETURN NEW;
+        END IF;
+        NEW.source_id := NULL;
+        NEW.source_ref := NULL;
+    END IF;
+    IF v_rep IS NOT NULL THEN
+        NEW.rep_id := v_rep;
+    END IF;
+    IF NOT allocation._customer_exists(NEW.managed_id, NEW.key) THEN
+        RAISE EXCEPTION 'customer % not found', NEW.key USING ERRCODE = 'LA062',
+              DETAIL = format('Managed table %s has no customer with this key.', NEW.managed_id),
+              HINT = 'Record follow-ups of managed customers only.';
+    END IF;
+    -- a follow-up resets the holder's recycle clock: a rep records them for its own
+    -- customers only (a manager, who is no rep's login, for any)
+    IF v_rep IS NOT NULL THEN
+        v_holder := allocation._customer_holder(NEW.managed_id, NEW.key);
+        IF v_holder IS DISTINCT FROM v_rep THEN
+            RAISE EXCEPTION 'customer % is not yours', NEW.key USING ERRCODE = 'LA08A',
+                  DETAIL = CASE WHEN v_holder IS NULL THEN 'It is in the public pool; a follow-up would count for nobody''s recycle clock.'
+                                ELSE format('It is held by rep %s; its follow-ups reset that rep''s recycle clock.',
+                                            (SELECT x.code FROM allocation.rep x WHERE x.id = v_holder)) END,
+                  HINT = 'Log follow-ups of your own customers; claim a pool customer first, or ask its holder or a manager.';
+        END IF;
+    END IF;
+    IF NEW.at > now() + interval '1 hour'
+       AND NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = allocation._actor()) THEN
+        RAISE EXCEPTION 'a follow-up cannot be dated in the future'
+            USING ERRCODE = '22008', DETAIL = format('It is dated %s.', NEW.at),
+                  HINT = 'Record follow-ups when they happened (only a superuser may date one ahead, to simulate).';
+    END IF;
+    IF NEW.kind = 'deal' THEN
+        NEW.progress := true;
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION allocation._followup_before() IS 'internal: a follow-up is recorded for the current rep, for a managed customer it holds (LA08A otherwise; roles that are no rep''s login, e.g. managers, for any)';
+
+-------------------------------------------------------------------------------
+-- Outcomes from the CRM's own tables, and customer potential (issue 14)
+--
+-- manage_outcomes() attaches the engine to a CRM's visit, order or survey table
+-- the way manage() attaches it to the customer table: it validates a mapping
+-- (logical name -> column), lands the rows already there, and installs a C row
+-- trigger (plus one for TRUNCATE) that keeps the landed rows in step.  Rows
+-- land in the engine's tables every measure reads: follow-ups in
+-- allocation.followup, deals in allocation.deal + deal_split (split as of the
+-- deal's time and frozen, by the same _land_deal() record_deal() uses),
+-- satisfaction answers in allocation.satisfaction.  The trigger reads only the
+-- mapped columns, of built-in types, and never runs user code with the engine's
+-- rights (src/outcomes.c); the landing itself is _outcome_apply().
+--
+-- A row lands when its customer key, its time and (deal, satisfaction) its
+-- amount or score are all set; a row missing one of them is not an outcome yet
+-- (a planned visit, a draft order, an unanswered survey) and lands when an
+-- UPDATE completes it.  A row naming a customer the engine does not know is
+-- refused (LA0O8): the CRM learns at write time, and no measure silently
+-- misses it.
+--
+-- The potential of a customer is a numeric SQL expression over the customer
+-- row (a column name is one), checked and evaluated as the customer table's
+-- owner only (src/outcomes.c), with tiers by threshold.
+-------------------------------------------------------------------------------
+ALTER TABLE allocation.followup ADD COLUMN source_id integer, ADD COLUMN source_ref text;
+CREATE INDEX followup_source_idx ON allocation.followup (source_id, source_ref) WHERE source_id IS NOT NULL;
+COMMENT ON COLUMN allocation.followup.source_id IS 'the outcome table (allocation.outcome_source) this follow-up was read from; NULL = logged with log_followup() or written directly';
+COMMENT ON COLUMN allocation.followup.source_ref IS 'the key (ref column, default the primary key) of the row of the outcome table it was read from';
+
+CREATE TABLE allocation.outcome_source (
+    id                  integer GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    tbl                 regclass,
+    table_name          text NOT NULL,
+    kind                text NOT NULL CHECK (kind IN ('followup', 'deal', 'satisfaction')),
+    managed_id          integer NOT NULL REFERENCES allocation.managed_table (id) ON DELETE CASCADE,
+    customer_key_column name NOT NULL,
+    mapping             jsonb NOT NULL,
+    columns             jsonb NOT NULL,
+    attnums             smallint[] NOT NULL CHECK (cardinality(attnums) = 6),
+    scale               text CHECK (scale IN ('1-5', 'nps')),
+    active              boolean NOT NULL DEFAULT true,
+    managed_since       timestamptz NOT NULL DEFAULT now(),
+    managed_by          text NOT NULL,
+    unmanaged_at        timestamptz,
+    CONSTRAINT outcome_source_scale CHECK ((kind = 'satisfaction') = (scale IS NOT NULL))
+);
+CREATE UNIQUE INDEX outcome_source_active ON allocation.outcome_source (tbl) WHERE active;
+COMMENT ON TABLE allocation.outcome_source IS 'The CRM''s own visit, order and survey tables attached with manage_outcomes(): kind, the managed customer table their key refers to, the mapping; written by manage_outcomes() and unmanage_outcomes() only';
+COMMENT ON COLUMN allocation.outcome_source.tbl IS 'the outcome table; NULL once it was dropped';
+COMMENT ON COLUMN allocation.outcome_source.table_name IS 'the outcome table''s qualified name when attached; the source of its deals in allocation.deal';
+COMMENT ON COLUMN allocation.outcome_source.columns IS 'logical name -> column, as validated (customer, at, rep, channel/amount/score, note/product, ref)';
+COMMENT ON COLUMN allocation.outcome_source.attnums IS 'attribute numbers the trigger reads: customer key, at, rep, value (channel, amount, score), second value (note, product), ref; 0 = not mapped';
+COMMENT ON COLUMN allocation.outcome_source.scale IS 'satisfaction only: 1-5 (score 1..5) or nps (0..10)';
+
+CREATE TABLE allocation.satisfaction (
+    id          bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    managed_id  integer NOT NULL REFERENCES allocation.managed_table (id) ON DELETE CASCADE,
+    key         text NOT NULL,
+    at          timestamptz NOT NULL,
+    score       numeric NOT NULL,
+    scale       text NOT NULL CHECK (scale IN ('1-5', 'nps')),
+    score_pct   numeric NOT NULL CHECK (score_pct BETWEEN 0 AND 100),
+    rep_id      bigint,
+    source_id   integer,
+    source_ref  text,
+    recorded_by text NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT satisfaction_score CHECK (CASE scale WHEN '1-5' THEN score BETWEEN 1 AND 5 ELSE score BETWEEN 0 AND 10 END)
+);
+CREATE INDEX satisfaction_key_idx ON allocation.satisfaction (managed_id, key, at);
+CREATE INDEX satisfaction_source_idx ON allocation.satisfaction (source_id, source_ref);
+CREATE INDEX satisfaction_at_idx ON allocation.satisfaction USING brin (at);
+COMMENT ON TABLE allocation.satisfaction IS 'Satisfaction answers of customers (surveys read from the CRM''s own tables with manage_outcomes()), credited to the holder at the answer''s time';
+COMMENT ON COLUMN allocation.satisfaction.score_pct IS 'the score on 0..100: (score - 1) * 25 on the 1-5 scale, score * 10 on NPS';
+COMMENT ON COLUMN allocation.satisfaction.rep_id IS 'the rep that held the customer at the answer''s time (NULL: the pool)';
+
+CREATE TABLE allocation.potential (
+    managed_id  integer PRIMARY KEY REFERENCES allocation.managed_table (id) ON DELETE CASCADE,
+    expression  text NOT NULL,
+    tiers       jsonb NOT NULL DEFAULT '{}',
+    set_by      text NOT NULL,
+    set_at      timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE allocation.potential IS 'The potential of the customers of a managed table: a numeric SQL expression over the customer row (evaluated as the table''s owner) and its tiers; written by set_potential() only';
+COMMENT ON COLUMN allocation.potential.tiers IS 'tier name -> threshold; a customer''s tier is the one with the highest threshold its value reaches, else low';
+
+-------------------------------------------------------------------------------
+-- C parts (src/outcomes.c)
+-------------------------------------------------------------------------------
+CREATE FUNCTION allocation._outcome_trigger() RETURNS trigger
+AS 'MODULE_PATHNAME', 'allocation_outcome_trigger' LANGUAGE C;
+COMMENT ON FUNCTION allocation._outcome_trigger() IS 'internal: the trigger of an outcome table: reads the mapped columns (built-in types only) and runs _outcome_apply() as the engine for the writer';
+
+CREATE FUNCTION allocation._outcome_rows(tbl regclass, attnums smallint[])
+RETURNS SETOF text[]
+AS 'MODULE_PATHNAME', 'allocation_outcome_rows' LANGUAGE C;
+COMMENT ON FUNCTION allocation._outcome_rows(regclass, smallint[]) IS 'internal: the mapped values of every row of an outcome table, read as the table''s owner';
+
+CREATE FUNCTION allocation._potential_check(tbl regclass, expression text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'allocation_potential_check' LANGUAGE C;
+COMMENT ON FUNCTION allocation._potential_check(regclass, text) IS 'internal: checks a potential expression as the table''s owner (LA0O7 not one numeric, non-volatile expression without subqueries; 42501 a function the owner may not execute)';
+
+CREATE FUNCTION allocation._potential_values(tbl regclass, key_column name, expression text, key text)
+RETURNS TABLE (key text, value numeric)
+AS 'MODULE_PATHNAME', 'allocation_potential_values' LANGUAGE C STABLE;
+COMMENT ON FUNCTION allocation._potential_values(regclass, name, text, text) IS 'internal: the potential of every customer (key NULL) or one, evaluated as the table''s owner';
+
+-------------------------------------------------------------------------------
+-- Landing rows
+-------------------------------------------------------------------------------
+-- The kinds of allocation.followup a channel maps onto (anything else: other)
+CREATE FUNCTION allocation._outcome_channel(p_channel text)
+RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS
+$$
+    SELECT CASE WHEN lower(btrim(p_channel)) IN ('visit', 'call', 'message', 'meeting', 'demo', 'sample', 'deal', 'other')
+                THEN lower(btrim(p_channel)) ELSE 'other' END
+$$;
+COMMENT ON FUNCTION allocation._outcome_channel(text) IS 'internal: the follow-up kind of a channel (visit, call, message, meeting, demo, sample, deal; anything else other)';
+
+-- Lands one row of an outcome table (its mapped values: key, at, rep, value,
+-- second value, ref)
+CREATE FUNCTION allocation._outcome_land(s allocation.outcome_source, m allocation.managed_table, v text[])
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    v_at timestamptz;
+    v_holder bigint;
+    v_rep bigint;
+    v_kind text;
+    v_num numeric;
+    d allocation.deal;
+BEGIN
+    -- not an outcome (yet): no customer, no time, no amount or score
+    IF v[1] IS NULL OR v[2] IS NULL OR (s.kind <> 'followup' AND v[4] IS NULL) THEN
+        RETURN;
+    END IF;
+    IF NOT allocation._customer_exists(m.id, v[1]) THEN
+        RAISE EXCEPTION 'customer % of % not found in %', v[1], s.table_name, m.table_name USING ERRCODE = 'LA0O8',
+              DETAIL = format('Row %s of %s names a customer the allocation engine does not know.', v[6], s.table_name),
+              HINT = format('Insert the customer into %s first (or fix the key).', m.table_name);
+    END IF;
+    v_at := v[2]::timestamptz;
+    IF s.kind = 'followup' THEN
+        v_holder := allocation.owner_at(m.tbl, v[1], v_at);
+        v_rep := v[3]::bigint;
+        -- the visiting rep when it held the customer or shared it in a virtual team
+        -- then, else the holder
+        IF v_rep IS NULL OR (v_rep IS DISTINCT FROM v_holder
+                              AND NOT coalesce(allocation._team_member_of(m.id, v[1], v_rep, v_at), false)) THEN
+            v_rep := v_holder;
+        END IF;
+        v_kind := allocation._outcome_channel(v[4]);
+        INSERT INTO allocation.followup (managed_id, key, rep_id, at, kind, outcome, progress, note, recorded_by,
+                                         source_id, source_ref)
+        VALUES (m.id, v[1], v_rep, v_at, v_kind,
+                CASE WHEN v_kind = 'other' AND lower(btrim(v[4])) IS DISTINCT FROM 'other' THEN v[4] END,
+                v_kind = 'deal', v[5], allocation._actor(), s.id, v[6]);
+    ELSIF s.kind = 'deal' THEN
+        v_num := v[4]::numeric;
+        PERFORM allocation._split_checks(m.tbl, v[1], v_num, v_at);
+        d := allocation._land_deal(m, v[1], v_num, v_at, s.table_name, v[6], allocation._actor(),
+                                   jsonb_strip_nulls(jsonb_build_object('outcome_source', s.id, 'product', v[5],
+                                                                        'rep', v[3]::bigint)));
+        IF d.id IS NULL THEN
+            RAISE EXCEPTION 'deal % of % is already recorded', v[6], s.table_name USING ERRCODE = 'LA0V9',
+                  DETAIL = 'A deal of this outcome table with this ref exists.',
+                  HINT = 'Each row of the order table is one deal, named by its ref column.';
+        END IF;
+    ELSE
+        v_num := v[4]::numeric;
+        IF (s.scale = '1-5' AND v_num NOT BETWEEN 1 AND 5) OR (s.scale = 'nps' AND v_num NOT BETWEEN 0 AND 10) THEN
+            RAISE EXCEPTION 'score % is outside the % scale', v_num, s.scale USING ERRCODE = 'LA0O9',
+                  DETAIL = format('Row %s of %s has a score the scale does not allow (%s).', v[6], s.table_name,
+                                  CASE s.scale WHEN '1-5' THEN '1 to 5' ELSE '0 to 10' END),
+                  HINT = 'Fix the score, or attach the table again with the right "scale".';
+        END IF;
+        INSERT INTO allocation.satisfaction (managed_id, key, at, score, scale, score_pct, rep_id, source_id, source_ref,
+                                             recorded_by)
+        VALUES (m.id, v[1], v_at, v_num, s.scale,
+                CASE s.scale WHEN '1-5' THEN (v_num - 1) * 25 ELSE v_num * 10 END,
+                allocation.owner_at(m.tbl, v[1], v_at), s.id, v[6], allocation._actor());
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION allocation._outcome_land(allocation.outcome_source, allocation.managed_table, text[]) IS 'internal: lands one row of an outcome table (follow-up, deal with its frozen split, satisfaction answer); LA0O8 unknown customer, LA0O9 score off the scale, LA0V7 bad amount';
+
+-- Removes what one row of an outcome table landed (a deal: with a deal_removed event)
+CREATE FUNCTION allocation._outcome_unland(s allocation.outcome_source, p_ref text, p_why text)
+RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    d allocation.deal;
+    n integer := 0;
+BEGIN
+    IF s.kind = 'followup' THEN
+        DELETE FROM allocation.followup f WHERE f.source_id = s.id AND (p_ref IS NULL OR f.source_ref = p_ref);
+        GET DIAGNOSTICS n = ROW_COUNT;
+    ELSIF s.kind = 'satisfaction' THEN
+        DELETE FROM allocation.satisfaction x WHERE x.source_id = s.id AND (p_ref IS NULL OR x.source_ref = p_ref);
+        GET DIAGNOSTICS n = ROW_COUNT;
+    ELSE
+        FOR d IN DELETE FROM allocation.deal x
+                  WHERE x.managed_id = s.managed_id AND x.source = s.table_name AND (p_ref IS NULL OR x.ref = p_ref)
+                 RETURNING * LOOP
+            INSERT INTO allocation.event (actor, kind, managed_id, table_name, key, reason, detail)
+            SELECT allocation._actor(), 'deal_removed', d.managed_id, m.table_name, d.key, p_why,
+                   jsonb_build_object('deal', d.id, 'source', d.source, 'ref', d.ref, 'amount', d.amount, 'at', d.at,
+                                      'virtual_team', d.team_id, 'outcome_source', s.id)
+              FROM allocation.managed_table m WHERE m.id = d.managed_id;
+            n := n + 1;
+        END LOOP;
+    END IF;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION allocation._outcome_unland(allocation.outcome_source, text, text) IS 'internal: removes what a row (ref; NULL = every row) of an outcome table landed; a removed deal (its split with it) gets a deal_removed event';
+
+-- The one implementation behind the outcome trigger: op INSERT, UPDATE, DELETE
+-- or TRUNCATE; old and new are the mapped values (_outcome_trigger)
+CREATE FUNCTION allocation._outcome_apply(p_source integer, p_op text, p_old text[], p_new text[])
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    s allocation.outcome_source;
+    m allocation.managed_table;
+    n integer;
+BEGIN
+    SELECT * INTO s FROM allocation.outcome_source x WHERE x.id = p_source;
+    SELECT * INTO m FROM allocation.managed_table x WHERE x.id = s.managed_id;
+    -- detached (the outcome table or its customer table): the trigger does nothing
+    IF NOT coalesce(s.active AND m.active, false) THEN
+        RETURN;
+    END IF;
+    IF p_op = 'TRUNCATE' THEN
+        n := allocation._outcome_unland(s, NULL, 'outcome table truncated');
+        INSERT INTO allocation.event (actor, kind, managed_id, table_name, reason, detail)
+        VALUES (allocation._actor(), 'outcomes_truncated', m.id, m.table_name, format('%s truncated', s.table_name),
+                jsonb_build_object('outcome_source', s.id, 'kind', s.kind, 'removed', n));
+        RETURN;
+    END IF;
+    -- a deal whose customer, time, amount and ref are unchanged keeps its frozen split
+    IF p_op = 'UPDATE' AND s.kind = 'deal'
+       AND (p_old[1], p_old[2], p_old[4], p_old[6]) IS NOT DISTINCT FROM (p_new[1], p_new[2], p_new[4], p_new[6]) THEN
+        RETURN;
+    END IF;
+    IF p_op IN ('UPDATE', 'DELETE') THEN
+        PERFORM allocation._outcome_unland(s, p_old[6], CASE p_op WHEN 'DELETE' THEN 'order deleted' ELSE 'order changed' END);
+    END IF;
+    IF p_op IN ('INSERT', 'UPDATE') THEN
+        PERFORM allocation._outcome_land(s, m, p_new);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION allocation._outcome_apply(integer, text, text[], text[]) IS 'internal: keeps what an outcome table landed in step with an INSERT, UPDATE, DELETE or TRUNCATE of it (run as the engine by _outcome_trigger)';
+
+-------------------------------------------------------------------------------
+-- Attaching and detaching
+-------------------------------------------------------------------------------
+-- A mapped column of an outcome table: exists (42703), of one of the types (LA0O3)
+CREATE FUNCTION allocation._outcome_column(tbl regclass, col name, logical text, types regtype[], type_words text)
+RETURNS smallint
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    n smallint := allocation._column_attnum(tbl, col, format('%s (outcome)', logical));
+    t oid;
+    b oid;
+BEGIN
+    SELECT a.atttypid INTO t FROM pg_catalog.pg_attribute a WHERE a.attrelid = tbl AND a.attnum = n;
+    b := t;
+    WHILE (SELECT ty.typtype = 'd' FROM pg_catalog.pg_type ty WHERE ty.oid = b) LOOP
+        SELECT ty.typbasetype INTO b FROM pg_catalog.pg_type ty WHERE ty.oid = b;
+    END LOOP;
+    IF b >= 16384 OR (types IS NOT NULL AND NOT b::regtype = ANY (types)) THEN
+        RAISE EXCEPTION '% column "%" of % has the type %', logical, col, tbl, format_type(t, NULL) USING ERRCODE = 'LA0O3',
+              DETAIL = format('The %s column must be %s.', logical,
+                              coalesce(type_words, 'of a built-in type (text, integer, numeric, timestamptz, ...)')),
+              HINT = 'Map a column of such a type (a view or a generated column can convert it).';
+    END IF;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION allocation._outcome_column(regclass, name, text, regtype[], text) IS 'internal: attnum of a mapped outcome column, checked (42703 missing, LA0O3 wrong or non-built-in type)';
+
+CREATE FUNCTION allocation._manage_outcomes(tbl regclass, kind text, customer_key_column name, mapping jsonb)
+RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    v_actor text := allocation._actor();
+    v_known text[];
+    v_required text[];
+    v_logical text;
+    v_rk char;
+    v_name text;
+    m allocation.managed_table;
+    s allocation.outcome_source;
+    v_cands integer[];
+    v_keytype oid;
+    v_type oid;
+    v_cols jsonb := '{}';
+    v_att smallint[] := '{0,0,0,0,0,0}';
+    v_ref name;
+    v_refatt smallint;
+    v_rows bigint := 0;
+    v_replaced integer := 0;
+    r text[];
+    o allocation.outcome_source;
+    v_int constant regtype[] := ARRAY['smallint', 'integer', 'bigint']::regtype[];
+    v_str constant regtype[] := ARRAY['text', 'character varying', 'character']::regtype[];
+BEGIN
+    IF tbl IS NULL OR kind IS NULL OR customer_key_column IS NULL OR mapping IS NULL THEN
+        RAISE EXCEPTION 'table, kind, customer key column and mapping are required' USING ERRCODE = '22004',
+              DETAIL = 'allocation.manage_outcomes() was called with a NULL argument.',
+              HINT = 'Call allocation.manage_outcomes(''crm.visit'', ''followup'', ''customer_id'', ''{"at": "visited_at"}'').';
+    END IF;
+    IF NOT coalesce(allocation._caller_owns(tbl), false) THEN
+        RAISE EXCEPTION 'must be owner of table % to attach it as outcomes', tbl USING ERRCODE = '42501',
+              DETAIL = format('Role %s does not own %s (nor is it a member of its owner).', v_actor, tbl),
+              HINT = 'Run it as the table''s owner, like ALTER TABLE.';
+    END IF;
+    -- the mapping: logical names of the kind, each naming a column
+    v_known := CASE kind WHEN 'followup' THEN ARRAY['customers', 'at', 'rep', 'channel', 'note', 'ref']
+                         WHEN 'deal' THEN ARRAY['customers', 'at', 'amount', 'product', 'rep', 'ref']
+                         WHEN 'satisfaction' THEN ARRAY['customers', 'at', 'score', 'scale', 'ref'] END;
+    v_required := CASE kind WHEN 'followup' THEN ARRAY['at'] WHEN 'deal' THEN ARRAY['at', 'amount']
+                            ELSE ARRAY['at', 'score', 'scale'] END;
+    IF v_known IS NULL THEN
+        RAISE EXCEPTION 'unknown outcome kind "%"', kind USING ERRCODE = 'LA0O0',
+              DETAIL = 'The kinds are followup (visits, calls), deal (orders) and satisfaction (surveys).',
+              HINT = 'Pass ''followup'', ''deal'' or ''satisfaction''.';
+    END IF;
+    IF jsonb_typeof(mapping) <> 'object' THEN
+        RAISE EXCEPTION 'mapping must be a JSON object' USING ERRCODE = 'LA0O0',
+              DETAIL = format('Got %s.', mapping),
+              HINT = 'Map logical names to columns, e.g. {"at": "visited_at", "rep": "rep_id", "channel": "channel"}.';
+    END IF;
+    FOR v_logical IN SELECT x FROM jsonb_object_keys(mapping) x ORDER BY x LOOP
+        IF NOT v_logical = ANY (v_known) THEN
+            RAISE EXCEPTION 'unknown % mapping "%"', kind, v_logical USING ERRCODE = 'LA0O0',
+                  DETAIL = format('The mapping names "%s", which a %s table does not have.', v_logical, kind),
+                  HINT = format('Known names for %s: %s.', kind, array_to_string(v_known, ', '));
+        END IF;
+        IF jsonb_typeof(mapping -> v_logical) <> 'string' OR btrim(mapping ->> v_logical) = '' THEN
+            RAISE EXCEPTION 'mapping "%" must name a column', v_logical USING ERRCODE = 'LA0O0',
+                  DETAIL = format('Got %s.', mapping -> v_logical),
+                  HINT = 'Give the column name as a JSON string.';
+        END IF;
+    END LOOP;
+    FOREACH v_logical IN ARRAY v_required LOOP
+        IF NOT mapping ? v_logical THEN
+            RAISE EXCEPTION 'the % mapping needs "%"', kind, v_logical USING ERRCODE = 'LA0O0',
+                  DETAIL = format('Required for %s: %s.', kind, array_to_string(v_required, ', ')),
+                  HINT = CASE v_logical WHEN 'scale' THEN 'Add "scale": "1-5" (scores 1..5) or "scale": "nps" (0..10).'
+                                        ELSE format('Add "%s": "<column>".', v_logical) END;
+        END IF;
+    END LOOP;
+    IF mapping ? 'scale' AND mapping ->> 'scale' NOT IN ('1-5', 'nps') THEN
+        RAISE EXCEPTION 'unknown satisfaction scale "%"', mapping ->> 'scale' USING ERRCODE = 'LA0O0',
+              DETAIL = '"scale" is a constant, not a column: 1-5 (scores 1..5) or nps (0..10).',
+              HINT = 'Pass "scale": "1-5" or "scale": "nps".';
+    END IF;
+
+    -- the table: an ordinary permanent table that is not the engine's nor a customer table
+    SELECT c.relkind, format('%I.%I', n.nspname, c.relname) INTO v_rk, v_name
+      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl;
+    IF v_rk <> 'r' OR EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = tbl AND (c.relpersistence = 't' OR c.relispartition))
+       OR v_name LIKE 'allocation.%' OR EXISTS (SELECT 1 FROM allocation.managed_table x WHERE x.tbl = _manage_outcomes.tbl AND x.active) THEN
+        RAISE EXCEPTION '% cannot be attached as an outcome table', tbl USING ERRCODE = 'LA0O1',
+              DETAIL = CASE WHEN v_name LIKE 'allocation.%' THEN format('%s belongs to the allocation extension.', v_name)
+                            WHEN EXISTS (SELECT 1 FROM allocation.managed_table x WHERE x.tbl = _manage_outcomes.tbl AND x.active)
+                            THEN 'It is a managed customer table.'
+                            WHEN v_rk <> 'r' THEN format('Relation %s has relkind %s; only ordinary tables can be attached.', tbl, v_rk)
+                            ELSE 'Temporary tables and partitions cannot be attached.' END,
+              HINT = 'Attach the CRM''s own permanent visit, order or survey table.';
+    END IF;
+
+    -- the customers: the managed table the key refers to
+    SELECT array_agg(x.id ORDER BY x.id) INTO v_cands FROM allocation.managed_table x JOIN pg_catalog.pg_class c ON c.oid = x.tbl
+     WHERE x.active AND (NOT mapping ? 'customers' OR x.table_name = mapping ->> 'customers' OR x.tbl::text = mapping ->> 'customers'
+                         OR c.relname = mapping ->> 'customers');
+    IF coalesce(cardinality(v_cands), 0) <> 1 THEN
+        RAISE EXCEPTION '%', CASE WHEN mapping ? 'customers' AND v_cands IS NULL
+                                  THEN format('customer table %s is not managed', mapping ->> 'customers')
+                                  WHEN v_cands IS NULL THEN 'no customer table is managed'
+                                  ELSE 'which managed customer table the outcomes refer to is ambiguous' END
+              USING ERRCODE = 'LA0O4',
+              DETAIL = format('Managed customer tables: %s.', coalesce((SELECT string_agg(x.table_name, ', ' ORDER BY x.id)
+                                                                          FROM allocation.managed_table x WHERE x.active), 'none')),
+              HINT = 'Name it in the mapping, e.g. "customers": "crm.customer" (allocation.manage() it first).';
+    END IF;
+    m := allocation._managed_by_id(v_cands[1]);
+    IF NOT coalesce(allocation._caller_owns(m.tbl), false) THEN
+        RAISE EXCEPTION 'must be owner of table % to attach outcomes to its customers', m.table_name USING ERRCODE = '42501',
+              DETAIL = format('Role %s does not own %s; outcomes credit its reps.', v_actor, m.table_name),
+              HINT = 'Run it as the owner of both tables.';
+    END IF;
+
+    -- no writes slip between landing the existing rows and installing the triggers
+    EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', tbl);
+    IF EXISTS (SELECT 1 FROM allocation.outcome_source x WHERE x.tbl = _manage_outcomes.tbl AND x.active) THEN
+        RAISE EXCEPTION 'table % is already attached as outcomes', tbl USING ERRCODE = 'LA0O2',
+              DETAIL = format('It is attached as %s.', (SELECT x.kind FROM allocation.outcome_source x
+                                                       WHERE x.tbl = _manage_outcomes.tbl AND x.active)),
+              HINT = 'Call allocation.unmanage_outcomes() first to change the mapping.';
+    END IF;
+
+    -- the columns
+    SELECT allocation._base_type(a.atttypid) INTO v_keytype FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = m.tbl AND a.attname = m.key_column AND NOT a.attisdropped;
+    v_att[1] := allocation._outcome_column(tbl, customer_key_column, 'customer key', NULL, NULL);
+    SELECT allocation._base_type(a.atttypid) INTO v_type FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = tbl AND a.attnum = v_att[1];
+    -- keys are compared in their text form: the same type, or both integers, or both strings
+    IF NOT (v_type = v_keytype OR (v_type::regtype = ANY (v_int) AND v_keytype::regtype = ANY (v_int))
+            OR (v_type::regtype = ANY (v_str) AND v_keytype::regtype = ANY (v_str))) THEN
+        RAISE EXCEPTION 'customer key column "%" of % does not match the key of %', customer_key_column, tbl, m.table_name
+              USING ERRCODE = 'LA0O4',
+              DETAIL = format('It is %s; the key %I of %s is %s.', format_type(v_type, NULL), m.key_column, m.table_name,
+                              format_type(v_keytype, NULL)),
+              HINT = 'Map the column holding the customer table''s key (of the same type, or both integers, or both text).';
+    END IF;
+    v_cols := jsonb_build_object('customer', customer_key_column);
+    v_att[2] := allocation._outcome_column(tbl, (mapping ->> 'at')::name, 'time', ARRAY['timestamptz', 'timestamp', 'date']::regtype[],
+                                           'timestamptz, timestamp or date');
+    IF mapping ? 'rep' THEN
+        v_att[3] := allocation._outcome_column(tbl, (mapping ->> 'rep')::name, 'rep', ARRAY['integer', 'bigint']::regtype[],
+                                               'integer or bigint (a rep id)');
+    END IF;
+    IF kind = 'followup' AND mapping ? 'channel' THEN
+        v_att[4] := allocation._outcome_column(tbl, (mapping ->> 'channel')::name, 'channel', v_str, 'text, varchar or char');
+    ELSIF kind = 'deal' THEN
+        v_att[4] := allocation._outcome_column(tbl, (mapping ->> 'amount')::name, 'amount',
+                                               ARRAY['numeric', 'smallint', 'integer', 'bigint', 'real', 'double precision']::regtype[],
+                                               'numeric, an integer or a floating point number');
+    ELSIF kind = 'satisfaction' THEN
+        v_att[4] := allocation._outcome_column(tbl, (mapping ->> 'score')::name, 'score',
+                                               ARRAY['numeric', 'smallint', 'integer', 'bigint', 'real', 'double precision']::regtype[],
+                                               'numeric, an integer or a floating point number');
+    END IF;
+    IF kind = 'followup' AND mapping ? 'note' THEN
+        v_att[5] := allocation._outcome_column(tbl, (mapping ->> 'note')::name, 'note', v_str, 'text, varchar or char');
+    ELSIF kind = 'deal' AND mapping ? 'product' THEN
+        v_att[5] := allocation._outcome_column(tbl, (mapping ->> 'product')::name, 'product', NULL, NULL);
+    END IF;
+    -- the ref: names a row (a deal's ref), the primary key by default
+    IF mapping ? 'ref' THEN
+        v_ref := (mapping ->> 'ref')::name;
+    ELSE
+        SELECT a.attname INTO v_ref FROM pg_catalog.pg_index i
+          JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+         WHERE i.indrelid = tbl AND i.indisprimary AND i.indnkeyatts = 1;
+    END IF;
+    IF v_ref IS NULL THEN
+        RAISE EXCEPTION 'outcome table % has no single-column primary key', tbl USING ERRCODE = 'LA0O5',
+              DETAIL = 'Each row is named by its ref (the primary key by default), so that an UPDATE or DELETE finds what it landed.',
+              HINT = 'Add a primary key, or map "ref" to a unique, NOT NULL column.';
+    END IF;
+    v_att[6] := allocation._outcome_column(tbl, v_ref, 'ref', NULL, NULL);
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i
+                    WHERE i.indrelid = tbl AND i.indisunique AND i.indisvalid AND i.indpred IS NULL
+                      AND i.indnkeyatts = 1 AND i.indkey[0] = v_att[6])
+       OR NOT (SELECT a.attnotnull FROM pg_catalog.pg_attribute a WHERE a.attrelid = tbl AND a.attnum = v_att[6]) THEN
+        RAISE EXCEPTION 'ref column "%" of % is not a unique, NOT NULL column', v_ref, tbl USING ERRCODE = 'LA0O5',
+              DETAIL = 'Each row is named by its ref, so that an UPDATE or DELETE finds what it landed.',
+              HINT = format('ALTER TABLE %s ADD PRIMARY KEY (%I);', tbl, v_ref);
+    END IF;
+    SELECT v_cols || jsonb_object_agg(k, mapping -> k) INTO v_cols
+      FROM unnest(v_known) k WHERE mapping ? k AND k NOT IN ('customers', 'scale');
+    v_cols := v_cols || jsonb_build_object('ref', v_ref);
+
+    -- rows an earlier attachment of this table landed are replaced
+    FOR o IN SELECT * FROM allocation.outcome_source x WHERE x.tbl = _manage_outcomes.tbl AND NOT x.active ORDER BY x.id LOOP
+        v_replaced := v_replaced + allocation._outcome_unland(o, NULL, 'outcome table attached again');
+    END LOOP;
+
+    INSERT INTO allocation.outcome_source (tbl, table_name, kind, managed_id, customer_key_column, mapping, columns, attnums,
+                                           scale, managed_by)
+    VALUES (tbl, v_name, kind, m.id, customer_key_column, mapping, v_cols, v_att, mapping ->> 'scale', v_actor)
+    RETURNING * INTO s;
+
+    -- the rows already there (read as the table's owner)
+    FOR r IN SELECT x FROM allocation._outcome_rows(tbl, v_att) x LOOP
+        PERFORM allocation._outcome_land(s, m, r);
+        v_rows := v_rows + 1;
+    END LOOP;
+
+    EXECUTE format('CREATE TRIGGER zz_allocation_outcome AFTER INSERT OR UPDATE OR DELETE ON %s
+                    FOR EACH ROW EXECUTE FUNCTION allocation._outcome_trigger(%s)', tbl,
+                   array_to_string(array_prepend(s.id::smallint, v_att), ', '));
+    EXECUTE format('CREATE TRIGGER zz_allocation_outcome_truncate AFTER TRUNCATE ON %s
+                    FOR EACH STATEMENT EXECUTE FUNCTION allocation._outcome_trigger(%s)', tbl,
+                   array_to_string(array_prepend(s.id::smallint, v_att), ', '));
+
+    INSERT INTO allocation.event (actor, kind, managed_id, table_name, reason, detail)
+    VALUES (v_actor, 'outcomes_managed', m.id, m.table_name, format('%s attached as %s outcomes', v_name, kind),
+            jsonb_build_object('outcome_source', s.id, 'table', v_name, 'kind', kind, 'customer_key_column', customer_key_column,
+                               'mapping', mapping, 'existing_rows', v_rows, 'replaced', v_replaced));
+    RETURN s.id;
+END
+$$;
+COMMENT ON FUNCTION allocation._manage_outcomes(regclass, text, name, jsonb) IS 'internal: implementation of allocation.manage_outcomes(), run as the extension owner by its gateway';
+
+CREATE FUNCTION allocation.manage_outcomes(tbl regclass, kind text, customer_key_column name, mapping jsonb)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
+COMMENT ON FUNCTION allocation.manage_outcomes(regclass, text, name, jsonb) IS
+'Attaches the engine to the CRM''s own visit (followup), order (deal) or survey (satisfaction) table: validates the mapping, lands the existing rows and installs the trigger that keeps them in step; returns the outcome source id';
+
+CREATE FUNCTION allocation._unmanage_outcomes(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    s allocation.outcome_source;
+BEGIN
+    IF tbl IS NULL THEN
+        RAISE EXCEPTION 'table must not be NULL' USING ERRCODE = '22004',
+              DETAIL = 'allocation.unmanage_outcomes() was called with a NULL table.', HINT = 'Pass the outcome table, e.g. ''crm.visit''.';
+    END IF;
+    IF NOT coalesce(allocation._caller_owns(tbl), false) THEN
+        RAISE EXCEPTION 'must be owner of table % to detach it', tbl USING ERRCODE = '42501',
+              DETAIL = format('Role %s does not own %s (nor is it a member of its owner).', allocation._actor(), tbl),
+              HINT = 'Run it as the table''s owner, like ALTER TABLE.';
+    END IF;
+    SELECT * INTO s FROM allocation.outcome_source x WHERE x.tbl = _unmanage_outcomes.tbl AND x.active FOR UPDATE;
+    IF s.id IS NULL THEN
+        RAISE EXCEPTION 'table % is not attached as outcomes', tbl USING ERRCODE = 'LA0O6',
+              DETAIL = 'There is no active allocation.manage_outcomes() registration for this table.',
+              HINT = 'See SELECT table_name, kind FROM allocation.outcome_source WHERE active.';
+    END IF;
+    EXECUTE format('DROP TRIGGER IF EXISTS zz_allocation_outcome ON %s', tbl);
+    EXECUTE format('DROP TRIGGER IF EXISTS zz_allocation_outcome_truncate ON %s', tbl);
+    PERFORM allocation._outcome_detach(s, 'outcome table detached');
+END
+$$;
+COMMENT ON FUNCTION allocation._unmanage_outcomes(regclass) IS 'internal: implementation of allocation.unmanage_outcomes(), run as the extension owner by its gateway';
+
+CREATE FUNCTION allocation.unmanage_outcomes(tbl regclass)
+RETURNS void
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
+COMMENT ON FUNCTION allocation.unmanage_outcomes(regclass) IS
+'Detaches an outcome table: removes its trigger; what it landed stays (measures of past periods do not change); attaching it again replaces those rows';
+
+CREATE FUNCTION allocation._outcome_detach(s allocation.outcome_source, p_why text)
+RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS
+$$
+    UPDATE allocation.outcome_source SET active = false, unmanaged_at = now() WHERE id = s.id;
+    INSERT INTO allocation.event (actor, kind, managed_id, table_name, reason, detail)
+    SELECT allocation._actor(), 'outcomes_unmanaged', m.id, m.table_name, p_why,
+           jsonb_build_object('outcome_source', s.id, 'table', s.table_name, 'kind', s.kind)
+      FROM allocation.managed_table m WHERE m.id = s.managed_id;
+$$;
+COMMENT ON FUNCTION allocation._outcome_detach(allocation.outcome_source, text) IS 'internal: marks an outcome source detached, with its outcomes_unmanaged event';
+
+-- Drops: a dropped outcome table is detached; a dropped customer table detaches
+-- its outcome tables (their triggers go); dropping a mapped column is refused
+CREATE FUNCTION allocation._outcomes_on_sql_drop() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    o record;
+    s allocation.outcome_source;
+BEGIN
+    FOR o IN SELECT * FROM pg_catalog.pg_event_trigger_dropped_objects() LOOP
+        IF o.object_type = 'table' THEN
+            FOR s IN SELECT * FROM allocation.outcome_source x WHERE x.tbl = o.objid AND x.active LOOP
+                PERFORM allocation._outcome_detach(s, 'outcome table dropped');
+            END LOOP;
+            UPDATE allocation.outcome_source SET tbl = NULL WHERE tbl = o.objid;
+            FOR s IN SELECT x.* FROM allocation.outcome_source x JOIN allocation.managed_table m ON m.id = x.managed_id
+                      WHERE x.active AND m.tbl IS NULL LOOP
+                -- (unless the outcome table goes in the same statement)
+                IF EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = s.tbl) THEN
+                    EXECUTE format('DROP TRIGGER IF EXISTS zz_allocation_outcome ON %s', s.tbl);
+                    EXECUTE format('DROP TRIGGER IF EXISTS zz_allocation_outcome_truncate ON %s', s.tbl);
+                END IF;
+                PERFORM allocation._outcome_detach(s, 'customer table dropped');
+            END LOOP;
+        ELSIF o.object_type = 'table column' THEN
+            SELECT * INTO s FROM allocation.outcome_source x
+             WHERE x.tbl = o.objid AND x.active AND o.objsubid = ANY (x.attnums);
+            IF s.id IS NOT NULL THEN
+                RAISE EXCEPTION 'column % is used by the allocation engine', o.object_identity USING ERRCODE = 'LA018',
+                      DETAIL = format('Table %s is attached as %s outcomes and maps this column.', s.table_name, s.kind),
+                      HINT = 'Call allocation.unmanage_outcomes() first (then manage_outcomes() again without this column).';
+            END IF;
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION allocation._outcomes_on_sql_drop() IS 'internal: detaches dropped outcome tables and those of dropped customer tables; refuses to drop a mapped column';
+CREATE EVENT TRIGGER allocation_sql_drop_outcomes ON sql_drop EXECUTE FUNCTION allocation._outcomes_on_sql_drop();
+COMMENT ON EVENT TRIGGER allocation_sql_drop_outcomes IS 'allocation: dropped outcome tables (and those of dropped customer tables) are detached, their landed rows kept; dropping a mapped column is refused';
+
+CREATE FUNCTION allocation._base_type(p_type oid)
+RETURNS oid
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+    WITH RECURSIVE d(t, base) AS (
+        SELECT ty.oid, ty.typbasetype FROM pg_catalog.pg_type ty WHERE ty.oid = p_type
+        UNION ALL
+        SELECT ty.oid, ty.typbasetype FROM pg_catalog.pg_type ty JOIN d ON ty.oid = d.base WHERE d.base <> 0)
+    SELECT d.t FROM d WHERE d.base = 0
+$$;
+COMMENT ON FUNCTION allocation._base_type(oid) IS 'internal: a type, domains down to their base type';
+
+-------------------------------------------------------------------------------
+-- Potential
+-------------------------------------------------------------------------------
+-- The tier of a value: the name of the highest threshold it reaches, else low
+CREATE FUNCTION allocation._potential_tier(p_value numeric, p_tiers jsonb)
+RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS
+$$
+    SELECT CASE WHEN p_value IS NOT NULL THEN
+           coalesce((SELECT t.key FROM pg_catalog.jsonb_each(p_tiers) t
+                      WHERE p_value >= (t.value #>> '{}')::numeric
+                      ORDER BY (t.value #>> '{}')::numeric DESC, t.key LIMIT 1), 'low') END
+$$;
+COMMENT ON FUNCTION allocation._potential_tier(numeric, jsonb) IS 'internal: the potential tier of a value (the highest threshold reached, else low; NULL value: NULL)';
+
+CREATE FUNCTION allocation._set_potential(tbl regclass, expression text, tiers jsonb)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    v_actor text := allocation._actor();
+    m allocation.managed_table;
+    p allocation.potential;
+    v_bad text;
+BEGIN
+    PERFORM allocation._require_owner(tbl, 'set the potential of');
+    m := allocation._managed(tbl);
+    SELECT * INTO p FROM allocation.potential x WHERE x.managed_id = m.id FOR UPDATE;
+    IF expression IS NULL THEN
+        DELETE FROM allocation.potential x WHERE x.managed_id = m.id;
+        INSERT INTO allocation.event (actor, kind, managed_id, table_name, reason, detail)
+        VALUES (v_actor, 'potential_set', m.id, m.table_name, 'potential cleared',
+                jsonb_build_object('expression', NULL, 'previous', to_jsonb(p) - 'managed_id'));
+        RETURN;
+    END IF;
+    IF btrim(expression) = '' THEN
+        RAISE EXCEPTION 'potential expression is empty' USING ERRCODE = 'LA0O7',
+              DETAIL = 'The expression is made only of blanks.',
+              HINT = 'Pass a column name or a numeric expression; NULL clears the potential.';
+    END IF;
+    tiers := coalesce(tiers, '{}');
+    IF jsonb_typeof(tiers) <> 'object' THEN
+        RAISE EXCEPTION 'tiers must be a JSON object' USING ERRCODE = 'LA0OA',
+              DETAIL = format('Got %s.', tiers),
+              HINT = 'Map tier names to thresholds, e.g. {"high": 500000, "medium": 100000}.';
+    END IF;
+    SELECT t.key INTO v_bad FROM jsonb_each(tiers) t
+     WHERE jsonb_typeof(t.value) <> 'number' OR btrim(t.key) = '' OR t.key = 'low' LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'tier "%" is malformed', v_bad USING ERRCODE = 'LA0OA',
+              DETAIL = 'Each tier is a non-blank name other than low (the tier below every threshold) with a number threshold.',
+              HINT = 'For example {"high": 500000, "medium": 100000}.';
+    END IF;
+    -- checked as the table's owner (src/outcomes.c)
+    PERFORM allocation._potential_check(m.tbl, expression);
+    INSERT INTO allocation.potential AS x (managed_id, expression, tiers, set_by)
+    VALUES (m.id, expression, tiers, v_actor)
+    ON CONFLICT (managed_id) DO UPDATE SET expression = EXCLUDED.expression, tiers = EXCLUDED.tiers,
+                                           set_by = EXCLUDED.set_by, set_at = now();
+    INSERT INTO allocation.event (actor, kind, managed_id, table_name, reason, detail)
+    VALUES (v_actor, 'potential_set', m.id, m.table_name, 'potential set',
+            jsonb_build_object('expression', expression, 'tiers', tiers, 'previous', to_jsonb(p) - 'managed_id'));
+END
+$$;
+COMMENT ON FUNCTION allocation._set_potential(regclass, text, jsonb) IS 'internal: implementation of allocation.set_potential(), run as the extension owner by its gateway';
+
+CREATE FUNCTION allocation.set_potential(tbl regclass, expression text, tiers jsonb)
+RETURNS void
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
+COMMENT ON FUNCTION allocation.set_potential(regclass, text, jsonb) IS
+'Sets the potential of a managed table''s customers: a column name or a numeric SQL expression over the customer row, checked and evaluated as the table''s owner only, and tiers {"name": threshold, ...} (below every threshold: low); NULL expression clears it; only the table''s owner';
+
+CREATE FUNCTION allocation._potentials(p_managed integer)
+RETURNS TABLE (key text, value numeric, tier text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+    SELECT v.key, v.value, allocation._potential_tier(v.value, p.tiers)
+      FROM allocation.potential p
+      JOIN allocation.managed_table m ON m.id = p.managed_id AND m.active
+     CROSS JOIN LATERAL allocation._potential_values(m.tbl, m.key_column, p.expression, NULL) v
+     WHERE p.managed_id = p_managed
+$$;
+COMMENT ON FUNCTION allocation._potentials(integer) IS 'internal: every customer''s potential value and tier of a managed table (none when no potential is set), evaluated as the table''s owner';
+
+CREATE FUNCTION allocation._customer_potential(tbl regclass, key text)
+RETURNS TABLE (value numeric, tier text)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    m allocation.managed_table := allocation._managed(tbl);
+    p allocation.potential;
+BEGIN
+    IF _customer_potential.key IS NULL THEN
+        RAISE EXCEPTION 'customer key must not be NULL' USING ERRCODE = '22004',
+              DETAIL = 'allocation.customer_potential() reads one customer''s potential.', HINT = 'Pass the customer''s key.';
+    END IF;
+    SELECT * INTO p FROM allocation.potential x WHERE x.managed_id = m.id;
+    IF p.managed_id IS NULL THEN
+        RAISE EXCEPTION 'no potential is set for %', m.table_name USING ERRCODE = 'LA0OB',
+              DETAIL = 'The potential of customers is an expression the table''s owner sets.',
+              HINT = 'SELECT allocation.set_potential(''crm.customer'', ''expected_volume'', ''{"high": 500000}'');';
+    END IF;
+    IF NOT allocation._customer_exists(m.id, _customer_potential.key) THEN
+        RAISE EXCEPTION 'customer % not found in %', _customer_potential.key, m.table_name USING ERRCODE = 'LA062',
+              DETAIL = 'The customer has no ownership record.', HINT = 'Check the key.';
+    END IF;
+    RETURN QUERY SELECT v.value, allocation._potential_tier(v.value, p.tiers)
+                   FROM allocation._potential_values(m.tbl, m.key_column, p.expression, _customer_potential.key) v;
+END
+$$;
+COMMENT ON FUNCTION allocation._customer_potential(regclass, text) IS 'internal: implementation of allocation.customer_potential(), run as the extension owner by its gateway';
+
+CREATE FUNCTION allocation.customer_potential(tbl regclass, key text)
+RETURNS TABLE (value numeric, tier text)
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C STABLE;
+COMMENT ON FUNCTION allocation.customer_potential(regclass, text) IS
+'The potential value and tier of one customer, computed by the table''s expression as the table''s owner (LA0OB: none set)';
+
+-- pg_dump: attachments, potentials and landed satisfaction answers are user data
+SELECT pg_catalog.pg_extension_config_dump('allocation.outcome_source', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.satisfaction', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.potential', '');
+
+-------------------------------------------------------------------------------
+-- The allocation loop, measured (issue 14): per holding period the outcome facts,
+-- aggregated into scorecards (per rep, team, territory) and strategy
+-- effectiveness (per rule, policy, territory, tier, crop); monthly snapshots
+-- materialised by refresh_scorecards() for BI
+-------------------------------------------------------------------------------
+
+-- Who may read everyone's measures: managers, analysts and admins (they read the log);
+-- a rep reads its own only
+CREATE FUNCTION allocation._reads_all_measures()
+RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+    SELECT pg_catalog.has_table_privilege(allocation._actor(), 'allocation.event', 'SELECT')
+$$;
+COMMENT ON FUNCTION allocation._reads_all_measures() IS 'internal: whether the caller reads every rep''s measures (it may read the audit log), else only its own';
+
+-- The period argument of the measures: bounded, not empty
+CREATE FUNCTION allocation._check_period(p_period tstzrange, p_touch_days integer)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+    IF p_period IS NULL OR p_touch_days IS NULL THEN
+        RAISE EXCEPTION 'the period and touch_days must not be NULL' USING ERRCODE = '22004',
+              DETAIL = 'Measures are taken over a period, e.g. a month.',
+              HINT = 'SELECT * FROM allocation.scorecard(tstzrange(''2027-03-01'', ''2027-04-01''));';
+    END IF;
+    IF isempty(p_period) OR lower_inf(p_period) OR upper_inf(p_period) THEN
+        RAISE EXCEPTION 'period % is empty or unbounded', p_period USING ERRCODE = 'LA0M0',
+              DETAIL = 'Measures need a start and an end (held at the end, touched before the end, per day held).',
+              HINT = 'Use e.g. tstzrange(''2027-03-01'', ''2027-04-01'') or allocation.month_of(now()).';
+    END IF;
+    IF p_touch_days < 1 THEN
+        RAISE EXCEPTION 'touch_days must be at least 1, not %', p_touch_days USING ERRCODE = 'LA0M0',
+              DETAIL = 'A customer counts as touched when it had a follow-up within this many days before the end of the period.',
+              HINT = 'The default is 30.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION allocation._check_period(tstzrange, integer) IS 'internal: 22004 / LA0M0 for a NULL, empty or unbounded period or a touch_days below 1';
+
+-- The calendar month (in the session's time zone) that contains a time
+CREATE FUNCTION allocation.month_of(at timestamptz DEFAULT now())
+RETURNS tstzrange
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+    SELECT pg_catalog.tstzrange(date_trunc('month', at), date_trunc('month', at) + interval '1 month')
+$$;
+COMMENT ON FUNCTION allocation.month_of(timestamptz) IS 'The calendar month containing a time, as the period argument of scorecard(), strategy_effectiveness() and evaluate_performance()';
+
+-- One row per holding period of a rep that overlaps the period, with its outcome facts.
+-- The clipped window w = the part of the holding inside the period.
+CREATE FUNCTION allocation._outcome_base(p_period tstzrange, p_touch_days integer)
+RETURNS TABLE (managed_id integer, key text, rep_id bigint, team_id bigint, territory_id bigint,
+               rule_id bigint, source text, tier text, crop text,
+               held_days numeric, held_at_end boolean, started_in_period boolean,
+               first_contact interval, touched boolean, prior_deal boolean, converted boolean,
+               deal_amount numeric, satisfaction_sum numeric, satisfaction_n integer)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+    WITH h AS (
+        SELECT a.managed_id, a.key, a.rep_id, r.team_id, a.territory_id, a.rule_id, a.source, a.tier, a.crop,
+               a.valid_from, a.valid_to,
+               greatest(a.valid_from, lower(p_period)) AS w_from,
+               least(coalesce(a.valid_to, 'infinity'), upper(p_period)) AS w_to
+          FROM allocation.assignment a
+          LEFT JOIN allocation.rep r ON r.id = a.rep_id
+         WHERE a.rep_id IS NOT NULL
+           AND a.valid_from < upper(p_period) AND (a.valid_to IS NULL OR a.valid_to > lower(p_period)))
+    SELECT h.managed_id, h.key, h.rep_id, h.team_id, h.territory_id, h.rule_id, h.source, h.tier, h.crop,
+           round((extract(epoch FROM h.w_to - h.w_from) / 86400)::numeric, 4),
+           h.valid_to IS NULL OR h.valid_to >= upper(p_period),
+           h.valid_from >= lower(p_period),
+           -- the holder's first follow-up after it got the customer (holdings that started in the period)
+           CASE WHEN h.valid_from >= lower(p_period) THEN
+                (SELECT min(f.at) FROM allocation.followup f
+                  WHERE f.managed_id = h.managed_id AND f.key = h.key AND f.rep_id = h.rep_id
+                    AND f.at >= h.valid_from AND f.at < h.w_to) - h.valid_from END,
+           -- held at the end and touched (by anyone) within touch_days before the end
+           (h.valid_to IS NULL OR h.valid_to >= upper(p_period))
+           AND EXISTS (SELECT 1 FROM allocation.followup f
+                        WHERE f.managed_id = h.managed_id AND f.key = h.key
+                          AND f.at >= upper(p_period) - make_interval(days => p_touch_days) AND f.at < upper(p_period)),
+           d.first_at < h.w_from,
+           d.first_at >= h.w_from AND d.first_at < h.w_to,
+           coalesce((SELECT sum(x.amount) FROM allocation.deal x
+                      WHERE x.managed_id = h.managed_id AND x.key = h.key AND x.at >= h.w_from AND x.at < h.w_to), 0),
+           s.total, coalesce(s.n, 0)::integer
+      FROM h
+      LEFT JOIN LATERAL (SELECT min(x.at) AS first_at FROM allocation.deal x
+                          WHERE x.managed_id = h.managed_id AND x.key = h.key) d ON true
+      LEFT JOIN LATERAL (SELECT sum(x.score_pct) AS total, count(*) AS n FROM allocation.satisfaction x
+                          WHERE x.managed_id = h.managed_id AND x.key = h.key AND x.at >= h.w_from AND x.at < h.w_to) s ON true
+$$;
+COMMENT ON FUNCTION allocation._outcome_base(tstzrange, integer) IS 'internal: one row per holding period of a rep overlapping the period, with its outcome facts (days held in it, held at the end, first contact, touched, converted, deals, satisfaction)';
+
+-- Per rep: the measures of the contract (rep_measures), for every rep with a holding, a credit
+-- or an event in the period
+CREATE FUNCTION allocation._rep_measures(p_period tstzrange, p_touch_days integer)
+RETURNS TABLE (rep_id bigint, held_end integer, held_avg numeric, touched_pct numeric,
+               first_contact_median interval, first_contacts integer, conversion_base integer,
+               converted integer, conversion_pct numeric, revenue numeric, satisfaction_avg numeric,
+               satisfaction_n integer, claims integer, releases integer, recycled_away integer,
+               grants integer, grants_converted integer)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+    WITH b AS (SELECT * FROM allocation._outcome_base(p_period, p_touch_days)),
+    per_rep AS (
+        SELECT b.rep_id,
+               count(*) FILTER (WHERE b.held_at_end)::integer AS held_end,
+               round(sum(b.held_days) / (extract(epoch FROM upper(p_period) - lower(p_period)) / 86400)::numeric, 2) AS held_avg,
+               round(100.0 * count(*) FILTER (WHERE b.touched) / nullif(count(*) FILTER (WHERE b.held_at_end), 0), 1) AS touched_pct,
+               justify_hours(percentile_cont(0.5) WITHIN GROUP (ORDER BY b.first_contact)
+                             FILTER (WHERE b.first_contact IS NOT NULL)) AS first_contact_median,
+               count(b.first_contact)::integer AS first_contacts,
+               count(*) FILTER (WHERE b.prior_deal IS NOT TRUE)::integer AS conversion_base,
+               count(*) FILTER (WHERE b.converted)::integer AS converted,
+               sum(b.satisfaction_sum) AS sat_total, sum(b.satisfaction_n)::integer AS sat_n
+          FROM b GROUP BY b.rep_id),
+    credit AS (   -- revenue with the virtual teams' splits: what each rep was credited
+        SELECT s.rep_id, sum(s.amount) AS revenue
+          FROM allocation.deal d JOIN allocation.deal_split s ON s.deal_id = d.id
+         WHERE d.at <@ p_period AND s.rep_id IS NOT NULL GROUP BY s.rep_id),
+    ev AS (
+        SELECT coalesce(e.to_rep, e.from_rep) AS rep_id,
+               count(*) FILTER (WHERE e.kind = 'claim')::integer AS claims,
+               count(*) FILTER (WHERE e.kind = 'release')::integer AS releases,
+               count(*) FILTER (WHERE e.kind = 'recycle')::integer AS recycled_away
+          FROM allocation.event e
+         WHERE e.at <@ p_period AND e.period = 'open' AND e.kind IN ('claim', 'release', 'recycle')
+         GROUP BY 1),
+    ev_from AS (  -- a release or recycle names the rep that lost the customer
+        SELECT e.from_rep AS rep_id,
+               count(*) FILTER (WHERE e.kind = 'release')::integer AS releases,
+               count(*) FILTER (WHERE e.kind = 'recycle')::integer AS recycled_away
+          FROM allocation.event e
+         WHERE e.at <@ p_period AND e.period = 'open' AND e.kind IN ('release', 'recycle') AND e.from_rep IS NOT NULL
+         GROUP BY 1),
+    gr AS (
+        SELECT q.rep_id, count(*)::integer AS grants,
+               count(*) FILTER (WHERE EXISTS (SELECT 1 FROM allocation.deal d
+                                               WHERE d.managed_id = q.managed_id AND d.key = q.key AND d.at >= q.decided_at))::integer
+                   AS grants_converted
+          FROM allocation.resource_request q
+         WHERE q.status IN ('granted', 'released', 'expired') AND q.decided_at <@ p_period AND q.rep_id IS NOT NULL
+         GROUP BY q.rep_id),
+    reps AS (SELECT x.rep_id FROM per_rep x UNION SELECT x.rep_id FROM credit x
+             UNION SELECT x.rep_id FROM ev x WHERE x.claims > 0 UNION SELECT x.rep_id FROM ev_from x
+             UNION SELECT x.rep_id FROM gr x)
+    SELECT r.rep_id, coalesce(p.held_end, 0), coalesce(p.held_avg, 0), p.touched_pct,
+           p.first_contact_median, coalesce(p.first_contacts, 0), coalesce(p.conversion_base, 0), coalesce(p.converted, 0),
+           round(100.0 * p.converted / nullif(p.conversion_base, 0), 1),
+           coalesce(c.revenue, 0), round(p.sat_total / nullif(p.sat_n, 0), 1), coalesce(p.sat_n, 0),
+           coalesce(ev.claims, 0), coalesce(ef.releases, 0), coalesce(ef.recycled_away, 0),
+           coalesce(gr.grants, 0), coalesce(gr.grants_converted, 0)
+      FROM reps r
+      LEFT JOIN per_rep p ON p.rep_id = r.rep_id
+      LEFT JOIN credit c ON c.rep_id = r.rep_id
+      LEFT JOIN ev ON ev.rep_id = r.rep_id
+      LEFT JOIN ev_from ef ON ef.rep_id = r.rep_id
+      LEFT JOIN gr ON gr.rep_id = r.rep_id
+$$;
+COMMENT ON FUNCTION allocation._rep_measures(tstzrange, integer) IS 'internal: every rep''s measures over a period (rep_measures() without the caller filter)';
+
+CREATE FUNCTION allocation.rep_measures(period tstzrange, touch_days integer DEFAULT 30)
+RETURNS TABLE (rep_id bigint, held_end integer, held_avg numeric, touched_pct numeric,
+               first_contact_median interval, first_contacts integer, conversion_base integer,
+               converted integer, conversion_pct numeric, revenue numeric, satisfaction_avg numeric,
+               satisfaction_n integer, claims integer, releases integer, recycled_away integer,
+               grants integer, grants_converted integer)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    v_all boolean := allocation._reads_all_measures();
+    v_me bigint := allocation.current_rep_id();
+BEGIN
+    PERFORM allocation._check_period(period, touch_days);
+    RETURN QUERY SELECT m.* FROM allocation._rep_measures(period, touch_days) m
+                  WHERE v_all OR m.rep_id = v_me
+                  ORDER BY m.rep_id;
+END
+$$;
+COMMENT ON FUNCTION allocation.rep_measures(tstzrange, integer) IS
+'Each rep''s measures over a period: customers held at the end and on average, touched within touch_days before the end (%), median first contact after getting a customer, conversion (first deal within the holding, %), revenue credited (with virtual-team splits), satisfaction (0-100), claims, releases, customers lost to recycling, resource grants and how many converted; a rep sees its own row';
+
+-- Scorecards: per rep, team and territory
+CREATE FUNCTION allocation.scorecard(period tstzrange, touch_days integer DEFAULT 30)
+RETURNS TABLE (level text, id bigint, code text, name text, held_end integer, held_avg numeric,
+               touched_pct numeric, first_contact_median interval, conversion_base integer, converted integer,
+               conversion_pct numeric, revenue numeric, satisfaction_avg numeric, satisfaction_n integer,
+               claims integer, releases integer, recycled_away integer, grants integer, grants_converted integer)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    v_all boolean := allocation._reads_all_measures();
+    v_me bigint := allocation.current_rep_id();
+    v_days numeric;
+BEGIN
+    PERFORM allocation._check_period(period, touch_days);
+    v_days := (extract(epoch FROM upper(period) - lower(period)) / 86400)::numeric;
+    RETURN QUERY
+    WITH m AS (SELECT * FROM allocation._rep_measures(period, touch_days)),
+    b AS (SELECT * FROM allocation._outcome_base(period, touch_days)),
+    reps AS (
+        SELECT 'rep'::text AS level, r.id, r.code, r.name, m.held_end, m.held_avg, m.touched_pct,
+               m.first_contact_median, m.conversion_base, m.converted, m.conversion_pct, m.revenue,
+               m.satisfaction_avg, m.satisfaction_n, m.claims, m.releases, m.recycled_away, m.grants, m.grants_converted
+          FROM m JOIN allocation.rep r ON r.id = m.rep_id),
+    teams AS (   -- the reps' measures summed per team (rates from the summed counts)
+        SELECT 'team'::text, t.id, t.code, t.name, sum(m.held_end)::integer, sum(m.held_avg),
+               round(100.0 * sum(m.touched_pct * m.held_end / 100.0) / nullif(sum(m.held_end) FILTER (WHERE m.touched_pct IS NOT NULL), 0), 1),
+               NULL::interval, sum(m.conversion_base)::integer, sum(m.converted)::integer,
+               round(100.0 * sum(m.converted) / nullif(sum(m.conversion_base), 0), 1), sum(m.revenue),
+               round(sum(m.satisfaction_avg * m.satisfaction_n) / nullif(sum(m.satisfaction_n), 0), 1),
+               sum(m.satisfaction_n)::integer, sum(m.claims)::integer, sum(m.releases)::integer,
+               sum(m.recycled_away)::integer, sum(m.grants)::integer, sum(m.grants_converted)::integer
+          FROM m JOIN allocation.rep r ON r.id = m.rep_id JOIN allocation.team t ON t.id = r.team_id
+         GROUP BY t.id, t.code, t.name),
+    terrs AS (   -- the customers held in each territory (the territory of their holding)
+        SELECT 'territory'::text, t.id, t.code, t.name,
+               count(*) FILTER (WHERE b.held_at_end)::integer, round(sum(b.held_days) / v_days, 2),
+               round(100.0 * count(*) FILTER (WHERE b.touched) / nullif(count(*) FILTER (WHERE b.held_at_end), 0), 1),
+               justify_hours(percentile_cont(0.5) WITHIN GROUP (ORDER BY b.first_contact) FILTER (WHERE b.first_contact IS NOT NULL)),
+               count(*) FILTER (WHERE b.prior_deal IS NOT TRUE)::integer, count(*) FILTER (WHERE b.converted)::integer,
+               round(100.0 * count(*) FILTER (WHERE b.converted) / nullif(count(*) FILTER (WHERE b.prior_deal IS NOT TRUE), 0), 1),
+               sum(b.deal_amount), round(sum(b.satisfaction_sum) / nullif(sum(b.satisfaction_n), 0), 1),
+               sum(b.satisfaction_n)::integer, NULL::integer, NULL::integer, NULL::integer, NULL::integer, NULL::integer
+          FROM b JOIN allocation.territory t ON t.id = b.territory_id
+         GROUP BY t.id, t.code, t.name)
+    SELECT x.* FROM reps x WHERE v_all OR x.id = v_me
+    UNION ALL SELECT x.* FROM teams x WHERE v_all
+    UNION ALL SELECT x.* FROM terrs x WHERE v_all
+    ORDER BY 1, 3;
+END
+$$;
+COMMENT ON FUNCTION allocation.scorecard(tstzrange, integer) IS
+'Scorecards over a period per rep, team and territory: held (end, average), touched %, median first contact, conversion, revenue with splits, satisfaction, claims, releases, lost to recycling, resources; a rep sees its own row only';
+
+-- Strategy effectiveness: the same outcomes grouped by what assigned each customer
+CREATE FUNCTION allocation.strategy_effectiveness(period tstzrange, touch_days integer DEFAULT 30)
+RETURNS TABLE (dimension text, value text, holdings integer, started integer, touched_pct numeric,
+               first_contact_median interval, conversion_base integer, converted integer, conversion_pct numeric,
+               revenue numeric, revenue_per_holding numeric, satisfaction_avg numeric, satisfaction_n integer)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+    IF NOT allocation._reads_all_measures() THEN
+        RAISE EXCEPTION 'role % may not read strategy effectiveness', allocation._actor() USING ERRCODE = 'LA0M1',
+              DETAIL = 'It compares every rep''s customers; managers, analysts and admins read it.',
+              HINT = 'A rep reads its own measures with allocation.rep_measures() or allocation.scorecard().';
+    END IF;
+    PERFORM allocation._check_period(period, touch_days);
+    RETURN QUERY
+    WITH b AS (
+        SELECT x.*, ru.name AS rule_name,
+               CASE WHEN x.source IN ('rule', 'reevaluate', 'suggestion') THEN
+                        coalesce(ru.policy, ru.target_kind, 'rule (deleted)')
+                    ELSE x.source END AS policy,
+               t.code AS territory_code
+          FROM allocation._outcome_base(period, touch_days) x
+          LEFT JOIN allocation.rule ru ON ru.id = x.rule_id
+          LEFT JOIN allocation.territory t ON t.id = x.territory_id),
+    dims AS (
+        SELECT 'rule'::text AS dimension,
+               coalesce(b.rule_name, CASE WHEN b.rule_id IS NULL THEN '(' || b.source || ')' ELSE '(rule ' || b.rule_id || ')' END) AS value,
+               b.* FROM b
+        UNION ALL SELECT 'policy', b.policy, b.* FROM b
+        UNION ALL SELECT 'territory', coalesce(b.territory_code, '(none)'), b.* FROM b
+        UNION ALL SELECT 'tier', coalesce(b.tier, '(none)'), b.* FROM b
+        UNION ALL SELECT 'crop', coalesce(b.crop, '(none)'), b.* FROM b)
+    SELECT d.dimension, d.value, count(*)::integer, count(*) FILTER (WHERE d.started_in_period)::integer,
+           round(100.0 * count(*) FILTER (WHERE d.touched) / nullif(count(*) FILTER (WHERE d.held_at_end), 0), 1),
+           justify_hours(percentile_cont(0.5) WITHIN GROUP (ORDER BY d.first_contact) FILTER (WHERE d.first_contact IS NOT NULL)),
+           count(*) FILTER (WHERE d.prior_deal IS NOT TRUE)::integer, count(*) FILTER (WHERE d.converted)::integer,
+           round(100.0 * count(*) FILTER (WHERE d.converted) / nullif(count(*) FILTER (WHERE d.prior_deal IS NOT TRUE), 0), 1),
+           sum(d.deal_amount), round(sum(d.deal_amount) / count(*), 2),
+           round(sum(d.satisfaction_sum) / nullif(sum(d.satisfaction_n), 0), 1), sum(d.satisfaction_n)::integer
+      FROM dims d
+     GROUP BY d.dimension, d.value
+     ORDER BY d.dimension, count(*) DESC, d.value;
+END
+$$;
+COMMENT ON FUNCTION allocation.strategy_effectiveness(tstzrange, integer) IS
+'Outcomes over a period grouped by what assigned each customer: the rule, the policy (or manual, claim, transfer, ...), the territory, the tier and the crop; with counts, so small groups are visibly small; managers, analysts and admins';
+
+-- Monthly snapshots for BI: refresh_scorecards(at) recomputes the month of `at` and the month
+-- before it, each in one statement under an advisory lock (concurrent refreshes queue; readers see
+-- the old or the new snapshot, never a mix)
+CREATE TABLE allocation.scorecard_month (
+    month                date NOT NULL,
+    level                text NOT NULL CHECK (level IN ('rep', 'team', 'territory')),
+    id                   bigint NOT NULL,
+    code                 text,
+    name                 text,
+    held_end             integer,
+    held_avg             numeric,
+    touched_pct          numeric,
+    first_contact_median interval,
+    conversion_base      integer,
+    converted            integer,
+    conversion_pct       numeric,
+    revenue              numeric,
+    satisfaction_avg     numeric,
+    satisfaction_n       integer,
+    claims               integer,
+    releases             integer,
+    recycled_away        integer,
+    grants               integer,
+    grants_converted     integer,
+    refreshed_at         timestamptz NOT NULL,
+    PRIMARY KEY (month, level, id)
+);
+COMMENT ON TABLE allocation.scorecard_month IS 'Materialised monthly scorecards (refresh_scorecards(), run by run_maintenance()); derived data, not dumped: refresh after a restore';
+
+CREATE FUNCTION allocation._refresh_scorecards(at timestamptz)
+RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    v_month tstzrange;
+    n integer := 0;
+    k integer;
+BEGIN
+    IF at IS NULL THEN
+        RAISE EXCEPTION 'the time must not be NULL' USING ERRCODE = '22004',
+              DETAIL = 'refresh_scorecards() recomputes the month of this time and the month before.',
+              HINT = 'SELECT allocation.refresh_scorecards(now());';
+    END IF;
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('allocation.refresh_scorecards'));
+    FOREACH v_month IN ARRAY ARRAY[allocation.month_of(at - interval '1 month'), allocation.month_of(at)] LOOP
+        DELETE FROM allocation.scorecard_month s WHERE s.month = lower(v_month)::date;
+        INSERT INTO allocation.scorecard_month
+        SELECT lower(v_month)::date, x.level, x.id, x.code, x.name, x.held_end, x.held_avg, x.touched_pct,
+               x.first_contact_median, x.conversion_base, x.converted, x.conversion_pct, x.revenue,
+               x.satisfaction_avg, x.satisfaction_n, x.claims, x.releases, x.recycled_away, x.grants,
+               x.grants_converted, pg_catalog.clock_timestamp()
+          FROM allocation.scorecard(pg_catalog.tstzrange(lower(v_month), least(upper(v_month), greatest(at, lower(v_month) + interval '1 second')))) x;
+        GET DIAGNOSTICS k = ROW_COUNT;
+        n := n + k;
+    END LOOP;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION allocation._refresh_scorecards(timestamptz) IS 'internal: implementation of allocation.refresh_scorecards(), run as the extension owner by its gateway';
+
+CREATE FUNCTION allocation.refresh_scorecards(at timestamptz DEFAULT now())
+RETURNS integer
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
+COMMENT ON FUNCTION allocation.refresh_scorecards(timestamptz) IS
+'Recomputes the monthly scorecards of the month of `at` (up to `at`) and of the month before into scorecard_month (for a scheduler; run_maintenance() calls it); returns the rows written';
+
+CREATE VIEW allocation.scorecard_monthly WITH (security_barrier) AS
+SELECT s.month, s.level, s.id, s.code, s.name, s.held_end, s.held_avg, s.touched_pct, s.first_contact_median,
+       s.conversion_base, s.converted, s.conversion_pct, s.revenue, s.satisfaction_avg, s.satisfaction_n,
+       s.claims, s.releases, s.recycled_away, s.grants, s.grants_converted, s.refreshed_at
+  FROM allocation.scorecard_month s
+ WHERE pg_catalog.has_table_privilege('allocation.scorecard_month', 'SELECT')
+    OR (s.level = 'rep' AND s.id = allocation.current_rep_id());
+COMMENT ON VIEW allocation.scorecard_monthly IS 'BI: the materialised monthly scorecards (refresh_scorecards()); a rep sees its own rows';
+
+-------------------------------------------------------------------------------
+-- Rewards by rule (issue 14): evaluate_performance(period) gives the reps whose
+-- measure over the period reaches a rule's threshold the rule's effect for the
+-- next period of the same length, and revokes the rewards whose period is over.
+-- The tables are in 70_claims.sql (claim_limits() reads them).
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION allocation._reward_event(w allocation.reward, p_kind text, p_reason text)
+RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS
+$$
+    INSERT INTO allocation.event (actor, kind, to_rep, reason, detail)
+    VALUES (allocation._actor(), p_kind, w.rep_id, p_reason,
+            pg_catalog.jsonb_build_object('reward', w.id, 'rule', w.rule_id, 'effect', w.effect, 'amount', w.amount,
+                                          'tier', w.tier, 'pool', w.pool_id, 'measure', w.measure,
+                                          'value', w.measure_value, 'earned_in', w.earned_in::text,
+                                          'effective', w.effective::text))
+$$;
+COMMENT ON FUNCTION allocation._reward_event(allocation.reward, text, text) IS 'internal: the audit event of a reward (reward_applied, reward_revoked)';
+
+CREATE FUNCTION allocation._evaluate_performance(period tstzrange)
+RETURNS TABLE (rep_id bigint, rep_code text, rule text, action text, effect text, amount integer,
+               measure_value numeric, effective tstzrange)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    v_next tstzrange;
+    w allocation.reward;
+    rr allocation.reward_rule;
+    m record;
+    v_value numeric;
+    v_base integer;
+BEGIN
+    PERFORM allocation._check_period(period, 30);
+    v_next := pg_catalog.tstzrange(upper(period), upper(period) + (upper(period) - lower(period)));
+    -- one evaluation at a time (a second waits, then finds everything done)
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('allocation.evaluate_performance'));
+    -- 1. the rewards whose period is over by the end of this one are revoked
+    FOR w IN UPDATE allocation.reward x SET revoked_at = pg_catalog.clock_timestamp()
+              WHERE x.revoked_at IS NULL AND upper(x.effective) <= upper(period)
+              RETURNING * LOOP
+        IF w.effect = 'capacity_bonus' THEN
+            UPDATE allocation.rep x SET capacity = greatest(x.capacity - w.amount, 0)
+             WHERE x.id = w.rep_id AND x.capacity IS NOT NULL;
+        END IF;
+        PERFORM allocation._reward_event(w, 'reward_revoked', format('its period %s is over', w.effective));
+        rep_id := w.rep_id; rep_code := (SELECT x.code FROM allocation.rep x WHERE x.id = w.rep_id);
+        rule := (SELECT x.name FROM allocation.reward_rule x WHERE x.id = w.rule_id);
+        action := 'revoked'; effect := w.effect; amount := w.amount; measure_value := w.measure_value;
+        effective := w.effective;
+        RETURN NEXT;
+    END LOOP;
+    -- 2. the rewards earned in this period, effective for the next one
+    FOR rr IN SELECT * FROM allocation.reward_rule x WHERE x.enabled ORDER BY x.id LOOP
+        FOR m IN SELECT x.*, r.code FROM allocation._rep_measures(period, 30) x
+                   JOIN allocation.rep r ON r.id = x.rep_id AND r.active
+                  WHERE rr.team_id IS NULL OR allocation._rep_in_team(x.rep_id, rr.team_id)
+                  ORDER BY x.rep_id LOOP
+            v_value := CASE rr.measure WHEN 'conversion_pct' THEN m.conversion_pct WHEN 'revenue' THEN m.revenue
+                                       WHEN 'satisfaction_avg' THEN m.satisfaction_avg ELSE m.touched_pct END;
+            v_base := CASE rr.measure WHEN 'conversion_pct' THEN m.conversion_base
+                                      WHEN 'satisfaction_avg' THEN m.satisfaction_n ELSE m.held_end END;
+            CONTINUE WHEN v_value IS NULL OR v_value < rr.threshold OR v_base < rr.min_customers;
+            INSERT INTO allocation.reward (rule_id, rep_id, earned_in, effective, effect, amount, tier, pool_id,
+                                           measure, measure_value, applied_at)
+            VALUES (rr.id, m.rep_id, period, v_next, rr.effect, rr.amount, rr.tier, rr.pool_id, rr.measure, v_value,
+                    pg_catalog.clock_timestamp())
+            ON CONFLICT ON CONSTRAINT reward_once DO NOTHING
+            RETURNING * INTO w;
+            CONTINUE WHEN NOT FOUND;      -- given already: the evaluation is idempotent
+            IF w.effect = 'capacity_bonus' THEN
+                UPDATE allocation.rep x SET capacity = x.capacity + w.amount WHERE x.id = w.rep_id AND x.capacity IS NOT NULL;
+            END IF;
+            PERFORM allocation._reward_event(w, 'reward_applied',
+                        format('%s %s reached %s (rule %s) in %s', rr.measure, v_value, rr.threshold, rr.name, period));
+            rep_id := w.rep_id; rep_code := m.code; rule := rr.name; action := 'applied'; effect := w.effect;
+            amount := w.amount; measure_value := v_value; effective := w.effective;
+            RETURN NEXT;
+        END LOOP;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION allocation._evaluate_performance(tstzrange) IS 'internal: implementation of allocation.evaluate_performance(), run as the extension owner by its gateway';
+
+CREATE FUNCTION allocation.evaluate_performance(period tstzrange)
+RETURNS TABLE (rep_id bigint, rep_code text, rule text, action text, effect text, amount integer,
+               measure_value numeric, effective tstzrange)
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
+COMMENT ON FUNCTION allocation.evaluate_performance(tstzrange) IS
+'Revokes the rewards whose period is over by the end of `period`, then gives every active rep whose measure over `period` reaches a reward rule''s threshold that rule''s effect for the next period of the same length (capacity_bonus raises rep.capacity; the other effects are read by claim_limits() and the resource caps); idempotent; one reward_applied / reward_revoked event each';
+
+-- The rewards in force (BI and explain): a rep sees its own
+CREATE VIEW allocation.active_reward WITH (security_barrier) AS
+SELECT w.id, w.rep_id, r.code AS rep_code, rr.name AS rule, w.effect, w.amount, w.tier, w.pool_id,
+       w.measure, w.measure_value, w.earned_in, w.effective, w.applied_at
+  FROM allocation.reward w
+  LEFT JOIN allocation.rep r ON r.id = w.rep_id
+  LEFT JOIN allocation.reward_rule rr ON rr.id = w.rule_id
+ WHERE w.revoked_at IS NULL
+   AND (pg_catalog.has_table_privilege('allocation.reward', 'SELECT') OR w.rep_id = allocation.current_rep_id());
+COMMENT ON VIEW allocation.active_reward IS 'Rewards given and not revoked, with the rule, the measure that earned them and when they apply; a rep sees its own';
+-- <<< issue 14
+-- >>> tail
 
 -- nothing new for PUBLIC (current_rep_id(), which enable_rep_security() grants to PUBLIC, keeps that grant)
 REVOKE ALL ON ALL TABLES IN SCHEMA allocation FROM PUBLIC;
@@ -3772,7 +5446,7 @@ BEGIN
     END IF;
 END
 $rls$;
--- <<< issue 13 part 2
+-- <<< tail
 
 CREATE OR REPLACE FUNCTION allocation._grant_role(role regrole, kind text)
 RETURNS void
@@ -3820,6 +5494,11 @@ BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.split_revenue(regclass, text, numeric, timestamptz),
                     allocation.team_shares_at(bigint, timestamptz) TO %s', r);
     EXECUTE format('GRANT SELECT ON allocation.revenue_credit TO %s', r);
+    -- the loop's measures: everyone, a rep sees its own rows (checked inside)
+    EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.rep_measures(tstzrange, integer), allocation.scorecard(tstzrange, integer),
+                    allocation.month_of(timestamptz) TO %s', r);
+    EXECUTE format('GRANT SELECT ON allocation.scorecard_monthly, allocation.active_reward, allocation.reward_rule,
+                    allocation.new_rep_policy TO %s', r);
     -- the rep's pool screen (its point argument is a PostGIS type: named by its function)
     EXECUTE format('GRANT EXECUTE ON FUNCTION %s, allocation.claimable_count(regclass, bigint) TO %s',
                    'allocation.claimable_page'::regproc::regprocedure, r);
@@ -3849,6 +5528,7 @@ BEGIN
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.verify_audit(text), allocation.audit_head() TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.stat(), allocation.stat_index() TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.dispute_evidence(bigint), allocation.explain_event(bigint) TO %s', r);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.strategy_effectiveness(tstzrange, integer) TO %s', r);
     END IF;
     IF kind IN ('manager', 'admin') THEN
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.assign(regclass, text, bigint, text),
@@ -3866,16 +5546,20 @@ BEGIN
                         allocation.dissolve_virtual_teams(timestamptz) TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.settle_dispute(bigint, bigint, text),
                         allocation.auto_settle_disputes(timestamptz) TO %s', r);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.refresh_scorecards(timestamptz),
+                        allocation.evaluate_performance(tstzrange) TO %s', r);
     END IF;
     IF kind = 'admin' THEN
         -- configuration only: the registry, counters, suggestions, locks, follow-ups and the
         -- audit log are written by the engine alone (actor and time set by it)
         EXECUTE format('GRANT INSERT, UPDATE, DELETE ON allocation.team, allocation.rep, allocation.territory,
                         allocation.rule, allocation.claim_policy, allocation.recycle_policy,
-                        allocation.resource_pool, allocation.transfer_policy TO %s', r);
+                        allocation.resource_pool, allocation.transfer_policy, allocation.reward_rule,
+                        allocation.new_rep_policy TO %s', r);
         EXECUTE format('GRANT USAGE ON SEQUENCE allocation.team_id_seq, allocation.rep_id_seq, allocation.territory_id_seq,
                         allocation.rule_id_seq, allocation.claim_policy_id_seq, allocation.recycle_policy_id_seq,
-                        allocation.resource_pool_id_seq, allocation.transfer_policy_id_seq TO %s', r);
+                        allocation.resource_pool_id_seq, allocation.transfer_policy_id_seq, allocation.reward_rule_id_seq,
+                        allocation.new_rep_policy_id_seq TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.import_territories(jsonb, text, text, text),
                         allocation.manage(regclass, name, name, name, jsonb), allocation.unmanage(regclass),
                         allocation.set_reevaluate(regclass, text), allocation.grant_role(regrole, text),

@@ -181,7 +181,8 @@ $$
            coalesce(x.last_followup, x.held_since) + make_interval(days => (r.params ->> 'days')::int),
            jsonb_build_object('territory_id', t.id, 'territory_code', t.code, 'territory_name', t.name,
                               'owner_team_id', t.owner_team_id, 'customers', x.customers,
-                              'last_followup', x.last_followup, 'held_since', x.held_since,
+                              'last_followup', x.last_followup,
+                              'held_since', CASE WHEN x.last_followup IS NULL THEN x.held_since END,
                               'days', (r.params ->> 'days')::int)
       FROM touch x JOIN allocation.territory t ON t.id = x.territory_id
      WHERE coalesce(x.last_followup, x.held_since) + make_interval(days => (r.params ->> 'days')::int) <= $2

@@ -121,6 +121,13 @@ RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
 $$
 BEGIN
+    -- pg_restore (and a plain dump script) reloads rules that were checked when saved,
+    -- possibly before the territories they name: a superuser with check_function_bodies
+    -- off, as in allocation._config_audit()
+    IF current_setting('check_function_bodies') = 'off'
+       AND coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user), false) THEN
+        RETURN NEW;
+    END IF;
     IF NEW.name IS NULL OR btrim(NEW.name) = '' THEN
         RAISE EXCEPTION 'an alert rule needs a name' USING ERRCODE = 'LA0A0',
               DETAIL = 'The name says in every alert and event which rule raised it.',

@@ -207,7 +207,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
 $$
     SELECT 'suggestion ' || s.id, s.rep_id, allocation._team_manager(s.rep_id),
            s.created_at + make_interval(days => (r.params ->> 'days')::int),
-           jsonb_build_object('suggestion_id', s.id, 'table', m.table_name, 'key', s.key,
+           jsonb_build_object('suggestion_id', s.id, 'managed_id', m.id, 'table', m.table_name, 'key', s.key,
                               'created_at', s.created_at, 'reason', s.reason, 'days', (r.params ->> 'days')::int)
       FROM allocation.suggestion s JOIN allocation.managed_table m ON m.id = s.managed_id
      WHERE s.status = 'pending'
@@ -223,7 +223,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
 $$
     SELECT 'transfer ' || t.id, t.from_rep, allocation._team_manager(t.from_rep),
            t.requested_at + make_interval(days => (r.params ->> 'days')::int),
-           jsonb_build_object('transfer_id', t.id, 'table', m.table_name, 'key', t.key, 'to_rep', t.to_rep,
+           jsonb_build_object('transfer_id', t.id, 'managed_id', m.id, 'table', m.table_name, 'key', t.key, 'to_rep', t.to_rep,
                               'to_rep_code', (SELECT x.code FROM allocation.rep x WHERE x.id = t.to_rep),
                               'approval', t.approval, 'requested_by', t.requested_by, 'requested_at', t.requested_at,
                               'expires_at', t.expires_at, 'days', (r.params ->> 'days')::int)
@@ -241,7 +241,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
 $$
     SELECT 'dispute ' || d.id, d.holder_rep, allocation._team_manager(d.holder_rep),
            d.opened_at + make_interval(days => (r.params ->> 'days')::int),
-           jsonb_build_object('dispute_id', d.id, 'table', m.table_name, 'key', d.key, 'claimant_rep', d.claimant_rep,
+           jsonb_build_object('dispute_id', d.id, 'managed_id', m.id, 'table', m.table_name, 'key', d.key, 'claimant_rep', d.claimant_rep,
                               'claimant_rep_code', (SELECT x.code FROM allocation.rep x WHERE x.id = d.claimant_rep),
                               'opened_at', d.opened_at, 'claim', d.claim, 'days', (r.params ->> 'days')::int)
       FROM allocation.ownership_dispute d JOIN allocation.managed_table m ON m.id = d.managed_id
@@ -282,13 +282,14 @@ RETURNS void
 LANGUAGE sql SET search_path = pg_catalog, pg_temp AS
 $$
     INSERT INTO allocation.event (actor, kind, managed_id, table_name, key, to_rep, reason, detail)
-    SELECT allocation._actor(), p_kind, m.id, m.table_name, a.detail ->> 'key', a.rep_id, p_reason,
+    SELECT allocation._actor(), p_kind, m.id, m.table_name, CASE WHEN m.id IS NOT NULL THEN a.detail ->> 'key' END,
+           a.rep_id, p_reason,
            jsonb_build_object('alert_id', a.id, 'alert_kind', a.kind, 'subject', a.subject, 'rule_id', a.rule_id,
                               'manager', a.manager, 'since', a.since, 'at', coalesce(a.resolved_at, a.opened_at))
       FROM (SELECT 1) one
-      LEFT JOIN allocation.managed_table m ON m.table_name = a.detail ->> 'table' AND a.detail ? 'key'
+      LEFT JOIN allocation.managed_table m ON m.id = (a.detail ->> 'managed_id')::integer AND a.detail ? 'key'
 $$;
-COMMENT ON FUNCTION allocation._alert_event(allocation.alert, text, text) IS 'internal: the alert_opened / alert_resolved event of an alert';
+COMMENT ON FUNCTION allocation._alert_event(allocation.alert, text, text) IS 'internal: the alert_opened / alert_resolved event of an alert (about a customer when its detail names managed_id and key)';
 
 CREATE FUNCTION allocation._evaluate_alerts(at timestamptz)
 RETURNS TABLE (opened integer, kept integer, resolved integer)
@@ -332,7 +333,8 @@ BEGIN
                                    WHERE x.kind = r.kind AND x.subject = c.subject AND x.since = c.since
                                      AND x.resolution IS DISTINCT FROM 'cleared');
             INSERT INTO allocation.alert (rule_id, kind, subject, rep_id, manager, since, opened_at, detail)
-            VALUES (r.id, r.kind, c.subject, c.rep_id, c.manager, c.since, _evaluate_alerts.at, coalesce(c.detail, '{}'))
+            VALUES (r.id, r.kind, c.subject, c.rep_id, c.manager, c.since, _evaluate_alerts.at,
+                    coalesce(jsonb_strip_nulls(c.detail), '{}'))
             RETURNING * INTO a;
             PERFORM allocation._alert_event(a, 'alert_opened',
                         pg_catalog.format('%s: %s (rule %s)', a.kind, a.subject, r.name));

@@ -24,11 +24,15 @@
 #                          (counted as regress_preload / isolation_preload;
 #                          their results are kept in results_preload/ and
 #                          output_iso_preload/ of the scratch copy)
-#    and last a real pg_upgrade of a filled database between two clusters
-#    of its own (scripts/pg_upgrade_check.sh);
+#    then a real pg_upgrade of a filled database between two clusters
+#    of its own (scripts/pg_upgrade_check.sh), and last
+#    allocation.run_maintenance() scheduled with pg_cron in a cluster
+#    started with shared_preload_libraries = 'pg_cron,allocation': the job
+#    runs, an alert opens, a LISTEN session receives its NOTIFY
+#    (scripts/cron_check.sh);
 # 5. prints one summary line "N passed, M failed" (regress tests + isolation
-#    specs of both modes + pgTAP files + dump, upgrade and pg_upgrade
-#    checks) and exits non-zero on any failure.
+#    specs of both modes + pgTAP files + dump, upgrade, pg_upgrade and
+#    pg_cron checks) and exits non-zero on any failure.
 #
 # Idempotent: safe to run again and again; it never touches the work tree
 # (results go to the scratch copy, kept and named on failure).
@@ -219,7 +223,7 @@ summary_fail () {   # we stop before any suite ran; the summary stays the last l
 # --- packages ---------------------------------------------------------------
 PKGS=(postgresql-common postgresql-client-$PG_VERSION postgresql-$PG_VERSION
       postgresql-server-dev-$PG_VERSION postgresql-$PG_VERSION-postgis-3
-      postgresql-$PG_VERSION-pgtap libtap-parser-sourcehandler-pgtap-perl
+      postgresql-$PG_VERSION-pgtap postgresql-$PG_VERSION-cron libtap-parser-sourcehandler-pgtap-perl
       build-essential make gcc)
 missing=()
 for p in "${PKGS[@]}"; do
@@ -346,6 +350,22 @@ if [ -e "$WORK/counts" ]; then
     else
         [ $rc3 -eq 124 ] && echo "pg_upgrade check TIMED OUT"
         echo "pg_upgrade 0 1" >>"$WORK/counts"
+    fi
+fi
+
+# run_maintenance() scheduled with pg_cron for real (a cluster of its own)
+if [ -e "$WORK/counts" ]; then
+    echo "=== pg_cron schedules run_maintenance() (scripts/cron_check.sh) ==="
+    set +e
+    timeout 300 bash "$WORK/scripts/cron_check.sh" "$PG_BINDIR" >"$WORK/cron.log" 2>&1
+    rc4=$?
+    set -e
+    cat "$WORK/cron.log"
+    if [ $rc4 -eq 0 ]; then
+        echo "pg_cron 1 0" >>"$WORK/counts"
+    else
+        [ $rc4 -eq 124 ] && echo "pg_cron check TIMED OUT"
+        echo "pg_cron 0 1" >>"$WORK/counts"
     fi
 fi
 

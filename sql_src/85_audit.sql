@@ -407,7 +407,8 @@ DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['team', 'rep', 'territory', 'rule', 'claim_policy', 'recycle_policy', 'resource_pool',
-                             'transfer_policy', 'ownership_dispute_policy', 'reward_rule', 'new_rep_policy'] LOOP
+                             'transfer_policy', 'ownership_dispute_policy', 'reward_rule', 'new_rep_policy',
+                             'alert_rule'] LOOP
         EXECUTE format('CREATE TRIGGER config_audit_insert AFTER INSERT ON allocation.%I
                         REFERENCING NEW TABLE AS new_rows
                         FOR EACH STATEMENT EXECUTE FUNCTION allocation._config_audit()', t);

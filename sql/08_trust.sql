@@ -121,7 +121,7 @@ SELECT c.relname, a.privilege_type
  WHERE c.relnamespace = 'allocation'::regnamespace AND c.relkind = 'r' AND a.grantee <> c.relowner
    AND a.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')
    AND c.relname NOT IN ('team', 'rep', 'territory', 'rule', 'claim_policy', 'recycle_policy', 'resource_pool', 'name_term',
-                         'transfer_policy', 'reward_rule', 'new_rep_policy')
+                         'transfer_policy', 'reward_rule', 'new_rep_policy', 'alert_rule')
  ORDER BY 1, 2;
 
 -- an admin that does not own a table cannot attach, detach or reconfigure it

@@ -77,20 +77,55 @@ DECLARE
 BEGIN
     IF pg_catalog.to_regprocedure(pg_catalog.format('allocation.%I(allocation.alert_rule, timestamptz)', '_alert_' || p_kind)) IS NULL THEN
         RAISE EXCEPTION 'alert kind % is not available', p_kind USING ERRCODE = 'LA0A1',
-              DETAIL = 'This version of the extension has no evaluator for it (untouched_high_potential and low_conversion come with the outcome measures).',
-              HINT = 'Use territory_untouched, stale_suggestion, stale_transfer or stale_dispute.';
+              DETAIL = 'This version of the extension has no evaluator for it.',
+              HINT = 'Use territory_untouched, stale_suggestion, stale_transfer, stale_dispute, untouched_high_potential or low_conversion.';
     END IF;
     IF p_params IS NULL OR pg_catalog.jsonb_typeof(p_params) <> 'object' THEN
         RAISE EXCEPTION 'alert rule parameters must be a JSON object' USING ERRCODE = 'LA0A0',
               DETAIL = pg_catalog.format('They are %s.', coalesce(p_params::text, 'NULL')),
               HINT = 'For example {"days": 7}.';
     END IF;
-    v_allowed := CASE p_kind WHEN 'territory_untouched' THEN ARRAY['days', 'territory_id'] ELSE ARRAY['days'] END;
+    v_allowed := CASE p_kind WHEN 'territory_untouched' THEN ARRAY['days', 'territory_id']
+                             WHEN 'untouched_high_potential' THEN ARRAY['days', 'tiers', 'min_value', 'table']
+                             WHEN 'low_conversion' THEN ARRAY['below_pct', 'period_days', 'min_customers']
+                             ELSE ARRAY['days'] END;
     SELECT k INTO v_bad FROM pg_catalog.jsonb_object_keys(p_params) k WHERE k <> ALL (v_allowed) ORDER BY k LIMIT 1;
     IF v_bad IS NOT NULL THEN
         RAISE EXCEPTION 'unknown parameter "%" for alert kind %', v_bad, p_kind USING ERRCODE = 'LA0A0',
               DETAIL = pg_catalog.format('Kind %s takes %s.', p_kind, pg_catalog.array_to_string(v_allowed, ', ')),
               HINT = 'For example {"days": 7}.';
+    END IF;
+    IF p_kind = 'low_conversion' THEN
+        -- below_pct 0..100, period_days 1..36500, min_customers >= 1
+        SELECT k INTO v_bad FROM unnest(ARRAY['below_pct', 'period_days', 'min_customers']) k
+         WHERE p_params -> k IS NULL OR pg_catalog.jsonb_typeof(p_params -> k) <> 'number'
+            OR CASE k WHEN 'below_pct' THEN (p_params ->> k)::numeric NOT BETWEEN 0 AND 100
+                      WHEN 'period_days' THEN (p_params ->> k)::numeric NOT BETWEEN 1 AND 36500
+                                              OR (p_params ->> k)::numeric <> trunc((p_params ->> k)::numeric)
+                      ELSE (p_params ->> k)::numeric < 1 OR (p_params ->> k)::numeric <> trunc((p_params ->> k)::numeric) END
+         LIMIT 1;
+        IF v_bad IS NOT NULL THEN
+            RAISE EXCEPTION 'alert kind low_conversion needs "%" (below_pct 0 to 100, period_days 1 to 36500, min_customers 1 or more)', v_bad
+                  USING ERRCODE = 'LA0A0', DETAIL = pg_catalog.format('"%s" is %s.', v_bad, coalesce(p_params -> v_bad, 'null'::jsonb)),
+                        HINT = 'For example {"below_pct": 10, "period_days": 90, "min_customers": 20}.';
+        END IF;
+        RETURN p_params;
+    END IF;
+    IF p_kind = 'untouched_high_potential' THEN
+        v_wrong := (p_params ? 'tiers') = (p_params ? 'min_value')
+                   OR (p_params ? 'tiers' AND (pg_catalog.jsonb_typeof(p_params -> 'tiers') <> 'array'
+                                               OR pg_catalog.jsonb_array_length(p_params -> 'tiers') = 0
+                                               OR EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(p_params -> 'tiers') x
+                                                           WHERE pg_catalog.jsonb_typeof(x) <> 'string')))
+                   OR (p_params ? 'min_value' AND pg_catalog.jsonb_typeof(p_params -> 'min_value') <> 'number')
+                   OR (p_params ? 'table' AND (pg_catalog.jsonb_typeof(p_params -> 'table') <> 'string'
+                                               OR NOT EXISTS (SELECT 1 FROM allocation.managed_table m
+                                                               WHERE m.active AND m.tbl = pg_catalog.to_regclass(p_params ->> 'table'))));
+        IF v_wrong THEN
+            RAISE EXCEPTION 'alert kind untouched_high_potential needs "tiers" (potential tiers) or "min_value", and "table" must name a managed table'
+                  USING ERRCODE = 'LA0A0', DETAIL = pg_catalog.format('The parameters are %s.', p_params),
+                        HINT = 'For example {"days": 14, "tiers": ["high"]} or {"days": 14, "min_value": 500000, "table": "crm.customer"}.';
+        END IF;
     END IF;
     v_wrong := CASE WHEN v_days IS NULL OR pg_catalog.jsonb_typeof(v_days) <> 'number' THEN true
                     ELSE (v_days #>> '{}')::numeric <= 0 OR (v_days #>> '{}')::numeric > 36500
@@ -250,6 +285,62 @@ $$
        AND (r.team_id IS NULL OR allocation._rep_in_team(d.holder_rep, r.team_id))
 $$;
 COMMENT ON FUNCTION allocation._alert_stale_dispute(allocation.alert_rule, timestamptz) IS 'internal: alert kind stale_dispute: ownership disputes open for more than the rule''s days; the rep is the holder';
+
+-- untouched_high_potential: a held customer whose potential (set_potential()) is in the rule's
+-- tiers or at least min_value, and whose holder did not follow it up for `days` (the clock
+-- starts with the holding when there is no follow-up); the rep is the holder
+CREATE FUNCTION allocation._alert_untouched_high_potential(r allocation.alert_rule, at timestamptz)
+RETURNS TABLE (subject text, rep_id bigint, manager name, since timestamptz, detail jsonb)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    m allocation.managed_table;
+    v_days integer := (r.params ->> 'days')::integer;
+BEGIN
+    FOR m IN SELECT x.* FROM allocation.managed_table x JOIN allocation.potential p ON p.managed_id = x.id
+              WHERE x.active AND (NOT r.params ? 'table' OR x.tbl = pg_catalog.to_regclass(r.params ->> 'table'))
+              ORDER BY x.id LOOP
+        RETURN QUERY
+        SELECT 'customer ' || m.id || '/' || a.key, a.rep_id, allocation._team_manager(a.rep_id),
+               greatest(a.valid_from, f.last_at) + make_interval(days => v_days),
+               jsonb_build_object('managed_id', m.id, 'table', m.table_name, 'key', a.key, 'potential', p.value,
+                                  'potential_tier', p.tier, 'last_followup', f.last_at, 'held_since', a.valid_from,
+                                  'days', v_days)
+          FROM allocation._potentials(m.id) p
+          JOIN allocation.assignment a ON a.managed_id = m.id AND a.key = p.key AND a.valid_to IS NULL AND a.rep_id IS NOT NULL
+          LEFT JOIN LATERAL (SELECT max(x.at) AS last_at FROM allocation.followup x
+                              WHERE x.managed_id = m.id AND x.key = a.key AND x.rep_id = a.rep_id AND x.at <= $2) f ON true
+         WHERE (CASE WHEN r.params ? 'tiers' THEN p.tier IN (SELECT jsonb_array_elements_text(r.params -> 'tiers'))
+                     ELSE p.value >= (r.params ->> 'min_value')::numeric END)
+           AND a.valid_from <= $2
+           AND greatest(a.valid_from, f.last_at) + make_interval(days => v_days) <= $2
+           AND (r.team_id IS NULL OR allocation._rep_in_team(a.rep_id, r.team_id));
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION allocation._alert_untouched_high_potential(allocation.alert_rule, timestamptz) IS 'internal: alert kind untouched_high_potential: held customers of a high potential (tiers or min_value) their holder did not follow up for the rule''s days';
+
+-- low_conversion: a rep whose conversion over the last period_days is below below_pct, with at
+-- least min_customers customers behind the rate; since: the first day it was seen (the day of `at`
+-- while it lasts, so one episode keeps one alert)
+CREATE FUNCTION allocation._alert_low_conversion(r allocation.alert_rule, at timestamptz)
+RETURNS TABLE (subject text, rep_id bigint, manager name, since timestamptz, detail jsonb)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+    SELECT 'rep ' || x.rep_id, x.rep_id, allocation._team_manager(x.rep_id),
+           coalesce((SELECT a.since FROM allocation.alert a
+                      WHERE a.kind = 'low_conversion' AND a.subject = 'rep ' || x.rep_id AND a.resolved_at IS NULL),
+                    date_trunc('day', $2)),
+           jsonb_build_object('conversion_pct', x.conversion_pct, 'converted', x.converted, 'conversion_base', x.conversion_base,
+                              'held_end', x.held_end, 'below_pct', (r.params ->> 'below_pct')::numeric,
+                              'period_days', (r.params ->> 'period_days')::integer)
+      FROM allocation._rep_measures(tstzrange($2 - make_interval(days => (r.params ->> 'period_days')::integer), $2), 30) x
+      JOIN allocation.rep rp ON rp.id = x.rep_id AND rp.active
+     WHERE x.conversion_base >= (r.params ->> 'min_customers')::integer
+       AND x.conversion_pct < (r.params ->> 'below_pct')::numeric
+       AND (r.team_id IS NULL OR allocation._rep_in_team(x.rep_id, r.team_id))
+$$;
+COMMENT ON FUNCTION allocation._alert_low_conversion(allocation.alert_rule, timestamptz) IS 'internal: alert kind low_conversion: reps whose conversion over the last period_days is below below_pct with at least min_customers customers behind it';
 
 -------------------------------------------------------------------------------
 -- The generic part: open, keep, resolve; NOTIFY

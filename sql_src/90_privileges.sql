@@ -51,7 +51,7 @@ BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.rep_measures(tstzrange, integer), allocation.scorecard(tstzrange, integer),
                     allocation.month_of(timestamptz) TO %s', r);
     EXECUTE format('GRANT SELECT ON allocation.scorecard_monthly, allocation.active_reward, allocation.reward_rule,
-                    allocation.new_rep_policy TO %s', r);
+                    allocation.new_rep_policy, allocation.my_alert, allocation.alert_rule TO %s', r);
     -- the rep's pool screen (its point argument is a PostGIS type: named by its function)
     EXECUTE format('GRANT EXECUTE ON FUNCTION %s, allocation.claimable_count(regclass, bigint) TO %s',
                    'allocation.claimable_page'::regproc::regprocedure, r);
@@ -101,6 +101,8 @@ BEGIN
                         allocation.auto_settle_disputes(timestamptz) TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.refresh_scorecards(timestamptz),
                         allocation.evaluate_performance(tstzrange) TO %s', r);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.evaluate_alerts(timestamptz), allocation.resolve_alert(bigint, text),
+                        allocation.run_maintenance(timestamptz) TO %s', r);
     END IF;
     IF kind = 'admin' THEN
         -- configuration only: the registry, counters, suggestions, locks, follow-ups and the
@@ -108,11 +110,11 @@ BEGIN
         EXECUTE format('GRANT INSERT, UPDATE, DELETE ON allocation.team, allocation.rep, allocation.territory,
                         allocation.rule, allocation.claim_policy, allocation.recycle_policy,
                         allocation.resource_pool, allocation.transfer_policy, allocation.reward_rule,
-                        allocation.new_rep_policy TO %s', r);
+                        allocation.new_rep_policy, allocation.alert_rule TO %s', r);
         EXECUTE format('GRANT USAGE ON SEQUENCE allocation.team_id_seq, allocation.rep_id_seq, allocation.territory_id_seq,
                         allocation.rule_id_seq, allocation.claim_policy_id_seq, allocation.recycle_policy_id_seq,
                         allocation.resource_pool_id_seq, allocation.transfer_policy_id_seq, allocation.reward_rule_id_seq,
-                        allocation.new_rep_policy_id_seq TO %s', r);
+                        allocation.new_rep_policy_id_seq, allocation.alert_rule_id_seq TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.import_territories(jsonb, text, text, text),
                         allocation.manage(regclass, name, name, name, jsonb), allocation.unmanage(regclass),
                         allocation.set_reevaluate(regclass, text), allocation.grant_role(regrole, text),

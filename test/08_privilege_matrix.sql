@@ -25,6 +25,9 @@ INSERT INTO matrix VALUES
     ('allocation.explain(regclass,jsonb)',                                   'rmaA'),
     ('allocation.owner_at(regclass,text,timestamp with time zone)',          'rmaA'),
     ('allocation.rep_measures(tstzrange,integer)',                           'rmaA'),
+    ('allocation.evaluate_alerts(timestamp with time zone)',                 'mA'),
+    ('allocation.resolve_alert(bigint,text)',                                'mA'),
+    ('allocation.run_maintenance(timestamp with time zone)',                 'mA'),
     ('allocation.scorecard(tstzrange,integer)',                              'rmaA'),
     ('allocation.month_of(timestamp with time zone)',                        'rmaA'),
     ('allocation.strategy_effectiveness(tstzrange,integer)',                 'maA'),
@@ -115,7 +118,7 @@ INSERT INTO matrix VALUES
     -- nobody (read by the engine's own views and functions)
     ('allocation.customer_history_score(integer,text)',                      '');
 
-SELECT plan((SELECT count(*)::int * 5 FROM matrix) + 18);
+SELECT plan((SELECT count(*)::int * 5 FROM matrix) + 23);
 
 -- every public function of the extension is in the matrix, and every listed one exists
 SELECT is_empty($$
@@ -166,7 +169,7 @@ SELECT is_empty($$
      WHERE c.relnamespace = 'allocation'::regnamespace AND c.relkind = 'r' AND a.grantee <> c.relowner
        AND a.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')
        AND NOT (c.relname IN ('team', 'rep', 'territory', 'rule', 'claim_policy', 'recycle_policy', 'resource_pool', 'name_term',
-                              'transfer_policy', 'reward_rule', 'new_rep_policy')
+                              'transfer_policy', 'reward_rule', 'new_rep_policy', 'alert_rule')
                 AND a.grantee = 'tapm_admin'::regrole AND a.privilege_type <> 'TRUNCATE')
 $$, 'no role writes an engine-maintained table; admins write configuration only');
 SELECT is(has_table_privilege('tapm_admin', 'allocation.event', 'INSERT'), false, 'not even an admin inserts into the audit log');
@@ -174,6 +177,11 @@ SELECT is(has_table_privilege('tapm_admin', 'allocation.customer_state', 'UPDATE
 SELECT is(has_table_privilege('tapm_admin', 'allocation.transfer', 'UPDATE'), false, 'not even an admin edits a transfer request');
 SELECT is(has_table_privilege('tapm_rep', 'allocation.transfer', 'SELECT'), false, 'a rep reads transfers only through pending_transfer (its own)');
 SELECT is(has_table_privilege('tapm_rep', 'allocation.pending_transfer', 'SELECT'), true, 'a rep reads pending_transfer');
+SELECT is(has_table_privilege('tapm_rep', 'allocation.my_alert', 'SELECT'), true, 'a rep reads my_alert (its own alerts)');
+SELECT is(has_table_privilege('tapm_rep', 'allocation.alert', 'SELECT'), false, 'a rep does not read allocation.alert');
+SELECT is(has_table_privilege('tapm_rep', 'allocation.scorecard_month', 'SELECT'), false, 'a rep reads scorecards only through scorecard_monthly (its own)');
+SELECT is(has_table_privilege('tapm_rep', 'allocation.reward', 'SELECT'), false, 'a rep reads rewards only through active_reward (its own)');
+SELECT is(has_table_privilege('tapm_admin', 'allocation.alert', 'INSERT'), false, 'nobody writes alerts directly');
 SELECT is(has_table_privilege('tapm_rep', 'allocation.revenue_credit', 'SELECT'), true, 'a rep reads revenue_credit (its own rows)');
 SELECT is(has_table_privilege('tapm_rep', 'allocation.deal', 'SELECT'), false, 'a rep reads deals only through revenue_credit');
 SELECT is(has_table_privilege('tapm_admin', 'allocation.virtual_team_member', 'UPDATE'), false, 'not even an admin edits team shares (set_team_shares() does)');

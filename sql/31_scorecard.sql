@@ -153,6 +153,31 @@ INSERT INTO allocation.reward_rule (name, measure, threshold, effect, amount) VA
 \set VERBOSITY terse
 
 -------------------------------------------------------------------------------
+-- The alert kinds that read these measures: low conversion, untouched high potential
+-------------------------------------------------------------------------------
+SELECT allocation.set_potential('s31_customer', 'id * 100', '{"high": 500}');
+INSERT INTO allocation.alert_rule (name, kind, params) VALUES
+    ('converts below 30 %', 'low_conversion', '{"below_pct": 30, "period_days": 30, "min_customers": 3}'),
+    ('high potential untouched 14 days', 'untouched_high_potential', '{"days": 14, "tiers": ["high"]}');
+SET ROLE regress_s31_mgr;
+SELECT opened, resolved FROM allocation.evaluate_alerts(:'t0'::timestamptz + interval '20 days');
+RESET ROLE;
+SELECT a.kind, a.subject, r.code AS rep, a.detail ->> 'conversion_pct' AS conversion_pct, a.detail ->> 'potential_tier' AS tier
+  FROM allocation.alert a LEFT JOIN allocation.rep r ON r.id = a.rep_id WHERE a.resolved_at IS NULL ORDER BY a.kind, a.subject;
+-- the bar for "high" goes up: the customers below it clear at the next evaluation (idempotent otherwise)
+SELECT allocation.set_potential('s31_customer', 'id * 100', '{"high": 1000}');
+SET ROLE regress_s31_mgr;
+SELECT opened, resolved FROM allocation.evaluate_alerts(:'t0'::timestamptz + interval '20 days');
+RESET ROLE;
+SELECT a.subject FROM allocation.alert a WHERE a.kind = 'untouched_high_potential' AND a.resolved_at IS NULL ORDER BY a.subject;
+\set VERBOSITY default
+INSERT INTO allocation.alert_rule (name, kind, params) VALUES ('bad', 'low_conversion', '{"below_pct": 130, "period_days": 7, "min_customers": 3}');
+INSERT INTO allocation.alert_rule (name, kind, params) VALUES ('bad', 'untouched_high_potential', '{"days": 14}');
+INSERT INTO allocation.alert_rule (name, kind, params) VALUES ('bad', 'untouched_high_potential', '{"days": 14, "tiers": ["high"], "table": "pg_class"}');
+\set VERBOSITY terse
+DELETE FROM allocation.alert_rule;
+
+-------------------------------------------------------------------------------
 -- New reps: during the ramp-up, recycling takes at most max_recycled customers away
 -------------------------------------------------------------------------------
 INSERT INTO allocation.new_rep_policy (team_id, ramp_up, max_recycled) VALUES (NULL, interval '90 days', 1);

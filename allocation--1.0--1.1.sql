@@ -6015,6 +6015,18 @@ RETURNS TABLE (step text, outcome text, result text, code text, message text)
 AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
 COMMENT ON FUNCTION allocation.run_maintenance(timestamptz) IS
 'Runs every time-driven step as of a time, in this order: recycle, expire_grants, expire_transfers, dissolve_virtual_teams, auto_settle_disputes, evaluate_alerts, evaluate_performance and refresh_scorecards (when installed), seal_audit; each step in its own subtransaction (one failing is reported, the others run); never waits for a busy customer; one run at a time (a second concurrent run is skipped); idempotent at the same time. For pg_cron: SELECT cron.schedule(''allocation-maintenance'', ''* * * * *'', ''SELECT * FROM allocation.run_maintenance()'')';
+
+CREATE TRIGGER config_audit_insert AFTER INSERT ON allocation.alert_rule
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION allocation._config_audit();
+CREATE TRIGGER config_audit_update AFTER UPDATE ON allocation.alert_rule
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION allocation._config_audit();
+CREATE TRIGGER config_audit_delete AFTER DELETE ON allocation.alert_rule
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION allocation._config_audit();
+CREATE TRIGGER config_audit_truncate AFTER TRUNCATE ON allocation.alert_rule
+    FOR EACH STATEMENT EXECUTE FUNCTION allocation._config_audit();
 -- <<< issue 14
 -- >>> tail
 
@@ -6115,7 +6127,7 @@ BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.rep_measures(tstzrange, integer), allocation.scorecard(tstzrange, integer),
                     allocation.month_of(timestamptz) TO %s', r);
     EXECUTE format('GRANT SELECT ON allocation.scorecard_monthly, allocation.active_reward, allocation.reward_rule,
-                    allocation.new_rep_policy TO %s', r);
+                    allocation.new_rep_policy, allocation.my_alert, allocation.alert_rule TO %s', r);
     -- the rep's pool screen (its point argument is a PostGIS type: named by its function)
     EXECUTE format('GRANT EXECUTE ON FUNCTION %s, allocation.claimable_count(regclass, bigint) TO %s',
                    'allocation.claimable_page'::regproc::regprocedure, r);
@@ -6165,6 +6177,8 @@ BEGIN
                         allocation.auto_settle_disputes(timestamptz) TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.refresh_scorecards(timestamptz),
                         allocation.evaluate_performance(tstzrange) TO %s', r);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.evaluate_alerts(timestamptz), allocation.resolve_alert(bigint, text),
+                        allocation.run_maintenance(timestamptz) TO %s', r);
     END IF;
     IF kind = 'admin' THEN
         -- configuration only: the registry, counters, suggestions, locks, follow-ups and the
@@ -6172,11 +6186,11 @@ BEGIN
         EXECUTE format('GRANT INSERT, UPDATE, DELETE ON allocation.team, allocation.rep, allocation.territory,
                         allocation.rule, allocation.claim_policy, allocation.recycle_policy,
                         allocation.resource_pool, allocation.transfer_policy, allocation.reward_rule,
-                        allocation.new_rep_policy TO %s', r);
+                        allocation.new_rep_policy, allocation.alert_rule TO %s', r);
         EXECUTE format('GRANT USAGE ON SEQUENCE allocation.team_id_seq, allocation.rep_id_seq, allocation.territory_id_seq,
                         allocation.rule_id_seq, allocation.claim_policy_id_seq, allocation.recycle_policy_id_seq,
                         allocation.resource_pool_id_seq, allocation.transfer_policy_id_seq, allocation.reward_rule_id_seq,
-                        allocation.new_rep_policy_id_seq TO %s', r);
+                        allocation.new_rep_policy_id_seq, allocation.alert_rule_id_seq TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.import_territories(jsonb, text, text, text),
                         allocation.manage(regclass, name, name, name, jsonb), allocation.unmanage(regclass),
                         allocation.set_reevaluate(regclass, text), allocation.grant_role(regrole, text),

@@ -63,6 +63,16 @@ require_engine(const char *fn)
 				 errmsg("allocation.%s() is internal", fn)));
 }
 
+/* A relation given to an internal function exists (42P01 otherwise) */
+static void
+require_relation(Oid relid)
+{
+	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+}
+
 /* Whether a type (domains down to their base type) is built in */
 static bool
 builtin_type(Oid type)
@@ -282,6 +292,7 @@ allocation_outcome_rows(PG_FUNCTION_ARGS)
 		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 						errmsg("allocation._outcome_rows() needs a table and attribute numbers")));
 	relid = PG_GETARG_OID(0);
+	require_relation(relid);
 	atts = PG_GETARG_ARRAYTYPE_P(1);
 	deconstruct_array(atts, INT2OID, 2, true, TYPALIGN_SHORT, &elems, &enulls, &n);
 	rel = table_open(relid, AccessShareLock);
@@ -302,7 +313,10 @@ allocation_outcome_rows(PG_FUNCTION_ARGS)
 		}
 		a = TupleDescAttr(RelationGetDescr(rel), att - 1);
 		if (!builtin_type(a->atttypid))
-			elog(ERROR, "allocation._outcome_rows: column %s is not of a built-in type", NameStr(a->attname));
+			ereport(ERROR,
+					(errcode(ERRCODE_ALLOC_OUTCOME_TYPE),
+					 errmsg("column \"%s\" of %s has the non-built-in type %s", NameStr(a->attname),
+							RelationGetRelationName(rel), format_type_be(a->atttypid))));
 		appendStringInfo(&sql, "t.%s::pg_catalog.text", quote_identifier(NameStr(a->attname)));
 	}
 	appendStringInfo(&sql, "]::pg_catalog.text[] FROM %s t",
@@ -486,6 +500,7 @@ allocation_potential_check(PG_FUNCTION_ARGS)
 		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 						errmsg("allocation._potential_check() needs a table and an expression")));
 	relid = PG_GETARG_OID(0);
+	require_relation(relid);
 	expression = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	alloc_become_table_owner(relid, &osw);
 	PG_TRY();
@@ -531,11 +546,14 @@ allocation_potential_values(PG_FUNCTION_ARGS)
 	relid = PG_GETARG_OID(0);
 	keycol = NameStr(*PG_GETARG_NAME(1));
 	expression = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	require_relation(relid);
 
 	rel = table_open(relid, AccessShareLock);
 	katt = get_attnum(relid, keycol);
 	if (katt == InvalidAttrNumber)
-		elog(ERROR, "allocation._potential_values: no key column %s", keycol);
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("column \"%s\" of relation %s does not exist", keycol, RelationGetRelationName(rel))));
 	initStringInfo(&sql);
 	/* (the expression is one expression: potential_compile() checks it first) */
 	appendStringInfo(&sql, "SELECT t.%s::pg_catalog.text, (\n%s\n)::pg_catalog.numeric FROM %s t",

@@ -110,16 +110,6 @@ COMMENT ON FUNCTION allocation._potential_values(regclass, name, text, text) IS 
 -------------------------------------------------------------------------------
 -- Landing rows
 -------------------------------------------------------------------------------
--- The kinds of allocation.followup a channel maps onto (anything else: other)
-CREATE FUNCTION allocation._outcome_channel(p_channel text)
-RETURNS text
-LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS
-$$
-    SELECT CASE WHEN lower(btrim(p_channel)) IN ('visit', 'call', 'message', 'meeting', 'demo', 'sample', 'deal', 'other')
-                THEN lower(btrim(p_channel)) ELSE 'other' END
-$$;
-COMMENT ON FUNCTION allocation._outcome_channel(text) IS 'internal: the follow-up kind of a channel (visit, call, message, meeting, demo, sample, deal; anything else other)';
-
 -- Lands one row of an outcome table (its mapped values: key, at, rep, value,
 -- second value, ref)
 CREATE FUNCTION allocation._outcome_land(s allocation.outcome_source, m allocation.managed_table, v text[])
@@ -128,6 +118,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
     v_at timestamptz;
+    v_open boolean;
     v_holder bigint;
     v_rep bigint;
     v_kind text;
@@ -138,14 +129,21 @@ BEGIN
     IF v[1] IS NULL OR v[2] IS NULL OR (s.kind <> 'followup' AND v[4] IS NULL) THEN
         RETURN;
     END IF;
-    IF NOT allocation._customer_exists(m.id, v[1]) THEN
+    v_at := v[2]::timestamptz;
+    -- registered (an open ownership period), and the holder at the row's time (owner_at()'s
+    -- reading): one read of the history, whose plan this function keeps
+    SELECT coalesce(bool_or(a.valid_to IS NULL), false),
+           (array_agg(a.rep_id ORDER BY a.valid_from DESC, a.id DESC)
+                FILTER (WHERE a.valid_from <= v_at AND (a.valid_to IS NULL OR a.valid_to > v_at)))[1]
+      INTO v_open, v_holder
+      FROM allocation.assignment a
+     WHERE a.managed_id = m.id AND a.key = v[1];
+    IF NOT v_open THEN
         RAISE EXCEPTION 'customer % of % not found in %', v[1], s.table_name, m.table_name USING ERRCODE = 'LA0O8',
               DETAIL = format('Row %s of %s names a customer the allocation engine does not know.', v[6], s.table_name),
               HINT = format('Insert the customer into %s first (or fix the key).', m.table_name);
     END IF;
-    v_at := v[2]::timestamptz;
     IF s.kind = 'followup' THEN
-        v_holder := allocation.owner_at(m.tbl, v[1], v_at);
         v_rep := v[3]::bigint;
         -- the visiting rep when it held the customer or shared it in a virtual team
         -- then, else the holder
@@ -153,7 +151,8 @@ BEGIN
                               AND NOT coalesce(allocation._team_member_of(m.id, v[1], v_rep, v_at), false)) THEN
             v_rep := v_holder;
         END IF;
-        v_kind := allocation._outcome_channel(v[4]);
+        v_kind := CASE WHEN lower(btrim(v[4])) IN ('visit', 'call', 'message', 'meeting', 'demo', 'sample', 'deal', 'other')
+                       THEN lower(btrim(v[4])) ELSE 'other' END;
         INSERT INTO allocation.followup (managed_id, key, rep_id, at, kind, outcome, progress, note, recorded_by,
                                          source_id, source_ref)
         VALUES (m.id, v[1], v_rep, v_at, v_kind,
@@ -182,7 +181,7 @@ BEGIN
                                              recorded_by)
         VALUES (m.id, v[1], v_at, v_num, s.scale,
                 CASE s.scale WHEN '1-5' THEN (v_num - 1) * 25 ELSE v_num * 10 END,
-                allocation.owner_at(m.tbl, v[1], v_at), s.id, v[6], allocation._actor());
+                v_holder, s.id, v[6], allocation._actor());
     END IF;
 END
 $$;

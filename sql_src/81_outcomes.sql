@@ -37,7 +37,7 @@ CREATE TABLE allocation.outcome_source (
     customer_key_column name NOT NULL,
     mapping             jsonb NOT NULL,
     columns             jsonb NOT NULL,
-    attnums             smallint[] NOT NULL CHECK (cardinality(attnums) = 6),
+    trigger_columns     name[] NOT NULL CHECK (cardinality(trigger_columns) = 6),
     scale               text CHECK (scale IN ('1-5', 'nps')),
     active              boolean NOT NULL DEFAULT true,
     managed_since       timestamptz NOT NULL DEFAULT now(),
@@ -50,7 +50,7 @@ COMMENT ON TABLE allocation.outcome_source IS 'The CRM''s own visit, order and s
 COMMENT ON COLUMN allocation.outcome_source.tbl IS 'the outcome table; NULL once it was dropped';
 COMMENT ON COLUMN allocation.outcome_source.table_name IS 'the outcome table''s qualified name when attached; the source of its deals in allocation.deal';
 COMMENT ON COLUMN allocation.outcome_source.columns IS 'logical name -> column, as validated (customer, at, rep, channel/amount/score, note/product, ref)';
-COMMENT ON COLUMN allocation.outcome_source.attnums IS 'attribute numbers the trigger reads: customer key, at, rep, value (channel, amount, score), second value (note, product), ref; 0 = not mapped';
+COMMENT ON COLUMN allocation.outcome_source.trigger_columns IS 'the columns the trigger reads, in its order: customer key, at, rep, value (channel, amount, score), second value (note, product), ref; NULL = not mapped';
 COMMENT ON COLUMN allocation.outcome_source.scale IS 'satisfaction only: 1-5 (score 1..5) or nps (0..10)';
 
 CREATE TABLE allocation.satisfaction (
@@ -92,10 +92,10 @@ CREATE FUNCTION allocation._outcome_trigger() RETURNS trigger
 AS 'MODULE_PATHNAME', 'allocation_outcome_trigger' LANGUAGE C;
 COMMENT ON FUNCTION allocation._outcome_trigger() IS 'internal: the trigger of an outcome table: reads the mapped columns (built-in types only) and runs _outcome_apply() as the engine for the writer';
 
-CREATE FUNCTION allocation._outcome_rows(tbl regclass, attnums smallint[])
+CREATE FUNCTION allocation._outcome_rows(tbl regclass, columns name[])
 RETURNS SETOF text[]
 AS 'MODULE_PATHNAME', 'allocation_outcome_rows' LANGUAGE C;
-COMMENT ON FUNCTION allocation._outcome_rows(regclass, smallint[]) IS 'internal: the mapped values of every row of an outcome table, read as the table''s owner';
+COMMENT ON FUNCTION allocation._outcome_rows(regclass, name[]) IS 'internal: the mapped values of every row of an outcome table, read as the table''s owner';
 
 CREATE FUNCTION allocation._potential_check(tbl regclass, expression text)
 RETURNS void
@@ -305,6 +305,7 @@ DECLARE
     v_type oid;
     v_cols jsonb := '{}';
     v_att smallint[] := '{0,0,0,0,0,0}';
+    v_tcols name[];
     v_ref name;
     v_refatt smallint;
     v_rows bigint := 0;
@@ -479,23 +480,27 @@ BEGIN
         v_replaced := v_replaced + allocation._outcome_unland(o, NULL, 'outcome table attached again');
     END LOOP;
 
-    INSERT INTO allocation.outcome_source (tbl, table_name, kind, managed_id, customer_key_column, mapping, columns, attnums,
-                                           scale, managed_by)
-    VALUES (tbl, v_name, kind, m.id, customer_key_column, mapping, v_cols, v_att, mapping ->> 'scale', v_actor)
+    -- the trigger reads the columns by name (numbers shift in a dump and restore)
+    SELECT array_agg(a.attname ORDER BY u.ord) INTO v_tcols
+      FROM unnest(v_att) WITH ORDINALITY u(n, ord)
+      LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = tbl AND a.attnum = u.n AND u.n > 0;
+    INSERT INTO allocation.outcome_source (tbl, table_name, kind, managed_id, customer_key_column, mapping, columns,
+                                           trigger_columns, scale, managed_by)
+    VALUES (tbl, v_name, kind, m.id, customer_key_column, mapping, v_cols, v_tcols, mapping ->> 'scale', v_actor)
     RETURNING * INTO s;
 
     -- the rows already there (read as the table's owner)
-    FOR r IN SELECT x FROM allocation._outcome_rows(tbl, v_att) x LOOP
+    FOR r IN SELECT x FROM allocation._outcome_rows(tbl, v_tcols) x LOOP
         PERFORM allocation._outcome_land(s, m, r);
         v_rows := v_rows + 1;
     END LOOP;
 
     EXECUTE format('CREATE TRIGGER zz_allocation_outcome AFTER INSERT OR UPDATE OR DELETE ON %s
-                    FOR EACH ROW EXECUTE FUNCTION allocation._outcome_trigger(%s)', tbl,
-                   array_to_string(array_prepend(s.id::smallint, v_att), ', '));
+                    FOR EACH ROW EXECUTE FUNCTION allocation._outcome_trigger(%s, %s)', tbl, s.id,
+                   (SELECT string_agg(quote_literal(coalesce(x.col, '')), ', ' ORDER BY x.pos) FROM unnest(v_tcols) WITH ORDINALITY x(col, pos)));
     EXECUTE format('CREATE TRIGGER zz_allocation_outcome_truncate AFTER TRUNCATE ON %s
-                    FOR EACH STATEMENT EXECUTE FUNCTION allocation._outcome_trigger(%s)', tbl,
-                   array_to_string(array_prepend(s.id::smallint, v_att), ', '));
+                    FOR EACH STATEMENT EXECUTE FUNCTION allocation._outcome_trigger(%s, %s)', tbl, s.id,
+                   (SELECT string_agg(quote_literal(coalesce(x.col, '')), ', ' ORDER BY x.pos) FROM unnest(v_tcols) WITH ORDINALITY x(col, pos)));
 
     INSERT INTO allocation.event (actor, kind, managed_id, table_name, reason, detail)
     VALUES (v_actor, 'outcomes_managed', m.id, m.table_name, format('%s attached as %s outcomes', v_name, kind),
@@ -585,7 +590,7 @@ BEGIN
             END LOOP;
         ELSIF o.object_type = 'table column' THEN
             SELECT * INTO s FROM allocation.outcome_source x
-             WHERE x.tbl = o.objid AND x.active AND o.objsubid = ANY (x.attnums);
+             WHERE x.tbl = o.objid AND x.active AND o.address_names[3] = ANY (x.trigger_columns::text[]);
             IF s.id IS NOT NULL THEN
                 RAISE EXCEPTION 'column % is used by the allocation engine', o.object_identity USING ERRCODE = 'LA018',
                       DETAIL = format('Table %s is attached as %s outcomes and maps this column.', s.table_name, s.kind),
@@ -598,6 +603,35 @@ $$;
 COMMENT ON FUNCTION allocation._outcomes_on_sql_drop() IS 'internal: detaches dropped outcome tables and those of dropped customer tables; refuses to drop a mapped column';
 CREATE EVENT TRIGGER allocation_sql_drop_outcomes ON sql_drop EXECUTE FUNCTION allocation._outcomes_on_sql_drop();
 COMMENT ON EVENT TRIGGER allocation_sql_drop_outcomes IS 'allocation: dropped outcome tables (and those of dropped customer tables) are detached, their landed rows kept; dropping a mapped column is refused';
+
+-- After ALTER TABLE: a mapped column of an outcome table must keep its name (the
+-- trigger reads it by name); a rename is refused
+CREATE FUNCTION allocation._outcomes_on_ddl_end() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    s allocation.outcome_source;
+    c name;
+BEGIN
+    FOR s IN SELECT x.* FROM allocation.outcome_source x
+              WHERE x.active AND x.tbl IN (SELECT d.objid FROM pg_catalog.pg_event_trigger_ddl_commands() d) LOOP
+        FOREACH c IN ARRAY s.trigger_columns LOOP
+            CONTINUE WHEN c IS NULL;
+            IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                            WHERE a.attrelid = s.tbl AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped) THEN
+                RAISE EXCEPTION 'column % of % is mapped by the allocation engine and cannot be renamed', c, s.table_name
+                      USING ERRCODE = 'LA018',
+                      DETAIL = format('Table %s is attached as %s outcomes; its trigger reads the column by name.', s.table_name, s.kind),
+                      HINT = 'Call allocation.unmanage_outcomes() first (then manage_outcomes() again with the new name).';
+            END IF;
+        END LOOP;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION allocation._outcomes_on_ddl_end() IS 'internal: refuses to rename a column an outcome table''s mapping uses';
+CREATE EVENT TRIGGER allocation_ddl_end_outcomes ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION allocation._outcomes_on_ddl_end();
+COMMENT ON EVENT TRIGGER allocation_ddl_end_outcomes IS 'allocation: renaming a column an outcome table''s mapping uses is refused';
 
 CREATE FUNCTION allocation._base_type(p_type oid)
 RETURNS oid

@@ -263,6 +263,9 @@ DROP VIEW o30_view;
 -- dropping or renaming a mapped column is refused (others are free); dropping the table detaches it
 SELECT code, message FROM o30_try($$ALTER TABLE o30_visit DROP COLUMN channel$$);
 SELECT code, message FROM o30_try($$ALTER TABLE o30_visit RENAME COLUMN channel TO contact_channel$$);
+SELECT code, message FROM o30_try($$ALTER TABLE o30_visit ALTER COLUMN visited_at TYPE text$$);
+SELECT code, message FROM o30_try($$ALTER TABLE o30_visit DROP CONSTRAINT o30_visit_pkey$$);
+ALTER TABLE o30_visit ALTER COLUMN note TYPE varchar(200);
 ALTER TABLE o30_visit RENAME COLUMN other_column TO other;
 ALTER TABLE o30_visit DROP COLUMN other;
 DROP TABLE o30_survey;

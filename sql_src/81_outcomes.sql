@@ -287,6 +287,86 @@ END
 $$;
 COMMENT ON FUNCTION allocation._outcome_column(regclass, name, text, regtype[], text) IS 'internal: attnum of a mapped outcome column, checked (42703 missing, LA0O3 wrong or non-built-in type)';
 
+-- The mapped columns of an outcome table, checked (manage_outcomes(), and after
+-- every ALTER TABLE of an attached table): their attribute numbers in the
+-- trigger's order (customer key, at, rep, value, second value, ref; 0 = none)
+CREATE FUNCTION allocation._outcome_columns(tbl regclass, kind text, customer_key_column name, mapping jsonb,
+                                            m allocation.managed_table)
+RETURNS smallint[]
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    v_att smallint[] := '{0,0,0,0,0,0}';
+    v_keytype oid;
+    v_type oid;
+    v_ref name;
+    v_int constant regtype[] := ARRAY['smallint', 'integer', 'bigint']::regtype[];
+    v_str constant regtype[] := ARRAY['text', 'character varying', 'character']::regtype[];
+BEGIN
+    -- the columns
+    SELECT allocation._base_type(a.atttypid) INTO v_keytype FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = m.tbl AND a.attname = m.key_column AND NOT a.attisdropped;
+    v_att[1] := allocation._outcome_column(tbl, customer_key_column, 'customer key', NULL, NULL);
+    SELECT allocation._base_type(a.atttypid) INTO v_type FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = tbl AND a.attnum = v_att[1];
+    -- keys are compared in their text form: the same type, or both integers, or both strings
+    IF NOT (v_type = v_keytype OR (v_type::regtype = ANY (v_int) AND v_keytype::regtype = ANY (v_int))
+            OR (v_type::regtype = ANY (v_str) AND v_keytype::regtype = ANY (v_str))) THEN
+        RAISE EXCEPTION 'customer key column "%" of % does not match the key of %', customer_key_column, tbl, m.table_name
+              USING ERRCODE = 'LA0O4',
+              DETAIL = format('It is %s; the key %I of %s is %s.', format_type(v_type, NULL), m.key_column, m.table_name,
+                              format_type(v_keytype, NULL)),
+              HINT = 'Map the column holding the customer table''s key (of the same type, or both integers, or both text).';
+    END IF;
+    v_att[2] := allocation._outcome_column(tbl, (mapping ->> 'at')::name, 'time', ARRAY['timestamptz', 'timestamp', 'date']::regtype[],
+                                           'timestamptz, timestamp or date');
+    IF mapping ? 'rep' THEN
+        v_att[3] := allocation._outcome_column(tbl, (mapping ->> 'rep')::name, 'rep', ARRAY['integer', 'bigint']::regtype[],
+                                               'integer or bigint (a rep id)');
+    END IF;
+    IF kind = 'followup' AND mapping ? 'channel' THEN
+        v_att[4] := allocation._outcome_column(tbl, (mapping ->> 'channel')::name, 'channel', v_str, 'text, varchar or char');
+    ELSIF kind = 'deal' THEN
+        v_att[4] := allocation._outcome_column(tbl, (mapping ->> 'amount')::name, 'amount',
+                                               ARRAY['numeric', 'smallint', 'integer', 'bigint', 'real', 'double precision']::regtype[],
+                                               'numeric, an integer or a floating point number');
+    ELSIF kind = 'satisfaction' THEN
+        v_att[4] := allocation._outcome_column(tbl, (mapping ->> 'score')::name, 'score',
+                                               ARRAY['numeric', 'smallint', 'integer', 'bigint', 'real', 'double precision']::regtype[],
+                                               'numeric, an integer or a floating point number');
+    END IF;
+    IF kind = 'followup' AND mapping ? 'note' THEN
+        v_att[5] := allocation._outcome_column(tbl, (mapping ->> 'note')::name, 'note', v_str, 'text, varchar or char');
+    ELSIF kind = 'deal' AND mapping ? 'product' THEN
+        v_att[5] := allocation._outcome_column(tbl, (mapping ->> 'product')::name, 'product', NULL, NULL);
+    END IF;
+    -- the ref: names a row (a deal's ref), the primary key by default
+    IF mapping ? 'ref' THEN
+        v_ref := (mapping ->> 'ref')::name;
+    ELSE
+        SELECT a.attname INTO v_ref FROM pg_catalog.pg_index i
+          JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+         WHERE i.indrelid = tbl AND i.indisprimary AND i.indnkeyatts = 1;
+    END IF;
+    IF v_ref IS NULL THEN
+        RAISE EXCEPTION 'outcome table % has no single-column primary key', tbl USING ERRCODE = 'LA0O5',
+              DETAIL = 'Each row is named by its ref (the primary key by default), so that an UPDATE or DELETE finds what it landed.',
+              HINT = 'Add a primary key, or map "ref" to a unique, NOT NULL column.';
+    END IF;
+    v_att[6] := allocation._outcome_column(tbl, v_ref, 'ref', NULL, NULL);
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i
+                    WHERE i.indrelid = tbl AND i.indisunique AND i.indisvalid AND i.indpred IS NULL
+                      AND i.indnkeyatts = 1 AND i.indkey[0] = v_att[6])
+       OR NOT (SELECT a.attnotnull FROM pg_catalog.pg_attribute a WHERE a.attrelid = tbl AND a.attnum = v_att[6]) THEN
+        RAISE EXCEPTION 'ref column "%" of % is not a unique, NOT NULL column', v_ref, tbl USING ERRCODE = 'LA0O5',
+              DETAIL = 'Each row is named by its ref, so that an UPDATE or DELETE finds what it landed.',
+              HINT = format('ALTER TABLE %s ADD PRIMARY KEY (%I);', tbl, v_ref);
+    END IF;
+    RETURN v_att;
+END
+$$;
+COMMENT ON FUNCTION allocation._outcome_columns(regclass, text, name, jsonb, allocation.managed_table) IS 'internal: checks the mapped columns of an outcome table (42703, LA0O3, LA0O4, LA0O5) and returns their attribute numbers in the trigger''s order';
+
 CREATE FUNCTION allocation._manage_outcomes(tbl regclass, kind text, customer_key_column name, mapping jsonb)
 RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
@@ -301,19 +381,14 @@ DECLARE
     m allocation.managed_table;
     s allocation.outcome_source;
     v_cands integer[];
-    v_keytype oid;
-    v_type oid;
     v_cols jsonb := '{}';
     v_att smallint[] := '{0,0,0,0,0,0}';
     v_tcols name[];
     v_ref name;
-    v_refatt smallint;
     v_rows bigint := 0;
     v_replaced integer := 0;
     r text[];
     o allocation.outcome_source;
-    v_int constant regtype[] := ARRAY['smallint', 'integer', 'bigint']::regtype[];
-    v_str constant regtype[] := ARRAY['text', 'character varying', 'character']::regtype[];
 BEGIN
     IF tbl IS NULL OR kind IS NULL OR customer_key_column IS NULL OR mapping IS NULL THEN
         RAISE EXCEPTION 'table, kind, customer key column and mapping are required' USING ERRCODE = '22004',
@@ -412,65 +487,9 @@ BEGIN
     END IF;
 
     -- the columns
-    SELECT allocation._base_type(a.atttypid) INTO v_keytype FROM pg_catalog.pg_attribute a
-     WHERE a.attrelid = m.tbl AND a.attname = m.key_column AND NOT a.attisdropped;
-    v_att[1] := allocation._outcome_column(tbl, customer_key_column, 'customer key', NULL, NULL);
-    SELECT allocation._base_type(a.atttypid) INTO v_type FROM pg_catalog.pg_attribute a
-     WHERE a.attrelid = tbl AND a.attnum = v_att[1];
-    -- keys are compared in their text form: the same type, or both integers, or both strings
-    IF NOT (v_type = v_keytype OR (v_type::regtype = ANY (v_int) AND v_keytype::regtype = ANY (v_int))
-            OR (v_type::regtype = ANY (v_str) AND v_keytype::regtype = ANY (v_str))) THEN
-        RAISE EXCEPTION 'customer key column "%" of % does not match the key of %', customer_key_column, tbl, m.table_name
-              USING ERRCODE = 'LA0O4',
-              DETAIL = format('It is %s; the key %I of %s is %s.', format_type(v_type, NULL), m.key_column, m.table_name,
-                              format_type(v_keytype, NULL)),
-              HINT = 'Map the column holding the customer table''s key (of the same type, or both integers, or both text).';
-    END IF;
+    v_att := allocation._outcome_columns(tbl, kind, customer_key_column, mapping, m);
+    SELECT a.attname INTO v_ref FROM pg_catalog.pg_attribute a WHERE a.attrelid = tbl AND a.attnum = v_att[6];
     v_cols := jsonb_build_object('customer', customer_key_column);
-    v_att[2] := allocation._outcome_column(tbl, (mapping ->> 'at')::name, 'time', ARRAY['timestamptz', 'timestamp', 'date']::regtype[],
-                                           'timestamptz, timestamp or date');
-    IF mapping ? 'rep' THEN
-        v_att[3] := allocation._outcome_column(tbl, (mapping ->> 'rep')::name, 'rep', ARRAY['integer', 'bigint']::regtype[],
-                                               'integer or bigint (a rep id)');
-    END IF;
-    IF kind = 'followup' AND mapping ? 'channel' THEN
-        v_att[4] := allocation._outcome_column(tbl, (mapping ->> 'channel')::name, 'channel', v_str, 'text, varchar or char');
-    ELSIF kind = 'deal' THEN
-        v_att[4] := allocation._outcome_column(tbl, (mapping ->> 'amount')::name, 'amount',
-                                               ARRAY['numeric', 'smallint', 'integer', 'bigint', 'real', 'double precision']::regtype[],
-                                               'numeric, an integer or a floating point number');
-    ELSIF kind = 'satisfaction' THEN
-        v_att[4] := allocation._outcome_column(tbl, (mapping ->> 'score')::name, 'score',
-                                               ARRAY['numeric', 'smallint', 'integer', 'bigint', 'real', 'double precision']::regtype[],
-                                               'numeric, an integer or a floating point number');
-    END IF;
-    IF kind = 'followup' AND mapping ? 'note' THEN
-        v_att[5] := allocation._outcome_column(tbl, (mapping ->> 'note')::name, 'note', v_str, 'text, varchar or char');
-    ELSIF kind = 'deal' AND mapping ? 'product' THEN
-        v_att[5] := allocation._outcome_column(tbl, (mapping ->> 'product')::name, 'product', NULL, NULL);
-    END IF;
-    -- the ref: names a row (a deal's ref), the primary key by default
-    IF mapping ? 'ref' THEN
-        v_ref := (mapping ->> 'ref')::name;
-    ELSE
-        SELECT a.attname INTO v_ref FROM pg_catalog.pg_index i
-          JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-         WHERE i.indrelid = tbl AND i.indisprimary AND i.indnkeyatts = 1;
-    END IF;
-    IF v_ref IS NULL THEN
-        RAISE EXCEPTION 'outcome table % has no single-column primary key', tbl USING ERRCODE = 'LA0O5',
-              DETAIL = 'Each row is named by its ref (the primary key by default), so that an UPDATE or DELETE finds what it landed.',
-              HINT = 'Add a primary key, or map "ref" to a unique, NOT NULL column.';
-    END IF;
-    v_att[6] := allocation._outcome_column(tbl, v_ref, 'ref', NULL, NULL);
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i
-                    WHERE i.indrelid = tbl AND i.indisunique AND i.indisvalid AND i.indpred IS NULL
-                      AND i.indnkeyatts = 1 AND i.indkey[0] = v_att[6])
-       OR NOT (SELECT a.attnotnull FROM pg_catalog.pg_attribute a WHERE a.attrelid = tbl AND a.attnum = v_att[6]) THEN
-        RAISE EXCEPTION 'ref column "%" of % is not a unique, NOT NULL column', v_ref, tbl USING ERRCODE = 'LA0O5',
-              DETAIL = 'Each row is named by its ref, so that an UPDATE or DELETE finds what it landed.',
-              HINT = format('ALTER TABLE %s ADD PRIMARY KEY (%I);', tbl, v_ref);
-    END IF;
     SELECT v_cols || jsonb_object_agg(k, mapping -> k) INTO v_cols
       FROM unnest(v_known) k WHERE mapping ? k AND k NOT IN ('customers', 'scale');
     v_cols := v_cols || jsonb_build_object('ref', v_ref);
@@ -625,13 +644,16 @@ BEGIN
                       HINT = 'Call allocation.unmanage_outcomes() first (then manage_outcomes() again with the new name).';
             END IF;
         END LOOP;
+        -- types, the customer key's type, the ref's uniqueness: as manage_outcomes() checked them
+        PERFORM allocation._outcome_columns(s.tbl, s.kind, s.customer_key_column, s.mapping, m)
+           FROM allocation.managed_table m WHERE m.id = s.managed_id AND m.active;
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION allocation._outcomes_on_ddl_end() IS 'internal: refuses to rename a column an outcome table''s mapping uses';
+COMMENT ON FUNCTION allocation._outcomes_on_ddl_end() IS 'internal: after ALTER TABLE of an outcome table, refuses renamed (LA018) or no longer fitting (LA0O3, LA0O4, LA0O5) mapped columns';
 CREATE EVENT TRIGGER allocation_ddl_end_outcomes ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
     EXECUTE FUNCTION allocation._outcomes_on_ddl_end();
-COMMENT ON EVENT TRIGGER allocation_ddl_end_outcomes IS 'allocation: renaming a column an outcome table''s mapping uses is refused';
+COMMENT ON EVENT TRIGGER allocation_ddl_end_outcomes IS 'allocation: renaming a column an outcome table''s mapping uses, or changing it so that the mapping no longer fits, is refused';
 
 CREATE FUNCTION allocation._base_type(p_type oid)
 RETURNS oid

@@ -96,7 +96,7 @@ SELECT allocation.manage_outcomes('o30_visit', 'followup', 'customer_id',
                                   '{"at": "visited_at", "rep": "rep", "channel": "channel", "note": "note"}') > 0 AS attached;
 RESET ROLE;
 SELECT * FROM o30_followups;
-SELECT table_name, kind, customer_key_column, columns, attnums, scale, active, managed_by FROM allocation.outcome_source;
+SELECT table_name, kind, customer_key_column, columns, trigger_columns, scale, active, managed_by FROM allocation.outcome_source;
 SELECT kind, table_name, reason, detail - 'outcome_source' AS detail FROM allocation.event WHERE kind = 'outcomes_managed';
 
 -- the planned visit happens: it lands; the channel is mapped (unknown -> other, the original kept)
@@ -260,9 +260,14 @@ SELECT (SELECT row(s.*)::text FROM o30_stored s) = row(:before_sources, :before_
         :before_split_lines, :before_answers, :before_potentials, :before_triggers, :before_events)::text AS nothing_changed;
 DROP VIEW o30_view;
 
--- dropping a mapped column is refused; dropping the table detaches it
+-- dropping or renaming a mapped column is refused (others are free); dropping the table detaches it
 SELECT code, message FROM o30_try($$ALTER TABLE o30_visit DROP COLUMN channel$$);
-ALTER TABLE o30_visit DROP COLUMN other_column;
+SELECT code, message FROM o30_try($$ALTER TABLE o30_visit RENAME COLUMN channel TO contact_channel$$);
+SELECT code, message FROM o30_try($$ALTER TABLE o30_visit ALTER COLUMN visited_at TYPE text$$);
+SELECT code, message FROM o30_try($$ALTER TABLE o30_visit DROP CONSTRAINT o30_visit_pkey$$);
+ALTER TABLE o30_visit ALTER COLUMN note TYPE varchar(200);
+ALTER TABLE o30_visit RENAME COLUMN other_column TO other;
+ALTER TABLE o30_visit DROP COLUMN other;
 DROP TABLE o30_survey;
 SELECT table_name, kind, tbl IS NULL AS dropped, active FROM allocation.outcome_source ORDER BY id;
 SELECT reason, detail->>'table' AS tbl FROM allocation.event WHERE kind = 'outcomes_unmanaged' ORDER BY id;

@@ -63,6 +63,16 @@ require_engine(const char *fn)
 				 errmsg("allocation.%s() is internal", fn)));
 }
 
+/* A relation given to an internal function exists (42P01 otherwise) */
+static void
+require_relation(Oid relid)
+{
+	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+}
+
 /* Whether a type (domains down to their base type) is built in */
 static bool
 builtin_type(Oid type)
@@ -80,9 +90,13 @@ typedef struct OutcomeTrigCache
 	AttrNumber	attnums[OUTCOME_VALUES];
 } OutcomeTrigCache;
 
-/* The trigger's arguments (source id, the attnums) and allocation._outcome_apply() */
+/*
+ * The trigger's arguments (source id, the mapped column names; '' = not
+ * mapped), resolved to attribute numbers once per statement (names, not
+ * numbers: they survive a dump and restore), and allocation._outcome_apply()
+ */
 static OutcomeTrigCache *
-outcome_trig_cache(FunctionCallInfo fcinfo, Trigger *trig)
+outcome_trig_cache(FunctionCallInfo fcinfo, Trigger *trig, Relation rel)
 {
 	OutcomeTrigCache *c = (OutcomeTrigCache *) fcinfo->flinfo->fn_extra;
 	Oid			argtypes[4] = {INT4OID, TEXTOID, TEXTARRAYOID, TEXTARRAYOID};
@@ -96,7 +110,23 @@ outcome_trig_cache(FunctionCallInfo fcinfo, Trigger *trig)
 	c = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(OutcomeTrigCache));
 	c->source = pg_strtoint32(trig->tgargs[0]);
 	for (i = 0; i < OUTCOME_VALUES; i++)
-		c->attnums[i] = (AttrNumber) pg_strtoint32(trig->tgargs[i + 1]);
+	{
+		const char *col = trig->tgargs[i + 1];
+		int			att;
+
+		c->attnums[i] = 0;
+		if (col[0] == '\0')
+			continue;
+		att = SPI_fnumber(RelationGetDescr(rel), col);
+		if (att <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_ALLOC_OUTCOME_TYPE),
+					 errmsg("column \"%s\" mapped by allocation.manage_outcomes() on %s is gone", col,
+							RelationGetRelationName(rel)),
+					 errdetail("The outcome table was attached with this column."),
+					 errhint("Call allocation.unmanage_outcomes() and allocation.manage_outcomes() again.")));
+		c->attnums[i] = (AttrNumber) att;
+	}
 	fn = LookupFuncName(list_make2(makeString("allocation"), makeString("_outcome_apply")), 4, argtypes, false);
 	fmgr_info_cxt(fn, &c->apply, fcinfo->flinfo->fn_mcxt);
 	fcinfo->flinfo->fn_extra = c;
@@ -228,7 +258,7 @@ allocation_outcome_trigger(PG_FUNCTION_ARGS)
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event))
 		elog(ERROR, "allocation._outcome_trigger: must be fired AFTER");
 	ev = td->tg_event;
-	c = outcome_trig_cache(fcinfo, td->tg_trigger);
+	c = outcome_trig_cache(fcinfo, td->tg_trigger, td->tg_relation);
 	if (TRIGGER_FIRED_BY_TRUNCATE(ev))
 		outcome_apply(c, "TRUNCATE", (Datum) 0, true, (Datum) 0, true);
 	else if (!TRIGGER_FIRED_FOR_ROW(ev))
@@ -255,8 +285,9 @@ allocation_outcome_trigger(PG_FUNCTION_ARGS)
 }
 
 /*
- * _outcome_rows(tbl, attnums int2[]): the mapped values of every row of an
- * outcome table (as the trigger reads them), read as the table's owner.
+ * _outcome_rows(tbl, columns name[]): the mapped values of every row of an
+ * outcome table (as the trigger reads them; NULL = not mapped), read as the
+ * table's owner.
  */
 PG_FUNCTION_INFO_V1(allocation_outcome_rows);
 Datum
@@ -264,7 +295,7 @@ allocation_outcome_rows(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	Oid			relid;
-	ArrayType  *atts;
+	ArrayType  *cols;
 	Datum	   *elems;
 	bool	   *enulls;
 	int			n,
@@ -280,29 +311,32 @@ allocation_outcome_rows(PG_FUNCTION_ARGS)
 	require_engine("_outcome_rows");
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-						errmsg("allocation._outcome_rows() needs a table and attribute numbers")));
+						errmsg("allocation._outcome_rows() needs a table and column names")));
 	relid = PG_GETARG_OID(0);
-	atts = PG_GETARG_ARRAYTYPE_P(1);
-	deconstruct_array(atts, INT2OID, 2, true, TYPALIGN_SHORT, &elems, &enulls, &n);
+	require_relation(relid);
+	cols = PG_GETARG_ARRAYTYPE_P(1);
+	deconstruct_array(cols, NAMEOID, NAMEDATALEN, false, TYPALIGN_CHAR, &elems, &enulls, &n);
 	rel = table_open(relid, AccessShareLock);
 	initStringInfo(&sql);
 	appendStringInfoString(&sql, "SELECT ARRAY[");
 	for (i = 0; i < n; i++)
 	{
-		AttrNumber	att = enulls[i] ? 0 : DatumGetInt16(elems[i]);
+		int			att = enulls[i] ? 0 : SPI_fnumber(RelationGetDescr(rel), NameStr(*DatumGetName(elems[i])));
 		Form_pg_attribute a;
 
 		if (i > 0)
 			appendStringInfoString(&sql, ", ");
-		if (att <= 0 || att > RelationGetDescr(rel)->natts ||
-			TupleDescAttr(RelationGetDescr(rel), att - 1)->attisdropped)
+		if (att <= 0)
 		{
 			appendStringInfoString(&sql, "NULL::pg_catalog.text");
 			continue;
 		}
 		a = TupleDescAttr(RelationGetDescr(rel), att - 1);
 		if (!builtin_type(a->atttypid))
-			elog(ERROR, "allocation._outcome_rows: column %s is not of a built-in type", NameStr(a->attname));
+			ereport(ERROR,
+					(errcode(ERRCODE_ALLOC_OUTCOME_TYPE),
+					 errmsg("column \"%s\" of %s has the non-built-in type %s", NameStr(a->attname),
+							RelationGetRelationName(rel), format_type_be(a->atttypid))));
 		appendStringInfo(&sql, "t.%s::pg_catalog.text", quote_identifier(NameStr(a->attname)));
 	}
 	appendStringInfo(&sql, "]::pg_catalog.text[] FROM %s t",
@@ -486,6 +520,7 @@ allocation_potential_check(PG_FUNCTION_ARGS)
 		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 						errmsg("allocation._potential_check() needs a table and an expression")));
 	relid = PG_GETARG_OID(0);
+	require_relation(relid);
 	expression = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	alloc_become_table_owner(relid, &osw);
 	PG_TRY();
@@ -531,11 +566,14 @@ allocation_potential_values(PG_FUNCTION_ARGS)
 	relid = PG_GETARG_OID(0);
 	keycol = NameStr(*PG_GETARG_NAME(1));
 	expression = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	require_relation(relid);
 
 	rel = table_open(relid, AccessShareLock);
 	katt = get_attnum(relid, keycol);
 	if (katt == InvalidAttrNumber)
-		elog(ERROR, "allocation._potential_values: no key column %s", keycol);
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("column \"%s\" of relation %s does not exist", keycol, RelationGetRelationName(rel))));
 	initStringInfo(&sql);
 	/* (the expression is one expression: potential_compile() checks it first) */
 	appendStringInfo(&sql, "SELECT t.%s::pg_catalog.text, (\n%s\n)::pg_catalog.numeric FROM %s t",

@@ -4238,7 +4238,7 @@ CREATE TABLE allocation.outcome_source (
     customer_key_column name NOT NULL,
     mapping             jsonb NOT NULL,
     columns             jsonb NOT NULL,
-    attnums             smallint[] NOT NULL CHECK (cardinality(attnums) = 6),
+    trigger_columns     name[] NOT NULL CHECK (cardinality(trigger_columns) = 6),
     scale               text CHECK (scale IN ('1-5', 'nps')),
     active              boolean NOT NULL DEFAULT true,
     managed_since       timestamptz NOT NULL DEFAULT now(),
@@ -4251,7 +4251,7 @@ COMMENT ON TABLE allocation.outcome_source IS 'The CRM''s own visit, order and s
 COMMENT ON COLUMN allocation.outcome_source.tbl IS 'the outcome table; NULL once it was dropped';
 COMMENT ON COLUMN allocation.outcome_source.table_name IS 'the outcome table''s qualified name when attached; the source of its deals in allocation.deal';
 COMMENT ON COLUMN allocation.outcome_source.columns IS 'logical name -> column, as validated (customer, at, rep, channel/amount/score, note/product, ref)';
-COMMENT ON COLUMN allocation.outcome_source.attnums IS 'attribute numbers the trigger reads: customer key, at, rep, value (channel, amount, score), second value (note, product), ref; 0 = not mapped';
+COMMENT ON COLUMN allocation.outcome_source.trigger_columns IS 'the columns the trigger reads, in its order: customer key, at, rep, value (channel, amount, score), second value (note, product), ref; NULL = not mapped';
 COMMENT ON COLUMN allocation.outcome_source.scale IS 'satisfaction only: 1-5 (score 1..5) or nps (0..10)';
 
 CREATE TABLE allocation.satisfaction (
@@ -4293,10 +4293,10 @@ CREATE FUNCTION allocation._outcome_trigger() RETURNS trigger
 AS 'MODULE_PATHNAME', 'allocation_outcome_trigger' LANGUAGE C;
 COMMENT ON FUNCTION allocation._outcome_trigger() IS 'internal: the trigger of an outcome table: reads the mapped columns (built-in types only) and runs _outcome_apply() as the engine for the writer';
 
-CREATE FUNCTION allocation._outcome_rows(tbl regclass, attnums smallint[])
+CREATE FUNCTION allocation._outcome_rows(tbl regclass, columns name[])
 RETURNS SETOF text[]
 AS 'MODULE_PATHNAME', 'allocation_outcome_rows' LANGUAGE C;
-COMMENT ON FUNCTION allocation._outcome_rows(regclass, smallint[]) IS 'internal: the mapped values of every row of an outcome table, read as the table''s owner';
+COMMENT ON FUNCTION allocation._outcome_rows(regclass, name[]) IS 'internal: the mapped values of every row of an outcome table, read as the table''s owner';
 
 CREATE FUNCTION allocation._potential_check(tbl regclass, expression text)
 RETURNS void
@@ -4311,16 +4311,6 @@ COMMENT ON FUNCTION allocation._potential_values(regclass, name, text, text) IS 
 -------------------------------------------------------------------------------
 -- Landing rows
 -------------------------------------------------------------------------------
--- The kinds of allocation.followup a channel maps onto (anything else: other)
-CREATE FUNCTION allocation._outcome_channel(p_channel text)
-RETURNS text
-LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS
-$$
-    SELECT CASE WHEN lower(btrim(p_channel)) IN ('visit', 'call', 'message', 'meeting', 'demo', 'sample', 'deal', 'other')
-                THEN lower(btrim(p_channel)) ELSE 'other' END
-$$;
-COMMENT ON FUNCTION allocation._outcome_channel(text) IS 'internal: the follow-up kind of a channel (visit, call, message, meeting, demo, sample, deal; anything else other)';
-
 -- Lands one row of an outcome table (its mapped values: key, at, rep, value,
 -- second value, ref)
 CREATE FUNCTION allocation._outcome_land(s allocation.outcome_source, m allocation.managed_table, v text[])
@@ -4329,6 +4319,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
 $$
 DECLARE
     v_at timestamptz;
+    v_open boolean;
     v_holder bigint;
     v_rep bigint;
     v_kind text;
@@ -4339,14 +4330,21 @@ BEGIN
     IF v[1] IS NULL OR v[2] IS NULL OR (s.kind <> 'followup' AND v[4] IS NULL) THEN
         RETURN;
     END IF;
-    IF NOT allocation._customer_exists(m.id, v[1]) THEN
+    v_at := v[2]::timestamptz;
+    -- registered (an open ownership period), and the holder at the row's time (owner_at()'s
+    -- reading): one read of the history, whose plan this function keeps
+    SELECT coalesce(bool_or(a.valid_to IS NULL), false),
+           (array_agg(a.rep_id ORDER BY a.valid_from DESC, a.id DESC)
+                FILTER (WHERE a.valid_from <= v_at AND (a.valid_to IS NULL OR a.valid_to > v_at)))[1]
+      INTO v_open, v_holder
+      FROM allocation.assignment a
+     WHERE a.managed_id = m.id AND a.key = v[1];
+    IF NOT v_open THEN
         RAISE EXCEPTION 'customer % of % not found in %', v[1], s.table_name, m.table_name USING ERRCODE = 'LA0O8',
               DETAIL = format('Row %s of %s names a customer the allocation engine does not know.', v[6], s.table_name),
               HINT = format('Insert the customer into %s first (or fix the key).', m.table_name);
     END IF;
-    v_at := v[2]::timestamptz;
     IF s.kind = 'followup' THEN
-        v_holder := allocation.owner_at(m.tbl, v[1], v_at);
         v_rep := v[3]::bigint;
         -- the visiting rep when it held the customer or shared it in a virtual team
         -- then, else the holder
@@ -4354,7 +4352,8 @@ BEGIN
                               AND NOT coalesce(allocation._team_member_of(m.id, v[1], v_rep, v_at), false)) THEN
             v_rep := v_holder;
         END IF;
-        v_kind := allocation._outcome_channel(v[4]);
+        v_kind := CASE WHEN lower(btrim(v[4])) IN ('visit', 'call', 'message', 'meeting', 'demo', 'sample', 'deal', 'other')
+                       THEN lower(btrim(v[4])) ELSE 'other' END;
         INSERT INTO allocation.followup (managed_id, key, rep_id, at, kind, outcome, progress, note, recorded_by,
                                          source_id, source_ref)
         VALUES (m.id, v[1], v_rep, v_at, v_kind,
@@ -4383,7 +4382,7 @@ BEGIN
                                              recorded_by)
         VALUES (m.id, v[1], v_at, v_num, s.scale,
                 CASE s.scale WHEN '1-5' THEN (v_num - 1) * 25 ELSE v_num * 10 END,
-                allocation.owner_at(m.tbl, v[1], v_at), s.id, v[6], allocation._actor());
+                v_holder, s.id, v[6], allocation._actor());
     END IF;
 END
 $$;
@@ -4489,6 +4488,86 @@ END
 $$;
 COMMENT ON FUNCTION allocation._outcome_column(regclass, name, text, regtype[], text) IS 'internal: attnum of a mapped outcome column, checked (42703 missing, LA0O3 wrong or non-built-in type)';
 
+-- The mapped columns of an outcome table, checked (manage_outcomes(), and after
+-- every ALTER TABLE of an attached table): their attribute numbers in the
+-- trigger's order (customer key, at, rep, value, second value, ref; 0 = none)
+CREATE FUNCTION allocation._outcome_columns(tbl regclass, kind text, customer_key_column name, mapping jsonb,
+                                            m allocation.managed_table)
+RETURNS smallint[]
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    v_att smallint[] := '{0,0,0,0,0,0}';
+    v_keytype oid;
+    v_type oid;
+    v_ref name;
+    v_int constant regtype[] := ARRAY['smallint', 'integer', 'bigint']::regtype[];
+    v_str constant regtype[] := ARRAY['text', 'character varying', 'character']::regtype[];
+BEGIN
+    -- the columns
+    SELECT allocation._base_type(a.atttypid) INTO v_keytype FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = m.tbl AND a.attname = m.key_column AND NOT a.attisdropped;
+    v_att[1] := allocation._outcome_column(tbl, customer_key_column, 'customer key', NULL, NULL);
+    SELECT allocation._base_type(a.atttypid) INTO v_type FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = tbl AND a.attnum = v_att[1];
+    -- keys are compared in their text form: the same type, or both integers, or both strings
+    IF NOT (v_type = v_keytype OR (v_type::regtype = ANY (v_int) AND v_keytype::regtype = ANY (v_int))
+            OR (v_type::regtype = ANY (v_str) AND v_keytype::regtype = ANY (v_str))) THEN
+        RAISE EXCEPTION 'customer key column "%" of % does not match the key of %', customer_key_column, tbl, m.table_name
+              USING ERRCODE = 'LA0O4',
+              DETAIL = format('It is %s; the key %I of %s is %s.', format_type(v_type, NULL), m.key_column, m.table_name,
+                              format_type(v_keytype, NULL)),
+              HINT = 'Map the column holding the customer table''s key (of the same type, or both integers, or both text).';
+    END IF;
+    v_att[2] := allocation._outcome_column(tbl, (mapping ->> 'at')::name, 'time', ARRAY['timestamptz', 'timestamp', 'date']::regtype[],
+                                           'timestamptz, timestamp or date');
+    IF mapping ? 'rep' THEN
+        v_att[3] := allocation._outcome_column(tbl, (mapping ->> 'rep')::name, 'rep', ARRAY['integer', 'bigint']::regtype[],
+                                               'integer or bigint (a rep id)');
+    END IF;
+    IF kind = 'followup' AND mapping ? 'channel' THEN
+        v_att[4] := allocation._outcome_column(tbl, (mapping ->> 'channel')::name, 'channel', v_str, 'text, varchar or char');
+    ELSIF kind = 'deal' THEN
+        v_att[4] := allocation._outcome_column(tbl, (mapping ->> 'amount')::name, 'amount',
+                                               ARRAY['numeric', 'smallint', 'integer', 'bigint', 'real', 'double precision']::regtype[],
+                                               'numeric, an integer or a floating point number');
+    ELSIF kind = 'satisfaction' THEN
+        v_att[4] := allocation._outcome_column(tbl, (mapping ->> 'score')::name, 'score',
+                                               ARRAY['numeric', 'smallint', 'integer', 'bigint', 'real', 'double precision']::regtype[],
+                                               'numeric, an integer or a floating point number');
+    END IF;
+    IF kind = 'followup' AND mapping ? 'note' THEN
+        v_att[5] := allocation._outcome_column(tbl, (mapping ->> 'note')::name, 'note', v_str, 'text, varchar or char');
+    ELSIF kind = 'deal' AND mapping ? 'product' THEN
+        v_att[5] := allocation._outcome_column(tbl, (mapping ->> 'product')::name, 'product', NULL, NULL);
+    END IF;
+    -- the ref: names a row (a deal's ref), the primary key by default
+    IF mapping ? 'ref' THEN
+        v_ref := (mapping ->> 'ref')::name;
+    ELSE
+        SELECT a.attname INTO v_ref FROM pg_catalog.pg_index i
+          JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+         WHERE i.indrelid = tbl AND i.indisprimary AND i.indnkeyatts = 1;
+    END IF;
+    IF v_ref IS NULL THEN
+        RAISE EXCEPTION 'outcome table % has no single-column primary key', tbl USING ERRCODE = 'LA0O5',
+              DETAIL = 'Each row is named by its ref (the primary key by default), so that an UPDATE or DELETE finds what it landed.',
+              HINT = 'Add a primary key, or map "ref" to a unique, NOT NULL column.';
+    END IF;
+    v_att[6] := allocation._outcome_column(tbl, v_ref, 'ref', NULL, NULL);
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i
+                    WHERE i.indrelid = tbl AND i.indisunique AND i.indisvalid AND i.indpred IS NULL
+                      AND i.indnkeyatts = 1 AND i.indkey[0] = v_att[6])
+       OR NOT (SELECT a.attnotnull FROM pg_catalog.pg_attribute a WHERE a.attrelid = tbl AND a.attnum = v_att[6]) THEN
+        RAISE EXCEPTION 'ref column "%" of % is not a unique, NOT NULL column', v_ref, tbl USING ERRCODE = 'LA0O5',
+              DETAIL = 'Each row is named by its ref, so that an UPDATE or DELETE finds what it landed.',
+              HINT = format('ALTER TABLE %s ADD PRIMARY KEY (%I);', tbl, v_ref);
+    END IF;
+    RETURN v_att;
+END
+$$;
+COMMENT ON FUNCTION allocation._outcome_columns(regclass, text, name, jsonb, allocation.managed_table) IS 'internal: checks the mapped columns of an outcome table (42703, LA0O3, LA0O4, LA0O5) and returns their attribute numbers in the trigger''s order';
+
 CREATE FUNCTION allocation._manage_outcomes(tbl regclass, kind text, customer_key_column name, mapping jsonb)
 RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
@@ -4503,18 +4582,14 @@ DECLARE
     m allocation.managed_table;
     s allocation.outcome_source;
     v_cands integer[];
-    v_keytype oid;
-    v_type oid;
     v_cols jsonb := '{}';
     v_att smallint[] := '{0,0,0,0,0,0}';
+    v_tcols name[];
     v_ref name;
-    v_refatt smallint;
     v_rows bigint := 0;
     v_replaced integer := 0;
     r text[];
     o allocation.outcome_source;
-    v_int constant regtype[] := ARRAY['smallint', 'integer', 'bigint']::regtype[];
-    v_str constant regtype[] := ARRAY['text', 'character varying', 'character']::regtype[];
 BEGIN
     IF tbl IS NULL OR kind IS NULL OR customer_key_column IS NULL OR mapping IS NULL THEN
         RAISE EXCEPTION 'table, kind, customer key column and mapping are required' USING ERRCODE = '22004',
@@ -4613,65 +4688,9 @@ BEGIN
     END IF;
 
     -- the columns
-    SELECT allocation._base_type(a.atttypid) INTO v_keytype FROM pg_catalog.pg_attribute a
-     WHERE a.attrelid = m.tbl AND a.attname = m.key_column AND NOT a.attisdropped;
-    v_att[1] := allocation._outcome_column(tbl, customer_key_column, 'customer key', NULL, NULL);
-    SELECT allocation._base_type(a.atttypid) INTO v_type FROM pg_catalog.pg_attribute a
-     WHERE a.attrelid = tbl AND a.attnum = v_att[1];
-    -- keys are compared in their text form: the same type, or both integers, or both strings
-    IF NOT (v_type = v_keytype OR (v_type::regtype = ANY (v_int) AND v_keytype::regtype = ANY (v_int))
-            OR (v_type::regtype = ANY (v_str) AND v_keytype::regtype = ANY (v_str))) THEN
-        RAISE EXCEPTION 'customer key column "%" of % does not match the key of %', customer_key_column, tbl, m.table_name
-              USING ERRCODE = 'LA0O4',
-              DETAIL = format('It is %s; the key %I of %s is %s.', format_type(v_type, NULL), m.key_column, m.table_name,
-                              format_type(v_keytype, NULL)),
-              HINT = 'Map the column holding the customer table''s key (of the same type, or both integers, or both text).';
-    END IF;
+    v_att := allocation._outcome_columns(tbl, kind, customer_key_column, mapping, m);
+    SELECT a.attname INTO v_ref FROM pg_catalog.pg_attribute a WHERE a.attrelid = tbl AND a.attnum = v_att[6];
     v_cols := jsonb_build_object('customer', customer_key_column);
-    v_att[2] := allocation._outcome_column(tbl, (mapping ->> 'at')::name, 'time', ARRAY['timestamptz', 'timestamp', 'date']::regtype[],
-                                           'timestamptz, timestamp or date');
-    IF mapping ? 'rep' THEN
-        v_att[3] := allocation._outcome_column(tbl, (mapping ->> 'rep')::name, 'rep', ARRAY['integer', 'bigint']::regtype[],
-                                               'integer or bigint (a rep id)');
-    END IF;
-    IF kind = 'followup' AND mapping ? 'channel' THEN
-        v_att[4] := allocation._outcome_column(tbl, (mapping ->> 'channel')::name, 'channel', v_str, 'text, varchar or char');
-    ELSIF kind = 'deal' THEN
-        v_att[4] := allocation._outcome_column(tbl, (mapping ->> 'amount')::name, 'amount',
-                                               ARRAY['numeric', 'smallint', 'integer', 'bigint', 'real', 'double precision']::regtype[],
-                                               'numeric, an integer or a floating point number');
-    ELSIF kind = 'satisfaction' THEN
-        v_att[4] := allocation._outcome_column(tbl, (mapping ->> 'score')::name, 'score',
-                                               ARRAY['numeric', 'smallint', 'integer', 'bigint', 'real', 'double precision']::regtype[],
-                                               'numeric, an integer or a floating point number');
-    END IF;
-    IF kind = 'followup' AND mapping ? 'note' THEN
-        v_att[5] := allocation._outcome_column(tbl, (mapping ->> 'note')::name, 'note', v_str, 'text, varchar or char');
-    ELSIF kind = 'deal' AND mapping ? 'product' THEN
-        v_att[5] := allocation._outcome_column(tbl, (mapping ->> 'product')::name, 'product', NULL, NULL);
-    END IF;
-    -- the ref: names a row (a deal's ref), the primary key by default
-    IF mapping ? 'ref' THEN
-        v_ref := (mapping ->> 'ref')::name;
-    ELSE
-        SELECT a.attname INTO v_ref FROM pg_catalog.pg_index i
-          JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-         WHERE i.indrelid = tbl AND i.indisprimary AND i.indnkeyatts = 1;
-    END IF;
-    IF v_ref IS NULL THEN
-        RAISE EXCEPTION 'outcome table % has no single-column primary key', tbl USING ERRCODE = 'LA0O5',
-              DETAIL = 'Each row is named by its ref (the primary key by default), so that an UPDATE or DELETE finds what it landed.',
-              HINT = 'Add a primary key, or map "ref" to a unique, NOT NULL column.';
-    END IF;
-    v_att[6] := allocation._outcome_column(tbl, v_ref, 'ref', NULL, NULL);
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i
-                    WHERE i.indrelid = tbl AND i.indisunique AND i.indisvalid AND i.indpred IS NULL
-                      AND i.indnkeyatts = 1 AND i.indkey[0] = v_att[6])
-       OR NOT (SELECT a.attnotnull FROM pg_catalog.pg_attribute a WHERE a.attrelid = tbl AND a.attnum = v_att[6]) THEN
-        RAISE EXCEPTION 'ref column "%" of % is not a unique, NOT NULL column', v_ref, tbl USING ERRCODE = 'LA0O5',
-              DETAIL = 'Each row is named by its ref, so that an UPDATE or DELETE finds what it landed.',
-              HINT = format('ALTER TABLE %s ADD PRIMARY KEY (%I);', tbl, v_ref);
-    END IF;
     SELECT v_cols || jsonb_object_agg(k, mapping -> k) INTO v_cols
       FROM unnest(v_known) k WHERE mapping ? k AND k NOT IN ('customers', 'scale');
     v_cols := v_cols || jsonb_build_object('ref', v_ref);
@@ -4681,23 +4700,27 @@ BEGIN
         v_replaced := v_replaced + allocation._outcome_unland(o, NULL, 'outcome table attached again');
     END LOOP;
 
-    INSERT INTO allocation.outcome_source (tbl, table_name, kind, managed_id, customer_key_column, mapping, columns, attnums,
-                                           scale, managed_by)
-    VALUES (tbl, v_name, kind, m.id, customer_key_column, mapping, v_cols, v_att, mapping ->> 'scale', v_actor)
+    -- the trigger reads the columns by name (numbers shift in a dump and restore)
+    SELECT array_agg(a.attname ORDER BY u.ord) INTO v_tcols
+      FROM unnest(v_att) WITH ORDINALITY u(n, ord)
+      LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = tbl AND a.attnum = u.n AND u.n > 0;
+    INSERT INTO allocation.outcome_source (tbl, table_name, kind, managed_id, customer_key_column, mapping, columns,
+                                           trigger_columns, scale, managed_by)
+    VALUES (tbl, v_name, kind, m.id, customer_key_column, mapping, v_cols, v_tcols, mapping ->> 'scale', v_actor)
     RETURNING * INTO s;
 
     -- the rows already there (read as the table's owner)
-    FOR r IN SELECT x FROM allocation._outcome_rows(tbl, v_att) x LOOP
+    FOR r IN SELECT x FROM allocation._outcome_rows(tbl, v_tcols) x LOOP
         PERFORM allocation._outcome_land(s, m, r);
         v_rows := v_rows + 1;
     END LOOP;
 
     EXECUTE format('CREATE TRIGGER zz_allocation_outcome AFTER INSERT OR UPDATE OR DELETE ON %s
-                    FOR EACH ROW EXECUTE FUNCTION allocation._outcome_trigger(%s)', tbl,
-                   array_to_string(array_prepend(s.id::smallint, v_att), ', '));
+                    FOR EACH ROW EXECUTE FUNCTION allocation._outcome_trigger(%s, %s)', tbl, s.id,
+                   (SELECT string_agg(quote_literal(coalesce(x.col, '')), ', ' ORDER BY x.pos) FROM unnest(v_tcols) WITH ORDINALITY x(col, pos)));
     EXECUTE format('CREATE TRIGGER zz_allocation_outcome_truncate AFTER TRUNCATE ON %s
-                    FOR EACH STATEMENT EXECUTE FUNCTION allocation._outcome_trigger(%s)', tbl,
-                   array_to_string(array_prepend(s.id::smallint, v_att), ', '));
+                    FOR EACH STATEMENT EXECUTE FUNCTION allocation._outcome_trigger(%s, %s)', tbl, s.id,
+                   (SELECT string_agg(quote_literal(coalesce(x.col, '')), ', ' ORDER BY x.pos) FROM unnest(v_tcols) WITH ORDINALITY x(col, pos)));
 
     INSERT INTO allocation.event (actor, kind, managed_id, table_name, reason, detail)
     VALUES (v_actor, 'outcomes_managed', m.id, m.table_name, format('%s attached as %s outcomes', v_name, kind),
@@ -4787,7 +4810,7 @@ BEGIN
             END LOOP;
         ELSIF o.object_type = 'table column' THEN
             SELECT * INTO s FROM allocation.outcome_source x
-             WHERE x.tbl = o.objid AND x.active AND o.objsubid = ANY (x.attnums);
+             WHERE x.tbl = o.objid AND x.active AND o.address_names[3] = ANY (x.trigger_columns::text[]);
             IF s.id IS NOT NULL THEN
                 RAISE EXCEPTION 'column % is used by the allocation engine', o.object_identity USING ERRCODE = 'LA018',
                       DETAIL = format('Table %s is attached as %s outcomes and maps this column.', s.table_name, s.kind),
@@ -4800,6 +4823,38 @@ $$;
 COMMENT ON FUNCTION allocation._outcomes_on_sql_drop() IS 'internal: detaches dropped outcome tables and those of dropped customer tables; refuses to drop a mapped column';
 CREATE EVENT TRIGGER allocation_sql_drop_outcomes ON sql_drop EXECUTE FUNCTION allocation._outcomes_on_sql_drop();
 COMMENT ON EVENT TRIGGER allocation_sql_drop_outcomes IS 'allocation: dropped outcome tables (and those of dropped customer tables) are detached, their landed rows kept; dropping a mapped column is refused';
+
+-- After ALTER TABLE: a mapped column of an outcome table must keep its name (the
+-- trigger reads it by name); a rename is refused
+CREATE FUNCTION allocation._outcomes_on_ddl_end() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    s allocation.outcome_source;
+    c name;
+BEGIN
+    FOR s IN SELECT x.* FROM allocation.outcome_source x
+              WHERE x.active AND x.tbl IN (SELECT d.objid FROM pg_catalog.pg_event_trigger_ddl_commands() d) LOOP
+        FOREACH c IN ARRAY s.trigger_columns LOOP
+            CONTINUE WHEN c IS NULL;
+            IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                            WHERE a.attrelid = s.tbl AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped) THEN
+                RAISE EXCEPTION 'column % of % is mapped by the allocation engine and cannot be renamed', c, s.table_name
+                      USING ERRCODE = 'LA018',
+                      DETAIL = format('Table %s is attached as %s outcomes; its trigger reads the column by name.', s.table_name, s.kind),
+                      HINT = 'Call allocation.unmanage_outcomes() first (then manage_outcomes() again with the new name).';
+            END IF;
+        END LOOP;
+        -- types, the customer key's type, the ref's uniqueness: as manage_outcomes() checked them
+        PERFORM allocation._outcome_columns(s.tbl, s.kind, s.customer_key_column, s.mapping, m)
+           FROM allocation.managed_table m WHERE m.id = s.managed_id AND m.active;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION allocation._outcomes_on_ddl_end() IS 'internal: after ALTER TABLE of an outcome table, refuses renamed (LA018) or no longer fitting (LA0O3, LA0O4, LA0O5) mapped columns';
+CREATE EVENT TRIGGER allocation_ddl_end_outcomes ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION allocation._outcomes_on_ddl_end();
+COMMENT ON EVENT TRIGGER allocation_ddl_end_outcomes IS 'allocation: renaming a column an outcome table''s mapping uses, or changing it so that the mapping no longer fits, is refused';
 
 CREATE FUNCTION allocation._base_type(p_type oid)
 RETURNS oid
@@ -6157,7 +6212,8 @@ BEGIN
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.verify_audit(text), allocation.audit_head() TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.stat(), allocation.stat_index() TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.dispute_evidence(bigint), allocation.explain_event(bigint) TO %s', r);
-        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.strategy_effectiveness(tstzrange, integer) TO %s', r);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.strategy_effectiveness(tstzrange, integer),
+                        allocation.customer_potential(regclass, text) TO %s', r);
     END IF;
     IF kind IN ('manager', 'admin') THEN
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.assign(regclass, text, bigint, text),
@@ -6197,6 +6253,9 @@ BEGIN
                         allocation.enable_rep_security(regclass), allocation.disable_rep_security(regclass),
                         allocation.cache_stats(), allocation.set_duplicate_policy(regclass, text, text, real, double precision) TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.seal_audit() TO %s', r);
+        -- outcomes from the CRM's own tables, the customers' potential (the table's owner, checked inside)
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.manage_outcomes(regclass, text, name, jsonb),
+                        allocation.unmanage_outcomes(regclass), allocation.set_potential(regclass, text, jsonb) TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.dispute_policy(bigint, boolean, text[]) TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.stat_reset(regclass) TO %s', r);
         EXECUTE format('GRANT INSERT, UPDATE, DELETE ON allocation.name_term TO %s', r);

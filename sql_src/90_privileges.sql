@@ -81,7 +81,8 @@ BEGIN
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.verify_audit(text), allocation.audit_head() TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.stat(), allocation.stat_index() TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.dispute_evidence(bigint), allocation.explain_event(bigint) TO %s', r);
-        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.strategy_effectiveness(tstzrange, integer) TO %s', r);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.strategy_effectiveness(tstzrange, integer),
+                        allocation.customer_potential(regclass, text) TO %s', r);
     END IF;
     IF kind IN ('manager', 'admin') THEN
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.assign(regclass, text, bigint, text),
@@ -121,6 +122,9 @@ BEGIN
                         allocation.enable_rep_security(regclass), allocation.disable_rep_security(regclass),
                         allocation.cache_stats(), allocation.set_duplicate_policy(regclass, text, text, real, double precision) TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.seal_audit() TO %s', r);
+        -- outcomes from the CRM's own tables, the customers' potential (the table's owner, checked inside)
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.manage_outcomes(regclass, text, name, jsonb),
+                        allocation.unmanage_outcomes(regclass), allocation.set_potential(regclass, text, jsonb) TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.dispute_policy(bigint, boolean, text[]) TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.stat_reset(regclass) TO %s', r);
         EXECUTE format('GRANT INSERT, UPDATE, DELETE ON allocation.name_term TO %s', r);

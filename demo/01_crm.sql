@@ -70,6 +70,29 @@ CREATE TABLE crm.customer (
     parent_id      bigint REFERENCES crm.customer (id)    -- 上级经销商: the distributor a retailer buys from
 );
 CREATE INDEX customer_parent_idx ON crm.customer (parent_id);
+
+-- The CRM's activity tables: visits the field app logs, orders, satisfaction surveys (NPS)
+CREATE TABLE crm.visit (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    customer_id bigint NOT NULL REFERENCES crm.customer (id),
+    rep_id      bigint REFERENCES crm.sales_user (id),
+    visited_at  timestamptz NOT NULL,
+    channel     text NOT NULL,          -- visit, call, wechat, demo
+    summary     text
+);
+CREATE TABLE crm.sales_order (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    customer_id bigint NOT NULL REFERENCES crm.customer (id),
+    ordered_at  timestamptz NOT NULL,
+    total       numeric(14, 2) NOT NULL,
+    sku         text
+);
+CREATE TABLE crm.survey (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    customer_id bigint NOT NULL REFERENCES crm.customer (id),
+    answered_at timestamptz NOT NULL,
+    nps         integer NOT NULL CHECK (nps BETWEEN 0 AND 10)
+);
 CREATE INDEX customer_owner_idx ON crm.customer (owner_id);
 CREATE INDEX customer_location_idx ON crm.customer USING gist (location);
 COMMENT ON TABLE crm.customer IS 'CRM customers: county dealers (key_distributor), wholesalers, township retailers, large growers';

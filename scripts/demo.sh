@@ -7,7 +7,7 @@
 # 2. builds and installs the extension (make && make install),
 # 3. on a THROWAWAY cluster (pg_virtualenv) loads the demo CRM, province, organisation, rules and
 #    ~10,000 customers (demo/0*.sql), prints the summary and writes demo/out/:
-#    summary.txt, territories.geojson, map.svg.
+#    summary.txt, territories.geojson, map.svg, scorecard.svg.
 # Idempotent, offline once the packages are there, deterministic (seeded random). Fails loudly.
 set -euo pipefail
 
@@ -23,7 +23,7 @@ if [[ "${1:-}" == "--inside-virtualenv" ]]; then
     cd "$ROOT"
     createdb crm
     export PGDATABASE=crm
-    for f in 01_crm 02_province 03_org_rules 04_customers 05_report 06_map 07_claims_pool 07b_transfers 07c_network 07d_virtual_team 07e_dispute 08_audit; do
+    for f in 01_crm 02_province 03_org_rules 04_customers 05_report 06_map 07_claims_pool 07b_transfers 07c_network 07d_virtual_team 07e_dispute 07f_loop 08_audit; do
         echo
         echo "######## demo/$f.sql"
         psql -X -q -v ON_ERROR_STOP=1 -v outdir="$OUT" -f "demo/$f.sql" 2>&1

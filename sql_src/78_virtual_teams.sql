@@ -736,10 +736,10 @@ BEGIN
                               pg_catalog.current_setting('transaction_isolation')),
               HINT = 'Record deals in a READ COMMITTED transaction (the default).';
     END IF;
-    IF p_at > now() THEN
+    IF p_at > now() AND NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = allocation._actor()) THEN
         RAISE EXCEPTION 'a deal cannot be dated in the future' USING ERRCODE = '22008',
               DETAIL = format('It is dated %s; its split would be frozen before the shares of that time are known.', p_at),
-              HINT = 'Record deals when they are made (split_revenue() previews a split at any time).';
+              HINT = 'Record deals when they are made (split_revenue() previews a split at any time; only a superuser may date one ahead, to simulate).';
     END IF;
 END
 $$;

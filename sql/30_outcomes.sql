@@ -163,7 +163,10 @@ SELECT kind, key, reason, coalesce(detail->>'ref', reason) AS ref, detail->>'amo
 -- amounts as record_deal() checks them; a future deal; a REPEATABLE READ transaction
 SELECT * FROM o30_stored \gset before_
 SELECT * FROM o30_try($$INSERT INTO o30_order VALUES ('SO-9', 2, now()::timestamp, -5, NULL, NULL)$$);
+-- (a future deal: refused for the table's owner; only a superuser may date one ahead, to simulate)
+SET ROLE regress_o30_owner;
 SELECT code, message FROM o30_try($$INSERT INTO o30_order VALUES ('SO-9', 2, (now() + interval '1 day')::timestamp, 5, NULL, NULL)$$);
+RESET ROLE;
 BEGIN ISOLATION LEVEL REPEATABLE READ;
 SELECT code, message FROM o30_try($$INSERT INTO o30_order VALUES ('SO-9', 2, now()::timestamp, 5, NULL, NULL)$$);
 COMMIT;

@@ -104,4 +104,4 @@ grep -q '</svg>' "$OUT/map.svg" || { echo "error: map.svg is incomplete" >&2; ex
 
 say "demo finished in ${SECONDS}s; outputs:"
 ( cd "$ROOT" && ls -l demo/out/summary.txt demo/out/territories.geojson demo/out/map.svg )
-echo "open demo/out/map.svg in a browser; load demo/out/territories.geojson in QGIS or geojson.io"
+echo "open demo/out/map.svg and demo/out/scorecard.svg in a browser; load demo/out/territories.geojson in QGIS or geojson.io"

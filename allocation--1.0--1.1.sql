@@ -3306,10 +3306,10 @@ BEGIN
                               pg_catalog.current_setting('transaction_isolation')),
               HINT = 'Record deals in a READ COMMITTED transaction (the default).';
     END IF;
-    IF p_at > now() THEN
+    IF p_at > now() AND NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = allocation._actor()) THEN
         RAISE EXCEPTION 'a deal cannot be dated in the future' USING ERRCODE = '22008',
               DETAIL = format('It is dated %s; its split would be frozen before the shares of that time are known.', p_at),
-              HINT = 'Record deals when they are made (split_revenue() previews a split at any time).';
+              HINT = 'Record deals when they are made (split_revenue() previews a split at any time; only a superuser may date one ahead, to simulate).';
     END IF;
 END
 $$;
@@ -3820,6 +3820,7 @@ CREATE TABLE allocation.reward (
     measure_value  numeric,
     applied_at     timestamptz NOT NULL,
     revoked_at     timestamptz,
+    capacity_added integer NOT NULL DEFAULT 0,   -- capacity_bonus: what was added to rep.capacity (0 when unlimited)
     CONSTRAINT reward_once UNIQUE (rule_id, rep_id, earned_in)
 );
 CREATE INDEX reward_active_idx ON allocation.reward (rep_id, effect) WHERE revoked_at IS NULL;
@@ -5038,9 +5039,13 @@ CREATE FUNCTION allocation.month_of(at timestamptz DEFAULT now())
 RETURNS tstzrange
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
 $$
-    SELECT pg_catalog.tstzrange(date_trunc('month', at), date_trunc('month', at) + interval '1 month')
+    -- in allocation.claim_timezone (a superuser setting, default Asia/Shanghai), never the
+    -- session's TimeZone: runs from sessions in different zones name the same month
+    SELECT pg_catalog.tstzrange(pg_catalog.timezone(z, date_trunc('month', pg_catalog.timezone(z, at))),
+                                pg_catalog.timezone(z, date_trunc('month', pg_catalog.timezone(z, at)) + interval '1 month'))
+      FROM (SELECT coalesce(nullif(pg_catalog.current_setting('allocation.claim_timezone', true), ''), 'Asia/Shanghai') AS z) x
 $$;
-COMMENT ON FUNCTION allocation.month_of(timestamptz) IS 'The calendar month containing a time, as the period argument of scorecard(), strategy_effectiveness() and evaluate_performance()';
+COMMENT ON FUNCTION allocation.month_of(timestamptz) IS 'The calendar month containing a time, in allocation.claim_timezone (default Asia/Shanghai), as the period argument of scorecard(), strategy_effectiveness() and evaluate_performance()';
 
 -- One row per holding period of a rep that overlaps the period, with its outcome facts.
 -- The clipped window w = the part of the holding inside the period.
@@ -5306,6 +5311,16 @@ CREATE TABLE allocation.scorecard_month (
 );
 COMMENT ON TABLE allocation.scorecard_month IS 'Materialised monthly scorecards (refresh_scorecards(), run by run_maintenance()); derived data, not dumped: refresh after a restore';
 
+-- The date that names a month of month_of() (its first day in the claim time zone)
+CREATE FUNCTION allocation._month_date(p_month tstzrange)
+RETURNS date
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+    SELECT pg_catalog.timezone(coalesce(nullif(pg_catalog.current_setting('allocation.claim_timezone', true), ''), 'Asia/Shanghai'),
+                               lower(p_month))::date
+$$;
+COMMENT ON FUNCTION allocation._month_date(tstzrange) IS 'internal: the first day of a month_of() month, in allocation.claim_timezone';
+
 CREATE FUNCTION allocation._refresh_scorecards(at timestamptz)
 RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
@@ -5322,9 +5337,9 @@ BEGIN
     END IF;
     PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('allocation.refresh_scorecards'));
     FOREACH v_month IN ARRAY ARRAY[allocation.month_of(at - interval '1 month'), allocation.month_of(at)] LOOP
-        DELETE FROM allocation.scorecard_month s WHERE s.month = lower(v_month)::date;
+        DELETE FROM allocation.scorecard_month s WHERE s.month = allocation._month_date(v_month);
         INSERT INTO allocation.scorecard_month
-        SELECT lower(v_month)::date, x.level, x.id, x.code, x.name, x.held_end, x.held_avg, x.touched_pct,
+        SELECT allocation._month_date(v_month), x.level, x.id, x.code, x.name, x.held_end, x.held_avg, x.touched_pct,
                x.first_contact_median, x.conversion_base, x.converted, x.conversion_pct, x.revenue,
                x.satisfaction_avg, x.satisfaction_n, x.claims, x.releases, x.recycled_away, x.grants,
                x.grants_converted, pg_catalog.clock_timestamp()
@@ -5386,15 +5401,19 @@ DECLARE
     v_base integer;
 BEGIN
     PERFORM allocation._check_period(period, 30);
-    v_next := pg_catalog.tstzrange(upper(period), upper(period) + (upper(period) - lower(period)));
+    -- the next period of the same length (a calendar month is followed by the next month)
+    v_next := CASE WHEN period = allocation.month_of(lower(period))
+                   THEN allocation.month_of(upper(period))
+                   ELSE pg_catalog.tstzrange(upper(period), upper(period) + (upper(period) - lower(period))) END;
     -- one evaluation at a time (a second waits, then finds everything done)
     PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('allocation.evaluate_performance'));
-    -- 1. the rewards whose period is over by the end of this one are revoked
+    -- 1. the rewards in force during this period (earned before it) are revoked: its
+    --    evaluation gives the next ones
     FOR w IN UPDATE allocation.reward x SET revoked_at = pg_catalog.clock_timestamp()
-              WHERE x.revoked_at IS NULL AND upper(x.effective) <= upper(period)
+              WHERE x.revoked_at IS NULL AND lower(x.effective) <= lower(period)
               RETURNING * LOOP
-        IF w.effect = 'capacity_bonus' THEN
-            UPDATE allocation.rep x SET capacity = greatest(x.capacity - w.amount, 0)
+        IF w.capacity_added > 0 THEN    -- only what was added (an unlimited rep got nothing)
+            UPDATE allocation.rep x SET capacity = greatest(x.capacity - w.capacity_added, 0)
              WHERE x.id = w.rep_id AND x.capacity IS NOT NULL;
         END IF;
         PERFORM allocation._reward_event(w, 'reward_revoked', format('its period %s is over', w.effective));
@@ -5424,6 +5443,9 @@ BEGIN
             CONTINUE WHEN NOT FOUND;      -- given already: the evaluation is idempotent
             IF w.effect = 'capacity_bonus' THEN
                 UPDATE allocation.rep x SET capacity = x.capacity + w.amount WHERE x.id = w.rep_id AND x.capacity IS NOT NULL;
+                IF FOUND THEN
+                    UPDATE allocation.reward x SET capacity_added = w.amount WHERE x.id = w.id;
+                END IF;
             END IF;
             PERFORM allocation._reward_event(w, 'reward_applied',
                         format('%s %s reached %s (rule %s) in %s', rr.measure, v_value, rr.threshold, rr.name, period));
@@ -5801,28 +5823,16 @@ COMMENT ON FUNCTION allocation._alert_low_conversion(allocation.alert_rule, time
 -------------------------------------------------------------------------------
 -- The generic part: open, keep, resolve; NOTIFY
 -------------------------------------------------------------------------------
--- The NOTIFY payload of an alert: JSON, at most 8000 bytes (the detail is dropped, then
--- the subject cut, when it would not fit)
+-- The NOTIFY payload of an alert: its id, kind and times only.  LISTEN has no access
+-- control (any role that can connect may listen), so the subject, the rep and the detail
+-- (a customer's key, its potential) are read from allocation.my_alert, which filters by role.
 CREATE FUNCTION allocation._alert_payload(a allocation.alert)
 RETURNS text
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
 $$
-DECLARE
-    v jsonb := jsonb_build_object('id', a.id, 'kind', a.kind, 'subject', a.subject, 'rep_id', a.rep_id,
-                                  'rep_code', (SELECT x.code FROM allocation.rep x WHERE x.id = a.rep_id),
-                                  'manager', a.manager, 'since', a.since, 'opened_at', a.opened_at,
-                                  'rule_id', a.rule_id, 'detail', a.detail);
-BEGIN
-    IF octet_length(v::text) > 8000 THEN
-        v := jsonb_set(v, '{detail}', jsonb_build_object('truncated', true));
-    END IF;
-    IF octet_length(v::text) > 8000 THEN
-        v := jsonb_set(jsonb_set(v, '{subject}', to_jsonb(left(a.subject, 200))), '{rep_code}', to_jsonb(left(v ->> 'rep_code', 200)));
-    END IF;
-    RETURN v::text;
-END
+    SELECT pg_catalog.jsonb_build_object('id', a.id, 'kind', a.kind, 'since', a.since, 'opened_at', a.opened_at)::text
 $$;
-COMMENT ON FUNCTION allocation._alert_payload(allocation.alert) IS 'internal: the JSON payload NOTIFY allocation_alert sends for a new alert (id, kind, subject, rep_id, rep_code, manager, since, opened_at, rule_id, detail; at most 8000 bytes: an oversized detail becomes {"truncated": true})';
+COMMENT ON FUNCTION allocation._alert_payload(allocation.alert) IS 'internal: the JSON payload NOTIFY allocation_alert sends for a new alert: id, kind, since, opened_at only (any role may LISTEN; the rest is read from my_alert)';
 
 CREATE FUNCTION allocation._alert_event(a allocation.alert, p_kind text, p_reason text)
 RETURNS void
@@ -5865,6 +5875,9 @@ BEGIN
     -- one evaluation at a time: a second one waits and then finds the alerts open
     PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('allocation.evaluate_alerts'));
     FOR r IN SELECT * FROM allocation.alert_rule x WHERE x.enabled ORDER BY x.id LOOP
+      -- one rule at a time: a rule that fails (e.g. a potential expression that no longer
+      -- compiles) is reported and keeps its open alerts; the other rules are evaluated
+      BEGIN
         FOR c IN EXECUTE pg_catalog.format('SELECT * FROM allocation.%I($1, $2) ORDER BY 1', '_alert_' || r.kind)
                  USING r, _evaluate_alerts.at LOOP
             v_key := r.kind || E'\x1f' || c.subject;
@@ -5889,6 +5902,13 @@ BEGIN
             PERFORM pg_catalog.pg_notify('allocation_alert', allocation._alert_payload(a));
             opened := opened + 1;
         END LOOP;
+      EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'allocation: alert rule "%" could not be evaluated: %', r.name, SQLERRM
+              USING DETAIL = pg_catalog.format('SQLSTATE %s; its open alerts are kept.', SQLSTATE),
+                    HINT = 'Fix the rule or what it reads (e.g. the table''s potential expression).';
+        v_seen := v_seen || ARRAY(SELECT x.kind || E'\x1f' || x.subject FROM allocation.alert x
+                                   WHERE x.resolved_at IS NULL AND x.kind = r.kind);
+      END;
     END LOOP;
     FOR a IN UPDATE allocation.alert x
                 SET resolved_at = _evaluate_alerts.at, resolved_by = v_actor, resolution = 'cleared'
@@ -6043,7 +6063,8 @@ BEGIN
                 v_arg := '$1';
                 IF v_proc IS NULL THEN
                     v_proc := pg_catalog.to_regprocedure(pg_catalog.format('allocation.%I(tstzrange)', v_step));
-                    v_arg := 'pg_catalog.tstzrange(pg_catalog.date_trunc(''month'', $1) - interval ''1 month'', pg_catalog.date_trunc(''month'', $1))';
+                    -- the last complete month before `at`, in the claim time zone (allocation.month_of)
+                    v_arg := 'allocation.month_of(lower(allocation.month_of($1)) - interval ''1 second'')';
                 END IF;
                 IF v_proc IS NULL THEN
                     outcome := 'skipped'; message := pg_catalog.format('allocation.%s() is not installed', v_step);

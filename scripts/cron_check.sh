@@ -124,7 +124,7 @@ echo "--- the LISTEN session received:"
 grep 'Asynchronous notification "allocation_alert"' "$TMP/listen.out" | sed 's/ received from server process with PID [0-9]*\.$//'
 payload=$(grep -o 'with payload ".*" received' "$TMP/listen.out" | head -1 | sed 's/^with payload "//; s/" received$//')
 run "$BINDIR/psql" -X -q -At -h "$TMP" -p "$PORT" -U postgres -d crm \
-    -c "SELECT (p ->> 'kind') = 'territory_untouched' AND (p ->> 'rep_code') = 'wang' AND octet_length(p::text) <= 8000 FROM (SELECT \$j\$${payload}\$j\$::jsonb AS p) x" \
+    -c "SELECT (p ->> 'kind') = 'territory_untouched' AND (p ->> 'id')::bigint IN (SELECT id FROM allocation.alert) AND NOT p ? 'detail' FROM (SELECT \$j\$${payload}\$j\$::jsonb AS p) x" \
     | grep -qx t || fail "the notification's payload is not the alert's JSON"
 psql_crm -At -c "SELECT cron.unschedule($job)" >/dev/null
 echo "PASS: pg_cron ran allocation.run_maintenance(); the alert opened and its NOTIFY reached the LISTEN session"

@@ -96,9 +96,9 @@ RESET ROLE;
 SELECT allocation.refresh_scorecards(now()) > 0 AS refreshed;
 SELECT allocation.refresh_scorecards(now()) = (SELECT count(*) FROM allocation.scorecard_month) AS refresh_again_same_rows;
 SELECT level, code, held_end, converted FROM allocation.scorecard_monthly
- WHERE month = date_trunc('month', now())::date ORDER BY level, code;
+ WHERE month = allocation._month_date(allocation.month_of(now())) ORDER BY level, code;
 SET ROLE regress_s31_b;
-SELECT level, code, held_end FROM allocation.scorecard_monthly WHERE month = date_trunc('month', now())::date;
+SELECT level, code, held_end FROM allocation.scorecard_monthly WHERE month = (SELECT max(month) FROM allocation.scorecard_monthly);
 RESET ROLE;
 SELECT * FROM allocation.refresh_scorecards(NULL);
 
@@ -108,7 +108,10 @@ SELECT * FROM allocation.refresh_scorecards(NULL);
 INSERT INTO allocation.reward_rule (name, measure, threshold, min_customers, team_id, effect, amount) VALUES
     ('converters', 'conversion_pct', 30, 3, 1, 'capacity_bonus', 2),
     ('earners', 'revenue', 100, 1, NULL, 'daily_claims_bonus', 5),
-    ('big converters', 'conversion_pct', 90, 1, NULL, 'capacity_bonus', 10);
+    ('big converters', 'conversion_pct', 90, 1, NULL, 'capacity_bonus', 10),
+    ('earners get room', 'revenue', 100, 1, NULL, 'capacity_bonus', 1);
+-- b has no capacity limit while the rewards are given: its capacity bonus adds nothing
+UPDATE allocation.rep SET capacity = NULL WHERE id = 2;
 INSERT INTO allocation.reward_rule (name, measure, threshold, effect, amount, tier) VALUES
     ('dealers for the happy', 'satisfaction_avg', 80, 'tier_access', 3, 'key');
 SET ROLE regress_s31_mgr;
@@ -132,7 +135,11 @@ SELECT kind, to_rep, detail ->> 'effect' AS effect, detail ->> 'amount' AS amoun
 SET ROLE regress_s31_b;
 SELECT rep_code, rule FROM allocation.active_reward;
 RESET ROLE;
--- the next period: its evaluation revokes them (a's capacity goes back) and gives none (no deals in it)
+-- an admin gives b a limit again meanwhile: the revocation takes back only what was added (nothing)
+UPDATE allocation.rep SET capacity = 20 WHERE id = 2;
+SELECT rep_code, rule, capacity_added FROM allocation.reward w JOIN allocation.active_reward v ON v.id = w.id
+ WHERE w.effect = 'capacity_bonus' ORDER BY rep_code, rule;
+-- the next period: its evaluation revokes them (a's capacity goes back, b's stays) and gives none (no deals in it)
 SET ROLE regress_s31_mgr;
 SELECT rep_code, rule, action, effect, amount
   FROM allocation.evaluate_performance(tstzrange(:'t0', :'t0'::timestamptz + interval '7 days')) ORDER BY rep_code, rule;

@@ -120,6 +120,7 @@ CREATE TABLE allocation.reward (
     measure_value  numeric,
     applied_at     timestamptz NOT NULL,
     revoked_at     timestamptz,
+    capacity_added integer NOT NULL DEFAULT 0,   -- capacity_bonus: what was added to rep.capacity (0 when unlimited)
     CONSTRAINT reward_once UNIQUE (rule_id, rep_id, earned_in)
 );
 CREATE INDEX reward_active_idx ON allocation.reward (rep_id, effect) WHERE revoked_at IS NULL;

@@ -45,9 +45,13 @@ CREATE FUNCTION allocation.month_of(at timestamptz DEFAULT now())
 RETURNS tstzrange
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
 $$
-    SELECT pg_catalog.tstzrange(date_trunc('month', at), date_trunc('month', at) + interval '1 month')
+    -- in allocation.claim_timezone (a superuser setting, default Asia/Shanghai), never the
+    -- session's TimeZone: runs from sessions in different zones name the same month
+    SELECT pg_catalog.tstzrange(pg_catalog.timezone(z, date_trunc('month', pg_catalog.timezone(z, at))),
+                                pg_catalog.timezone(z, date_trunc('month', pg_catalog.timezone(z, at)) + interval '1 month'))
+      FROM (SELECT coalesce(nullif(pg_catalog.current_setting('allocation.claim_timezone', true), ''), 'Asia/Shanghai') AS z) x
 $$;
-COMMENT ON FUNCTION allocation.month_of(timestamptz) IS 'The calendar month containing a time, as the period argument of scorecard(), strategy_effectiveness() and evaluate_performance()';
+COMMENT ON FUNCTION allocation.month_of(timestamptz) IS 'The calendar month containing a time, in allocation.claim_timezone (default Asia/Shanghai), as the period argument of scorecard(), strategy_effectiveness() and evaluate_performance()';
 
 -- One row per holding period of a rep that overlaps the period, with its outcome facts.
 -- The clipped window w = the part of the holding inside the period.
@@ -313,6 +317,16 @@ CREATE TABLE allocation.scorecard_month (
 );
 COMMENT ON TABLE allocation.scorecard_month IS 'Materialised monthly scorecards (refresh_scorecards(), run by run_maintenance()); derived data, not dumped: refresh after a restore';
 
+-- The date that names a month of month_of() (its first day in the claim time zone)
+CREATE FUNCTION allocation._month_date(p_month tstzrange)
+RETURNS date
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+    SELECT pg_catalog.timezone(coalesce(nullif(pg_catalog.current_setting('allocation.claim_timezone', true), ''), 'Asia/Shanghai'),
+                               lower(p_month))::date
+$$;
+COMMENT ON FUNCTION allocation._month_date(tstzrange) IS 'internal: the first day of a month_of() month, in allocation.claim_timezone';
+
 CREATE FUNCTION allocation._refresh_scorecards(at timestamptz)
 RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
@@ -329,9 +343,9 @@ BEGIN
     END IF;
     PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('allocation.refresh_scorecards'));
     FOREACH v_month IN ARRAY ARRAY[allocation.month_of(at - interval '1 month'), allocation.month_of(at)] LOOP
-        DELETE FROM allocation.scorecard_month s WHERE s.month = lower(v_month)::date;
+        DELETE FROM allocation.scorecard_month s WHERE s.month = allocation._month_date(v_month);
         INSERT INTO allocation.scorecard_month
-        SELECT lower(v_month)::date, x.level, x.id, x.code, x.name, x.held_end, x.held_avg, x.touched_pct,
+        SELECT allocation._month_date(v_month), x.level, x.id, x.code, x.name, x.held_end, x.held_avg, x.touched_pct,
                x.first_contact_median, x.conversion_base, x.converted, x.conversion_pct, x.revenue,
                x.satisfaction_avg, x.satisfaction_n, x.claims, x.releases, x.recycled_away, x.grants,
                x.grants_converted, pg_catalog.clock_timestamp()

@@ -32,15 +32,19 @@ DECLARE
     v_base integer;
 BEGIN
     PERFORM allocation._check_period(period, 30);
-    v_next := pg_catalog.tstzrange(upper(period), upper(period) + (upper(period) - lower(period)));
+    -- the next period of the same length (a calendar month is followed by the next month)
+    v_next := CASE WHEN period = allocation.month_of(lower(period))
+                   THEN allocation.month_of(upper(period))
+                   ELSE pg_catalog.tstzrange(upper(period), upper(period) + (upper(period) - lower(period))) END;
     -- one evaluation at a time (a second waits, then finds everything done)
     PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('allocation.evaluate_performance'));
-    -- 1. the rewards whose period is over by the end of this one are revoked
+    -- 1. the rewards in force during this period (earned before it) are revoked: its
+    --    evaluation gives the next ones
     FOR w IN UPDATE allocation.reward x SET revoked_at = pg_catalog.clock_timestamp()
-              WHERE x.revoked_at IS NULL AND upper(x.effective) <= upper(period)
+              WHERE x.revoked_at IS NULL AND lower(x.effective) <= lower(period)
               RETURNING * LOOP
-        IF w.effect = 'capacity_bonus' THEN
-            UPDATE allocation.rep x SET capacity = greatest(x.capacity - w.amount, 0)
+        IF w.capacity_added > 0 THEN    -- only what was added (an unlimited rep got nothing)
+            UPDATE allocation.rep x SET capacity = greatest(x.capacity - w.capacity_added, 0)
              WHERE x.id = w.rep_id AND x.capacity IS NOT NULL;
         END IF;
         PERFORM allocation._reward_event(w, 'reward_revoked', format('its period %s is over', w.effective));
@@ -70,6 +74,9 @@ BEGIN
             CONTINUE WHEN NOT FOUND;      -- given already: the evaluation is idempotent
             IF w.effect = 'capacity_bonus' THEN
                 UPDATE allocation.rep x SET capacity = x.capacity + w.amount WHERE x.id = w.rep_id AND x.capacity IS NOT NULL;
+                IF FOUND THEN
+                    UPDATE allocation.reward x SET capacity_added = w.amount WHERE x.id = w.id;
+                END IF;
             END IF;
             PERFORM allocation._reward_event(w, 'reward_applied',
                         format('%s %s reached %s (rule %s) in %s', rr.measure, v_value, rr.threshold, rr.name, period));

@@ -345,28 +345,16 @@ COMMENT ON FUNCTION allocation._alert_low_conversion(allocation.alert_rule, time
 -------------------------------------------------------------------------------
 -- The generic part: open, keep, resolve; NOTIFY
 -------------------------------------------------------------------------------
--- The NOTIFY payload of an alert: JSON, at most 8000 bytes (the detail is dropped, then
--- the subject cut, when it would not fit)
+-- The NOTIFY payload of an alert: its id, kind and times only.  LISTEN has no access
+-- control (any role that can connect may listen), so the subject, the rep and the detail
+-- (a customer's key, its potential) are read from allocation.my_alert, which filters by role.
 CREATE FUNCTION allocation._alert_payload(a allocation.alert)
 RETURNS text
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
 $$
-DECLARE
-    v jsonb := jsonb_build_object('id', a.id, 'kind', a.kind, 'subject', a.subject, 'rep_id', a.rep_id,
-                                  'rep_code', (SELECT x.code FROM allocation.rep x WHERE x.id = a.rep_id),
-                                  'manager', a.manager, 'since', a.since, 'opened_at', a.opened_at,
-                                  'rule_id', a.rule_id, 'detail', a.detail);
-BEGIN
-    IF octet_length(v::text) > 8000 THEN
-        v := jsonb_set(v, '{detail}', jsonb_build_object('truncated', true));
-    END IF;
-    IF octet_length(v::text) > 8000 THEN
-        v := jsonb_set(jsonb_set(v, '{subject}', to_jsonb(left(a.subject, 200))), '{rep_code}', to_jsonb(left(v ->> 'rep_code', 200)));
-    END IF;
-    RETURN v::text;
-END
+    SELECT pg_catalog.jsonb_build_object('id', a.id, 'kind', a.kind, 'since', a.since, 'opened_at', a.opened_at)::text
 $$;
-COMMENT ON FUNCTION allocation._alert_payload(allocation.alert) IS 'internal: the JSON payload NOTIFY allocation_alert sends for a new alert (id, kind, subject, rep_id, rep_code, manager, since, opened_at, rule_id, detail; at most 8000 bytes: an oversized detail becomes {"truncated": true})';
+COMMENT ON FUNCTION allocation._alert_payload(allocation.alert) IS 'internal: the JSON payload NOTIFY allocation_alert sends for a new alert: id, kind, since, opened_at only (any role may LISTEN; the rest is read from my_alert)';
 
 CREATE FUNCTION allocation._alert_event(a allocation.alert, p_kind text, p_reason text)
 RETURNS void
@@ -409,6 +397,9 @@ BEGIN
     -- one evaluation at a time: a second one waits and then finds the alerts open
     PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('allocation.evaluate_alerts'));
     FOR r IN SELECT * FROM allocation.alert_rule x WHERE x.enabled ORDER BY x.id LOOP
+      -- one rule at a time: a rule that fails (e.g. a potential expression that no longer
+      -- compiles) is reported and keeps its open alerts; the other rules are evaluated
+      BEGIN
         FOR c IN EXECUTE pg_catalog.format('SELECT * FROM allocation.%I($1, $2) ORDER BY 1', '_alert_' || r.kind)
                  USING r, _evaluate_alerts.at LOOP
             v_key := r.kind || E'\x1f' || c.subject;
@@ -433,6 +424,13 @@ BEGIN
             PERFORM pg_catalog.pg_notify('allocation_alert', allocation._alert_payload(a));
             opened := opened + 1;
         END LOOP;
+      EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'allocation: alert rule "%" could not be evaluated: %', r.name, SQLERRM
+              USING DETAIL = pg_catalog.format('SQLSTATE %s; its open alerts are kept.', SQLSTATE),
+                    HINT = 'Fix the rule or what it reads (e.g. the table''s potential expression).';
+        v_seen := v_seen || ARRAY(SELECT x.kind || E'\x1f' || x.subject FROM allocation.alert x
+                                   WHERE x.resolved_at IS NULL AND x.kind = r.kind);
+      END;
     END LOOP;
     FOR a IN UPDATE allocation.alert x
                 SET resolved_at = _evaluate_alerts.at, resolved_by = v_actor, resolution = 'cleared'

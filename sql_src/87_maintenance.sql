@@ -76,7 +76,8 @@ BEGIN
                 v_arg := '$1';
                 IF v_proc IS NULL THEN
                     v_proc := pg_catalog.to_regprocedure(pg_catalog.format('allocation.%I(tstzrange)', v_step));
-                    v_arg := 'pg_catalog.tstzrange(pg_catalog.date_trunc(''month'', $1) - interval ''1 month'', pg_catalog.date_trunc(''month'', $1))';
+                    -- the last complete month before `at`, in the claim time zone (allocation.month_of)
+                    v_arg := 'allocation.month_of(lower(allocation.month_of($1)) - interval ''1 second'')';
                 END IF;
                 IF v_proc IS NULL THEN
                     outcome := 'skipped'; message := pg_catalog.format('allocation.%s() is not installed', v_step);

@@ -44,6 +44,7 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
+#include "utils/timestamp.h"
 
 #include "allocation.h"
 
@@ -170,6 +171,15 @@ outcome_values(Relation rel, HeapTuple tup, OutcomeTrigCache *c, char **vals)
 		d = heap_getattr(tup, att, td, &isnull);
 		if (isnull)
 			continue;
+		if (a->atttypid == TIMESTAMPTZOID)
+		{
+			/*
+			 * ISO with a numeric offset, whatever DateStyle says: a style that
+			 * prints zone abbreviations would read "CST" back as US Central
+			 */
+			vals[i] = pstrdup(timestamptz_to_str(DatumGetTimestampTz(d)));
+			continue;
+		}
 		getTypeOutputInfo(a->atttypid, &out, &varlena);
 		vals[i] = OidOutputFunctionCall(out, d);
 	}
@@ -337,7 +347,11 @@ allocation_outcome_rows(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_ALLOC_OUTCOME_TYPE),
 					 errmsg("column \"%s\" of %s has the non-built-in type %s", NameStr(a->attname),
 							RelationGetRelationName(rel), format_type_be(a->atttypid))));
-		appendStringInfo(&sql, "t.%s::pg_catalog.text", quote_identifier(NameStr(a->attname)));
+		if (a->atttypid == TIMESTAMPTZOID)	/* ISO with an offset, whatever DateStyle says */
+			appendStringInfo(&sql, "pg_catalog.textcat(pg_catalog.to_char(pg_catalog.timezone('UTC', t.%s), 'YYYY-MM-DD HH24:MI:SS.US'), '+00')",
+							 quote_identifier(NameStr(a->attname)));
+		else
+			appendStringInfo(&sql, "t.%s::pg_catalog.text", quote_identifier(NameStr(a->attname)));
 	}
 	appendStringInfo(&sql, "]::pg_catalog.text[] FROM %s t",
 					 quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),

@@ -3248,6 +3248,11 @@ BEGIN
                               coalesce(p_key, 'NULL'), coalesce(p_amount::text, 'NULL'), coalesce(p_at::text, 'NULL')),
               HINT = 'SELECT * FROM allocation.split_revenue(''crm.customer'', ''D-1'', 1000.00);';
     END IF;
+    IF p_amount IN ('NaN'::numeric, 'Infinity'::numeric) THEN
+        RAISE EXCEPTION 'amount % is not a number of money', p_amount USING ERRCODE = 'LA0V7',
+              DETAIL = 'A deal''s revenue is split among reps to the cent.',
+              HINT = 'Pass the deal''s amount, e.g. 1000.00.';
+    END IF;
     IF p_amount <= 0 THEN
         RAISE EXCEPTION 'amount % is not positive', p_amount USING ERRCODE = 'LA0V7',
               DETAIL = 'A deal''s revenue is split among reps; refunds are not split (yet).',
@@ -5806,8 +5811,14 @@ RETURNS TABLE (subject text, rep_id bigint, manager name, since timestamptz, det
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
 $$
     SELECT 'rep ' || x.rep_id, x.rep_id, allocation._team_manager(x.rep_id),
+           -- the episode's since: the open alert's, or that of the newest alert when a manager
+           -- resolved it by hand (not raised again until the condition clears), else today
            coalesce((SELECT a.since FROM allocation.alert a
                       WHERE a.kind = 'low_conversion' AND a.subject = 'rep ' || x.rep_id AND a.resolved_at IS NULL),
+                    (SELECT l.since FROM (SELECT a.since, a.resolution FROM allocation.alert a
+                                           WHERE a.kind = 'low_conversion' AND a.subject = 'rep ' || x.rep_id
+                                           ORDER BY a.id DESC LIMIT 1) l
+                      WHERE l.resolution IS DISTINCT FROM 'cleared'),
                     date_trunc('day', $2)),
            jsonb_build_object('conversion_pct', x.conversion_pct, 'converted', x.converted, 'conversion_base', x.conversion_base,
                               'held_end', x.held_end, 'below_pct', (r.params ->> 'below_pct')::numeric,

@@ -171,6 +171,14 @@ SELECT opened, resolved FROM allocation.evaluate_alerts(:'t0'::timestamptz + int
 RESET ROLE;
 SELECT a.kind, a.subject, r.code AS rep, a.detail ->> 'conversion_pct' AS conversion_pct, a.detail ->> 'potential_tier' AS tier
   FROM allocation.alert a LEFT JOIN allocation.rep r ON r.id = a.rep_id WHERE a.resolved_at IS NULL ORDER BY a.kind, a.subject;
+-- a manager resolves b's low-conversion alert by hand: not raised again the next day while it lasts
+SELECT allocation.resolve_alert((SELECT id FROM allocation.alert WHERE kind = 'low_conversion' AND resolved_at IS NULL), 'coaching agreed');
+SET ROLE regress_s31_mgr;
+SELECT opened FROM allocation.evaluate_alerts(:'t0'::timestamptz + interval '21 days');
+RESET ROLE;
+SELECT count(*) AS low_conversion_open FROM allocation.alert WHERE kind = 'low_conversion' AND resolved_at IS NULL;
+-- an amount that is no number of money is refused like any bad amount
+SELECT allocation.record_deal('s31_customer', '3', 'NaN', ref => 'S31-NaN');
 -- the bar for "high" goes up: the customers below it clear at the next evaluation (idempotent otherwise)
 SELECT allocation.set_potential('s31_customer', 'id * 100', '{"high": 1000}');
 SET ROLE regress_s31_mgr;

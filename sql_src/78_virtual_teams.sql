@@ -678,6 +678,11 @@ BEGIN
                               coalesce(p_key, 'NULL'), coalesce(p_amount::text, 'NULL'), coalesce(p_at::text, 'NULL')),
               HINT = 'SELECT * FROM allocation.split_revenue(''crm.customer'', ''D-1'', 1000.00);';
     END IF;
+    IF p_amount IN ('NaN'::numeric, 'Infinity'::numeric) THEN
+        RAISE EXCEPTION 'amount % is not a number of money', p_amount USING ERRCODE = 'LA0V7',
+              DETAIL = 'A deal''s revenue is split among reps to the cent.',
+              HINT = 'Pass the deal''s amount, e.g. 1000.00.';
+    END IF;
     IF p_amount <= 0 THEN
         RAISE EXCEPTION 'amount % is not positive', p_amount USING ERRCODE = 'LA0V7',
               DETAIL = 'A deal''s revenue is split among reps; refunds are not split (yet).',

@@ -328,8 +328,14 @@ RETURNS TABLE (subject text, rep_id bigint, manager name, since timestamptz, det
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
 $$
     SELECT 'rep ' || x.rep_id, x.rep_id, allocation._team_manager(x.rep_id),
+           -- the episode's since: the open alert's, or that of the newest alert when a manager
+           -- resolved it by hand (not raised again until the condition clears), else today
            coalesce((SELECT a.since FROM allocation.alert a
                       WHERE a.kind = 'low_conversion' AND a.subject = 'rep ' || x.rep_id AND a.resolved_at IS NULL),
+                    (SELECT l.since FROM (SELECT a.since, a.resolution FROM allocation.alert a
+                                           WHERE a.kind = 'low_conversion' AND a.subject = 'rep ' || x.rep_id
+                                           ORDER BY a.id DESC LIMIT 1) l
+                      WHERE l.resolution IS DISTINCT FROM 'cleared'),
                     date_trunc('day', $2)),
            jsonb_build_object('conversion_pct', x.conversion_pct, 'converted', x.converted, 'conversion_base', x.conversion_base,
                               'held_end', x.held_end, 'below_pct', (r.params ->> 'below_pct')::numeric,

@@ -19,11 +19,7 @@
  */
 #include "postgres.h"
 
-#include "access/genam.h"
 #include "access/htup_details.h"
-#include "access/stratnum.h"
-#include "access/table.h"
-#include "access/tableam.h"
 #include "catalog/pg_type.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
@@ -95,16 +91,7 @@ assign_read_customer(ManagedTable *mt, HeapTuple tuple, Customer *c, bool hypoth
 		}
 	}
 	c->mt = mt;
-	if (mt->attr_att[ATTR_PARENT] != InvalidAttrNumber)
-	{
-		d = heap_getattr(tuple, mt->attr_att[ATTR_PARENT], mt->tupdesc, &isnull);
-		if (!isnull)
-		{
-			c->has_parent = true;
-			c->parent = d;
-			c->attr[ATTR_PARENT] = OutputFunctionCall(&mt->attr_out[ATTR_PARENT], d);
-		}
-	}
+	network_read_parent(mt, tuple, c);
 	if (mt->loc_att != InvalidAttrNumber)
 	{
 		d = heap_getattr(tuple, mt->loc_att, mt->tupdesc, &isnull);
@@ -493,7 +480,8 @@ cand_cmp(const void *a, const void *b)
 	return x->id < y->id ? -1 : (x->id > y->id ? 1 : 0);
 }
 
-static bool
+/* Whether a rep is one of a team's members (its sub-teams' included) */
+bool
 members_contain(TeamInfo *t, int64 rep_id)
 {
 	int			i;
@@ -543,66 +531,6 @@ summarize_bars(int nbars, const char **code, const char **why)
 }
 
 /*
- * The owner of a customer's parent (follow_parent): one probe of the key's
- * unique index, no SPI.  SnapshotSelf: a distributor inserted earlier by the
- * same statement (a COPY of a whole network) is found.  0 with *why when
- * there is none, the parent is the customer itself, or it is in the pool.
- */
-static int64
-parent_owner(Customer *c, Trace *tr, const char **why)
-{
-	ManagedTable *mt = c->mt;
-	Relation	heap,
-				idx;
-	TupleTableSlot *slot;
-	IndexScanDesc scan;
-	ScanKeyData skey;
-	int64		owner = 0;
-	bool		found;
-
-	if (!c->has_parent)
-	{
-		*why = mt->attr_att[ATTR_PARENT] == InvalidAttrNumber
-			? "the table maps no parent attribute" : "the customer has no parent";
-		return 0;
-	}
-	if (c->key && strcmp(c->key, c->attr[ATTR_PARENT]) == 0)
-	{
-		*why = "the customer is its own parent";
-		return 0;
-	}
-	if (!OidIsValid(mt->key_index))
-	{
-		*why = "the key column has no unique index to find the parent by";
-		return 0;
-	}
-	heap = table_open(mt->relid, AccessShareLock);
-	idx = index_open(mt->key_index, AccessShareLock);
-	slot = table_slot_create(heap, NULL);
-	scan = index_beginscan(heap, idx, SnapshotSelf, 1, 0);
-	ScanKeyEntryInitialize(&skey, 0, 1, BTEqualStrategyNumber, InvalidOid, mt->key_coll, mt->key_eq, c->parent);
-	index_rescan(scan, &skey, 1, NULL, 0);
-	found = index_getnext_slot(scan, ForwardScanDirection, slot);
-	if (found)
-	{
-		bool		isnull;
-		Datum		d = slot_getattr(slot, mt->owner_att, &isnull);
-
-		if (!isnull)
-			owner = mt->owner_type == INT4OID ? DatumGetInt32(d) : DatumGetInt64(d);
-	}
-	index_endscan(scan);
-	ExecDropSingleTupleTableSlot(slot);
-	index_close(idx, AccessShareLock);
-	table_close(heap, AccessShareLock);
-	if (!found)
-		*why = tr ? psprintf("parent customer %s is not in the table", c->attr[ATTR_PARENT]) : "parent not found";
-	else if (owner == 0)
-		*why = tr ? psprintf("parent customer %s is in the public pool", c->attr[ATTR_PARENT]) : "parent in the pool";
-	return owner;
-}
-
-/*
  * The reps a matching rule names, before any bar: its rep, its team's
  * members, or (territory_owner) the winning territory's owner -- else the
  * nearest owned ancestor's -- within the team.  NULL (with *why) when the
@@ -631,16 +559,7 @@ candidate_ids(RuleInfo *r, Customer *c, Trace *tr, int *nids_out, const char **w
 		}
 		ids = palloc(sizeof(int64) * Max(team->nmembers, 1));
 		if (r->policy == POLICY_FOLLOW_PARENT)
-		{
-			/* the owner of the customer's distributor, within the team */
-			int64		owner = parent_owner(c, tr, why);
-
-			if (owner != 0 && members_contain(team, owner))
-				ids[nids++] = owner;
-			else if (owner != 0)
-				*why = tr ? psprintf("parent customer %s is held by rep " INT64_FORMAT ", who is not in team %s",
-									 c->attr[ATTR_PARENT], owner, team->code) : "parent's owner not in team";
-		}
+			nids = network_candidate(team, c, tr, ids, why);
 		else if (r->policy == POLICY_TERRITORY_OWNER)
 		{
 			TerritoryInfo *t = primary_territory(c);

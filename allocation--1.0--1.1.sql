@@ -368,18 +368,27 @@ $$
 $$;
 COMMENT ON FUNCTION allocation._is_manager(text) IS 'internal: whether a role may make managers'' decisions (it may run allocation.assign())';
 
--- The manager of a rep's team: the manager_login of its team or of the nearest ancestor team with one
-CREATE FUNCTION allocation._team_manager(p_rep bigint)
+-- The manager of a team: its manager_login, else the nearest ancestor team's
+CREATE FUNCTION allocation._manager_of_team(p_team bigint)
 RETURNS name
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
 $$
     WITH RECURSIVE up(id, manager, depth) AS (
-        SELECT t.id, t.manager_login, 0 FROM allocation.rep r JOIN allocation.team t ON t.id = r.team_id WHERE r.id = p_rep
+        SELECT t.id, t.manager_login, 0 FROM allocation.team t WHERE t.id = p_team
         UNION ALL
         SELECT t.id, t.manager_login, up.depth + 1 FROM allocation.team t
           JOIN allocation.team c ON c.parent_id = t.id JOIN up ON up.id = c.id
          WHERE up.manager IS NULL AND up.depth < 64)
     SELECT up.manager FROM up WHERE up.manager IS NOT NULL ORDER BY up.depth LIMIT 1
+$$;
+COMMENT ON FUNCTION allocation._manager_of_team(bigint) IS 'internal: the role that manages a team (its manager_login or the nearest ancestor''s; NULL = none)';
+
+-- The manager of a rep's team
+CREATE FUNCTION allocation._team_manager(p_rep bigint)
+RETURNS name
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+    SELECT allocation._manager_of_team(r.team_id) FROM allocation.rep r WHERE r.id = p_rep
 $$;
 COMMENT ON FUNCTION allocation._team_manager(bigint) IS 'internal: the role that manages a rep''s team (team.manager_login of the team or its nearest ancestor with one; NULL = none)';
 
@@ -1315,7 +1324,7 @@ COMMENT ON FUNCTION allocation._active_rep(bigint, text) IS 'internal: an existi
 -- Ownership disputes (冲突仲裁): a rep contests the holder of a customer; while
 -- the dispute is open the customer is frozen; a manager settles it from the
 -- evidence of the log (or the presets settle it when they agree); and
--- explain_event() replays a past decision against the configuration then
+-- explain_event() (75a_explain_event.sql) replays a past decision against the configuration then
 -- (issue 13).  Not the duplicate-identity disputes of 71_duplicates.sql
 -- (allocation.duplicate, resolve_dispute(), dismiss_dispute(), dispute_queue).
 -------------------------------------------------------------------------------
@@ -2101,6 +2110,9 @@ AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
 COMMENT ON FUNCTION allocation.auto_settle_disputes(timestamptz) IS
 'Settles the open ownership disputes (opened up to the given time) whose holder''s team policy has auto_settle on and whose configured presets all give the same winner (for a scheduler such as pg_cron); returns how many';
 
+SELECT pg_catalog.pg_extension_config_dump('allocation.ownership_dispute', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.ownership_dispute_policy', '');
+
 -------------------------------------------------------------------------------
 -- Why a past decision happened: replayed against the configuration then
 -------------------------------------------------------------------------------
@@ -2349,9 +2361,6 @@ RETURNS jsonb
 AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
 COMMENT ON FUNCTION allocation.explain_event(bigint) IS
 'Why a past decision happened: the recorded rule and its definition then, the rule order then replayed over the recorded tier, crop, business type and territory (which earlier rules did not match and why; tags and conditions are not replayable), the territory and its owner then, the reps then, and the configuration changes since; says what is replayed and what is only recorded';
-
-SELECT pg_catalog.pg_extension_config_dump('allocation.ownership_dispute', '');
-SELECT pg_catalog.pg_extension_config_dump('allocation.ownership_dispute_policy', '');
 
 CREATE TRIGGER config_audit_insert AFTER INSERT ON allocation.ownership_dispute_policy
     REFERENCING NEW TABLE AS new_rows
@@ -5532,21 +5541,6 @@ COMMENT ON COLUMN allocation.alert.since IS 'when the condition began (e.g. the 
 COMMENT ON COLUMN allocation.alert.opened_at IS 'the evaluation time (the at argument) that opened the alert; resolved_at: the one that found the condition cleared, or when a manager resolved it';
 COMMENT ON COLUMN allocation.alert.resolution IS 'cleared (the condition no longer holds, resolved_by = the role that ran the evaluation) or a manager''s reason (resolve_alert())';
 
--- The manager of a team: its manager_login or the nearest ancestor's
-CREATE FUNCTION allocation._alert_team_manager(p_team bigint)
-RETURNS name
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
-$$
-    WITH RECURSIVE up(id, manager, depth) AS (
-        SELECT t.id, t.manager_login, 0 FROM allocation.team t WHERE t.id = p_team
-        UNION ALL
-        SELECT t.id, t.manager_login, up.depth + 1 FROM allocation.team t
-          JOIN allocation.team c ON c.parent_id = t.id JOIN up ON up.id = c.id
-         WHERE up.manager IS NULL AND up.depth < 64)
-    SELECT up.manager FROM up WHERE up.manager IS NOT NULL ORDER BY up.depth LIMIT 1
-$$;
-COMMENT ON FUNCTION allocation._alert_team_manager(bigint) IS 'internal: the role that manages a team (its manager_login or the nearest ancestor''s; NULL = none)';
-
 -- The parameters of a kind, checked (LA0A0) and normalised; LA0A1 for a kind without evaluator
 CREATE FUNCTION allocation._alert_params(p_kind text, p_params jsonb)
 RETURNS jsonb
@@ -5702,7 +5696,7 @@ $$
                               WHERE f.managed_id = h.managed_id AND f.key = h.key AND f.at <= $2) f ON true
          GROUP BY h.territory_id)
     SELECT 'territory ' || t.id, t.owner_rep_id,
-           coalesce(allocation._team_manager(t.owner_rep_id), allocation._alert_team_manager(t.owner_team_id)),
+           coalesce(allocation._team_manager(t.owner_rep_id), allocation._manager_of_team(t.owner_team_id)),
            coalesce(x.last_followup, x.held_since) + make_interval(days => (r.params ->> 'days')::int),
            jsonb_build_object('territory_id', t.id, 'territory_code', t.code, 'territory_name', t.name,
                               'owner_team_id', t.owner_team_id, 'customers', x.customers,

@@ -79,18 +79,27 @@ $$
 $$;
 COMMENT ON FUNCTION allocation._is_manager(text) IS 'internal: whether a role may make managers'' decisions (it may run allocation.assign())';
 
--- The manager of a rep's team: the manager_login of its team or of the nearest ancestor team with one
-CREATE FUNCTION allocation._team_manager(p_rep bigint)
+-- The manager of a team: its manager_login, else the nearest ancestor team's
+CREATE FUNCTION allocation._manager_of_team(p_team bigint)
 RETURNS name
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
 $$
     WITH RECURSIVE up(id, manager, depth) AS (
-        SELECT t.id, t.manager_login, 0 FROM allocation.rep r JOIN allocation.team t ON t.id = r.team_id WHERE r.id = p_rep
+        SELECT t.id, t.manager_login, 0 FROM allocation.team t WHERE t.id = p_team
         UNION ALL
         SELECT t.id, t.manager_login, up.depth + 1 FROM allocation.team t
           JOIN allocation.team c ON c.parent_id = t.id JOIN up ON up.id = c.id
          WHERE up.manager IS NULL AND up.depth < 64)
     SELECT up.manager FROM up WHERE up.manager IS NOT NULL ORDER BY up.depth LIMIT 1
+$$;
+COMMENT ON FUNCTION allocation._manager_of_team(bigint) IS 'internal: the role that manages a team (its manager_login or the nearest ancestor''s; NULL = none)';
+
+-- The manager of a rep's team
+CREATE FUNCTION allocation._team_manager(p_rep bigint)
+RETURNS name
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+    SELECT allocation._manager_of_team(r.team_id) FROM allocation.rep r WHERE r.id = p_rep
 $$;
 COMMENT ON FUNCTION allocation._team_manager(bigint) IS 'internal: the role that manages a rep''s team (team.manager_login of the team or its nearest ancestor with one; NULL = none)';
 

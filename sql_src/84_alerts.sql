@@ -49,21 +49,6 @@ COMMENT ON COLUMN allocation.alert.since IS 'when the condition began (e.g. the 
 COMMENT ON COLUMN allocation.alert.opened_at IS 'the evaluation time (the at argument) that opened the alert; resolved_at: the one that found the condition cleared, or when a manager resolved it';
 COMMENT ON COLUMN allocation.alert.resolution IS 'cleared (the condition no longer holds, resolved_by = the role that ran the evaluation) or a manager''s reason (resolve_alert())';
 
--- The manager of a team: its manager_login or the nearest ancestor's
-CREATE FUNCTION allocation._alert_team_manager(p_team bigint)
-RETURNS name
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
-$$
-    WITH RECURSIVE up(id, manager, depth) AS (
-        SELECT t.id, t.manager_login, 0 FROM allocation.team t WHERE t.id = p_team
-        UNION ALL
-        SELECT t.id, t.manager_login, up.depth + 1 FROM allocation.team t
-          JOIN allocation.team c ON c.parent_id = t.id JOIN up ON up.id = c.id
-         WHERE up.manager IS NULL AND up.depth < 64)
-    SELECT up.manager FROM up WHERE up.manager IS NOT NULL ORDER BY up.depth LIMIT 1
-$$;
-COMMENT ON FUNCTION allocation._alert_team_manager(bigint) IS 'internal: the role that manages a team (its manager_login or the nearest ancestor''s; NULL = none)';
-
 -- The parameters of a kind, checked (LA0A0) and normalised; LA0A1 for a kind without evaluator
 CREATE FUNCTION allocation._alert_params(p_kind text, p_params jsonb)
 RETURNS jsonb
@@ -219,7 +204,7 @@ $$
                               WHERE f.managed_id = h.managed_id AND f.key = h.key AND f.at <= $2) f ON true
          GROUP BY h.territory_id)
     SELECT 'territory ' || t.id, t.owner_rep_id,
-           coalesce(allocation._team_manager(t.owner_rep_id), allocation._alert_team_manager(t.owner_team_id)),
+           coalesce(allocation._team_manager(t.owner_rep_id), allocation._manager_of_team(t.owner_team_id)),
            coalesce(x.last_followup, x.held_since) + make_interval(days => (r.params ->> 'days')::int),
            jsonb_build_object('territory_id', t.id, 'territory_code', t.code, 'territory_name', t.name,
                               'owner_team_id', t.owner_team_id, 'customers', x.customers,

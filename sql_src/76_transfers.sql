@@ -79,8 +79,9 @@ $$
 $$;
 COMMENT ON FUNCTION allocation._is_manager(text) IS 'internal: whether a role may make managers'' decisions (it may run allocation.assign())';
 
--- The manager of a team: its manager_login, else the nearest ancestor team's
-CREATE FUNCTION allocation._manager_of_team(p_team bigint)
+-- The manager of a team: its manager_login, else the nearest ancestor team's (public:
+-- everyone reads allocation.team; pending_transfer calls it for the reading role)
+CREATE FUNCTION allocation.team_manager(p_team bigint)
 RETURNS name
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
 $$
@@ -92,14 +93,14 @@ $$
          WHERE up.manager IS NULL AND up.depth < 64)
     SELECT up.manager FROM up WHERE up.manager IS NOT NULL ORDER BY up.depth LIMIT 1
 $$;
-COMMENT ON FUNCTION allocation._manager_of_team(bigint) IS 'internal: the role that manages a team (its manager_login or the nearest ancestor''s; NULL = none)';
+COMMENT ON FUNCTION allocation.team_manager(bigint) IS 'The role that manages a team: its manager_login, else the nearest ancestor team''s (NULL = none)';
 
 -- The manager of a rep's team
 CREATE FUNCTION allocation._team_manager(p_rep bigint)
 RETURNS name
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
 $$
-    SELECT allocation._manager_of_team(r.team_id) FROM allocation.rep r WHERE r.id = p_rep
+    SELECT allocation.team_manager(r.team_id) FROM allocation.rep r WHERE r.id = p_rep
 $$;
 COMMENT ON FUNCTION allocation._team_manager(bigint) IS 'internal: the role that manages a rep''s team (team.manager_login of the team or its nearest ancestor with one; NULL = none)';
 
@@ -562,31 +563,14 @@ SELECT t.id, mt.table_name, t.key, t.from_rep, fr.code AS from_rep_code, t.to_re
        t.reason, t.approval,
        CASE t.approval WHEN 'receiver' THEN tr.code WHEN 'holder' THEN fr.code
             WHEN 'team_managers' THEN pg_catalog.concat_ws(' and ',
-                CASE WHEN t.from_side_approved_by IS NULL THEN coalesce(fm.manager::text, 'a manager') END,
-                CASE WHEN t.to_side_approved_by IS NULL THEN coalesce(tm.manager::text, 'a manager') END)
+                CASE WHEN t.from_side_approved_by IS NULL THEN coalesce(allocation.team_manager(fr.team_id)::text, 'a manager') END,
+                CASE WHEN t.to_side_approved_by IS NULL THEN coalesce(allocation.team_manager(tr.team_id)::text, 'a manager') END)
             ELSE 'a manager' END AS approver,
        t.requested_by, t.requested_at, t.expires_at
   FROM allocation.transfer t
   JOIN allocation.managed_table mt ON mt.id = t.managed_id
   LEFT JOIN allocation.rep fr ON fr.id = t.from_rep
   LEFT JOIN allocation.rep tr ON tr.id = t.to_rep
-  -- the team managers (as allocation._team_manager(), which a rep may not execute)
-  LEFT JOIN LATERAL (
-        WITH RECURSIVE up(id, manager, depth) AS (
-            SELECT g.id, g.manager_login, 0 FROM allocation.team g WHERE g.id = fr.team_id
-            UNION ALL
-            SELECT g.id, g.manager_login, up.depth + 1 FROM allocation.team g
-              JOIN allocation.team c ON c.parent_id = g.id JOIN up ON up.id = c.id
-             WHERE up.manager IS NULL AND up.depth < 64)
-        SELECT up.manager FROM up WHERE up.manager IS NOT NULL ORDER BY up.depth LIMIT 1) fm ON t.approval = 'team_managers'
-  LEFT JOIN LATERAL (
-        WITH RECURSIVE up(id, manager, depth) AS (
-            SELECT g.id, g.manager_login, 0 FROM allocation.team g WHERE g.id = tr.team_id
-            UNION ALL
-            SELECT g.id, g.manager_login, up.depth + 1 FROM allocation.team g
-              JOIN allocation.team c ON c.parent_id = g.id JOIN up ON up.id = c.id
-             WHERE up.manager IS NULL AND up.depth < 64)
-        SELECT up.manager FROM up WHERE up.manager IS NOT NULL ORDER BY up.depth LIMIT 1) tm ON t.approval = 'team_managers'
  WHERE t.status = 'pending'
    AND (pg_catalog.has_table_privilege('allocation.transfer', 'SELECT')
         OR allocation.current_rep_id() IN (t.from_rep, t.to_rep));

@@ -204,7 +204,7 @@ $$
                               WHERE f.managed_id = h.managed_id AND f.key = h.key AND f.at <= $2) f ON true
          GROUP BY h.territory_id)
     SELECT 'territory ' || t.id, t.owner_rep_id,
-           coalesce(allocation._team_manager(t.owner_rep_id), allocation._manager_of_team(t.owner_team_id)),
+           coalesce(allocation._team_manager(t.owner_rep_id), allocation.team_manager(t.owner_team_id)),
            coalesce(x.last_followup, x.held_since) + make_interval(days => (r.params ->> 'days')::int),
            jsonb_build_object('territory_id', t.id, 'territory_code', t.code, 'territory_name', t.name,
                               'owner_team_id', t.owner_team_id, 'customers', x.customers,

@@ -38,7 +38,7 @@ BEGIN
     EXECUTE format('GRANT SELECT ON allocation.transfer_policy, allocation.pending_transfer TO %s', r);
     -- sharing: each role reads the shares it has a part in (active_share) and its own shared keys
     EXECUTE format('GRANT SELECT ON allocation.active_share TO %s', r);
-    EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.shared_with_me(regclass, boolean) TO %s', r);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.shared_with_me(regclass, boolean), allocation.team_manager(bigint) TO %s', r);
     -- dealer networks (read with the caller's own rights on the customer table)
     EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.customer_network(regclass, text),
                     allocation.network_summary(regclass), allocation.network_mapping(regclass) TO %s', r);

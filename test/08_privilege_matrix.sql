@@ -80,6 +80,7 @@ INSERT INTO matrix VALUES
     ('allocation.share_customer(regclass,text,bigint,text,tstzrange)',       'rmA'),
     ('allocation.unshare_customer(regclass,text,bigint,text)',               'rmA'),
     ('allocation.shared_with_me(regclass,boolean)',                          'rmaA'),
+    ('allocation.team_manager(bigint)',                                      'rmaA'),
     ('allocation.customer_network(regclass,text)',                           'rmaA'),
     ('allocation.network_summary(regclass)',                                 'rmaA'),
     ('allocation.network_mapping(regclass)',                                 'rmaA'),

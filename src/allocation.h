@@ -366,10 +366,9 @@ extern void assign_read_history(ManagedTable *mt, Customer *c);
 extern void assign_use_suggested_slot(ManagedTable *mt, Customer *c, int64 rep_id);
 
 /* ---------- network.c: dealer networks (follow_parent) ---------- */
-extern bool members_contain(TeamInfo *t, int64 rep_id);
 extern void network_read_parent(ManagedTable *mt, HeapTuple tuple, Customer *c);
 extern const char *network_parent_key(Customer *c);
-extern int network_candidate(TeamInfo *team, Customer *c, Trace *tr, int64 *ids, const char **why);
+extern int64 network_parent_owner(Customer *c, Trace *tr, const char **why);
 
 #include "capacity.h"
 

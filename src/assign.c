@@ -480,8 +480,7 @@ cand_cmp(const void *a, const void *b)
 	return x->id < y->id ? -1 : (x->id > y->id ? 1 : 0);
 }
 
-/* Whether a rep is one of a team's members (its sub-teams' included) */
-bool
+static bool
 members_contain(TeamInfo *t, int64 rep_id)
 {
 	int			i;
@@ -559,7 +558,16 @@ candidate_ids(RuleInfo *r, Customer *c, Trace *tr, int *nids_out, const char **w
 		}
 		ids = palloc(sizeof(int64) * Max(team->nmembers, 1));
 		if (r->policy == POLICY_FOLLOW_PARENT)
-			nids = network_candidate(team, c, tr, ids, why);
+		{
+			/* the holder of the customer's parent (a distributor), within the team */
+			int64		owner = network_parent_owner(c, tr, why);
+
+			if (owner != 0 && members_contain(team, owner))
+				ids[nids++] = owner;
+			else if (owner != 0)
+				*why = tr ? psprintf("parent customer %s is held by rep " INT64_FORMAT ", who is not in team %s",
+									 network_parent_key(c), owner, team->code) : "parent's owner not in team";
+		}
 		else if (r->policy == POLICY_TERRITORY_OWNER)
 		{
 			TerritoryInfo *t = primary_territory(c);

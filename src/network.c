@@ -48,8 +48,8 @@ network_parent_key(Customer *c)
  * same statement (a COPY of a whole network) is found.  0 with *why when
  * there is none, the parent is the customer itself, or it is in the pool.
  */
-static int64
-parent_owner(Customer *c, Trace *tr, const char **why)
+int64
+network_parent_owner(Customer *c, Trace *tr, const char **why)
 {
 	ManagedTable *mt = c->mt;
 	Relation	heap,
@@ -100,25 +100,4 @@ parent_owner(Customer *c, Trace *tr, const char **why)
 	else if (owner == 0)
 		*why = tr ? psprintf("parent customer %s is in the public pool", network_parent_key(c)) : "parent in the pool";
 	return owner;
-}
-
-/*
- * The candidate of a follow_parent rule: the holder of the customer's parent,
- * when it is a member of the rule's team (ids[0]; returns 1), else none with *why
- */
-int
-network_candidate(TeamInfo *team, Customer *c, Trace *tr, int64 *ids, const char **why)
-{
-	int64		owner = parent_owner(c, tr, why);
-
-	if (owner == 0)
-		return 0;
-	if (!members_contain(team, owner))
-	{
-		*why = tr ? psprintf("parent customer %s is held by rep " INT64_FORMAT ", who is not in team %s",
-							 network_parent_key(c), owner, team->code) : "parent's owner not in team";
-		return 0;
-	}
-	ids[0] = owner;
-	return 1;
 }

@@ -287,6 +287,8 @@ SELECT * FROM allocation.customer_potential('o30_customer', '2');
 RESET ROLE;
 -- an expression: hectares times a crop factor, the volume where it is known
 SET ROLE regress_o30_owner;
+-- the row is read as t: an expression may name it so (and only so), as it is run
+SELECT allocation.set_potential('o30_customer', 'coalesce(t.expected_volume, t.hectares * 1200)', '{"high": 500000, "medium": 100000}');
 SELECT allocation.set_potential('o30_customer', 'coalesce(expected_volume, hectares * 1200)', '{"high": 500000, "medium": 100000}');
 RESET ROLE;
 SELECT * FROM allocation._potentials((SELECT id FROM allocation.managed_table WHERE tbl = 'o30_customer'::regclass)) ORDER BY key::integer;
@@ -322,6 +324,7 @@ SELECT t.code, t.message, t.detail, t.hint FROM (VALUES
     ($$SELECT allocation.set_potential('o30_customer', '(SELECT max(expected_volume) FROM o30_customer)', '{}')$$),
     ($$SELECT allocation.set_potential('o30_customer', 'expected_volume * random()', '{}')$$),
     ($$SELECT allocation.set_potential('o30_customer', 'no_such_column', '{}')$$),
+    ($$SELECT allocation.set_potential('o30_customer', 'o30_customer.expected_volume', '{}')$$),
     ($$SELECT allocation.set_potential('o30_customer', '  ', '{}')$$),
     ($$SELECT allocation.set_potential('o30_customer', 'expected_volume', '[1]')$$),
     ($$SELECT allocation.set_potential('o30_customer', 'expected_volume', '{"high": "a lot"}')$$),

@@ -129,6 +129,12 @@ SELECT regexp_replace(x ->> 'message', 'until .*\)', 'until <t0 + 7 days>)') AS 
   FROM jsonb_array_elements(allocation.explain_claim('s31_customer', '12', 1) -> 'checks') x WHERE x ->> 'check' = 'daily_limit';
 SELECT regexp_replace(x ->> 'message', 'until .*\)', 'until <t0 + 7 days>)') AS a_capacity
   FROM jsonb_array_elements(allocation.explain_claim('s31_customer', '12', 1) -> 'checks') x WHERE x ->> 'check' = 'capacity';
+-- explain() (the trigger's own decision trace) says why a's capacity is higher
+SELECT c ->> 'rep' AS rep, c ->> 'capacity' AS capacity,
+       regexp_replace(c ->> 'capacity_reward', 'until [^)]*', 'until <t0 + 7 days>') AS capacity_reward
+  FROM jsonb_array_elements(allocation.explain('s31_customer', '1') -> 'rules') r,
+       jsonb_array_elements(r -> 'candidates') c
+ WHERE c ? 'capacity_reward';
 SELECT kind, to_rep, detail ->> 'effect' AS effect, detail ->> 'amount' AS amount FROM allocation.event
  WHERE kind LIKE 'reward_%' ORDER BY id;
 -- a rep sees its own rewards
@@ -146,6 +152,10 @@ SELECT rep_code, rule, action, effect, amount
 RESET ROLE;
 SELECT code, capacity FROM allocation.rep WHERE id IN (1, 2) ORDER BY id;
 SELECT count(*) AS active_rewards FROM allocation.active_reward;
+SELECT count(*) AS explained_capacity_rewards
+  FROM jsonb_array_elements(allocation.explain('s31_customer', '1') -> 'rules') r,
+       jsonb_array_elements(r -> 'candidates') c
+ WHERE c ? 'capacity_reward';
 SELECT daily_claims, (SELECT max_held FROM allocation.claim_limits(1, 'key')) AS key_max_held FROM allocation.claim_limits(1, NULL);
 -- bad inputs and roles
 \set VERBOSITY default
@@ -154,6 +164,7 @@ SELECT * FROM allocation.evaluate_performance(tstzrange(now() - interval '1 day'
 RESET ROLE;
 SELECT * FROM allocation.evaluate_performance(NULL);
 SELECT * FROM allocation.evaluate_performance('empty');
+SELECT * FROM allocation.evaluate_performance(tstzrange('2027-03-01 00:00+00', '2027-03-31 00:00+00', '[]'));
 INSERT INTO allocation.reward_rule (name, measure, threshold, effect, amount) VALUES ('bad', 'loudness', 1, 'capacity_bonus', 1);
 INSERT INTO allocation.reward_rule (name, measure, threshold, effect, amount) VALUES ('bad', 'revenue', 1, 'tier_access', 1);
 INSERT INTO allocation.reward_rule (name, measure, threshold, effect, amount) VALUES ('bad', 'revenue', 1, 'capacity_bonus', 0);
@@ -201,11 +212,59 @@ UPDATE allocation.rep SET created_at = now() - interval '1 year' WHERE id = 3;  
 SELECT r.code, count(*) FILTER (WHERE s.exempt IS NULL) AS would_go, count(*) FILTER (WHERE s.exempt LIKE 'new rep%') AS protected
   FROM allocation.upcoming_recycles(now() + interval '40 days') s JOIN allocation.rep r ON r.id = s.rep_id
  GROUP BY r.code ORDER BY r.code;
+-- a customer exempt for another reason (locked) uses none of a new rep's quota: lock the one
+-- of a's that would go, and another of a's goes instead
+SELECT count(*) AS locked FROM (
+    SELECT allocation.lock_customer('s31_customer', s.key, 'key account talks')
+      FROM allocation.upcoming_recycles(now() + interval '40 days') s WHERE s.rep_id = 1 AND s.exempt IS NULL) x;
+SELECT r.code, count(*) FILTER (WHERE s.exempt IS NULL) AS would_go, count(*) FILTER (WHERE s.exempt LIKE 'new rep%') AS protected,
+       count(*) FILTER (WHERE s.exempt = 'locked') AS locked
+  FROM allocation.upcoming_recycles(now() + interval '40 days') s JOIN allocation.rep r ON r.id = s.rep_id
+ WHERE r.code = 'a' GROUP BY r.code;
 SELECT r.code, count(*) AS recycled FROM allocation.recycle(now() + interval '40 days') x JOIN allocation.rep r ON r.id = x.rep_id
  WHERE x.action = 'recycled' GROUP BY r.code ORDER BY r.code;
 -- the next run: the new reps' one is used up, nothing more goes
 SELECT count(*) FILTER (WHERE x.action = 'recycled') AS recycled_again FROM allocation.recycle(now() + interval '41 days') x;
 INSERT INTO allocation.new_rep_policy (team_id, ramp_up, max_recycled) VALUES (NULL, interval '0', 1);
+
+-------------------------------------------------------------------------------
+-- New reps: round-robin rules give a new rep at least min_share of their fresh leads
+-------------------------------------------------------------------------------
+INSERT INTO allocation.team (id, code, name) VALUES (3, 'rr', 'Inside sales');
+INSERT INTO allocation.rep (id, code, name, team_id, created_at) VALUES
+    (5, 'e', 'Rep E', 3, now() - interval '1 year'), (6, 'f', 'Rep F', 3, now() - interval '1 year'),
+    (7, 'g', 'Rep G (new)', 3, now() - interval '10 days'), (8, 'h', 'Rep H', 3, now() - interval '1 year');
+CREATE TABLE s31_lead (id integer PRIMARY KEY, loc geometry(Point, 4326), owner bigint);
+SELECT allocation.manage('s31_lead', 'id', 'loc', 'owner');
+INSERT INTO allocation.rule (name, priority, tbl, target_kind, target_team_id, policy)
+     VALUES ('web leads round robin', 30, 's31_lead', 'team', 3, 'round_robin');
+-- no minimum share yet: plain turns, one lead each
+INSERT INTO s31_lead (id) SELECT g FROM generate_series(1, 4) g;
+SELECT string_agg(r.code, ' ' ORDER BY l.id) AS first_four FROM s31_lead l JOIN allocation.rep r ON r.id = l.owner;
+SELECT count(*) AS shares_counted FROM allocation.rr_share;
+-- the inside-sales team guarantees a new rep 40 % of the leads during 90 days
+INSERT INTO allocation.new_rep_policy (team_id, ramp_up, min_share) VALUES (3, interval '90 days', 0.4);
+-- explain() says who would be served first and why, and counts nothing
+SELECT r ->> 'why' AS why, r ->> 'chosen_rep_id' AS chosen
+  FROM jsonb_array_elements(allocation.explain('s31_lead', '{"id": 99}'::jsonb) -> 'rules') r WHERE r ->> 'rule' = 'web leads round robin';
+SELECT count(*) AS shares_counted FROM allocation.rr_share;
+-- ten more leads: g gets a turn out of order whenever it would fall below 40 %; the others keep
+-- their order (the cursor does not move for g's extra turns)
+INSERT INTO s31_lead (id) SELECT g FROM generate_series(5, 14) g;
+SELECT string_agg(r.code, ' ' ORDER BY l.id) AS next_ten FROM s31_lead l JOIN allocation.rep r ON r.id = l.owner WHERE l.id >= 5;
+SELECT r.code, s.served, c.served - s.team_served_before AS team_served,
+       round(s.served::numeric / (c.served - s.team_served_before), 2) AS share
+  FROM allocation.rr_share s JOIN allocation.rep r ON r.id = s.rep_id JOIN allocation.rr_cursor c ON c.team_id = s.team_id;
+-- once its ramp-up is over, g takes plain turns again
+UPDATE allocation.rep SET created_at = now() - interval '100 days' WHERE id = 7;
+INSERT INTO s31_lead (id) SELECT g FROM generate_series(15, 18) g;
+SELECT string_agg(r.code, ' ' ORDER BY l.id) AS after_ramp_up FROM s31_lead l JOIN allocation.rep r ON r.id = l.owner WHERE l.id >= 15;
+-- bad policies
+\set VERBOSITY default
+INSERT INTO allocation.new_rep_policy (team_id, ramp_up, min_share) VALUES (1, interval '30 days', 1.5);
+INSERT INTO allocation.new_rep_policy (team_id, ramp_up) VALUES (1, interval '30 days');
+\set VERBOSITY terse
+DROP TABLE s31_lead;
 
 DROP TABLE s31_customer;
 DROP EXTENSION allocation CASCADE;

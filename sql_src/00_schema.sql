@@ -47,7 +47,8 @@ COMMENT ON TABLE allocation.rep_load IS 'Number of customers each rep currently 
 -- Round-robin position per team, persisted across sessions.
 CREATE TABLE allocation.rr_cursor (
     team_id      bigint PRIMARY KEY REFERENCES allocation.team (id) ON DELETE CASCADE,
-    last_rep_id  bigint NOT NULL
+    last_rep_id  bigint NOT NULL,
+    served       bigint NOT NULL DEFAULT 0   -- 1.1: leads given while a new_rep_policy has a min_share
 );
 COMMENT ON TABLE allocation.rr_cursor IS 'Persistent round-robin cursor per team: the rep served last (the next is the next available rep by id)';
 

@@ -3,6 +3,49 @@
 -- Recycling to the public pool
 -------------------------------------------------------------------------------
 
+-- The new-rep policy that protects a rep at a time: none once its ramp-up is over
+CREATE FUNCTION allocation._new_rep_ramp(p_rep bigint, p_at timestamptz)
+RETURNS SETOF allocation.new_rep_policy
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+    SELECT x.* FROM allocation.rep r
+      JOIN LATERAL (SELECT x.* FROM allocation.new_rep_policy x
+                     WHERE x.team_id IS NULL OR allocation._rep_in_team(r.id, x.team_id)
+                     ORDER BY x.team_id = r.team_id DESC NULLS LAST, x.team_id IS NULL, x.id LIMIT 1) x
+        ON r.created_at + x.ramp_up > p_at
+     WHERE r.id = p_rep
+$$;
+COMMENT ON FUNCTION allocation._new_rep_ramp(bigint, timestamptz) IS 'internal: the new_rep_policy row protecting a rep at a time (its team''s own row first, then the nearest enclosing team''s, then the NULL one), none once its ramp-up is over';
+
+-- The new rep a team's round robin must serve first (the one furthest below its minimum
+-- share), if any; p_record makes first-time candidates' counter rows (not when explaining)
+CREATE FUNCTION allocation._rr_behind(p_team bigint, p_candidates bigint[], p_at timestamptz, p_record boolean)
+RETURNS TABLE (rep_id bigint, served bigint, team_served bigint, min_share numeric)
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS
+$$
+    WITH cur AS (SELECT coalesce((SELECT c.served FROM allocation.rr_cursor c WHERE c.team_id = p_team), 0) AS served),
+    fresh AS (
+        SELECT c.id, nr.min_share FROM unnest(p_candidates) AS c(id)
+          CROSS JOIN LATERAL allocation._new_rep_ramp(c.id, p_at) nr
+         WHERE nr.min_share IS NOT NULL),
+    made AS (
+        INSERT INTO allocation.rr_share AS s (team_id, rep_id, served, team_served_before)
+        SELECT p_team, f.id, 0, cur.served FROM fresh f, cur WHERE p_record
+        ON CONFLICT (team_id, rep_id) DO NOTHING
+        RETURNING s.rep_id, s.team_served_before),
+    shares AS (
+        SELECT f.id, f.min_share, coalesce(s.served, 0) AS served,
+               cur.served - coalesce(s.team_served_before, m.team_served_before, cur.served) AS team_served
+          FROM fresh f CROSS JOIN cur
+          LEFT JOIN allocation.rr_share s ON s.team_id = p_team AND s.rep_id = f.id
+          LEFT JOIN made m ON m.rep_id = f.id)
+    SELECT sh.id, sh.served, sh.team_served, sh.min_share FROM shares sh
+     WHERE sh.served < sh.min_share * (sh.team_served + 1)
+     ORDER BY sh.min_share * (sh.team_served + 1) - sh.served DESC, sh.id
+     LIMIT 1
+$$;
+COMMENT ON FUNCTION allocation._rr_behind(bigint, bigint[], timestamptz, boolean) IS 'internal: the new rep in its ramp-up that a team''s round robin serves first because its share of the fresh leads given since its first turn would fall below the policy''s min_share';
+
 -- The recycle clock of every held customer of one table.
 CREATE FUNCTION allocation._recycle_status(p_managed integer, p_at timestamptz, p_key text DEFAULT NULL)
 RETURNS TABLE (managed_id integer, key text, rep_id bigint, policy_id bigint, last_followup timestamptz,
@@ -56,7 +99,8 @@ BEGIN
             SELECT c.*, least(c.last_followup + c.no_followup, c.last_progress + c.no_progress) AS due_at
               FROM clocks c),
         -- new reps in their ramp-up: how many more customers recycling may take away from them
-        -- (those due first go first; the rest are exempt)
+        -- (those due first go first; the rest are exempt); customers exempt for another reason
+        -- (locked, disputed, protected, an exempt stage) use none of the quota
         ramp AS (
             SELECT d.key, nr.max_recycled,
                    (SELECT count(*) FROM allocation.event e
@@ -64,11 +108,14 @@ BEGIN
                    + row_number() OVER (PARTITION BY d.rep_id ORDER BY least(d.due_at, 'infinity'), d.key) AS nth
               FROM due d
               JOIN allocation.rep r ON r.id = d.rep_id
-              JOIN LATERAL (SELECT x.* FROM allocation.new_rep_policy x
-                             WHERE x.team_id IS NULL OR allocation._rep_in_team(r.id, x.team_id)
-                             ORDER BY x.team_id = r.team_id DESC NULLS LAST, x.team_id IS NULL, x.id LIMIT 1) nr
-                ON r.created_at + nr.ramp_up > $2
-             WHERE d.due_at <= $2)
+             CROSS JOIN LATERAL allocation._new_rep_ramp(d.rep_id, $2) nr
+             WHERE nr.max_recycled IS NOT NULL AND d.due_at <= $2
+               AND NOT coalesce(d.stage = ANY (d.exempt_stages), false)
+               AND NOT EXISTS (SELECT 1 FROM allocation.customer_lock x WHERE x.managed_id = d.managed_id AND x.key = d.key)
+               AND NOT EXISTS (SELECT 1 FROM allocation.ownership_dispute od
+                                WHERE od.managed_id = d.managed_id AND od.key = d.key AND od.status = 'open')
+               AND NOT EXISTS (SELECT 1 FROM allocation.protection x
+                                WHERE x.managed_id = d.managed_id AND x.key = d.key AND x.rep_id = d.rep_id AND x.until > $2))
         SELECT d.managed_id, d.key, d.rep_id, d.policy_id, d.last_followup, d.last_progress,
                greatest(d.due_at, pr.until) AS due_at, greatest(d.due_at, pr.until) - d.warn_before AS warn_at,
                CASE WHEN d.last_followup + d.no_followup <= coalesce(d.last_progress + d.no_progress, 'infinity')

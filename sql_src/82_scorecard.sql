@@ -31,6 +31,11 @@ BEGIN
               DETAIL = 'Measures need a start and an end (held at the end, touched before the end, per day held).',
               HINT = 'Use e.g. tstzrange(''2027-03-01'', ''2027-04-01'') or allocation.month_of(now()).';
     END IF;
+    IF NOT lower_inc(p_period) OR upper_inc(p_period) THEN
+        RAISE EXCEPTION 'period % is not half-open', p_period USING ERRCODE = 'LA0M0',
+              DETAIL = 'Measures are taken over [start, end): the start belongs to the period, the end to the next one, so consecutive periods neither overlap nor leave a gap.',
+              HINT = 'Use tstzrange(start, end), whose bounds are [) by default, or allocation.month_of(now()).';
+    END IF;
     IF p_touch_days < 1 THEN
         RAISE EXCEPTION 'touch_days must be at least 1, not %', p_touch_days USING ERRCODE = 'LA0M0',
               DETAIL = 'A customer counts as touched when it had a follow-up within this many days before the end of the period.',
@@ -38,7 +43,24 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION allocation._check_period(tstzrange, integer) IS 'internal: 22004 / LA0M0 for a NULL, empty or unbounded period or a touch_days below 1';
+COMMENT ON FUNCTION allocation._check_period(tstzrange, integer) IS 'internal: 22004 / LA0M0 for a NULL, empty, unbounded or not half-open period or a touch_days below 1';
+
+-- The loop's evaluations take a lock so that one runs at a time, then read what the one
+-- before wrote: that needs a snapshot taken after the lock, i.e. READ COMMITTED
+CREATE FUNCTION allocation._require_read_committed(p_function text)
+RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'allocation.%() needs a READ COMMITTED transaction', p_function USING ERRCODE = 'LA0M2',
+              DETAIL = pg_catalog.format('This transaction is %s: its snapshot could predate a concurrent run that it waits for, and it would miss what that run wrote.',
+                                         pg_catalog.upper(pg_catalog.current_setting('transaction_isolation'))),
+              HINT = 'Call it in its own READ COMMITTED transaction (pg_cron jobs and autocommit statements are, unless default_transaction_isolation is changed).';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION allocation._require_read_committed(text) IS 'internal: LA0M2 unless the transaction is READ COMMITTED (the loop''s evaluations wait for each other, then read what the one before wrote)';
 
 -- The calendar month (in the session's time zone) that contains a time
 CREATE FUNCTION allocation.month_of(at timestamptz DEFAULT now())
@@ -341,6 +363,7 @@ BEGIN
               DETAIL = 'refresh_scorecards() recomputes the month of this time and the month before.',
               HINT = 'SELECT allocation.refresh_scorecards(now());';
     END IF;
+    PERFORM allocation._require_read_committed('refresh_scorecards');
     PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('allocation.refresh_scorecards'));
     FOREACH v_month IN ARRAY ARRAY[allocation.month_of(at - interval '1 month'), allocation.month_of(at)] LOOP
         DELETE FROM allocation.scorecard_month s WHERE s.month = allocation._month_date(v_month);

@@ -37,6 +37,7 @@ BEGIN
                    THEN allocation.month_of(upper(period))
                    ELSE pg_catalog.tstzrange(upper(period), upper(period) + (upper(period) - lower(period))) END;
     -- one evaluation at a time (a second waits, then finds everything done)
+    PERFORM allocation._require_read_committed('evaluate_performance');
     PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('allocation.evaluate_performance'));
     -- 1. the rewards in force during this period (earned before it) are revoked: its
     --    evaluation gives the next ones

@@ -386,6 +386,7 @@ BEGIN
     END IF;
     opened := 0; kept := 0; resolved := 0;
     -- one evaluation at a time: a second one waits and then finds the alerts open
+    PERFORM allocation._require_read_committed('evaluate_alerts');
     PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('allocation.evaluate_alerts'));
     FOR r IN SELECT * FROM allocation.alert_rule x WHERE x.enabled ORDER BY x.id LOOP
       -- one rule at a time: a rule that fails (e.g. a potential expression that no longer

@@ -42,6 +42,7 @@ BEGIN
     END IF;
     -- one run at a time: a second run while one is in progress does nothing and says so
     -- (a scheduler's next run comes soon; a run never waits behind a long one)
+    PERFORM allocation._require_read_committed('run_maintenance');
     IF NOT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('allocation.run_maintenance')) THEN
         step := 'run_maintenance'; outcome := 'skipped'; result := NULL; code := NULL;
         message := 'another run_maintenance() is in progress';

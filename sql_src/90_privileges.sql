@@ -154,6 +154,7 @@ SELECT pg_catalog.pg_extension_config_dump('allocation.team', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.rep', '');
 -- rep_load is derived: recounted when ownership events are restored (trigger ownership_loaded)
 SELECT pg_catalog.pg_extension_config_dump('allocation.rr_cursor', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.rr_share', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.territory', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.managed_table', '');
 SELECT pg_catalog.pg_extension_config_dump('allocation.rule', '');

@@ -63,7 +63,7 @@ alloc_relcache_callback(Datum arg, Oid relid)
 		gateway_forget_rep();
 	if (relid == alloc_oids.team || relid == alloc_oids.rep ||
 		relid == alloc_oids.rule || relid == alloc_oids.managed_table ||
-		config_known_relid(relid))
+		(relid == alloc_oids.new_rep_policy && OidIsValid(relid)) || config_known_relid(relid))
 		config_invalidate();
 }
 

@@ -34,6 +34,7 @@ typedef struct AllocationOids
 	Oid			territory;
 	Oid			rule;
 	Oid			managed_table;
+	Oid			new_rep_policy;	/* InvalidOid under the SQL of version 1.0 */
 	Oid			postgis_schema;
 } AllocationOids;
 
@@ -173,6 +174,7 @@ typedef struct RepInfo
 	char	   *name;
 	int			ncrops;
 	char	  **crops;
+	char	   *capacity_note;	/* active capacity rewards, e.g. " (+5 from ...)"; NULL = none */
 } RepInfo;
 
 typedef struct TeamInfo
@@ -292,6 +294,7 @@ extern RepInfo *config_get_rep(int64 id);
 extern TeamInfo *config_get_team(int64 id);
 extern RuleInfo *config_get_rule(int64 id);
 extern void config_invalidate(void);
+extern bool config_min_share(void);
 extern void config_prepare(void);
 extern bool config_known_relid(Oid relid);
 

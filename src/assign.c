@@ -226,22 +226,44 @@ rr_last(int64 team_id, bool lock)
 	return last;
 }
 
-/* Records the rep a team's round robin served */
+/*
+ * Records the rep a team's round robin served; while a new-rep policy has a
+ * min_share, also the team's count of fresh leads and a new rep's (whose
+ * rr_share row allocation._rr_behind made at its first turn).  A new rep
+ * served out of turn for its minimum share leaves the cursor where it was:
+ * the others' turns come as they would have.
+ */
 static void
-rr_served(int64 team_id, int64 rep_id)
+rr_served(int64 team_id, int64 rep_id, bool out_of_turn)
 {
 	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plan_count = NULL;
 	AllocUserSwitch sw;
-	Oid			types[2] = {INT8OID, INT8OID};
-	Datum		vals[2];
+	Oid			types[3] = {INT8OID, INT8OID, BOOLOID};
+	Datum		vals[3];
+	bool		count = config_min_share();
+	int			rc;
 
 	alloc_spi_begin(&sw);
 	vals[0] = Int64GetDatum(team_id);
 	vals[1] = Int64GetDatum(rep_id);
-	if (SPI_execute_plan(alloc_keep_plan(&plan, "UPDATE allocation.rr_cursor SET last_rep_id = $2"
-								   " WHERE team_id = (SELECT team_id FROM allocation.rr_cursor WHERE team_id = $1"
-								   "                  FOR UPDATE SKIP LOCKED)",
-								   2, types), vals, NULL, false, 0) != SPI_OK_UPDATE)
+	vals[2] = BoolGetDatum(out_of_turn);
+	if (count)
+		rc = SPI_execute_plan(alloc_keep_plan(&plan_count,
+										"WITH c AS (UPDATE allocation.rr_cursor"
+										"            SET last_rep_id = CASE WHEN $3 THEN last_rep_id ELSE $2 END, served = served + 1"
+										"            WHERE team_id = (SELECT team_id FROM allocation.rr_cursor WHERE team_id = $1"
+										"                             FOR UPDATE SKIP LOCKED)"
+										"            RETURNING served)"
+										" UPDATE allocation.rr_share s SET served = s.served + 1"
+										"  WHERE s.team_id = $1 AND s.rep_id = $2 AND EXISTS (SELECT 1 FROM c)",
+										3, types), vals, NULL, false, 0);
+	else
+		rc = SPI_execute_plan(alloc_keep_plan(&plan, "UPDATE allocation.rr_cursor SET last_rep_id = $2"
+										" WHERE team_id = (SELECT team_id FROM allocation.rr_cursor WHERE team_id = $1"
+										"                  FOR UPDATE SKIP LOCKED)",
+										2, types), vals, NULL, false, 0);
+	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "round-robin cursor update failed");
 	alloc_spi_end(&sw);
 }
@@ -315,6 +337,12 @@ tr_candidate(Trace *tr, int order, RepInfo *rep, int64 rep_id, int32 held, int32
 		appendStringInfo(&tr->cur, "%d", rep->capacity);
 	else
 		appendStringInfoString(&tr->cur, "null");
+	if (rep && rep->capacity_note)
+	{
+		/* why the capacity is higher than the manager set: active rewards */
+		appendStringInfoString(&tr->cur, ", \"capacity_reward\": ");
+		escape_json(&tr->cur, rep->capacity_note);
+	}
 	appendStringInfo(&tr->cur, ", \"available\": %s", available ? "true" : "false");
 	if (why)
 	{
@@ -467,7 +495,54 @@ typedef struct Cand
 	int32		held;			/* customers held */
 	int32		reserved;		/* slots reserved by pending suggestions */
 	double		sortkey;
+	bool		out_of_turn;	/* a new rep served first for its minimum share */
 } Cand;
+
+/*
+ * A new rep in its ramp-up whose share of the team's round-robin leads would
+ * fall below its policy's min_share is served first (allocation._rr_behind
+ * picks the one furthest behind).  Returns its position in cands, or -1.
+ */
+static int
+rr_new_rep_first(int64 team_id, Cand *cands, int n, bool dry_run, const char **note)
+{
+	static SPIPlanPtr plan = NULL;
+	AllocUserSwitch sw;
+	Oid			types[3] = {INT8OID, INT8ARRAYOID, BOOLOID};
+	Datum		vals[3];
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+	int			i,
+				pos = -1;
+
+	for (i = 0; i < n; i++)
+		ids[i] = Int64GetDatum(cands[i].id);
+	alloc_spi_begin(&sw);
+	vals[0] = Int64GetDatum(team_id);
+	vals[1] = PointerGetDatum(construct_array(ids, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	vals[2] = BoolGetDatum(!dry_run);
+	if (SPI_execute_plan(alloc_keep_plan(&plan,
+								   "SELECT rep_id, served, team_served, min_share"
+								   " FROM allocation._rr_behind($1, $2, now(), $3)", 3, types),
+						 vals, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "round-robin share check failed");
+	if (SPI_processed > 0)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	td = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
+
+		for (i = 0; i < n; i++)
+			if (cands[i].id == id)
+				pos = i;
+		if (pos >= 0 && note)
+			*note = psprintf("new rep %s is served first: %s of the %s fresh leads since its first turn, below its minimum share %s",
+							 cands[pos].rep->code, SPI_getvalue(tup, td, 2), SPI_getvalue(tup, td, 3),
+							 SPI_getvalue(tup, td, 4));
+	}
+	alloc_spi_end(&sw);
+	return pos;
+}
 
 static int
 cand_cmp(const void *a, const void *b)
@@ -689,6 +764,7 @@ rule_candidates(RuleInfo *r, int32 mt_id, Customer *c, bool dry_run, Cand **out,
 			continue;
 		}
 		cands[n].id = ids[i];
+		cands[n].out_of_turn = false;
 		cands[n].rep = rep;
 		cands[n].held = held[i];
 		cands[n].reserved = reserved[i];
@@ -722,6 +798,22 @@ rule_candidates(RuleInfo *r, int32 mt_id, Customer *c, bool dry_run, Cand **out,
 		for (i = 0; i < n; i++)
 			rot[i] = cands[(start + i) % n];
 		cands = rot;
+		if (config_min_share())
+		{
+			const char *note = NULL;
+			int			pos = rr_new_rep_first(r->target_team, cands, n, dry_run, &note);
+
+			if (pos > 0)
+			{
+				Cand		first = cands[pos];
+
+				first.out_of_turn = true;
+				memmove(&cands[1], &cands[0], sizeof(Cand) * pos);
+				cands[0] = first;
+			}
+			if (pos >= 0 && dry_run)
+				*why = note;	/* explain() says why (a real run's why is the fall-through's) */
+		}
 	}
 	/* re-evaluation: an eligible current owner keeps the customer (no churn) */
 	for (i = 1; i < n && c->current_owner != 0; i++)
@@ -815,7 +907,7 @@ assign_decide_inner(ManagedTable *mt, HeapTuple tuple, Customer *c, Decision *d,
 					if (keep || (reuse ? capacity_lock_only(id, pass == 1) : assign_reserve(id, pass == 1)))
 					{
 						if (r->policy == POLICY_ROUND_ROBIN && !keep)
-							rr_served(r->target_team, id);
+							rr_served(r->target_team, id, cands[i].out_of_turn);
 						d->kind = DECISION_SUGGEST;
 						d->rep_id = id;
 						d->team_id = cands[i].rep->team_id;
@@ -836,7 +928,7 @@ assign_decide_inner(ManagedTable *mt, HeapTuple tuple, Customer *c, Decision *d,
 						 capacity_reserve_slot(cands[i].id, pass == 1, cands[i].id == c->suggested_rep ? 1 : 0)))
 					{
 						if (r->policy == POLICY_ROUND_ROBIN && cands[i].id != c->current_owner)
-							rr_served(r->target_team, cands[i].id);
+							rr_served(r->target_team, cands[i].id, cands[i].out_of_turn);
 						d->kind = DECISION_ASSIGN;
 						d->rep_id = cands[i].id;
 						d->team_id = cands[i].rep->team_id;

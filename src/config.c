@@ -53,6 +53,7 @@ typedef struct ConfigCache
 	RuleInfo   *rules;			/* evaluation order */
 	int			ntables;
 	ManagedTable **tables;
+	bool		min_share;		/* a new_rep_policy has a min_share (1.1) */
 } ConfigCache;
 
 static ConfigCache *config = NULL;
@@ -62,6 +63,15 @@ void
 config_invalidate(void)
 {
 	config_stale = true;
+}
+
+/* Whether round-robin rules watch new reps' minimum shares */
+bool
+config_min_share(void)
+{
+	if (config == NULL)
+		config_prepare();
+	return config->min_share;
 }
 
 bool
@@ -188,6 +198,46 @@ team_within(ConfigCache *c, int64 inner, int64 outer)
 	return false;
 }
 
+/*
+ * Version 1.1 settings read with the reps: why a rep's capacity is higher
+ * (active capacity rewards, for explain()) and whether round robins watch new
+ * reps' shares.  Reward changes update allocation.rep, so they invalidate.
+ * The SQL of version 1.0 has neither table: both stay off.
+ */
+static void
+load_rewards(ConfigCache *c)
+{
+	uint64		i;
+	bool		isnull;
+
+	cfg_query(c, "SELECT to_regclass('allocation.reward') IS NOT NULL,"
+			  " EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a"
+			  "          WHERE a.attrelid = to_regclass('allocation.new_rep_policy')"
+			  "            AND a.attname = 'min_share' AND NOT a.attisdropped)", "version 1.1 tables");
+	if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+		return;
+	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
+	{
+		cfg_query(c, "SELECT EXISTS (SELECT 1 FROM allocation.new_rep_policy WHERE min_share IS NOT NULL)",
+				  "allocation.new_rep_policy");
+		c->min_share = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	cfg_query(c, "SELECT r.id, allocation._reward_note(r.id, 'capacity_bonus') FROM allocation.rep r"
+			  " WHERE r.id IN (SELECT w.rep_id FROM allocation.reward w"
+			  "                 WHERE w.effect = 'capacity_bonus' AND w.revoked_at IS NULL AND w.capacity_added > 0)",
+			  "allocation.reward");
+	for (i = 0; i < SPI_processed; i++)
+	{
+		RepInfo		key;
+		RepInfo    *r;
+
+		key.id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		r = bsearch(&key, c->reps, c->nreps, sizeof(RepInfo), rep_cmp);
+		if (r)
+			r->capacity_note = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+	}
+}
+
 static void
 load_reps_teams(ConfigCache *c)
 {
@@ -217,6 +267,8 @@ load_reps_teams(ConfigCache *c)
 		r->ncrops = Max(crops.n, 0);
 		r->crops = crops.items;
 	}
+
+	load_rewards(c);
 
 	cfg_query(c, "SELECT id, coalesce(parent_id, 0), code, name FROM allocation.team ORDER BY id",
 			  "allocation.team");

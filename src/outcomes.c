@@ -484,7 +484,8 @@ potential_compile(Oid relid, const char *expression)
 	rel = table_open(relid, AccessShareLock);
 	pstate = make_parsestate(NULL);
 	pstate->p_sourcetext = sql;
-	nsitem = addRangeTableEntryForRelation(pstate, rel, AccessShareLock, NULL, false, true);
+	/* the alias the values are read with (FROM <table> t): both accept the same names */
+	nsitem = addRangeTableEntryForRelation(pstate, rel, AccessShareLock, makeAlias("t", NIL), false, true);
 	addNSItemToQuery(pstate, nsitem, true, true, true);
 	expr = transformExpr(pstate, raw, EXPR_KIND_SELECT_TARGET);
 	if (pstate->p_hasSubLinks || checkExprHasSubLink(expr) || pstate->p_hasAggs || pstate->p_hasWindowFuncs ||

@@ -82,6 +82,7 @@ alloc_lookup_oids(void)
 	alloc_oids.territory = get_relname_relid("territory", nsp);
 	alloc_oids.rule = get_relname_relid("rule", nsp);
 	alloc_oids.managed_table = get_relname_relid("managed_table", nsp);
+	alloc_oids.new_rep_policy = get_relname_relid("new_rep_policy", nsp);
 	alloc_oids.postgis_schema = extension_schema("postgis");
 	alloc_oids.valid = true;
 }

@@ -337,37 +337,24 @@ if [ -e "$WORK/started" ]; then
     if [ $rc2 -ne 0 ]; then rc=$rc2; fi
 fi
 
-# a real pg_upgrade of a filled database (two clusters of its own)
-if [ -e "$WORK/counts" ]; then
-    echo "=== pg_upgrade of a filled database (scripts/pg_upgrade_check.sh) ==="
+# checks with clusters of their own, run from the scratch copy with the system's binaries
+outer_check () {   # $1 = suite name, $2 = script, $3 = what it checks
+    [ -e "$WORK/counts" ] || return 0
+    echo "=== $3 ($2) ==="
     set +e
-    timeout 300 bash "$WORK/scripts/pg_upgrade_check.sh" "$PG_BINDIR" >"$WORK/pg_upgrade.log" 2>&1
-    rc3=$?
+    timeout 600 bash "$WORK/$2" "$PG_BINDIR" >"$WORK/$1.log" 2>&1
+    local rc=$?
     set -e
-    cat "$WORK/pg_upgrade.log"
-    if [ $rc3 -eq 0 ]; then
-        echo "pg_upgrade 1 0" >>"$WORK/counts"
+    cat "$WORK/$1.log"
+    if [ $rc -eq 0 ]; then
+        echo "$1 1 0" >>"$WORK/counts"
     else
-        [ $rc3 -eq 124 ] && echo "pg_upgrade check TIMED OUT"
-        echo "pg_upgrade 0 1" >>"$WORK/counts"
+        [ $rc -eq 124 ] && echo "$3 TIMED OUT"
+        echo "$1 0 1" >>"$WORK/counts"
     fi
-fi
-
-# run_maintenance() scheduled with pg_cron for real (a cluster of its own)
-if [ -e "$WORK/counts" ]; then
-    echo "=== pg_cron schedules run_maintenance() (scripts/cron_check.sh) ==="
-    set +e
-    timeout 300 bash "$WORK/scripts/cron_check.sh" "$PG_BINDIR" >"$WORK/cron.log" 2>&1
-    rc4=$?
-    set -e
-    cat "$WORK/cron.log"
-    if [ $rc4 -eq 0 ]; then
-        echo "pg_cron 1 0" >>"$WORK/counts"
-    else
-        [ $rc4 -eq 124 ] && echo "pg_cron check TIMED OUT"
-        echo "pg_cron 0 1" >>"$WORK/counts"
-    fi
-fi
+}
+outer_check pg_upgrade scripts/pg_upgrade_check.sh "pg_upgrade of a filled database"
+outer_check pg_cron scripts/cron_check.sh "pg_cron schedules run_maintenance()"
 
 passed=0
 failed=0

@@ -131,8 +131,9 @@ function fmt(n) { return Number(n).toLocaleString('en-US'); }
 // --- owners and their colours (golden-angle hues, as in demo/out/map.svg)
 var repById = {}, repByCode = {};
 D.reps.forEach(function (r, i) {
-  r.color = r.active ? 'hsl(' + Math.round(((i + 1) * 137.508) % 360) + ',' + (46 + 12 * ((i + 1) % 3)) + '%,' +
-                       (70 + 7 * ((i + 1) % 2)) + '%)' : '#c9c9c9';
+  var hue = Math.round(((i + 1) * 137.508) % 360), sat = 46 + 12 * ((i + 1) % 3);
+  r.color = r.active ? 'hsl(' + hue + ',' + sat + '%,' + (70 + 7 * ((i + 1) % 2)) + '%)' : '#c9c9c9';
+  r.dark = r.active ? 'hsl(' + hue + ',' + Math.min(sat + 20, 90) + '%,36%)' : '#757575';
   repById[r.id] = r; repByCode[r.code] = r;
 });
 var TEAM = '#cfd8e3', VACANT = '#efe6d2';
@@ -215,7 +216,7 @@ order.forEach(function (i) {
   }
   drawn++;
 });
-var R = 2.6 * Math.max(W, H) / 1000, circles = [], counts = {};
+var R = 3.8 * Math.max(W, H) / 1000, circles = [], counts = {};
 D.customers.forEach(function (c, i) {
   var o = OUT[c[6]] ? c[6] : 'held';
   counts[o] = (counts[o] || 0) + 1;
@@ -272,7 +273,7 @@ function apply() {
   map.setAttribute('viewBox', [view.x, view.y, view.w, view.h].map(function (v) { return v.toFixed(3); }).join(' '));
   var r = R * view.w / W;
   circles.forEach(function (c) { c.setAttribute('r', r); });
-  planCircles.forEach(function (c) { c.setAttribute('r', r * 1.8); });
+  planCircles.forEach(function (c) { c.setAttribute('r', r * 1.6); });
 }
 function zoom(f, cx, cy) {
   var nw = Math.min(Math.max(view.w * f, W / 200), W * 2), g = nw / view.w;
@@ -318,7 +319,7 @@ if (D.plan) {
     }
   });
   planC.forEach(function (m, i) {
-    planCircles.push(svg('circle', { cx: X(m.x).toFixed(2), cy: Y(m.y).toFixed(2), r: R * 1.8, 'class': 'mv', 'data-m': i }, gPlanC));
+    planCircles.push(svg('circle', { cx: X(m.x).toFixed(2), cy: Y(m.y).toFixed(2), r: R * 1.6, 'class': 'mv', 'data-m': i }, gPlanC));
   });
 }
 var mode = 'before';
@@ -340,7 +341,7 @@ function setMode(m) {
   });
   planC.forEach(function (c, i) {
     var rep = repOf(m === 'after' ? c.to : c.from);
-    planCircles[i].setAttribute('fill', rep ? rep.color : OUT.pool[0]);
+    planCircles[i].setAttribute('fill', rep ? rep.dark : OUT.pool[0]);
   });
   map.setAttribute('data-plan-territories', String(nt));
   map.setAttribute('data-plan-customers', String(planC.length));
@@ -371,7 +372,7 @@ if (D.plan) {
   });
   Object.keys(net).sort().forEach(function (code) {
     var r = h('div', null, pd, 'row'), rep = repByCode[code];
-    h('span', null, r, 'sw').style.background = rep ? rep.color : OUT.pool[0];
+    h('span', null, r, 'dot').style.background = rep ? rep.dark : OUT.pool[0];
     h('span', code + (rep ? ' ' + rep.name : ''), r);
     h('span', '−' + net[code][0] + ' +' + net[code][1], r, 'n');
   });

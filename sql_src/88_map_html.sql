@@ -500,6 +500,12 @@ BEGIN
                              WHERE f.managed_id = $2 AND f.key = c.k AND f.kind <> 'deal') AS fu_at) o ON true$o$;
     END IF;
     FOR l IN SELECT * FROM allocation.map_layers() LOOP
+        IF max_customers = 0 THEN
+            v_layers := v_layers || jsonb_build_object('table', l.table_name, 'shown', 0,
+                                                       'note', 'not drawn: max_customers => 0');
+            v_idx := v_idx + 1;
+            CONTINUE;
+        END IF;
         IF NOT (has_column_privilege(l.tbl, l.key_column, 'SELECT') AND has_column_privilege(l.tbl, l.location_column, 'SELECT')
                 AND has_column_privilege(l.tbl, l.owner_column, 'SELECT')
                 AND (l.name_column IS NULL OR has_column_privilege(l.tbl, l.name_column, 'SELECT'))) THEN

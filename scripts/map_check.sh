@@ -104,7 +104,8 @@ BEGIN
                                                          'name', c.name, 'from_rep', 'wang', 'to_rep', 'zhao',
                                                          'reason', 'county A goes to zhao')) ORDER BY c.id)
                    FROM customer c WHERE c.owner = 1)
-                || jsonb_build_array(jsonb_build_object('type', 'Feature', 'geometry', NULL,
+                || jsonb_build_array(jsonb_build_object('type', 'Feature',
+                        'geometry', ST_AsGeoJSON(ST_Multi(ST_MakeEnvelope(110, 25, 111.8, 26.5, 4326)))::jsonb,
                         'properties', jsonb_build_object('kind', 'territory', 'code', 'HN-A', 'name', '县 A (east)',
                                                          'from_rep', 'wang', 'to_rep', 'zhao')))) END
         $f$;

@@ -454,6 +454,11 @@ BEGIN
                   HINT = 'Call territory_map_html() without plan_id, or update the extension (ALTER EXTENSION allocation UPDATE).';
         END IF;
         SELECT format_type(p.proargtypes[0], NULL) INTO v_argtype FROM pg_catalog.pg_proc p WHERE p.oid = v_fn;
+        IF v_argtype = 'integer' AND plan_id NOT BETWEEN -2147483648 AND 2147483647 THEN
+            RAISE EXCEPTION 'realignment plan % not found', plan_id USING ERRCODE = 'LA0H4',
+                  DETAIL = 'Plan ids are integers here; this one is out of their range.',
+                  HINT = 'SELECT id FROM allocation.realign_plan;';
+        END IF;
         EXECUTE format('SELECT %s($1::%s)', v_fn::oid::regproc, v_argtype) INTO v_plan USING plan_id;
         IF v_plan IS NULL THEN
             RAISE EXCEPTION 'realignment plan % not found', plan_id USING ERRCODE = 'LA0H4',

@@ -83,6 +83,7 @@ main{display:flex;height:calc(100% - 64px)}
 #map path.chg{stroke:#000;stroke-width:2.6;vector-effect:non-scaling-stroke}
 #map path.chg.before{fill:none;stroke-dasharray:6 4;pointer-events:none}
 #map circle{stroke:#fff;stroke-width:.6;vector-effect:non-scaling-stroke}
+#map g.dense circle{stroke-width:.25}
 #map circle.mv{stroke:#000;stroke-width:1.6}
 #tip{position:absolute;pointer-events:none;background:rgba(255,255,255,.96);border:1px solid #90a4ae;border-radius:5px;padding:6px 9px;font-size:12.5px;box-shadow:0 2px 6px rgba(0,0,0,.18);max-width:340px}
 #tip b{display:block}
@@ -216,7 +217,10 @@ order.forEach(function (i) {
   }
   drawn++;
 });
-var R = 3.8 * Math.max(W, H) / 1000, circles = [], counts = {};
+// dots shrink as customers get denser (3.8 units for a few hundred, 1.5 for 10,000+)
+var R = Math.max(1.5, Math.min(3.8, 3.8 * Math.sqrt(600 / Math.max(D.customers.length, 1)))) * Math.max(W, H) / 1000,
+    circles = [], counts = {};
+if (D.customers.length > 3000) gC.setAttribute('class', 'dense');
 D.customers.forEach(function (c, i) {
   var o = OUT[c[6]] ? c[6] : 'held';
   counts[o] = (counts[o] || 0) + 1;
@@ -273,7 +277,7 @@ function apply() {
   map.setAttribute('viewBox', [view.x, view.y, view.w, view.h].map(function (v) { return v.toFixed(3); }).join(' '));
   var r = R * view.w / W;
   circles.forEach(function (c) { c.setAttribute('r', r); });
-  planCircles.forEach(function (c) { c.setAttribute('r', r * 1.6); });
+  planCircles.forEach(function (c) { c.setAttribute('r', Math.max(r * 1.6, 3 * view.w / 1000)); });
 }
 function zoom(f, cx, cy) {
   var nw = Math.min(Math.max(view.w * f, W / 200), W * 2), g = nw / view.w;
@@ -319,7 +323,7 @@ if (D.plan) {
     }
   });
   planC.forEach(function (m, i) {
-    planCircles.push(svg('circle', { cx: X(m.x).toFixed(2), cy: Y(m.y).toFixed(2), r: R * 1.6, 'class': 'mv', 'data-m': i }, gPlanC));
+    planCircles.push(svg('circle', { cx: X(m.x).toFixed(2), cy: Y(m.y).toFixed(2), r: Math.max(R * 1.6, 3 * Math.max(W, H) / 1000), 'class': 'mv', 'data-m': i }, gPlanC));
   });
 }
 var mode = 'before';

@@ -29,7 +29,9 @@
 #    allocation.run_maintenance() scheduled with pg_cron in a cluster
 #    started with shared_preload_libraries = 'pg_cron,allocation': the job
 #    runs, an alert opens, a LISTEN session receives its NOTIFY
-#    (scripts/cron_check.sh);
+#    (scripts/cron_check.sh); then the HTML map of territory_map_html()
+#    opened in headless Chromium (scripts/map_check.sh: the territories drawn,
+#    no console error, the injected name stays text, the plan's after view);
 # 5. prints one summary line "N passed, M failed" (regress tests + isolation
 #    specs of both modes + pgTAP files + dump, upgrade, pg_upgrade and
 #    pg_cron checks) and exits non-zero on any failure.
@@ -224,7 +226,7 @@ summary_fail () {   # we stop before any suite ran; the summary stays the last l
 PKGS=(postgresql-common postgresql-client-$PG_VERSION postgresql-$PG_VERSION
       postgresql-server-dev-$PG_VERSION postgresql-$PG_VERSION-postgis-3
       postgresql-$PG_VERSION-pgtap postgresql-$PG_VERSION-cron libtap-parser-sourcehandler-pgtap-perl
-      build-essential make gcc)
+      build-essential make gcc chromium)
 missing=()
 for p in "${PKGS[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
@@ -338,11 +340,11 @@ if [ -e "$WORK/started" ]; then
 fi
 
 # checks with clusters of their own, run from the scratch copy with the system's binaries
-outer_check () {   # $1 = suite name, $2 = script, $3 = what it checks
+outer_check () {   # $1 = suite name, $2 = script, $3 = what it checks, then the script's own arguments
     [ -e "$WORK/counts" ] || return 0
     echo "=== $3 ($2) ==="
     set +e
-    timeout 600 bash "$WORK/$2" "$PG_BINDIR" >"$WORK/$1.log" 2>&1
+    timeout 600 bash "$WORK/$2" "$PG_BINDIR" "${@:4}" >"$WORK/$1.log" 2>&1
     local rc=$?
     set -e
     cat "$WORK/$1.log"
@@ -355,6 +357,7 @@ outer_check () {   # $1 = suite name, $2 = script, $3 = what it checks
 }
 outer_check pg_upgrade scripts/pg_upgrade_check.sh "pg_upgrade of a filled database"
 outer_check pg_cron scripts/cron_check.sh "pg_cron schedules run_maintenance()"
+outer_check map_html scripts/map_check.sh "the HTML map in headless Chromium" "$WORK/map_check"
 
 passed=0
 failed=0

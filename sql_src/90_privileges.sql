@@ -28,6 +28,7 @@ BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.explain(regclass, text), allocation.explain(regclass, jsonb),
                     allocation.owner_at(regclass, text, timestamptz), %s,
                     allocation.territory_geojson(), allocation.territory_holdings(),
+                    allocation.territory_map_html(text, bigint, integer, integer, double precision), allocation.map_layers(),
                     allocation.normalize_name(text), allocation.normalize_name(text, text[]),
                     allocation.normalize_phone(text), allocation.credit_code_is_valid(text),
                     allocation.explain_claim(regclass, text, bigint), allocation.claim_limits(bigint, text),

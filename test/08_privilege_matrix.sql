@@ -55,6 +55,8 @@ INSERT INTO matrix VALUES
     ('allocation.dissolve_virtual_teams(timestamp with time zone)',          'mA'),
     ('allocation.territory_at(geometry)',                                    'rmaA'),
     ('allocation.territory_geojson()',                                       'rmaA'),
+    ('allocation.territory_map_html(text,bigint,integer,integer,double precision)', 'rmaA'),
+    ('allocation.map_layers()',                                              'rmaA'),
     ('allocation.territory_holdings()',                                      'rmaA'),
     ('allocation.normalize_name(text)',                                      'rmaA'),
     ('allocation.normalize_name(text,text[])',                               'rmaA'),

@@ -55,7 +55,7 @@ BEGIN
     IF on_invalid IS NULL OR on_invalid NOT IN ('error', 'skip') THEN
         RAISE EXCEPTION 'on_invalid must be ''error'' or ''skip'', not %', coalesce('''' || on_invalid || '''', 'NULL')
             USING ERRCODE = 'LA0I0',
-                  DETAIL = 'error refuses the whole file at the first feature that cannot be stored; skip leaves such features out and reports them.',
+                  DETAIL = 'With ''error'' the first feature that cannot be stored refuses the whole file; with ''skip'' such features are left out and reported.',
                   HINT = 'Call import_territories(..., on_invalid => ''skip'') and read allocation.import_report() afterwards.';
     END IF;
     IF fc IS NULL THEN
@@ -145,8 +145,8 @@ BEGIN
                 v_fc_srid := coalesce(v_srid, 4326);
                 v_fc_crs := v_crsname;
                 IF v_fc_srid <> 4326 THEN
-                    RAISE NOTICE 'the collection is in % (EPSG:%): its features are transformed to EPSG:4326',
-                                 v_fc_crs, v_fc_srid;
+                    RAISE NOTICE 'the collection is in EPSG:% ("%"): its features are transformed to EPSG:4326',
+                                 v_fc_srid, v_fc_crs;
                 END IF;
                 CONTINUE;
             END IF;

@@ -18,6 +18,7 @@
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
@@ -192,7 +193,7 @@ allocation_geojson_features(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_ALLOC_NOT_GEOJSON),
 				 errmsg("input is not valid JSON"),
-				 errdetail("Line %d: %s.", lex->line_number, json_errdetail(res, lex)),
+				 errdetail("Line %d: %s", lex->line_number, json_errdetail(res, lex)),
 				 errhint("Export the layer from your GIS as GeoJSON (QGIS: Export > Save Features As > GeoJSON).")));
 	appendStringInfoChar(&s.header, '}');
 

@@ -27,6 +27,7 @@ CREATE FUNCTION allocation.import_territories(
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     f          jsonb;
@@ -74,8 +75,16 @@ BEGIN
     CREATE TEMP TABLE IF NOT EXISTS pg_temp.allocation_import (
         ord int, code text, name text, parent_code text, geom geometry, props jsonb) ON COMMIT DROP;
     TRUNCATE pg_temp.allocation_import;
+    -- the features, split once into a temporary table (on disk beyond temp_buffers), so
+    -- that the loop below holds one feature at a time and the input text only once: a
+    -- FOR loop over geojson_features(fc) itself would keep a copy of fc in its cursor's
+    -- parameters (and a custom plan another one as a constant; hence force_generic_plan)
+    CREATE TEMP TABLE IF NOT EXISTS pg_temp.allocation_import_src (feature int, value jsonb) ON COMMIT DROP;
+    ALTER TABLE pg_temp.allocation_import_src ALTER COLUMN value SET STORAGE EXTERNAL;  -- no compression
+    TRUNCATE pg_temp.allocation_import_src;
+    INSERT INTO pg_temp.allocation_import_src SELECT g.feature, g.value FROM allocation.geojson_features(fc) g;
 
-    FOR i, f IN SELECT g.feature, g.value FROM allocation.geojson_features(fc) g LOOP
+    FOR i, f IN SELECT s.feature, s.value FROM pg_temp.allocation_import_src s ORDER BY s.feature LOOP
         v_code := NULL;
         BEGIN
             IF i = 0 THEN
@@ -298,7 +307,7 @@ BEGIN
     END IF;
 
     -- (each territory written is audited by the configuration triggers of allocation.territory)
-    DROP TABLE pg_temp.allocation_import;
+    DROP TABLE pg_temp.allocation_import, pg_temp.allocation_import_src;
     IF v_fc_srid <> 4326 THEN
         v_report := jsonb_build_array(jsonb_build_object('feature', NULL, 'code', NULL, 'action', 'transformed',
                         'reason', format('%s features from %s (EPSG:%s) to EPSG:4326', v_moved, v_fc_crs, v_fc_srid)))

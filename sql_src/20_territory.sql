@@ -28,6 +28,7 @@ RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
+SET jit = off   -- a few thousand rows at most per statement: JIT compilation would cost more than it saves
 AS $$
 DECLARE
     f          jsonb;

@@ -17,6 +17,7 @@ RETURNS TABLE (kind text, parent text, code text, name text, area_km2 double pre
                customers bigint, keys jsonb, geom geometry)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
+SET jit = off   -- PostGIS functions are costed high: JIT would compile for seconds to save nothing
 AS $$
 DECLARE
     v_root   bigint;

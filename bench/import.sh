@@ -10,7 +10,9 @@
 #   4. import_territories(pg_read_file(file)::jsonb)    -- the jsonb path (expected to fail above
 #      jsonb's 255 MB limit; run it on a smaller file with IM_COUNTIES to see its memory).
 # Memory: peak RssAnon (the backend's private memory, polled every 50 ms) and VmHWM (peak
-# resident set, which also counts the shared buffers the backend touched).
+# resident set, which also counts the shared buffers the backend touched). Backend CPU time
+# (user + system, up to the last poll) is printed too: on a shared machine it is steadier than
+# the wall time.
 #
 #   bash bench/import.sh                    # builds and installs, then runs in a throwaway cluster
 #   IM_NO_CLUSTER=1 IM_NO_INSTALL=1 PGHOST=/tmp PGPORT=5502 PGUSER=postgres bash bench/import.sh
@@ -57,7 +59,8 @@ ls -l "$IM_FILE" | awk '{printf "file: %s, %.1f MB\n", $9, $5 / 1048576}'
 
 # run one SQL statement in a fresh backend; print wall time, peak RssAnon and VmHWM of the backend
 measure() {
-    local label=$1 sql=$2 out pid peak=0 hwm=0 cur t0 t1 rc=0
+    local label=$1 sql=$2 out pid peak=0 hwm=0 cur t0 t1 rc=0 ticks=0 hz
+    hz=$(getconf CLK_TCK)
     out=$(mktemp)
     t0=$(date +%s.%N)
     PGAPPNAME=im_bench $PSQL -d "$IM_DB" -Atc "$sql" > "$out" 2>&1 &
@@ -72,12 +75,15 @@ measure() {
         [ -n "$cur" ] && [ "$cur" -gt "$peak" ] && peak=$cur
         cur=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
         [ -n "$cur" ] && [ "$cur" -gt "$hwm" ] && hwm=$cur
+        cur=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || true)
+        [ -n "$cur" ] && ticks=$cur
         kill -0 "$client" 2>/dev/null || break
         sleep 0.05
     done
     wait "$client" || rc=$?
     t1=$(date +%s.%N)
-    printf '%-44s %8.1f s   peak RssAnon %7.0f MB   VmHWM %7.0f MB   %s\n' "$label" "$(echo "$t1 - $t0" | bc)" \
+    printf '%-44s %7.1f s (backend CPU %6.1f s)   peak RssAnon %6.0f MB   VmHWM %6.0f MB   %s\n' "$label" "$(echo "$t1 - $t0" | bc)" \
+        "$(echo "scale=1; $ticks / $hz" | bc)" \
         "$(echo "$peak / 1024" | bc)" "$(echo "$hwm / 1024" | bc)" \
         "$( [ $rc -eq 0 ] && echo "result $(tail -1 "$out")" || echo "FAILED: $(grep -m1 ERROR "$out")")"
     rm -f "$out"

@@ -4,7 +4,8 @@
 
 -- The features of a GeoJSON text, one jsonb at a time (src/geojson.c): row 0 is
 -- the document without its features, rows 1..n the features. Memory stays at the
--- text plus one feature, so a whole country's counties import in one call.
+-- text plus work_mem (the rows spill to disk beyond it), so a whole country's
+-- counties import in one call.
 CREATE FUNCTION allocation.geojson_features(geojson text)
 RETURNS TABLE (feature integer, value jsonb)
 AS 'MODULE_PATHNAME', 'allocation_geojson_features'

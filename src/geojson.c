@@ -9,7 +9,7 @@
  * (no tree, no copy of the input); each element of the top-level "features"
  * array is converted to jsonb on its own and written to a tuplestore, which
  * spills to a temporary file beyond work_mem. Peak memory is the input text
- * plus one feature, whatever the number of features.
+ * plus work_mem plus one feature, whatever the number of features.
  */
 #include "postgres.h"
 

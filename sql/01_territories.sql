@@ -128,9 +128,15 @@ SELECT allocation.import_territories('{"type": "FeatureCollection", "features": 
   {"type": "Feature", "properties": {"code": "X"},
    "geometry": {"type": "LineString", "coordinates": [[0,0],[1,1]]}}]}'::jsonb);
 \echo sqlstate :SQLSTATE
--- LA005: CRS other than WGS 84, on the collection or on a geometry
+-- LA0I1: a CRS PostGIS does not know, on the collection or on a geometry, or
+-- not named at all (known ones are transformed: sql/33_imports)
 SELECT allocation.import_territories('{"type": "FeatureCollection",
-  "crs": {"type": "name", "properties": {"name": "EPSG:3857"}},
+  "crs": {"type": "name", "properties": {"name": "EPSG:999999"}},
+  "features": [{"type": "Feature", "properties": {"code": "A", "name": "renamed"},
+   "geometry": {"type": "Polygon", "coordinates": [[[0,0],[10,0],[10,10],[0,10],[0,0]]]}}]}'::jsonb);
+\echo sqlstate :SQLSTATE
+SELECT allocation.import_territories('{"type": "FeatureCollection",
+  "crs": {"type": "link", "properties": {"href": "http://example.com/crs/42"}},
   "features": [{"type": "Feature", "properties": {"code": "A", "name": "renamed"},
    "geometry": {"type": "Polygon", "coordinates": [[[0,0],[10,0],[10,10],[0,10],[0,0]]]}}]}'::jsonb);
 \echo sqlstate :SQLSTATE
@@ -138,8 +144,15 @@ SELECT allocation.import_territories('{"type": "FeatureCollection", "features": 
   {"type": "Feature", "properties": {"code": "A", "name": "renamed"},
    "geometry": {"type": "Polygon", "coordinates": [[[0,0],[10,0],[10,10],[0,10],[0,0]]]}},
   {"type": "Feature", "properties": {"code": "X"},
-   "geometry": {"type": "Polygon", "crs": {"type": "name", "properties": {"name": "EPSG:3857"}},
+   "geometry": {"type": "Polygon", "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::123456789"}},
                 "coordinates": [[[0,0],[1000,0],[1000,1000],[0,0]]]}}]}'::jsonb);
+\echo sqlstate :SQLSTATE
+-- LA005: projected coordinates in a file that names no CRS (so WGS 84)
+SELECT allocation.import_territories('{"type": "FeatureCollection", "features": [
+  {"type": "Feature", "properties": {"code": "A", "name": "renamed"},
+   "geometry": {"type": "Polygon", "coordinates": [[[0,0],[10,0],[10,10],[0,10],[0,0]]]}},
+  {"type": "Feature", "properties": {"code": "X"},
+   "geometry": {"type": "Polygon", "coordinates": [[[12900000,4800000],[12910000,4800000],[12910000,4810000],[12900000,4800000]]]}}]}'::jsonb);
 \echo sqlstate :SQLSTATE
 -- LA006: unknown parent code
 SELECT allocation.import_territories('{"type": "FeatureCollection", "features": [

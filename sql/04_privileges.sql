@@ -76,7 +76,7 @@ SELECT f.fn,
        has_function_privilege('regress_alloc_analyst', f.fn, 'EXECUTE') AS analyst,
        has_function_privilege('regress_alloc_app', f.fn, 'EXECUTE') AS app
   FROM unnest(ARRAY[
-        'allocation.import_territories(jsonb,text,text,text)', 'allocation.territory_at(geometry)',
+        'allocation.import_territories(jsonb,text,text,text,text)', 'allocation.import_territories(text,text,text,text,text)', 'allocation.territory_at(geometry)',
         'allocation.manage(regclass,name,name,name,jsonb)', 'allocation.unmanage(regclass)',
         'allocation.set_reevaluate(regclass,text)', 'allocation.assign(regclass,text,bigint,text)',
         'allocation.accept_suggestion(bigint)', 'allocation.reject_suggestion(bigint,text)',

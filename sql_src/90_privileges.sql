@@ -82,6 +82,7 @@ BEGIN
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.verify_audit(text), allocation.audit_head() TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.stat(), allocation.stat_index() TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.dispute_evidence(bigint), allocation.explain_event(bigint) TO %s', r);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.coverage_gaps(text), allocation.coverage_gaps_geojson(text) TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.strategy_effectiveness(tstzrange, integer),
                         allocation.customer_potential(regclass, text) TO %s', r);
     END IF;
@@ -117,7 +118,9 @@ BEGIN
                         allocation.rule_id_seq, allocation.claim_policy_id_seq, allocation.recycle_policy_id_seq,
                         allocation.resource_pool_id_seq, allocation.transfer_policy_id_seq, allocation.reward_rule_id_seq,
                         allocation.new_rep_policy_id_seq, allocation.alert_rule_id_seq TO %s', r);
-        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.import_territories(jsonb, text, text, text),
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.import_territories(jsonb, text, text, text, text),
+                        allocation.import_territories(text, text, text, text, text), allocation.import_report(),
+                        allocation.geojson_features(text),
                         allocation.manage(regclass, name, name, name, jsonb), allocation.unmanage(regclass),
                         allocation.set_reevaluate(regclass, text), allocation.grant_role(regrole, text),
                         allocation.enable_rep_security(regclass), allocation.disable_rep_security(regclass),

@@ -11,7 +11,7 @@
 BEGIN;
 CREATE EXTENSION allocation;
 
-SELECT plan(134);
+SELECT plan(142);
 
 -------------------------------------------------------------------------------
 -- Extension and schema
@@ -34,8 +34,13 @@ SELECT ok(EXISTS (SELECT 1 FROM pg_depend d
 -------------------------------------------------------------------------------
 -- Public functions: exact signatures (argument names and defaults) and results
 -------------------------------------------------------------------------------
-SELECT has_function('allocation', 'import_territories', ARRAY['jsonb', 'text', 'text', 'text'], 'import_territories(jsonb, text, text, text) exists');
-SELECT function_returns('allocation', 'import_territories', ARRAY['jsonb', 'text', 'text', 'text'], 'integer', 'import_territories returns integer');
+SELECT has_function('allocation', 'import_territories', ARRAY['jsonb', 'text', 'text', 'text', 'text'], 'import_territories(jsonb, text, text, text, text) exists');
+SELECT function_returns('allocation', 'import_territories', ARRAY['jsonb', 'text', 'text', 'text', 'text'], 'integer', 'import_territories returns integer');
+SELECT has_function('allocation', 'import_territories', ARRAY['text', 'text', 'text', 'text', 'text'], 'import_territories(text, text, text, text, text) exists (files above jsonb''s limit)');
+SELECT hasnt_function('allocation', 'import_territories', ARRAY['jsonb', 'text', 'text', 'text'], 'the 1.0 signature import_territories(jsonb, text, text, text) is gone');
+SELECT function_returns('allocation', 'import_report', ARRAY[]::text[], 'setof record', 'import_report returns a set of rows');
+SELECT function_returns('allocation', 'coverage_gaps', ARRAY['text'], 'setof record', 'coverage_gaps returns a set of rows');
+SELECT function_returns('allocation', 'coverage_gaps_geojson', ARRAY['text'], 'jsonb', 'coverage_gaps_geojson returns jsonb');
 SELECT has_function('allocation', 'territory_at', ARRAY['geometry'], 'territory_at(geometry) exists');
 SELECT function_returns('allocation', 'territory_at', ARRAY['geometry'], 'bigint', 'territory_at returns bigint');
 SELECT has_function('allocation', 'manage', ARRAY['regclass', 'name', 'name', 'name', 'jsonb'], 'manage(regclass, name, name, name, jsonb) exists');
@@ -66,9 +71,16 @@ SELECT has_function('allocation', 'cache_stats', ARRAY[]::text[], 'cache_stats()
 SELECT function_returns('allocation', 'cache_stats', ARRAY[]::text[], 'jsonb', 'cache_stats returns jsonb');
 
 -- argument names and defaults are part of the API (named notation, omitted args)
-SELECT is(pg_get_function_arguments('allocation.import_territories(jsonb,text,text,text)'::regprocedure),
-          'fc jsonb, code_property text DEFAULT ''code''::text, name_property text DEFAULT ''name''::text, parent_property text DEFAULT NULL::text',
+SELECT is(pg_get_function_arguments('allocation.import_territories(jsonb,text,text,text,text)'::regprocedure),
+          'fc jsonb, code_property text DEFAULT ''code''::text, name_property text DEFAULT ''name''::text, parent_property text DEFAULT NULL::text, on_invalid text DEFAULT ''error''::text',
           'import_territories argument names and defaults');
+SELECT is(pg_get_function_arguments('allocation.import_territories(text,text,text,text,text)'::regprocedure),
+          'fc text, code_property text DEFAULT ''code''::text, name_property text DEFAULT ''name''::text, parent_property text DEFAULT NULL::text, on_invalid text DEFAULT ''error''::text',
+          'import_territories(text) argument names and defaults');
+SELECT is(pg_get_function_arguments('allocation.coverage_gaps(text)'::regprocedure),
+          'parent_code text DEFAULT NULL::text', 'coverage_gaps argument names and defaults');
+SELECT is(pg_get_function_result('allocation.import_report()'::regprocedure),
+          'TABLE(feature integer, code text, action text, sqlstate text, reason text)', 'import_report result columns');
 SELECT is(pg_get_function_arguments('allocation.manage(regclass,name,name,name,jsonb)'::regprocedure),
           'tbl regclass, key_column name, location_column name, owner_column name, attributes jsonb DEFAULT ''{}''::jsonb',
           'manage argument names and defaults');

@@ -249,28 +249,31 @@ SELECT throws_ok($$SELECT allocation.import_territories(pg_temp.fc(pg_temp.good_
 SELECT is(pg_temp.untouched(), :'base', 'untyped geometry: territories untouched');
 
 -------------------------------------------------------------------------------
--- LA005: not WGS 84
+-- CRS: a known EPSG CRS is transformed to 4326 (1.1); an unknown one is LA0I1
 -------------------------------------------------------------------------------
-SELECT throws_ok($$SELECT allocation.import_territories(pg_temp.fc(pg_temp.good_a())
-                     || '{"crs":{"type":"name","properties":{"name":"EPSG:3857"}}}')$$, 'LA005',
-                 'GeoJSON coordinate reference system EPSG:3857 is not WGS 84', 'collection CRS EPSG:3857: LA005');
-SELECT is(pg_temp.untouched(), :'base', 'collection CRS 3857: territories untouched');
+SAVEPOINT crs;
+SELECT is(allocation.import_territories(pg_temp.fc(pg_temp.good_a())
+              || '{"crs":{"type":"name","properties":{"name":"EPSG:3857"}}}'), 1,
+          'collection CRS EPSG:3857: transformed and imported');
+ROLLBACK TO SAVEPOINT crs;
+SELECT is(pg_temp.untouched(), :'base', 'collection CRS 3857 (rolled back): territories untouched');
+
+SELECT is(allocation.import_territories(pg_temp.fc(pg_temp.good_a())
+              || '{"crs":{"type":"name","properties":{"name":"urn:ogc:def:crs:EPSG::4490"}}}'), 1,
+          'collection CRS urn EPSG::4490 (CGCS2000): transformed and imported');
+ROLLBACK TO SAVEPOINT crs;
+SELECT is(pg_temp.untouched(), :'base', 'collection CRS 4490 (rolled back): territories untouched');
 
 SELECT throws_ok($$SELECT allocation.import_territories(pg_temp.fc(pg_temp.good_a())
-                     || '{"crs":{"type":"name","properties":{"name":"urn:ogc:def:crs:EPSG::4490"}}}')$$, 'LA005',
-                 'GeoJSON coordinate reference system urn:ogc:def:crs:EPSG::4490 is not WGS 84',
-                 'collection CRS urn EPSG::4490 (CGCS2000): LA005');
-SELECT is(pg_temp.untouched(), :'base', 'collection CRS 4490: territories untouched');
-
-SELECT throws_ok($$SELECT allocation.import_territories(pg_temp.fc(pg_temp.good_a())
-                     || '{"crs":{"type":"name","properties":{"name":"EPSG:43260"}}}')$$, 'LA005',
-                 NULL, 'collection CRS EPSG:43260 (not 4326): LA005');
+                     || '{"crs":{"type":"name","properties":{"name":"EPSG:43260"}}}')$$, 'LA0I1',
+                 'coordinate reference system "EPSG:43260" is unknown', 'collection CRS EPSG:43260 (unknown to PostGIS): LA0I1');
 SELECT is(pg_temp.untouched(), :'base', 'collection CRS 43260: territories untouched');
 
-SELECT throws_ok($$SELECT allocation.import_territories(pg_temp.fc(pg_temp.good_a(),
-                     pg_temp.feat('Z', '{"type":"Polygon","crs":{"type":"name","properties":{"name":"EPSG:3857"}},"coordinates":[[[0,0],[1,0],[1,1],[0,0]]]}')))$$,
-                 'LA005', 'feature 2 (Z) is in SRID 3857, not 4326', 'geometry in SRID 3857: LA005');
-SELECT is(pg_temp.untouched(), :'base', 'geometry SRID 3857: territories untouched');
+SELECT is(allocation.import_territories(pg_temp.fc(pg_temp.good_a(),
+              pg_temp.feat('Z', '{"type":"Polygon","crs":{"type":"name","properties":{"name":"EPSG:3857"}},"coordinates":[[[0,0],[1,0],[1,1],[0,0]]]}'))),
+          2, 'geometry in SRID 3857: transformed and imported');
+ROLLBACK TO SAVEPOINT crs;
+SELECT is(pg_temp.untouched(), :'base', 'geometry SRID 3857 (rolled back): territories untouched');
 
 -- projected coordinates (metres) with no crs member cannot be longitude/latitude
 SELECT throws_ok($$SELECT allocation.import_territories(pg_temp.fc(pg_temp.good_a(),

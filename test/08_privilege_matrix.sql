@@ -110,8 +110,14 @@ INSERT INTO matrix VALUES
     ('allocation.grant_resource(bigint,regclass,text,numeric,text,tstzrange,bigint)', 'mA'),
     ('allocation.expire_transfers(timestamp with time zone)',                'mA'),
     ('allocation.transfer_all(bigint,bigint[],text,boolean)',                'mA'),
+    -- analysts, managers, admins: where nobody sells (read with the caller's rights on customer tables)
+    ('allocation.coverage_gaps(text)',                                       'maA'),
+    ('allocation.coverage_gaps_geojson(text)',                               'maA'),
     -- admins: configuration
-    ('allocation.import_territories(jsonb,text,text,text)',                  'A'),
+    ('allocation.import_territories(jsonb,text,text,text,text)',             'A'),
+    ('allocation.import_territories(text,text,text,text,text)',              'A'),
+    ('allocation.import_report()',                                           'A'),
+    ('allocation.geojson_features(text)',                                    'A'),
     ('allocation.manage(regclass,name,name,name,jsonb)',                     'A'),
     ('allocation.unmanage(regclass)',                                        'A'),
     ('allocation.set_reevaluate(regclass,text)',                             'A'),

@@ -1,5 +1,5 @@
 --
--- 33_imports: territory imports that survive real GIS data (issue 15):
+-- 36_imports: territory imports that survive real GIS data (issue 15):
 -- on_invalid => 'skip' and import_report(), any EPSG CRS PostGIS knows,
 -- the text path (geojson_features), coverage_gaps().
 --

@@ -105,9 +105,13 @@ typedef struct AllocPoint
 	double		x;
 	double		y;
 	int32		srid;			/* SRID as stored (before transformation) */
+	char		datum;			/* AllocDatum of the stored coordinates (datum.h) */
+	double		stored_x;		/* the coordinates as stored (SRID srid, datum datum) */
+	double		stored_y;
 } AllocPoint;
 
-extern void alloc_read_point(Datum geom, AllocPoint *pt, const char *table_name);
+/* reads a location into pt in WGS 84 (EPSG:4326); datum: an AllocDatum (datum.h) */
+extern void alloc_read_point(Datum geom, AllocPoint *pt, const char *table_name, char datum);
 
 /* ---------- territory_index.c: territory index (per backend or shared) ---------- */
 
@@ -271,6 +275,7 @@ typedef struct ManagedTable
 	RegProcedure key_eq;		/* its equality procedure */
 	Oid			key_coll;		/* its collation (the search must use the index's order) */
 	AttrNumber	loc_att;		/* InvalidAttrNumber = none */
+	char		loc_datum;		/* AllocDatum (datum.h) of the location column */
 	AttrNumber	owner_att;
 	Oid			owner_type;
 	AttrNumber	attr_att[ATTR__COUNT];

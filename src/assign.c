@@ -96,7 +96,7 @@ assign_read_customer(ManagedTable *mt, HeapTuple tuple, Customer *c, bool hypoth
 	{
 		d = heap_getattr(tuple, mt->loc_att, mt->tupdesc, &isnull);
 		if (!isnull)
-			alloc_read_point(d, &c->loc, mt->name);
+			alloc_read_point(d, &c->loc, mt->name, mt->loc_datum);
 	}
 	if (c->loc.present)
 		c->nterr = tindex_lookup(c->loc.x, c->loc.y, c->terr, ALLOC_MAX_HITS);

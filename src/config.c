@@ -36,6 +36,7 @@
 #include "utils/relcache.h"
 
 #include "allocation.h"
+#include "datum.h"
 
 const char *const alloc_attr_names[ATTR__COUNT] = {
 	"tier", "crop", "business_type", "tags", "stage", "name", "phone",
@@ -387,10 +388,14 @@ load_tables(ConfigCache *c)
 	SPITupleTable *tt;
 	uint64		nt;
 
-	cfg_query(c, "SELECT id, tbl::oid, key_column, location_column, owner_column, attributes::text,"
-			  " reevaluate, table_name, duplicate_exact, duplicate_fuzzy, name_similarity::float8,"
-			  " coalesce(duplicate_within_m, 0)"
-			  " FROM allocation.managed_table WHERE active ORDER BY id",
+	/* SQL version 1.0 has no location_datum: every location is WGS 84 */
+	alloc_lookup_oids();
+	cfg_query(c, psprintf("SELECT id, tbl::oid, key_column, location_column, owner_column, attributes::text,"
+						  " reevaluate, table_name, duplicate_exact, duplicate_fuzzy, name_similarity::float8,"
+						  " coalesce(duplicate_within_m, 0), %s"
+						  " FROM allocation.managed_table WHERE active ORDER BY id",
+						  get_attnum(alloc_oids.managed_table, "location_datum") != InvalidAttrNumber
+						  ? "location_datum" : "'wgs84'::text"),
 			  "allocation.managed_table");
 	tt = SPI_tuptable;
 	nt = SPI_processed;
@@ -417,6 +422,12 @@ load_tables(ConfigCache *c)
 		mt->dup_fuzzy = SPI_getvalue(tup, td, 10)[0];
 		mt->name_similarity = DatumGetFloat8(SPI_getbinval(tup, td, 11, &isnull));
 		mt->within_m = DatumGetFloat8(SPI_getbinval(tup, td, 12, &isnull));
+		{
+			AllocDatum	datum = DATUM_WGS84;
+
+			(void) datum_parse(SPI_getvalue(tup, td, 13), &datum);	/* a CHECK keeps it valid */
+			mt->loc_datum = (char) datum;
+		}
 
 		rel = table_open(mt->relid, AccessShareLock);
 		mt->tupdesc = CreateTupleDescCopy(RelationGetDescr(rel));

@@ -251,7 +251,7 @@ BEGIN
     UPDATE allocation.managed_table m
        SET active = true, key_column = _manage.key_column, location_column = _manage.location_column,
            owner_column = _manage.owner_column, attributes = _manage.attributes, attnums = v_attnums,
-           managed_since = now(), table_name = v_name
+           managed_since = now(), table_name = v_name, location_datum = 'wgs84'
      WHERE m.tbl = _manage.tbl
     RETURNING m.id INTO v_id;
     IF v_id IS NULL THEN

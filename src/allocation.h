@@ -260,7 +260,13 @@ extern const char *const alloc_attr_names[ATTR__COUNT];
 
 typedef struct ManagedTable
 {
-	Oid			relid;
+	Oid			relid;			/* the managed table (the root of a partitioned one) */
+	Oid			rel_here;		/* the relation this entry reads tuples of: relid, or a partition */
+	bool		partitioned;	/* relid is a partitioned table */
+	bool		key_global_check;	/* partitioned, key unique only with the partition columns:
+									 * the engine checks it across partitions */
+	int			nleaves;		/* root of a partitioned table: its leaf partitions, -1 = not read */
+	Oid		   *leaves;
 	Oid			owner;			/* the table's owner: rule conditions run as this role */
 	int32		id;
 	char	   *name;
@@ -292,6 +298,16 @@ typedef struct ManagedTable
 
 extern TextSet textset_from_datum(Datum d, bool isnull);
 extern ManagedTable *config_get_table(Oid relid, bool missing_ok);
+extern ManagedTable *config_get_root(ManagedTable *mt);
+extern int	config_leaves(ManagedTable *mt, Oid **leaves);
+
+/* ---------- partition.c: partitioned customer tables ---------- */
+extern bool part_find_key(ManagedTable *mt, Datum key, int64 *owner, Oid *found_in);
+extern void part_check_key_unique(ManagedTable *mt, HeapTuple tup);
+extern void part_note_update(ManagedTable *mt, HeapTuple oldtup);
+extern bool part_insert_is_move(ManagedTable *mt, HeapTuple tup);
+extern bool part_take_moved(ManagedTable *mt, HeapTuple tup, bool deleting);
+extern void part_record_truncate(ManagedTable *mt);
 extern int	alloc_decision_depth;
 extern RepInfo *config_get_rep(int64 id);
 extern TeamInfo *config_get_team(int64 id);

@@ -441,7 +441,7 @@ rule_mismatch(ManagedTable *mt, int k, Customer *c, HeapTuple tuple, Trace *tr, 
 		Datum		res;
 
 		ExecStoreHeapTuple(tuple, mt->slot, false);
-		mt->slot->tts_tableOid = mt->relid;
+		mt->slot->tts_tableOid = mt->rel_here;
 		mt->econtext->ecxt_scantuple = mt->slot;
 		/* user code: as the table's owner, security-restricted (owner.c) */
 		if (!cs->active && r->cond_user_code)

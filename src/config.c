@@ -12,10 +12,14 @@
  */
 #include "postgres.h"
 
+#include "access/attmap.h"
 #include "access/genam.h"
 #include "access/stratnum.h"
 #include "access/table.h"
+#include "catalog/partition.h"
 #include "catalog/pg_am.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
 #include "executor/executor.h"
@@ -24,6 +28,7 @@
 #include "optimizer/optimizer.h"
 #include "access/transam.h"
 #include "parser/parse_relation.h"
+#include "rewrite/rewriteManip.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -54,6 +59,9 @@ typedef struct ConfigCache
 	RuleInfo   *rules;			/* evaluation order */
 	int			ntables;
 	ManagedTable **tables;
+	int			nparts;			/* partitions of managed tables, read on first use */
+	int			partcap;
+	ManagedTable **parts;
 } ConfigCache;
 
 static ConfigCache *config = NULL;
@@ -74,6 +82,9 @@ config_known_relid(Oid relid)
 		return false;
 	for (i = 0; i < config->ntables; i++)
 		if (config->tables[i]->relid == relid)
+			return true;
+	for (i = 0; i < config->nparts; i++)
+		if (config->parts[i]->rel_here == relid)
 			return true;
 	return false;
 }
@@ -347,7 +358,7 @@ set_output(ManagedTable *mt, AttrNumber att, FmgrInfo *fi, MemoryContext cxt)
 
 /* The single-column unique index manage() required on the key */
 static void
-find_key_index(Relation rel, ManagedTable *mt)
+find_key_index(Relation rel, ManagedTable *mt, bool prefix)
 {
 	List	   *indexes = RelationGetIndexList(rel);
 	ListCell   *lc;
@@ -358,7 +369,8 @@ find_key_index(Relation rel, ManagedTable *mt)
 		Relation	idx = index_open(lfirst_oid(lc), AccessShareLock);
 		Form_pg_index ix = idx->rd_index;
 
-		if (ix->indisunique && ix->indisvalid && ix->indnkeyatts == 1 &&
+		/* prefix: a partition of a table unique on (key, partition columns) */
+		if (ix->indisunique && ix->indisvalid && (ix->indnkeyatts == 1 || prefix) &&
 			ix->indkey.values[0] == mt->key_att && RelationGetIndexPredicate(idx) == NIL &&
 			idx->rd_rel->relam == BTREE_AM_OID)
 		{
@@ -485,7 +497,21 @@ load_tables(ConfigCache *c)
 							   format_type_be(TupleDescAttr(mt->tupdesc, mt->key_att - 1)->atttypid)),
 					 errhint("Change it back, or call allocation.unmanage() and allocation.manage() again.")));
 		set_output(mt, mt->key_att, &mt->key_out, c->cxt);
-		find_key_index(rel, mt);
+		find_key_index(rel, mt, false);
+		mt->rel_here = mt->relid;
+		mt->nleaves = -1;
+		if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
+		{
+			/*
+			 * A partitioned index cannot be scanned: the partitions' own
+			 * indexes are (partition.c).  Unique on the key alone, the
+			 * key is unique by PostgreSQL; unique with the partition
+			 * columns, the engine checks the key across partitions.
+			 */
+			mt->partitioned = true;
+			mt->key_global_check = !OidIsValid(mt->key_index);
+			mt->key_index = InvalidOid;
+		}
 		table_close(rel, AccessShareLock);
 		c->tables[i] = mt;
 	}
@@ -614,6 +640,11 @@ config_free(ConfigCache *c)
 		if (mt->slot)
 			ExecDropSingleTupleTableSlot(mt->slot);
 	}
+	for (i = 0; i < c->nparts; i++)
+	{
+		FreeExprContext(c->parts[i]->econtext, false);
+		ExecDropSingleTupleTableSlot(c->parts[i]->slot);
+	}
 	MemoryContextDelete(c->cxt);
 }
 
@@ -691,6 +722,122 @@ config_prepare(void)
 		config_build();
 }
 
+/*
+ * The entry of one partition of a managed partitioned table: the root's
+ * configuration with the partition's own column numbers (a partition may
+ * have its columns in another order, or dropped columns), its tuple
+ * descriptor, its key index, and the rule conditions mapped to its columns.
+ */
+static ManagedTable *
+derive_partition(ConfigCache *c, ManagedTable *root, Oid part)
+{
+	MemoryContext old = MemoryContextSwitchTo(c->cxt);
+	ManagedTable *pm = palloc(sizeof(ManagedTable));
+	Relation	rel = table_open(part, AccessShareLock);
+	AttrMap    *map;
+	int			a,
+				k;
+
+	memcpy(pm, root, sizeof(ManagedTable));
+	pm->rel_here = part;
+	pm->nleaves = -1;
+	pm->leaves = NULL;
+	pm->tupdesc = CreateTupleDescCopy(RelationGetDescr(rel));
+#define MAP_ATT(att) ((att) == InvalidAttrNumber ? InvalidAttrNumber : \
+		resolve_column(rel, NameStr(TupleDescAttr(root->tupdesc, (att) - 1)->attname), "mapped"))
+	pm->key_att = MAP_ATT(root->key_att);
+	pm->loc_att = MAP_ATT(root->loc_att);
+	pm->owner_att = MAP_ATT(root->owner_att);
+	for (a = 0; a < ATTR__COUNT; a++)
+	{
+		pm->attr_att[a] = MAP_ATT(root->attr_att[a]);
+		if (pm->attr_att[a] != InvalidAttrNumber && a != ATTR_TAGS)
+			set_output(pm, pm->attr_att[a], &pm->attr_out[a], c->cxt);
+	}
+#undef MAP_ATT
+	set_output(pm, pm->key_att, &pm->key_out, c->cxt);
+	find_key_index(rel, pm, true);
+	/* root column numbers -> this partition's */
+	map = build_attrmap_by_name(RelationGetDescr(rel), root->tupdesc);
+	pm->rules = palloc(sizeof(RuleInfo *) * Max(root->nrules, 1));
+	pm->cond_state = palloc0(sizeof(ExprState *) * Max(root->nrules, 1));
+	pm->nrules = 0;
+	for (k = 0; k < root->nrules; k++)
+	{
+		RuleInfo   *r = root->rules[k];
+
+		if (r->cond_expr)
+		{
+			bool		whole_row = false;
+			Node	   *e = map_variable_attnos((Node *) copyObject(r->cond_expr), 1, 0, map,
+												InvalidOid, &whole_row);
+
+			if (whole_row)
+			{
+				ereport(WARNING,
+						(errcode(ERRCODE_ALLOC_BAD_CONDITION),
+						 errmsg("allocation rule \"%s\" is skipped on partition %s", r->name, RelationGetRelationName(rel)),
+						 errdetail("Its condition uses the whole row, whose type differs in this partition."),
+						 errhint("Name the columns in the condition instead of the row.")));
+				continue;
+			}
+			pm->cond_state[pm->nrules] = ExecInitExpr((Expr *) e, NULL);
+		}
+		pm->rules[pm->nrules++] = r;
+	}
+	pm->econtext = CreateStandaloneExprContext();
+	pm->slot = MakeSingleTupleTableSlot(pm->tupdesc, &TTSOpsHeapTuple);
+	table_close(rel, AccessShareLock);
+	if (c->nparts == c->partcap)
+	{
+		c->partcap = Max(8, c->partcap * 2);
+		c->parts = c->parts ? repalloc(c->parts, sizeof(ManagedTable *) * c->partcap)
+			: palloc(sizeof(ManagedTable *) * c->partcap);
+	}
+	c->parts[c->nparts++] = pm;
+	MemoryContextSwitchTo(old);
+	return pm;
+}
+
+/* The entry of the managed table itself (the root of a partition's entry) */
+ManagedTable *
+config_get_root(ManagedTable *mt)
+{
+	int			i;
+
+	if (mt->rel_here == mt->relid)
+		return mt;
+	for (i = 0; i < config->ntables; i++)
+		if (config->tables[i]->relid == mt->relid)
+			return config->tables[i];
+	elog(ERROR, "managed table %u is not in the cache", mt->relid);
+	return NULL;				/* keep compiler quiet */
+}
+
+/* The leaf partitions of a partitioned managed table (read once per cache) */
+int
+config_leaves(ManagedTable *mt, Oid **leaves)
+{
+	ManagedTable *root = config_get_root(mt);
+
+	if (root->nleaves < 0)
+	{
+		List	   *all = find_all_inheritors(root->relid, AccessShareLock, NULL);
+		ListCell   *lc;
+		MemoryContext old = MemoryContextSwitchTo(config->cxt);
+
+		root->leaves = palloc(sizeof(Oid) * Max(list_length(all), 1));
+		root->nleaves = 0;
+		foreach(lc, all)
+			if (get_rel_relkind(lfirst_oid(lc)) == RELKIND_RELATION)
+				root->leaves[root->nleaves++] = lfirst_oid(lc);
+		MemoryContextSwitchTo(old);
+		list_free(all);
+	}
+	*leaves = root->leaves;
+	return root->nleaves;
+}
+
 ManagedTable *
 config_get_table(Oid relid, bool missing_ok)
 {
@@ -700,6 +847,18 @@ config_get_table(Oid relid, bool missing_ok)
 	for (i = 0; i < config->ntables; i++)
 		if (config->tables[i]->relid == relid)
 			return config->tables[i];
+	for (i = 0; i < config->nparts; i++)
+		if (config->parts[i]->rel_here == relid)
+			return config->parts[i];
+	/* a partition (present or created later) of a managed partitioned table */
+	if (get_rel_relispartition(relid))
+	{
+		Oid			root = llast_oid(get_partition_ancestors(relid));
+
+		for (i = 0; i < config->ntables; i++)
+			if (config->tables[i]->relid == root && config->tables[i]->partitioned)
+				return derive_partition(config, config->tables[i], relid);
+	}
 	if (!missing_ok)
 		ereport(ERROR,
 				(errcode(ERRCODE_ALLOC_NOT_MANAGED),

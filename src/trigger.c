@@ -890,10 +890,17 @@ allocation_row_trigger(PG_FUNCTION_ARGS)
 		alloc_decision_depth++;
 		PG_TRY();
 		{
-			if (TRIGGER_FIRED_BY_INSERT(ev))
+			/* a row moving to this partition: the update decided already (partition.c) */
+			if (TRIGGER_FIRED_BY_INSERT(ev) && mt->partitioned && part_insert_is_move(mt, td->tg_trigtuple))
+				result = td->tg_trigtuple;
+			else if (TRIGGER_FIRED_BY_INSERT(ev))
 				result = before_insert(mt, td->tg_relation, td->tg_trigtuple);
 			else if (TRIGGER_FIRED_BY_UPDATE(ev))
+			{
+				if (mt->partitioned)
+					part_note_update(mt, td->tg_trigtuple);
 				result = before_update(mt, td->tg_trigtuple, td->tg_newtuple);
+			}
 			else
 				result = td->tg_trigtuple;
 			decided = true;
@@ -907,10 +914,18 @@ allocation_row_trigger(PG_FUNCTION_ARGS)
 		return PointerGetDatum(result);
 	}
 
-	if (TRIGGER_FIRED_BY_INSERT(ev))
+	if (TRIGGER_FIRED_BY_INSERT(ev) && mt->partitioned && part_take_moved(mt, td->tg_trigtuple, false))
+		confirm(mt, NULL, td->tg_trigtuple, OP_UPDATE);	/* the moved row: the update's */
+	else if (TRIGGER_FIRED_BY_INSERT(ev))
+	{
+		if (mt->key_global_check)
+			part_check_key_unique(mt, td->tg_trigtuple);
 		confirm(mt, NULL, td->tg_trigtuple, OP_INSERT);
+	}
 	else if (TRIGGER_FIRED_BY_UPDATE(ev))
 		confirm(mt, td->tg_trigtuple, td->tg_newtuple, OP_UPDATE);
+	else if (TRIGGER_FIRED_BY_DELETE(ev) && mt->partitioned && part_take_moved(mt, td->tg_trigtuple, true))
+		;						/* the row moved to another partition: not a delete */
 	else if (TRIGGER_FIRED_BY_DELETE(ev))
 		after_delete(mt, td->tg_trigtuple);
 	return PointerGetDatum(NULL);
@@ -963,8 +978,14 @@ allocation_stmt_trigger(PG_FUNCTION_ARGS)
 
 	if (TRIGGER_FIRED_BY_TRUNCATE(ev))
 	{
+		ManagedTable *mt;
+
 		config_prepare();
-		record_truncate(config_get_table(RelationGetRelid(td->tg_relation), false));
+		mt = config_get_table(RelationGetRelid(td->tg_relation), false);
+		if (mt->rel_here != mt->relid)
+			part_record_truncate(mt);	/* one partition: its customers only */
+		else
+			record_truncate(mt);
 	}
 	else if (TRIGGER_FIRED_BEFORE(ev))
 		push_frame();

@@ -92,7 +92,10 @@ $$
 DECLARE
     p regclass;
 BEGIN
-    FOR p IN SELECT t.relid FROM pg_catalog.pg_partition_tree(p_rel) t ORDER BY t.level DESC LOOP
+    -- (pg_partition_tree() of a table that is no longer partitioned nor a partition is empty)
+    FOR p IN SELECT DISTINCT g.tgrelid::regclass FROM pg_catalog.pg_trigger g
+              WHERE g.tgname IN ('zz_allocation_stmt_before', 'zz_allocation_stmt_after') AND NOT g.tgisinternal
+                AND g.tgrelid IN (SELECT p_rel UNION ALL SELECT t.relid FROM pg_catalog.pg_partition_tree(p_rel) t) LOOP
         EXECUTE format('DROP TRIGGER IF EXISTS zz_allocation_stmt_before ON %s', p);
         EXECUTE format('DROP TRIGGER IF EXISTS zz_allocation_stmt_after ON %s', p);
     END LOOP;

@@ -48,6 +48,7 @@
 #include "utils/snapmgr.h"
 
 #include "allocation.h"
+#include "frame.h"
 
 /*
  * One probe of a partition's key index.  Returns whether a row with the key
@@ -121,6 +122,106 @@ part_find_key(ManagedTable *mt, Datum key, int64 *owner, Oid *found_in)
 }
 
 /*
+ * The statement's open probes of the partitions' key indexes: the check
+ * below probes every partition for every row, so the scans stay open for the
+ * statement (closed with its frame, under the resource owner that opened
+ * them).
+ */
+typedef struct LeafProbe
+{
+	Oid			leaf;
+	Relation	heap;
+	Relation	idx;
+	TupleTableSlot *slot;
+	IndexScanDesc scan;
+	SnapshotData dirty;			/* the scan's snapshot (reset before each probe) */
+} LeafProbe;
+
+typedef struct PartProbes
+{
+	ResourceOwner owner;
+	int			n;
+	LeafProbe **p;				/* each allocated once: its scan points at its snapshot */
+} PartProbes;
+
+static LeafProbe *
+leaf_probe(ManagedTable *pm)
+{
+	Frame	   *f = frames;
+	PartProbes *pp;
+	LeafProbe  *lp;
+	MemoryContext old;
+	int			i;
+
+	if (f == NULL)
+		return NULL;
+	pp = (PartProbes *) f->part_probes;
+	if (pp == NULL)
+	{
+		pp = MemoryContextAllocZero(f->cxt, sizeof(PartProbes));
+		pp->owner = CurrentResourceOwner;
+		f->part_probes = pp;
+	}
+	if (pp->owner != CurrentResourceOwner)
+		return NULL;
+	for (i = 0; i < pp->n; i++)
+		if (pp->p[i]->leaf == pm->rel_here)
+			return pp->p[i];
+	old = MemoryContextSwitchTo(f->cxt);
+	pp->p = pp->n ? repalloc(pp->p, sizeof(LeafProbe *) * (pp->n + 1)) : palloc(sizeof(LeafProbe *));
+	lp = pp->p[pp->n++] = palloc(sizeof(LeafProbe));
+	lp->leaf = pm->rel_here;
+	lp->heap = table_open(pm->rel_here, AccessShareLock);
+	lp->idx = index_open(pm->key_index, AccessShareLock);
+	lp->slot = table_slot_create(lp->heap, NULL);
+	InitDirtySnapshot(lp->dirty);
+	lp->scan = index_beginscan(lp->heap, lp->idx, &lp->dirty, 1, 0);
+	MemoryContextSwitchTo(old);
+	return lp;
+}
+
+void
+part_probes_close(Frame *f)
+{
+	PartProbes *pp = (PartProbes *) f->part_probes;
+	int			i;
+
+	if (pp == NULL || pp->owner != CurrentResourceOwner)
+		return;
+	for (i = 0; i < pp->n; i++)
+	{
+		index_endscan(pp->p[i]->scan);
+		ExecDropSingleTupleTableSlot(pp->p[i]->slot);
+		index_close(pp->p[i]->idx, AccessShareLock);
+		table_close(pp->p[i]->heap, AccessShareLock);
+	}
+	f->part_probes = NULL;
+}
+
+/* One dirty probe through the statement's open scan; as probe_leaf */
+static bool
+probe_leaf_kept(LeafProbe *lp, ManagedTable *pm, Datum key, ItemPointer skip, TransactionId *xwait)
+{
+	ScanKeyData skey;
+	bool		found = false;
+
+	*xwait = InvalidTransactionId;
+	InitDirtySnapshot(lp->dirty);
+	ScanKeyEntryInitialize(&skey, 0, 1, BTEqualStrategyNumber, InvalidOid, pm->key_coll, pm->key_eq, key);
+	index_rescan(lp->scan, &skey, 1, NULL, 0);
+	while (index_getnext_slot(lp->scan, ForwardScanDirection, lp->slot))
+	{
+		if (skip && ItemPointerEquals(skip, &lp->slot->tts_tid))
+			continue;
+		found = true;
+		*xwait = TransactionIdIsValid(lp->dirty.xmin) ? lp->dirty.xmin : lp->dirty.xmax;
+		break;
+	}
+	ExecClearTuple(lp->slot);
+	return found;
+}
+
+/*
  * AFTER INSERT on a partition of a table whose key is unique only with the
  * partition columns: no other row anywhere in the table may have the key.
  */
@@ -151,8 +252,11 @@ part_check_key_unique(ManagedTable *mt, HeapTuple tup)
 					 errhint("Create the partition with PARTITION OF (it then inherits the table's unique index).")));
 		for (;;)
 		{
-			InitDirtySnapshot(dirty);
-			if (!probe_leaf(pm, key, &dirty, leaves[i] == mt->rel_here ? &tup->t_self : NULL, NULL, &xw))
+			LeafProbe  *lp = leaf_probe(pm);
+			ItemPointer skip = leaves[i] == mt->rel_here ? &tup->t_self : NULL;
+
+			if (lp != NULL ? !probe_leaf_kept(lp, pm, key, skip, &xw)
+				: (InitDirtySnapshot(dirty), !probe_leaf(pm, key, &dirty, skip, NULL, &xw)))
 				break;
 			if (TransactionIdIsValid(xw) && !TransactionIdIsCurrentTransactionId(xw))
 			{

@@ -308,6 +308,7 @@ extern void part_note_update(ManagedTable *mt, HeapTuple oldtup);
 extern bool part_insert_is_move(ManagedTable *mt, HeapTuple tup);
 extern bool part_take_moved(ManagedTable *mt, HeapTuple tup, bool deleting);
 extern void part_record_truncate(ManagedTable *mt);
+extern bool part_after_insert(ManagedTable *mt, HeapTuple tup);
 extern int	alloc_decision_depth;
 extern RepInfo *config_get_rep(int64 id);
 extern TeamInfo *config_get_team(int64 id);

@@ -311,8 +311,11 @@ key_text(ManagedTable *mt, HeapTuple tup)
 void
 part_note_update(ManagedTable *mt, HeapTuple oldtup)
 {
-	char	   *key = key_text(mt, oldtup);
+	char	   *key;
 
+	if (!mt->partitioned)
+		return;
+	key = key_text(mt, oldtup);
 	upd.valid = key != NULL && strlen(key) < sizeof(upd.key);
 	if (!upd.valid)
 		return;
@@ -422,4 +425,21 @@ part_record_truncate(ManagedTable *mt)
 							  3, types, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "recording the truncate of a partition failed");
 	alloc_spi_end(&sw);
+}
+
+/*
+ * AFTER INSERT on a partition: true when the row is one moved here by an
+ * UPDATE (the caller confirms the update's entry); otherwise the key is
+ * checked across partitions where PostgreSQL does not.
+ */
+bool
+part_after_insert(ManagedTable *mt, HeapTuple tup)
+{
+	if (!mt->partitioned)
+		return false;
+	if (part_take_moved(mt, tup, false))
+		return true;
+	if (mt->key_global_check)
+		part_check_key_unique(mt, tup);
+	return false;
 }

@@ -897,8 +897,7 @@ allocation_row_trigger(PG_FUNCTION_ARGS)
 				result = before_insert(mt, td->tg_relation, td->tg_trigtuple);
 			else if (TRIGGER_FIRED_BY_UPDATE(ev))
 			{
-				if (mt->partitioned)
-					part_note_update(mt, td->tg_trigtuple);
+				part_note_update(mt, td->tg_trigtuple); /* a partition's row may move */
 				result = before_update(mt, td->tg_trigtuple, td->tg_newtuple);
 			}
 			else
@@ -914,19 +913,12 @@ allocation_row_trigger(PG_FUNCTION_ARGS)
 		return PointerGetDatum(result);
 	}
 
-	if (TRIGGER_FIRED_BY_INSERT(ev) && mt->partitioned && part_take_moved(mt, td->tg_trigtuple, false))
-		confirm(mt, NULL, td->tg_trigtuple, OP_UPDATE);	/* the moved row: the update's */
-	else if (TRIGGER_FIRED_BY_INSERT(ev))
-	{
-		if (mt->key_global_check)
-			part_check_key_unique(mt, td->tg_trigtuple);
-		confirm(mt, NULL, td->tg_trigtuple, OP_INSERT);
-	}
+	/* (partition.c: a row moved to another partition is the update's, not an insert and a delete) */
+	if (TRIGGER_FIRED_BY_INSERT(ev))
+		confirm(mt, NULL, td->tg_trigtuple, part_after_insert(mt, td->tg_trigtuple) ? OP_UPDATE : OP_INSERT);
 	else if (TRIGGER_FIRED_BY_UPDATE(ev))
 		confirm(mt, td->tg_trigtuple, td->tg_newtuple, OP_UPDATE);
-	else if (TRIGGER_FIRED_BY_DELETE(ev) && mt->partitioned && part_take_moved(mt, td->tg_trigtuple, true))
-		;						/* the row moved to another partition: not a delete */
-	else if (TRIGGER_FIRED_BY_DELETE(ev))
+	else if (TRIGGER_FIRED_BY_DELETE(ev) && !(mt->partitioned && part_take_moved(mt, td->tg_trigtuple, true)))
 		after_delete(mt, td->tg_trigtuple);
 	return PointerGetDatum(NULL);
 }
@@ -978,10 +970,8 @@ allocation_stmt_trigger(PG_FUNCTION_ARGS)
 
 	if (TRIGGER_FIRED_BY_TRUNCATE(ev))
 	{
-		ManagedTable *mt;
+		ManagedTable *mt = (config_prepare(), config_get_table(RelationGetRelid(td->tg_relation), false));
 
-		config_prepare();
-		mt = config_get_table(RelationGetRelid(td->tg_relation), false);
 		if (mt->rel_here != mt->relid)
 			part_record_truncate(mt);	/* one partition: its customers only */
 		else

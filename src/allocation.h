@@ -298,6 +298,7 @@ typedef struct ManagedTable
 
 extern TextSet textset_from_datum(Datum d, bool isnull);
 extern ManagedTable *config_get_table(Oid relid, bool missing_ok);
+extern ManagedTable *config_lookup(Oid relid, bool missing_ok);
 extern ManagedTable *config_get_root(ManagedTable *mt);
 extern int	config_leaves(ManagedTable *mt, Oid **leaves);
 

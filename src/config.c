@@ -841,9 +841,19 @@ config_leaves(ManagedTable *mt, Oid **leaves)
 ManagedTable *
 config_get_table(Oid relid, bool missing_ok)
 {
+	config_prepare();
+	return config_lookup(relid, missing_ok);
+}
+
+/*
+ * The entry of a managed table or of one of its partitions in the cache as
+ * it is (no rebuild: pointers the caller holds stay valid).
+ */
+ManagedTable *
+config_lookup(Oid relid, bool missing_ok)
+{
 	int			i;
 
-	config_prepare();
 	for (i = 0; i < config->ntables; i++)
 		if (config->tables[i]->relid == relid)
 			return config->tables[i];

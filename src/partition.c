@@ -106,7 +106,7 @@ part_find_key(ManagedTable *mt, Datum key, int64 *owner, Oid *found_in)
 
 	for (i = 0; i < n; i++)
 	{
-		ManagedTable *pm = config_get_table(leaves[i], true);
+		ManagedTable *pm = config_lookup(leaves[i], true);
 		TransactionId xw;
 
 		if (pm == NULL || !OidIsValid(pm->key_index))
@@ -238,7 +238,7 @@ part_check_key_unique(ManagedTable *mt, HeapTuple tup)
 		return;
 	for (i = 0; i < n; i++)
 	{
-		ManagedTable *pm = config_get_table(leaves[i], true);
+		ManagedTable *pm = config_lookup(leaves[i], true);
 		SnapshotData dirty;
 		TransactionId xw;
 

@@ -1043,15 +1043,22 @@ BEGIN
         RAISE EXCEPTION 'partition % cannot be managed', tbl
             USING ERRCODE = 'LA010',
                   DETAIL = 'Rows inserted through the partitioned parent would not find the mapping.',
-                  HINT = 'Manage an ordinary, unpartitioned table.';
+                  HINT = format('Manage the partitioned table: allocation.manage(%L, ...).',
+                                (SELECT a::regclass::text FROM pg_catalog.pg_partition_ancestors(tbl) a
+                                  WHERE NOT (SELECT c.relispartition FROM pg_catalog.pg_class c WHERE c.oid = a)));
     END IF;
-    IF v_kind = 'p' THEN
-        RAISE EXCEPTION 'partitioned table % cannot be managed yet', tbl
+    IF v_kind = 'p' AND EXISTS (SELECT 1 FROM pg_catalog.pg_partition_tree(tbl) t
+                                  JOIN pg_catalog.pg_class c ON c.oid = t.relid WHERE c.relkind NOT IN ('r', 'p')) THEN
+        RAISE EXCEPTION 'partitioned table % has a partition that is not an ordinary table', tbl
             USING ERRCODE = 'LA010',
-                  DETAIL = 'Version 1.0 of the allocation engine supports ordinary tables only.',
-                  HINT = 'Manage an ordinary table; partitioned tables are on the roadmap.';
+                  DETAIL = format('Partition %s has relkind %s; the engine''s triggers need ordinary tables.',
+                                  (SELECT min(t.relid::regclass::text) FROM pg_catalog.pg_partition_tree(tbl) t
+                                     JOIN pg_catalog.pg_class c ON c.oid = t.relid WHERE c.relkind NOT IN ('r', 'p')),
+                                  (SELECT min(c.relkind::text) FROM pg_catalog.pg_partition_tree(tbl) t
+                                     JOIN pg_catalog.pg_class c ON c.oid = t.relid WHERE c.relkind NOT IN ('r', 'p'))),
+                  HINT = 'Detach the foreign partitions, or manage an ordinary table.';
     END IF;
-    IF v_kind <> 'r' THEN
+    IF v_kind NOT IN ('r', 'p') THEN
         RAISE EXCEPTION '% is not a table', tbl
             USING ERRCODE = 'LA010',
                   DETAIL = format('Relation %s has relkind %s; only ordinary tables can be managed.', tbl, v_kind),
@@ -1071,15 +1078,32 @@ BEGIN
                   HINT = 'Call allocation.unmanage() first to change the mapping.';
     END IF;
 
-    -- key: one column with a unique, non-partial index of its own
+    -- key: one column with a unique, non-partial index of its own; a partitioned table's
+    -- unique index must also hold the partition columns (PRIMARY KEY (id, province)):
+    -- then the key comes first and the engine checks it across partitions (partition.c)
     v_attnum := allocation._column_attnum(tbl, key_column, 'key');
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i
                     WHERE i.indrelid = tbl AND i.indisunique AND i.indisvalid AND i.indpred IS NULL
-                      AND i.indnkeyatts = 1 AND i.indkey[0] = v_attnum) THEN
+                      AND (i.indnkeyatts = 1 OR v_kind = 'p') AND i.indkey[0] = v_attnum) THEN
         RAISE EXCEPTION 'key column "%" of % is not unique', key_column, tbl
             USING ERRCODE = 'LA013',
-                  DETAIL = 'The key must be a single column with a primary key or a unique, non-partial index.',
-                  HINT = format('ALTER TABLE %s ADD UNIQUE (%I);', tbl, key_column);
+                  DETAIL = CASE WHEN v_kind = 'p'
+                                THEN 'The key of a partitioned table must be the first column of a primary key or unique, non-partial index (which also holds the partition columns).'
+                                ELSE 'The key must be a single column with a primary key or a unique, non-partial index.' END,
+                  HINT = CASE WHEN v_kind = 'p'
+                              THEN format('ALTER TABLE %s ADD PRIMARY KEY (%I, <partition columns>);', tbl, key_column)
+                              ELSE format('ALTER TABLE %s ADD UNIQUE (%I);', tbl, key_column) END;
+    END IF;
+    IF v_kind = 'p' THEN
+        -- unique with the partition columns only: one row per key in the whole table first
+        EXECUTE format('SELECT min(k), count(*) FROM (SELECT c.%1$I::text AS k FROM %2$s c GROUP BY 1 HAVING count(*) > 1) d',
+                       key_column, tbl) INTO v_bad, v_count;
+        IF v_count > 0 THEN
+            RAISE EXCEPTION '% key(s) of % occur in more than one row', v_count, tbl
+                USING ERRCODE = 'LA013',
+                      DETAIL = format('For example key %s; the engine needs one row per key across all partitions.', v_bad),
+                      HINT = 'Merge or renumber those customers first.';
+        END IF;
     END IF;
     v_attnums := v_attnums || jsonb_build_object('key', v_attnum);
 
@@ -1187,7 +1211,7 @@ BEGIN
     UPDATE allocation.managed_table m
        SET active = true, key_column = _manage.key_column, location_column = _manage.location_column,
            owner_column = _manage.owner_column, attributes = _manage.attributes, attnums = v_attnums,
-           managed_since = now(), table_name = v_name
+           managed_since = now(), table_name = v_name, location_datum = 'wgs84'
      WHERE m.tbl = _manage.tbl
     RETURNING m.id INTO v_id;
     IF v_id IS NULL THEN
@@ -1235,6 +1259,10 @@ BEGIN
                     FOR EACH STATEMENT EXECUTE FUNCTION allocation._stmt_trigger()', tbl);
     EXECUTE format('CREATE TRIGGER zz_allocation_stmt_after AFTER INSERT OR UPDATE OR DELETE ON %s
                     FOR EACH STATEMENT EXECUTE FUNCTION allocation._stmt_trigger()', tbl);
+    IF v_kind = 'p' THEN
+        -- row triggers are cloned to every partition; statement triggers are not (30b_partitions.sql)
+        PERFORM allocation._partition_triggers(tbl);
+    END IF;
 
     INSERT INTO allocation.event (actor, kind, managed_id, table_name, reason, detail)
     VALUES (allocation._actor(), 'manage', v_id, v_name, 'table attached',
@@ -6559,6 +6587,587 @@ BEGIN
     EXECUTE format('ALTER FUNCTION allocation.import_territories(jsonb, text, text, text, text) SET search_path = pg_catalog, %I, pg_temp', v_pg);
 END
 $$;
+-- location datum (GCJ-02 / BD-09) of a managed table's location column (new column last;
+-- filled by an UPDATE, not a column default, so no "missing value" stays in the catalog)
+ALTER TABLE allocation.managed_table ADD COLUMN location_datum text;
+UPDATE allocation.managed_table SET location_datum = 'wgs84';
+ALTER TABLE allocation.managed_table ALTER COLUMN location_datum SET DEFAULT 'wgs84',
+    ALTER COLUMN location_datum SET NOT NULL,
+    ADD CONSTRAINT managed_table_location_datum_check CHECK (location_datum IN ('wgs84', 'gcj02', 'bd09'));
+COMMENT ON COLUMN allocation.managed_table.location_datum IS 'datum of the location column''s coordinates: wgs84 (default), gcj02 (Amap, Tencent and other licensed maps of China), bd09 (Baidu); the engine converts to WGS 84 before the territory lookup (see set_location_datum)';
+
+-------------------------------------------------------------------------------
+-- Location datum: customer positions captured on Chinese map SDKs
+-------------------------------------------------------------------------------
+-- Locations from Amap/Gaode or Tencent are GCJ-02, from Baidu BD-09: 100-700 m
+-- off WGS 84, enough to put a border dealer in the neighbouring county.  The
+-- table declares its column's datum; the engine (src/datum.c, on the write
+-- path, no SPI) converts to WGS 84 before the territory lookup.
+
+CREATE FUNCTION allocation.datum_convert(lon double precision, lat double precision,
+                                         from_datum text, to_datum text,
+                                         OUT lon double precision, OUT lat double precision)
+AS 'MODULE_PATHNAME', 'allocation_datum_convert'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION allocation.datum_convert(double precision, double precision, text, text) IS
+'Converts a longitude/latitude between the datums wgs84, gcj02 and bd09 exactly as the engine does for a managed table''s locations (the GCJ-02 and BD-09 inverses are iterative: round trip within 1e-6 m over China; GCJ-02 = WGS 84 outside the mainland box)';
+
+CREATE FUNCTION allocation._set_location_datum(tbl regclass, datum text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_old allocation.managed_table;
+    v_rows bigint;
+BEGIN
+    IF tbl IS NULL THEN
+        RAISE EXCEPTION 'table is required'
+            USING ERRCODE = '22004',
+                  DETAIL = 'allocation.set_location_datum() was called with a NULL table.',
+                  HINT = 'Call allocation.set_location_datum(''crm.customer'', ''gcj02'').';
+    END IF;
+    PERFORM allocation._require_owner(tbl, 'set the location datum of');
+    IF datum IS NULL OR datum NOT IN ('wgs84', 'gcj02', 'bd09') THEN
+        RAISE EXCEPTION 'unknown location datum "%"', coalesce(datum, 'NULL')
+            USING ERRCODE = 'LA017',
+                  DETAIL = 'The datum says which map the coordinates of the location column come from.',
+                  HINT = 'Use wgs84 (GPS, the default), gcj02 (Amap/Gaode, Tencent, other licensed maps of China) or bd09 (Baidu).';
+    END IF;
+    SELECT * INTO v_old FROM allocation.managed_table m WHERE m.tbl = _set_location_datum.tbl AND m.active FOR UPDATE;
+    IF v_old.id IS NULL THEN
+        RAISE EXCEPTION 'table % is not managed', tbl
+            USING ERRCODE = 'LA012', DETAIL = 'There is no active allocation.manage() registration for this table.',
+                  HINT = 'Call allocation.manage() first.';
+    END IF;
+    IF v_old.location_column IS NULL THEN
+        RAISE EXCEPTION 'table % has no location column', tbl
+            USING ERRCODE = 'LA019',
+                  DETAIL = 'It was managed without a location column, so there are no coordinates to convert.',
+                  HINT = 'Call allocation.unmanage(), then allocation.manage() with the location column, then this function.';
+    END IF;
+    IF v_old.location_datum = datum THEN
+        RETURN;
+    END IF;
+    UPDATE allocation.managed_table m SET location_datum = datum WHERE m.id = v_old.id;
+    EXECUTE format('SELECT count(*) FROM %s c WHERE c.%I IS NOT NULL', tbl, v_old.location_column) INTO v_rows;
+    INSERT INTO allocation.event (actor, kind, managed_id, table_name, reason, detail)
+    VALUES (allocation._actor(), 'config_change', v_old.id, v_old.table_name, 'location datum set',
+            jsonb_build_object('table', 'managed_table', 'op', 'update', 'id', v_old.id,
+                               'before', jsonb_build_object('location_datum', v_old.location_datum),
+                               'after', jsonb_build_object('location_datum', datum),
+                               'stored_locations_not_reevaluated', v_rows));
+END
+$$;
+COMMENT ON FUNCTION allocation._set_location_datum(regclass, text) IS 'internal: implementation of allocation.set_location_datum(), run as the extension owner by its gateway';
+
+CREATE FUNCTION allocation.set_location_datum(tbl regclass, datum text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
+COMMENT ON FUNCTION allocation.set_location_datum(regclass, text) IS
+'Declares the datum of a managed table''s location column: wgs84 (default), gcj02 (Amap/Gaode, Tencent), bd09 (Baidu); new writes are converted to WGS 84 before the territory lookup, stored customers keep their owners';
+
+-------------------------------------------------------------------------------
+-- Partitioned customer tables
+-------------------------------------------------------------------------------
+-- manage() puts the row triggers on the partitioned table (PostgreSQL clones
+-- them to every partition, present and future) and the statement triggers on
+-- the table and on every partition (statement triggers are not cloned: a
+-- statement naming a partition fires that partition's own).  The event
+-- trigger below gives a new partition its statement triggers, refuses to
+-- attach a table that already holds rows (they were never registered), and
+-- detaching or dropping a partition closes the ownerships of the customers
+-- that leave the table.  The C side is src/partition.c.
+
+-- Ends the current ownerships of some customers (a truncated, detached or
+-- dropped partition): one closing event per customer, like _close_all.
+CREATE FUNCTION allocation._close_keys(p_managed integer, p_keys text[], p_why text, p_actor text) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    n bigint;
+BEGIN
+    WITH t AS (SELECT clock_timestamp() AS at),
+    closing AS (
+        SELECT a.key, a.rep_id FROM allocation.assignment a
+         WHERE a.managed_id = p_managed AND a.valid_to IS NULL AND a.key = ANY (p_keys)),
+    gone AS (
+        DELETE FROM allocation.customer_state s WHERE s.managed_id = p_managed AND s.key = ANY (p_keys) RETURNING 1)
+    INSERT INTO allocation.event (at, actor, kind, managed_id, table_name, key, from_rep, reason, period)
+    SELECT t.at, p_actor, p_why, p_managed, m.table_name, c.key, c.rep_id,
+           CASE p_why WHEN 'truncate' THEN 'partition truncated' ELSE 'partition left the table' END, 'close'
+      FROM closing c CROSS JOIN allocation.managed_table m CROSS JOIN t
+     WHERE m.id = p_managed
+     ORDER BY c.key;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    UPDATE allocation.suggestion SET status = 'superseded', decided_at = now(), decided_by = p_actor,
+           decision_reason = p_why
+     WHERE managed_id = p_managed AND status = 'pending' AND key = ANY (p_keys);
+    DELETE FROM allocation.identity WHERE managed_id = p_managed AND key = ANY (p_keys);
+    DELETE FROM allocation.identity_key WHERE managed_id = p_managed AND key = ANY (p_keys);
+    DELETE FROM allocation.protection WHERE managed_id = p_managed AND key = ANY (p_keys);
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION allocation._close_keys(integer, text[], text, text) IS 'internal: closes the current ownerships of the given customers of a managed table (a partition truncated, detached or dropped)';
+
+-- BEFORE TRUNCATE of one partition (src/partition.c): its customers' ownerships close.
+CREATE FUNCTION allocation._record_truncate_partition(p_managed integer, p_part regclass, p_actor text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    m allocation.managed_table := allocation._managed_by_id(p_managed);
+    v_keys text[];
+    v_key name;
+BEGIN
+    -- the key column as the partition names it (column names are the table's)
+    v_key := m.key_column;
+    EXECUTE format('SELECT array_agg(c.%I::text) FROM %s c', v_key, p_part) INTO v_keys;
+    IF v_keys IS NOT NULL THEN
+        PERFORM allocation._close_keys(p_managed, v_keys, 'truncate', p_actor);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION allocation._record_truncate_partition(integer, regclass, text) IS 'internal: TRUNCATE of one partition of a managed table closes the ownerships of its customers';
+
+-- The statement triggers of every partition (and sub-partition) of a managed table.
+CREATE FUNCTION allocation._partition_triggers(p_tbl regclass) RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    p regclass;
+    n integer := 0;
+BEGIN
+    FOR p IN SELECT t.relid FROM pg_catalog.pg_partition_tree(p_tbl) t
+              WHERE t.relid <> p_tbl
+                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g
+                                 WHERE g.tgrelid = t.relid AND g.tgname = 'zz_allocation_stmt_before')
+              ORDER BY t.level, t.relid::oid LOOP
+        EXECUTE format('CREATE TRIGGER zz_allocation_stmt_before BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s
+                        FOR EACH STATEMENT EXECUTE FUNCTION allocation._stmt_trigger()', p);
+        EXECUTE format('CREATE TRIGGER zz_allocation_stmt_after AFTER INSERT OR UPDATE OR DELETE ON %s
+                        FOR EACH STATEMENT EXECUTE FUNCTION allocation._stmt_trigger()', p);
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION allocation._partition_triggers(regclass) IS 'internal: gives every partition of a managed partitioned table the engine''s statement triggers (row triggers are cloned by PostgreSQL)';
+
+-- Drops the statement triggers from the partitions (unmanage, a detached partition).
+CREATE FUNCTION allocation._drop_partition_triggers(p_rel regclass) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    p regclass;
+BEGIN
+    -- (pg_partition_tree() of a table that is no longer partitioned nor a partition is empty)
+    FOR p IN SELECT DISTINCT g.tgrelid::regclass FROM pg_catalog.pg_trigger g
+              WHERE g.tgname IN ('zz_allocation_stmt_before', 'zz_allocation_stmt_after') AND NOT g.tgisinternal
+                AND g.tgrelid IN (SELECT p_rel UNION ALL SELECT t.relid FROM pg_catalog.pg_partition_tree(p_rel) t) LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS zz_allocation_stmt_before ON %s', p);
+        EXECUTE format('DROP TRIGGER IF EXISTS zz_allocation_stmt_after ON %s', p);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION allocation._drop_partition_triggers(regclass) IS 'internal: removes the engine''s statement triggers from a table and its partitions';
+
+-- After CREATE TABLE / ALTER TABLE: new partitions get the statement triggers;
+-- an attached table holding rows is refused (its customers were never
+-- registered); a detached partition's customers leave the table (their
+-- ownerships close) and it loses the triggers.
+CREATE FUNCTION allocation._on_partition_ddl() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    m record;
+    d record;
+    v_keys text[];
+    v_rows boolean;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM allocation.managed_table mt JOIN pg_catalog.pg_class c ON c.oid = mt.tbl
+                    WHERE mt.active AND c.relkind = 'p') THEN
+        RETURN;     -- no partitioned table is managed: one small query per CREATE/ALTER TABLE
+    END IF;
+    -- detached: a table with the engine's statement triggers that no managed table contains any more
+    FOR d IN SELECT g.tgrelid::regclass AS rel FROM pg_catalog.pg_trigger g
+              WHERE g.tgname = 'zz_allocation_stmt_before'
+                AND NOT EXISTS (SELECT 1 FROM allocation.managed_table mt
+                                 WHERE mt.active AND (mt.tbl = g.tgrelid
+                                       OR mt.tbl IN (SELECT a FROM pg_catalog.pg_partition_ancestors(g.tgrelid) a))) LOOP
+        -- the table it was detached from: the command's, or one of its ancestors
+        FOR m IN SELECT DISTINCT mt.id, mt.key_column FROM allocation.managed_table mt, pg_catalog.pg_event_trigger_ddl_commands() x
+                  WHERE mt.active AND (mt.tbl = x.objid OR mt.tbl IN (SELECT a FROM pg_catalog.pg_partition_ancestors(x.objid) a)) LOOP
+            EXECUTE format('SELECT array_agg(c.%I::text) FROM %s c', m.key_column, d.rel) INTO v_keys;
+            IF v_keys IS NOT NULL THEN
+                PERFORM allocation._close_keys(m.id, v_keys, 'partition_detached', allocation._actor());
+            END IF;
+        END LOOP;
+        PERFORM allocation._drop_partition_triggers(d.rel);
+    END LOOP;
+    FOR m IN SELECT mt.tbl, mt.table_name FROM allocation.managed_table mt JOIN pg_catalog.pg_class c ON c.oid = mt.tbl
+              WHERE mt.active AND c.relkind = 'p' LOOP
+        FOR d IN SELECT t.relid AS rel, c.relkind FROM pg_catalog.pg_partition_tree(m.tbl) t
+                   JOIN pg_catalog.pg_class c ON c.oid = t.relid
+                  WHERE t.relid <> m.tbl
+                    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g
+                                     WHERE g.tgrelid = t.relid AND g.tgname = 'zz_allocation_stmt_before') LOOP
+            IF d.relkind NOT IN ('r', 'p') THEN
+                RAISE EXCEPTION 'partition % of managed table % is not an ordinary table', d.rel, m.table_name
+                    USING ERRCODE = 'LA010',
+                          DETAIL = format('Relation %s has relkind %s; the engine''s triggers need ordinary tables.', d.rel, d.relkind),
+                          HINT = 'Use an ordinary table as the partition.';
+            END IF;
+            EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', d.rel) INTO v_rows;
+            IF v_rows THEN
+                RAISE EXCEPTION 'table % holds rows and cannot become a partition of managed table %', d.rel, m.table_name
+                    USING ERRCODE = 'LA064',
+                          DETAIL = 'Its customers were never registered by the allocation engine (no owner decision, no history).',
+                          HINT = format('Attach it empty, then INSERT INTO %s SELECT * FROM the old table (the rules decide each row).', m.table_name);
+            END IF;
+        END LOOP;
+        PERFORM allocation._partition_triggers(m.tbl);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION allocation._on_partition_ddl() IS 'internal: new partitions of managed tables get the statement triggers; attaching a table with rows is refused; a detached partition''s customers leave the registry';
+CREATE EVENT TRIGGER allocation_partition_ddl ON ddl_command_end WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE')
+    EXECUTE FUNCTION allocation._on_partition_ddl();
+COMMENT ON EVENT TRIGGER allocation_partition_ddl IS 'allocation: partitions of managed tables, present and future, carry the engine''s statement triggers';
+
+-- DROP of a partition: its customers left the table; their ownerships close.
+CREATE FUNCTION allocation._on_partition_drop() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    m record;
+    v_keys text[];
+BEGIN
+    -- a partition of a managed table carried the engine's statement trigger
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger_dropped_objects() o
+                    WHERE o.object_type = 'trigger' AND o.object_identity LIKE 'zz_allocation_stmt_before on %')
+       OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger_dropped_objects() o WHERE o.object_type = 'table') THEN
+        RETURN;
+    END IF;
+    FOR m IN SELECT mt.* FROM allocation.managed_table mt JOIN pg_catalog.pg_class c ON c.oid = mt.tbl
+              WHERE mt.active AND c.relkind = 'p' LOOP
+        -- the open ownerships whose customer is no longer in the table
+        EXECUTE format('SELECT array_agg(a.key) FROM allocation.assignment a
+                         WHERE a.managed_id = $1 AND a.valid_to IS NULL
+                           AND NOT EXISTS (SELECT 1 FROM %s c WHERE c.%I::text = a.key)', m.tbl, m.key_column)
+           INTO v_keys USING m.id;
+        IF v_keys IS NOT NULL THEN
+            PERFORM allocation._close_keys(m.id, v_keys, 'partition_dropped', allocation._actor());
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION allocation._on_partition_drop() IS 'internal: dropping a partition of a managed table closes the ownerships of the customers it held';
+CREATE EVENT TRIGGER allocation_partition_drop ON sql_drop EXECUTE FUNCTION allocation._on_partition_drop();
+COMMENT ON EVENT TRIGGER allocation_partition_drop IS 'allocation: a dropped partition''s customers leave the registry (their ownerships close)';
+
+CREATE OR REPLACE FUNCTION allocation._manage(
+    tbl regclass,
+    key_column name,
+    location_column name,
+    owner_column name,
+    attributes jsonb DEFAULT '{}')
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    known constant text[] := ARRAY['tier', 'crop', 'business_type', 'tags', 'stage', 'name', 'phone',
+                                   'credit_code', 'last_contact', 'expected_output', 'parent'];
+    v_kind   char;
+    v_type   oid;
+    v_typmod integer;
+    v_attnum smallint;
+    v_attnums jsonb := '{}';
+    v_logical text;
+    v_col    text;
+    v_id     integer;
+    v_name   text;
+    v_bad    text;
+    v_count  bigint;
+    v_postgis name;
+    v_ptype  text;
+BEGIN
+    IF tbl IS NULL OR key_column IS NULL OR owner_column IS NULL THEN
+        RAISE EXCEPTION 'table, key column and owner column are required'
+            USING ERRCODE = '22004',
+                  DETAIL = 'allocation.manage() was called with a NULL table, key column or owner column.',
+                  HINT = 'Call allocation.manage(''crm.customer'', ''id'', ''location'', ''owner_id'').';
+    END IF;
+    PERFORM allocation._require_owner(tbl, 'manage');
+    SELECT c.relkind, format('%I.%I', n.nspname, c.relname) INTO v_kind, v_name
+      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = tbl AND c.relpersistence = 't') THEN
+        RAISE EXCEPTION 'temporary table % cannot be managed', tbl
+            USING ERRCODE = 'LA010',
+                  DETAIL = 'A temporary table disappears at the end of the session without notice, leaving the registry open.',
+                  HINT = 'Manage a permanent table.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = tbl AND c.relispartition) THEN
+        RAISE EXCEPTION 'partition % cannot be managed', tbl
+            USING ERRCODE = 'LA010',
+                  DETAIL = 'Rows inserted through the partitioned parent would not find the mapping.',
+                  HINT = format('Manage the partitioned table: allocation.manage(%L, ...).',
+                                (SELECT a::regclass::text FROM pg_catalog.pg_partition_ancestors(tbl) a
+                                  WHERE NOT (SELECT c.relispartition FROM pg_catalog.pg_class c WHERE c.oid = a)));
+    END IF;
+    IF v_kind = 'p' AND EXISTS (SELECT 1 FROM pg_catalog.pg_partition_tree(tbl) t
+                                  JOIN pg_catalog.pg_class c ON c.oid = t.relid WHERE c.relkind NOT IN ('r', 'p')) THEN
+        RAISE EXCEPTION 'partitioned table % has a partition that is not an ordinary table', tbl
+            USING ERRCODE = 'LA010',
+                  DETAIL = format('Partition %s has relkind %s; the engine''s triggers need ordinary tables.',
+                                  (SELECT min(t.relid::regclass::text) FROM pg_catalog.pg_partition_tree(tbl) t
+                                     JOIN pg_catalog.pg_class c ON c.oid = t.relid WHERE c.relkind NOT IN ('r', 'p')),
+                                  (SELECT min(c.relkind::text) FROM pg_catalog.pg_partition_tree(tbl) t
+                                     JOIN pg_catalog.pg_class c ON c.oid = t.relid WHERE c.relkind NOT IN ('r', 'p'))),
+                  HINT = 'Detach the foreign partitions, or manage an ordinary table.';
+    END IF;
+    IF v_kind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '% is not a table', tbl
+            USING ERRCODE = 'LA010',
+                  DETAIL = format('Relation %s has relkind %s; only ordinary tables can be managed.', tbl, v_kind),
+                  HINT = 'Manage the base table behind the view.';
+    END IF;
+    IF v_name LIKE 'allocation.%' THEN
+        RAISE EXCEPTION 'the extension''s own tables cannot be managed'
+            USING ERRCODE = 'LA010', DETAIL = format('%s belongs to the allocation extension.', v_name),
+                  HINT = 'Manage your customer table.';
+    END IF;
+    -- no writes slip between registering the existing rows and installing the triggers
+    EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', tbl);
+    IF EXISTS (SELECT 1 FROM allocation.managed_table m WHERE m.tbl = _manage.tbl AND m.active) THEN
+        RAISE EXCEPTION 'table % is already managed', tbl
+            USING ERRCODE = 'LA011',
+                  DETAIL = 'allocation.manage() was already called for this table.',
+                  HINT = 'Call allocation.unmanage() first to change the mapping.';
+    END IF;
+
+    -- key: one column with a unique, non-partial index of its own; a partitioned table's
+    -- unique index must also hold the partition columns (PRIMARY KEY (id, province)):
+    -- then the key comes first and the engine checks it across partitions (partition.c)
+    v_attnum := allocation._column_attnum(tbl, key_column, 'key');
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i
+                    WHERE i.indrelid = tbl AND i.indisunique AND i.indisvalid AND i.indpred IS NULL
+                      AND (i.indnkeyatts = 1 OR v_kind = 'p') AND i.indkey[0] = v_attnum) THEN
+        RAISE EXCEPTION 'key column "%" of % is not unique', key_column, tbl
+            USING ERRCODE = 'LA013',
+                  DETAIL = CASE WHEN v_kind = 'p'
+                                THEN 'The key of a partitioned table must be the first column of a primary key or unique, non-partial index (which also holds the partition columns).'
+                                ELSE 'The key must be a single column with a primary key or a unique, non-partial index.' END,
+                  HINT = CASE WHEN v_kind = 'p'
+                              THEN format('ALTER TABLE %s ADD PRIMARY KEY (%I, <partition columns>);', tbl, key_column)
+                              ELSE format('ALTER TABLE %s ADD UNIQUE (%I);', tbl, key_column) END;
+    END IF;
+    IF v_kind = 'p' THEN
+        -- unique with the partition columns only: one row per key in the whole table first
+        EXECUTE format('SELECT min(k), count(*) FROM (SELECT c.%1$I::text AS k FROM %2$s c GROUP BY 1 HAVING count(*) > 1) d',
+                       key_column, tbl) INTO v_bad, v_count;
+        IF v_count > 0 THEN
+            RAISE EXCEPTION '% key(s) of % occur in more than one row', v_count, tbl
+                USING ERRCODE = 'LA013',
+                      DETAIL = format('For example key %s; the engine needs one row per key across all partitions.', v_bad),
+                      HINT = 'Merge or renumber those customers first.';
+        END IF;
+    END IF;
+    v_attnums := v_attnums || jsonb_build_object('key', v_attnum);
+
+    -- location: a PostGIS geometry holding points
+    IF location_column IS NOT NULL THEN
+        v_attnum := allocation._column_attnum(tbl, location_column, 'location');
+        SELECT a.atttypid, a.atttypmod INTO v_type, v_typmod FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid = tbl AND a.attnum = v_attnum;
+        -- (runs as the extension owner: PostGIS is reached by its schema, never by search_path)
+        SELECT n.nspname INTO v_postgis FROM pg_catalog.pg_extension e
+          JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'postgis';
+        IF v_typmod >= 0 AND v_type = (SELECT t.oid FROM pg_catalog.pg_type t
+                                        WHERE t.typname = 'geometry' AND t.typnamespace = v_postgis::regnamespace) THEN
+            EXECUTE format('SELECT %I.postgis_typmod_type($1)', v_postgis) INTO v_ptype USING v_typmod;
+        END IF;
+        IF v_type IS DISTINCT FROM (SELECT t.oid FROM pg_catalog.pg_type t
+                                     WHERE t.typname = 'geometry' AND t.typnamespace = v_postgis::regnamespace)
+           OR (v_typmod >= 0 AND v_ptype NOT IN ('Point', 'Geometry')) THEN
+            RAISE EXCEPTION 'location column "%" of % is not a PostGIS point column', location_column, tbl
+                USING ERRCODE = 'LA014',
+                      DETAIL = format('Its type is %s.', format_type(v_type, v_typmod)),
+                      HINT = 'Use a geometry(Point, 4326) column (ALTER TABLE ... ADD COLUMN location geometry(Point, 4326)).';
+        END IF;
+        v_attnums := v_attnums || jsonb_build_object('location', v_attnum);
+    END IF;
+
+    -- owner: holds a rep id
+    v_attnum := allocation._column_attnum(tbl, owner_column, 'owner');
+    SELECT a.atttypid INTO v_type FROM pg_catalog.pg_attribute a WHERE a.attrelid = tbl AND a.attnum = v_attnum;
+    IF v_type NOT IN ('bigint'::regtype, 'integer'::regtype) THEN
+        RAISE EXCEPTION 'owner column "%" of % cannot hold a rep id', owner_column, tbl
+            USING ERRCODE = 'LA015',
+                  DETAIL = format('Its type is %s; rep ids are bigint.', format_type(v_type, NULL)),
+                  HINT = format('ALTER TABLE %s ALTER COLUMN %I TYPE bigint USING ...;', tbl, owner_column);
+    END IF;
+    v_attnums := v_attnums || jsonb_build_object('owner', v_attnum);
+
+    -- attributes: logical name -> column
+    IF attributes IS NULL OR jsonb_typeof(attributes) <> 'object' THEN
+        RAISE EXCEPTION 'attributes must be a JSON object'
+            USING ERRCODE = 'LA016',
+                  DETAIL = format('Got %s.', coalesce(attributes::text, 'NULL')),
+                  HINT = 'Map logical names to columns, e.g. {"tier": "customer_tier", "crop": "main_crop"}.';
+    END IF;
+    FOR v_logical, v_col IN SELECT key, value #>> '{}' FROM jsonb_each(attributes) LOOP
+        IF NOT v_logical = ANY (known) THEN
+            RAISE EXCEPTION 'unknown attribute "%"', v_logical
+                USING ERRCODE = 'LA016',
+                      DETAIL = format('The attributes object maps "%s", which the engine does not know.', v_logical),
+                      HINT = format('Known attributes: %s.', array_to_string(known, ', '));
+        END IF;
+        IF v_col IS NULL OR jsonb_typeof(attributes -> v_logical) <> 'string' THEN
+            RAISE EXCEPTION 'attribute "%" must name a column', v_logical
+                USING ERRCODE = 'LA016', DETAIL = format('Got %s.', attributes -> v_logical),
+                      HINT = 'Give the column name as a JSON string.';
+        END IF;
+        v_attnum := allocation._column_attnum(tbl, v_col::name, format('%s attribute', v_logical));
+        IF v_logical = 'tags' THEN
+            SELECT a.atttypid INTO v_type FROM pg_catalog.pg_attribute a WHERE a.attrelid = tbl AND a.attnum = v_attnum;
+            IF v_type NOT IN ('text[]'::regtype, 'varchar[]'::regtype) THEN
+                RAISE EXCEPTION 'tags column "%" of % is not a text array', v_col, tbl
+                    USING ERRCODE = 'LA016', DETAIL = format('Its type is %s.', format_type(v_type, NULL)),
+                          HINT = 'Map tags to a text[] column.';
+            END IF;
+        END IF;
+        IF v_logical = 'parent' THEN
+            -- the parent is found by the key's unique index: it must be a value of the key's type
+            SELECT a.atttypid INTO v_type FROM pg_catalog.pg_attribute a WHERE a.attrelid = tbl AND a.attnum = v_attnum;
+            IF v_type IS DISTINCT FROM (SELECT a.atttypid FROM pg_catalog.pg_attribute a
+                                         WHERE a.attrelid = tbl AND a.attname = key_column AND NOT a.attisdropped) THEN
+                RAISE EXCEPTION 'parent column "%" of % does not have the key column''s type', v_col, tbl
+                    USING ERRCODE = 'LA016',
+                          DETAIL = format('Its type is %s; the key column %I is %s.', format_type(v_type, NULL), key_column,
+                                          (SELECT format_type(a.atttypid, NULL) FROM pg_catalog.pg_attribute a
+                                            WHERE a.attrelid = tbl AND a.attname = key_column AND NOT a.attisdropped)),
+                          HINT = 'The parent column holds the key of the parent customer (a county distributor''s id).';
+            END IF;
+        END IF;
+        v_attnums := v_attnums || jsonb_build_object(v_logical, v_attnum);
+    END LOOP;
+
+    -- the engine reads these columns with its owner's rights: only built-in types (no user casts)
+    PERFORM allocation._check_column_types(tbl, key_column,
+                                           (SELECT array_agg(x.value) FROM jsonb_each_text(attributes) x));
+
+    EXECUTE format('SELECT count(*) FROM %s c WHERE c.%I IS NULL', tbl, key_column) INTO v_count;
+    IF v_count > 0 THEN
+        RAISE EXCEPTION '% row(s) of % have a NULL key', v_count, tbl
+            USING ERRCODE = 'LA063',
+                  DETAIL = format('Column %I is the key; every customer needs one to be registered.', key_column),
+                  HINT = format('Give those rows a key, then ALTER TABLE %s ALTER COLUMN %I SET NOT NULL.', tbl, key_column);
+    END IF;
+
+    -- existing owners must be known reps
+    EXECUTE format('SELECT min(%1$I)::text, count(*) FROM %2$s c WHERE %1$I IS NOT NULL
+                     AND NOT EXISTS (SELECT 1 FROM allocation.rep r WHERE r.id = c.%1$I)', owner_column, tbl)
+       INTO v_bad, v_count;
+    IF v_count > 0 THEN
+        RAISE EXCEPTION '% row(s) of % have an owner that is not a rep', v_count, tbl
+            USING ERRCODE = 'LA020',
+                  DETAIL = format('For example owner %s does not exist in allocation.rep.', v_bad),
+                  HINT = 'Create the missing reps (or clear those owners) before calling allocation.manage().';
+    END IF;
+
+    UPDATE allocation.managed_table m
+       SET active = true, key_column = _manage.key_column, location_column = _manage.location_column,
+           owner_column = _manage.owner_column, attributes = _manage.attributes, attnums = v_attnums,
+           managed_since = now(), table_name = v_name, location_datum = 'wgs84'
+     WHERE m.tbl = _manage.tbl
+    RETURNING m.id INTO v_id;
+    IF v_id IS NULL THEN
+        INSERT INTO allocation.managed_table (tbl, key_column, location_column, owner_column, attributes, attnums, table_name)
+        VALUES (tbl, key_column, location_column, owner_column, attributes, v_attnums, v_name)
+        RETURNING id INTO v_id;
+    END IF;
+
+    -- rows already in the table get their first ownership period (one event
+    -- each: owned rows as pinned manual assignments, the rest in the pool) and,
+    -- being no rule's decision, a state row; the event trigger recounts holdings
+    EXECUTE format($q$
+        WITH rows AS (
+            SELECT c.%1$I::text AS key, c.%2$I AS rep_id, %3$s AS tier, %4$s AS crop, %5$s AS business_type,
+                   CASE WHEN c.%2$I IS NULL THEN 'no owner when the table was attached'
+                        ELSE 'owner when the table was attached' END AS reason
+              FROM %6$s c),
+        state AS (
+            INSERT INTO allocation.customer_state (managed_id, key, rep_id, source, pinned, reason, tier, crop,
+                                                   business_type, valid_from)
+            SELECT $1, r.key, r.rep_id, CASE WHEN r.rep_id IS NULL THEN 'pool' ELSE 'manual' END,
+                   r.rep_id IS NOT NULL, r.reason, r.tier, r.crop, r.business_type, $3
+              FROM rows r
+            RETURNING 1)
+        INSERT INTO allocation.event (at, actor, kind, managed_id, table_name, key, to_rep, reason,
+                                      source, pinned, period, tier, crop, business_type)
+        SELECT $3, allocation._actor(), 'attach', $1, $2, r.key, r.rep_id, r.reason,
+               CASE WHEN r.rep_id IS NULL THEN 'pool' ELSE 'manual' END, r.rep_id IS NOT NULL,
+               'open', r.tier, r.crop, r.business_type
+          FROM rows r$q$,
+        key_column, owner_column,
+        CASE WHEN attributes ? 'tier' THEN format('c.%I::text', attributes->>'tier') ELSE 'NULL' END,
+        CASE WHEN attributes ? 'crop' THEN format('c.%I::text', attributes->>'crop') ELSE 'NULL' END,
+        CASE WHEN attributes ? 'business_type' THEN format('c.%I::text', attributes->>'business_type') ELSE 'NULL' END,
+        tbl) USING v_id, v_name, clock_timestamp();
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    -- (holdings: the attach events moved them, trigger ownership_loaded)
+    PERFORM allocation._warn_over_capacity(v_id, NULL);    -- existing owners are kept, even over capacity
+
+    EXECUTE format('CREATE TRIGGER zz_allocation_before BEFORE INSERT OR UPDATE ON %s
+                    FOR EACH ROW EXECUTE FUNCTION allocation._row_trigger()', tbl);
+    EXECUTE format('CREATE TRIGGER zz_allocation_after AFTER INSERT OR UPDATE OR DELETE ON %s
+                    FOR EACH ROW EXECUTE FUNCTION allocation._row_trigger()', tbl);
+    EXECUTE format('CREATE TRIGGER zz_allocation_stmt_before BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s
+                    FOR EACH STATEMENT EXECUTE FUNCTION allocation._stmt_trigger()', tbl);
+    EXECUTE format('CREATE TRIGGER zz_allocation_stmt_after AFTER INSERT OR UPDATE OR DELETE ON %s
+                    FOR EACH STATEMENT EXECUTE FUNCTION allocation._stmt_trigger()', tbl);
+    IF v_kind = 'p' THEN
+        -- row triggers are cloned to every partition; statement triggers are not (30b_partitions.sql)
+        PERFORM allocation._partition_triggers(tbl);
+    END IF;
+
+    INSERT INTO allocation.event (actor, kind, managed_id, table_name, reason, detail)
+    VALUES (allocation._actor(), 'manage', v_id, v_name, 'table attached',
+            jsonb_build_object('key_column', key_column, 'location_column', location_column,
+                               'owner_column', owner_column, 'attributes', attributes, 'existing_rows', v_count));
+END
+$$;
+COMMENT ON FUNCTION allocation._manage(regclass, name, name, name, jsonb) IS 'internal: implementation of allocation.manage(), run as the extension owner by its gateway';
+CREATE OR REPLACE FUNCTION allocation._unmanage(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_id integer;
+    v_name text;
+BEGIN
+    PERFORM allocation._require_owner(tbl, 'unmanage');
+    SELECT m.id, m.table_name INTO v_id, v_name FROM allocation.managed_table m WHERE m.tbl = _unmanage.tbl AND m.active;
+    IF v_id IS NULL THEN
+        RAISE EXCEPTION 'table % is not managed', tbl
+            USING ERRCODE = 'LA012',
+                  DETAIL = 'There is no active allocation.manage() registration for this table.',
+                  HINT = 'See SELECT tbl FROM allocation.managed_table WHERE active.';
+    END IF;
+    EXECUTE format('DROP TRIGGER IF EXISTS zz_allocation_before ON %s', tbl);
+    EXECUTE format('DROP TRIGGER IF EXISTS zz_allocation_after ON %s', tbl);
+    EXECUTE format('DROP TRIGGER IF EXISTS zz_allocation_stmt_before ON %s', tbl);
+    EXECUTE format('DROP TRIGGER IF EXISTS zz_allocation_stmt_after ON %s', tbl);
+    IF (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = tbl) = 'p' THEN
+        PERFORM allocation._drop_partition_triggers(tbl);
+    END IF;
+    PERFORM allocation._detach(v_id, 'unmanaged');
+END
+$$;
+COMMENT ON FUNCTION allocation._unmanage(regclass) IS 'internal: implementation of allocation.unmanage(), run as the extension owner by its gateway';
 
 -------------------------------------------------------------------------------
 -- Coverage gaps (边缘市场无人管): where nobody sells
@@ -7387,6 +7996,7 @@ BEGIN
                     allocation.owner_at(regclass, text, timestamptz), %s,
                     allocation.territory_geojson(), allocation.territory_holdings(),
                     allocation.territory_map_html(text, bigint, integer, integer, double precision), allocation.map_layers(),
+                    allocation.datum_convert(double precision, double precision, text, text),
                     allocation.normalize_name(text), allocation.normalize_name(text, text[]),
                     allocation.normalize_phone(text), allocation.credit_code_is_valid(text),
                     allocation.explain_claim(regclass, text, bigint), allocation.claim_limits(bigint, text),
@@ -7480,7 +8090,7 @@ BEGIN
                         allocation.import_territories(text, text, text, text, text), allocation.import_report(),
                         allocation.geojson_features(text),
                         allocation.manage(regclass, name, name, name, jsonb), allocation.unmanage(regclass),
-                        allocation.set_reevaluate(regclass, text), allocation.grant_role(regrole, text),
+                        allocation.set_reevaluate(regclass, text), allocation.set_location_datum(regclass, text), allocation.grant_role(regrole, text),
                         allocation.enable_rep_security(regclass), allocation.disable_rep_security(regclass),
                         allocation.cache_stats(), allocation.set_duplicate_policy(regclass, text, text, real, double precision) TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.seal_audit() TO %s', r);

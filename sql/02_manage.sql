@@ -59,7 +59,8 @@ SELECT allocation.manage('m_customer_v', 'id', 'loc', 'owner');
 CREATE MATERIALIZED VIEW m_customer_mv AS SELECT * FROM m_customer;
 SELECT allocation.manage('m_customer_mv', 'id', 'loc', 'owner');
 \echo sqlstate :SQLSTATE
-CREATE TABLE m_part (id int PRIMARY KEY, loc geometry(Point, 4326), owner bigint) PARTITION BY RANGE (id);
+-- (partitioned tables are managed since 1.1, see 34_partitioned: the key must lead a unique index)
+CREATE TABLE m_part (id int, region int, loc geometry(Point, 4326), owner bigint, PRIMARY KEY (region, id)) PARTITION BY RANGE (region);
 SELECT allocation.manage('m_part', 'id', 'loc', 'owner');
 \echo sqlstate :SQLSTATE
 SELECT allocation.manage('allocation.rep', 'id', NULL, 'team_id');

@@ -98,7 +98,8 @@ CREATE TABLE allocation.managed_table (
     duplicate_fuzzy  text NOT NULL DEFAULT 'off' CHECK (duplicate_fuzzy IN ('off', 'warn', 'dispute', 'block')),
     name_similarity  real NOT NULL DEFAULT 0.6 CHECK (name_similarity > 0 AND name_similarity <= 1),
     duplicate_within_m double precision CHECK (duplicate_within_m > 0),
-    CHECK (NOT active OR tbl IS NOT NULL)
+    CHECK (NOT active OR tbl IS NOT NULL),
+    location_datum   text NOT NULL DEFAULT 'wgs84' CHECK (location_datum IN ('wgs84', 'gcj02', 'bd09'))  -- 1.1, last
 );
 COMMENT ON TABLE allocation.managed_table IS 'Customer tables attached with allocation.manage(): key, location and owner columns plus the logical attribute mapping';
 COMMENT ON COLUMN allocation.managed_table.attributes IS 'logical attribute name -> column name (tier, crop, business_type, tags, stage, name, phone, credit_code, last_contact, expected_output, parent)';
@@ -107,6 +108,7 @@ COMMENT ON COLUMN allocation.managed_table.attnums IS 'internal: column numbers 
 COMMENT ON COLUMN allocation.managed_table.active IS 'false after allocation.unmanage() or DROP TABLE; the history is kept';
 COMMENT ON COLUMN allocation.managed_table.duplicate_exact IS 'action on a write whose valid credit code or normalized phone another customer already has: off, warn, dispute, block (see set_duplicate_policy)';
 COMMENT ON COLUMN allocation.managed_table.duplicate_fuzzy IS 'action on a write whose normalized name is similar (pg_trgm) to another customer''s within duplicate_within_m';
+COMMENT ON COLUMN allocation.managed_table.location_datum IS 'datum of the location column''s coordinates: wgs84 (default), gcj02 (Amap, Tencent and other licensed maps of China), bd09 (Baidu); the engine converts to WGS 84 before the territory lookup (see set_location_datum)';
 COMMENT ON COLUMN allocation.managed_table.table_name IS 'qualified table name when managed (kept for history after the table is dropped)';
 
 -------------------------------------------------------------------------------

@@ -107,15 +107,22 @@ BEGIN
         RAISE EXCEPTION 'partition % cannot be managed', tbl
             USING ERRCODE = 'LA010',
                   DETAIL = 'Rows inserted through the partitioned parent would not find the mapping.',
-                  HINT = 'Manage an ordinary, unpartitioned table.';
+                  HINT = format('Manage the partitioned table: allocation.manage(%L, ...).',
+                                (SELECT a::regclass::text FROM pg_catalog.pg_partition_ancestors(tbl) a
+                                  WHERE NOT (SELECT c.relispartition FROM pg_catalog.pg_class c WHERE c.oid = a)));
     END IF;
-    IF v_kind = 'p' THEN
-        RAISE EXCEPTION 'partitioned table % cannot be managed yet', tbl
+    IF v_kind = 'p' AND EXISTS (SELECT 1 FROM pg_catalog.pg_partition_tree(tbl) t
+                                  JOIN pg_catalog.pg_class c ON c.oid = t.relid WHERE c.relkind NOT IN ('r', 'p')) THEN
+        RAISE EXCEPTION 'partitioned table % has a partition that is not an ordinary table', tbl
             USING ERRCODE = 'LA010',
-                  DETAIL = 'Version 1.0 of the allocation engine supports ordinary tables only.',
-                  HINT = 'Manage an ordinary table; partitioned tables are on the roadmap.';
+                  DETAIL = format('Partition %s has relkind %s; the engine''s triggers need ordinary tables.',
+                                  (SELECT min(t.relid::regclass::text) FROM pg_catalog.pg_partition_tree(tbl) t
+                                     JOIN pg_catalog.pg_class c ON c.oid = t.relid WHERE c.relkind NOT IN ('r', 'p')),
+                                  (SELECT min(c.relkind::text) FROM pg_catalog.pg_partition_tree(tbl) t
+                                     JOIN pg_catalog.pg_class c ON c.oid = t.relid WHERE c.relkind NOT IN ('r', 'p'))),
+                  HINT = 'Detach the foreign partitions, or manage an ordinary table.';
     END IF;
-    IF v_kind <> 'r' THEN
+    IF v_kind NOT IN ('r', 'p') THEN
         RAISE EXCEPTION '% is not a table', tbl
             USING ERRCODE = 'LA010',
                   DETAIL = format('Relation %s has relkind %s; only ordinary tables can be managed.', tbl, v_kind),
@@ -135,15 +142,32 @@ BEGIN
                   HINT = 'Call allocation.unmanage() first to change the mapping.';
     END IF;
 
-    -- key: one column with a unique, non-partial index of its own
+    -- key: one column with a unique, non-partial index of its own; a partitioned table's
+    -- unique index must also hold the partition columns (PRIMARY KEY (id, province)):
+    -- then the key comes first and the engine checks it across partitions (partition.c)
     v_attnum := allocation._column_attnum(tbl, key_column, 'key');
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i
                     WHERE i.indrelid = tbl AND i.indisunique AND i.indisvalid AND i.indpred IS NULL
-                      AND i.indnkeyatts = 1 AND i.indkey[0] = v_attnum) THEN
+                      AND (i.indnkeyatts = 1 OR v_kind = 'p') AND i.indkey[0] = v_attnum) THEN
         RAISE EXCEPTION 'key column "%" of % is not unique', key_column, tbl
             USING ERRCODE = 'LA013',
-                  DETAIL = 'The key must be a single column with a primary key or a unique, non-partial index.',
-                  HINT = format('ALTER TABLE %s ADD UNIQUE (%I);', tbl, key_column);
+                  DETAIL = CASE WHEN v_kind = 'p'
+                                THEN 'The key of a partitioned table must be the first column of a primary key or unique, non-partial index (which also holds the partition columns).'
+                                ELSE 'The key must be a single column with a primary key or a unique, non-partial index.' END,
+                  HINT = CASE WHEN v_kind = 'p'
+                              THEN format('ALTER TABLE %s ADD PRIMARY KEY (%I, <partition columns>);', tbl, key_column)
+                              ELSE format('ALTER TABLE %s ADD UNIQUE (%I);', tbl, key_column) END;
+    END IF;
+    IF v_kind = 'p' THEN
+        -- unique with the partition columns only: one row per key in the whole table first
+        EXECUTE format('SELECT min(k), count(*) FROM (SELECT c.%1$I::text AS k FROM %2$s c GROUP BY 1 HAVING count(*) > 1) d',
+                       key_column, tbl) INTO v_bad, v_count;
+        IF v_count > 0 THEN
+            RAISE EXCEPTION '% key(s) of % occur in more than one row', v_count, tbl
+                USING ERRCODE = 'LA013',
+                      DETAIL = format('For example key %s; the engine needs one row per key across all partitions.', v_bad),
+                      HINT = 'Merge or renumber those customers first.';
+        END IF;
     END IF;
     v_attnums := v_attnums || jsonb_build_object('key', v_attnum);
 
@@ -251,7 +275,7 @@ BEGIN
     UPDATE allocation.managed_table m
        SET active = true, key_column = _manage.key_column, location_column = _manage.location_column,
            owner_column = _manage.owner_column, attributes = _manage.attributes, attnums = v_attnums,
-           managed_since = now(), table_name = v_name
+           managed_since = now(), table_name = v_name, location_datum = 'wgs84'
      WHERE m.tbl = _manage.tbl
     RETURNING m.id INTO v_id;
     IF v_id IS NULL THEN
@@ -299,6 +323,10 @@ BEGIN
                     FOR EACH STATEMENT EXECUTE FUNCTION allocation._stmt_trigger()', tbl);
     EXECUTE format('CREATE TRIGGER zz_allocation_stmt_after AFTER INSERT OR UPDATE OR DELETE ON %s
                     FOR EACH STATEMENT EXECUTE FUNCTION allocation._stmt_trigger()', tbl);
+    IF v_kind = 'p' THEN
+        -- row triggers are cloned to every partition; statement triggers are not (30b_partitions.sql)
+        PERFORM allocation._partition_triggers(tbl);
+    END IF;
 
     INSERT INTO allocation.event (actor, kind, managed_id, table_name, reason, detail)
     VALUES (allocation._actor(), 'manage', v_id, v_name, 'table attached',
@@ -356,6 +384,9 @@ BEGIN
     EXECUTE format('DROP TRIGGER IF EXISTS zz_allocation_after ON %s', tbl);
     EXECUTE format('DROP TRIGGER IF EXISTS zz_allocation_stmt_before ON %s', tbl);
     EXECUTE format('DROP TRIGGER IF EXISTS zz_allocation_stmt_after ON %s', tbl);
+    IF (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = tbl) = 'p' THEN
+        PERFORM allocation._drop_partition_triggers(tbl);
+    END IF;
     PERFORM allocation._detach(v_id, 'unmanaged');
 END
 $$;

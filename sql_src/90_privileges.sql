@@ -29,6 +29,7 @@ BEGIN
                     allocation.owner_at(regclass, text, timestamptz), %s,
                     allocation.territory_geojson(), allocation.territory_holdings(),
                     allocation.territory_map_html(text, bigint, integer, integer, double precision), allocation.map_layers(),
+                    allocation.datum_convert(double precision, double precision, text, text),
                     allocation.normalize_name(text), allocation.normalize_name(text, text[]),
                     allocation.normalize_phone(text), allocation.credit_code_is_valid(text),
                     allocation.explain_claim(regclass, text, bigint), allocation.claim_limits(bigint, text),
@@ -122,7 +123,7 @@ BEGIN
                         allocation.import_territories(text, text, text, text, text), allocation.import_report(),
                         allocation.geojson_features(text),
                         allocation.manage(regclass, name, name, name, jsonb), allocation.unmanage(regclass),
-                        allocation.set_reevaluate(regclass, text), allocation.grant_role(regrole, text),
+                        allocation.set_reevaluate(regclass, text), allocation.set_location_datum(regclass, text), allocation.grant_role(regrole, text),
                         allocation.enable_rep_security(regclass), allocation.disable_rep_security(regclass),
                         allocation.cache_stats(), allocation.set_duplicate_policy(regclass, text, text, real, double precision) TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.seal_audit() TO %s', r);

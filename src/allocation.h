@@ -106,9 +106,13 @@ typedef struct AllocPoint
 	double		x;
 	double		y;
 	int32		srid;			/* SRID as stored (before transformation) */
+	char		datum;			/* AllocDatum of the stored coordinates (datum.h) */
+	double		stored_x;		/* the coordinates as stored (SRID srid, datum datum) */
+	double		stored_y;
 } AllocPoint;
 
-extern void alloc_read_point(Datum geom, AllocPoint *pt, const char *table_name);
+/* reads a location into pt in WGS 84 (EPSG:4326); datum: an AllocDatum (datum.h) */
+extern void alloc_read_point(Datum geom, AllocPoint *pt, const char *table_name, char datum);
 
 /* ---------- territory_index.c: territory index (per backend or shared) ---------- */
 
@@ -258,7 +262,13 @@ extern const char *const alloc_attr_names[ATTR__COUNT];
 
 typedef struct ManagedTable
 {
-	Oid			relid;
+	Oid			relid;			/* the managed table (the root of a partitioned one) */
+	Oid			rel_here;		/* the relation this entry reads tuples of: relid, or a partition */
+	bool		partitioned;	/* relid is a partitioned table */
+	bool		key_global_check;	/* partitioned, key unique only with the partition columns:
+									 * the engine checks it across partitions */
+	int			nleaves;		/* root of a partitioned table: its leaf partitions, -1 = not read */
+	Oid		   *leaves;
 	Oid			owner;			/* the table's owner: rule conditions run as this role */
 	int32		id;
 	char	   *name;
@@ -273,6 +283,7 @@ typedef struct ManagedTable
 	RegProcedure key_eq;		/* its equality procedure */
 	Oid			key_coll;		/* its collation (the search must use the index's order) */
 	AttrNumber	loc_att;		/* InvalidAttrNumber = none */
+	char		loc_datum;		/* AllocDatum (datum.h) of the location column */
 	AttrNumber	owner_att;
 	Oid			owner_type;
 	AttrNumber	attr_att[ATTR__COUNT];
@@ -289,6 +300,18 @@ typedef struct ManagedTable
 
 extern TextSet textset_from_datum(Datum d, bool isnull);
 extern ManagedTable *config_get_table(Oid relid, bool missing_ok);
+extern ManagedTable *config_lookup(Oid relid, bool missing_ok);
+extern ManagedTable *config_get_root(ManagedTable *mt);
+extern int	config_leaves(ManagedTable *mt, Oid **leaves);
+
+/* ---------- partition.c: partitioned customer tables ---------- */
+extern bool part_find_key(ManagedTable *mt, Datum key, int64 *owner, Oid *found_in);
+extern void part_check_key_unique(ManagedTable *mt, HeapTuple tup);
+extern void part_note_update(ManagedTable *mt, HeapTuple oldtup);
+extern bool part_insert_is_move(ManagedTable *mt, HeapTuple tup);
+extern bool part_take_moved(ManagedTable *mt, HeapTuple tup, bool deleting);
+extern void part_record_truncate(ManagedTable *mt);
+extern bool part_after_insert(ManagedTable *mt, HeapTuple tup);
 extern int	alloc_decision_depth;
 extern RepInfo *config_get_rep(int64 id);
 extern TeamInfo *config_get_team(int64 id);

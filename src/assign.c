@@ -96,7 +96,7 @@ assign_read_customer(ManagedTable *mt, HeapTuple tuple, Customer *c, bool hypoth
 	{
 		d = heap_getattr(tuple, mt->loc_att, mt->tupdesc, &isnull);
 		if (!isnull)
-			alloc_read_point(d, &c->loc, mt->name);
+			alloc_read_point(d, &c->loc, mt->name, mt->loc_datum);
 	}
 	if (c->loc.present)
 		c->nterr = tindex_lookup(c->loc.x, c->loc.y, c->terr, ALLOC_MAX_HITS);
@@ -469,7 +469,7 @@ rule_mismatch(ManagedTable *mt, int k, Customer *c, HeapTuple tuple, Trace *tr, 
 		Datum		res;
 
 		ExecStoreHeapTuple(tuple, mt->slot, false);
-		mt->slot->tts_tableOid = mt->relid;
+		mt->slot->tts_tableOid = mt->rel_here;
 		mt->econtext->ecxt_scantuple = mt->slot;
 		/* user code: as the table's owner, security-restricted (owner.c) */
 		if (!cs->active && r->cond_user_code)

@@ -12,10 +12,14 @@
  */
 #include "postgres.h"
 
+#include "access/attmap.h"
 #include "access/genam.h"
 #include "access/stratnum.h"
 #include "access/table.h"
+#include "catalog/partition.h"
 #include "catalog/pg_am.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
 #include "executor/executor.h"
@@ -24,6 +28,7 @@
 #include "optimizer/optimizer.h"
 #include "access/transam.h"
 #include "parser/parse_relation.h"
+#include "rewrite/rewriteManip.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -36,6 +41,7 @@
 #include "utils/relcache.h"
 
 #include "allocation.h"
+#include "datum.h"
 
 const char *const alloc_attr_names[ATTR__COUNT] = {
 	"tier", "crop", "business_type", "tags", "stage", "name", "phone",
@@ -54,6 +60,9 @@ typedef struct ConfigCache
 	int			ntables;
 	ManagedTable **tables;
 	bool		min_share;		/* a new_rep_policy has a min_share (1.1) */
+	int			nparts;			/* partitions of managed tables, read on first use */
+	int			partcap;
+	ManagedTable **parts;
 } ConfigCache;
 
 static ConfigCache *config = NULL;
@@ -83,6 +92,9 @@ config_known_relid(Oid relid)
 		return false;
 	for (i = 0; i < config->ntables; i++)
 		if (config->tables[i]->relid == relid)
+			return true;
+	for (i = 0; i < config->nparts; i++)
+		if (config->parts[i]->rel_here == relid)
 			return true;
 	return false;
 }
@@ -398,7 +410,7 @@ set_output(ManagedTable *mt, AttrNumber att, FmgrInfo *fi, MemoryContext cxt)
 
 /* The single-column unique index manage() required on the key */
 static void
-find_key_index(Relation rel, ManagedTable *mt)
+find_key_index(Relation rel, ManagedTable *mt, bool prefix)
 {
 	List	   *indexes = RelationGetIndexList(rel);
 	ListCell   *lc;
@@ -409,7 +421,8 @@ find_key_index(Relation rel, ManagedTable *mt)
 		Relation	idx = index_open(lfirst_oid(lc), AccessShareLock);
 		Form_pg_index ix = idx->rd_index;
 
-		if (ix->indisunique && ix->indisvalid && ix->indnkeyatts == 1 &&
+		/* prefix: a partition of a table unique on (key, partition columns) */
+		if (ix->indisunique && ix->indisvalid && (ix->indnkeyatts == 1 || prefix) &&
 			ix->indkey.values[0] == mt->key_att && RelationGetIndexPredicate(idx) == NIL &&
 			idx->rd_rel->relam == BTREE_AM_OID)
 		{
@@ -439,10 +452,14 @@ load_tables(ConfigCache *c)
 	SPITupleTable *tt;
 	uint64		nt;
 
-	cfg_query(c, "SELECT id, tbl::oid, key_column, location_column, owner_column, attributes::text,"
-			  " reevaluate, table_name, duplicate_exact, duplicate_fuzzy, name_similarity::float8,"
-			  " coalesce(duplicate_within_m, 0)"
-			  " FROM allocation.managed_table WHERE active ORDER BY id",
+	/* SQL version 1.0 has no location_datum: every location is WGS 84 */
+	alloc_lookup_oids();
+	cfg_query(c, psprintf("SELECT id, tbl::oid, key_column, location_column, owner_column, attributes::text,"
+						  " reevaluate, table_name, duplicate_exact, duplicate_fuzzy, name_similarity::float8,"
+						  " coalesce(duplicate_within_m, 0), %s"
+						  " FROM allocation.managed_table WHERE active ORDER BY id",
+						  get_attnum(alloc_oids.managed_table, "location_datum") != InvalidAttrNumber
+						  ? "location_datum" : "'wgs84'::text"),
 			  "allocation.managed_table");
 	tt = SPI_tuptable;
 	nt = SPI_processed;
@@ -469,6 +486,12 @@ load_tables(ConfigCache *c)
 		mt->dup_fuzzy = SPI_getvalue(tup, td, 10)[0];
 		mt->name_similarity = DatumGetFloat8(SPI_getbinval(tup, td, 11, &isnull));
 		mt->within_m = DatumGetFloat8(SPI_getbinval(tup, td, 12, &isnull));
+		{
+			AllocDatum	datum = DATUM_WGS84;
+
+			(void) datum_parse(SPI_getvalue(tup, td, 13), &datum);	/* a CHECK keeps it valid */
+			mt->loc_datum = (char) datum;
+		}
 
 		rel = table_open(mt->relid, AccessShareLock);
 		mt->tupdesc = CreateTupleDescCopy(RelationGetDescr(rel));
@@ -526,7 +549,21 @@ load_tables(ConfigCache *c)
 							   format_type_be(TupleDescAttr(mt->tupdesc, mt->key_att - 1)->atttypid)),
 					 errhint("Change it back, or call allocation.unmanage() and allocation.manage() again.")));
 		set_output(mt, mt->key_att, &mt->key_out, c->cxt);
-		find_key_index(rel, mt);
+		find_key_index(rel, mt, false);
+		mt->rel_here = mt->relid;
+		mt->nleaves = -1;
+		if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
+		{
+			/*
+			 * A partitioned index cannot be scanned: the partitions' own
+			 * indexes are (partition.c).  Unique on the key alone, the
+			 * key is unique by PostgreSQL; unique with the partition
+			 * columns, the engine checks the key across partitions.
+			 */
+			mt->partitioned = true;
+			mt->key_global_check = !OidIsValid(mt->key_index);
+			mt->key_index = InvalidOid;
+		}
 		table_close(rel, AccessShareLock);
 		c->tables[i] = mt;
 	}
@@ -655,6 +692,11 @@ config_free(ConfigCache *c)
 		if (mt->slot)
 			ExecDropSingleTupleTableSlot(mt->slot);
 	}
+	for (i = 0; i < c->nparts; i++)
+	{
+		FreeExprContext(c->parts[i]->econtext, false);
+		ExecDropSingleTupleTableSlot(c->parts[i]->slot);
+	}
 	MemoryContextDelete(c->cxt);
 }
 
@@ -732,15 +774,153 @@ config_prepare(void)
 		config_build();
 }
 
+/*
+ * The entry of one partition of a managed partitioned table: the root's
+ * configuration with the partition's own column numbers (a partition may
+ * have its columns in another order, or dropped columns), its tuple
+ * descriptor, its key index, and the rule conditions mapped to its columns.
+ */
+static ManagedTable *
+derive_partition(ConfigCache *c, ManagedTable *root, Oid part)
+{
+	MemoryContext old = MemoryContextSwitchTo(c->cxt);
+	ManagedTable *pm = palloc(sizeof(ManagedTable));
+	Relation	rel = table_open(part, AccessShareLock);
+	AttrMap    *map;
+	int			a,
+				k;
+
+	memcpy(pm, root, sizeof(ManagedTable));
+	pm->rel_here = part;
+	pm->nleaves = -1;
+	pm->leaves = NULL;
+	pm->tupdesc = CreateTupleDescCopy(RelationGetDescr(rel));
+#define MAP_ATT(att) ((att) == InvalidAttrNumber ? InvalidAttrNumber : \
+		resolve_column(rel, NameStr(TupleDescAttr(root->tupdesc, (att) - 1)->attname), "mapped"))
+	pm->key_att = MAP_ATT(root->key_att);
+	pm->loc_att = MAP_ATT(root->loc_att);
+	pm->owner_att = MAP_ATT(root->owner_att);
+	for (a = 0; a < ATTR__COUNT; a++)
+	{
+		pm->attr_att[a] = MAP_ATT(root->attr_att[a]);
+		if (pm->attr_att[a] != InvalidAttrNumber && a != ATTR_TAGS)
+			set_output(pm, pm->attr_att[a], &pm->attr_out[a], c->cxt);
+	}
+#undef MAP_ATT
+	set_output(pm, pm->key_att, &pm->key_out, c->cxt);
+	find_key_index(rel, pm, true);
+	/* root column numbers -> this partition's */
+	map = build_attrmap_by_name(RelationGetDescr(rel), root->tupdesc);
+	pm->rules = palloc(sizeof(RuleInfo *) * Max(root->nrules, 1));
+	pm->cond_state = palloc0(sizeof(ExprState *) * Max(root->nrules, 1));
+	pm->nrules = 0;
+	for (k = 0; k < root->nrules; k++)
+	{
+		RuleInfo   *r = root->rules[k];
+
+		if (r->cond_expr)
+		{
+			bool		whole_row = false;
+			Node	   *e = map_variable_attnos((Node *) copyObject(r->cond_expr), 1, 0, map,
+												InvalidOid, &whole_row);
+
+			if (whole_row)
+			{
+				ereport(WARNING,
+						(errcode(ERRCODE_ALLOC_BAD_CONDITION),
+						 errmsg("allocation rule \"%s\" is skipped on partition %s", r->name, RelationGetRelationName(rel)),
+						 errdetail("Its condition uses the whole row, whose type differs in this partition."),
+						 errhint("Name the columns in the condition instead of the row.")));
+				continue;
+			}
+			pm->cond_state[pm->nrules] = ExecInitExpr((Expr *) e, NULL);
+		}
+		pm->rules[pm->nrules++] = r;
+	}
+	pm->econtext = CreateStandaloneExprContext();
+	pm->slot = MakeSingleTupleTableSlot(pm->tupdesc, &TTSOpsHeapTuple);
+	table_close(rel, AccessShareLock);
+	if (c->nparts == c->partcap)
+	{
+		c->partcap = Max(8, c->partcap * 2);
+		c->parts = c->parts ? repalloc(c->parts, sizeof(ManagedTable *) * c->partcap)
+			: palloc(sizeof(ManagedTable *) * c->partcap);
+	}
+	c->parts[c->nparts++] = pm;
+	MemoryContextSwitchTo(old);
+	return pm;
+}
+
+/* The entry of the managed table itself (the root of a partition's entry) */
 ManagedTable *
-config_get_table(Oid relid, bool missing_ok)
+config_get_root(ManagedTable *mt)
 {
 	int			i;
 
+	if (mt->rel_here == mt->relid)
+		return mt;
+	for (i = 0; i < config->ntables; i++)
+		if (config->tables[i]->relid == mt->relid)
+			return config->tables[i];
+	elog(ERROR, "managed table %u is not in the cache", mt->relid);
+	return NULL;				/* keep compiler quiet */
+}
+
+/* The leaf partitions of a partitioned managed table (read once per cache) */
+int
+config_leaves(ManagedTable *mt, Oid **leaves)
+{
+	ManagedTable *root = config_get_root(mt);
+
+	if (root->nleaves < 0)
+	{
+		List	   *all = find_all_inheritors(root->relid, AccessShareLock, NULL);
+		ListCell   *lc;
+		MemoryContext old = MemoryContextSwitchTo(config->cxt);
+
+		root->leaves = palloc(sizeof(Oid) * Max(list_length(all), 1));
+		root->nleaves = 0;
+		foreach(lc, all)
+			if (get_rel_relkind(lfirst_oid(lc)) == RELKIND_RELATION)
+				root->leaves[root->nleaves++] = lfirst_oid(lc);
+		MemoryContextSwitchTo(old);
+		list_free(all);
+	}
+	*leaves = root->leaves;
+	return root->nleaves;
+}
+
+ManagedTable *
+config_get_table(Oid relid, bool missing_ok)
+{
 	config_prepare();
+	return config_lookup(relid, missing_ok);
+}
+
+/*
+ * The entry of a managed table or of one of its partitions in the cache as
+ * it is (no rebuild: pointers the caller holds stay valid).
+ */
+ManagedTable *
+config_lookup(Oid relid, bool missing_ok)
+{
+	int			i;
+
 	for (i = 0; i < config->ntables; i++)
 		if (config->tables[i]->relid == relid)
 			return config->tables[i];
+	for (i = 0; i < config->nparts; i++)
+		if (config->parts[i]->rel_here == relid)
+			return config->parts[i];
+	/* a partition (present or created later) of a managed partitioned table */
+	if (get_rel_relispartition(relid))
+	{
+		Oid			root = llast_oid(get_partition_ancestors(relid));
+
+		for (i = 0; i < config->ntables; i++)
+			if (config->tables[i]->relid == root && config->tables[i]->partitioned)
+				return derive_partition(config, config->tables[i], relid);
+	}
 	if (!missing_ok)
 		ereport(ERROR,
 				(errcode(ERRCODE_ALLOC_NOT_MANAGED),

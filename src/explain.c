@@ -25,6 +25,7 @@
 #include "utils/lsyscache.h"
 
 #include "allocation.h"
+#include "datum.h"
 
 static void
 json_kv_str(StringInfo buf, const char *key, const char *val, bool comma)
@@ -184,7 +185,13 @@ explain_tuple_inner(ManagedTable *mt, HeapTuple tup, bool hypothetical)
 		escape_json(&out, c.tags[i]);
 	}
 	appendStringInfoString(&out, "], \"location\": ");
-	if (c.loc.present)
+	if (c.loc.present && c.loc.datum != DATUM_WGS84)
+		/* GCJ-02 / BD-09: the position looked up (WGS 84) and the one stored */
+		appendStringInfo(&out, "{\"lon\": %.9g, \"lat\": %.9g, \"srid\": 4326, \"datum\": \"wgs84\", "
+						 "\"as_stored\": {\"lon\": %.9g, \"lat\": %.9g, \"srid\": %d, \"datum\": \"%s\"}}",
+						 c.loc.x, c.loc.y, c.loc.stored_x, c.loc.stored_y, c.loc.srid,
+						 datum_name((AllocDatum) c.loc.datum));
+	else if (c.loc.present)
 		appendStringInfo(&out, "{\"lon\": %.9g, \"lat\": %.9g, \"srid\": %d}", c.loc.x, c.loc.y, c.loc.srid);
 	else
 		appendStringInfoString(&out, "null");

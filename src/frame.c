@@ -338,6 +338,7 @@ probe_close(Frame *f)
 		index_close(p->idx, RowExclusiveLock);
 		p->index = InvalidOid;
 	}
+	part_probes_close(f);
 	if (f->nwriters > 0 && f->writer_owner == CurrentResourceOwner)
 	{
 		for (i = 0; i < f->nwriters; i++)

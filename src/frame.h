@@ -101,7 +101,10 @@ typedef struct Frame
 	RowWriter  *writers[FRAME_WRITERS];
 	ResourceOwner writer_owner;
 	bool		written_direct; /* flushed by the C writer, not _record_batch */
+	void	   *part_probes;	/* partition.c: key probes of the partitions, kept open */
 } Frame;
+
+extern void part_probes_close(Frame *f);
 
 /* the innermost open frame (NULL outside a managed statement) */
 extern Frame *frames;

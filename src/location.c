@@ -18,6 +18,7 @@
 #include "utils/memutils.h"
 
 #include "allocation.h"
+#include "datum.h"
 
 #define WKB_SRID_FLAG	0x20000000
 #define WKB_Z_FLAG		0x80000000
@@ -130,11 +131,14 @@ parse_ewkb_point(bytea *wkb, AllocPoint *pt)
 }
 
 /*
- * Reads a location datum into pt, in EPSG:4326.  NULL handling is the
- * caller's (pass only non-NULL datums).
+ * Reads a location datum into pt, in EPSG:4326 on the WGS 84 datum: points
+ * in another SRID are transformed, then coordinates of a GCJ-02 or BD-09
+ * column converted (datum.c).  The coordinates as stored stay in
+ * pt->stored_x/y for explain().  NULL handling is the caller's (pass only
+ * non-NULL datums).
  */
 void
-alloc_read_point(Datum geom, AllocPoint *pt, const char *table_name)
+alloc_read_point(Datum geom, AllocPoint *pt, const char *table_name, char datum)
 {
 	bytea	   *wkb;
 	int32		srid;
@@ -149,8 +153,17 @@ alloc_read_point(Datum geom, AllocPoint *pt, const char *table_name)
 				 errdetail("A location of table %s holds a geometry that is not a POINT.", table_name),
 				 errhint("Store the customer's position as a point, e.g. ST_SetSRID(ST_MakePoint(lon, lat), 4326).")));
 	srid = pt->srid;
-	if (srid == 4326 || !pt->present)
+	pt->datum = datum;
+	pt->stored_x = pt->x;
+	pt->stored_y = pt->y;
+	if (!pt->present)
 		return;
+	if (srid == 4326)
+	{
+		if (datum != DATUM_WGS84)
+			datum_to_wgs84((AllocDatum) datum, &pt->x, &pt->y);
+		return;
+	}
 	if (srid == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_ALLOC_UNKNOWN_SRID),
@@ -168,4 +181,6 @@ alloc_read_point(Datum geom, AllocPoint *pt, const char *table_name)
 	if (!parse_ewkb_point(wkb, pt))
 		elog(ERROR, "transformed location is not a point");
 	pt->srid = srid;
+	if (datum != DATUM_WGS84)
+		datum_to_wgs84((AllocDatum) datum, &pt->x, &pt->y);
 }

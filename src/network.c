@@ -16,6 +16,8 @@
 
 #include "allocation.h"
 
+static bool network_probe(ManagedTable *mt, Datum parent, int64 *owner_out);
+
 /* The parent's key, as a value of the key's type (its text form only when a rule reads it) */
 void
 network_read_parent(ManagedTable *mt, HeapTuple tuple, Customer *c)
@@ -52,11 +54,6 @@ int64
 network_parent_owner(Customer *c, Trace *tr, const char **why)
 {
 	ManagedTable *mt = c->mt;
-	Relation	heap,
-				idx;
-	TupleTableSlot *slot;
-	IndexScanDesc scan;
-	ScanKeyData skey;
 	int64		owner = 0;
 	bool		found;
 
@@ -71,16 +68,40 @@ network_parent_owner(Customer *c, Trace *tr, const char **why)
 		*why = "the customer is its own parent";
 		return 0;
 	}
-	if (!OidIsValid(mt->key_index))
+	if (mt->partitioned)
+		/* the parent may be stored in any partition (partition.c) */
+		found = part_find_key(mt, c->parent, &owner, NULL);
+	else if (!OidIsValid(mt->key_index))
 	{
 		*why = "the key column has no unique index to find the parent by";
 		return 0;
 	}
+	else
+		found = network_probe(mt, c->parent, &owner);
+	if (!found)
+		*why = tr ? psprintf("parent customer %s is not in the table", network_parent_key(c)) : "parent not found";
+	else if (owner == 0)
+		*why = tr ? psprintf("parent customer %s is in the public pool", network_parent_key(c)) : "parent in the pool";
+	return owner;
+}
+
+/* One probe of the key's unique index of an unpartitioned table */
+static bool
+network_probe(ManagedTable *mt, Datum parent, int64 *owner_out)
+{
+	Relation	heap,
+				idx;
+	TupleTableSlot *slot;
+	IndexScanDesc scan;
+	ScanKeyData skey;
+	int64		owner = 0;
+	bool		found;
+
 	heap = table_open(mt->relid, AccessShareLock);
 	idx = index_open(mt->key_index, AccessShareLock);
 	slot = table_slot_create(heap, NULL);
 	scan = index_beginscan(heap, idx, SnapshotSelf, 1, 0);
-	ScanKeyEntryInitialize(&skey, 0, 1, BTEqualStrategyNumber, InvalidOid, mt->key_coll, mt->key_eq, c->parent);
+	ScanKeyEntryInitialize(&skey, 0, 1, BTEqualStrategyNumber, InvalidOid, mt->key_coll, mt->key_eq, parent);
 	index_rescan(scan, &skey, 1, NULL, 0);
 	found = index_getnext_slot(scan, ForwardScanDirection, slot);
 	if (found)
@@ -95,9 +116,6 @@ network_parent_owner(Customer *c, Trace *tr, const char **why)
 	ExecDropSingleTupleTableSlot(slot);
 	index_close(idx, AccessShareLock);
 	table_close(heap, AccessShareLock);
-	if (!found)
-		*why = tr ? psprintf("parent customer %s is not in the table", network_parent_key(c)) : "parent not found";
-	else if (owner == 0)
-		*why = tr ? psprintf("parent customer %s is in the public pool", network_parent_key(c)) : "parent in the pool";
-	return owner;
+	*owner_out = owner;
+	return found;
 }

@@ -890,10 +890,16 @@ allocation_row_trigger(PG_FUNCTION_ARGS)
 		alloc_decision_depth++;
 		PG_TRY();
 		{
-			if (TRIGGER_FIRED_BY_INSERT(ev))
+			/* a row moving to this partition: the update decided already (partition.c) */
+			if (TRIGGER_FIRED_BY_INSERT(ev) && mt->partitioned && part_insert_is_move(mt, td->tg_trigtuple))
+				result = td->tg_trigtuple;
+			else if (TRIGGER_FIRED_BY_INSERT(ev))
 				result = before_insert(mt, td->tg_relation, td->tg_trigtuple);
 			else if (TRIGGER_FIRED_BY_UPDATE(ev))
+			{
+				part_note_update(mt, td->tg_trigtuple); /* a partition's row may move */
 				result = before_update(mt, td->tg_trigtuple, td->tg_newtuple);
+			}
 			else
 				result = td->tg_trigtuple;
 			decided = true;
@@ -907,11 +913,12 @@ allocation_row_trigger(PG_FUNCTION_ARGS)
 		return PointerGetDatum(result);
 	}
 
+	/* (partition.c: a row moved to another partition is the update's, not an insert and a delete) */
 	if (TRIGGER_FIRED_BY_INSERT(ev))
-		confirm(mt, NULL, td->tg_trigtuple, OP_INSERT);
+		confirm(mt, NULL, td->tg_trigtuple, part_after_insert(mt, td->tg_trigtuple) ? OP_UPDATE : OP_INSERT);
 	else if (TRIGGER_FIRED_BY_UPDATE(ev))
 		confirm(mt, td->tg_trigtuple, td->tg_newtuple, OP_UPDATE);
-	else if (TRIGGER_FIRED_BY_DELETE(ev))
+	else if (TRIGGER_FIRED_BY_DELETE(ev) && !(mt->partitioned && part_take_moved(mt, td->tg_trigtuple, true)))
 		after_delete(mt, td->tg_trigtuple);
 	return PointerGetDatum(NULL);
 }
@@ -963,8 +970,12 @@ allocation_stmt_trigger(PG_FUNCTION_ARGS)
 
 	if (TRIGGER_FIRED_BY_TRUNCATE(ev))
 	{
-		config_prepare();
-		record_truncate(config_get_table(RelationGetRelid(td->tg_relation), false));
+		ManagedTable *mt = (config_prepare(), config_get_table(RelationGetRelid(td->tg_relation), false));
+
+		if (mt->rel_here != mt->relid)
+			part_record_truncate(mt);	/* one partition: its customers only */
+		else
+			record_truncate(mt);
 	}
 	else if (TRIGGER_FIRED_BEFORE(ev))
 		push_frame();

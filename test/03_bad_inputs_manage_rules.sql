@@ -47,7 +47,8 @@ CREATE TABLE tap03.c (
 INSERT INTO tap03.c (id, code, loc, tier) VALUES (1, 'c1', 'SRID=4326;POINT(1 1)', 'retailer'), (2, 'c2', NULL, NULL);
 CREATE VIEW tap03.v AS SELECT * FROM tap03.c;
 CREATE MATERIALIZED VIEW tap03.mv AS SELECT * FROM tap03.c;
-CREATE TABLE tap03.p (id bigint, loc geometry(Point, 4326), owner bigint, PRIMARY KEY (id)) PARTITION BY RANGE (id);
+-- (a partitioned table is managed when its key leads a unique index: not this one's)
+CREATE TABLE tap03.p (id bigint, region int, loc geometry(Point, 4326), owner bigint, PRIMARY KEY (region, id)) PARTITION BY RANGE (region);
 CREATE TABLE tap03.p1 PARTITION OF tap03.p FOR VALUES FROM (0) TO (1000);
 CREATE TABLE tap03.no_index (id bigint NOT NULL, loc geometry(Point, 4326), owner bigint);
 CREATE TABLE tap03.plain_index (id bigint NOT NULL, loc geometry(Point, 4326), owner bigint);
@@ -128,8 +129,8 @@ SELECT is(pg_temp.unregistered('tap03.v'), :'clean', 'manage(view): nothing regi
 SELECT throws_ok($$SELECT allocation.manage('tap03.mv', 'id', 'loc', 'owner')$$, 'LA010',
                  'tap03.mv is not a table', 'manage(materialized view): LA010');
 SELECT is(pg_temp.unregistered('tap03.mv'), :'clean', 'manage(materialized view): nothing registered, no trigger');
-SELECT throws_ok($$SELECT allocation.manage('tap03.p', 'id', 'loc', 'owner')$$, 'LA010',
-                 'partitioned table tap03.p cannot be managed yet', 'manage(partitioned table): LA010');
+SELECT throws_ok($$SELECT allocation.manage('tap03.p', 'id', 'loc', 'owner')$$, 'LA013',
+                 'key column "id" of tap03.p is not unique', 'manage(partitioned table, key not leading a unique index): LA013');
 SELECT is(pg_temp.unregistered('tap03.p'), :'clean', 'manage(partitioned table): nothing registered, no trigger');
 SELECT is(pg_temp.user_triggers('tap03.p1'), 0::bigint, 'manage(partitioned table): no trigger on its partition');
 SELECT throws_ok($$SELECT allocation.manage('tap03.seq', 'id', 'loc', 'owner')$$, 'LA010',

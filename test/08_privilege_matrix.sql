@@ -57,6 +57,8 @@ INSERT INTO matrix VALUES
     ('allocation.territory_geojson()',                                       'rmaA'),
     ('allocation.territory_map_html(text,bigint,integer,integer,double precision)', 'rmaA'),
     ('allocation.map_layers()',                                              'rmaA'),
+    ('allocation.datum_convert(double precision,double precision,text,text)', 'rmaA'),
+    ('allocation.set_location_datum(regclass,text)',                         'A'),
     ('allocation.territory_holdings()',                                      'rmaA'),
     ('allocation.normalize_name(text)',                                      'rmaA'),
     ('allocation.normalize_name(text,text[])',                               'rmaA'),

@@ -653,8 +653,10 @@ DECLARE
 BEGIN
     IF p.status <> 'draft' THEN
         RAISE EXCEPTION 'realignment plan % is %', p_plan, p.status USING ERRCODE = 'LA0R2',
-              DETAIL = 'A preview shows what a draft would do; this plan''s configuration is already written.',
-              HINT = 'allocation.realign_item and allocation.realign_progress show what its apply did.';
+              DETAIL = CASE p.status WHEN 'cancelled' THEN 'A cancelled plan is kept as a record only.'
+                            ELSE 'A preview shows what a draft would do; this plan''s configuration is already written.' END,
+              HINT = CASE p.status WHEN 'cancelled' THEN 'Create a new plan with allocation.realign_create().'
+                          ELSE 'allocation.realign_item and allocation.realign_progress show what its apply did.' END;
     END IF;
     BEGIN
         PERFORM allocation._realign_configure(p.id);
@@ -748,6 +750,56 @@ COMMENT ON FUNCTION allocation.realign_preview_reps(bigint) IS
 -------------------------------------------------------------------------------
 -- Apply
 -------------------------------------------------------------------------------
+-- One listed customer, under its row lock: stays (a reason now, or it changed hands since
+-- it was listed), or decided again by the rules through its row trigger
+CREATE FUNCTION allocation._realign_move_item(p allocation.realign_plan, m allocation.managed_table, it allocation.realign_item)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    v_found boolean;
+    v_owner bigint;
+    v_stay text;
+    v_res record;
+BEGIN
+    -- under the customer's row lock: what changed since the list was made counts
+    SELECT l.row_found, l.row_owner INTO v_found, v_owner FROM allocation._lock_customer_row(m, it.key, false) l;
+    IF v_found IS NULL THEN
+        UPDATE allocation.realign_item i SET status = 'gone', reason = 'the customer row was deleted', done_at = clock_timestamp()
+         WHERE i.plan_id = p.id AND i.ord = it.ord;
+        RETURN;
+    END IF;
+    SELECT s.reason INTO v_stay FROM allocation._realign_stays(m.id, ARRAY[it.key], p.claim_grace) s;
+    IF v_stay IS NULL AND v_owner IS DISTINCT FROM it.from_rep THEN
+        v_stay := format('changed hands since the plan listed it (held by %s now)',
+                         coalesce((SELECT r.code FROM allocation.rep r WHERE r.id = v_owner), 'the public pool'));
+    END IF;
+    IF v_stay IS NULL AND allocation._realign_ramp_up(v_owner) IS NOT NULL THEN
+        v_stay := 'held by a new rep in its ramp-up (new-rep policy)';
+    END IF;
+    IF v_stay IS NOT NULL THEN
+        UPDATE allocation.realign_item i SET status = 'stayed', reason = v_stay, done_at = clock_timestamp(), result_rep = v_owner
+         WHERE i.plan_id = p.id AND i.ord = it.ord;
+        RETURN;
+    END IF;
+    -- both reps' counters in id order (the engine's ordered-locking rule; the rules may still
+    -- choose another rep, whose counter the trigger then takes), then the row trigger decides
+    -- again (pinned and disputed customers stay there too)
+    PERFORM allocation._lock_counter(x.rep) FROM unnest(ARRAY[it.from_rep, it.to_rep]) x(rep)
+      WHERE x.rep IS NOT NULL ORDER BY x.rep;
+    SELECT * INTO v_res FROM allocation._realign_move(m.tbl, it.key, p.id, format('realignment plan %s (%s)', p.id, p.reason));
+    UPDATE allocation.realign_item i
+       SET status = CASE WHEN v_res.result IS NULL THEN 'gone' WHEN v_res.result = 'moved' THEN 'moved'
+                         WHEN v_res.result IN ('unchanged', 'suggest') THEN 'unchanged' ELSE 'stayed' END,
+           reason = CASE WHEN v_res.result IN ('pinned', 'disputed') THEN v_res.result
+                         WHEN v_res.result = 'suggest' THEN 'a review-mode rule decided: a suggestion was queued'
+                         ELSE i.reason END,
+           result_rep = v_res.owner, done_at = clock_timestamp()
+     WHERE i.plan_id = p.id AND i.ord = it.ord;
+END
+$$;
+COMMENT ON FUNCTION allocation._realign_move_item(allocation.realign_plan, allocation.managed_table, allocation.realign_item) IS 'internal: one customer of a realignment apply, re-checked under its row lock and moved (or kept, with the reason)';
+
 -- One step: the first writes the configuration and lists the customers (one transaction);
 -- each next one moves up to batch_size listed customers, re-checked under their row locks
 CREATE FUNCTION allocation._realign_apply_step(plan_id bigint, reason text, batch_size integer,
@@ -759,10 +811,6 @@ DECLARE
     p allocation.realign_plan := allocation._realign_plan(plan_id, 'realign_apply()', false, 'nowait');
     m allocation.managed_table;
     it allocation.realign_item;
-    v_found boolean;
-    v_owner bigint;
-    v_stay text;
-    v_res record;
     v_mid integer := 0;
 BEGIN
     IF reason IS NULL OR btrim(reason) = '' THEN
@@ -810,36 +858,14 @@ BEGIN
                  WHERE i.plan_id = p.id AND i.ord = it.ord;
                 CONTINUE;
             END IF;
-            -- under the customer's row lock: what changed since the list was made counts
-            SELECT l.row_found, l.row_owner INTO v_found, v_owner FROM allocation._lock_customer_row(m, it.key, false) l;
-            v_stay := NULL;
-            IF v_found IS NULL THEN
-                UPDATE allocation.realign_item i SET status = 'gone', reason = 'the customer row was deleted', done_at = clock_timestamp()
-                 WHERE i.plan_id = p.id AND i.ord = it.ord;
-                CONTINUE;
-            END IF;
-            SELECT s.reason INTO v_stay FROM allocation._realign_stays(m.id, ARRAY[it.key], p.claim_grace) s;
-            IF v_stay IS NULL AND v_owner IS DISTINCT FROM it.from_rep THEN
-                v_stay := format('changed hands since the plan listed it (held by %s now)',
-                                 coalesce((SELECT r.code FROM allocation.rep r WHERE r.id = v_owner), 'the public pool'));
-            END IF;
-            IF v_stay IS NULL AND allocation._realign_ramp_up(v_owner) IS NOT NULL THEN
-                v_stay := 'held by a new rep in its ramp-up (new-rep policy)';
-            END IF;
-            IF v_stay IS NOT NULL THEN
-                UPDATE allocation.realign_item i SET status = 'stayed', reason = v_stay, done_at = clock_timestamp(), result_rep = v_owner
-                 WHERE i.plan_id = p.id AND i.ord = it.ord;
-                CONTINUE;
-            END IF;
-            SELECT * INTO v_res FROM allocation._realign_move(m.tbl, it.key, p.id, format('realignment plan %s (%s)', p.id, p.reason));
-            UPDATE allocation.realign_item i
-               SET status = CASE WHEN v_res.result IS NULL THEN 'gone' WHEN v_res.result = 'moved' THEN 'moved'
-                                 WHEN v_res.result IN ('unchanged', 'suggest') THEN 'unchanged' ELSE 'stayed' END,
-                   reason = CASE WHEN v_res.result IN ('pinned', 'disputed') THEN v_res.result
-                                 WHEN v_res.result = 'suggest' THEN 'a review-mode rule decided: a suggestion was queued'
-                                 ELSE i.reason END,
-                   result_rep = v_res.owner, done_at = clock_timestamp()
-             WHERE i.plan_id = p.id AND i.ord = it.ord;
+            -- one customer at a time in a subtransaction: a customer another transaction is
+            -- changing while this batch already holds reps' counters (55P03, the engine's
+            -- ordered-locking rule) ends the batch; the next one starts with it, holding nothing
+            BEGIN
+                PERFORM allocation._realign_move_item(p, m, it);
+            EXCEPTION WHEN lock_not_available THEN
+                EXIT;
+            END;
         END LOOP;
         IF NOT EXISTS (SELECT 1 FROM allocation.realign_item i WHERE i.plan_id = p.id AND i.status = 'pending') THEN
             UPDATE allocation.realign_plan x SET status = 'applied', applied_at = clock_timestamp() WHERE x.id = p.id;

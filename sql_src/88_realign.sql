@@ -926,6 +926,8 @@ BEGIN
     END LOOP;
 END
 $$;
+-- (REVOKE ... ON ALL FUNCTIONS in 90_privileges.sql does not reach procedures)
+REVOKE ALL ON PROCEDURE allocation.realign_apply(bigint, text, integer) FROM PUBLIC;
 COMMENT ON PROCEDURE allocation.realign_apply(bigint, text, integer) IS
 'Applies a realignment plan (managers): writes its configuration, then moves the listed customers in batches of batch_size, committing after each (NOTICE with counts and ETA; allocation.realign_progress); resumable after a crash or cancel by calling it again. Refused inside a transaction block (LA0R6)';
 

@@ -364,7 +364,7 @@ owner_update_run(Oid relid, char *key, const char *source, bool rep_null, Datum 
 	}
 	else
 	{
-		alloc_refuse_temp_objects("a claim, release, recycle, transfer or realignment");
+		alloc_refuse_temp_objects(realign ? "a realignment" : "a claim, release or recycle");
 		alloc_become_table_owner(relid, &osw);
 	}
 	alloc_change = change;

@@ -621,22 +621,24 @@ $$
 DECLARE
     v_ids integer[];
     v_keys text[];
+    v_reasons text[];
 BEGIN
-    SELECT array_agg(m.id), array_agg(s.key) INTO v_ids, v_keys
+    -- the customers that stay whatever the rules say, read once (the exception tables are small)
+    SELECT array_agg(m.id), array_agg(s.key), array_agg(s.reason) INTO v_ids, v_keys, v_reasons
       FROM allocation.managed_table m CROSS JOIN LATERAL allocation._realign_stays(m.id, NULL, p.claim_grace) s
      WHERE m.active;
-    -- customers of reps in their ramp-up stay too (by owner, not by key)
+    -- (customers of reps in their ramp-up stay too: by owner, see _realign_ramp_up)
     RETURN QUERY
-    WITH d AS MATERIALIZED (SELECT * FROM allocation._realign_scan(v_ids, v_keys))
+    WITH d AS MATERIALIZED (SELECT * FROM allocation._realign_scan(v_ids, v_keys)),
+         st AS (SELECT * FROM unnest(v_ids, v_keys, v_reasons) AS x(managed_id, key, reason))
     SELECT d.ord, d.managed_id, d.key, d.from_rep, d.outcome, d.to_rep, d.rule_id, d.territory_id, d.reason,
            CASE WHEN d.outcome = 'suggest'
                 THEN format('rule %s is review-mode: it suggests rep %s (allocation.accept_suggestion decides)',
                             (SELECT r.name FROM allocation.rule r WHERE r.id = d.rule_id),
                             (SELECT x.code FROM allocation.rep x WHERE x.id = d.to_rep))
-                WHEN NOT d.simulated
-                THEN (SELECT s.reason FROM allocation._realign_stays(d.managed_id, ARRAY[d.key], p.claim_grace) s)
+                WHEN NOT d.simulated THEN st.reason
            END
-      FROM d;
+      FROM d LEFT JOIN st ON st.managed_id = d.managed_id AND st.key = d.key;
 END
 $$;
 COMMENT ON FUNCTION allocation._realign_decide(allocation.realign_plan) IS 'internal: the customers a realignment moves and those that stay, under the configuration now visible';

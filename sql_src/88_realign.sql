@@ -1026,3 +1026,11 @@ RETURNS jsonb
 AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
 COMMENT ON FUNCTION allocation.realign_geojson(bigint) IS
 'A plan as a GeoJSON FeatureCollection (managers): changed territories (shape, before/after owner, priority, exclusive) and the customers it moves or keeps (before/after owner, rule, reason); a draft is previewed, an applied plan read from its list';
+
+-- Plans, their staged rows and their lists are user data: kept by pg_dump (the identity
+-- sequence realign_plan_id_seq is registered with the others in 90_privileges.sql)
+SELECT pg_catalog.pg_extension_config_dump('allocation.realign_plan', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.realign_territory', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.realign_rule', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.realign_rep', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.realign_item', '');

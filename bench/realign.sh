@@ -63,9 +63,10 @@ BEGIN
                JOIN allocation.assignment a ON a.territory_id = t.id AND a.valid_to IS NULL AND a.rep_id = t.owner_rep_id
               WHERE t.owner_rep_id IS NOT NULL
               GROUP BY t.id ORDER BY count(*) DESC, t.id LIMIT $TERR LOOP
+        -- the next field rep in turn that is not the current owner
         PERFORM allocation.realign_stage_territory(p, r.code,
-                    owner_rep => (SELECT v FROM unnest(v_reps) v WHERE v <> r.owner_rep_id
-                                   ORDER BY (v * 7919 + r.n) % 1000003 LIMIT 1));
+                    owner_rep => (SELECT v FROM unnest(v_reps) WITH ORDINALITY u(v, k) WHERE v <> r.owner_rep_id
+                                   ORDER BY (k + r.n) % array_length(v_reps, 1) LIMIT 1));
     END LOOP;
     FOR r IN SELECT DISTINCT s.new_owner_rep_id AS id FROM allocation.realign_territory s WHERE s.plan_id = p LOOP
         PERFORM allocation.realign_stage_rep(p, r.id, unlimited => true);

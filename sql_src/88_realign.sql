@@ -102,13 +102,13 @@ COMMENT ON COLUMN allocation.realign_item.status IS 'pending (not reached yet), 
 -------------------------------------------------------------------------------
 -- C parts (realign.c, claims.c)
 -------------------------------------------------------------------------------
-CREATE FUNCTION allocation._realign_scan(skip_managed integer[], skip_keys text[],
+CREATE FUNCTION allocation._realign_scan(skip_managed integer[], skip_keys text[], skip_reps bigint[],
     OUT ord bigint, OUT managed_id integer, OUT key text, OUT from_rep bigint, OUT outcome text,
     OUT to_rep bigint, OUT team_id bigint, OUT rule_id bigint, OUT territory_id bigint, OUT reason text,
     OUT simulated boolean)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'allocation_realign_scan' LANGUAGE C;
-COMMENT ON FUNCTION allocation._realign_scan(integer[], text[]) IS 'internal: every customer of the managed tables whose decision (the trigger''s code, dry run, moves simulated in order) differs from its owner under the configuration now visible';
+COMMENT ON FUNCTION allocation._realign_scan(integer[], text[], bigint[]) IS 'internal: every customer of the managed tables whose decision (the trigger''s code, dry run, moves simulated in order) differs from its owner under the configuration now visible';
 
 CREATE FUNCTION allocation._realign_move(tbl regclass, key text, plan bigint, reason text,
                                          OUT result text, OUT owner bigint)
@@ -535,8 +535,12 @@ COMMENT ON FUNCTION allocation._realign_configure(bigint) IS 'internal: writes a
 -- customer with a reason); one implementation for the preview and the apply's re-check
 CREATE FUNCTION allocation._realign_stays(p_managed integer, p_keys text[], p_grace interval)
 RETURNS TABLE (key text, reason text)
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
 $$
+BEGIN
+    -- the keys filter sits in every branch, so one customer costs a few index probes (plpgsql
+    -- plans it with the actual arguments: p_keys IS NULL folds away)
+    RETURN QUERY
     SELECT DISTINCT ON (x.key) x.key, x.reason
       FROM (SELECT s.key, 1 AS pri,
                    'pinned: ' || CASE s.source WHEN 'claim' THEN format('claimed by rep %s (a claim pins)', r.code)
@@ -545,38 +549,40 @@ $$
                                                WHEN 'suggestion' THEN 'a manager accepted a suggestion'
                                                ELSE 'its owner was set by hand (allocation.assign)' END AS reason
               FROM allocation.customer_state s LEFT JOIN allocation.rep r ON r.id = s.rep_id
-             WHERE s.managed_id = p_managed AND s.pinned
+             WHERE s.managed_id = p_managed AND s.pinned AND (p_keys IS NULL OR s.key = ANY (p_keys))
             UNION ALL
             SELECT l.key, 2, format('locked by %s: %s', l.locked_by, l.reason)
-              FROM allocation.customer_lock l WHERE l.managed_id = p_managed
+              FROM allocation.customer_lock l WHERE l.managed_id = p_managed AND (p_keys IS NULL OR l.key = ANY (p_keys))
             UNION ALL
             SELECT d.key, 3, format('under ownership dispute %s', d.id)
-              FROM allocation.ownership_dispute d WHERE d.managed_id = p_managed AND d.status = 'open'
+              FROM allocation.ownership_dispute d WHERE d.managed_id = p_managed AND d.status = 'open' AND (p_keys IS NULL OR d.key = ANY (p_keys))
             UNION ALL
             SELECT d.key, 4, format('disputed as a possible duplicate of customer %s', d.other_key)
               FROM allocation.duplicate d WHERE d.managed_id = p_managed AND d.status = 'open' AND d.action = 'dispute'
+               AND (p_keys IS NULL OR d.key = ANY (p_keys))
             UNION ALL
             SELECT pr.key, 5, format('protected for rep %s until %s (registration protection)', r.code,
                                      to_char(pr.until, 'YYYY-MM-DD'))
               FROM allocation.protection pr JOIN allocation.rep r ON r.id = pr.rep_id
-             WHERE pr.managed_id = p_managed AND pr.until > now()
+             WHERE pr.managed_id = p_managed AND pr.until > now() AND (p_keys IS NULL OR pr.key = ANY (p_keys))
             UNION ALL
             SELECT s.key, 0, format('claimed by rep %s on %s, within the plan''s claim grace of %s', r.code,
                                     to_char(s.valid_from, 'YYYY-MM-DD'), p_grace)
               FROM allocation.customer_state s JOIN allocation.rep r ON r.id = s.rep_id
              WHERE s.managed_id = p_managed AND s.source = 'claim' AND s.valid_from > now() - p_grace
+               AND (p_keys IS NULL OR s.key = ANY (p_keys))
             UNION ALL
             SELECT v.key, 7, format('in virtual team %s', t.name)
               FROM allocation.virtual_team_customer v JOIN allocation.virtual_team t ON t.id = v.team_id
-             WHERE v.managed_id = p_managed AND v.valid_to IS NULL AND t.dissolved_at IS NULL
+             WHERE v.managed_id = p_managed AND v.valid_to IS NULL AND t.dissolved_at IS NULL AND (p_keys IS NULL OR v.key = ANY (p_keys))
             UNION ALL
             SELECT x.key, 8, format('a transfer to rep %s is pending (transfer %s)', r.code, x.id)
               FROM allocation.transfer x JOIN allocation.rep r ON r.id = x.to_rep
-             WHERE x.managed_id = p_managed AND x.status = 'pending'
+             WHERE x.managed_id = p_managed AND x.status = 'pending' AND (p_keys IS NULL OR x.key = ANY (p_keys))
 
            ) x
-     WHERE p_keys IS NULL OR x.key = ANY (p_keys)
-     ORDER BY x.key, x.pri
+     ORDER BY x.key, x.pri;
+END
 $$;
 COMMENT ON FUNCTION allocation._realign_stays(integer, text[], interval) IS 'internal: why customers stay in a realignment whatever the rules say (pinned, locked, disputed, protected, recently claimed, in a virtual team, pending transfer; a new rep''s ramp-up is _realign_ramp_up)';
 

@@ -27,23 +27,34 @@ DECLARE
     v_ids integer[];
     v_keys text[];
     v_reasons text[];
+    v_reps bigint[];
+    v_until timestamptz[];
 BEGIN
     -- the customers that stay whatever the rules say, read once (the exception tables are small)
     SELECT array_agg(m.id), array_agg(s.key), array_agg(s.reason) INTO v_ids, v_keys, v_reasons
       FROM allocation.managed_table m CROSS JOIN LATERAL allocation._realign_stays(m.id, NULL, p.claim_grace) s
      WHERE m.active;
-    -- (customers of reps in their ramp-up stay too: by owner, see _realign_ramp_up)
+    -- and those held by new reps in their ramp-up (by owner)
+    SELECT array_agg(r.id), array_agg(u.until) INTO v_reps, v_until
+      FROM allocation.rep r CROSS JOIN LATERAL (SELECT allocation._realign_ramp_up(r.id) AS until) u
+     WHERE u.until IS NOT NULL;
     RETURN QUERY
-    WITH d AS MATERIALIZED (SELECT * FROM allocation._realign_scan(v_ids, v_keys)),
-         st AS (SELECT * FROM unnest(v_ids, v_keys, v_reasons) AS x(managed_id, key, reason))
+    WITH d AS MATERIALIZED (SELECT * FROM allocation._realign_scan(v_ids, v_keys, v_reps)),
+         st AS (SELECT * FROM unnest(v_ids, v_keys, v_reasons) AS x(managed_id, key, reason)),
+         ru AS (SELECT * FROM unnest(v_reps, v_until) AS x(rep_id, until))
     SELECT d.ord, d.managed_id, d.key, d.from_rep, d.outcome, d.to_rep, d.rule_id, d.territory_id, d.reason,
            CASE WHEN d.outcome = 'suggest'
                 THEN format('rule %s is review-mode: it suggests rep %s (allocation.accept_suggestion decides)',
                             (SELECT r.name FROM allocation.rule r WHERE r.id = d.rule_id),
                             (SELECT x.code FROM allocation.rep x WHERE x.id = d.to_rep))
-                WHEN NOT d.simulated THEN st.reason
+                WHEN d.simulated THEN NULL
+                WHEN st.reason IS NOT NULL THEN st.reason
+                ELSE format('held by new rep %s in its ramp-up until %s (new-rep policy)',
+                            (SELECT x.code FROM allocation.rep x WHERE x.id = d.from_rep), to_char(ru.until, 'YYYY-MM-DD'))
            END
-      FROM d LEFT JOIN st ON st.managed_id = d.managed_id AND st.key = d.key;
+      FROM d
+      LEFT JOIN st ON st.managed_id = d.managed_id AND st.key = d.key
+      LEFT JOIN ru ON ru.rep_id = d.from_rep;
 END
 $$;
 COMMENT ON FUNCTION allocation._realign_decide(allocation.realign_plan) IS 'internal: the customers a realignment moves and those that stay, under the configuration now visible';
@@ -88,13 +99,9 @@ BEGIN
     RETURN QUERY
     WITH c AS MATERIALIZED (SELECT * FROM allocation._realign_compute(p.id, 'realign_preview()'))
     SELECT m.table_name, c.key,
-           CASE WHEN c.stays IS NOT NULL OR allocation._realign_ramp_up(c.from_rep) IS NOT NULL THEN 'stays' ELSE 'moves' END,
+           CASE WHEN c.stays IS NOT NULL THEN 'stays' ELSE 'moves' END,
            c.from_rep, f.code, c.to_rep, t.code, c.rule_id, r.name, c.territory_id, tr.code,
-           CASE WHEN c.stays IS NOT NULL THEN 'stays, because ' || c.stays
-                WHEN allocation._realign_ramp_up(c.from_rep) IS NOT NULL
-                THEN format('stays, because it is held by new rep %s in its ramp-up until %s (new-rep policy)',
-                            f.code, allocation._realign_ramp_up(c.from_rep))
-                ELSE c.reason END
+           CASE WHEN c.stays IS NOT NULL THEN 'stays, because ' || c.stays ELSE c.reason END
       FROM c
       JOIN allocation.managed_table m ON m.id = c.managed_id
       LEFT JOIN allocation.rep f ON f.id = c.from_rep
@@ -122,7 +129,7 @@ DECLARE
 BEGIN
     RETURN QUERY
     WITH c AS MATERIALIZED (SELECT * FROM allocation._realign_compute(p.id, 'realign_preview_reps()') x
-                             WHERE x.stays IS NULL AND allocation._realign_ramp_up(x.from_rep) IS NULL),
+                             WHERE x.stays IS NULL),
          o AS (SELECT c.from_rep AS rep, count(*)::integer AS n FROM c WHERE c.from_rep IS NOT NULL GROUP BY 1),
          i AS (SELECT c.to_rep AS rep, count(*)::integer AS n FROM c WHERE c.to_rep IS NOT NULL GROUP BY 1)
     SELECT r.id, r.code, coalesce(l.held, 0), coalesce(o.n, 0), coalesce(i.n, 0),
@@ -182,7 +189,9 @@ BEGIN
                          coalesce((SELECT r.code FROM allocation.rep r WHERE r.id = v_owner), 'the public pool'));
     END IF;
     IF v_stay IS NULL AND allocation._realign_ramp_up(v_owner) IS NOT NULL THEN
-        v_stay := 'held by a new rep in its ramp-up (new-rep policy)';
+        v_stay := format('held by new rep %s in its ramp-up until %s (new-rep policy)',
+                         (SELECT r.code FROM allocation.rep r WHERE r.id = v_owner),
+                         to_char(allocation._realign_ramp_up(v_owner), 'YYYY-MM-DD'));
     END IF;
     IF v_stay IS NOT NULL THEN
         UPDATE allocation.realign_item i SET status = 'stayed', reason = v_stay, done_at = clock_timestamp(), result_rep = v_owner
@@ -240,9 +249,7 @@ BEGIN
         PERFORM allocation._realign_configure(p.id);
         INSERT INTO allocation.realign_item (plan_id, ord, managed_id, key, from_rep, to_rep, rule_id, territory_id, status, reason)
         SELECT p.id, d.ord, d.managed_id, d.key, d.from_rep, d.to_rep, d.rule_id, d.territory_id,
-               CASE WHEN d.stays IS NULL AND allocation._realign_ramp_up(d.from_rep) IS NULL THEN 'pending' ELSE 'stayed' END,
-               coalesce(d.stays, CASE WHEN allocation._realign_ramp_up(d.from_rep) IS NOT NULL
-                                      THEN 'held by a new rep in its ramp-up (new-rep policy)' END, d.reason)
+               CASE WHEN d.stays IS NULL THEN 'pending' ELSE 'stayed' END, coalesce(d.stays, d.reason)
           FROM allocation._realign_decide(p) d;
         UPDATE allocation.realign_plan x
            SET status = 'applying', applied_by = allocation._actor(), started_at = clock_timestamp(),

@@ -217,6 +217,8 @@ typedef struct RealignScan
 	int64		ord;
 	ArrayType  *skip_ids;
 	ArrayType  *skip_keys;
+	int			nskip_reps;		/* reps whose customers stay (new reps in their ramp-up) */
+	int64	   *skip_reps;
 	MemoryContext rowcxt;
 } RealignScan;
 
@@ -276,6 +278,9 @@ scan_row(RealignScan *st, ManagedTable *mt, HeapTuple tup, char **skip, int nski
 			break;
 	}
 	simulate = d.kind != DECISION_SUGGEST && !sorted_contains(skip, nskip, c.key);
+	for (int i = 0; simulate && owner != 0 && i < st->nskip_reps; i++)
+		if (st->skip_reps[i] == owner)
+			simulate = false;
 	if (simulate)
 	{
 		RuleInfo   *r = d.rule_id ? config_get_rule(d.rule_id) : NULL;
@@ -351,7 +356,7 @@ scan_table(RealignScan *st, Oid relid, int32 managed_id)
 }
 
 /*
- * _realign_scan(skip_managed integer[], skip_keys text[]): every customer of
+ * _realign_scan(skip_managed integer[], skip_keys text[], skip_reps bigint[]): every customer of
  * the active managed tables whose decision under the configuration now
  * visible differs from its owner (see the file header).
  */
@@ -381,6 +386,18 @@ allocation_realign_scan(PG_FUNCTION_ARGS)
 	st.desc = rsinfo->setDesc;
 	st.skip_ids = PG_ARGISNULL(0) ? NULL : PG_GETARG_ARRAYTYPE_P(0);
 	st.skip_keys = PG_ARGISNULL(1) ? NULL : PG_GETARG_ARRAYTYPE_P(1);
+	if (!PG_ARGISNULL(2))
+	{
+		Datum	   *rv;
+		bool	   *rn;
+		int			nr;
+
+		deconstruct_array(PG_GETARG_ARRAYTYPE_P(2), INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &rv, &rn, &nr);
+		st.skip_reps = palloc(sizeof(int64) * Max(nr, 1));
+		for (i = 0; i < nr; i++)
+			if (!rn[i])
+				st.skip_reps[st.nskip_reps++] = DatumGetInt64(rv[i]);
+	}
 	st.rowcxt = AllocSetContextCreate(CurrentMemoryContext, "allocation realign row", ALLOCSET_DEFAULT_SIZES);
 
 	config_prepare();

@@ -44,12 +44,16 @@ SELECT count(*) AS definer_without_pinned_search_path
  WHERE p.pronamespace = 'allocation'::regnamespace AND p.prosecdef
    AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) AS c(setting)
                     WHERE c.setting ~ '^search_path=pg_catalog(, .*)?, pg_temp$');
+-- (procedures excepted: one that commits cannot have a SET clause; they run as the caller,
+-- SECURITY INVOKER, naming everything with its schema -- listed below)
 SELECT p.oid::regprocedure AS sql_function_without_search_path
   FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
- WHERE p.pronamespace = 'allocation'::regnamespace AND l.lanname IN ('sql', 'plpgsql')
+ WHERE p.pronamespace = 'allocation'::regnamespace AND l.lanname IN ('sql', 'plpgsql') AND p.prokind <> 'p'
    AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) AS c(setting)
                     WHERE c.setting ~ '^search_path=pg_catalog(, .*)?, pg_temp$')
  ORDER BY 1::text;
+SELECT p.oid::regprocedure AS procedure, p.prosecdef AS security_definer
+  FROM pg_proc p WHERE p.pronamespace = 'allocation'::regnamespace AND p.prokind = 'p' ORDER BY 1::text;
 
 -------------------------------------------------------------------------------
 -- roles

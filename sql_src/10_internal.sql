@@ -230,8 +230,9 @@ CREATE TYPE allocation._entry AS (
     sug         bigint,     -- suggested rep
     stage       text,
     req         bigint,     -- dispute: the owner the write asked for
-    state       boolean     -- insert/update: needs a customer_state row (the engine's
+    state       boolean,    -- insert/update: needs a customer_state row (the engine's
                             -- rule: anything but "a rule assigned a rep, not pinned")
+    plan        bigint      -- 1.1: a realignment's move: the plan (event detail realign_plan)
 );
 COMMENT ON TYPE allocation._entry IS 'internal: one decision of a statement, as the engine records it';
 
@@ -276,7 +277,7 @@ BEGIN
                                                 WHERE b.source = 'suggestion' AND s.managed_id = b.managed_id
                                                   AND s.key = b.key AND s.status = 'pending')),
                              b.source, b.pinned, b.kind, b.reason, b.tier, b.crop, b.btype, b.sug, b.stage,
-                             b.req, b.state)::allocation._entry ORDER BY b.ord)
+                             b.req, b.state, b.plan)::allocation._entry ORDER BY b.ord)
           INTO p_entries
           FROM unnest(p_entries) b;
     END IF;
@@ -397,7 +398,9 @@ BEGIN
            b.rule, b.reason,
            jsonb_strip_nulls(jsonb_build_object('suggested', CASE WHEN b.sug IS NOT NULL THEN true END,
                                                 -- a dispute: the owner the write asked for (evidence)
-                                                'requested_owner', b.req)),
+                                                'requested_owner', b.req,
+                                                -- a realignment's move: its plan
+                                                'realign_plan', b.plan)),
            b.team, b.territory, b.source, b.pinned,
            CASE b.op WHEN 'delete' THEN 'close' WHEN 'refresh' THEN NULL ELSE 'open' END,
            CASE WHEN b.op IN ('insert', 'update') THEN b.tier END,

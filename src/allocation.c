@@ -93,6 +93,7 @@ alloc_xact_callback(XactEvent event, void *arg)
 		assign_forget_bases();
 		alloc_decision_depth = 0;
 		tindex_xact_end();
+		realign_xact_end();
 	}
 }
 

@@ -58,6 +58,9 @@ typedef struct AllocChange
 	bool		used;			/* taken by the row trigger (one change per context) */
 	Oid			actor;			/* whom the change's events name */
 	CommandId	cid;			/* the command id of the engine's own UPDATE */
+	int64		plan;			/* realign: the plan whose rules decide again (source "realign") */
+	const char *result;			/* realign: what the trigger did (moved, unchanged, suggest, pinned, disputed) */
+	int64		result_rep;		/* realign: the owner after it, 0 = none */
 } AllocChange;
 
 extern AllocChange *alloc_change;
@@ -390,6 +393,9 @@ extern void assign_decide(ManagedTable *mt, HeapTuple tuple, Customer *c, Decisi
 extern void assign_check_manual(ManagedTable *mt, Customer *c, int64 rep_id, bool dry_run);
 extern void assign_read_history(ManagedTable *mt, Customer *c);
 extern void assign_use_suggested_slot(ManagedTable *mt, Customer *c, int64 rep_id);
+/* realign preview: round-robin cursors of a simulated apply (team id -> RepCount.n unused, rep in key) */
+extern HTAB *assign_dry_rr;
+extern void assign_dry_rr_served(int64 team_id, int64 rep_id);
 
 /* ---------- network.c: dealer networks (follow_parent) ---------- */
 extern void network_read_parent(ManagedTable *mt, HeapTuple tuple, Customer *c);
@@ -472,6 +478,10 @@ extern void writer_update(RowWriter *w, TupleTableSlot *slot, Datum *values, boo
 /* ---------- onconflict.c: whether an INSERT ... ON CONFLICT may be running ---------- */
 extern void onconflict_init(void);
 extern bool onconflict_possible(void);
+
+/* ---------- realign.c: realignment preview and moves ---------- */
+extern bool realign_quiet;
+extern void realign_xact_end(void);
 
 /* ---------- json helpers (explain.c) ---------- */
 extern void json_str_or_null(StringInfo buf, const char *s);

@@ -180,6 +180,30 @@ in_cooldown(Customer *c, int64 rep_id)
  * cursor row is locked (created if missing) so concurrent inserts into the
  * same team take turns.
  */
+/*
+ * A realignment preview (realign.c) simulates its moves in dry-run decisions:
+ * the cursor each team's round robin would have reached, by team id.
+ */
+typedef struct DryCursor
+{
+	int64		team_id;		/* hash key */
+	int64		last;
+} DryCursor;
+
+HTAB	   *assign_dry_rr = NULL;
+
+/* The simulated apply served rep_id for team_id (a preview's move) */
+void
+assign_dry_rr_served(int64 team_id, int64 rep_id)
+{
+	DryCursor  *dc;
+
+	if (assign_dry_rr == NULL)
+		return;
+	dc = hash_search(assign_dry_rr, &team_id, HASH_ENTER, NULL);
+	dc->last = rep_id;
+}
+
 static int64
 rr_last(int64 team_id, bool lock)
 {
@@ -188,7 +212,16 @@ rr_last(int64 team_id, bool lock)
 	Datum		vals[1];
 	int64		last = 0;
 	int			rc;
+	DryCursor  *dc = NULL;
+	bool		found = false;
 
+	if (!lock && assign_dry_rr != NULL)
+	{
+		/* a preview: the simulated cursor, read once per team */
+		dc = hash_search(assign_dry_rr, &team_id, HASH_ENTER, &found);
+		if (found)
+			return dc->last;
+	}
 	alloc_spi_begin(&sw);
 	vals[0] = Int64GetDatum(team_id);
 	if (lock && capacity_holds_counters())
@@ -223,6 +256,8 @@ rr_last(int64 team_id, bool lock)
 		last = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	}
 	alloc_spi_end(&sw);
+	if (dc)
+		dc->last = last;
 	return last;
 }
 

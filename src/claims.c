@@ -307,6 +307,94 @@ allocation_set_actor(PG_FUNCTION_ARGS)
 }
 
 /*
+ * The engine's UPDATE of one customer row (owner := rep, or for a realignment
+ * owner := owner), run with change as the context its row trigger reads.
+ */
+static bool
+owner_update_run(Oid relid, char *key, const char *source, bool rep_null, Datum rep, AllocChange *change)
+{
+	ManagedTable *mt;
+	char	   *sql;
+	Oid			types[2] = {INT8OID, TEXTOID};
+	Datum		vals[2];
+	char		nulls[2] = {' ', ' '};
+	bool		found;
+	AllocOwnerSwitch osw;
+	AllocChange *save_change = alloc_change;
+	Oid			save_actor = alloc_actor_override;
+	bool		as_caller;
+	bool		realign = strcmp(source, "realign") == 0;
+	const char *owner_col;
+
+	config_prepare();
+	mt = config_get_table(relid, false);
+	owner_col = quote_identifier(NameStr(TupleDescAttr(mt->tupdesc, mt->owner_att - 1)->attname));
+	/* a realignment leaves the owner column to the trigger's re-evaluation */
+	sql = psprintf("UPDATE %s SET %s = %s WHERE %s",
+				   mt->name, owner_col, realign ? owner_col : "$1", key_condition(mt, 2));
+	if (rep_null || realign)
+		nulls[0] = 'n';
+	else
+		vals[0] = rep;
+	vals[1] = CStringGetTextDatum(key);
+
+	/*
+	 * The UPDATE runs the table's triggers as the table owner (see
+	 * alloc_become_table_owner), never in a session with temporary objects.
+	 * What the row trigger records (source, reason) travels in backend
+	 * memory, for this table and key only, used once.
+	 */
+	change->relid = relid;
+	change->key = key;
+	change->source = source;
+	change->used = false;
+	change->actor = alloc_actor_id();
+	change->cid = GetCurrentCommandId(false);
+	change->result = NULL;
+	change->result_rep = 0;
+	as_caller = (strcmp(source, "manual") == 0 || strcmp(source, "suggestion") == 0);
+	if (as_caller)
+	{
+		/*
+		 * A manager's decision (assign, accept_suggestion) is the manager's
+		 * own UPDATE: their rights on the table (and its row-level
+		 * security), their triggers' rights -- as it always was.
+		 */
+		alloc_become_caller(alloc_actor_id(), &osw);
+	}
+	else
+	{
+		alloc_refuse_temp_objects(realign ? "a realignment" : "a claim, release or recycle");
+		alloc_become_table_owner(relid, &osw);
+	}
+	alloc_change = change;
+	/*
+	 * Only the engine's own UPDATE is the caller's act (its statement batch
+	 * takes change.actor): what the table's triggers do meanwhile is named
+	 * after the role they run as.
+	 */
+	alloc_actor_override = InvalidOid;
+	PG_TRY();
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (SPI_execute_with_args(sql, 2, types, vals, nulls, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "updating the owner of a customer failed");
+		found = SPI_processed > 0;
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		alloc_change = save_change;
+		alloc_actor_override = save_actor;
+		/* settings the table's triggers changed (even session-wide ones) are thrown away */
+		alloc_restore_table_owner(&osw);
+	}
+	PG_END_TRY();
+	return found;
+}
+
+/*
  * _owner_update(tbl, key, rep, source, reason): the owner change of claim,
  * release and recycle -- an UPDATE of the customer row run as the table's
  * owner, with the source and reason the row trigger records.  Returns
@@ -319,17 +407,8 @@ allocation_owner_update(PG_FUNCTION_ARGS)
 	Oid			relid;
 	char	   *key;
 	char	   *source;
-	ManagedTable *mt;
-	char	   *sql;
-	Oid			types[2] = {INT8OID, TEXTOID};
-	Datum		vals[2];
-	char		nulls[2] = {' ', ' '};
 	bool		found;
-	AllocOwnerSwitch osw;
 	AllocChange change;
-	AllocChange *save_change = alloc_change;
-	Oid			save_actor = alloc_actor_override;
-	bool		as_caller;
 
 	alloc_lookup_oids();
 	if (GetUserId() != alloc_oids.schema_owner && !superuser())
@@ -354,68 +433,55 @@ allocation_owner_update(PG_FUNCTION_ARGS)
 				 errmsg("unknown owner change source \"%s\"", source),
 				 errdetail("The sources are manual, suggestion, claim, release, recycle and transfer."),
 				 errhint("Use allocation.claim(), allocation.release() or allocation.assign().")));
-	config_prepare();
-	mt = config_get_table(relid, false);
-	sql = psprintf("UPDATE %s SET %s = $1 WHERE %s",
-				   mt->name, quote_identifier(NameStr(TupleDescAttr(mt->tupdesc, mt->owner_att - 1)->attname)),
-				   key_condition(mt, 2));
-	if (PG_ARGISNULL(2))
-		nulls[0] = 'n';
-	else
-		vals[0] = PG_GETARG_DATUM(2);
-	vals[1] = CStringGetTextDatum(key);
-
-	/*
-	 * The UPDATE runs the table's triggers as the table owner (see
-	 * alloc_become_table_owner), never in a session with temporary objects.
-	 * What the row trigger records (source, reason) travels in backend
-	 * memory, for this table and key only, used once.
-	 */
-	change.relid = relid;
-	change.key = key;
-	change.source = source;
 	change.reason = PG_ARGISNULL(4) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(4));
-	change.used = false;
-	change.actor = alloc_actor_id();
-	change.cid = GetCurrentCommandId(false);
-	as_caller = (strcmp(source, "manual") == 0 || strcmp(source, "suggestion") == 0);
-	if (as_caller)
+	change.plan = 0;
+	found = owner_update_run(relid, key, source, PG_ARGISNULL(2), PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2), &change);
+	PG_RETURN_BOOL(found);
+}
+
+/*
+ * _realign_move(tbl, key, plan, reason): one customer of a realignment decided
+ * again by the rules (the plan's configuration is committed): the row
+ * trigger's re-evaluation, recorded as kind "realign" naming the plan.
+ * Returns the outcome (moved, unchanged, suggest, pinned, disputed; NULL when
+ * the row is gone) and the owner after it.  The caller holds the row lock.
+ */
+PG_FUNCTION_INFO_V1(allocation_realign_move);
+Datum
+allocation_realign_move(PG_FUNCTION_ARGS)
+{
+	AllocChange change;
+	TupleDesc	td;
+	Datum		v[2];
+	bool		n[2] = {false, false};
+
+	alloc_lookup_oids();
+	if (GetUserId() != alloc_oids.schema_owner && !superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("allocation._realign_move() is internal"),
+				 errhint("Use CALL allocation.realign_apply().")));
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("allocation._realign_move() needs a table, a key and a plan"),
+				 errdetail("It was called with a NULL table, key or plan."),
+				 errhint("Use CALL allocation.realign_apply().")));
+	if (get_call_result_type(fcinfo, NULL, &td) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "_realign_move must return a record");
+	change.plan = PG_GETARG_INT64(2);
+	change.reason = PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3));
+	if (!owner_update_run(PG_GETARG_OID(0), text_to_cstring(PG_GETARG_TEXT_PP(1)), "realign", true, (Datum) 0, &change) ||
+		change.result == NULL)
 	{
-		/*
-		 * A manager's decision (assign, accept_suggestion) is the manager's
-		 * own UPDATE: their rights on the table (and its row-level
-		 * security), their triggers' rights -- as it always was.
-		 */
-		alloc_become_caller(alloc_actor_id(), &osw);
+		n[0] = n[1] = true;
 	}
 	else
 	{
-		alloc_refuse_temp_objects("a claim, release or recycle");
-		alloc_become_table_owner(relid, &osw);
+		v[0] = CStringGetTextDatum(change.result);
+		v[1] = Int64GetDatum(change.result_rep);
+		n[1] = change.result_rep == 0;
 	}
-	alloc_change = &change;
-	/*
-	 * Only the engine's own UPDATE is the caller's act (its statement batch
-	 * takes change.actor): what the table's triggers do meanwhile is named
-	 * after the role they run as.
-	 */
-	alloc_actor_override = InvalidOid;
-	PG_TRY();
-	{
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		if (SPI_execute_with_args(sql, 2, types, vals, nulls, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "updating the owner of a customer failed");
-		found = SPI_processed > 0;
-		SPI_finish();
-	}
-	PG_FINALLY();
-	{
-		alloc_change = save_change;
-		alloc_actor_override = save_actor;
-		/* settings the table's triggers changed (even session-wide ones) are thrown away */
-		alloc_restore_table_owner(&osw);
-	}
-	PG_END_TRY();
-	PG_RETURN_BOOL(found);
+	td = BlessTupleDesc(td);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(td, v, n)));
 }

@@ -56,6 +56,7 @@ typedef struct Entry
 	char	   *dup_value;
 	double		dup_similarity;
 	int64		requested;		/* dispute: the owner the write asked for (evidence), 0 = none */
+	int64		realign_plan;	/* a realignment's move: the plan (event detail), 0 = none */
 	int			next_same;		/* older entry with the same key hash, -1 = none */
 } Entry;
 

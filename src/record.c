@@ -295,7 +295,7 @@ enum
 enum
 {
 	E_ORD, E_MANAGED, E_OP, E_KEY, E_REP, E_OLD_REP, E_TEAM, E_TERRITORY, E_RULE, E_SOURCE, E_PINNED,
-	E_KIND, E_REASON, E_TIER, E_CROP, E_BTYPE, E_SUGGEST, E_STAGE, E_REQUESTED, E_STATE, E__N
+	E_KIND, E_REASON, E_TIER, E_CROP, E_BTYPE, E_SUGGEST, E_STAGE, E_REQUESTED, E_STATE, E_PLAN, E__N
 };
 static const char *const event_columns[V__N + 1] = {
 	"id", "at", "actor", "kind", "managed_id", "table_name", "key", "from_rep", "to_rep", "rule_id",
@@ -809,6 +809,7 @@ entries_array(Frame *f, int *nstored)
 		SET_TEXT(E_STAGE, e->stage);
 		SET_I8(E_REQUESTED, e->requested);
 		SET_DATUM(E_STATE, BoolGetDatum(!entry_is_default_state(e)));
+		SET_I8(E_PLAN, e->realign_plan);
 		rows[n++] = HeapTupleGetDatum(heap_form_tuple(td, v, nul));
 	}
 	ReleaseTupleDesc(td);

@@ -599,12 +599,81 @@ owner_changed(ManagedTable *mt, HeapTuple newtup, AllocChange *chg, int64 old_ow
 		e->pinned = false;
 }
 
+/*
+ * Re-evaluation of a stored customer by the rules (an UPDATE of its inputs, or
+ * a realignment: plan != 0, whose events are kind "realign" and name the plan).
+ */
+static HeapTuple
+reevaluate(ManagedTable *mt, HeapTuple newtup, Customer *c, bool oldnull, int64 old_owner,
+		   int64 plan, AllocChange *chg)
+{
+	Decision	d;
+	Entry	   *e;
+
+	c->current_owner = oldnull ? 0 : old_owner;
+	assign_read_history(mt, c);	/* its pending suggestion's slot; former owners in cooldown */
+	assign_decide(mt, newtup, c, &d, false, NULL);
+	if (chg)
+		chg->result_rep = d.kind == DECISION_ASSIGN ? d.rep_id : (oldnull ? 0 : old_owner);
+	if (d.kind == DECISION_SUGGEST && !oldnull)
+	{
+		/*
+		 * A review-mode rule never takes a customer away by itself: the owner
+		 * stays; a suggestion for another rep waits for a manager.
+		 */
+		e = new_entry(OP_REFRESH, mt, c->key);
+		fill_decision(e, c, &d);
+		e->reason = NULL;
+		e->old_rep = 0;
+		e->realign_plan = plan;
+		if (d.rep_id == old_owner)
+			e->suggest = 0;
+		else
+		{
+			e->kind = "suggest";
+			e->source = "rule";
+			e->reason = frame_strdup(d.reason);	/* the suggestion's; the state keeps its own */
+		}
+		if (chg)
+			chg->result = "suggest";
+		return newtup;
+	}
+	if ((d.kind == DECISION_ASSIGN && !oldnull && d.rep_id == old_owner) ||
+		(d.kind == DECISION_POOL && oldnull))
+	{
+		/*
+		 * Same owner (who keeps the slot), or still in the pool: no new
+		 * decision, but the state row follows the new attributes (and,
+		 * in the pool, the new reason).
+		 */
+		e = new_entry(OP_REFRESH, mt, c->key);
+		fill_decision(e, c, &d);
+		e->reserved = 0;
+		if (!oldnull)
+			e->reason = NULL;	/* the owner's original reason stands */
+		if (chg)
+			chg->result = "unchanged";
+		return newtup;
+	}
+	newtup = set_owner(mt, newtup, d.kind == DECISION_ASSIGN ? d.rep_id : 0);
+	e = new_entry(OP_UPDATE, mt, c->key);
+	fill_decision(e, c, &d);
+	e->old_rep = oldnull ? 0 : old_owner;
+	e->source = d.kind == DECISION_ASSIGN ? "reevaluate" : "pool";
+	e->kind = d.kind == DECISION_SUGGEST ? "suggest" : plan ? "realign" : "reevaluate";
+	e->realign_plan = plan;
+	if (plan && chg && chg->reason)
+		e->reason = frame_strdup(psprintf("%s: %s", chg->reason, d.reason));
+	if (chg)
+		chg->result = d.kind == DECISION_SUGGEST ? "suggest" : "moved";
+	return newtup;
+}
+
 /* BEFORE UPDATE: manual owner change, or re-evaluation */
 static HeapTuple
 before_update_decide(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 {
 	Customer	c;
-	Decision	d;
 	bool		oldnull,
 				newnull,
 				k1,
@@ -650,6 +719,17 @@ before_update_decide(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 		return newtup;
 	}
 
+	if (chg && strcmp(chg->source, "realign") == 0)
+	{
+		/* realign_apply(): the plan's rules decide again; pinned and disputed customers stay */
+		chg->used = true;
+		assign_read_customer(mt, newtup, &c, false);
+		chg->result = registry_pinned(mt, c.key) ? "pinned" : open_dispute_id(mt, c.key) != 0 ? "disputed" : NULL;
+		chg->result_rep = oldnull ? 0 : old_owner;
+		if (chg->result)
+			return newtup;
+		return reevaluate(mt, newtup, &c, oldnull, old_owner, chg->plan, chg);
+	}
 	if (!oldnull && chg && strcmp(chg->source, "manual") == 0)
 	{
 		/* allocation.assign() of this very customer to its current owner: confirmed and pinned */
@@ -678,51 +758,7 @@ before_update_decide(ManagedTable *mt, HeapTuple oldtup, HeapTuple newtup)
 		return newtup;
 	}
 
-	c.current_owner = oldnull ? 0 : old_owner;
-	assign_read_history(mt, &c);	/* its pending suggestion's slot; former owners in cooldown */
-	assign_decide(mt, newtup, &c, &d, false, NULL);
-	if (d.kind == DECISION_SUGGEST && !oldnull)
-	{
-		/*
-		 * A review-mode rule never takes a customer away by itself: the owner
-		 * stays; a suggestion for another rep waits for a manager.
-		 */
-		e = new_entry(OP_REFRESH, mt, c.key);
-		fill_decision(e, &c, &d);
-		e->reason = NULL;
-		e->old_rep = 0;
-		if (d.rep_id == old_owner)
-			e->suggest = 0;
-		else
-		{
-			e->kind = "suggest";
-			e->source = "rule";
-			e->reason = frame_strdup(d.reason);	/* the suggestion's; the state keeps its own */
-		}
-		return newtup;
-	}
-	if ((d.kind == DECISION_ASSIGN && !oldnull && d.rep_id == old_owner) ||
-		(d.kind == DECISION_POOL && oldnull))
-	{
-		/*
-		 * Same owner (who keeps the slot), or still in the pool: no new
-		 * decision, but the state row follows the new attributes (and,
-		 * in the pool, the new reason).
-		 */
-		e = new_entry(OP_REFRESH, mt, c.key);
-		fill_decision(e, &c, &d);
-		e->reserved = 0;
-		if (!oldnull)
-			e->reason = NULL;	/* the owner's original reason stands */
-		return newtup;
-	}
-	newtup = set_owner(mt, newtup, d.kind == DECISION_ASSIGN ? d.rep_id : 0);
-	e = new_entry(OP_UPDATE, mt, c.key);
-	fill_decision(e, &c, &d);
-	e->old_rep = oldnull ? 0 : old_owner;
-	e->source = d.kind == DECISION_ASSIGN ? "reevaluate" : "pool";
-	e->kind = d.kind == DECISION_SUGGEST ? "suggest" : "reevaluate";
-	return newtup;
+	return reevaluate(mt, newtup, &c, oldnull, old_owner, 0, NULL);
 }
 
 /* The owner column's rep id, 0 for NULL */

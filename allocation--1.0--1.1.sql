@@ -7168,6 +7168,1238 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION allocation._unmanage(regclass) IS 'internal: implementation of allocation.unmanage(), run as the extension owner by its gateway';
+-- realignment: the batch writer's entries name the plan that moved a customer (attribute last)
+ALTER TYPE allocation._entry ADD ATTRIBUTE plan bigint;
+CREATE OR REPLACE FUNCTION allocation._record_batch(p_actor text, p_entries allocation._entry[],
+                                         p_delta_rep bigint[], p_delta_n integer[])
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    v_ops text[];
+    v_any_stage boolean;
+    v_any_sug boolean;
+    v_any_pin boolean;
+    v_changes boolean;
+    v_released bigint[];
+    v_auto record;
+    v_auto_keys text[];
+    v_auto_managed integer[];
+    v_auto_stage text[];
+    -- the time of this batch's ownership changes: the clock, read while the
+    -- customers' rows are locked, so one customer's times never go back
+    v_now timestamptz := clock_timestamp();
+BEGIN
+    SELECT array_agg(DISTINCT b.op), bool_or(b.stage IS NOT NULL), bool_or(b.sug IS NOT NULL), bool_or(b.kind = 'pin')
+      INTO v_ops, v_any_stage, v_any_sug, v_any_pin
+      FROM unnest(p_entries) b;
+    -- customers whose stage changes into a pool's auto-grant stage (read before the registry moves)
+    IF v_any_stage AND EXISTS (SELECT 1 FROM allocation.resource_pool rp WHERE rp.auto_stage IS NOT NULL AND rp.active) THEN
+        SELECT array_agg(b.managed_id), array_agg(b.key), array_agg(b.stage)
+          INTO v_auto_managed, v_auto_keys, v_auto_stage
+          FROM unnest(p_entries) b
+          CROSS JOIN LATERAL allocation._current(b.managed_id, b.key) a
+         WHERE b.op IN ('refresh', 'update') AND b.stage IS DISTINCT FROM a.stage
+           AND b.stage IN (SELECT rp.auto_stage FROM allocation.resource_pool rp WHERE rp.active);
+    END IF;
+    -- an accepted suggestion is recorded under the suggestion's rule
+    IF EXISTS (SELECT 1 FROM unnest(p_entries) b WHERE b.source = 'suggestion') THEN
+        SELECT array_agg(ROW(b.ord, b.managed_id, b.op, b.key, b.rep, b.old_rep, b.team, b.territory,
+                             coalesce(b.rule, (SELECT s.rule_id FROM allocation.suggestion s
+                                                WHERE b.source = 'suggestion' AND s.managed_id = b.managed_id
+                                                  AND s.key = b.key AND s.status = 'pending')),
+                             b.source, b.pinned, b.kind, b.reason, b.tier, b.crop, b.btype, b.sug, b.stage,
+                             b.req, b.state, b.plan)::allocation._entry ORDER BY b.ord)
+          INTO p_entries
+          FROM unnest(p_entries) b;
+    END IF;
+
+    -- same owner, new attributes: the customer's state row follows (no history, no event);
+    -- a customer that had none (assigned by a rule) gets one from its current ownership
+    IF 'refresh' = ANY (v_ops) THEN
+        -- (a refresh carrying a suggestion keeps the current reason and rule)
+        -- (a 'pin' is a person confirming the current owner: pinned, source manual, their reason)
+        INSERT INTO allocation.customer_state AS s
+               (managed_id, key, rep_id, team_id, territory_id, rule_id, source, pinned, reason,
+                tier, crop, business_type, stage, stage_since, valid_from)
+        SELECT b.managed_id, b.key, a.rep_id, a.team_id, b.territory,
+               CASE WHEN b.kind = 'pin' THEN NULL
+                    WHEN b.reason IS NULL OR b.sug IS NOT NULL THEN a.rule_id ELSE b.rule END,
+               CASE WHEN b.kind = 'pin' THEN 'manual' ELSE a.source END,
+               a.pinned OR b.pinned,
+               CASE WHEN b.sug IS NULL THEN coalesce(b.reason, a.reason) ELSE a.reason END,
+               b.tier, b.crop, b.btype, b.stage,
+               CASE WHEN b.stage IS DISTINCT FROM a.stage THEN v_now ELSE a.stage_since END,
+               a.valid_from
+          FROM unnest(p_entries) b
+          CROSS JOIN LATERAL allocation._current(b.managed_id, b.key) a
+         WHERE b.op = 'refresh'
+        ON CONFLICT (managed_id, key) DO UPDATE
+           SET rep_id = EXCLUDED.rep_id, team_id = EXCLUDED.team_id, territory_id = EXCLUDED.territory_id,
+               rule_id = EXCLUDED.rule_id, source = EXCLUDED.source, pinned = EXCLUDED.pinned,
+               reason = EXCLUDED.reason, tier = EXCLUDED.tier, crop = EXCLUDED.crop,
+               business_type = EXCLUDED.business_type, stage = EXCLUDED.stage,
+               stage_since = EXCLUDED.stage_since, valid_from = EXCLUDED.valid_from;
+    END IF;
+
+    v_changes := 'update' = ANY (v_ops) OR 'delete' = ANY (v_ops);
+
+    -- the current ownership of updated/deleted customers ends: the owners whose
+    -- slots are released are the ones it recorded
+    IF v_changes THEN
+        SELECT array_agg(a.rep_id) INTO v_released
+          FROM unnest(p_entries) b
+          CROSS JOIN LATERAL allocation._current(b.managed_id, b.key) a
+         WHERE b.op IN ('update', 'delete') AND a.rep_id IS NOT NULL;
+        DELETE FROM allocation.customer_state s
+         USING unnest(p_entries) b
+         WHERE b.op IN ('update', 'delete') AND s.managed_id = b.managed_id AND s.key = b.key;
+    END IF;
+
+    -- the new ownership of inserted/updated customers: a state row unless a rule
+    -- assigned a rep and nobody pinned it (then the event alone records it)
+    INSERT INTO allocation.customer_state (managed_id, key, rep_id, team_id, territory_id, rule_id,
+                                           source, pinned, reason, tier, crop, business_type, stage, stage_since,
+                                           valid_from)
+    SELECT b.managed_id, b.key, b.rep, b.team, b.territory, b.rule, b.source, b.pinned,
+           b.reason, b.tier, b.crop, b.btype, b.stage, CASE WHEN b.stage IS NOT NULL THEN v_now END, v_now
+      FROM unnest(p_entries) b
+     WHERE b.op IN ('insert', 'update')
+       AND b.state
+     ORDER BY b.ord;
+
+    -- registration protection (报备): a rep that inserts a customer as its own login
+    IF 'insert' = ANY (v_ops) AND EXISTS (SELECT 1 FROM allocation.claim_policy cp WHERE cp.protection IS NOT NULL)
+       AND EXISTS (SELECT 1 FROM allocation.rep r WHERE r.login = p_actor) THEN
+        PERFORM allocation._record_protection(p_actor, array_agg(b.managed_id), array_agg(b.key), array_agg(b.tier))
+           FROM unnest(p_entries) b
+          WHERE b.op = 'insert';
+    END IF;
+    IF 'delete' = ANY (v_ops) THEN
+        DELETE FROM allocation.protection pr USING unnest(p_entries) b
+         WHERE b.op = 'delete' AND pr.managed_id = b.managed_id AND pr.key = b.key;
+    END IF;
+
+    -- suggestions: a pending one is superseded by any new decision on the same customer
+    -- (a new key cannot have one: DELETE supersedes)
+    IF v_changes OR v_any_sug OR v_any_pin THEN
+    -- the slots these suggestions reserved are given back: their reps' counters are
+    -- locked first, in rep id order, under the ordered-locking rule (55P03, not a deadlock)
+    PERFORM allocation._lock_counter(x.rep_id)
+       FROM (SELECT DISTINCT s.rep_id
+               FROM allocation.suggestion s
+               JOIN unnest(p_entries) b ON s.managed_id = b.managed_id AND s.key = b.key
+              WHERE s.status = 'pending' AND (b.op IN ('update', 'delete') OR b.sug IS NOT NULL OR b.kind = 'pin')) x
+      ORDER BY x.rep_id;
+    UPDATE allocation.suggestion s
+       SET status = CASE WHEN b.source = 'suggestion' THEN 'accepted' ELSE 'superseded' END,
+           decided_at = now(), decided_by = p_actor,
+           decision_reason = b.reason
+      FROM unnest(p_entries) b
+     WHERE (b.op IN ('update', 'delete') OR b.sug IS NOT NULL OR b.kind = 'pin')
+       AND s.managed_id = b.managed_id AND s.key = b.key AND s.status = 'pending';
+    END IF;
+
+    IF v_any_sug THEN
+        INSERT INTO allocation.suggestion (managed_id, key, rep_id, rule_id, territory_id, reason)
+        SELECT b.managed_id, b.key, b.sug, b.rule, b.territory, b.reason
+          FROM unnest(p_entries) b
+         WHERE b.sug IS NOT NULL
+         ORDER BY b.ord;
+    END IF;
+
+    -- counters: the statement's slots (one write per rep), minus the former owners
+    IF p_delta_rep IS NOT NULL OR v_released IS NOT NULL THEN
+        UPDATE allocation.rep_load l
+           SET held = l.held + r.n
+          FROM (SELECT rep, sum(n)::integer AS n
+                  FROM (SELECT unnest(v_released) AS rep, -1 AS n
+                        UNION ALL SELECT * FROM unnest(p_delta_rep, p_delta_n)) u
+                 WHERE rep IS NOT NULL GROUP BY rep) r
+         WHERE l.rep_id = r.rep AND r.n <> 0;
+    END IF;
+
+    FOR v_auto IN SELECT * FROM unnest(v_auto_managed, v_auto_keys, v_auto_stage) AS x(managed_id, key, stage) LOOP
+        PERFORM allocation._auto_grant(v_auto.managed_id, v_auto.key, v_auto.stage);
+    END LOOP;
+
+    INSERT INTO allocation.event (at, actor, kind, managed_id, table_name, key, from_rep, to_rep, rule_id, reason, detail,
+                                  team_id, territory_id, source, pinned, period, tier, crop, business_type, stage)
+    SELECT v_now, p_actor, b.kind, b.managed_id, m.table_name, b.key, b.old_rep,
+           CASE WHEN b.op = 'delete' THEN NULL ELSE coalesce(b.rep, b.sug) END,
+           b.rule, b.reason,
+           jsonb_strip_nulls(jsonb_build_object('suggested', CASE WHEN b.sug IS NOT NULL THEN true END,
+                                                -- a dispute: the owner the write asked for (evidence)
+                                                'requested_owner', b.req,
+                                                -- a realignment's move: its plan
+                                                'realign_plan', b.plan)),
+           b.team, b.territory, b.source, b.pinned,
+           CASE b.op WHEN 'delete' THEN 'close' WHEN 'refresh' THEN NULL ELSE 'open' END,
+           CASE WHEN b.op IN ('insert', 'update') THEN b.tier END,
+           CASE WHEN b.op IN ('insert', 'update') THEN b.crop END,
+           CASE WHEN b.op IN ('insert', 'update') THEN b.btype END,
+           CASE WHEN b.op IN ('insert', 'update') THEN b.stage END
+      FROM unnest(p_entries) b
+      JOIN allocation.managed_table m ON m.id = b.managed_id
+     WHERE b.op <> 'refresh' OR b.sug IS NOT NULL OR b.kind = 'pin'
+     ORDER BY b.ord;
+END
+$$;
+COMMENT ON FUNCTION allocation._record_batch(text, allocation._entry[], bigint[], integer[])
+    IS 'internal: writes one statement''s allocation decisions (ownership events, state exceptions, suggestions, counters)';
+
+-------------------------------------------------------------------------------
+-- Realignment (调整分配方案, issue 15): a manager stages territory, rule and rep
+-- changes in a plan, previews every customer that would move (and every one
+-- that stays, with the reason) as the engine's own decision code sees it, then
+-- applies configuration and moves in committed batches, resumable.
+--
+-- Preview: the staged configuration is written inside a subtransaction that is
+-- always rolled back; C (realign.c) decides every customer again in dry-run
+-- mode while it is visible.  The rollback invalidates this backend's caches;
+-- other backends never see it (invalidations of an aborted subtransaction are
+-- not sent) and a transaction that changed territories never publishes a
+-- shared territory index.  Apply: the configuration is committed first, with
+-- the list of customers to move (allocation.realign_item); then batches move
+-- them through the row trigger's re-evaluation (_realign_move), each customer
+-- re-checked under its row lock, one event (kind realign, detail.realign_plan)
+-- per move, a COMMIT between batches.
+-------------------------------------------------------------------------------
+CREATE TABLE allocation.realign_plan (
+    id           bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    name         text NOT NULL CHECK (btrim(name) <> ''),
+    created_by   text NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    status       text NOT NULL DEFAULT 'draft' CHECK (status IN ('draft', 'applying', 'applied', 'cancelled')),
+    applied_at   timestamptz,
+    reason       text,
+    claim_grace  interval NOT NULL DEFAULT interval '30 days' CHECK (claim_grace >= interval '0'),
+    applied_by   text,
+    started_at   timestamptz,
+    total        integer,
+    CHECK ((status = 'applied') = (applied_at IS NOT NULL))
+);
+COMMENT ON TABLE allocation.realign_plan IS 'Realignment plans: staged territory, rule and rep changes, previewed with realign_preview() and applied with CALL realign_apply()';
+COMMENT ON COLUMN allocation.realign_plan.claim_grace IS 'a customer claimed less than this long ago stays with its claimer';
+COMMENT ON COLUMN allocation.realign_plan.total IS 'customers listed to move when the apply started (allocation.realign_item)';
+
+CREATE TABLE allocation.realign_territory (
+    plan_id          bigint NOT NULL REFERENCES allocation.realign_plan (id) ON DELETE CASCADE,
+    territory_id     bigint NOT NULL REFERENCES allocation.territory (id) ON DELETE CASCADE,
+    new_geom         geometry(MultiPolygon, 4326),
+    set_owner        boolean NOT NULL DEFAULT false,
+    new_owner_rep_id bigint REFERENCES allocation.rep (id) ON DELETE CASCADE,
+    new_owner_team_id bigint REFERENCES allocation.team (id) ON DELETE CASCADE,
+    new_priority     integer,
+    new_exclusive    boolean,
+    old_geom         geometry(MultiPolygon, 4326),
+    old_owner_rep_id bigint,
+    old_owner_team_id bigint,
+    old_priority     integer NOT NULL,
+    old_exclusive    boolean NOT NULL,
+    staged_by        text NOT NULL,
+    staged_at        timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (plan_id, territory_id),
+    CHECK (new_owner_rep_id IS NULL OR new_owner_team_id IS NULL)
+);
+COMMENT ON TABLE allocation.realign_territory IS 'Staged territory changes of a realignment plan: new_* NULL = unchanged (the owner: set_owner), old_* = the territory when staged (an apply refuses when it changed since)';
+
+CREATE TABLE allocation.realign_rule (
+    plan_id     bigint NOT NULL REFERENCES allocation.realign_plan (id) ON DELETE CASCADE,
+    seq         integer NOT NULL,
+    rule_id     bigint REFERENCES allocation.rule (id) ON DELETE CASCADE,
+    definition  jsonb NOT NULL,
+    before      jsonb,
+    staged_by   text NOT NULL,
+    staged_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (plan_id, seq)
+);
+COMMENT ON TABLE allocation.realign_rule IS 'Staged rule changes of a realignment plan, applied in seq order: rule_id NULL = a new rule (definition = its columns), else the columns to change ({"enabled": false} disables it); before = the rule when staged';
+
+CREATE TABLE allocation.realign_rep (
+    plan_id       bigint NOT NULL REFERENCES allocation.realign_plan (id) ON DELETE CASCADE,
+    rep_id        bigint NOT NULL REFERENCES allocation.rep (id) ON DELETE CASCADE,
+    set_capacity  boolean NOT NULL DEFAULT false,
+    new_capacity  integer CHECK (new_capacity >= 0),
+    new_active    boolean,
+    old_capacity  integer,
+    old_active    boolean NOT NULL,
+    staged_by     text NOT NULL,
+    staged_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (plan_id, rep_id)
+);
+COMMENT ON TABLE allocation.realign_rep IS 'Staged rep changes of a realignment plan: capacity (set_capacity; NULL = unlimited) and active flag (NULL = unchanged)';
+
+CREATE TABLE allocation.realign_item (
+    plan_id      bigint NOT NULL REFERENCES allocation.realign_plan (id) ON DELETE CASCADE,
+    ord          bigint NOT NULL,
+    managed_id   integer NOT NULL,
+    key          text NOT NULL,
+    from_rep     bigint,
+    to_rep       bigint,
+    rule_id      bigint,
+    territory_id bigint,
+    status       text NOT NULL CHECK (status IN ('pending', 'moved', 'unchanged', 'stayed', 'gone')),
+    reason       text,
+    done_at      timestamptz,
+    result_rep   bigint,
+    PRIMARY KEY (plan_id, ord)
+);
+CREATE INDEX realign_item_pending_idx ON allocation.realign_item (plan_id, ord) WHERE status = 'pending';
+COMMENT ON TABLE allocation.realign_item IS 'The customers a realignment apply listed (those the new configuration moves, and those that stay, with the reason), and how far the apply got: its resume point';
+COMMENT ON COLUMN allocation.realign_item.status IS 'pending (not reached yet), moved, unchanged (decided again: same owner), stayed (reason), gone (row deleted)';
+
+-------------------------------------------------------------------------------
+-- C parts (realign.c, claims.c)
+-------------------------------------------------------------------------------
+CREATE FUNCTION allocation._realign_scan(skip_managed integer[], skip_keys text[], skip_reps bigint[],
+    OUT ord bigint, OUT managed_id integer, OUT key text, OUT from_rep bigint, OUT outcome text,
+    OUT to_rep bigint, OUT team_id bigint, OUT rule_id bigint, OUT territory_id bigint, OUT reason text,
+    OUT simulated boolean)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'allocation_realign_scan' LANGUAGE C;
+COMMENT ON FUNCTION allocation._realign_scan(integer[], text[], bigint[]) IS 'internal: every customer of the managed tables whose decision (the trigger''s code, dry run, moves simulated in order) differs from its owner under the configuration now visible';
+
+CREATE FUNCTION allocation._realign_move(tbl regclass, key text, plan bigint, reason text,
+                                         OUT result text, OUT owner bigint)
+AS 'MODULE_PATHNAME', 'allocation_realign_move' LANGUAGE C;
+COMMENT ON FUNCTION allocation._realign_move(regclass, text, bigint, text) IS 'internal: one customer decided again by the rules through its row trigger, recorded as a realign event naming the plan';
+
+CREATE FUNCTION allocation._realign_quiet(on_ boolean)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'allocation_realign_quiet' LANGUAGE C;
+COMMENT ON FUNCTION allocation._realign_quiet(boolean) IS 'internal: quiets the territory-owner NOTICE while a plan''s configuration is written (until the transaction ends); returns the previous state';
+
+CREATE FUNCTION allocation._territory_owner_notice() RETURNS trigger
+AS 'MODULE_PATHNAME', 'allocation_territory_owner_notice' LANGUAGE C;
+COMMENT ON FUNCTION allocation._territory_owner_notice() IS 'internal: NOTICE that a direct change of a territory''s owner moves no existing customer (points at realignment)';
+CREATE TRIGGER territory_owner_notice AFTER UPDATE OF owner_rep_id, owner_team_id ON allocation.territory
+    FOR EACH ROW
+    WHEN (OLD.owner_rep_id IS DISTINCT FROM NEW.owner_rep_id OR OLD.owner_team_id IS DISTINCT FROM NEW.owner_team_id)
+    EXECUTE FUNCTION allocation._territory_owner_notice();
+
+-------------------------------------------------------------------------------
+-- Checks shared by every entry point
+-------------------------------------------------------------------------------
+-- The plan, for a manager; refuses NULL, unknown plans, other roles and (p_draft) plans
+-- that are not drafts.  p_lock: the plan row is locked (FOR UPDATE NOWAIT when p_lock = 'nowait').
+CREATE FUNCTION allocation._realign_plan(p_plan bigint, p_what text, p_draft boolean, p_lock text DEFAULT NULL)
+RETURNS allocation.realign_plan
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    p allocation.realign_plan;
+    v_actor text := allocation._actor();
+BEGIN
+    IF NOT allocation._is_manager(v_actor) THEN
+        RAISE EXCEPTION 'role % may not %', v_actor, p_what USING ERRCODE = 'LA0R0',
+              DETAIL = 'Realignment plans are staged, previewed and applied by managers and admins.',
+              HINT = 'Ask a manager, or have an admin run allocation.grant_role(..., ''manager'').';
+    END IF;
+    IF p_plan IS NULL THEN
+        RAISE EXCEPTION 'plan id must not be NULL' USING ERRCODE = '22004',
+              DETAIL = format('allocation.%s was called with a NULL plan.', p_what),
+              HINT = 'Pass the id allocation.realign_create() returned.';
+    END IF;
+    IF p_lock = 'nowait' THEN
+        BEGIN
+            SELECT * INTO p FROM allocation.realign_plan x WHERE x.id = p_plan FOR UPDATE NOWAIT;
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE EXCEPTION 'realignment plan % is being applied by another session', p_plan USING ERRCODE = 'LA0R7',
+                  DETAIL = 'Another transaction holds the plan while it applies a batch.',
+                  HINT = 'Wait for it; allocation.realign_progress shows how far it got.';
+        END;
+    ELSIF p_lock IS NOT NULL THEN
+        SELECT * INTO p FROM allocation.realign_plan x WHERE x.id = p_plan FOR UPDATE;
+    ELSE
+        SELECT * INTO p FROM allocation.realign_plan x WHERE x.id = p_plan;
+    END IF;
+    IF p.id IS NULL THEN
+        RAISE EXCEPTION 'realignment plan % does not exist', p_plan USING ERRCODE = 'LA0R1',
+              DETAIL = 'No row of allocation.realign_plan has that id.',
+              HINT = 'SELECT id, name, status FROM allocation.realign_plan lists the plans.';
+    END IF;
+    IF p_draft AND p.status <> 'draft' THEN
+        RAISE EXCEPTION 'realignment plan % is %', p_plan, p.status USING ERRCODE = 'LA0R2',
+              DETAIL = CASE p.status WHEN 'applied' THEN format('It was applied at %s; an applied plan never changes.', p.applied_at)
+                                     WHEN 'applying' THEN 'Its apply started; only CALL allocation.realign_apply() continues it.'
+                                     ELSE 'A cancelled plan is kept as a record only.' END,
+              HINT = 'Create a new plan with allocation.realign_create().';
+    END IF;
+    RETURN p;
+END
+$$;
+COMMENT ON FUNCTION allocation._realign_plan(bigint, text, boolean, text) IS 'internal: the plan a realignment function names, after the caller (manager), NULL, existence and status checks';
+
+-------------------------------------------------------------------------------
+-- Staging
+-------------------------------------------------------------------------------
+CREATE FUNCTION allocation._realign_create(name text, reason text, claim_grace interval)
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    v_actor text := allocation._actor();
+    v_id bigint;
+BEGIN
+    IF NOT allocation._is_manager(v_actor) THEN
+        RAISE EXCEPTION 'role % may not create a realignment plan', v_actor USING ERRCODE = 'LA0R0',
+              DETAIL = 'Realignment plans are staged, previewed and applied by managers and admins.',
+              HINT = 'Ask a manager, or have an admin run allocation.grant_role(..., ''manager'').';
+    END IF;
+    IF name IS NULL OR btrim(name) = '' THEN
+        RAISE EXCEPTION 'a realignment plan needs a name' USING ERRCODE = '22004',
+              DETAIL = 'allocation.realign_create() was called with a NULL or empty name.',
+              HINT = 'Name it after what it does, e.g. ''2027 east-county split''.';
+    END IF;
+    IF claim_grace IS NULL OR claim_grace < interval '0' THEN
+        RAISE EXCEPTION 'claim grace must be a non-negative interval' USING ERRCODE = '22023',
+              DETAIL = format('allocation.realign_create() was called with claim_grace %s.', coalesce(claim_grace::text, 'NULL')),
+              HINT = 'Pass e.g. interval ''30 days'' (customers claimed within it stay), or interval ''0''.';
+    END IF;
+    INSERT INTO allocation.realign_plan (name, created_by, reason, claim_grace)
+    VALUES (name, v_actor, reason, claim_grace) RETURNING id INTO v_id;
+    RETURN v_id;
+END
+$$;
+COMMENT ON FUNCTION allocation._realign_create(text, text, interval) IS 'internal: implementation of allocation.realign_create(), run as the extension owner by its gateway';
+CREATE FUNCTION allocation.realign_create(name text, reason text DEFAULT NULL, claim_grace interval DEFAULT interval '30 days')
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
+COMMENT ON FUNCTION allocation.realign_create(text, text, interval) IS
+'Creates a draft realignment plan (managers); customers claimed less than claim_grace ago stay with their claimer';
+
+-- A staged shape: a valid, non-empty (Multi)Polygon in EPSG:4326, as a MultiPolygon.  Created
+-- with PostGIS's schema written into its body: functions run as the extension owner never
+-- search that schema (see 90_privileges.sql).
+DO $do$
+DECLARE
+    pg name := (SELECT n.nspname FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+                 WHERE e.extname = 'postgis');
+BEGIN
+    EXECUTE format($f$
+CREATE FUNCTION allocation._realign_shape(g %1$I.geometry, p_code text)
+RETURNS %1$I.geometry
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS
+$b$
+BEGIN
+    IF %1$I.st_srid(g) <> 4326 OR %1$I.geometrytype(g) NOT IN ('POLYGON', 'MULTIPOLYGON') OR %1$I.st_isempty(g)
+       OR NOT %1$I.st_isvalid(g) THEN
+        RAISE EXCEPTION 'the staged shape of territory %% is not a valid polygon in EPSG:4326', p_code USING ERRCODE = 'LA0R4',
+              DETAIL = format('Got a %%s with SRID %%s%%s.', %1$I.geometrytype(g), %1$I.st_srid(g),
+                              CASE WHEN NOT %1$I.st_isvalid(g) THEN ' that is not valid: ' || %1$I.st_isvalidreason(g) ELSE '' END),
+              HINT = 'Pass a non-empty, valid (Multi)Polygon with SRID 4326 (ST_Transform / ST_MakeValid first).';
+    END IF;
+    RETURN %1$I.st_multi(g);
+END
+$b$$f$, pg);
+    EXECUTE format($f$
+CREATE FUNCTION allocation._realign_point_json(p text)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS
+$b$ SELECT %1$I.st_asgeojson(%1$I.st_transform(p::%1$I.geometry, 4326), 7)::jsonb $b$$f$, pg);
+END
+$do$;
+COMMENT ON FUNCTION allocation._realign_point_json IS 'internal: a customer location (text form of any SRID) as GeoJSON in EPSG:4326';
+COMMENT ON FUNCTION allocation._realign_shape IS 'internal: a staged territory shape checked (valid, non-empty polygon in EPSG:4326) and made a MultiPolygon';
+
+CREATE FUNCTION allocation._realign_stage_territory(plan_id bigint, territory text, geom geometry, owner_rep bigint,
+                                                    owner_team bigint, priority integer, exclusive boolean,
+                                                    clear_owner boolean)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    p allocation.realign_plan := allocation._realign_plan(plan_id, 'realign_stage_territory()', true, 'lock');
+    t allocation.territory;
+    g allocation.territory.geom%TYPE;
+BEGIN
+    IF territory IS NULL THEN
+        RAISE EXCEPTION 'territory must not be NULL' USING ERRCODE = '22004',
+              DETAIL = 'allocation.realign_stage_territory() was called with a NULL territory code.', HINT = 'Pass the territory''s code.';
+    END IF;
+    SELECT * INTO t FROM allocation.territory x WHERE x.code = territory;
+    IF t.id IS NULL THEN
+        RAISE EXCEPTION 'territory % does not exist', territory USING ERRCODE = 'LA0R3',
+              DETAIL = 'No row of allocation.territory has that code.', HINT = 'Stage changes of existing territories (create new ones with import_territories()).';
+    END IF;
+    IF owner_rep IS NOT NULL AND owner_team IS NOT NULL OR clear_owner AND (owner_rep IS NOT NULL OR owner_team IS NOT NULL) THEN
+        RAISE EXCEPTION 'a territory has one owner: a rep, a team or none' USING ERRCODE = 'LA0R4',
+              DETAIL = format('Territory %s was staged with owner rep %s, owner team %s and clear_owner %s.', territory,
+                              coalesce(owner_rep::text, 'NULL'), coalesce(owner_team::text, 'NULL'), coalesce(clear_owner, false)),
+              HINT = 'Pass owner_rep, or owner_team, or clear_owner => true.';
+    END IF;
+    IF owner_rep IS NOT NULL AND NOT EXISTS (SELECT 1 FROM allocation.rep r WHERE r.id = owner_rep) THEN
+        RAISE EXCEPTION 'rep % does not exist', owner_rep USING ERRCODE = 'LA0R3',
+              DETAIL = 'The staged owner is not in allocation.rep.', HINT = 'Use the id of an existing rep.';
+    END IF;
+    IF owner_team IS NOT NULL AND NOT EXISTS (SELECT 1 FROM allocation.team x WHERE x.id = owner_team) THEN
+        RAISE EXCEPTION 'team % does not exist', owner_team USING ERRCODE = 'LA0R3',
+              DETAIL = 'The staged owner team is not in allocation.team.', HINT = 'Use the id of an existing team.';
+    END IF;
+    IF geom IS NOT NULL THEN
+        g := allocation._realign_shape(geom, territory);
+    END IF;
+    IF g IS NULL AND NOT coalesce(clear_owner, false) AND owner_rep IS NULL AND owner_team IS NULL
+       AND priority IS NULL AND exclusive IS NULL THEN
+        RAISE EXCEPTION 'nothing to stage for territory %', territory USING ERRCODE = 'LA0R4',
+              DETAIL = 'No new shape, owner, priority or exclusive flag was given.', HINT = 'Pass at least one change.';
+    END IF;
+    INSERT INTO allocation.realign_territory AS s (plan_id, territory_id, new_geom, set_owner, new_owner_rep_id, new_owner_team_id,
+                                                   new_priority, new_exclusive, old_geom, old_owner_rep_id, old_owner_team_id,
+                                                   old_priority, old_exclusive, staged_by)
+    VALUES (p.id, t.id, g, coalesce(clear_owner, false) OR owner_rep IS NOT NULL OR owner_team IS NOT NULL, owner_rep, owner_team,
+            priority, exclusive, t.geom, t.owner_rep_id, t.owner_team_id, t.priority, t.exclusive, allocation._actor())
+    ON CONFLICT ON CONSTRAINT realign_territory_pkey DO UPDATE
+       SET new_geom = coalesce(EXCLUDED.new_geom, s.new_geom),
+           set_owner = s.set_owner OR EXCLUDED.set_owner,
+           new_owner_rep_id = CASE WHEN EXCLUDED.set_owner THEN EXCLUDED.new_owner_rep_id ELSE s.new_owner_rep_id END,
+           new_owner_team_id = CASE WHEN EXCLUDED.set_owner THEN EXCLUDED.new_owner_team_id ELSE s.new_owner_team_id END,
+           new_priority = coalesce(EXCLUDED.new_priority, s.new_priority),
+           new_exclusive = coalesce(EXCLUDED.new_exclusive, s.new_exclusive),
+           staged_by = EXCLUDED.staged_by, staged_at = EXCLUDED.staged_at;
+END
+$$;
+COMMENT ON FUNCTION allocation._realign_stage_territory(bigint, text, geometry, bigint, bigint, integer, boolean, boolean) IS 'internal: implementation of allocation.realign_stage_territory(), run as the extension owner by its gateway';
+CREATE FUNCTION allocation.realign_stage_territory(plan_id bigint, territory text, geom geometry DEFAULT NULL,
+                                                   owner_rep bigint DEFAULT NULL, owner_team bigint DEFAULT NULL,
+                                                   priority integer DEFAULT NULL, exclusive boolean DEFAULT NULL,
+                                                   clear_owner boolean DEFAULT false)
+RETURNS void
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
+COMMENT ON FUNCTION allocation.realign_stage_territory(bigint, text, geometry, bigint, bigint, integer, boolean, boolean) IS
+'Stages a territory change in a draft plan (managers): new shape, owner rep or team (clear_owner: none), priority, exclusive flag; staging again merges';
+
+CREATE FUNCTION allocation._realign_stage_rule(plan_id bigint, rule_id bigint, definition jsonb)
+RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    p allocation.realign_plan := allocation._realign_plan(plan_id, 'realign_stage_rule()', true, 'lock');
+    r allocation.rule;
+    v_seq integer;
+    v_bad text;
+    v_def jsonb := definition;
+    v_state text;
+    v_msg text;
+BEGIN
+    IF definition IS NULL OR jsonb_typeof(definition) <> 'object' OR definition = '{}' THEN
+        RAISE EXCEPTION 'a staged rule needs a definition object' USING ERRCODE = '22004',
+              DETAIL = 'allocation.realign_stage_rule() was called with a NULL, empty or non-object definition.',
+              HINT = 'Pass the rule''s columns, e.g. ''{"name": "east", "target_kind": "rep", "target_rep_id": 3}'', or ''{"enabled": false}'' for an existing rule.';
+    END IF;
+    SELECT string_agg(k, ', ') INTO v_bad FROM jsonb_object_keys(definition) k
+     WHERE k NOT IN ('name', 'priority', 'enabled', 'mode', 'tbl', 'territory_id', 'crops', 'crop_zones', 'tiers',
+                     'business_types', 'tags', 'condition', 'condition_search_path', 'target_kind', 'target_rep_id',
+                     'target_team_id', 'policy', 'description');
+    IF v_bad IS NOT NULL THEN
+        RAISE EXCEPTION 'unknown rule column(s) %', v_bad USING ERRCODE = 'LA0R4',
+              DETAIL = 'A staged rule names columns of allocation.rule a person may set.',
+              HINT = 'Use name, priority, enabled, mode, tbl, territory_id, crops, crop_zones, tiers, business_types, tags, condition, condition_search_path, target_kind, target_rep_id, target_team_id, policy, description.';
+    END IF;
+    IF rule_id IS NOT NULL THEN
+        SELECT * INTO r FROM allocation.rule x WHERE x.id = rule_id;
+        IF r.id IS NULL THEN
+            RAISE EXCEPTION 'rule % does not exist', rule_id USING ERRCODE = 'LA0R3',
+                  DETAIL = 'No row of allocation.rule has that id.', HINT = 'Pass NULL as rule_id to stage a new rule.';
+        END IF;
+    END IF;
+    -- a condition's names resolve under its search path (the gateway's is pinned)
+    IF v_def ? 'condition' AND NOT v_def ? 'condition_search_path' THEN
+        v_def := v_def || jsonb_build_object('condition_search_path', '"$user", public');
+    END IF;
+    -- validated now as it will be applied (rule_before: the condition compiles), then undone
+    BEGIN
+        PERFORM allocation._realign_put_rule(rule_id, v_def);
+        RAISE EXCEPTION USING ERRCODE = 'LA0R9', MESSAGE = 'undo';
+    EXCEPTION
+        WHEN SQLSTATE 'LA0R9' THEN NULL;
+        WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
+            RAISE EXCEPTION 'the staged rule is not valid: %', v_msg USING ERRCODE = 'LA0R4',
+                  DETAIL = format('Saving it would fail with SQLSTATE %s.', v_state),
+                  HINT = 'Fix the definition (allocation.rule''s columns and checks apply; qualify tbl, e.g. public.customer).';
+    END;
+    SELECT coalesce(max(x.seq), 0) + 1 INTO v_seq FROM allocation.realign_rule x WHERE x.plan_id = p.id;
+    INSERT INTO allocation.realign_rule (plan_id, seq, rule_id, definition, before, staged_by)
+    VALUES (p.id, v_seq, rule_id, v_def,
+            CASE WHEN r.id IS NOT NULL THEN to_jsonb(r) - ARRAY['condition_bin', 'condition_stamp', 'updated_at'] END,
+            allocation._actor());
+    RETURN v_seq;
+END
+$$;
+COMMENT ON FUNCTION allocation._realign_stage_rule(bigint, bigint, jsonb) IS 'internal: implementation of allocation.realign_stage_rule(), run as the extension owner by its gateway';
+CREATE FUNCTION allocation.realign_stage_rule(plan_id bigint, rule_id bigint, definition jsonb)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
+COMMENT ON FUNCTION allocation.realign_stage_rule(bigint, bigint, jsonb) IS
+'Stages a rule change in a draft plan (managers): rule_id NULL = a new rule (definition = its columns), else the columns to change ({"enabled": false} disables it); validated now, applied in order';
+
+-- Writes one staged rule (new: INSERT; existing: the definition's columns over the row)
+CREATE FUNCTION allocation._realign_put_rule(p_rule bigint, p_def jsonb)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+    IF p_rule IS NULL THEN
+        INSERT INTO allocation.rule (name, priority, enabled, mode, tbl, territory_id, crops, crop_zones, tiers, business_types,
+                                     tags, condition, condition_search_path, target_kind, target_rep_id, target_team_id,
+                                     policy, description)
+        SELECT n.name, coalesce(n.priority, 0), coalesce(n.enabled, true), coalesce(n.mode, 'auto'), n.tbl, n.territory_id,
+               n.crops, n.crop_zones, n.tiers, n.business_types, n.tags, n.condition, n.condition_search_path,
+               n.target_kind, n.target_rep_id, n.target_team_id, n.policy, n.description
+          FROM jsonb_populate_record(NULL::allocation.rule, p_def) n;
+    ELSE
+        UPDATE allocation.rule r
+           SET (name, priority, enabled, mode, tbl, territory_id, crops, crop_zones, tiers, business_types, tags, condition,
+                condition_search_path, target_kind, target_rep_id, target_team_id, policy, description, updated_at) =
+               (SELECT n.name, n.priority, n.enabled, n.mode, n.tbl, n.territory_id, n.crops, n.crop_zones, n.tiers,
+                       n.business_types, n.tags, n.condition, n.condition_search_path, n.target_kind, n.target_rep_id,
+                       n.target_team_id, n.policy, n.description, now()
+                  FROM jsonb_populate_record(r, p_def) n)
+         WHERE r.id = p_rule;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION allocation._realign_put_rule(bigint, jsonb) IS 'internal: writes one staged rule change';
+
+CREATE FUNCTION allocation._realign_stage_rep(plan_id bigint, rep_id bigint, capacity integer, active boolean, unlimited boolean)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    p allocation.realign_plan := allocation._realign_plan(plan_id, 'realign_stage_rep()', true, 'lock');
+    r allocation.rep;
+BEGIN
+    IF rep_id IS NULL THEN
+        RAISE EXCEPTION 'rep must not be NULL' USING ERRCODE = '22004',
+              DETAIL = 'allocation.realign_stage_rep() was called with a NULL rep.', HINT = 'Pass the rep''s id.';
+    END IF;
+    SELECT * INTO r FROM allocation.rep x WHERE x.id = rep_id;
+    IF r.id IS NULL THEN
+        RAISE EXCEPTION 'rep % does not exist', rep_id USING ERRCODE = 'LA0R3',
+              DETAIL = 'No row of allocation.rep has that id.', HINT = 'Use the id of an existing rep.';
+    END IF;
+    IF capacity < 0 OR (capacity IS NOT NULL AND coalesce(unlimited, false))
+       OR (capacity IS NULL AND active IS NULL AND NOT coalesce(unlimited, false)) THEN
+        RAISE EXCEPTION 'nothing valid to stage for rep %', r.code USING ERRCODE = 'LA0R4',
+              DETAIL = format('Got capacity %s, active %s, unlimited %s.', coalesce(capacity::text, 'NULL'),
+                              coalesce(active::text, 'NULL'), coalesce(unlimited, false)),
+              HINT = 'Pass a capacity >= 0, or unlimited => true, and/or active.';
+    END IF;
+    INSERT INTO allocation.realign_rep AS s (plan_id, rep_id, set_capacity, new_capacity, new_active, old_capacity, old_active, staged_by)
+    VALUES (p.id, r.id, capacity IS NOT NULL OR coalesce(unlimited, false), capacity, active, r.capacity, r.active, allocation._actor())
+    ON CONFLICT ON CONSTRAINT realign_rep_pkey DO UPDATE
+       SET set_capacity = s.set_capacity OR EXCLUDED.set_capacity,
+           new_capacity = CASE WHEN EXCLUDED.set_capacity THEN EXCLUDED.new_capacity ELSE s.new_capacity END,
+           new_active = coalesce(EXCLUDED.new_active, s.new_active),
+           staged_by = EXCLUDED.staged_by, staged_at = EXCLUDED.staged_at;
+END
+$$;
+COMMENT ON FUNCTION allocation._realign_stage_rep(bigint, bigint, integer, boolean, boolean) IS 'internal: implementation of allocation.realign_stage_rep(), run as the extension owner by its gateway';
+CREATE FUNCTION allocation.realign_stage_rep(plan_id bigint, rep_id bigint, capacity integer DEFAULT NULL,
+                                             active boolean DEFAULT NULL, unlimited boolean DEFAULT false)
+RETURNS void
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
+COMMENT ON FUNCTION allocation.realign_stage_rep(bigint, bigint, integer, boolean, boolean) IS
+'Stages a rep change in a draft plan (managers): capacity (unlimited => true: no limit) and/or active';
+
+CREATE FUNCTION allocation._realign_cancel(plan_id bigint, reason text)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    p allocation.realign_plan := allocation._realign_plan(plan_id, 'realign_cancel()', true, 'lock');
+BEGIN
+    UPDATE allocation.realign_plan x SET status = 'cancelled', reason = coalesce(_realign_cancel.reason, x.reason)
+     WHERE x.id = p.id;
+END
+$$;
+COMMENT ON FUNCTION allocation._realign_cancel(bigint, text) IS 'internal: implementation of allocation.realign_cancel(), run as the extension owner by its gateway';
+CREATE FUNCTION allocation.realign_cancel(plan_id bigint, reason text DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
+COMMENT ON FUNCTION allocation.realign_cancel(bigint, text) IS 'Cancels a draft plan (managers); it is kept as a record';
+
+-------------------------------------------------------------------------------
+-- Configuring: the staged changes written (preview: in a subtransaction rolled back)
+-------------------------------------------------------------------------------
+CREATE FUNCTION allocation._realign_configure(p_plan bigint)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    v_code text;
+    v_rule record;
+BEGIN
+    -- what was staged must still be what is there (nobody changed it since)
+    SELECT t.code INTO v_code
+      FROM allocation.realign_territory s JOIN allocation.territory t ON t.id = s.territory_id
+     WHERE s.plan_id = p_plan
+       AND (t.geom::text IS DISTINCT FROM s.old_geom::text AND s.new_geom IS NOT NULL
+            OR s.set_owner AND (t.owner_rep_id IS DISTINCT FROM s.old_owner_rep_id OR t.owner_team_id IS DISTINCT FROM s.old_owner_team_id)
+            OR t.priority IS DISTINCT FROM s.old_priority AND s.new_priority IS NOT NULL
+            OR t.exclusive IS DISTINCT FROM s.old_exclusive AND s.new_exclusive IS NOT NULL)
+     LIMIT 1;
+    IF v_code IS NULL THEN
+        SELECT 'rule ' || r.name INTO v_code
+          FROM allocation.realign_rule s JOIN allocation.rule r ON r.id = s.rule_id
+         WHERE s.plan_id = p_plan AND s.before IS DISTINCT FROM to_jsonb(r) - ARRAY['condition_bin', 'condition_stamp', 'updated_at']
+         LIMIT 1;
+    END IF;
+    IF v_code IS NULL THEN
+        SELECT 'rep ' || r.code INTO v_code
+          FROM allocation.realign_rep s JOIN allocation.rep r ON r.id = s.rep_id
+         WHERE s.plan_id = p_plan
+           AND (s.set_capacity AND r.capacity IS DISTINCT FROM s.old_capacity OR s.new_active IS NOT NULL AND r.active <> s.old_active)
+         LIMIT 1;
+    ELSIF v_code NOT LIKE 'rule %' THEN
+        v_code := 'territory ' || v_code;
+    END IF;
+    IF v_code IS NOT NULL THEN
+        RAISE EXCEPTION '% changed since it was staged in realignment plan %', v_code, p_plan USING ERRCODE = 'LA0R5',
+              DETAIL = 'The plan would overwrite a change made after it was staged.',
+              HINT = 'Cancel the plan and stage a new one from the current configuration.';
+    END IF;
+    PERFORM allocation._realign_quiet(true);
+    UPDATE allocation.rep r
+       SET capacity = CASE WHEN s.set_capacity THEN s.new_capacity ELSE r.capacity END,
+           active = coalesce(s.new_active, r.active)
+      FROM allocation.realign_rep s WHERE s.plan_id = p_plan AND r.id = s.rep_id;
+    UPDATE allocation.territory t
+       SET geom = coalesce(s.new_geom, t.geom),
+           owner_rep_id = CASE WHEN s.set_owner THEN s.new_owner_rep_id ELSE t.owner_rep_id END,
+           owner_team_id = CASE WHEN s.set_owner THEN s.new_owner_team_id ELSE t.owner_team_id END,
+           priority = coalesce(s.new_priority, t.priority),
+           exclusive = coalesce(s.new_exclusive, t.exclusive)
+      FROM allocation.realign_territory s WHERE s.plan_id = p_plan AND t.id = s.territory_id;
+    FOR v_rule IN SELECT * FROM allocation.realign_rule x WHERE x.plan_id = p_plan ORDER BY x.seq LOOP
+        PERFORM allocation._realign_put_rule(v_rule.rule_id, v_rule.definition);
+    END LOOP;
+    PERFORM allocation._realign_quiet(false);
+END
+$$;
+COMMENT ON FUNCTION allocation._realign_configure(bigint) IS 'internal: writes a plan''s staged reps, territories and rules (refuses when any changed since it was staged)';
+
+-- Why a customer stays whatever the rules say (first reason), for the keys given (NULL: every
+-- customer with a reason); one implementation for the preview and the apply's re-check
+CREATE FUNCTION allocation._realign_stays(p_managed integer, p_keys text[], p_grace interval)
+RETURNS TABLE (key text, reason text)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+    -- the keys filter sits in every branch, so one customer costs a few index probes (plpgsql
+    -- plans it with the actual arguments: p_keys IS NULL folds away)
+    RETURN QUERY
+    SELECT DISTINCT ON (x.key) x.key, x.reason
+      FROM (SELECT s.key, 1 AS pri,
+                   'pinned: ' || CASE s.source WHEN 'claim' THEN format('claimed by rep %s (a claim pins)', r.code)
+                                               WHEN 'transfer' THEN format('transferred to rep %s (a transfer pins)', r.code)
+                                               WHEN 'dispute' THEN 'ownership settled by a dispute'
+                                               WHEN 'suggestion' THEN 'a manager accepted a suggestion'
+                                               ELSE 'its owner was set by hand (allocation.assign)' END AS reason
+              FROM allocation.customer_state s LEFT JOIN allocation.rep r ON r.id = s.rep_id
+             WHERE s.managed_id = p_managed AND s.pinned AND (p_keys IS NULL OR s.key = ANY (p_keys))
+            UNION ALL
+            SELECT l.key, 2, format('locked by %s: %s', l.locked_by, l.reason)
+              FROM allocation.customer_lock l WHERE l.managed_id = p_managed AND (p_keys IS NULL OR l.key = ANY (p_keys))
+            UNION ALL
+            SELECT d.key, 3, format('under ownership dispute %s', d.id)
+              FROM allocation.ownership_dispute d WHERE d.managed_id = p_managed AND d.status = 'open' AND (p_keys IS NULL OR d.key = ANY (p_keys))
+            UNION ALL
+            SELECT d.key, 4, format('disputed as a possible duplicate of customer %s', d.other_key)
+              FROM allocation.duplicate d WHERE d.managed_id = p_managed AND d.status = 'open' AND d.action = 'dispute'
+               AND (p_keys IS NULL OR d.key = ANY (p_keys))
+            UNION ALL
+            SELECT pr.key, 5, format('protected for rep %s until %s (registration protection)', r.code,
+                                     to_char(pr.until, 'YYYY-MM-DD'))
+              FROM allocation.protection pr JOIN allocation.rep r ON r.id = pr.rep_id
+             WHERE pr.managed_id = p_managed AND pr.until > now() AND (p_keys IS NULL OR pr.key = ANY (p_keys))
+            UNION ALL
+            SELECT s.key, 0, format('claimed by rep %s on %s, within the plan''s claim grace of %s', r.code,
+                                    to_char(s.valid_from, 'YYYY-MM-DD'), p_grace)
+              FROM allocation.customer_state s JOIN allocation.rep r ON r.id = s.rep_id
+             WHERE s.managed_id = p_managed AND s.source = 'claim' AND s.valid_from > now() - p_grace
+               AND (p_keys IS NULL OR s.key = ANY (p_keys))
+            UNION ALL
+            SELECT v.key, 7, format('in virtual team %s', t.name)
+              FROM allocation.virtual_team_customer v JOIN allocation.virtual_team t ON t.id = v.team_id
+             WHERE v.managed_id = p_managed AND v.valid_to IS NULL AND t.dissolved_at IS NULL AND (p_keys IS NULL OR v.key = ANY (p_keys))
+            UNION ALL
+            SELECT x.key, 8, format('a transfer to rep %s is pending (transfer %s)', r.code, x.id)
+              FROM allocation.transfer x JOIN allocation.rep r ON r.id = x.to_rep
+             WHERE x.managed_id = p_managed AND x.status = 'pending' AND (p_keys IS NULL OR x.key = ANY (p_keys))
+
+           ) x
+     ORDER BY x.key, x.pri;
+END
+$$;
+COMMENT ON FUNCTION allocation._realign_stays(integer, text[], interval) IS 'internal: why customers stay in a realignment whatever the rules say (pinned, locked, disputed, protected, recently claimed, in a virtual team, pending transfer; a new rep''s ramp-up is _realign_ramp_up)';
+
+-- Until when a rep is in its new-rep ramp-up (allocation.new_rep_policy), NULL when it is not:
+-- its customers stay with it
+CREATE FUNCTION allocation._realign_ramp_up(p_rep bigint)
+RETURNS timestamptz
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+    SELECT r.created_at + np.ramp_up
+      FROM allocation.rep r
+      CROSS JOIN LATERAL (SELECT n.ramp_up FROM allocation.new_rep_policy n
+                           WHERE n.team_id = r.team_id OR n.team_id IS NULL
+                           ORDER BY n.team_id NULLS LAST LIMIT 1) np
+     WHERE r.id = p_rep AND r.created_at + np.ramp_up > now()
+$$;
+COMMENT ON FUNCTION allocation._realign_ramp_up(bigint) IS 'internal: end of a rep''s new-rep ramp-up (NULL when not in one): a realignment leaves its customers with it';
+
+
+-- Realignment (issue 15), part 2: preview, apply, progress, GeoJSON (part 1: 88_realign.sql)
+
+-------------------------------------------------------------------------------
+-- Preview
+-------------------------------------------------------------------------------
+CREATE TYPE allocation._realign_row AS (
+    ord          bigint,
+    managed_id   integer,
+    key          text,
+    from_rep     bigint,
+    outcome      text,      -- assign, pool, suggest
+    to_rep       bigint,
+    rule_id      bigint,
+    territory_id bigint,
+    reason       text,      -- the decision's
+    stays        text       -- why it stays (NULL: it moves)
+);
+COMMENT ON TYPE allocation._realign_row IS 'internal: one customer a realignment would move, or that stays with the reason';
+
+-- Every customer whose decision under the configuration now visible differs from its
+-- owner, and why it stays when it does (the C scan: the trigger's decision code)
+CREATE FUNCTION allocation._realign_decide(p allocation.realign_plan)
+RETURNS SETOF allocation._realign_row
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    v_ids integer[];
+    v_keys text[];
+    v_reasons text[];
+    v_reps bigint[];
+    v_until timestamptz[];
+BEGIN
+    -- the customers that stay whatever the rules say, read once (the exception tables are small)
+    SELECT array_agg(m.id), array_agg(s.key), array_agg(s.reason) INTO v_ids, v_keys, v_reasons
+      FROM allocation.managed_table m CROSS JOIN LATERAL allocation._realign_stays(m.id, NULL, p.claim_grace) s
+     WHERE m.active;
+    -- and those held by new reps in their ramp-up (by owner)
+    SELECT array_agg(r.id), array_agg(u.until) INTO v_reps, v_until
+      FROM allocation.rep r CROSS JOIN LATERAL (SELECT allocation._realign_ramp_up(r.id) AS until) u
+     WHERE u.until IS NOT NULL;
+    RETURN QUERY
+    WITH d AS MATERIALIZED (SELECT * FROM allocation._realign_scan(v_ids, v_keys, v_reps)),
+         st AS (SELECT * FROM unnest(v_ids, v_keys, v_reasons) AS x(managed_id, key, reason)),
+         ru AS (SELECT * FROM unnest(v_reps, v_until) AS x(rep_id, until))
+    SELECT d.ord, d.managed_id, d.key, d.from_rep, d.outcome, d.to_rep, d.rule_id, d.territory_id, d.reason,
+           CASE WHEN d.outcome = 'suggest'
+                THEN format('rule %s is review-mode: it suggests rep %s (allocation.accept_suggestion decides)',
+                            (SELECT r.name FROM allocation.rule r WHERE r.id = d.rule_id),
+                            (SELECT x.code FROM allocation.rep x WHERE x.id = d.to_rep))
+                WHEN d.simulated THEN NULL
+                WHEN st.reason IS NOT NULL THEN st.reason
+                ELSE format('held by new rep %s in its ramp-up until %s (new-rep policy)',
+                            (SELECT x.code FROM allocation.rep x WHERE x.id = d.from_rep), to_char(ru.until, 'YYYY-MM-DD'))
+           END
+      FROM d
+      LEFT JOIN st ON st.managed_id = d.managed_id AND st.key = d.key
+      LEFT JOIN ru ON ru.rep_id = d.from_rep;
+END
+$$;
+COMMENT ON FUNCTION allocation._realign_decide(allocation.realign_plan) IS 'internal: the customers a realignment moves and those that stay, under the configuration now visible';
+
+-- The plan's staged configuration is written in a subtransaction, every customer decided
+-- again, and the subtransaction rolled back: nothing stays, nothing reaches other sessions
+CREATE FUNCTION allocation._realign_compute(p_plan bigint, p_what text)
+RETURNS SETOF allocation._realign_row
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    p allocation.realign_plan := allocation._realign_plan(p_plan, p_what, false);
+    v_rows allocation._realign_row[];
+BEGIN
+    IF p.status <> 'draft' THEN
+        RAISE EXCEPTION 'realignment plan % is %', p_plan, p.status USING ERRCODE = 'LA0R2',
+              DETAIL = CASE p.status WHEN 'cancelled' THEN 'A cancelled plan is kept as a record only.'
+                            ELSE 'A preview shows what a draft would do; this plan''s configuration is already written.' END,
+              HINT = CASE p.status WHEN 'cancelled' THEN 'Create a new plan with allocation.realign_create().'
+                          ELSE 'allocation.realign_item and allocation.realign_progress show what its apply did.' END;
+    END IF;
+    BEGIN
+        PERFORM allocation._realign_configure(p.id);
+        SELECT array_agg(r ORDER BY r.ord) INTO v_rows FROM allocation._realign_decide(p) r;
+        RAISE EXCEPTION USING ERRCODE = 'LA0R9', MESSAGE = 'realignment preview: undo';
+    EXCEPTION WHEN SQLSTATE 'LA0R9' THEN
+        NULL;
+    END;
+    RETURN QUERY SELECT * FROM unnest(v_rows);
+END
+$$;
+COMMENT ON FUNCTION allocation._realign_compute(bigint, text) IS 'internal: a draft plan''s decisions, computed with its configuration in a subtransaction that is rolled back';
+
+CREATE FUNCTION allocation._realign_preview(plan_id bigint)
+RETURNS TABLE (table_name text, key text, outcome text, from_rep bigint, from_rep_code text, to_rep bigint,
+               to_rep_code text, rule_id bigint, rule_name text, territory_id bigint, territory_code text, reason text)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    p allocation.realign_plan := allocation._realign_plan(plan_id, 'realign_preview()', false);
+BEGIN
+    RETURN QUERY
+    WITH c AS MATERIALIZED (SELECT * FROM allocation._realign_compute(p.id, 'realign_preview()'))
+    SELECT m.table_name, c.key,
+           CASE WHEN c.stays IS NOT NULL THEN 'stays' ELSE 'moves' END,
+           c.from_rep, f.code, c.to_rep, t.code, c.rule_id, r.name, c.territory_id, tr.code,
+           CASE WHEN c.stays IS NOT NULL THEN 'stays, because ' || c.stays ELSE c.reason END
+      FROM c
+      JOIN allocation.managed_table m ON m.id = c.managed_id
+      LEFT JOIN allocation.rep f ON f.id = c.from_rep
+      LEFT JOIN allocation.rep t ON t.id = c.to_rep
+      LEFT JOIN allocation.rule r ON r.id = c.rule_id
+      LEFT JOIN allocation.territory tr ON tr.id = c.territory_id
+     ORDER BY c.ord;
+END
+$$;
+COMMENT ON FUNCTION allocation._realign_preview(bigint) IS 'internal: implementation of allocation.realign_preview(), run as the extension owner by its gateway';
+CREATE FUNCTION allocation.realign_preview(plan_id bigint)
+RETURNS TABLE (table_name text, key text, outcome text, from_rep bigint, from_rep_code text, to_rep bigint,
+               to_rep_code text, rule_id bigint, rule_name text, territory_id bigint, territory_code text, reason text)
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
+COMMENT ON FUNCTION allocation.realign_preview(bigint) IS
+'Every customer a draft plan would move (outcome moves: from -> to, rule, territory, reason) and every one that stays, with the reason (pinned, locked, disputed, protected, claimed within the grace, virtual team, pending transfer, new rep, review-mode rule); decided by the trigger''s own code, nothing changed (managers)';
+
+CREATE FUNCTION allocation._realign_preview_reps(plan_id bigint)
+RETURNS TABLE (rep_id bigint, rep_code text, held_before integer, moving_out integer, moving_in integer, held_after integer,
+               capacity_before integer, capacity_after integer, active_after boolean, over_capacity boolean, note text)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    p allocation.realign_plan := allocation._realign_plan(plan_id, 'realign_preview_reps()', false);
+BEGIN
+    RETURN QUERY
+    WITH c AS MATERIALIZED (SELECT * FROM allocation._realign_compute(p.id, 'realign_preview_reps()') x
+                             WHERE x.stays IS NULL),
+         o AS (SELECT c.from_rep AS rep, count(*)::integer AS n FROM c WHERE c.from_rep IS NOT NULL GROUP BY 1),
+         i AS (SELECT c.to_rep AS rep, count(*)::integer AS n FROM c WHERE c.to_rep IS NOT NULL GROUP BY 1)
+    SELECT r.id, r.code, coalesce(l.held, 0), coalesce(o.n, 0), coalesce(i.n, 0),
+           coalesce(l.held, 0) - coalesce(o.n, 0) + coalesce(i.n, 0),
+           r.capacity, CASE WHEN s.set_capacity THEN s.new_capacity ELSE r.capacity END,
+           coalesce(s.new_active, r.active),
+           coalesce(coalesce(l.held, 0) - coalesce(o.n, 0) + coalesce(i.n, 0) >
+                    CASE WHEN s.set_capacity THEN s.new_capacity ELSE r.capacity END, false),
+           concat_ws('; ',
+                     CASE WHEN coalesce(l.held, 0) - coalesce(o.n, 0) + coalesce(i.n, 0) >
+                               CASE WHEN s.set_capacity THEN s.new_capacity ELSE r.capacity END
+                          THEN 'over its capacity after the plan (the plan lowers it below what the rep keeps)' END,
+                     CASE WHEN NOT coalesce(s.new_active, r.active) AND coalesce(l.held, 0) - coalesce(o.n, 0) > 0
+                          THEN 'inactive after the plan but still holds customers' END)
+      FROM allocation.rep r
+      LEFT JOIN allocation.rep_load l ON l.rep_id = r.id
+      LEFT JOIN allocation.realign_rep s ON s.plan_id = p.id AND s.rep_id = r.id
+      LEFT JOIN o ON o.rep = r.id
+      LEFT JOIN i ON i.rep = r.id
+     WHERE o.n IS NOT NULL OR i.n IS NOT NULL OR s.rep_id IS NOT NULL
+     ORDER BY r.id;
+END
+$$;
+COMMENT ON FUNCTION allocation._realign_preview_reps(bigint) IS 'internal: implementation of allocation.realign_preview_reps(), run as the extension owner by its gateway';
+CREATE FUNCTION allocation.realign_preview_reps(plan_id bigint)
+RETURNS TABLE (rep_id bigint, rep_code text, held_before integer, moving_out integer, moving_in integer, held_after integer,
+               capacity_before integer, capacity_after integer, active_after boolean, over_capacity boolean, note text)
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
+COMMENT ON FUNCTION allocation.realign_preview_reps(bigint) IS
+'Per rep touched by a draft plan: holdings before and after its moves, capacity before and after, and capacity conflicts (managers)';
+
+-------------------------------------------------------------------------------
+-- Apply
+-------------------------------------------------------------------------------
+-- One listed customer, under its row lock: stays (a reason now, or it changed hands since
+-- it was listed), or decided again by the rules through its row trigger
+CREATE FUNCTION allocation._realign_move_item(p allocation.realign_plan, m allocation.managed_table, it allocation.realign_item)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    v_found boolean;
+    v_owner bigint;
+    v_stay text;
+    v_res record;
+BEGIN
+    -- under the customer's row lock: what changed since the list was made counts
+    SELECT l.row_found, l.row_owner INTO v_found, v_owner FROM allocation._lock_customer_row(m, it.key, false) l;
+    IF v_found IS NULL THEN
+        UPDATE allocation.realign_item i SET status = 'gone', reason = 'the customer row was deleted', done_at = clock_timestamp()
+         WHERE i.plan_id = p.id AND i.ord = it.ord;
+        RETURN;
+    END IF;
+    SELECT s.reason INTO v_stay FROM allocation._realign_stays(m.id, ARRAY[it.key], p.claim_grace) s;
+    IF v_stay IS NULL AND v_owner IS DISTINCT FROM it.from_rep THEN
+        v_stay := format('changed hands since the plan listed it (held by %s now)',
+                         coalesce((SELECT r.code FROM allocation.rep r WHERE r.id = v_owner), 'the public pool'));
+    END IF;
+    IF v_stay IS NULL AND allocation._realign_ramp_up(v_owner) IS NOT NULL THEN
+        v_stay := format('held by new rep %s in its ramp-up until %s (new-rep policy)',
+                         (SELECT r.code FROM allocation.rep r WHERE r.id = v_owner),
+                         to_char(allocation._realign_ramp_up(v_owner), 'YYYY-MM-DD'));
+    END IF;
+    IF v_stay IS NOT NULL THEN
+        UPDATE allocation.realign_item i SET status = 'stayed', reason = v_stay, done_at = clock_timestamp(), result_rep = v_owner
+         WHERE i.plan_id = p.id AND i.ord = it.ord;
+        RETURN;
+    END IF;
+    -- both reps' counters in id order (the engine's ordered-locking rule; the rules may still
+    -- choose another rep, whose counter the trigger then takes), then the row trigger decides
+    -- again (pinned and disputed customers stay there too)
+    PERFORM allocation._lock_counter(x.rep) FROM unnest(ARRAY[it.from_rep, it.to_rep]) x(rep)
+      WHERE x.rep IS NOT NULL ORDER BY x.rep;
+    SELECT * INTO v_res FROM allocation._realign_move(m.tbl, it.key, p.id, format('realignment plan %s (%s)', p.id, p.reason));
+    UPDATE allocation.realign_item i
+       SET status = CASE WHEN v_res.result IS NULL THEN 'gone' WHEN v_res.result = 'moved' THEN 'moved'
+                         WHEN v_res.result IN ('unchanged', 'suggest') THEN 'unchanged' ELSE 'stayed' END,
+           reason = CASE WHEN v_res.result IN ('pinned', 'disputed') THEN v_res.result
+                         WHEN v_res.result = 'suggest' THEN 'a review-mode rule decided: a suggestion was queued'
+                         ELSE i.reason END,
+           result_rep = v_res.owner, done_at = clock_timestamp()
+     WHERE i.plan_id = p.id AND i.ord = it.ord;
+END
+$$;
+COMMENT ON FUNCTION allocation._realign_move_item(allocation.realign_plan, allocation.managed_table, allocation.realign_item) IS 'internal: one customer of a realignment apply, re-checked under its row lock and moved (or kept, with the reason)';
+
+-- One step: the first writes the configuration and lists the customers (one transaction);
+-- each next one moves up to batch_size listed customers, re-checked under their row locks
+CREATE FUNCTION allocation._realign_apply_step(plan_id bigint, reason text, batch_size integer,
+    OUT status text, OUT total integer, OUT moved integer, OUT stayed integer, OUT unchanged integer,
+    OUT pending integer, OUT done boolean)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    p allocation.realign_plan := allocation._realign_plan(plan_id, 'realign_apply()', false, 'nowait');
+    m allocation.managed_table;
+    it allocation.realign_item;
+    v_mid integer := 0;
+BEGIN
+    IF reason IS NULL OR btrim(reason) = '' THEN
+        RAISE EXCEPTION 'a realignment needs a reason' USING ERRCODE = '22004',
+              DETAIL = 'The reason is kept with the plan and in every move''s audit event.',
+              HINT = 'Say why, e.g. ''2027 county split: east belt to team B''.';
+    END IF;
+    IF batch_size IS NULL OR batch_size < 1 THEN
+        RAISE EXCEPTION 'batch size must be at least 1' USING ERRCODE = '22023',
+              DETAIL = format('allocation.realign_apply() was called with batch_size %s.', coalesce(batch_size::text, 'NULL')),
+              HINT = 'Use e.g. 1000 (customers moved per transaction).';
+    END IF;
+    IF p.status IN ('applied', 'cancelled') THEN
+        RAISE EXCEPTION 'realignment plan % is %', p.id, p.status USING ERRCODE = 'LA0R2',
+              DETAIL = CASE p.status WHEN 'applied' THEN format('It was applied at %s; an applied plan never changes.', p.applied_at)
+                                     ELSE 'A cancelled plan is kept as a record only.' END,
+              HINT = 'Create a new plan with allocation.realign_create().';
+    END IF;
+    IF p.status = 'draft' THEN
+        PERFORM allocation._realign_configure(p.id);
+        INSERT INTO allocation.realign_item (plan_id, ord, managed_id, key, from_rep, to_rep, rule_id, territory_id, status, reason)
+        SELECT p.id, d.ord, d.managed_id, d.key, d.from_rep, d.to_rep, d.rule_id, d.territory_id,
+               CASE WHEN d.stays IS NULL THEN 'pending' ELSE 'stayed' END, coalesce(d.stays, d.reason)
+          FROM allocation._realign_decide(p) d;
+        UPDATE allocation.realign_plan x
+           SET status = 'applying', applied_by = allocation._actor(), started_at = clock_timestamp(),
+               reason = _realign_apply_step.reason,
+               total = (SELECT count(*) FROM allocation.realign_item i WHERE i.plan_id = p.id)
+         WHERE x.id = p.id;
+        INSERT INTO allocation.event (actor, kind, reason, detail)
+        VALUES (allocation._actor(), 'realign_started', reason,
+                jsonb_build_object('realign_plan', p.id, 'name', p.name,
+                                   'listed', (SELECT count(*) FROM allocation.realign_item i WHERE i.plan_id = p.id)));
+    ELSE
+        FOR it IN SELECT * FROM allocation.realign_item i
+                   WHERE i.plan_id = p.id AND i.status = 'pending' ORDER BY i.ord LIMIT batch_size LOOP
+            IF it.managed_id <> v_mid THEN
+                m := allocation._managed_by_id(it.managed_id);
+                v_mid := it.managed_id;
+            END IF;
+            IF NOT m.active THEN
+                UPDATE allocation.realign_item i SET status = 'gone', reason = 'the table is not managed any more', done_at = clock_timestamp()
+                 WHERE i.plan_id = p.id AND i.ord = it.ord;
+                CONTINUE;
+            END IF;
+            -- one customer at a time in a subtransaction: a customer another transaction is
+            -- changing while this batch already holds reps' counters (55P03, the engine's
+            -- ordered-locking rule) ends the batch; the next one starts with it, holding nothing
+            BEGIN
+                PERFORM allocation._realign_move_item(p, m, it);
+            EXCEPTION WHEN lock_not_available THEN
+                EXIT;
+            END;
+        END LOOP;
+        IF NOT EXISTS (SELECT 1 FROM allocation.realign_item i WHERE i.plan_id = p.id AND i.status = 'pending') THEN
+            UPDATE allocation.realign_plan x SET status = 'applied', applied_at = clock_timestamp() WHERE x.id = p.id;
+            INSERT INTO allocation.event (actor, kind, reason, detail)
+            SELECT allocation._actor(), 'realign_applied', p.reason,
+                   jsonb_build_object('realign_plan', p.id, 'name', p.name) || jsonb_object_agg(s.status, s.n)
+              FROM (SELECT i.status, count(*) AS n FROM allocation.realign_item i WHERE i.plan_id = p.id GROUP BY 1) s;
+        END IF;
+    END IF;
+    SELECT x.status, x.total INTO status, total FROM allocation.realign_plan x WHERE x.id = p.id;
+    SELECT count(*) FILTER (WHERE i.status = 'moved'), count(*) FILTER (WHERE i.status IN ('stayed', 'gone')),
+           count(*) FILTER (WHERE i.status = 'unchanged'), count(*) FILTER (WHERE i.status = 'pending')
+      INTO moved, stayed, unchanged, pending
+      FROM allocation.realign_item i WHERE i.plan_id = p.id;
+    done := status = 'applied';
+END
+$$;
+COMMENT ON FUNCTION allocation._realign_apply_step(bigint, text, integer) IS 'internal: implementation of allocation.realign_apply_step(), run as the extension owner by its gateway';
+CREATE FUNCTION allocation.realign_apply_step(plan_id bigint, reason text, batch_size integer DEFAULT 1000,
+    OUT status text, OUT total integer, OUT moved integer, OUT stayed integer, OUT unchanged integer,
+    OUT pending integer, OUT done boolean)
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
+COMMENT ON FUNCTION allocation.realign_apply_step(bigint, text, integer) IS
+'One step of a realignment apply (managers): the first writes the plan''s configuration and lists the customers to move; each next one moves up to batch_size of them. CALL allocation.realign_apply() loops over it and commits between steps';
+
+CREATE FUNCTION allocation.realign_in_block()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'allocation_realign_in_block' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION allocation.realign_in_block() IS 'Whether the caller runs inside a transaction block (BEGIN ... COMMIT), where CALL allocation.realign_apply() cannot commit between batches';
+
+-- (no SET search_path: a procedure with SET clauses cannot commit; it names everything with its schema)
+CREATE PROCEDURE allocation.realign_apply(plan_id bigint, reason text, batch_size integer DEFAULT 1000)
+LANGUAGE plpgsql AS
+$$
+DECLARE
+    r record;
+    v_t0 timestamptz;
+    v_first integer;
+    v_rate double precision;
+BEGIN
+    IF allocation.realign_in_block() THEN
+        RAISE EXCEPTION 'allocation.realign_apply() cannot run inside a transaction block' USING ERRCODE = 'LA0R6',
+              DETAIL = 'It commits after each batch, so that no transaction holds every customer''s lock.',
+              HINT = 'Run CALL allocation.realign_apply(...) on its own (autocommit), or loop over allocation.realign_apply_step() yourself.';
+    END IF;
+    LOOP
+        r := allocation.realign_apply_step(plan_id, reason, batch_size);
+        IF v_first IS NULL THEN
+            v_first := r.pending;
+            v_t0 := pg_catalog.clock_timestamp();
+        END IF;
+        v_rate := (v_first - r.pending) / GREATEST(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - v_t0), 0.001);
+        RAISE NOTICE 'realignment plan %: % of % listed customers done (% moved, % stayed, % unchanged), % pending%',
+              plan_id, r.total - r.pending, r.total, r.moved, r.stayed, r.unchanged, r.pending,
+              CASE WHEN r.pending > 0 AND v_rate > 0 THEN pg_catalog.format(', about %s s left', pg_catalog.round((r.pending / v_rate)::numeric, 1)) ELSE '' END;
+        COMMIT;
+        EXIT WHEN r.done;
+    END LOOP;
+END
+$$;
+-- (REVOKE ... ON ALL FUNCTIONS in 90_privileges.sql does not reach procedures)
+REVOKE ALL ON PROCEDURE allocation.realign_apply(bigint, text, integer) FROM PUBLIC;
+COMMENT ON PROCEDURE allocation.realign_apply(bigint, text, integer) IS
+'Applies a realignment plan (managers): writes its configuration, then moves the listed customers in batches of batch_size, committing after each (NOTICE with counts and ETA; allocation.realign_progress); resumable after a crash or cancel by calling it again. Refused inside a transaction block (LA0R6)';
+
+CREATE VIEW allocation.realign_progress AS
+SELECT p.id AS plan_id, p.name, p.status, p.total,
+       count(i.*) FILTER (WHERE i.status <> 'pending')::integer AS done,
+       count(i.*) FILTER (WHERE i.status = 'moved')::integer AS moved,
+       count(i.*) FILTER (WHERE i.status IN ('stayed', 'gone'))::integer AS stayed,
+       count(i.*) FILTER (WHERE i.status = 'unchanged')::integer AS unchanged,
+       count(i.*) FILTER (WHERE i.status = 'pending')::integer AS pending,
+       p.started_at, max(i.done_at) AS last_move_at, p.applied_at,
+       CASE WHEN count(i.*) FILTER (WHERE i.status = 'pending') > 0
+                 AND count(i.*) FILTER (WHERE i.done_at IS NOT NULL) > 0
+            THEN (max(i.done_at) - p.started_at) / count(i.*) FILTER (WHERE i.done_at IS NOT NULL)
+                 * count(i.*) FILTER (WHERE i.status = 'pending') END AS eta
+  FROM allocation.realign_plan p
+  LEFT JOIN allocation.realign_item i ON i.plan_id = p.id
+ GROUP BY p.id;
+COMMENT ON VIEW allocation.realign_progress IS 'Realignment plans and how far their apply got: listed, done, moved, stayed, pending, and an estimate of the time left';
+
+-------------------------------------------------------------------------------
+-- GeoJSON for the map: moved customers (before/after owner), changed territories
+-------------------------------------------------------------------------------
+CREATE FUNCTION allocation._realign_geojson(plan_id bigint)
+RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    p allocation.realign_plan := allocation._realign_plan(plan_id, 'realign_geojson()', false);
+    v_rows allocation._realign_row[];
+    v_customers jsonb := '[]';
+    v_territories jsonb;
+    m allocation.managed_table;
+    v_part jsonb;
+BEGIN
+    IF p.status = 'draft' THEN
+        SELECT array_agg(c ORDER BY c.ord) INTO v_rows FROM allocation._realign_compute(p.id, 'realign_geojson()') c;
+    ELSE
+        SELECT array_agg(ROW(i.ord, i.managed_id, i.key, i.from_rep, CASE WHEN i.to_rep IS NULL THEN 'pool' ELSE 'assign' END,
+                             i.to_rep, i.rule_id, i.territory_id, i.reason,
+                             CASE WHEN i.status IN ('stayed', 'gone') THEN i.reason END)::allocation._realign_row ORDER BY i.ord)
+          INTO v_rows FROM allocation.realign_item i WHERE i.plan_id = p.id AND i.status <> 'unchanged';
+    END IF;
+    -- the customers' locations, read as each table's owner (one query per table)
+    FOR m IN SELECT * FROM allocation.managed_table x
+              WHERE x.active AND x.location_column IS NOT NULL
+                AND x.id IN (SELECT r.managed_id FROM unnest(v_rows) r) LOOP
+        SELECT coalesce(jsonb_agg(jsonb_build_object(
+                   'type', 'Feature',
+                   'geometry', allocation._realign_point_json(l.r[2]),
+                   'properties', jsonb_build_object('kind', 'customer', 'table', m.table_name, 'key', r.key,
+                                                    'outcome', CASE WHEN r.stays IS NULL THEN 'moves' ELSE 'stays' END,
+                                                    'before_rep', fr.code, 'after_rep', CASE WHEN r.stays IS NULL THEN tr.code ELSE fr.code END,
+                                                    'proposed_rep', tr.code, 'rule', ru.name, 'territory', te.code,
+                                                    'reason', coalesce(r.stays, r.reason))) ORDER BY r.ord), '[]')
+          INTO v_part
+          FROM unnest(v_rows) r
+          CROSS JOIN LATERAL allocation._table_rows(m.tbl, ARRAY[m.key_column::text, m.location_column::text], r.key, '') AS l(r)
+          LEFT JOIN allocation.rep fr ON fr.id = r.from_rep
+          LEFT JOIN allocation.rep tr ON tr.id = r.to_rep
+          LEFT JOIN allocation.rule ru ON ru.id = r.rule_id
+          LEFT JOIN allocation.territory te ON te.id = r.territory_id
+         WHERE r.managed_id = m.id AND l.r[2] IS NOT NULL;
+        v_customers := v_customers || v_part;
+    END LOOP;
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+               'type', 'Feature',
+               'geometry', coalesce(s.new_geom, t.geom)::jsonb,
+               'properties', jsonb_build_object('kind', 'territory', 'code', t.code, 'name', t.name,
+                                                'shape_changed', s.new_geom IS NOT NULL,
+                                                'before_geometry', CASE WHEN s.new_geom IS NOT NULL THEN s.old_geom::jsonb END,
+                                                'before_owner_rep', bro.code, 'before_owner_team', bto.code,
+                                                'after_owner_rep', CASE WHEN s.set_owner THEN aro.code ELSE bro.code END,
+                                                'after_owner_team', CASE WHEN s.set_owner THEN ato.code ELSE bto.code END,
+                                                'before_priority', s.old_priority, 'after_priority', coalesce(s.new_priority, s.old_priority),
+                                                'before_exclusive', s.old_exclusive, 'after_exclusive', coalesce(s.new_exclusive, s.old_exclusive)))
+               ORDER BY t.id), '[]')
+      INTO v_territories
+      FROM allocation.realign_territory s
+      JOIN allocation.territory t ON t.id = s.territory_id
+      LEFT JOIN allocation.rep bro ON bro.id = s.old_owner_rep_id
+      LEFT JOIN allocation.team bto ON bto.id = s.old_owner_team_id
+      LEFT JOIN allocation.rep aro ON aro.id = s.new_owner_rep_id
+      LEFT JOIN allocation.team ato ON ato.id = s.new_owner_team_id
+     WHERE s.plan_id = p.id;
+    RETURN jsonb_build_object('type', 'FeatureCollection',
+                              'properties', jsonb_build_object('realign_plan', p.id, 'name', p.name, 'status', p.status),
+                              'features', v_territories || v_customers);
+END
+$$;
+COMMENT ON FUNCTION allocation._realign_geojson(bigint) IS 'internal: implementation of allocation.realign_geojson(), run as the extension owner by its gateway';
+CREATE FUNCTION allocation.realign_geojson(plan_id bigint)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'allocation_gateway' LANGUAGE C;
+COMMENT ON FUNCTION allocation.realign_geojson(bigint) IS
+'A plan as a GeoJSON FeatureCollection (managers): changed territories (shape, before/after owner, priority, exclusive) and the customers it moves or keeps (before/after owner, rule, reason); a draft is previewed, an applied plan read from its list';
+
+-- Plans, their staged rows and their lists are user data: kept by pg_dump (the identity
+-- sequence realign_plan_id_seq is registered with the others in 90_privileges.sql)
+SELECT pg_catalog.pg_extension_config_dump('allocation.realign_plan', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.realign_territory', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.realign_rule', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.realign_rep', '');
+SELECT pg_catalog.pg_extension_config_dump('allocation.realign_item', '');
 
 -------------------------------------------------------------------------------
 -- Coverage gaps (边缘市场无人管): where nobody sells
@@ -7931,7 +9163,7 @@ BEGIN
     FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
               WHERE p.pronamespace = 'allocation'::regnamespace
                 AND p.oid <> 'allocation.current_rep_id()'::regprocedure LOOP
-        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+        EXECUTE pg_catalog.format('REVOKE ALL ON ROUTINE %s FROM PUBLIC', f);   -- procedures too
     END LOOP;
 END
 $revoke$;
@@ -8064,6 +9296,15 @@ BEGIN
                         allocation.release_grant(bigint, text), allocation.expire_grants(timestamptz),
                         allocation.grant_resource(bigint, regclass, text, numeric, text, tstzrange, bigint),
                         allocation.expire_transfers(timestamptz), allocation.transfer_all(bigint, bigint[], text, boolean) TO %s', r);
+        -- realignment (issue 15): plans, preview, apply (a procedure: it commits between batches)
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.realign_create(text, text, interval), %s,
+                        allocation.realign_stage_rule(bigint, bigint, jsonb),
+                        allocation.realign_stage_rep(bigint, bigint, integer, boolean, boolean),
+                        allocation.realign_cancel(bigint, text), allocation.realign_preview(bigint),
+                        allocation.realign_preview_reps(bigint), allocation.realign_apply_step(bigint, text, integer),
+                        allocation.realign_in_block(), allocation.realign_geojson(bigint) TO %s',
+                       'allocation.realign_stage_territory'::regproc::regprocedure, r);   -- its geometry: PostGIS's schema
+        EXECUTE format('GRANT EXECUTE ON PROCEDURE allocation.realign_apply(bigint, text, integer) TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.create_virtual_team(text, text, tstzrange, jsonb, regclass, text[]),
                         allocation.set_team_shares(bigint, jsonb), allocation.add_team_customer(bigint, regclass, text),
                         allocation.remove_team_customer(bigint, regclass, text), allocation.dissolve_virtual_team(bigint, text),

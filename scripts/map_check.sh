@@ -12,9 +12,8 @@
 # when started as root:
 #   1. database crm: 5 territories (a province and 4 counties, one of them named
 #      '</script><img src=x onerror=...>' -- user data that must stay data),
-#      3 reps, ~60 customers (deals, follow-ups, pool), a hand-made realignment
-#      plan (a stub allocation.realign_geojson(bigint) when the extension has
-#      none yet; see NOTES-map.md);
+#      3 reps, ~60 customers (deals, follow-ups, pool), a realignment plan
+#      (a draft: county A to another rep, its shape grown; nobody moves yet);
 #   2. territory_map_html() -> map.html and (plan 1) map_after.html;
 #   3. Chromium (--headless, fresh --user-data-dir, no network features) dumps
 #      each page's DOM after its script ran and takes a screenshot; checks:
@@ -92,30 +91,16 @@ INSERT INTO customer (id, name, loc) VALUES (900, 'across the border 1', ST_Poin
 SELECT count(*) FROM (SELECT allocation.log_followup('customer', id::text, 'visit') FROM customer WHERE id % 3 = 0) f;
 SELECT count(*) FROM (SELECT allocation.record_deal('customer', id::text, 1200.00, ref => 'SO-' || id)
                         FROM customer WHERE id % 5 = 0 AND owner IS NOT NULL) d;
--- the plan: until the realignment ships, a stub with realign_geojson()'s contract (NOTES-map.md)
-DO $$
-BEGIN
-    IF to_regprocedure('allocation.realign_geojson(bigint)') IS NULL
-       AND to_regprocedure('allocation.realign_geojson(integer)') IS NULL THEN
-        CREATE FUNCTION allocation.realign_geojson(plan_id bigint) RETURNS jsonb LANGUAGE sql STABLE AS $f$
-            SELECT CASE WHEN plan_id = 1 THEN jsonb_build_object('type', 'FeatureCollection', 'features',
-                (SELECT jsonb_agg(jsonb_build_object('type', 'Feature', 'geometry', ST_AsGeoJSON(c.loc)::jsonb,
-                        'properties', jsonb_build_object('kind', 'customer', 'table', 'public.customer', 'key', c.id::text,
-                                                         'name', c.name, 'from_rep', 'wang', 'to_rep', 'zhao',
-                                                         'reason', 'county A goes to zhao')) ORDER BY c.id)
-                   FROM customer c WHERE c.owner = 1)
-                || jsonb_build_array(jsonb_build_object('type', 'Feature',
-                        'geometry', ST_AsGeoJSON(ST_Multi(ST_MakeEnvelope(110, 25, 111.8, 26.5, 4326)))::jsonb,
-                        'properties', jsonb_build_object('kind', 'territory', 'code', 'HN-A', 'name', '县 A (east)',
-                                                         'from_rep', 'wang', 'to_rep', 'zhao')))) END
-        $f$;
-    END IF;
-END $$;
+-- plan 1 (a real realignment plan, still a draft): county A goes to zhao, grown east
+SELECT allocation.realign_create('A to zhao', 'wang moves to the key accounts');
+SELECT allocation.realign_stage_territory(1, 'HN-A', geom => ST_Multi(ST_MakeEnvelope(110, 25, 111.8, 26.5, 4326)),
+                                          owner_rep => 3);
 SQL
 
 territories=$(psql_crm -At -c "SELECT count(*) FROM allocation.territory WHERE geom IS NOT NULL")
 customers=$(psql_crm -At -c "SELECT count(*) FROM customer WHERE loc IS NOT NULL")
-moves=$(psql_crm -At -c "SELECT jsonb_array_length(allocation.realign_geojson(1) -> 'features') - 1")
+moves=$(psql_crm -At -c "SELECT count(*) FROM jsonb_array_elements(allocation.realign_geojson(1) -> 'features') f
+                           WHERE f -> 'properties' ->> 'kind' = 'customer' AND f -> 'properties' ->> 'outcome' = 'moves'")
 echo "    $territories territories, $customers customers with a location, plan 1 moves $moves"
 
 echo "--- territory_map_html() -> $OUT/map.html, map_after.html"

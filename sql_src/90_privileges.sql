@@ -97,6 +97,15 @@ BEGIN
                         allocation.release_grant(bigint, text), allocation.expire_grants(timestamptz),
                         allocation.grant_resource(bigint, regclass, text, numeric, text, tstzrange, bigint),
                         allocation.expire_transfers(timestamptz), allocation.transfer_all(bigint, bigint[], text, boolean) TO %s', r);
+        -- realignment (issue 15): plans, preview, apply (a procedure: it commits between batches)
+        EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.realign_create(text, text, interval), %s,
+                        allocation.realign_stage_rule(bigint, bigint, jsonb),
+                        allocation.realign_stage_rep(bigint, bigint, integer, boolean, boolean),
+                        allocation.realign_cancel(bigint, text), allocation.realign_preview(bigint),
+                        allocation.realign_preview_reps(bigint), allocation.realign_apply_step(bigint, text, integer),
+                        allocation.realign_in_block(), allocation.realign_geojson(bigint) TO %s',
+                       'allocation.realign_stage_territory'::regproc::regprocedure, r);   -- its geometry: PostGIS's schema
+        EXECUTE format('GRANT EXECUTE ON PROCEDURE allocation.realign_apply(bigint, text, integer) TO %s', r);
         EXECUTE format('GRANT EXECUTE ON FUNCTION allocation.create_virtual_team(text, text, tstzrange, jsonb, regclass, text[]),
                         allocation.set_team_shares(bigint, jsonb), allocation.add_team_customer(bigint, regclass, text),
                         allocation.remove_team_customer(bigint, regclass, text), allocation.dissolve_virtual_team(bigint, text),

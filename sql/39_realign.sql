@@ -1,5 +1,5 @@
 --
--- 33_realign: realignment plans (issue 15): staging, preview (the trigger's
+-- 39_realign: realignment plans (issue 15): staging, preview (the trigger's
 -- decision code, nothing changed, caches back to the committed configuration),
 -- apply in committed batches (one realign event per move naming the plan),
 -- every "stays, because" reason, preview == apply, an interrupted apply resumed

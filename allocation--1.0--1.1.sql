@@ -8612,8 +8612,6 @@ DECLARE
     v_total integer := 0;
     v_idx integer := 0;
     v_outcomes boolean;
-    v_fn regprocedure;
-    v_argtype text;
     v_name_expr text;
     v_outcome_sql text;
     v_outcome_join text := '';
@@ -8861,7 +8859,7 @@ document.getElementById('zreset').addEventListener('click', function () { view =
 // --- the realignment plan: a FeatureCollection of moved customers and changed territories
 var planC = [], planT = {}, planCircles = [], planTPaths = [];
 function pick(p, names) { for (var i = 0; i < names.length; i++) if (p[names[i]] !== undefined) return p[names[i]]; return null; }
-var FROM = ['from_rep', 'before_rep', 'from_owner', 'before_owner'], TO = ['to_rep', 'after_rep', 'to_owner', 'after_owner'];
+var FROM = ['from_rep', 'before_rep', 'before_owner_rep', 'before_owner_team'], TO = ['to_rep', 'after_rep', 'after_owner_rep', 'after_owner_team'];
 if (D.plan) {
   (D.plan.features || []).forEach(function (f) {
     var p = f.properties || {}, g = f.geometry;
@@ -9003,33 +9001,14 @@ BEGIN
               HINT = 'SELECT allocation.territory_map_html(''Territories'', simplify => 0.002);';
     END IF;
 
-    -- the plan first: a wrong plan id fails before anything is read
+    -- the plan first: a wrong plan id fails before anything is read (realign_geojson()'s own
+    -- errors pass through: LA0R1 unknown plan, LA0R0 a caller who may not see plans); the page
+    -- draws what moves, not the customers that stay
     IF plan_id IS NOT NULL THEN
-        v_fn := coalesce(pg_catalog.to_regprocedure('allocation.realign_geojson(bigint)'),
-                         pg_catalog.to_regprocedure('allocation.realign_geojson(integer)'));
-        IF v_fn IS NULL THEN
-            RAISE EXCEPTION 'realignment plans are not available in this database' USING ERRCODE = 'LA0H3',
-                  DETAIL = format('A plan id (%s) was given, but allocation.realign_geojson(plan_id) does not exist.', plan_id),
-                  HINT = 'Call territory_map_html() without plan_id, or update the extension (ALTER EXTENSION allocation UPDATE).';
-        END IF;
-        SELECT format_type(p.proargtypes[0], NULL) INTO v_argtype FROM pg_catalog.pg_proc p WHERE p.oid = v_fn;
-        IF v_argtype = 'integer' AND plan_id NOT BETWEEN -2147483648 AND 2147483647 THEN
-            RAISE EXCEPTION 'realignment plan % not found', plan_id USING ERRCODE = 'LA0H4',
-                  DETAIL = 'Plan ids are integers here; this one is out of their range.',
-                  HINT = 'SELECT id FROM allocation.realign_plan;';
-        END IF;
-        EXECUTE format('SELECT %s($1::%s)', v_fn::oid::regproc, v_argtype) INTO v_plan USING plan_id;
-        IF v_plan IS NULL THEN
-            RAISE EXCEPTION 'realignment plan % not found', plan_id USING ERRCODE = 'LA0H4',
-                  DETAIL = 'allocation.realign_geojson() returned nothing for it.',
-                  HINT = 'SELECT id FROM allocation.realign_plan;';
-        END IF;
-        IF jsonb_typeof(v_plan) <> 'object' OR v_plan ->> 'type' IS DISTINCT FROM 'FeatureCollection'
-           OR jsonb_typeof(v_plan -> 'features') IS DISTINCT FROM 'array' THEN
-            RAISE EXCEPTION 'realignment plan % is not a GeoJSON FeatureCollection', plan_id USING ERRCODE = 'LA0H5',
-                  DETAIL = 'allocation.realign_geojson() returned a value without "type": "FeatureCollection" and a "features" array.',
-                  HINT = 'Report it: realign_geojson() and territory_map_html() disagree on the plan''s format.';
-        END IF;
+        v_plan := allocation.realign_geojson(plan_id);
+        v_plan := jsonb_set(v_plan, '{features}', coalesce(
+                      (SELECT jsonb_agg(x.f ORDER BY x.o) FROM jsonb_array_elements(v_plan -> 'features') WITH ORDINALITY AS x(f, o)
+                        WHERE x.f -> 'properties' ->> 'outcome' IS DISTINCT FROM 'stays'), '[]'));
     END IF;
 
     -- territories, read like any client reads them (optionally simplified)
@@ -9136,7 +9115,7 @@ BEGIN
 END
 $f$;
 COMMENT ON FUNCTION allocation.territory_map_html(text, bigint, integer, integer, double precision) IS
-'One self-contained HTML page (no network): territories coloured by owner, customers coloured by latest outcome (deal, follow-up, none, pool), tooltips, legend, pan/zoom, and with plan_id the realignment plan''s before/after toggle (from realign_geojson(plan_id)); read with the caller''s rights; LA0H0-LA0H5';
+'One self-contained HTML page (no network): territories coloured by owner, customers coloured by latest outcome (deal, follow-up, none, pool), tooltips, legend, pan/zoom, and with plan_id the realignment plan''s before/after toggle (the moves of realign_geojson(plan_id)); read with the caller''s rights; LA0H0-LA0H2';
 
 -- territory_map_html() runs with the caller's rights and calls PostGIS: it gets
 -- PostGIS's schema in its search_path, like territory_geojson() (90_privileges.sql)

@@ -25,7 +25,8 @@
 #      replica's own shared memory;
 #   5. a territory and customers added on the primary after the replica
 #      started: once replayed, the replica's territory index follows (new
-#      winner for the point, a new shared build);
+#      winner for the point, a new shared build), in a new session and in a
+#      session that built its index before the change;
 #   6. on the replica (scripts/fixture/standby_writes.sql): INSERT/UPDATE/DELETE
 #      of the managed table, claim(), release(), assign(), transfers, deals,
 #      configuration changes, imports, the scheduler's functions: each must
@@ -152,7 +153,7 @@ echo "--- the demo CRM on the primary (demo/0*.sql)"
 for f in 01_crm 02_province 03_org_rules 04_customers 05_report 06_map 07_claims_pool 07b_transfers 07c_network 07d_virtual_team 07e_dispute 07f_loop 08_audit; do
     P -v outdir="$TMP/out" -f "$TMP/demo/$f.sql" >"$TMP/demo.$f.out" 2>&1 || { tail -30 "$TMP/demo.$f.out"; fail "demo/$f.sql on the primary"; }
 done
-P <<'SQL' || fail "the BI role"
+P >/dev/null <<'SQL' || fail "the BI role"
 CREATE ROLE standby_bi LOGIN;
 SELECT allocation.grant_role('standby_bi', 'analyst');
 GRANT USAGE ON SCHEMA crm TO standby_bi;
@@ -187,10 +188,19 @@ for mode in shared backend; do
     index_mode "$mode"
 
     echo "--- [$mode] a territory and customers added on the primary; the replica follows once replayed"
+    # a replica session that built its index before the change must see it too
+    # (the invalidation replayed from the WAL), not only a new session
+    rm -f "$TMP/session.in"; mkfifo "$TMP/session.in"
+    [ "$(id -u)" -eq 0 ] && chown postgres: "$TMP/session.in"
+    R -At <"$TMP/session.in" >"$TMP/session.$mode.out" 2>&1 &
+    SESSION=$!
+    exec 7>"$TMP/session.in"
+    echo "SELECT 'before', allocation.territory_at(location) FROM crm.customer WHERE location IS NOT NULL ORDER BY id LIMIT 1;" >&7
+    for _ in $(seq 1 100); do grep -q '^before|' "$TMP/session.$mode.out" 2>/dev/null && break; sleep 0.2; done
     P >/dev/null <<SQL || fail "changes on the primary"
 INSERT INTO allocation.territory (code, name, geom, priority, owner_rep_id)
-SELECT 'standby-$mode', 'hot spot $mode', ST_Multi(ST_Buffer(location, 0.001)), 1000,
-       (SELECT min(id) FROM allocation.rep WHERE active)
+SELECT 'standby-$mode', 'hot spot $mode', ST_Multi(ST_Buffer(location, 0.001)),
+       (SELECT max(priority) + 1 FROM allocation.territory), (SELECT min(id) FROM allocation.rep WHERE active)
   FROM crm.customer WHERE location IS NOT NULL ORDER BY id LIMIT 1;
 INSERT INTO crm.customer (name, tier, crop, location)
 SELECT 'standby dealer ' || g || ' $mode', 'retailer', 'rice', ST_Translate(c.location, g * 0.0001, 0)
@@ -198,8 +208,15 @@ SELECT 'standby dealer ' || g || ' $mode', 'retailer', 'rice', ST_Translate(c.lo
  WHERE c.id = (SELECT min(id) FROM crm.customer WHERE location IS NOT NULL);
 SQL
     wait_replay
-    got=$(R -At -c "SELECT (SELECT id FROM allocation.territory WHERE code = 'standby-$mode') = allocation.territory_at(location) FROM crm.customer WHERE location IS NOT NULL ORDER BY id LIMIT 1")
-    [ "$got" = t ] || fail "the replica's territory index did not follow the territory added on the primary ($got)"
+    new_id=$(R -At -c "SELECT id FROM allocation.territory WHERE code = 'standby-$mode'")
+    got=$(R -At -c "SELECT allocation.territory_at(location) FROM crm.customer WHERE location IS NOT NULL ORDER BY id LIMIT 1")
+    [ "$got" = "$new_id" ] || fail "a new replica session does not see the territory added on the primary (territory_at $got, new territory $new_id)"
+    echo "SELECT 'after', allocation.territory_at(location) FROM crm.customer WHERE location IS NOT NULL ORDER BY id LIMIT 1;" >&7
+    exec 7>&-
+    wait "$SESSION" || true
+    grep -q "^after|$new_id\$" "$TMP/session.$mode.out" \
+        || { cat "$TMP/session.$mode.out"; fail "a replica session opened before the change still answers from the old territory index"; }
+    echo "    the replica session opened before the change: territory_at $(grep '^before|' "$TMP/session.$mode.out" | cut -d'|' -f2) -> $(grep '^after|' "$TMP/session.$mode.out" | cut -d'|' -f2) (the new territory)"
     echo "    territory_at() on the replica names the new territory; its customers replayed: $(R -At -c "SELECT count(*) FROM crm.customer WHERE name LIKE 'standby dealer % $mode'") of 3"
     reads P "primary.$mode.after" ''
     reads R "replica.$mode.after" ''

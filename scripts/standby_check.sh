@@ -19,8 +19,8 @@
 #   3. on the replica (scripts/fixture/standby_reads.sql): every view of schema
 #      allocation, explain(tbl, key), explain(tbl, row), owner_at(),
 #      territory_at(), territory_geojson(), scorecard(), the claim screens, the
-#      evidence and audit functions, ... as the superuser and as the BI role;
-#      each answer's md5 must equal the primary's;
+#      evidence and audit functions, ... as the superuser and (preloaded) as
+#      the BI role; each answer's md5 must equal the primary's;
 #   4. cache_stats() on the replica: index_mode 'shared', built in the
 #      replica's own shared memory;
 #   5. a territory and customers added on the primary after the replica
@@ -32,8 +32,9 @@
 #      configuration changes, imports, the scheduler's functions: each must
 #      fail with SQLSTATE 25006; the replica is still up and its log has no
 #      crash, no PANIC;
-#   7. both servers restarted WITHOUT shared_preload_libraries: steps 3, 4
-#      (index_mode 'backend') and 6 again.
+#   7. both servers restarted WITHOUT shared_preload_libraries: steps 3
+#      (superuser), 4 (index_mode 'backend'), 5 and 6 again.
+# About 2 minutes on a quiet 2-core machine (the demo load is ~40 s of it).
 # Prints PASS or FAIL (with the logs) and exits non-zero on failure.
 set -Eeuo pipefail
 export LC_ALL=C.UTF-8 LANG=C.UTF-8
@@ -125,7 +126,12 @@ alive () {
     if grep -E 'PANIC|terminated by signal|server process .* was terminated|TRAP:' "$TMP/replica.log" "$TMP/primary.log"; then
         fail "a server process crashed ($1)"
     fi
-    echo "    replica still up, in recovery, no crash in the logs"
+    # every refused write is caught by the fixture's exception handler (not logged): an
+    # ERROR or FATAL in the replica's log comes from somewhere else (a background worker, ...)
+    if grep -E '(ERROR|FATAL):' "$TMP/replica.log"; then
+        fail "the replica's log has errors ($1)"
+    fi
+    echo "    replica still up, in recovery, no crash and no error in its log"
 }
 index_mode () {   # $1 = expected index_mode on the replica
     local mode
@@ -181,9 +187,11 @@ for mode in shared backend; do
     reads P "primary.$mode" ''
     reads R "replica.$mode" ''
     same_answers "primary.$mode" "replica.$mode"
-    reads P "primary.$mode.bi" standby_bi
-    reads R "replica.$mode.bi" standby_bi
-    same_answers "primary.$mode.bi" "replica.$mode.bi"
+    if [ "$mode" = shared ]; then   # the BI role once: its reads do not depend on the mode
+        reads P "primary.$mode.bi" standby_bi
+        reads R "replica.$mode.bi" standby_bi
+        same_answers "primary.$mode.bi" "replica.$mode.bi"
+    fi
     echo "--- [$mode] the territory index on the replica"
     index_mode "$mode"
 
@@ -218,9 +226,11 @@ SQL
         || { cat "$TMP/session.$mode.out"; fail "a replica session opened before the change still answers from the old territory index"; }
     echo "    the replica session opened before the change: territory_at $(grep '^before|' "$TMP/session.$mode.out" | cut -d'|' -f2) -> $(grep '^after|' "$TMP/session.$mode.out" | cut -d'|' -f2) (the new territory)"
     echo "    territory_at() on the replica names the new territory; its customers replayed: $(R -At -c "SELECT count(*) FROM crm.customer WHERE name LIKE 'standby dealer % $mode'") of 3"
-    reads P "primary.$mode.after" ''
-    reads R "replica.$mode.after" ''
-    same_answers "primary.$mode.after" "replica.$mode.after"
+    if [ "$mode" = shared ]; then   # everything again after the change, once
+        reads P "primary.$mode.after" ''
+        reads R "replica.$mode.after" ''
+        same_answers "primary.$mode.after" "replica.$mode.after"
+    fi
     index_mode "$mode"
 
     echo "--- [$mode] writes on the replica: each must fail with SQLSTATE 25006"

@@ -36,8 +36,9 @@
 # Knobs: SCALE_CELLS ("1000 3000 10000"), SCALE_CUSTOMERS (100000), SCALE_COPIES (10).
 #   Every point keeps the generator's vertex counts (800-1,800 per county, 1.5% with
 #   22,000-30,000), also at 10,000 cells.
-# Output: a table per axis and the numbers bench/README.md quotes.  About 20-30 min on
-# 2 cores, most of it generating the 3,000- and 10,000-cell data the first time.
+# Output: a table per axis and the numbers bench/README.md quotes.  The first run generates
+# the 3,000- and 10,000-cell data (6 and 22 min on a busy 2-core machine; the 10,000-cell
+# customers' border points are the slow part) and caches it; later runs restore the dumps.
 set -euo pipefail
 export LC_ALL=C.UTF-8 LANG=C.UTF-8
 
@@ -236,14 +237,20 @@ SELECT 'managed us/row per million rows already in the table (1M growth)' AS slo
        round((regr_slope(managed_us, customers_before) * 1e6)::numeric, 3) AS managed,
        round((regr_slope(plain_us, customers_before) * 1e6)::numeric, 3) AS plain,
        round((regr_slope(managed_us - plain_us, customers_before) * 1e6)::numeric, 3) AS added,
-       round(avg(managed_us - plain_us)::numeric, 2) AS mean_added_us
+       round(avg(managed_us - plain_us)::numeric, 2) AS mean_added_us,
+       round(regr_r2(managed_us, customers_before)::numeric, 2) AS r2,
+       round((avg(managed_us) FILTER (WHERE customers_before < (SELECT max(customers_before) FROM p) / 2))::numeric, 2)
+           || ' -> ' || round((avg(managed_us) FILTER (WHERE customers_before >= (SELECT max(customers_before) FROM p) / 2))::numeric, 2)
+           AS managed_first_half_to_second_half
   FROM p WHERE axis = 'growth'
 UNION ALL
 SELECT 'managed us/row per 1,000 territories (100k customers)',
        round((regr_slope(managed_us, territories) * 1e3)::numeric, 3),
        round((regr_slope(plain_us, territories) * 1e3)::numeric, 3),
        round((regr_slope(managed_us - plain_us, territories) * 1e3)::numeric, 3),
-       round(avg(managed_us - plain_us)::numeric, 2)
+       round(avg(managed_us - plain_us)::numeric, 2),
+       round(regr_r2(managed_us, territories)::numeric, 2),
+       string_agg(round(managed_us::numeric, 1)::text, ' -> ' ORDER BY territories)
   FROM p WHERE axis = 'territories';
 
 \echo '-- memory per backend and shared memory per territory count'

@@ -151,6 +151,7 @@ DECLARE
     v_msg text;
     v_skipped integer := 0;
 BEGIN
+    PERFORM allocation._refuse_read_only('allocation.recycle()');   -- 25006 on a standby, before anything else
     IF recycle.now IS NULL OR (recycle.now > pg_catalog.now() + interval '1 minute'
                                AND NOT (SELECT ro.rolsuper FROM pg_catalog.pg_roles ro WHERE ro.rolname = allocation._actor())) THEN
         RAISE EXCEPTION 'recycle() cannot run as of a later time'

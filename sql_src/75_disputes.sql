@@ -751,6 +751,7 @@ DECLARE
     v_all boolean;
     v_n integer := 0;
 BEGIN
+    PERFORM allocation._refuse_read_only('allocation.auto_settle_disputes()');   -- 25006 on a standby, before anything else
     IF _auto_settle_disputes.now IS NULL THEN
         RAISE EXCEPTION 'the time must not be NULL' USING ERRCODE = '22004',
               DETAIL = 'allocation.auto_settle_disputes() settles the disputes opened up to this time.',

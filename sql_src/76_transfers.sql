@@ -598,6 +598,9 @@ BEGIN
               DETAIL = 'One of them is NULL (or the reason is blank).',
               HINT = 'SELECT * FROM allocation.transfer_all(7, ARRAY[8, 9], ''rep 7 leaves'');  -- a dry run first';
     END IF;
+    -- every move, also in a dry run, is a real transfer tried in a subtransaction (a dry
+    -- run rolls it back): on a standby each one would come back refused with 25006
+    PERFORM allocation._refuse_read_only('allocation.transfer_all()');
     SELECT * INTO f FROM allocation.rep x WHERE x.id = from_rep;
     IF f.id IS NULL THEN
         RAISE EXCEPTION 'rep % does not exist', from_rep USING ERRCODE = 'LA020',

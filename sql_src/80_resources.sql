@@ -509,6 +509,7 @@ DECLARE
     v_id bigint;
     v_skipped text[] := '{}';
 BEGIN
+    PERFORM allocation._refuse_read_only('allocation.expire_grants()');   -- 25006 on a standby, before anything else
     IF expire_grants.now IS NULL OR (expire_grants.now > pg_catalog.now() + interval '1 minute'
                                      AND NOT (SELECT ro.rolsuper FROM pg_catalog.pg_roles ro WHERE ro.rolname = allocation._actor())) THEN
         RAISE EXCEPTION 'expire_grants() cannot run as of a later time'

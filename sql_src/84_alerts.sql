@@ -373,6 +373,7 @@ DECLARE
     v_seen text[] := '{}';
     v_key text;
 BEGIN
+    PERFORM allocation._refuse_read_only('allocation.evaluate_alerts()');   -- 25006 on a standby, before anything else
     IF _evaluate_alerts.at IS NULL THEN
         RAISE EXCEPTION 'the time must not be NULL' USING ERRCODE = '22004',
               DETAIL = 'allocation.evaluate_alerts() evaluates the alert rules as of this time.',

@@ -166,6 +166,7 @@ DECLARE
     v_i integer := 1;
     s allocation.audit_seal;
 BEGIN
+    PERFORM allocation._refuse_read_only('allocation.seal_audit()');   -- 25006 on a standby, before anything else
     -- one sealer at a time (readers and event writers are not blocked); the
     -- UNIQUE prev_hash is the backstop when an older snapshot (REPEATABLE READ)
     -- reads a stale head

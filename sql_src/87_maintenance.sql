@@ -29,6 +29,7 @@ DECLARE
     v_arg text;
     v_step text;
 BEGIN
+    PERFORM allocation._refuse_read_only('allocation.run_maintenance()');   -- 25006 on a standby, before anything else
     IF v_at IS NULL THEN
         RAISE EXCEPTION 'the time must not be NULL' USING ERRCODE = '22004',
               DETAIL = 'allocation.run_maintenance() runs every time-driven step as of this time.',

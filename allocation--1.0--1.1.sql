@@ -887,6 +887,9 @@ BEGIN
               DETAIL = 'One of them is NULL (or the reason is blank).',
               HINT = 'SELECT * FROM allocation.transfer_all(7, ARRAY[8, 9], ''rep 7 leaves'');  -- a dry run first';
     END IF;
+    -- every move, also in a dry run, is a real transfer tried in a subtransaction (a dry
+    -- run rolls it back): on a standby each one would come back refused with 25006
+    PERFORM allocation._refuse_read_only('allocation.transfer_all()');
     SELECT * INTO f FROM allocation.rep x WHERE x.id = from_rep;
     IF f.id IS NULL THEN
         RAISE EXCEPTION 'rep % does not exist', from_rep USING ERRCODE = 'LA020',
@@ -2085,6 +2088,7 @@ DECLARE
     v_all boolean;
     v_n integer := 0;
 BEGIN
+    PERFORM allocation._refuse_read_only('allocation.auto_settle_disputes()');   -- 25006 on a standby, before anything else
     IF _auto_settle_disputes.now IS NULL THEN
         RAISE EXCEPTION 'the time must not be NULL' USING ERRCODE = '22004',
               DETAIL = 'allocation.auto_settle_disputes() settles the disputes opened up to this time.',
@@ -5974,6 +5978,7 @@ DECLARE
     v_seen text[] := '{}';
     v_key text;
 BEGIN
+    PERFORM allocation._refuse_read_only('allocation.evaluate_alerts()');   -- 25006 on a standby, before anything else
     IF _evaluate_alerts.at IS NULL THEN
         RAISE EXCEPTION 'the time must not be NULL' USING ERRCODE = '22004',
               DETAIL = 'allocation.evaluate_alerts() evaluates the alert rules as of this time.',
@@ -6131,6 +6136,7 @@ DECLARE
     v_arg text;
     v_step text;
 BEGIN
+    PERFORM allocation._refuse_read_only('allocation.run_maintenance()');   -- 25006 on a standby, before anything else
     IF v_at IS NULL THEN
         RAISE EXCEPTION 'the time must not be NULL' USING ERRCODE = '22004',
               DETAIL = 'allocation.run_maintenance() runs every time-driven step as of this time.',
@@ -6224,6 +6230,279 @@ CREATE TRIGGER config_audit_truncate AFTER TRUNCATE ON allocation.alert_rule
 -------------------------------------------------------------------------------
 -- Realignment and growth (issue 15)
 -------------------------------------------------------------------------------
+
+-------------------------------------------------------------------------------
+-- Read-only servers (a hot standby) and read-only transactions (issue 15)
+-------------------------------------------------------------------------------
+-- Every read (views, explain, owner_at, territory_geojson, scorecard, the claim
+-- screens) works on a hot standby: nothing on the read path writes.  A function
+-- whose job is to write fails there with PostgreSQL's own read-only error
+-- (25006) at its first write.  The scheduler's entry points and transfer_all()
+-- refuse before they start: they catch per-item errors (run_maintenance per
+-- step, transfer_all per customer -- its dry run too, which tries each transfer
+-- and rolls it back --, evaluate_alerts per rule) or do nothing when
+-- nothing is due, so without this check they would report success, or a list
+-- of failed items with a misleading hint, on a server that cannot write at all.
+CREATE FUNCTION allocation._refuse_read_only(what text)
+RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+    IF pg_catalog.current_setting('transaction_read_only')::boolean THEN
+        IF pg_catalog.pg_is_in_recovery() THEN
+            RAISE EXCEPTION 'cannot execute % in a read-only transaction', what USING ERRCODE = '25006',
+                  DETAIL = 'This server is a hot standby (in recovery): it answers reads only.',
+                  HINT = 'Run it on the primary server.';
+        END IF;
+        RAISE EXCEPTION 'cannot execute % in a read-only transaction', what USING ERRCODE = '25006',
+              DETAIL = 'The transaction is read-only (BEGIN READ ONLY, SET TRANSACTION READ ONLY or default_transaction_read_only).',
+              HINT = 'Run it in a read-write transaction.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION allocation._refuse_read_only(text) IS
+    'internal: raises PostgreSQL''s read-only error (25006) for a writing function called in a read-only transaction or on a hot standby; called first by the scheduler''s functions and transfer_all() (its dry run too)';
+CREATE OR REPLACE FUNCTION allocation.recycle(now timestamptz DEFAULT now())
+RETURNS TABLE (table_name text, key text, rep_id bigint, action text, reason text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    m allocation.managed_table;
+    r record;
+    v_owner bigint;
+    v_found boolean;
+    v_busy text;
+    v_msg text;
+    v_skipped integer := 0;
+BEGIN
+    PERFORM allocation._refuse_read_only('allocation.recycle()');   -- 25006 on a standby, before anything else
+    IF recycle.now IS NULL OR (recycle.now > pg_catalog.now() + interval '1 minute'
+                               AND NOT (SELECT ro.rolsuper FROM pg_catalog.pg_roles ro WHERE ro.rolname = allocation._actor())) THEN
+        RAISE EXCEPTION 'recycle() cannot run as of a later time'
+            USING ERRCODE = '22023',
+                  DETAIL = format('It was called for %s; recycling as of a later time would take customers away before their policy says so.',
+                                  coalesce(recycle.now::text, 'NULL')),
+                  HINT = 'Call allocation.recycle() without an argument; only a superuser may simulate a later date.';
+    END IF;
+    -- the recycle events name the caller, not the function owner
+    PERFORM allocation._set_actor(allocation._actor());
+    -- one run at a time; a second caller waits and then finds nothing left to do
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('allocation.recycle'));
+    FOR m IN SELECT * FROM allocation.managed_table mt WHERE mt.active ORDER BY mt.id LOOP
+        -- warnings: once per customer and due time
+        FOR r IN SELECT s.* FROM allocation._recycle_status(m.id, recycle.now) s
+                  WHERE s.exempt IS NULL AND s.warn_at <= recycle.now AND s.due_at > recycle.now
+                    AND NOT EXISTS (SELECT 1 FROM allocation.event e
+                                     WHERE e.managed_id = m.id AND e.key = s.key AND e.kind = 'recycle_warning'
+                                       AND e.to_rep = s.rep_id AND (e.detail->>'due_at')::timestamptz = s.due_at)
+                  ORDER BY s.key LOOP
+            INSERT INTO allocation.event (actor, kind, managed_id, table_name, key, to_rep, reason, detail)
+            VALUES (allocation._actor(), 'recycle_warning', m.id, m.table_name, r.key, r.rep_id,
+                    format('goes back to the public pool at %s: %s', r.due_at, r.why),
+                    jsonb_build_object('due_at', r.due_at, 'policy_id', r.policy_id,
+                                       'last_followup', r.last_followup, 'last_progress', r.last_progress));
+            table_name := m.table_name; key := r.key; rep_id := r.rep_id; action := 'warned'; reason := r.why;
+            RETURN NEXT;
+        END LOOP;
+        -- recycling: each due customer under its row lock, checked again after the lock.
+        -- Nothing here waits for another transaction: a customer whose row, or whose rep's
+        -- holdings counter, another open transaction holds (a claim in progress) is skipped,
+        -- reported (action 'skipped') and left for the next run; the others are recycled.
+        FOR r IN SELECT s.* FROM allocation._recycle_status(m.id, recycle.now) s
+                  WHERE s.exempt IS NULL AND s.due_at <= recycle.now ORDER BY s.key LOOP
+            v_busy := NULL;
+            SELECT l.row_found, l.row_owner INTO v_found, v_owner FROM allocation._lock_customer_row(m, r.key, true) l;
+            IF v_found IS NULL THEN
+                IF EXISTS (SELECT 1 FROM allocation._table_rows(m.tbl, ARRAY[m.key_column::text], r.key, '')) THEN
+                    v_busy := 'customer is busy: another open transaction is changing it';
+                ELSE
+                    CONTINUE;   -- deleted meanwhile
+                END IF;
+            ELSIF v_owner IS DISTINCT FROM r.rep_id OR NOT EXISTS (
+                   SELECT 1 FROM allocation._recycle_status(m.id, recycle.now, r.key) s2
+                    WHERE s2.exempt IS NULL AND s2.due_at <= recycle.now AND s2.rep_id = r.rep_id) THEN
+                CONTINUE;       -- claimed, released, followed up or locked meanwhile
+            ELSIF NOT allocation._try_lock_counter(r.rep_id) THEN
+                v_busy := format('rep %s is busy: another open transaction is taking or releasing its customers',
+                                 (SELECT x.code FROM allocation.rep x WHERE x.id = r.rep_id));
+            ELSE
+                BEGIN
+                    PERFORM allocation._owner_update(m.tbl, r.key, NULL, 'recycle', 'recycled to the public pool: ' || r.why);
+                EXCEPTION WHEN lock_not_available THEN
+                    -- another counter this recycle needs (e.g. of a pending suggestion's rep) is busy
+                    GET STACKED DIAGNOSTICS v_msg = MESSAGE_TEXT;
+                    v_busy := v_msg;
+                END;
+            END IF;
+            table_name := m.table_name; key := r.key; rep_id := r.rep_id;
+            IF v_busy IS NULL THEN
+                action := 'recycled'; reason := r.why;
+            ELSE
+                action := 'skipped'; reason := v_busy || '; left for the next run (due: ' || r.why || ')';
+                v_skipped := v_skipped + 1;
+            END IF;
+            RETURN NEXT;
+        END LOOP;
+    END LOOP;
+    IF v_skipped > 0 THEN
+        RAISE NOTICE '% due customer(s) skipped: busy in another open transaction', v_skipped
+            USING DETAIL = 'They are returned with action ''skipped'' and the reason; the others were recycled.',
+                  HINT = 'The next run recycles them if they are still due.';
+    END IF;
+    PERFORM allocation._set_actor(NULL);
+END
+$$;
+COMMENT ON FUNCTION allocation.recycle(timestamptz) IS
+'Returns neglected customers to the public pool per allocation.recycle_policy and records warning events K days ahead; idempotent, one run at a time (schedule it with pg_cron); never waits for another transaction: a due customer busy in one (its row or its rep''s counter) is returned with action skipped and left for the next run';
+CREATE OR REPLACE FUNCTION allocation.expire_grants(now timestamptz DEFAULT now())
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    r allocation.resource_request;
+    n integer := 0;
+    v_pool bigint;
+    v_id bigint;
+    v_skipped text[] := '{}';
+BEGIN
+    PERFORM allocation._refuse_read_only('allocation.expire_grants()');   -- 25006 on a standby, before anything else
+    IF expire_grants.now IS NULL OR (expire_grants.now > pg_catalog.now() + interval '1 minute'
+                                     AND NOT (SELECT ro.rolsuper FROM pg_catalog.pg_roles ro WHERE ro.rolname = allocation._actor())) THEN
+        RAISE EXCEPTION 'expire_grants() cannot run as of a later time'
+            USING ERRCODE = '22023', DETAIL = format('It was called for %s.', coalesce(expire_grants.now::text, 'NULL')),
+                  HINT = 'Call allocation.expire_grants() without an argument; only a superuser may simulate a later date.';
+    END IF;
+    -- Nothing here waits for another transaction: a grant whose request row or pool row
+    -- another open transaction holds (a release or a grant in progress) is skipped,
+    -- reported in a NOTICE and left for the next run; the others expire.
+    FOR v_id IN SELECT q.id FROM allocation.resource_request q JOIN allocation.resource_pool p ON p.id = q.pool_id
+                 WHERE q.status = 'granted' AND p.valid_to IS NOT NULL AND p.valid_to <= expire_grants.now
+                 ORDER BY q.pool_id, q.id LOOP
+        SELECT q.* INTO r FROM allocation.resource_request q WHERE q.id = v_id FOR UPDATE SKIP LOCKED;
+        IF r.id IS NULL THEN
+            IF EXISTS (SELECT 1 FROM allocation.resource_request q WHERE q.id = v_id AND q.status = 'granted') THEN
+                v_skipped := v_skipped || format('request %s (request busy)', v_id);
+            END IF;
+            CONTINUE;
+        END IF;
+        IF r.status <> 'granted' THEN
+            CONTINUE;   -- released meanwhile
+        END IF;
+        PERFORM 1 FROM allocation.resource_pool x WHERE x.id = r.pool_id FOR UPDATE SKIP LOCKED;
+        IF NOT FOUND THEN
+            v_skipped := v_skipped || format('request %s (pool %s busy)', r.id,
+                                             (SELECT x.code FROM allocation.resource_pool x WHERE x.id = r.pool_id));
+            CONTINUE;
+        END IF;
+        PERFORM allocation._return_units(r);
+        UPDATE allocation.resource_request q SET status = 'expired', decided_at = expire_grants.now, reason = 'the pool''s season ended'
+         WHERE q.id = r.id;
+        PERFORM allocation._resource_event('resource_expired', r, 'the pool''s season ended');
+        n := n + 1;
+    END LOOP;
+    FOR v_pool IN SELECT DISTINCT q.pool_id FROM allocation.resource_request q WHERE q.status = 'waitlisted' ORDER BY 1 LOOP
+        -- a busy pool's waitlist is served by the next run (or by its own release)
+        PERFORM 1 FROM allocation.resource_pool x WHERE x.id = v_pool FOR UPDATE SKIP LOCKED;
+        IF FOUND THEN
+            PERFORM allocation._serve_waitlist(v_pool, expire_grants.now);
+        END IF;
+    END LOOP;
+    IF cardinality(v_skipped) > 0 THEN
+        RAISE NOTICE '% grant(s) not expired: busy in another open transaction', cardinality(v_skipped)
+            USING DETAIL = 'Skipped: ' || array_to_string(v_skipped, ', ') || '. The other grants were expired.',
+                  HINT = 'Run allocation.expire_grants() again after that transaction ends (it is idempotent).';
+    END IF;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION allocation.expire_grants(timestamptz) IS 'Returns the units of grants whose pool season ended and the number expired; idempotent (an expired grant is never expired twice); never waits: grants busy in another open transaction are skipped, named in a NOTICE, and left for the next run';
+CREATE OR REPLACE FUNCTION allocation.seal_audit()
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    v_batch constant integer := 50000;
+    v_snap pg_snapshot;
+    v_horizon xid8;
+    v_end xid8;
+    v_prev bytea;
+    v_floor bigint;
+    v_new_floor bigint;
+    v_top bigint;
+    v_ids bigint[];
+    v_digests bytea[];
+    v_n integer;
+    v_i integer := 1;
+    s allocation.audit_seal;
+BEGIN
+    PERFORM allocation._refuse_read_only('allocation.seal_audit()');   -- 25006 on a standby, before anything else
+    -- one sealer at a time (readers and event writers are not blocked); the
+    -- UNIQUE prev_hash is the backstop when an older snapshot (REPEATABLE READ)
+    -- reads a stale head
+    LOCK TABLE allocation.audit_seal IN SHARE ROW EXCLUSIVE MODE;
+    v_snap := pg_catalog.pg_current_snapshot();
+    v_horizon := pg_catalog.pg_snapshot_xmin(v_snap);
+    SELECT a.hash, a.complete_below INTO v_prev, v_floor FROM allocation.audit_seal a ORDER BY a.id DESC LIMIT 1;
+    v_prev := coalesce(v_prev, allocation._genesis());
+    v_floor := coalesce(v_floor, 0);
+    SELECT coalesce(max(a.last_id), 0) INTO v_top FROM allocation.audit_seal a;
+
+    SELECT array_agg(e.id ORDER BY e.id), array_agg(allocation._event_digest(e) ORDER BY e.id)
+      INTO v_ids, v_digests
+      FROM allocation.event e
+     WHERE e.id > v_floor
+       AND allocation._xid8(e.xmin, allocation._xid_ref()) < v_horizon
+       AND NOT EXISTS (SELECT 1 FROM allocation.audit_seal a WHERE a.last_id >= e.id AND a.events @> e.id)
+       AND (e.id > v_top OR allocation._late_ok(e.id, e.xmin));
+    v_n := coalesce(array_length(v_ids, 1), 0);
+    IF v_n = 0 THEN
+        RETURN 0;
+    END IF;
+
+    -- every transaction running at an earlier seal has ended before this one's
+    -- horizon: no legitimate late event can appear below its last id any more
+    SELECT greatest(v_floor, max(a.last_id)) INTO v_new_floor FROM allocation.audit_seal a WHERE a.xid_end <= v_horizon;
+    v_new_floor := coalesce(v_new_floor, v_floor);
+    -- the first xid assigned after this seal was computed: this transaction's
+    -- own, taken now (a snapshot's xmax is not enough: it is the latest
+    -- completed xid + 1, and a running transaction may hold a higher one).
+    -- In a transaction that wrote before calling seal_audit() the own xid is
+    -- older; a late event of a transaction that started in between would then
+    -- be reported, so the scheduler runs seal_audit() in a transaction of its own.
+    v_end := (greatest(pg_catalog.pg_current_xact_id()::text::bigint + 1,
+                       pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text::bigint))::text::xid8;
+
+    WHILE v_i <= v_n LOOP
+        s := NULL;
+        s.id := nextval(pg_catalog.pg_get_serial_sequence('allocation.audit_seal', 'id')::regclass);
+        s.sealed_at := pg_catalog.clock_timestamp();
+        s.sealed_by := allocation._actor();
+        SELECT pg_catalog.range_agg(pg_catalog.int8range(u.id, u.id, '[]')), count(*), max(u.id)
+          INTO s.events, s.event_count, s.last_id
+          FROM unnest(v_ids[v_i : v_i + v_batch - 1]) u(id);
+        s.digests := v_digests[v_i : v_i + v_batch - 1];
+        s.horizon := v_horizon;
+        s.xid_end := v_end;
+        s.complete_below := v_new_floor;
+        s.prev_hash := v_prev;
+        s.hash := allocation._seal_hash(s);
+        BEGIN
+            INSERT INTO allocation.audit_seal SELECT (s).*;
+        EXCEPTION WHEN unique_violation THEN
+            -- only with a snapshot older than the lock (REPEATABLE READ): the head read was stale
+            RAISE EXCEPTION 'another seal_audit() extended the audit chain first'
+                USING ERRCODE = '40001',
+                      DETAIL = 'This transaction''s snapshot predates that seal, so it cannot continue the chain; nothing was sealed.',
+                      HINT = 'Run allocation.seal_audit() again, in a READ COMMITTED transaction of its own.';
+        END;
+        v_prev := s.hash;
+        v_i := v_i + v_batch;
+    END LOOP;
+    RETURN v_n;
+END
+$$;
+COMMENT ON FUNCTION allocation.seal_audit() IS
+'Seals every event not sealed yet (of transactions that have ended) into the SHA-256 hash chain allocation.audit_seal; returns the number of events sealed (0 when there is nothing new). Idempotent and cheap; run it from the scheduler';
 -- territory imports: on_invalid, any CRS, a text form for large files (the 1.0 signature goes)
 DROP FUNCTION allocation.import_territories(jsonb, text, text, text);
 CREATE FUNCTION allocation.geojson_features(geojson text)

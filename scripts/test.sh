@@ -29,7 +29,10 @@
 #    allocation.run_maintenance() scheduled with pg_cron in a cluster
 #    started with shared_preload_libraries = 'pg_cron,allocation': the job
 #    runs, an alert opens, a LISTEN session receives its NOTIFY
-#    (scripts/cron_check.sh); then the HTML map of territory_map_html()
+#    (scripts/cron_check.sh); then a primary and a streaming replica where every
+#    view, explain(), owner_at(), territory_geojson() and scorecard() answer as on
+#    the primary and every write fails with 25006 (scripts/standby_check.sh),
+#    preloaded and not; then the HTML map of territory_map_html()
 #    opened in headless Chromium (scripts/map_check.sh: the territories drawn,
 #    no console error, the injected name stays text, the plan's after view);
 # 5. prints one summary line "N passed, M failed" (regress tests + isolation
@@ -357,6 +360,7 @@ outer_check () {   # $1 = suite name, $2 = script, $3 = what it checks, then the
 }
 outer_check pg_upgrade scripts/pg_upgrade_check.sh "pg_upgrade of a filled database"
 outer_check pg_cron scripts/cron_check.sh "pg_cron schedules run_maintenance()"
+outer_check standby scripts/standby_check.sh "hot standby: primary + streaming replica"
 outer_check map_html scripts/map_check.sh "the HTML map in headless Chromium" "$WORK/map_check"
 
 passed=0

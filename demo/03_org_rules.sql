@@ -70,6 +70,9 @@ SELECT u.id, u.login, u.name,
        u.login <> 'loc23'                                                    -- on long leave
   FROM crm.sales_user u
  ORDER BY u.id;
+-- hiring dates: the four hired this year are still in their ramp-up (new_rep_policy, 07f_loop)
+UPDATE allocation.rep SET created_at = CASE WHEN code IN ('loc05', 'loc12', 'loc19', 'loc26')
+                                            THEN timestamptz '2026-10-15 09:00+08' ELSE timestamptz '2023-03-01 09:00+08' END;
 
 -- county owners = local reps
 UPDATE allocation.territory t SET owner_rep_id = o.rep_id

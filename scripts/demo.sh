@@ -7,7 +7,7 @@
 # 2. builds and installs the extension (make && make install),
 # 3. on a THROWAWAY cluster (pg_virtualenv) loads the demo CRM, province, organisation, rules and
 #    ~10,000 customers (demo/0*.sql), prints the summary and writes demo/out/:
-#    summary.txt, territories.geojson, map.svg, map.html, scorecard.svg.
+#    summary.txt, territories.geojson, map.svg, map.html, map_realign.html, scorecard.svg.
 # Idempotent, offline once the packages are there, deterministic (seeded random). Fails loudly.
 set -euo pipefail
 
@@ -23,7 +23,7 @@ if [[ "${1:-}" == "--inside-virtualenv" ]]; then
     cd "$ROOT"
     createdb crm
     export PGDATABASE=crm
-    for f in 01_crm 02_province 03_org_rules 04_customers 05_report 06_map 07_claims_pool 07b_transfers 07c_network 07d_virtual_team 07e_dispute 07f_loop 07g_map_html 08_audit; do
+    for f in 01_crm 02_province 03_org_rules 04_customers 05_report 06_map 07_claims_pool 07b_transfers 07c_network 07d_virtual_team 07e_dispute 07f_loop 07g_map_html 07h_realign 08_audit; do
         echo
         echo "######## demo/$f.sql"
         psql -X -q -v ON_ERROR_STOP=1 -v outdir="$OUT" -f "demo/$f.sql" 2>&1
@@ -76,7 +76,7 @@ $SUDO make -C "$ROOT" -s PG_CONFIG="$PG_CONFIG" install >/dev/null
 # 3. The demo, on a throwaway cluster
 # ---------------------------------------------------------------------------
 mkdir -p "$OUT"
-rm -f "$OUT/summary.txt" "$OUT/territories.geojson" "$OUT/map.svg" "$OUT/map.html"
+rm -f "$OUT/summary.txt" "$OUT/territories.geojson" "$OUT/map.svg" "$OUT/map.html" "$OUT/map_realign.html"
 say "running the demo on a throwaway PostgreSQL $PG_MAJOR cluster (pg_virtualenv)"
 # -t: the cluster lives in a temporary directory even as root, so it never collides with
 #     another cluster on this machine; it is dropped when the demo ends (also on failure).
@@ -93,7 +93,7 @@ export PGPORT
 pg_virtualenv -t -v "$PG_MAJOR" -o fsync=off -o synchronous_commit=off -o full_page_writes=off \
     bash "$ROOT/scripts/demo.sh" --inside-virtualenv 2>&1 | tee "$OUT/summary.txt"
 
-for f in summary.txt territories.geojson map.svg map.html; do
+for f in summary.txt territories.geojson map.svg map.html map_realign.html; do
     if [[ ! -s "$OUT/$f" ]]; then
         echo "error: demo/out/$f was not written" >&2
         exit 1
@@ -102,7 +102,8 @@ done
 grep -q '^{"type": "FeatureCollection"' "$OUT/territories.geojson" || { echo "error: territories.geojson is not a FeatureCollection" >&2; exit 1; }
 grep -q '</svg>' "$OUT/map.svg" || { echo "error: map.svg is incomplete" >&2; exit 1; }
 grep -q '</html>' "$OUT/map.html" || { echo "error: map.html is incomplete" >&2; exit 1; }
+grep -q '</html>' "$OUT/map_realign.html" || { echo "error: map_realign.html is incomplete" >&2; exit 1; }
 
 say "demo finished in ${SECONDS}s; outputs:"
-( cd "$ROOT" && ls -l demo/out/summary.txt demo/out/territories.geojson demo/out/map.svg demo/out/map.html )
-echo "open demo/out/map.html (the interactive map), demo/out/map.svg and demo/out/scorecard.svg in a browser; load demo/out/territories.geojson in QGIS or geojson.io"
+( cd "$ROOT" && ls -l demo/out/summary.txt demo/out/territories.geojson demo/out/map.svg demo/out/map.html demo/out/map_realign.html )
+echo "open demo/out/map.html (the interactive map) and demo/out/map_realign.html#after (the realignment), demo/out/map.svg and demo/out/scorecard.svg in a browser; load demo/out/territories.geojson in QGIS or geojson.io"

@@ -94,8 +94,26 @@ DROP TABLE rv15_part_js;
 SELECT key, kind FROM allocation.event WHERE kind = 'partition_detached' ORDER BY key;
 SELECT allocation.check_consistency();
 
+-- 3. coverage_gaps() finds a GCJ-02 customer where the engine does (in WGS 84): a dealer 300 m
+-- west of a county border, captured on Amap (GCJ-02), is stored east of the border, in the gap
+INSERT INTO allocation.territory (id, code, name, geom) VALUES (101, 'rv15_prov', 'Province', ST_Multi(ST_MakeEnvelope(120, 30, 122, 31, 4326)));
+INSERT INTO allocation.territory (id, code, name, geom, parent_id, owner_rep_id, priority)
+VALUES (102, 'rv15_west', 'West county', ST_Multi(ST_MakeEnvelope(120, 30, 121, 31, 4326)), 101, 2, 1);
+INSERT INTO allocation.rule (name, priority, target_kind, target_team_id, policy) VALUES ('territory', 20, 'team', 1, 'territory_owner');
+CREATE TABLE rv15_gcj (id integer PRIMARY KEY, loc geometry(Point, 4326), owner bigint);
+SELECT allocation.manage('rv15_gcj', 'id', 'loc', 'owner');
+SELECT allocation.set_location_datum('rv15_gcj', 'gcj02');
+INSERT INTO rv15_gcj SELECT 1, ST_SetSRID(ST_MakePoint(d.lon, d.lat), 4326), NULL
+  FROM allocation.datum_convert(120.997, 30.5, 'wgs84', 'gcj02') d;
+INSERT INTO rv15_gcj VALUES (2, ST_SetSRID(ST_MakePoint(121.5, 30.5), 4326), NULL);   -- really in the gap
+SELECT g.id, ST_X(g.loc) > 121 AS stored_east_of_border, g.owner,
+       (SELECT t.code FROM allocation.territory t
+         WHERE t.id = (allocation.explain('rv15_gcj', g.id::text)::jsonb #>> '{result,territory_id}')::bigint) AS territory
+  FROM rv15_gcj g ORDER BY g.id;
+SELECT kind, parent, code, customers, keys FROM allocation.coverage_gaps('rv15_prov');
+
 DROP EXTENSION allocation CASCADE;
-DROP TABLE rv15_cust, rv15_part, rv15_part_hb, rv15_part_sd;
+DROP TABLE rv15_cust, rv15_part, rv15_part_hb, rv15_part_sd, rv15_gcj;
 DROP SCHEMA rv15_mgr CASCADE;
 DROP SCHEMA rv15_att CASCADE;
 DROP OWNED BY regress_rv15_owner, regress_rv15_mgr, regress_rv15_att;

@@ -111,6 +111,19 @@ SELECT g.id, ST_X(g.loc) > 121 AS stored_east_of_border, g.owner,
          WHERE t.id = (allocation.explain('rv15_gcj', g.id::text)::jsonb #>> '{result,territory_id}')::bigint) AS territory
   FROM rv15_gcj g ORDER BY g.id;
 SELECT kind, parent, code, customers, keys FROM allocation.coverage_gaps('rv15_prov');
+-- the map draws it there too (west of the border), and a plan's GeoJSON places it there
+SELECT c ->> 1 AS key, (c ->> 3)::numeric < 121 AS drawn_west_of_border, round((c ->> 3)::numeric, 3) AS lon
+  FROM (SELECT substring(allocation.territory_map_html('rv15') FROM '<script type="application/json" id="map-data">(.*?)</script>')::jsonb AS d) x,
+       jsonb_array_elements(x.d -> 'customers') c
+ WHERE c ->> 1 IN ('1', '2') AND x.d -> 'layers' -> (c ->> 0)::int ->> 'table' = 'public.rv15_gcj'
+ ORDER BY 1;
+SELECT allocation.unmanage('rv15_part');   -- (a realignment does not take partitioned tables yet)
+SELECT allocation.realign_create('west county to rep a', claim_grace => interval '0') AS p2 \gset
+SELECT allocation.realign_stage_territory(:p2, 'rv15_west', owner_rep => 1);
+SELECT f -> 'properties' ->> 'key' AS key, (f #>> '{geometry,coordinates,0}')::numeric < 121 AS west_of_border,
+       f -> 'properties' ->> 'before_rep' AS before_rep, f -> 'properties' ->> 'after_rep' AS after_rep
+  FROM jsonb_array_elements(allocation.realign_geojson(:p2) -> 'features') f
+ WHERE f -> 'properties' ->> 'table' = 'public.rv15_gcj';
 
 DROP EXTENSION allocation CASCADE;
 DROP TABLE rv15_cust, rv15_part, rv15_part_hb, rv15_part_sd, rv15_gcj;

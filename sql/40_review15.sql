@@ -49,6 +49,21 @@ SET ROLE regress_rv15_mgr;
 SELECT allocation.realign_stage_rule(:p, :cond_rule, '{"condition": "rv15_mgr.peek(id)"}');
 SELECT allocation.realign_stage_rule(:p, :cond_rule, '{"condition_search_path": "rv15_mgr, public"}');
 SELECT count(*) AS staged_still FROM allocation.realign_rule;
+-- what the condition means unchanged: a manager's to stage (disable it, change its priority)
+SELECT allocation.realign_stage_rule(:p, :cond_rule, '{"enabled": false}');
+SELECT allocation.realign_stage_rule(:p, :cond_rule, '{"condition": "id > 0", "priority": 2}');
+RESET ROLE;
+-- a change that only comes together with another staged one: a plan where the owner staged a
+-- new condition for a rule without one; the manager's search path for it is refused
+INSERT INTO allocation.rule (name, priority, tbl, target_kind, target_rep_id) VALUES ('plain', 1, 'rv15_cust', 'rep', 1)
+RETURNING id AS plain_rule \gset
+SELECT allocation.realign_create('two steps') AS p3 \gset
+SET ROLE regress_rv15_owner;
+SELECT allocation.realign_stage_rule(:p3, :plain_rule, '{"condition": "id > 0"}');
+RESET ROLE;
+SET ROLE regress_rv15_mgr;
+SELECT allocation.realign_stage_rule(:p3, :plain_rule, '{"condition_search_path": "rv15_mgr, public"}');
+SELECT allocation.realign_stage_rule(:p3, :plain_rule, '{"priority": 4}');
 RESET ROLE;
 -- the table's owner may (an admin may do what a manager does)
 SET ROLE regress_rv15_owner;

@@ -53,7 +53,9 @@ DECLARE
 BEGIN
     -- the key column as the partition names it (column names are the table's)
     v_key := m.key_column;
-    EXECUTE format('SELECT array_agg(c.%I::text) FROM %s c', v_key, p_part) INTO v_keys;
+    -- (the key as its type's output function writes it: a cast to text could be a function
+    -- the table's owner wrote, run here as whoever truncates)
+    EXECUTE format('SELECT array_agg(pg_catalog.format(''%%s'', c.%I)) FROM %s c', v_key, p_part) INTO v_keys;
     IF v_keys IS NOT NULL THEN
         PERFORM allocation._close_keys(p_managed, v_keys, 'truncate', p_actor);
     END IF;
@@ -121,15 +123,22 @@ BEGIN
         RETURN;     -- no partitioned table is managed: one small query per CREATE/ALTER TABLE
     END IF;
     -- detached: a table with the engine's statement triggers that no managed table contains any more
+    -- (anyone may create a trigger of that name, even on allocation._stmt_trigger(), on a table of
+    -- its own: such a table's rows are read as the extension owner below, so its keys are read
+    -- through their type's output function, never a cast, which its owner could have written,
+    -- and only keys the managed table no longer holds are closed)
     FOR d IN SELECT g.tgrelid::regclass AS rel FROM pg_catalog.pg_trigger g
-              WHERE g.tgname = 'zz_allocation_stmt_before'
+              WHERE g.tgname = 'zz_allocation_stmt_before' AND NOT g.tgisinternal
+                AND g.tgfoid = 'allocation._stmt_trigger()'::pg_catalog.regprocedure
                 AND NOT EXISTS (SELECT 1 FROM allocation.managed_table mt
                                  WHERE mt.active AND (mt.tbl = g.tgrelid
                                        OR mt.tbl IN (SELECT a FROM pg_catalog.pg_partition_ancestors(g.tgrelid) a))) LOOP
         -- the table it was detached from: the command's, or one of its ancestors
-        FOR m IN SELECT DISTINCT mt.id, mt.key_column FROM allocation.managed_table mt, pg_catalog.pg_event_trigger_ddl_commands() x
+        FOR m IN SELECT DISTINCT mt.id, mt.tbl, mt.key_column FROM allocation.managed_table mt, pg_catalog.pg_event_trigger_ddl_commands() x
                   WHERE mt.active AND (mt.tbl = x.objid OR mt.tbl IN (SELECT a FROM pg_catalog.pg_partition_ancestors(x.objid) a)) LOOP
-            EXECUTE format('SELECT array_agg(c.%I::text) FROM %s c', m.key_column, d.rel) INTO v_keys;
+            EXECUTE format('SELECT array_agg(d.k) FROM (SELECT pg_catalog.format(''%%s'', c.%1$I) AS k FROM %2$s c) d
+                             WHERE NOT EXISTS (SELECT 1 FROM %3$s x WHERE pg_catalog.format(''%%s'', x.%1$I) = d.k)',
+                           m.key_column, d.rel, m.tbl) INTO v_keys;
             IF v_keys IS NOT NULL THEN
                 PERFORM allocation._close_keys(m.id, v_keys, 'partition_detached', allocation._actor());
             END IF;
@@ -185,7 +194,7 @@ BEGIN
         -- the open ownerships whose customer is no longer in the table
         EXECUTE format('SELECT array_agg(a.key) FROM allocation.assignment a
                          WHERE a.managed_id = $1 AND a.valid_to IS NULL
-                           AND NOT EXISTS (SELECT 1 FROM %s c WHERE c.%I::text = a.key)', m.tbl, m.key_column)
+                           AND NOT EXISTS (SELECT 1 FROM %s c WHERE pg_catalog.format(''%%s'', c.%I) = a.key)', m.tbl, m.key_column)
            INTO v_keys USING m.id;
         IF v_keys IS NOT NULL THEN
             PERFORM allocation._close_keys(m.id, v_keys, 'partition_dropped', allocation._actor());

@@ -80,7 +80,7 @@ BEGIN
     END LOOP;
 
     -- the customers sitting in each gap: one pass per readable customer table
-    FOR m IN SELECT mt.tbl, mt.table_name, mt.key_column, mt.location_column
+    FOR m IN SELECT mt.tbl, mt.table_name, mt.key_column, mt.location_column, mt.location_datum
                FROM allocation.managed_table mt
               WHERE mt.active AND mt.location_column IS NOT NULL
                 AND has_table_privilege(mt.tbl, 'SELECT')
@@ -95,7 +95,19 @@ BEGIN
                               WHERE %3$s) c ON true
               GROUP BY g.i',
             m.key_column, m.tbl,
-            CASE WHEN coalesce(v_srid, 0) > 0
+            -- a GCJ-02 / BD-09 column: the position the engine decides with (converted to WGS 84,
+            -- up to ~700 m away: the index probe takes a margin of 0.02 degree)
+            CASE WHEN m.location_datum <> 'wgs84'
+                 THEN CASE WHEN coalesce(v_srid, 0) > 0
+                           THEN format('x.%1$I && ST_Transform(ST_Expand(g.gap, 0.02), %2$s) AND ', m.location_column, v_srid)
+                           ELSE '' END
+                      || format('ST_Covers(g.gap, (SELECT CASE WHEN abs(ST_X(w.p)) <= 180 AND abs(ST_Y(w.p)) <= 90
+                                                              THEN (SELECT ST_SetSRID(ST_MakePoint(d.lon, d.lat), 4326)
+                                                                      FROM allocation.datum_convert(ST_X(w.p), ST_Y(w.p), %2$L, ''wgs84'') d)
+                                                              ELSE w.p END
+                                                    FROM (SELECT ST_Transform(x.%1$I, 4326) AS p) w))',
+                                m.location_column, m.location_datum)
+                 WHEN coalesce(v_srid, 0) > 0
                  THEN format('x.%1$I && ST_Transform(g.gap, %2$s) AND ST_Covers(ST_Transform(g.gap, %2$s), x.%1$I)',
                              m.location_column, v_srid)
                  ELSE format('ST_Covers(g.gap, ST_Transform(x.%1$I, 4326))', m.location_column) END)

@@ -332,6 +332,10 @@ DECLARE
     v_def jsonb := definition;
     v_state text;
     v_msg text;
+    v_tbl regclass;
+    v_cond text;
+    v_prev allocation.rule;
+    v_earlier jsonb;
 BEGIN
     IF definition IS NULL OR jsonb_typeof(definition) <> 'object' OR definition = '{}' THEN
         RAISE EXCEPTION 'a staged rule needs a definition object' USING ERRCODE = '22004',
@@ -370,6 +374,30 @@ BEGIN
                   DETAIL = format('Saving it would fail with SQLSTATE %s.', v_state),
                   HINT = 'Fix the definition (allocation.rule''s columns and checks apply; qualify tbl, e.g. public.customer).';
     END;
+    -- a condition runs as its table's owner: like a rule saved directly (rules.c), only that
+    -- owner may give a rule a condition, or change what an existing condition means (its text,
+    -- table or search path); the apply and the preview write the rule as the extension owner,
+    -- which passes the trigger's own check on any table.  Other changes of a rule that has a
+    -- condition (enabled, priority, target...) stay a manager's.
+    -- (compared with the rule as this plan's earlier staged changes leave it)
+    v_prev := r;
+    IF r.id IS NOT NULL THEN
+        FOR v_earlier IN SELECT x.definition FROM allocation.realign_rule x
+                          WHERE x.plan_id = p.id AND x.rule_id = r.id ORDER BY x.seq LOOP
+            v_prev := jsonb_populate_record(v_prev, v_earlier);
+        END LOOP;
+    END IF;
+    SELECT n.tbl, n.condition INTO v_tbl, v_cond
+      FROM jsonb_populate_record(CASE WHEN r.id IS NULL THEN NULL::allocation.rule ELSE v_prev END, v_def) n;
+    IF v_cond IS NOT NULL
+       AND (r.id IS NULL OR v_cond IS DISTINCT FROM v_prev.condition OR v_tbl IS DISTINCT FROM v_prev.tbl
+            OR (v_def ? 'condition_search_path' AND v_def ->> 'condition_search_path' IS DISTINCT FROM v_prev.condition_search_path))
+       AND NOT coalesce(allocation._caller_owns(v_tbl), false) THEN
+        RAISE EXCEPTION 'must be owner of table % to stage a rule with a condition on it', v_tbl USING ERRCODE = '42501',
+              DETAIL = format('A rule condition runs as the table''s owner; role %s does not own %s (nor is it a member of its owner).',
+                              allocation._actor(), v_tbl),
+              HINT = 'Ask the table''s owner to stage the rule, or stage it without a condition.';
+    END IF;
     SELECT coalesce(max(x.seq), 0) + 1 INTO v_seq FROM allocation.realign_rule x WHERE x.plan_id = p.id;
     INSERT INTO allocation.realign_rule (plan_id, seq, rule_id, definition, before, staged_by)
     VALUES (p.id, v_seq, rule_id, v_def,

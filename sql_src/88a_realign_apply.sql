@@ -391,7 +391,14 @@ BEGIN
                 AND x.id IN (SELECT r.managed_id FROM unnest(v_rows) r) LOOP
         SELECT coalesce(jsonb_agg(jsonb_build_object(
                    'type', 'Feature',
-                   'geometry', allocation._realign_point_json(l.r[2]),
+                   'geometry', CASE WHEN m.location_datum = 'wgs84' THEN pj.g
+                                    ELSE coalesce((SELECT jsonb_build_object('type', 'Point', 'coordinates',
+                                                              jsonb_build_array(round(d.lon::numeric, 7), round(d.lat::numeric, 7)))
+                                                     FROM allocation.datum_convert((pj.g #>> '{coordinates,0}')::float8,
+                                                                                   (pj.g #>> '{coordinates,1}')::float8,
+                                                                                   m.location_datum, 'wgs84') d
+                                                    WHERE abs((pj.g #>> '{coordinates,0}')::float8) <= 180
+                                                      AND abs((pj.g #>> '{coordinates,1}')::float8) <= 90), pj.g) END,
                    'properties', jsonb_build_object('kind', 'customer', 'table', m.table_name, 'key', r.key,
                                                     'outcome', CASE WHEN r.stays IS NULL THEN 'moves' ELSE 'stays' END,
                                                     'before_rep', fr.code, 'after_rep', CASE WHEN r.stays IS NULL THEN tr.code ELSE fr.code END,
@@ -400,6 +407,8 @@ BEGIN
           INTO v_part
           FROM unnest(v_rows) r
           CROSS JOIN LATERAL allocation._table_rows(m.tbl, ARRAY[m.key_column::text, m.location_column::text], r.key, '') AS l(r)
+          -- (a GCJ-02 / BD-09 column: the position the engine decided with, in WGS 84)
+          CROSS JOIN LATERAL (SELECT allocation._realign_point_json(l.r[2]) AS g) pj
           LEFT JOIN allocation.rep fr ON fr.id = r.from_rep
           LEFT JOIN allocation.rep tr ON tr.id = r.to_rep
           LEFT JOIN allocation.rule ru ON ru.id = r.rule_id

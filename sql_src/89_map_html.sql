@@ -27,11 +27,11 @@
 -- themselves are read by territory_map_html() with the caller's rights)
 CREATE FUNCTION allocation.map_layers()
 RETURNS TABLE (managed_id integer, tbl regclass, table_name text, key_column name, location_column name,
-               owner_column name, name_column name)
+               owner_column name, name_column name, location_datum text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
 $$
     SELECT m.id, m.tbl, m.table_name, m.key_column, m.location_column, m.owner_column,
-           (m.attributes ->> 'name')::name
+           (m.attributes ->> 'name')::name, m.location_datum
       FROM allocation.managed_table m
      WHERE m.active AND m.location_column IS NOT NULL
      ORDER BY m.id
@@ -507,12 +507,17 @@ BEGIN
             SELECT count(*)::integer,
                    coalesce(jsonb_agg(jsonb_build_array($3, c.k, c.n, round(ST_X(c.p)::numeric, 6), round(ST_Y(c.p)::numeric, 6),
                                                         c.o, %6$s) ORDER BY c.k), '[]')
-              FROM (SELECT x.%1$I::text AS k, %4$s AS n, x.%3$I::bigint AS o,
-                           CASE WHEN ST_SRID(x.%2$I) IN (0, 4326) THEN x.%2$I ELSE ST_Transform(x.%2$I, 4326) END AS p
-                      FROM %5$s x WHERE x.%2$I IS NOT NULL LIMIT $1) c
+              FROM (SELECT y.k, y.n, y.o,
+                           -- a GCJ-02 / BD-09 column: drawn where the engine places it (WGS 84)
+                           CASE WHEN %8$L = 'wgs84' OR NOT (abs(ST_X(y.p)) <= 180 AND abs(ST_Y(y.p)) <= 90) THEN y.p
+                                ELSE (SELECT ST_SetSRID(ST_MakePoint(d.lon, d.lat), 4326)
+                                        FROM allocation.datum_convert(ST_X(y.p), ST_Y(y.p), %8$L, 'wgs84') d) END AS p
+                      FROM (SELECT x.%1$I::text AS k, %4$s AS n, x.%3$I::bigint AS o,
+                                   CASE WHEN ST_SRID(x.%2$I) IN (0, 4326) THEN x.%2$I ELSE ST_Transform(x.%2$I, 4326) END AS p
+                              FROM %5$s x WHERE x.%2$I IS NOT NULL LIMIT $1) y) c
               %7$s$q$,
             l.key_column, l.location_column, l.owner_column, v_name_expr, l.tbl,
-            v_outcome_sql, v_outcome_join)
+            v_outcome_sql, v_outcome_join, coalesce(l.location_datum, 'wgs84'))
           INTO v_n, v_rows USING max_customers - v_total + 1, l.managed_id, v_idx;
         v_total := v_total + v_n;
         IF v_total > max_customers THEN

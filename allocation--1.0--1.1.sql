@@ -7001,7 +7001,9 @@ DECLARE
 BEGIN
     -- the key column as the partition names it (column names are the table's)
     v_key := m.key_column;
-    EXECUTE format('SELECT array_agg(c.%I::text) FROM %s c', v_key, p_part) INTO v_keys;
+    -- (the key as its type's output function writes it: a cast to text could be a function
+    -- the table's owner wrote, run here as whoever truncates)
+    EXECUTE format('SELECT array_agg(pg_catalog.format(''%%s'', c.%I)) FROM %s c', v_key, p_part) INTO v_keys;
     IF v_keys IS NOT NULL THEN
         PERFORM allocation._close_keys(p_managed, v_keys, 'truncate', p_actor);
     END IF;
@@ -7069,15 +7071,22 @@ BEGIN
         RETURN;     -- no partitioned table is managed: one small query per CREATE/ALTER TABLE
     END IF;
     -- detached: a table with the engine's statement triggers that no managed table contains any more
+    -- (anyone may create a trigger of that name, even on allocation._stmt_trigger(), on a table of
+    -- its own: such a table's rows are read as the extension owner below, so its keys are read
+    -- through their type's output function, never a cast, which its owner could have written,
+    -- and only keys the managed table no longer holds are closed)
     FOR d IN SELECT g.tgrelid::regclass AS rel FROM pg_catalog.pg_trigger g
-              WHERE g.tgname = 'zz_allocation_stmt_before'
+              WHERE g.tgname = 'zz_allocation_stmt_before' AND NOT g.tgisinternal
+                AND g.tgfoid = 'allocation._stmt_trigger()'::pg_catalog.regprocedure
                 AND NOT EXISTS (SELECT 1 FROM allocation.managed_table mt
                                  WHERE mt.active AND (mt.tbl = g.tgrelid
                                        OR mt.tbl IN (SELECT a FROM pg_catalog.pg_partition_ancestors(g.tgrelid) a))) LOOP
         -- the table it was detached from: the command's, or one of its ancestors
-        FOR m IN SELECT DISTINCT mt.id, mt.key_column FROM allocation.managed_table mt, pg_catalog.pg_event_trigger_ddl_commands() x
+        FOR m IN SELECT DISTINCT mt.id, mt.tbl, mt.key_column FROM allocation.managed_table mt, pg_catalog.pg_event_trigger_ddl_commands() x
                   WHERE mt.active AND (mt.tbl = x.objid OR mt.tbl IN (SELECT a FROM pg_catalog.pg_partition_ancestors(x.objid) a)) LOOP
-            EXECUTE format('SELECT array_agg(c.%I::text) FROM %s c', m.key_column, d.rel) INTO v_keys;
+            EXECUTE format('SELECT array_agg(d.k) FROM (SELECT pg_catalog.format(''%%s'', c.%1$I) AS k FROM %2$s c) d
+                             WHERE NOT EXISTS (SELECT 1 FROM %3$s x WHERE pg_catalog.format(''%%s'', x.%1$I) = d.k)',
+                           m.key_column, d.rel, m.tbl) INTO v_keys;
             IF v_keys IS NOT NULL THEN
                 PERFORM allocation._close_keys(m.id, v_keys, 'partition_detached', allocation._actor());
             END IF;
@@ -7133,7 +7142,7 @@ BEGIN
         -- the open ownerships whose customer is no longer in the table
         EXECUTE format('SELECT array_agg(a.key) FROM allocation.assignment a
                          WHERE a.managed_id = $1 AND a.valid_to IS NULL
-                           AND NOT EXISTS (SELECT 1 FROM %s c WHERE c.%I::text = a.key)', m.tbl, m.key_column)
+                           AND NOT EXISTS (SELECT 1 FROM %s c WHERE pg_catalog.format(''%%s'', c.%I) = a.key)', m.tbl, m.key_column)
            INTO v_keys USING m.id;
         IF v_keys IS NOT NULL THEN
             PERFORM allocation._close_keys(m.id, v_keys, 'partition_dropped', allocation._actor());
@@ -7447,6 +7456,100 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION allocation._unmanage(regclass) IS 'internal: implementation of allocation.unmanage(), run as the extension owner by its gateway';
+CREATE OR REPLACE FUNCTION allocation._on_ddl_end() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    m record;
+    l text;
+    v_name name;
+    v_attnum smallint;
+    v_now name;
+    v_names jsonb;
+    v_attnums jsonb;
+    v_table text;
+BEGIN
+    FOR m IN SELECT mt.* FROM allocation.managed_table mt
+              WHERE mt.active
+                AND mt.tbl IN (SELECT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c) LOOP
+        -- logical name -> column name, as stored
+        v_names := jsonb_strip_nulls(jsonb_build_object('key', m.key_column, 'location', m.location_column,
+                                                        'owner', m.owner_column)) || m.attributes;
+        v_attnums := '{}';
+        FOR l, v_name IN SELECT key, value #>> '{}' FROM jsonb_each(v_names) LOOP
+            SELECT a.attnum INTO v_attnum FROM pg_catalog.pg_attribute a
+             WHERE a.attrelid = m.tbl AND a.attname = v_name AND a.attnum > 0 AND NOT a.attisdropped;
+            IF v_attnum IS NULL THEN
+                -- the name is gone: the column was renamed; follow its number
+                SELECT a.attname, a.attnum INTO v_now, v_attnum FROM pg_catalog.pg_attribute a
+                 WHERE a.attrelid = m.tbl AND a.attnum = (m.attnums ->> l)::smallint AND NOT a.attisdropped;
+                IF v_now IS NOT NULL THEN
+                    v_names := jsonb_set(v_names, ARRAY[l], to_jsonb(v_now::text));
+                END IF;
+            END IF;
+            -- numbers follow the names (they shift after a dump and restore)
+            IF v_attnum IS NOT NULL THEN
+                v_attnums := v_attnums || jsonb_build_object(l, v_attnum);
+            END IF;
+            v_now := NULL;
+            v_attnum := NULL;
+        END LOOP;
+        -- a mapped column whose type changed would break the engine: refuse the DDL
+        IF (SELECT a.atttypid FROM pg_catalog.pg_attribute a
+             WHERE a.attrelid = m.tbl AND a.attname = (v_names ->> 'owner') AND NOT a.attisdropped)
+           NOT IN ('pg_catalog.int8'::pg_catalog.regtype, 'pg_catalog.int4'::pg_catalog.regtype)
+           OR (v_names ? 'location' AND (SELECT a.atttypid FROM pg_catalog.pg_attribute a
+                                          WHERE a.attrelid = m.tbl AND a.attname = (v_names ->> 'location')
+                                            AND NOT a.attisdropped)
+               IS DISTINCT FROM (SELECT t.oid FROM pg_catalog.pg_type t
+                                   JOIN pg_catalog.pg_extension e ON e.extnamespace = t.typnamespace
+                                  WHERE e.extname = 'postgis' AND t.typname = 'geometry'))
+           OR (v_names ? 'tags' AND (SELECT a.atttypid FROM pg_catalog.pg_attribute a
+                                      WHERE a.attrelid = m.tbl AND a.attname = (v_names ->> 'tags')
+                                        AND NOT a.attisdropped)
+               NOT IN ('pg_catalog._text'::pg_catalog.regtype, 'pg_catalog._varchar'::pg_catalog.regtype)) THEN
+            RAISE EXCEPTION 'the type of a column used by the allocation engine cannot change'
+                USING ERRCODE = 'LA018',
+                      DETAIL = format('Table %s is managed: its owner column must stay integer or bigint, its location a PostGIS geometry, its tags a text array.', m.table_name),
+                      HINT = 'Call allocation.unmanage() first, change the column, then allocation.manage() again.';
+        END IF;
+        -- the key and attribute columns stay of built-in types, as manage() requires: a user
+        -- type's cast or output function would run as whoever the engine reads them as
+        PERFORM allocation._check_column_types(m.tbl, (v_names ->> 'key')::name,
+                    ARRAY(SELECT x.value FROM jsonb_each_text(v_names - 'key' - 'location' - 'owner') x));
+        SELECT format('%I.%I', n.nspname, c.relname) INTO v_table
+          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.oid = m.tbl;
+        UPDATE allocation.managed_table mt
+           SET key_column = v_names ->> 'key', location_column = v_names ->> 'location',
+               owner_column = v_names ->> 'owner',
+               attributes = v_names - 'key' - 'location' - 'owner',
+               attnums = v_attnums, table_name = v_table
+         WHERE mt.id = m.id
+           AND (mt.key_column, mt.location_column, mt.owner_column, mt.attributes, mt.attnums, mt.table_name)
+               IS DISTINCT FROM (v_names ->> 'key', v_names ->> 'location', v_names ->> 'owner',
+                                 v_names - 'key' - 'location' - 'owner', v_attnums, v_table);
+    END LOOP;
+    -- keep rule condition texts in step with renamed columns
+    -- (only when the written text no longer means the stored condition, e.g. after a rename);
+    -- a rule whose condition cannot be read any more (it no longer compiles, and is skipped)
+    -- does not block the ALTER TABLE: it gets a WARNING
+    FOR m IN SELECT r.id, r.name FROM allocation.rule r
+              WHERE r.condition_bin IS NOT NULL
+                AND r.tbl IN (SELECT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c)
+                AND NOT allocation._condition_still_means(r.condition, r.condition_bin, r.tbl, r.condition_search_path)
+              ORDER BY r.id LOOP
+        BEGIN
+            UPDATE allocation.rule r SET condition = allocation._condition_deparse(r.condition_bin, r.tbl)
+             WHERE r.id = m.id;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'allocation: the condition of rule "%" could not follow this change: %', m.name, SQLERRM
+                USING HINT = 'Fix it with UPDATE allocation.rule SET condition = ... ; until then the rule is skipped.';
+        END;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION allocation._on_ddl_end() IS 'internal: follows column renames on managed tables (mapping and rule conditions); refuses a mapped column''s change to a type the engine cannot use safely (LA018, LA016)';
 -- realignment: the batch writer's entries name the plan that moved a customer (attribute last)
 ALTER TYPE allocation._entry ADD ATTRIBUTE plan bigint;
 CREATE OR REPLACE FUNCTION allocation._record_batch(p_actor text, p_entries allocation._entry[],
@@ -7961,6 +8064,10 @@ DECLARE
     v_def jsonb := definition;
     v_state text;
     v_msg text;
+    v_tbl regclass;
+    v_cond text;
+    v_prev allocation.rule;
+    v_earlier jsonb;
 BEGIN
     IF definition IS NULL OR jsonb_typeof(definition) <> 'object' OR definition = '{}' THEN
         RAISE EXCEPTION 'a staged rule needs a definition object' USING ERRCODE = '22004',
@@ -7999,6 +8106,30 @@ BEGIN
                   DETAIL = format('Saving it would fail with SQLSTATE %s.', v_state),
                   HINT = 'Fix the definition (allocation.rule''s columns and checks apply; qualify tbl, e.g. public.customer).';
     END;
+    -- a condition runs as its table's owner: like a rule saved directly (rules.c), only that
+    -- owner may give a rule a condition, or change what an existing condition means (its text,
+    -- table or search path); the apply and the preview write the rule as the extension owner,
+    -- which passes the trigger's own check on any table.  Other changes of a rule that has a
+    -- condition (enabled, priority, target...) stay a manager's.
+    -- (compared with the rule as this plan's earlier staged changes leave it)
+    v_prev := r;
+    IF r.id IS NOT NULL THEN
+        FOR v_earlier IN SELECT x.definition FROM allocation.realign_rule x
+                          WHERE x.plan_id = p.id AND x.rule_id = r.id ORDER BY x.seq LOOP
+            v_prev := jsonb_populate_record(v_prev, v_earlier);
+        END LOOP;
+    END IF;
+    SELECT n.tbl, n.condition INTO v_tbl, v_cond
+      FROM jsonb_populate_record(CASE WHEN r.id IS NULL THEN NULL::allocation.rule ELSE v_prev END, v_def) n;
+    IF v_cond IS NOT NULL
+       AND (r.id IS NULL OR v_cond IS DISTINCT FROM v_prev.condition OR v_tbl IS DISTINCT FROM v_prev.tbl
+            OR (v_def ? 'condition_search_path' AND v_def ->> 'condition_search_path' IS DISTINCT FROM v_prev.condition_search_path))
+       AND NOT coalesce(allocation._caller_owns(v_tbl), false) THEN
+        RAISE EXCEPTION 'must be owner of table % to stage a rule with a condition on it', v_tbl USING ERRCODE = '42501',
+              DETAIL = format('A rule condition runs as the table''s owner; role %s does not own %s (nor is it a member of its owner).',
+                              allocation._actor(), v_tbl),
+              HINT = 'Ask the table''s owner to stage the rule, or stage it without a condition.';
+    END IF;
     SELECT coalesce(max(x.seq), 0) + 1 INTO v_seq FROM allocation.realign_rule x WHERE x.plan_id = p.id;
     INSERT INTO allocation.realign_rule (plan_id, seq, rule_id, definition, before, staged_by)
     VALUES (p.id, v_seq, rule_id, v_def,
@@ -8624,7 +8755,14 @@ BEGIN
                 AND x.id IN (SELECT r.managed_id FROM unnest(v_rows) r) LOOP
         SELECT coalesce(jsonb_agg(jsonb_build_object(
                    'type', 'Feature',
-                   'geometry', allocation._realign_point_json(l.r[2]),
+                   'geometry', CASE WHEN m.location_datum = 'wgs84' THEN pj.g
+                                    ELSE coalesce((SELECT jsonb_build_object('type', 'Point', 'coordinates',
+                                                              jsonb_build_array(round(d.lon::numeric, 7), round(d.lat::numeric, 7)))
+                                                     FROM allocation.datum_convert((pj.g #>> '{coordinates,0}')::float8,
+                                                                                   (pj.g #>> '{coordinates,1}')::float8,
+                                                                                   m.location_datum, 'wgs84') d
+                                                    WHERE abs((pj.g #>> '{coordinates,0}')::float8) <= 180
+                                                      AND abs((pj.g #>> '{coordinates,1}')::float8) <= 90), pj.g) END,
                    'properties', jsonb_build_object('kind', 'customer', 'table', m.table_name, 'key', r.key,
                                                     'outcome', CASE WHEN r.stays IS NULL THEN 'moves' ELSE 'stays' END,
                                                     'before_rep', fr.code, 'after_rep', CASE WHEN r.stays IS NULL THEN tr.code ELSE fr.code END,
@@ -8633,6 +8771,8 @@ BEGIN
           INTO v_part
           FROM unnest(v_rows) r
           CROSS JOIN LATERAL allocation._table_rows(m.tbl, ARRAY[m.key_column::text, m.location_column::text], r.key, '') AS l(r)
+          -- (a GCJ-02 / BD-09 column: the position the engine decided with, in WGS 84)
+          CROSS JOIN LATERAL (SELECT allocation._realign_point_json(l.r[2]) AS g) pj
           LEFT JOIN allocation.rep fr ON fr.id = r.from_rep
           LEFT JOIN allocation.rep tr ON tr.id = r.to_rep
           LEFT JOIN allocation.rule ru ON ru.id = r.rule_id
@@ -8762,7 +8902,7 @@ BEGIN
     END LOOP;
 
     -- the customers sitting in each gap: one pass per readable customer table
-    FOR m IN SELECT mt.tbl, mt.table_name, mt.key_column, mt.location_column
+    FOR m IN SELECT mt.tbl, mt.table_name, mt.key_column, mt.location_column, mt.location_datum
                FROM allocation.managed_table mt
               WHERE mt.active AND mt.location_column IS NOT NULL
                 AND has_table_privilege(mt.tbl, 'SELECT')
@@ -8777,7 +8917,19 @@ BEGIN
                               WHERE %3$s) c ON true
               GROUP BY g.i',
             m.key_column, m.tbl,
-            CASE WHEN coalesce(v_srid, 0) > 0
+            -- a GCJ-02 / BD-09 column: the position the engine decides with (converted to WGS 84,
+            -- up to ~700 m away: the index probe takes a margin of 0.02 degree)
+            CASE WHEN m.location_datum <> 'wgs84'
+                 THEN CASE WHEN coalesce(v_srid, 0) > 0
+                           THEN format('x.%1$I && ST_Transform(ST_Expand(g.gap, 0.02), %2$s) AND ', m.location_column, v_srid)
+                           ELSE '' END
+                      || format('ST_Covers(g.gap, (SELECT CASE WHEN abs(ST_X(w.p)) <= 180 AND abs(ST_Y(w.p)) <= 90
+                                                              THEN (SELECT ST_SetSRID(ST_MakePoint(d.lon, d.lat), 4326)
+                                                                      FROM allocation.datum_convert(ST_X(w.p), ST_Y(w.p), %2$L, ''wgs84'') d)
+                                                              ELSE w.p END
+                                                    FROM (SELECT ST_Transform(x.%1$I, 4326) AS p) w))',
+                                m.location_column, m.location_datum)
+                 WHEN coalesce(v_srid, 0) > 0
                  THEN format('x.%1$I && ST_Transform(g.gap, %2$s) AND ST_Covers(ST_Transform(g.gap, %2$s), x.%1$I)',
                              m.location_column, v_srid)
                  ELSE format('ST_Covers(g.gap, ST_Transform(x.%1$I, 4326))', m.location_column) END)
@@ -8861,11 +9013,11 @@ $$;
 -- themselves are read by territory_map_html() with the caller's rights)
 CREATE FUNCTION allocation.map_layers()
 RETURNS TABLE (managed_id integer, tbl regclass, table_name text, key_column name, location_column name,
-               owner_column name, name_column name)
+               owner_column name, name_column name, location_datum text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
 $$
     SELECT m.id, m.tbl, m.table_name, m.key_column, m.location_column, m.owner_column,
-           (m.attributes ->> 'name')::name
+           (m.attributes ->> 'name')::name, m.location_datum
       FROM allocation.managed_table m
      WHERE m.active AND m.location_column IS NOT NULL
      ORDER BY m.id
@@ -9341,12 +9493,17 @@ BEGIN
             SELECT count(*)::integer,
                    coalesce(jsonb_agg(jsonb_build_array($3, c.k, c.n, round(ST_X(c.p)::numeric, 6), round(ST_Y(c.p)::numeric, 6),
                                                         c.o, %6$s) ORDER BY c.k), '[]')
-              FROM (SELECT x.%1$I::text AS k, %4$s AS n, x.%3$I::bigint AS o,
-                           CASE WHEN ST_SRID(x.%2$I) IN (0, 4326) THEN x.%2$I ELSE ST_Transform(x.%2$I, 4326) END AS p
-                      FROM %5$s x WHERE x.%2$I IS NOT NULL LIMIT $1) c
+              FROM (SELECT y.k, y.n, y.o,
+                           -- a GCJ-02 / BD-09 column: drawn where the engine places it (WGS 84)
+                           CASE WHEN %8$L = 'wgs84' OR NOT (abs(ST_X(y.p)) <= 180 AND abs(ST_Y(y.p)) <= 90) THEN y.p
+                                ELSE (SELECT ST_SetSRID(ST_MakePoint(d.lon, d.lat), 4326)
+                                        FROM allocation.datum_convert(ST_X(y.p), ST_Y(y.p), %8$L, 'wgs84') d) END AS p
+                      FROM (SELECT x.%1$I::text AS k, %4$s AS n, x.%3$I::bigint AS o,
+                                   CASE WHEN ST_SRID(x.%2$I) IN (0, 4326) THEN x.%2$I ELSE ST_Transform(x.%2$I, 4326) END AS p
+                              FROM %5$s x WHERE x.%2$I IS NOT NULL LIMIT $1) y) c
               %7$s$q$,
             l.key_column, l.location_column, l.owner_column, v_name_expr, l.tbl,
-            v_outcome_sql, v_outcome_join)
+            v_outcome_sql, v_outcome_join, coalesce(l.location_datum, 'wgs84'))
           INTO v_n, v_rows USING max_customers - v_total + 1, l.managed_id, v_idx;
         v_total := v_total + v_n;
         IF v_total > max_customers THEN

@@ -609,6 +609,10 @@ BEGIN
                       DETAIL = format('Table %s is managed: its owner column must stay integer or bigint, its location a PostGIS geometry, its tags a text array.', m.table_name),
                       HINT = 'Call allocation.unmanage() first, change the column, then allocation.manage() again.';
         END IF;
+        -- the key and attribute columns stay of built-in types, as manage() requires: a user
+        -- type's cast or output function would run as whoever the engine reads them as
+        PERFORM allocation._check_column_types(m.tbl, (v_names ->> 'key')::name,
+                    ARRAY(SELECT x.value FROM jsonb_each_text(v_names - 'key' - 'location' - 'owner') x));
         SELECT format('%I.%I', n.nspname, c.relname) INTO v_table
           FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
          WHERE c.oid = m.tbl;
@@ -641,7 +645,7 @@ BEGIN
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION allocation._on_ddl_end() IS 'internal: follows column renames on managed tables (mapping and rule conditions)';
+COMMENT ON FUNCTION allocation._on_ddl_end() IS 'internal: follows column renames on managed tables (mapping and rule conditions); refuses a mapped column''s change to a type the engine cannot use safely (LA018, LA016)';
 
 CREATE EVENT TRIGGER allocation_sql_drop ON sql_drop EXECUTE FUNCTION allocation._on_sql_drop();
 CREATE EVENT TRIGGER allocation_ddl_end ON ddl_command_end WHEN TAG IN ('ALTER TABLE')

@@ -1,5 +1,5 @@
 --
--- 40_review15: security fixes found reviewing issue 15.
+-- 40_hardening_15: security and datum fixes found reviewing issue 15.
 -- 1. A manager may not give a rule a condition through a realignment plan on a
 --    table it does not own (the condition would run as the table's owner).
 -- 2. The partition event triggers (SECURITY DEFINER) never run a cast a user
@@ -101,8 +101,8 @@ SELECT count(*) AS closing_events FROM allocation.event WHERE kind IN ('partitio
 -- a real detach still closes the partition's customers (and only them)
 ALTER TABLE rv15_part DETACH PARTITION rv15_part_hb;
 SELECT key, kind FROM allocation.event WHERE kind = 'partition_detached' ORDER BY key;
--- the key column turned to a type with a user-written cast, then a detach and a drop:
--- the cast does not run as the extension owner
+-- the key column turned to a type with a user-written cast: refused (LA016, as at manage());
+-- the detach and the drop that follow read built-in keys
 ALTER TABLE rv15_part ALTER COLUMN id TYPE rv15_att.k USING id::text::rv15_att.k;
 ALTER TABLE rv15_part DETACH PARTITION rv15_part_sd;
 DROP TABLE rv15_part_js;
@@ -140,7 +140,14 @@ SELECT f -> 'properties' ->> 'key' AS key, (f #>> '{geometry,coordinates,0}')::n
   FROM jsonb_array_elements(allocation.realign_geojson(:p2) -> 'features') f
  WHERE f -> 'properties' ->> 'table' = 'public.rv15_gcj';
 
+-- the key and attribute columns stay of built-in types after manage(): changing one to a type
+-- of the table owner's (whose cast would run as whoever reads the keys) is refused
+CREATE TYPE rv15_code AS ENUM ('1', '2', '3');
+ALTER TABLE rv15_gcj ALTER COLUMN id TYPE rv15_code USING id::text::rv15_code;
+SELECT format_type(a.atttypid, NULL) AS key_type FROM pg_attribute a WHERE a.attrelid = 'rv15_gcj'::regclass AND a.attname = 'id';
+
 DROP EXTENSION allocation CASCADE;
+DROP TYPE rv15_code;
 DROP TABLE rv15_cust, rv15_part, rv15_part_hb, rv15_part_sd, rv15_gcj;
 DROP SCHEMA rv15_mgr CASCADE;
 DROP SCHEMA rv15_att CASCADE;

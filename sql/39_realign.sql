@@ -359,7 +359,9 @@ SELECT count(*) AS differences FROM (
     (SELECT key, result_rep FROM allocation.realign_item WHERE plan_id = :plan3 AND status = 'moved'
      EXCEPT SELECT key, to_rep FROM r33_preview3 WHERE outcome = 'moves')) d;
 SELECT count(*) AS realign_events, count(DISTINCT key) AS customers,
-       (SELECT count(*) FROM allocation.realign_item WHERE plan_id = :plan3 AND status = 'moved') AS moved
+       (SELECT count(*) FROM allocation.realign_item WHERE plan_id = :plan3 AND status = 'moved') AS moved,
+       string_agg(DISTINCT actor, ',') AS actors, string_agg(DISTINCT source, ',') AS sources, bool_or(pinned) AS pinned,
+       min(reason) AS reason
   FROM allocation.event WHERE kind = 'realign' AND (detail->>'realign_plan')::bigint = :plan3;
 SELECT * FROM allocation.check_consistency();
 

@@ -283,7 +283,9 @@ SELECT * FROM allocation.realign_apply_step(:plan, 'c takes over the east belt',
 RESET ROLE;
 INSERT INTO r33_fail VALUES (24);   -- the second batch (23, 24) fails at 24: 23's move is undone too
 SET ROLE regress_r33_mgr;
+SET client_min_messages = debug1;   -- the set-based batch fails, then one customer at a time fails at 24
 SELECT * FROM r33_try(format('SELECT allocation.realign_apply_step(%s, ''c takes over the east belt'', 4)', :plan));
+RESET client_min_messages;
 SELECT status, total, done, moved, pending FROM allocation.realign_progress;
 RESET ROLE;
 DELETE FROM r33_fail;
@@ -319,8 +321,52 @@ SELECT allocation.realign_cancel(:plan2, 'not this year');
 SELECT * FROM r33_try(format('SELECT * FROM allocation.realign_preview(%s)', :plan2));
 RESET ROLE;
 
+-------------------------------------------------------------------------------
+-- Set-based batches (issue 15: seconds, not minutes): a batch's rows are locked in one
+-- statement, every listed customer re-checked under its lock at once, and the others moved
+-- by ONE engine UPDATE in list order.  After the list was made, one listed customer is
+-- deleted, one locked and one released (changed hands): gone, stayed, stayed; the others
+-- move as the preview said, one realign event each.  DEBUG shows no fallback to one
+-- customer at a time (the failing batch above showed one).
+-------------------------------------------------------------------------------
+SET ROLE regress_r33_mgr;
+SELECT allocation.realign_create('east back to b', 'b takes the east again') AS plan3 \gset
+SELECT allocation.realign_stage_territory(:plan3, 'east', owner_rep => 2);
+SELECT allocation.realign_stage_rep(:plan3, 2, unlimited => true);
+RESET ROLE;
+CREATE TABLE r33_preview3 AS SELECT * FROM allocation.realign_preview(:plan3);
+SET ROLE regress_r33_mgr;
+SELECT status, total, pending FROM allocation.realign_apply_step(:plan3, 'b takes the east again', 100);
+RESET ROLE;
+SELECT key AS k_deleted FROM allocation.realign_item WHERE plan_id = :plan3 AND status = 'pending' ORDER BY ord LIMIT 1 \gset
+SELECT key AS k_locked FROM allocation.realign_item WHERE plan_id = :plan3 AND status = 'pending' ORDER BY ord OFFSET 1 LIMIT 1 \gset
+SELECT key AS k_released FROM allocation.realign_item WHERE plan_id = :plan3 AND status = 'pending' ORDER BY ord OFFSET 2 LIMIT 1 \gset
+DELETE FROM r33_customer WHERE id = :k_deleted;
+SET ROLE regress_r33_mgr;
+SELECT allocation.lock_customer('r33_customer', :'k_locked', 'audit');
+SELECT allocation.release('r33_customer', :'k_released', 'back to the pool');
+SET client_min_messages = debug1;
+SELECT status, moved, stayed, unchanged, pending FROM allocation.realign_apply_step(:plan3, 'b takes the east again', 100);
+RESET client_min_messages;
+RESET ROLE;
+SELECT i.key, f.code AS from_rep, i.status, r.code AS result_rep, i.reason
+  FROM allocation.realign_item i LEFT JOIN allocation.rep f ON f.id = i.from_rep LEFT JOIN allocation.rep r ON r.id = i.result_rep
+ WHERE i.plan_id = :plan3 ORDER BY i.ord;
+SELECT count(*) AS differences FROM (
+    (SELECT key, to_rep FROM r33_preview3 WHERE outcome = 'moves' AND key NOT IN (:'k_deleted', :'k_locked', :'k_released')
+     EXCEPT SELECT key, result_rep FROM allocation.realign_item WHERE plan_id = :plan3 AND status = 'moved')
+    UNION ALL
+    (SELECT key, result_rep FROM allocation.realign_item WHERE plan_id = :plan3 AND status = 'moved'
+     EXCEPT SELECT key, to_rep FROM r33_preview3 WHERE outcome = 'moves')) d;
+SELECT count(*) AS realign_events, count(DISTINCT key) AS customers,
+       (SELECT count(*) FROM allocation.realign_item WHERE plan_id = :plan3 AND status = 'moved') AS moved,
+       string_agg(DISTINCT actor, ',') AS actors, string_agg(DISTINCT source, ',') AS sources, bool_or(pinned) AS pinned,
+       min(reason) AS reason
+  FROM allocation.event WHERE kind = 'realign' AND (detail->>'realign_plan')::bigint = :plan3;
+SELECT * FROM allocation.check_consistency();
+
 DROP VIEW r33_owners;
-DROP TABLE r33_customer, r33_fail, r33_run1, r33_owners1;
+DROP TABLE r33_customer, r33_fail, r33_run1, r33_owners1, r33_preview3;
 DROP FUNCTION r33_fail_check(), r33_setup(), r33_exceptions(), r33_try(text);
 DROP EXTENSION allocation CASCADE;
 DROP OWNED BY regress_r33_a, regress_r33_b, regress_r33_c, regress_r33_mgr, regress_r33_nobody;

@@ -115,6 +115,17 @@ CREATE FUNCTION allocation._realign_move(tbl regclass, key text, plan bigint, re
 AS 'MODULE_PATHNAME', 'allocation_realign_move' LANGUAGE C;
 COMMENT ON FUNCTION allocation._realign_move(regclass, text, bigint, text) IS 'internal: one customer decided again by the rules through its row trigger, recorded as a realign event naming the plan';
 
+CREATE FUNCTION allocation._realign_lock_batch(tbl regclass, keys text[], OUT key text, OUT owner bigint)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'allocation_realign_lock_batch' LANGUAGE C;
+COMMENT ON FUNCTION allocation._realign_lock_batch(regclass, text[]) IS 'internal: locks a realignment batch''s customer rows in key order in one statement (NOWAIT: 55P03 when one is busy) and returns their keys and owners';
+
+CREATE FUNCTION allocation._realign_move_batch(tbl regclass, keys text[], plan bigint, reason text,
+                                               OUT key text, OUT result text, OUT owner bigint)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'allocation_realign_move_batch' LANGUAGE C;
+COMMENT ON FUNCTION allocation._realign_move_batch(regclass, text[], bigint, text) IS 'internal: a realignment batch''s customers decided again by the rules in one engine UPDATE, in the listed order (LA0R8 otherwise), recorded in one statement batch as realign events naming the plan';
+
 CREATE FUNCTION allocation._realign_quiet(on_ boolean)
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'allocation_realign_quiet' LANGUAGE C;

@@ -61,6 +61,14 @@ typedef struct AllocChange
 	int64		plan;			/* realign: the plan whose rules decide again (source "realign") */
 	const char *result;			/* realign: what the trigger did (moved, unchanged, suggest, pinned, disputed) */
 	int64		result_rep;		/* realign: the owner after it, 0 = none */
+	/*
+	 * A realignment batch (_realign_move_batch): one change per key, which
+	 * the engine's UPDATE must reach in this order (items[next] is the next
+	 * row expected); NULL for a single-row change.
+	 */
+	struct AllocChange *items;
+	int			nitems;
+	int			next;
 } AllocChange;
 
 extern AllocChange *alloc_change;
@@ -494,6 +502,8 @@ extern void json_str_or_null(StringInfo buf, const char *s);
 #define ERRCODE_ALLOC_REP_OWNER_UPDATE	MAKE_SQLSTATE('L','A','0','2','6')
 #define ERRCODE_ALLOC_OWNER_OVERRIDDEN	MAKE_SQLSTATE('L','A','0','2','7')
 #define ERRCODE_ALLOC_KEY_CHANGED		MAKE_SQLSTATE('L','A','0','2','4')
+/* internal: a realignment batch's UPDATE reached its rows out of the plan's order (the caller falls back) */
+#define ERRCODE_ALLOC_REALIGN_ORDER		MAKE_SQLSTATE('L','A','0','R','8')
 #define ERRCODE_ALLOC_BAD_CONDITION		MAKE_SQLSTATE('L','A','0','3','0')
 #define ERRCODE_ALLOC_COND_NOT_BOOLEAN	MAKE_SQLSTATE('L','A','0','3','1')
 #define ERRCODE_ALLOC_COND_VOLATILE		MAKE_SQLSTATE('L','A','0','3','2')

@@ -352,6 +352,9 @@ owner_update_run(Oid relid, char *key, const char *source, bool rep_null, Datum 
 	change->cid = GetCurrentCommandId(false);
 	change->result = NULL;
 	change->result_rep = 0;
+	change->items = NULL;
+	change->nitems = 0;
+	change->next = 0;
 	as_caller = (strcmp(source, "manual") == 0 || strcmp(source, "suggestion") == 0);
 	if (as_caller)
 	{
@@ -484,4 +487,249 @@ allocation_realign_move(PG_FUNCTION_ARGS)
 	}
 	td = BlessTupleDesc(td);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(td, v, n)));
+}
+
+/*
+ * ---------- Realignment batches (set-based apply) ----------
+ *
+ * _realign_lock_batch(tbl, keys text[]): locks the rows of the listed customers
+ * in key order (one statement, FOR UPDATE NOWAIT: a busy row is 55P03 and the
+ * caller moves the batch one customer at a time, which waits where waiting is
+ * safe) and returns (key, owner) of the rows found.
+ */
+static char *
+key_type_name(ManagedTable *mt)
+{
+	Form_pg_attribute katt = TupleDescAttr(mt->tupdesc, mt->key_att - 1);
+
+	return format_type_with_typemod(katt->atttypid, katt->atttypmod);
+}
+
+PG_FUNCTION_INFO_V1(allocation_realign_lock_batch);
+Datum
+allocation_realign_lock_batch(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Oid			relid;
+	ManagedTable *mt;
+	char	   *sql;
+	const char *kcol;
+	AllocOwnerSwitch osw;
+	Oid			types[1] = {TEXTARRAYOID};
+	Datum		vals[1];
+	Tuplestorestate *ts;
+	TupleDesc	tupdesc;
+	MemoryContext oldcxt;
+	uint64		r;
+
+	alloc_lookup_oids();
+	if (GetUserId() != alloc_oids.schema_owner && !superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("allocation._realign_lock_batch() is internal"),
+				 errhint("Use CALL allocation.realign_apply().")));
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("allocation._realign_lock_batch() needs a table and keys"),
+				 errdetail("It was called with a NULL table or key list."),
+				 errhint("Use CALL allocation.realign_apply().")));
+	relid = PG_GETARG_OID(0);
+	vals[0] = PG_GETARG_DATUM(1);
+	config_prepare();
+	mt = config_get_table(relid, false);
+	kcol = quote_identifier(NameStr(TupleDescAttr(mt->tupdesc, mt->key_att - 1)->attname));
+	sql = psprintf("SELECT t.%s::pg_catalog.text, t.%s::pg_catalog.int8 FROM %s t"
+				   " WHERE t.%s = ANY ($1::pg_catalog.text[]::%s[]) ORDER BY t.%s FOR UPDATE NOWAIT",
+				   kcol, quote_identifier(NameStr(TupleDescAttr(mt->tupdesc, mt->owner_att - 1)->attname)),
+				   mt->name, kcol, key_type_name(mt), kcol);
+
+	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) || !(rsinfo->allowedModes & SFRM_Materialize))
+		elog(ERROR, "allocation._realign_lock_batch() must be called in a context that accepts a set");
+	oldcxt = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+	tupdesc = CreateTemplateTupleDesc(2);
+	TupleDescInitEntry(tupdesc, 1, "key", TEXTOID, -1, 0);
+	TupleDescInitEntry(tupdesc, 2, "owner", INT8OID, -1, 0);
+	tupdesc = BlessTupleDesc(tupdesc);
+	ts = tuplestore_begin_heap(true, false, work_mem);
+	MemoryContextSwitchTo(oldcxt);
+
+	alloc_become_table_owner(relid, &osw);
+	PG_TRY();
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (SPI_execute_with_args(sql, 1, types, vals, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "locking customer rows failed");
+		for (r = 0; r < SPI_processed; r++)
+		{
+			Datum		d[2];
+			bool		n[2];
+
+			d[0] = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &n[0]);
+			d[1] = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2, &n[1]);
+			oldcxt = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+			tuplestore_putvalues(ts, tupdesc, d, n);
+			MemoryContextSwitchTo(oldcxt);
+		}
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		alloc_restore_table_owner(&osw);
+	}
+	PG_END_TRY();
+	rsinfo->returnMode = SFRM_Materialize;
+	rsinfo->setResult = ts;
+	rsinfo->setDesc = tupdesc;
+	return (Datum) 0;
+}
+
+/*
+ * _realign_move_batch(tbl, keys text[], plan, reason): the listed customers
+ * (rows locked by the caller, in the plan's order) decided again by the
+ * rules in ONE engine UPDATE: each row's trigger takes its own change
+ * context (source realign), in the order of keys -- the order the preview
+ * simulated, checked row by row (LA0R8 otherwise: the caller falls back to
+ * one customer at a time) -- and the statement's batch writer records every
+ * move in one call.  Returns (key, result, owner) per key, as
+ * _realign_move does (result NULL: the row is gone).
+ */
+PG_FUNCTION_INFO_V1(allocation_realign_move_batch);
+Datum
+allocation_realign_move_batch(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Oid			relid;
+	ManagedTable *mt;
+	ArrayType  *keys;
+	Datum	   *elems;
+	bool	   *enulls;
+	int			nkeys,
+				i;
+	AllocChange batch;
+	AllocChange *items;
+	AllocChange *save_change = alloc_change;
+	Oid			save_actor = alloc_actor_override;
+	AllocOwnerSwitch osw;
+	char	   *sql;
+	const char *kcol;
+	const char *owner_col;
+	Oid			types[1] = {TEXTARRAYOID};
+	Datum		vals[1];
+	Tuplestorestate *ts;
+	TupleDesc	tupdesc;
+	MemoryContext oldcxt;
+	char	   *reason;
+	int64		plan;
+
+	alloc_lookup_oids();
+	if (GetUserId() != alloc_oids.schema_owner && !superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("allocation._realign_move_batch() is internal"),
+				 errhint("Use CALL allocation.realign_apply().")));
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("allocation._realign_move_batch() needs a table, keys and a plan"),
+				 errdetail("It was called with a NULL table, key list or plan."),
+				 errhint("Use CALL allocation.realign_apply().")));
+	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) || !(rsinfo->allowedModes & SFRM_Materialize))
+		elog(ERROR, "allocation._realign_move_batch() must be called in a context that accepts a set");
+	relid = PG_GETARG_OID(0);
+	keys = PG_GETARG_ARRAYTYPE_P(1);
+	plan = PG_GETARG_INT64(2);
+	reason = PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3));
+	deconstruct_array(keys, TEXTOID, -1, false, TYPALIGN_INT, &elems, &enulls, &nkeys);
+
+	config_prepare();
+	mt = config_get_table(relid, false);
+	kcol = quote_identifier(NameStr(TupleDescAttr(mt->tupdesc, mt->key_att - 1)->attname));
+	owner_col = quote_identifier(NameStr(TupleDescAttr(mt->tupdesc, mt->owner_att - 1)->attname));
+	/* the rows in the order of the list: the list drives a nested loop over the key's index */
+	sql = psprintf("UPDATE %s t SET %s = t.%s FROM pg_catalog.unnest($1::pg_catalog.text[]::%s[]) WITH ORDINALITY u(k, o)"
+				   " WHERE t.%s = u.k",
+				   mt->name, owner_col, owner_col, key_type_name(mt), kcol);
+
+	memset(&batch, 0, sizeof(batch));
+	items = palloc0(sizeof(AllocChange) * Max(nkeys, 1));
+	batch.relid = relid;
+	batch.key = "";
+	batch.source = "realign";
+	batch.reason = reason;
+	batch.used = true;			/* the batch itself is never a row's change */
+	batch.actor = alloc_actor_id();
+	batch.cid = GetCurrentCommandId(false);
+	batch.plan = plan;
+	batch.items = items;
+	batch.nitems = nkeys;
+	batch.next = 0;
+	for (i = 0; i < nkeys; i++)
+	{
+		if (enulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("allocation._realign_move_batch() got a NULL key")));
+		items[i].relid = relid;
+		items[i].key = TextDatumGetCString(elems[i]);
+		items[i].source = "realign";
+		items[i].reason = reason;
+		items[i].actor = batch.actor;
+		items[i].cid = batch.cid;
+		items[i].plan = plan;
+	}
+	vals[0] = PointerGetDatum(keys);
+
+	alloc_refuse_temp_objects("a realignment");
+	alloc_become_table_owner(relid, &osw);
+	/* (the switch's GUC level undoes these with the owner's settings) */
+	(void) set_config_option("enable_hashjoin", "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_mergejoin", "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	alloc_change = &batch;
+	alloc_actor_override = InvalidOid;
+	PG_TRY();
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (SPI_execute_with_args(sql, 1, types, vals, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "updating the owners of customers failed");
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		alloc_change = save_change;
+		alloc_actor_override = save_actor;
+		alloc_restore_table_owner(&osw);
+	}
+	PG_END_TRY();
+
+	oldcxt = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+	tupdesc = CreateTemplateTupleDesc(3);
+	TupleDescInitEntry(tupdesc, 1, "key", TEXTOID, -1, 0);
+	TupleDescInitEntry(tupdesc, 2, "result", TEXTOID, -1, 0);
+	TupleDescInitEntry(tupdesc, 3, "owner", INT8OID, -1, 0);
+	tupdesc = BlessTupleDesc(tupdesc);
+	ts = tuplestore_begin_heap(true, false, work_mem);
+	for (i = 0; i < nkeys; i++)
+	{
+		Datum		d[3];
+		bool		n[3] = {false, false, false};
+
+		d[0] = CStringGetTextDatum(items[i].key);
+		if (!items[i].used || items[i].result == NULL)
+			n[1] = n[2] = true;
+		else
+		{
+			d[1] = CStringGetTextDatum(items[i].result);
+			d[2] = Int64GetDatum(items[i].result_rep);
+			n[2] = items[i].result_rep == 0;
+		}
+		tuplestore_putvalues(ts, tupdesc, d, n);
+	}
+	MemoryContextSwitchTo(oldcxt);
+	rsinfo->returnMode = SFRM_Materialize;
+	rsinfo->setResult = ts;
+	rsinfo->setDesc = tupdesc;
+	return (Datum) 0;
 }

@@ -181,6 +181,30 @@ engine_change(ManagedTable *mt, Datum key)
 {
 	AllocChange *chg = alloc_change;
 
+	if (chg != NULL && chg->items != NULL)
+	{
+		/*
+		 * A realignment batch: each row of its UPDATE is the next listed
+		 * customer, in the plan's order (the order the preview simulated);
+		 * a row out of that order ends the batch (the caller falls back to
+		 * one customer at a time).
+		 */
+		AllocChange *item;
+		char	   *k;
+
+		if (chg->relid != mt->relid)
+			return NULL;
+		k = OutputFunctionCall(&mt->key_out, key);
+		item = chg->next < chg->nitems ? &chg->items[chg->next] : NULL;
+		if (item == NULL || item->used || strcmp(item->key, k) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_ALLOC_REALIGN_ORDER),
+					 errmsg("realignment batch reached customer %s out of order", k),
+					 errdetail("The batch expected customer %s next.", item ? item->key : "(none)"),
+					 errhint("Internal: the apply moves this batch one customer at a time.")));
+		chg->next++;
+		return item;
+	}
 	if (chg == NULL || chg->used || chg->relid != mt->relid ||
 		strcmp(chg->key, OutputFunctionCall(&mt->key_out, key)) != 0)
 		return NULL;

@@ -7847,6 +7847,17 @@ CREATE FUNCTION allocation._realign_move(tbl regclass, key text, plan bigint, re
 AS 'MODULE_PATHNAME', 'allocation_realign_move' LANGUAGE C;
 COMMENT ON FUNCTION allocation._realign_move(regclass, text, bigint, text) IS 'internal: one customer decided again by the rules through its row trigger, recorded as a realign event naming the plan';
 
+CREATE FUNCTION allocation._realign_lock_batch(tbl regclass, keys text[], OUT key text, OUT owner bigint)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'allocation_realign_lock_batch' LANGUAGE C;
+COMMENT ON FUNCTION allocation._realign_lock_batch(regclass, text[]) IS 'internal: locks a realignment batch''s customer rows in key order in one statement (NOWAIT: 55P03 when one is busy) and returns their keys and owners';
+
+CREATE FUNCTION allocation._realign_move_batch(tbl regclass, keys text[], plan bigint, reason text,
+                                               OUT key text, OUT result text, OUT owner bigint)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'allocation_realign_move_batch' LANGUAGE C;
+COMMENT ON FUNCTION allocation._realign_move_batch(regclass, text[], bigint, text) IS 'internal: a realignment batch''s customers decided again by the rules in one engine UPDATE, in the listed order (LA0R8 otherwise), recorded in one statement batch as realign events naming the plan';
+
 CREATE FUNCTION allocation._realign_quiet(on_ boolean)
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'allocation_realign_quiet' LANGUAGE C;
@@ -8580,6 +8591,90 @@ END
 $$;
 COMMENT ON FUNCTION allocation._realign_move_item(allocation.realign_plan, allocation.managed_table, allocation.realign_item) IS 'internal: one customer of a realignment apply, re-checked under its row lock and moved (or kept, with the reason)';
 
+-- A batch of listed customers of one table, set-based: their rows locked in key order in one
+-- statement (NOWAIT), the stay reasons re-checked for all of them in one query under those
+-- locks, the reps' counters locked once in id order, then ONE engine UPDATE decides them again
+-- in the listed order (the order the preview simulated) and its statement batch records every
+-- move.  Any error (a busy row or counter, rows reached out of order, anything else) reaches
+-- the caller, whose subtransaction rolls the batch back and moves it one customer at a time
+-- (_realign_move_item): same checks, same outcomes, same events.
+CREATE FUNCTION allocation._realign_move_items(p allocation.realign_plan, m allocation.managed_table,
+                                               items allocation.realign_item[])
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    v_keys text[] := ARRAY(SELECT i.key FROM unnest(items) i ORDER BY i.ord);
+    v_lk text[];
+    v_lo bigint[];
+    v_ord bigint[];
+    v_found boolean[];
+    v_owner bigint[];
+    v_stay text[];
+    v_move text[];
+    v_reps bigint[];
+    v_rep bigint;
+    v_rk text[];
+    v_rr text[];
+    v_ro bigint[];
+BEGIN
+    SELECT array_agg(l.key), array_agg(l.owner) INTO v_lk, v_lo
+      FROM allocation._realign_lock_batch(m.tbl, v_keys) l;
+    -- under the row locks, in one query: gone, stays (a reason now; changed hands since the
+    -- plan listed it; held by a new rep in its ramp-up), or moves -- the checks of _realign_move_item
+    WITH lk AS (SELECT * FROM unnest(v_lk, v_lo) AS x(key, owner)),
+         st AS (SELECT * FROM allocation._realign_stays(m.id, coalesce(v_lk, '{}'), p.claim_grace))
+    SELECT array_agg(i.ord ORDER BY i.ord), array_agg(lk.key IS NOT NULL ORDER BY i.ord),
+           array_agg(lk.owner ORDER BY i.ord),
+           array_agg(CASE WHEN lk.key IS NULL THEN 'the customer row was deleted'
+                          ELSE coalesce(st.reason,
+                                        CASE WHEN lk.owner IS DISTINCT FROM i.from_rep
+                                             THEN format('changed hands since the plan listed it (held by %s now)',
+                                                         coalesce(r.code, 'the public pool')) END,
+                                        CASE WHEN ru.until IS NOT NULL
+                                             THEN format('held by new rep %s in its ramp-up until %s (new-rep policy)',
+                                                         r.code, to_char(ru.until, 'YYYY-MM-DD')) END) END ORDER BY i.ord)
+      INTO v_ord, v_found, v_owner, v_stay
+      FROM unnest(items) i
+      LEFT JOIN lk ON lk.key = i.key
+      LEFT JOIN st ON st.key = i.key
+      LEFT JOIN allocation.rep r ON r.id = lk.owner
+      LEFT JOIN LATERAL (SELECT allocation._realign_ramp_up(lk.owner) AS until) ru ON true;
+    UPDATE allocation.realign_item i
+       SET status = CASE WHEN x.found THEN 'stayed' ELSE 'gone' END, reason = x.stay, done_at = clock_timestamp(),
+           result_rep = CASE WHEN x.found THEN x.owner ELSE i.result_rep END
+      FROM unnest(v_ord, v_found, v_owner, v_stay) AS x(ord, found, owner, stay)
+     WHERE i.plan_id = p.id AND i.ord = x.ord AND x.stay IS NOT NULL;
+    SELECT array_agg(i.key ORDER BY i.ord) INTO v_move
+      FROM unnest(items) i JOIN unnest(v_ord, v_stay) AS x(ord, stay) ON x.ord = i.ord
+     WHERE x.stay IS NULL;
+    IF v_move IS NULL THEN
+        RETURN;
+    END IF;
+    -- the listed reps' counters, once, in id order (the engine's ordered-locking rule; the rules
+    -- may still choose another rep, whose counter the trigger then takes)
+    SELECT array_agg(DISTINCT y.rep ORDER BY y.rep) INTO v_reps
+      FROM unnest(items) i CROSS JOIN LATERAL (VALUES (i.from_rep), (i.to_rep)) y(rep)
+     WHERE i.key = ANY (v_move) AND y.rep IS NOT NULL;
+    FOREACH v_rep IN ARRAY coalesce(v_reps, '{}') LOOP
+        PERFORM allocation._lock_counter(v_rep);
+    END LOOP;
+    SELECT array_agg(r.key), array_agg(r.result), array_agg(r.owner) INTO v_rk, v_rr, v_ro
+      FROM allocation._realign_move_batch(m.tbl, v_move, p.id, format('realignment plan %s (%s)', p.id, p.reason)) r;
+    UPDATE allocation.realign_item i
+       SET status = CASE WHEN r.result IS NULL THEN 'gone' WHEN r.result = 'moved' THEN 'moved'
+                         WHEN r.result IN ('unchanged', 'suggest') THEN 'unchanged' ELSE 'stayed' END,
+           reason = CASE WHEN r.result IN ('pinned', 'disputed') THEN r.result
+                         WHEN r.result = 'suggest' THEN 'a review-mode rule decided: a suggestion was queued'
+                         ELSE i.reason END,
+           result_rep = r.owner, done_at = clock_timestamp()
+      FROM unnest(v_rk, v_rr, v_ro) AS r(key, result, owner)
+      JOIN unnest(items) it ON it.key = r.key
+     WHERE i.plan_id = p.id AND i.ord = it.ord;
+END
+$$;
+COMMENT ON FUNCTION allocation._realign_move_items(allocation.realign_plan, allocation.managed_table, allocation.realign_item[]) IS 'internal: a batch of a realignment apply (one table) set-based: rows locked in one statement, stay reasons re-checked at once, counters locked once, one engine UPDATE; any error leaves the batch to the one-customer-at-a-time path';
+
 -- One step: the first writes the configuration and lists the customers (one transaction);
 -- each next one moves up to batch_size listed customers, re-checked under their row locks
 CREATE FUNCTION allocation._realign_apply_step(plan_id bigint, reason text, batch_size integer,
@@ -8592,6 +8687,11 @@ DECLARE
     m allocation.managed_table;
     it allocation.realign_item;
     v_mid integer := 0;
+    v_items allocation.realign_item[];
+    v_run allocation.realign_item[];
+    v_from integer;
+    v_to integer;
+    v_stop boolean := false;
 BEGIN
     IF reason IS NULL OR btrim(reason) = '' THEN
         RAISE EXCEPTION 'a realignment needs a reason' USING ERRCODE = '22004',
@@ -8625,25 +8725,46 @@ BEGIN
                 jsonb_build_object('realign_plan', p.id, 'name', p.name,
                                    'listed', (SELECT count(*) FROM allocation.realign_item i WHERE i.plan_id = p.id)));
     ELSE
-        FOR it IN SELECT * FROM allocation.realign_item i
-                   WHERE i.plan_id = p.id AND i.status = 'pending' ORDER BY i.ord LIMIT batch_size LOOP
-            IF it.managed_id <> v_mid THEN
-                m := allocation._managed_by_id(it.managed_id);
-                v_mid := it.managed_id;
+        v_items := ARRAY(SELECT i FROM allocation.realign_item i
+                          WHERE i.plan_id = p.id AND i.status = 'pending' ORDER BY i.ord LIMIT batch_size);
+        v_from := 1;
+        WHILE v_from <= coalesce(array_length(v_items, 1), 0) AND NOT v_stop LOOP
+            -- the next run of customers of one table, in list order
+            v_to := v_from;
+            WHILE v_to < array_length(v_items, 1) AND v_items[v_to + 1].managed_id = v_items[v_from].managed_id LOOP
+                v_to := v_to + 1;
+            END LOOP;
+            v_run := v_items[v_from:v_to];
+            v_from := v_to + 1;
+            IF v_run[1].managed_id <> v_mid THEN
+                m := allocation._managed_by_id(v_run[1].managed_id);
+                v_mid := v_run[1].managed_id;
             END IF;
             IF NOT m.active THEN
                 UPDATE allocation.realign_item i SET status = 'gone', reason = 'the table is not managed any more', done_at = clock_timestamp()
-                 WHERE i.plan_id = p.id AND i.ord = it.ord;
+                 WHERE i.plan_id = p.id AND i.ord IN (SELECT r.ord FROM unnest(v_run) r);
                 CONTINUE;
             END IF;
-            -- one customer at a time in a subtransaction: a customer another transaction is
-            -- changing while this batch already holds reps' counters (55P03, the engine's
-            -- ordered-locking rule) ends the batch; the next one starts with it, holding nothing
+            -- set-based first (_realign_move_items); on any error its subtransaction is rolled
+            -- back and the run moves one customer at a time
             BEGIN
-                PERFORM allocation._realign_move_item(p, m, it);
-            EXCEPTION WHEN lock_not_available THEN
-                EXIT;
+                PERFORM allocation._realign_move_items(p, m, v_run);
+                CONTINUE;
+            EXCEPTION WHEN OTHERS THEN
+                RAISE DEBUG 'realignment plan %: a batch of % customers moves one at a time (%: %)',
+                      p.id, array_length(v_run, 1), SQLSTATE, SQLERRM;
             END;
+            FOREACH it IN ARRAY v_run LOOP
+                -- one customer at a time in a subtransaction: a customer another transaction is
+                -- changing while this batch already holds reps' counters (55P03, the engine's
+                -- ordered-locking rule) ends the batch; the next one starts with it, holding nothing
+                BEGIN
+                    PERFORM allocation._realign_move_item(p, m, it);
+                EXCEPTION WHEN lock_not_available THEN
+                    v_stop := true;
+                    EXIT;
+                END;
+            END LOOP;
         END LOOP;
         IF NOT EXISTS (SELECT 1 FROM allocation.realign_item i WHERE i.plan_id = p.id AND i.status = 'pending') THEN
             UPDATE allocation.realign_plan x SET status = 'applied', applied_at = clock_timestamp() WHERE x.id = p.id;

@@ -179,6 +179,35 @@ SELECT c.tableoid::regclass AS part, c.id FROM p34_customer c ORDER BY c.id;
 SELECT key FROM allocation.assignment WHERE valid_to IS NULL ORDER BY key;
 SELECT * FROM allocation.check_consistency();
 
+-- a realignment scans the partitions (each with its own column order) and moves their customers
+-- like any table's: preview == apply, one realign event each, counters consistent
+CREATE TABLE p34_realign (id integer NOT NULL, province text NOT NULL, dropme integer, loc geometry(Point, 4326), owner bigint,
+                          PRIMARY KEY (id, province)) PARTITION BY LIST (province);
+CREATE TABLE p34_realign_hb PARTITION OF p34_realign FOR VALUES IN ('hebei');
+ALTER TABLE p34_realign DROP COLUMN dropme;
+CREATE TABLE p34_realign_sd (province text NOT NULL, owner bigint, loc geometry(Point, 4326), id integer NOT NULL);
+ALTER TABLE p34_realign ATTACH PARTITION p34_realign_sd FOR VALUES IN ('shandong');
+SELECT allocation.manage('p34_realign', 'id', 'loc', 'owner');
+INSERT INTO p34_realign (id, province, loc)
+SELECT g, CASE WHEN g % 2 = 0 THEN 'hebei' ELSE 'shandong' END, (SELECT ST_PointOnSurface(geom) FROM allocation.territory WHERE id = 1)
+  FROM generate_series(1, 6) g;
+SELECT owner, count(*) FROM p34_realign GROUP BY owner;
+SELECT allocation.realign_create('p34 territory 1 to the other rep') AS plan \gset
+SELECT allocation.realign_stage_territory(:plan, (SELECT code FROM allocation.territory WHERE id = 1),
+                                          owner_rep => (SELECT min(id) FROM allocation.rep WHERE id <> (SELECT owner_rep_id FROM allocation.territory WHERE id = 1)));
+SELECT table_name, count(*) FILTER (WHERE outcome = 'moves') AS moves FROM allocation.realign_preview(:plan)
+ WHERE table_name = 'public.p34_realign' GROUP BY 1;
+CALL allocation.realign_apply(:plan, 'p34', 1000);
+SELECT c.tableoid::regclass AS part, count(*) AS customers, count(*) FILTER (WHERE c.owner = i.to_rep) AS as_previewed
+  FROM p34_realign c JOIN allocation.realign_item i ON i.plan_id = :plan AND i.key = c.id::text
+                                                  AND i.managed_id = (SELECT id FROM allocation.managed_table WHERE tbl = 'p34_realign'::regclass)
+ GROUP BY 1 ORDER BY 1;
+SELECT count(*) AS realign_events FROM allocation.event e
+ WHERE e.kind = 'realign' AND e.table_name = 'public.p34_realign' AND e.detail ->> 'realign_plan' = :'plan';
+SELECT * FROM allocation.check_consistency();
+SELECT allocation.unmanage('p34_realign');
+DROP TABLE p34_realign;
+
 -- unmanage: no engine trigger left on the table or any partition
 SELECT allocation.unmanage('p34_customer');
 SELECT count(*) AS engine_triggers FROM pg_trigger WHERE tgname LIKE 'zz_allocation%';

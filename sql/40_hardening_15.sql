@@ -132,7 +132,7 @@ SELECT c ->> 1 AS key, (c ->> 3)::numeric < 121 AS drawn_west_of_border, round((
        jsonb_array_elements(x.d -> 'customers') c
  WHERE c ->> 1 IN ('1', '2') AND x.d -> 'layers' -> (c ->> 0)::int ->> 'table' = 'public.rv15_gcj'
  ORDER BY 1;
-SELECT allocation.unmanage('rv15_part');   -- (a realignment does not take partitioned tables yet)
+SELECT allocation.unmanage('rv15_part');   -- (not needed below)
 SELECT allocation.realign_create('west county to rep a', claim_grace => interval '0') AS p2 \gset
 SELECT allocation.realign_stage_territory(:p2, 'rv15_west', owner_rep => 1);
 SELECT f -> 'properties' ->> 'key' AS key, (f #>> '{geometry,coordinates,0}')::numeric < 121 AS west_of_border,

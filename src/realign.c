@@ -34,6 +34,7 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -43,6 +44,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
@@ -313,29 +315,17 @@ scan_row(RealignScan *st, ManagedTable *mt, HeapTuple tup, char **skip, int nski
 	tuplestore_putvalues(st->store, st->desc, v, n);
 }
 
-/* Every row of one managed table, in heap order */
+/* Every row of one physical table (a plain managed table or a leaf partition), in heap order */
 static void
-scan_table(RealignScan *st, Oid relid, int32 managed_id)
+scan_rel(RealignScan *st, Oid relid, char **skip, int nskip, char **hist, int nhist)
 {
-	ManagedTable *mt = config_get_table(relid, false);
+	ManagedTable *mt = config_get_table(relid, false);	/* a partition: its own column mapping */
 	Relation	rel;
 	TableScanDesc scan;
 	TupleTableSlot *slot;
-	char	  **skip,
-			  **hist;
-	int			nskip,
-				nhist;
 	MemoryContext old;
 
-	skip = keys_of(st->skip_ids, st->skip_keys, managed_id, &nskip);
-	hist = history_keys(managed_id, &nhist);
 	rel = table_open(relid, AccessShareLock);
-	if (rel->rd_rel->relkind != RELKIND_RELATION)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("realignment does not support %s yet", mt->name),
-				 errdetail("Only plain tables are scanned; %s is another kind of relation.", mt->name),
-				 errhint("Move its customers with allocation.assign(), or unmanage it before the realignment.")));
 	scan = table_beginscan(rel, GetActiveSnapshot(), 0, NULL);
 	slot = table_slot_create(rel, NULL);
 	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
@@ -353,6 +343,30 @@ scan_table(RealignScan *st, Oid relid, int32 managed_id)
 	ExecDropSingleTupleTableSlot(slot);
 	table_endscan(scan);
 	table_close(rel, AccessShareLock);
+}
+
+/* Every row of one managed table: a partitioned one partition by partition */
+static void
+scan_table(RealignScan *st, Oid relid, int32 managed_id)
+{
+	char	  **skip,
+			  **hist;
+	int			nskip,
+				nhist;
+
+	skip = keys_of(st->skip_ids, st->skip_keys, managed_id, &nskip);
+	hist = history_keys(managed_id, &nhist);
+	if (get_rel_relkind(relid) == RELKIND_PARTITIONED_TABLE)
+	{
+		List	   *rels = find_all_inheritors(relid, AccessShareLock, NULL);
+		ListCell   *lc;
+
+		foreach(lc, rels)
+			if (get_rel_relkind(lfirst_oid(lc)) == RELKIND_RELATION)
+				scan_rel(st, lfirst_oid(lc), skip, nskip, hist, nhist);
+	}
+	else
+		scan_rel(st, relid, skip, nskip, hist, nhist);
 }
 
 /*

@@ -31,7 +31,7 @@ SELECT allocation.grant_role('regress_v27_a', 'rep'), allocation.grant_role('reg
        allocation.grant_role('regress_v27_c', 'rep'), allocation.grant_role('regress_v27_d', 'rep'),
        allocation.grant_role('regress_v27_mgr', 'manager'), allocation.grant_role('regress_v27_analyst', 'analyst'),
        allocation.grant_role('regress_v27_admin', 'admin');
--- what grant_role() is to grant for this feature (see NOTES-teams.md; the lead adds it to _grant_role)
+-- what grant_role() grants for this feature (explicit here so the test reads on its own)
 GRANT EXECUTE ON FUNCTION allocation.split_revenue(regclass, text, numeric, timestamptz),
       allocation.team_shares_at(bigint, timestamptz)
    TO regress_v27_a, regress_v27_b, regress_v27_c, regress_v27_d, regress_v27_mgr, regress_v27_analyst, regress_v27_admin;

@@ -27,7 +27,7 @@ INSERT INTO allocation.rep (id, code, name, team_id, active) VALUES (4, 'gone', 
 SELECT allocation.grant_role('regress_t28_a', 'rep'), allocation.grant_role('regress_t28_b', 'rep'),
        allocation.grant_role('regress_t28_c', 'rep'), allocation.grant_role('regress_t28_mgr', 'manager'),
        allocation.grant_role('regress_t28_an', 'analyst');
--- (the lead adds these grants to allocation.grant_role(): see NOTES-disputes.md)
+-- (grant_role() grants these too; explicit here so the test reads on its own)
 GRANT EXECUTE ON FUNCTION allocation.open_dispute(regclass, text, bigint, text),
                           allocation.dispute_evidence(bigint),
                           allocation.dismiss_ownership_dispute(bigint, text)

@@ -25,7 +25,7 @@ INSERT INTO allocation.rep (id, code, name, team_id, capacity, login) VALUES
     (3, 'c', 'Crop specialist', 2, 100, NULL);
 SELECT allocation.grant_role('regress_o30_owner', 'admin'), allocation.grant_role('regress_o30_other', 'admin'),
        allocation.grant_role('regress_o30_mgr', 'manager'), allocation.grant_role('regress_o30_a', 'rep');
--- what grant_role() is to grant for this feature (see NOTES-outcomes.md; the lead adds it to _grant_role)
+-- what grant_role() grants for this feature (explicit here so the test reads on its own)
 GRANT EXECUTE ON FUNCTION allocation.manage_outcomes(regclass, text, name, jsonb), allocation.unmanage_outcomes(regclass),
       allocation.set_potential(regclass, text, jsonb)
    TO regress_o30_owner, regress_o30_other;

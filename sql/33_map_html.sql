@@ -24,7 +24,7 @@ INSERT INTO allocation.rep (id, code, name, team_id, capacity, login) VALUES
     (2, 'li', 'Li Na', 1, 100, 'regress_m33_li');
 SELECT allocation.grant_role('regress_m33_wang', 'rep'), allocation.grant_role('regress_m33_li', 'rep'),
        allocation.grant_role('regress_m33_mgr', 'manager'), allocation.grant_role('regress_m33_analyst', 'analyst');
--- (until _grant_role grants them to every kind: see NOTES-map.md)
+-- (grant_role() grants them too; explicit here so the test reads on its own)
 GRANT EXECUTE ON FUNCTION allocation.territory_map_html(text, bigint, integer, integer, double precision),
       allocation.map_layers() TO regress_m33_wang, regress_m33_li, regress_m33_mgr, regress_m33_analyst;
 

@@ -29,7 +29,7 @@ BEGIN
         (3, 'c', 'Rep C', 1, 100, 'regress_r33_c');
     PERFORM allocation.grant_role('regress_r33_a', 'rep'), allocation.grant_role('regress_r33_b', 'rep'),
             allocation.grant_role('regress_r33_c', 'rep'), allocation.grant_role('regress_r33_mgr', 'manager');
-    -- (grant_role does not know the realignment functions yet: NOTES-realign.md lists them for 90_privileges.sql)
+    -- (grant_role() grants them too; explicit here so the test reads on its own)
     GRANT EXECUTE ON FUNCTION allocation.realign_create(text, text, interval),
           allocation.realign_stage_territory(bigint, text, geometry, bigint, bigint, integer, boolean, boolean),
           allocation.realign_stage_rule(bigint, bigint, jsonb), allocation.realign_stage_rep(bigint, bigint, integer, boolean, boolean),

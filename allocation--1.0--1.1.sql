@@ -9895,7 +9895,7 @@ BEGIN
        AND x.grantee <> c.relowner AND x.grantee <> 0;
     IF v IS NOT NULL THEN
         RAISE NOTICE 'allocation 1.1: run allocation.grant_role() again for %', v
-            USING DETAIL = 'Version 1.1 adds transfers, sharing, virtual teams with deals, dealer networks and ownership disputes; each kind gets its new functions from grant_role().',
+            USING DETAIL = 'Version 1.1 adds transfers, sharing, virtual teams with deals, dealer networks, ownership disputes, the allocation loop (scorecards, alerts, rewards), realignment plans, the map, coverage gaps and the location datum; each kind gets its new functions from grant_role().',
                   HINT = 'SELECT allocation.grant_role(''<role>'', ''<kind>''); for each of them, with its kind.';
     END IF;
 END

@@ -6503,6 +6503,30 @@ END
 $$;
 COMMENT ON FUNCTION allocation.seal_audit() IS
 'Seals every event not sealed yet (of transactions that have ended) into the SHA-256 hash chain allocation.audit_seal; returns the number of events sealed (0 when there is nothing new). Idempotent and cheap; run it from the scheduler';
+CREATE OR REPLACE FUNCTION allocation._require_owner(tbl regclass, what text)
+RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS
+$$
+BEGIN
+    IF tbl IS NULL THEN
+        RAISE EXCEPTION 'table must not be NULL' USING ERRCODE = '22004',
+              DETAIL = format('allocation.%s() was called with a NULL table.', replace(what, ' ', '_')),
+              HINT = 'Pass the customer table, e.g. ''crm.customer''.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = tbl) THEN
+        RAISE EXCEPTION 'relation with OID % does not exist', tbl::oid USING ERRCODE = '42P01',
+              DETAIL = format('allocation.%s() was called with a regclass that names no table.', replace(what, ' ', '_')),
+              HINT = 'Pass the customer table by name, e.g. ''crm.customer''.';
+    END IF;
+    IF NOT coalesce(allocation._caller_owns(tbl), false) THEN
+        RAISE EXCEPTION 'must be owner of table % to % it', tbl, what
+            USING ERRCODE = '42501',
+                  DETAIL = format('Role %s does not own %s (nor is it a member of its owner).', allocation._actor(), tbl),
+                  HINT = 'Run it as the table''s owner, like ALTER TABLE.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION allocation._require_owner(regclass, text) IS 'internal: refuses a regclass that names no table (42P01) and a caller that does not own the table (42501)';
 -- territory imports: on_invalid, any CRS, a text form for large files (the 1.0 signature goes)
 DROP FUNCTION allocation.import_territories(jsonb, text, text, text);
 CREATE FUNCTION allocation.geojson_features(geojson text)
@@ -6900,15 +6924,15 @@ DECLARE
     v_old allocation.managed_table;
     v_rows bigint;
 BEGIN
-    IF tbl IS NULL THEN
-        RAISE EXCEPTION 'table is required'
+    IF tbl IS NULL OR datum IS NULL THEN
+        RAISE EXCEPTION 'table and datum are required'
             USING ERRCODE = '22004',
-                  DETAIL = 'allocation.set_location_datum() was called with a NULL table.',
-                  HINT = 'Call allocation.set_location_datum(''crm.customer'', ''gcj02'').';
+                  DETAIL = format('allocation.set_location_datum() was called with a NULL %s.', CASE WHEN tbl IS NULL THEN 'table' ELSE 'datum' END),
+                  HINT = 'Call allocation.set_location_datum(''crm.customer'', ''gcj02''); the default datum is wgs84.';
     END IF;
     PERFORM allocation._require_owner(tbl, 'set the location datum of');
-    IF datum IS NULL OR datum NOT IN ('wgs84', 'gcj02', 'bd09') THEN
-        RAISE EXCEPTION 'unknown location datum "%"', coalesce(datum, 'NULL')
+    IF datum NOT IN ('wgs84', 'gcj02', 'bd09') THEN
+        RAISE EXCEPTION 'unknown location datum "%"', datum
             USING ERRCODE = 'LA017',
                   DETAIL = 'The datum says which map the coordinates of the location column come from.',
                   HINT = 'Use wgs84 (GPS, the default), gcj02 (Amap/Gaode, Tencent, other licensed maps of China) or bd09 (Baidu).';

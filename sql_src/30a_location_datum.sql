@@ -23,15 +23,15 @@ DECLARE
     v_old allocation.managed_table;
     v_rows bigint;
 BEGIN
-    IF tbl IS NULL THEN
-        RAISE EXCEPTION 'table is required'
+    IF tbl IS NULL OR datum IS NULL THEN
+        RAISE EXCEPTION 'table and datum are required'
             USING ERRCODE = '22004',
-                  DETAIL = 'allocation.set_location_datum() was called with a NULL table.',
-                  HINT = 'Call allocation.set_location_datum(''crm.customer'', ''gcj02'').';
+                  DETAIL = format('allocation.set_location_datum() was called with a NULL %s.', CASE WHEN tbl IS NULL THEN 'table' ELSE 'datum' END),
+                  HINT = 'Call allocation.set_location_datum(''crm.customer'', ''gcj02''); the default datum is wgs84.';
     END IF;
     PERFORM allocation._require_owner(tbl, 'set the location datum of');
-    IF datum IS NULL OR datum NOT IN ('wgs84', 'gcj02', 'bd09') THEN
-        RAISE EXCEPTION 'unknown location datum "%"', coalesce(datum, 'NULL')
+    IF datum NOT IN ('wgs84', 'gcj02', 'bd09') THEN
+        RAISE EXCEPTION 'unknown location datum "%"', datum
             USING ERRCODE = 'LA017',
                   DETAIL = 'The datum says which map the coordinates of the location column come from.',
                   HINT = 'Use wgs84 (GPS, the default), gcj02 (Amap/Gaode, Tencent, other licensed maps of China) or bd09 (Baidu).';

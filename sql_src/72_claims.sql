@@ -526,6 +526,11 @@ BEGIN
               DETAIL = format('allocation.%s() was called with a NULL table.', replace(what, ' ', '_')),
               HINT = 'Pass the customer table, e.g. ''crm.customer''.';
     END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = tbl) THEN
+        RAISE EXCEPTION 'relation with OID % does not exist', tbl::oid USING ERRCODE = '42P01',
+              DETAIL = format('allocation.%s() was called with a regclass that names no table.', replace(what, ' ', '_')),
+              HINT = 'Pass the customer table by name, e.g. ''crm.customer''.';
+    END IF;
     IF NOT coalesce(allocation._caller_owns(tbl), false) THEN
         RAISE EXCEPTION 'must be owner of table % to % it', tbl, what
             USING ERRCODE = '42501',
@@ -534,7 +539,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION allocation._require_owner(regclass, text) IS 'internal: refuses a caller that does not own the table';
+COMMENT ON FUNCTION allocation._require_owner(regclass, text) IS 'internal: refuses a regclass that names no table (42P01) and a caller that does not own the table (42501)';
 
 CREATE FUNCTION allocation._set_actor(actor text)
 RETURNS void

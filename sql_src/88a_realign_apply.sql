@@ -183,6 +183,12 @@ BEGIN
          WHERE i.plan_id = p.id AND i.ord = it.ord;
         RETURN;
     END IF;
+    -- both reps' counters in id order (the engine's ordered-locking rule; the rules may still
+    -- choose another rep, whose counter the trigger then takes), BEFORE the stay re-check:
+    -- _lock_counter may wait, and a stay reason that is not ordered by the row lock (a
+    -- customer lock, a virtual team link) committed meanwhile must still keep the customer
+    PERFORM allocation._lock_counter(x.rep) FROM unnest(ARRAY[it.from_rep, it.to_rep]) x(rep)
+      WHERE x.rep IS NOT NULL ORDER BY x.rep;
     SELECT s.reason INTO v_stay FROM allocation._realign_stays(m.id, ARRAY[it.key], p.claim_grace) s;
     IF v_stay IS NULL AND v_owner IS DISTINCT FROM it.from_rep THEN
         v_stay := format('changed hands since the plan listed it (held by %s now)',
@@ -198,11 +204,7 @@ BEGIN
          WHERE i.plan_id = p.id AND i.ord = it.ord;
         RETURN;
     END IF;
-    -- both reps' counters in id order (the engine's ordered-locking rule; the rules may still
-    -- choose another rep, whose counter the trigger then takes), then the row trigger decides
-    -- again (pinned and disputed customers stay there too)
-    PERFORM allocation._lock_counter(x.rep) FROM unnest(ARRAY[it.from_rep, it.to_rep]) x(rep)
-      WHERE x.rep IS NOT NULL ORDER BY x.rep;
+    -- the row trigger decides again (pinned and disputed customers stay there too)
     SELECT * INTO v_res FROM allocation._realign_move(m.tbl, it.key, p.id, format('realignment plan %s (%s)', p.id, p.reason));
     UPDATE allocation.realign_item i
        SET status = CASE WHEN v_res.result IS NULL THEN 'gone' WHEN v_res.result = 'moved' THEN 'moved'
@@ -245,6 +247,16 @@ DECLARE
 BEGIN
     SELECT array_agg(l.key), array_agg(l.owner) INTO v_lk, v_lo
       FROM allocation._realign_lock_batch(m.tbl, v_keys) l;
+    -- the listed reps' counters, once, in id order (the engine's ordered-locking rule; the rules
+    -- may still choose another rep, whose counter the trigger then takes), BEFORE the stay
+    -- re-check: _lock_counter may wait, and a stay reason that is not ordered by the row lock
+    -- (a customer lock, a virtual team link) committed meanwhile must still keep its customer
+    SELECT array_agg(DISTINCT y.rep ORDER BY y.rep) INTO v_reps
+      FROM unnest(items) i CROSS JOIN LATERAL (VALUES (i.from_rep), (i.to_rep)) y(rep)
+     WHERE i.key = ANY (coalesce(v_lk, '{}')) AND y.rep IS NOT NULL;
+    FOREACH v_rep IN ARRAY coalesce(v_reps, '{}') LOOP
+        PERFORM allocation._lock_counter(v_rep);
+    END LOOP;
     -- under the row locks, in one query: gone, stays (a reason now; changed hands since the
     -- plan listed it; held by a new rep in its ramp-up), or moves -- the checks of _realign_move_item
     WITH lk AS (SELECT * FROM unnest(v_lk, v_lo) AS x(key, owner)),
@@ -276,14 +288,6 @@ BEGIN
     IF v_move IS NULL THEN
         RETURN;
     END IF;
-    -- the listed reps' counters, once, in id order (the engine's ordered-locking rule; the rules
-    -- may still choose another rep, whose counter the trigger then takes)
-    SELECT array_agg(DISTINCT y.rep ORDER BY y.rep) INTO v_reps
-      FROM unnest(items) i CROSS JOIN LATERAL (VALUES (i.from_rep), (i.to_rep)) y(rep)
-     WHERE i.key = ANY (v_move) AND y.rep IS NOT NULL;
-    FOREACH v_rep IN ARRAY coalesce(v_reps, '{}') LOOP
-        PERFORM allocation._lock_counter(v_rep);
-    END LOOP;
     SELECT array_agg(r.key), array_agg(r.result), array_agg(r.owner) INTO v_rk, v_rr, v_ro
       FROM allocation._realign_move_batch(m.tbl, v_move, p.id, format('realignment plan %s (%s)', p.id, p.reason)) r;
     UPDATE allocation.realign_item i

@@ -399,7 +399,7 @@ BEGIN
             UPDATE allocation.realign_plan x SET status = 'applied', applied_at = clock_timestamp() WHERE x.id = p.id;
             INSERT INTO allocation.event (actor, kind, reason, detail)
             SELECT allocation._actor(), 'realign_applied', p.reason,
-                   jsonb_build_object('realign_plan', p.id, 'name', p.name) || jsonb_object_agg(s.status, s.n)
+                   jsonb_build_object('realign_plan', p.id, 'name', p.name) || coalesce(jsonb_object_agg(s.status, s.n), '{}')
               FROM (SELECT i.status, count(*) AS n FROM allocation.realign_item i WHERE i.plan_id = p.id GROUP BY 1) s;
         END IF;
     END IF;

@@ -2,7 +2,9 @@
 -- 39b_realign_review: review 15b of the set-based realignment apply.
 -- (1) a plan that lists nobody applies (its realign_applied event had a NULL detail);
 -- (2) a table trigger that updates another customer of the same batch: the batch (LA0R8)
---     falls back to one customer at a time, every customer moves once, one event each.
+--     falls back to one customer at a time, every customer moves once, one event each;
+-- (3) a character(n) key: the batch matched its locked rows by the key cast to text
+--     (padding dropped), so every listed customer was marked gone and none moved.
 --
 CREATE EXTENSION allocation;
 \set SHOW_CONTEXT never
@@ -44,6 +46,21 @@ SELECT count(*) AS other_owner_events FROM allocation.event
  WHERE key IS NOT NULL AND kind NOT IN ('realign', 'assign') ;
 SELECT * FROM allocation.check_consistency();
 
-DROP TABLE r39b_customer;
+
+-- (3) character(n) keys
+CREATE TABLE r39b_char (id character(6) PRIMARY KEY, loc geometry(Point, 4326), owner bigint);
+SELECT count(*) AS managed FROM (SELECT allocation.manage('r39b_char', 'id', 'loc', 'owner')) x;
+INSERT INTO r39b_char (id, loc) SELECT 'C' || g, format('SRID=4326;POINT(16 %s)', g)::geometry FROM generate_series(1, 3) g;
+SELECT c.id, r.code FROM r39b_char c LEFT JOIN allocation.rep r ON r.id = c.owner ORDER BY 1;
+SELECT allocation.realign_create('east back to b', 'b takes the east again') AS p2 \gset
+SELECT count(*) AS staged FROM (SELECT allocation.realign_stage_territory(:p2, 'east', owner_rep => 2)) x;
+SELECT key, outcome, from_rep_code, to_rep_code FROM allocation.realign_preview(:p2) WHERE table_name::regclass = 'r39b_char'::regclass ORDER BY key;
+CALL allocation.realign_apply(:p2, 'b takes the east again', 100);
+SELECT '"' || key || '"' AS key, status, reason FROM allocation.realign_item i JOIN allocation.managed_table m ON m.id = i.managed_id
+ WHERE plan_id = :p2 AND m.tbl = 'r39b_char'::regclass ORDER BY ord;
+SELECT c.id, r.code FROM r39b_char c LEFT JOIN allocation.rep r ON r.id = c.owner ORDER BY 1;
+SELECT * FROM allocation.check_consistency();
+
+DROP TABLE r39b_customer, r39b_char;
 DROP FUNCTION r39b_touch();
 DROP EXTENSION allocation CASCADE;

@@ -4,7 +4,9 @@
 -- (2) a table trigger that updates another customer of the same batch: the batch (LA0R8)
 --     falls back to one customer at a time, every customer moves once, one event each;
 -- (3) a character(n) key: the batch matched its locked rows by the key cast to text
---     (padding dropped), so every listed customer was marked gone and none moved.
+--     (padding dropped), so every listed customer was marked gone and none moved;
+-- (4) a step in a REPEATABLE READ transaction is refused (its snapshot would miss stay
+--     reasons committed after it began); nothing changes.
 --
 CREATE EXTENSION allocation;
 \set SHOW_CONTEXT never
@@ -60,6 +62,20 @@ SELECT '"' || key || '"' AS key, status, reason FROM allocation.realign_item i J
  WHERE plan_id = :p2 AND m.tbl = 'r39b_char'::regclass ORDER BY ord;
 SELECT c.id, r.code FROM r39b_char c LEFT JOIN allocation.rep r ON r.id = c.owner ORDER BY 1;
 SELECT * FROM allocation.check_consistency();
+
+-- (4) REPEATABLE READ: refused, nothing changed
+SELECT allocation.realign_create('west to c', 'c takes the west') AS p3 \gset
+SELECT count(*) AS staged FROM (SELECT allocation.realign_stage_territory(:p3, 'west', owner_rep => 3)) x;
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+\set VERBOSITY default
+SELECT * FROM allocation.realign_apply_step(:p3, 'c takes the west', 10);
+\set VERBOSITY terse
+ROLLBACK;
+SET default_transaction_isolation = 'repeatable read';
+CALL allocation.realign_apply(:p3, 'c takes the west', 10);
+RESET default_transaction_isolation;
+SELECT status, total FROM allocation.realign_plan WHERE id = :p3;
+SELECT count(*) AS items FROM allocation.realign_item WHERE plan_id = :p3;
 
 DROP TABLE r39b_customer, r39b_char;
 DROP FUNCTION r39b_touch();

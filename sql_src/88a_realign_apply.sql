@@ -322,6 +322,15 @@ DECLARE
     v_to integer;
     v_stop boolean := false;
 BEGIN
+    -- the stay re-check under the row locks must see what committed before those locks (a new
+    -- snapshot per statement); a REPEATABLE READ snapshot would miss a customer lock or a
+    -- virtual team link committed after the step began, and move that customer
+    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'a realignment step runs in READ COMMITTED transactions only' USING ERRCODE = '0A000',
+              DETAIL = format('This transaction is %s; its snapshot could miss a reason to keep a customer that committed after it began.',
+                              pg_catalog.current_setting('transaction_isolation')),
+              HINT = 'Run CALL allocation.realign_apply() or allocation.realign_apply_step() in READ COMMITTED transactions (the default; check default_transaction_isolation).';
+    END IF;
     IF reason IS NULL OR btrim(reason) = '' THEN
         RAISE EXCEPTION 'a realignment needs a reason' USING ERRCODE = '22004',
               DETAIL = 'The reason is kept with the plan and in every move''s audit event.',

@@ -572,6 +572,10 @@ BEGIN
             RAISE EXCEPTION 'customer % not found in %', p_key, p_tbl USING ERRCODE = 'LA062',
                   DETAIL = 'The customer has no open ownership record.', HINT = 'Check the key.';
         END IF;
+        -- under the customer's row lock, like every other change that keeps a customer where it
+        -- is: a realignment step holding the row (it re-checks the stay reasons once, before
+        -- its one UPDATE of the batch) either sees the lock or moves the customer first
+        PERFORM allocation._lock_customer_row(m, p_key, false);
         INSERT INTO allocation.customer_lock AS l (managed_id, key, reason, locked_by) VALUES (m.id, p_key, p_reason, p_actor)
         ON CONFLICT (managed_id, key) DO UPDATE SET reason = EXCLUDED.reason, locked_at = now(), locked_by = EXCLUDED.locked_by;
     END IF;

@@ -521,6 +521,9 @@ allocation_realign_lock_batch(PG_FUNCTION_ARGS)
 	TupleDesc	tupdesc;
 	MemoryContext oldcxt;
 	uint64		r;
+	Oid			key_outfn;
+	bool		key_varlena;
+	FmgrInfo	key_out;
 
 	alloc_lookup_oids();
 	if (GetUserId() != alloc_oids.schema_owner && !superuser())
@@ -539,7 +542,15 @@ allocation_realign_lock_batch(PG_FUNCTION_ARGS)
 	config_prepare();
 	mt = config_get_table(relid, false);
 	kcol = quote_identifier(NameStr(TupleDescAttr(mt->tupdesc, mt->key_att - 1)->attname));
-	sql = psprintf("SELECT t.%s::pg_catalog.text, t.%s::pg_catalog.int8 FROM %s t"
+	/* (a local copy: the SPI query below may reset the configuration cache mt lives in) */
+	getTypeOutputInfo(TupleDescAttr(mt->tupdesc, mt->key_att - 1)->atttypid, &key_outfn, &key_varlena);
+	fmgr_info(key_outfn, &key_out);
+	/*
+	 * The key is returned in its output form (mt->key_out), the form the
+	 * plan listed: a cast to text would differ for some types (character(n)
+	 * drops its padding), and the caller matches the keys as text.
+	 */
+	sql = psprintf("SELECT t.%s, t.%s::pg_catalog.int8 FROM %s t"
 				   " WHERE t.%s = ANY ($1::pg_catalog.text[]::%s[]) ORDER BY t.%s FOR UPDATE NOWAIT",
 				   kcol, quote_identifier(NameStr(TupleDescAttr(mt->tupdesc, mt->owner_att - 1)->attname)),
 				   mt->name, kcol, key_type_name(mt), kcol);
@@ -567,6 +578,8 @@ allocation_realign_lock_batch(PG_FUNCTION_ARGS)
 			bool		n[2];
 
 			d[0] = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &n[0]);
+			if (!n[0])
+				d[0] = CStringGetTextDatum(OutputFunctionCall(&key_out, d[0]));
 			d[1] = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2, &n[1]);
 			oldcxt = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
 			tuplestore_putvalues(ts, tupdesc, d, n);

@@ -6527,6 +6527,43 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION allocation._require_owner(regclass, text) IS 'internal: refuses a regclass that names no table (42P01) and a caller that does not own the table (42501)';
+CREATE OR REPLACE FUNCTION allocation._lock_customer(p_tbl regclass, p_key text, p_reason text, p_lock boolean)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+$$
+DECLARE
+    m allocation.managed_table;
+    p_actor text := allocation._actor();
+BEGIN
+    m := allocation._managed(p_tbl);
+    IF NOT p_lock THEN
+        DELETE FROM allocation.customer_lock l WHERE l.managed_id = m.id AND l.key = p_key;
+        IF NOT FOUND THEN
+            RETURN false;
+        END IF;
+    ELSE
+        IF p_reason IS NULL OR btrim(p_reason) = '' THEN
+            RAISE EXCEPTION 'a lock needs a reason' USING ERRCODE = '22004',
+                  DETAIL = 'The reason is shown to reps whose claims the lock refuses.',
+                  HINT = 'Say why, e.g. ''head-office key account''.';
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM allocation._current(m.id, p_key)) THEN
+            RAISE EXCEPTION 'customer % not found in %', p_key, p_tbl USING ERRCODE = 'LA062',
+                  DETAIL = 'The customer has no open ownership record.', HINT = 'Check the key.';
+        END IF;
+        -- under the customer's row lock, like every other change that keeps a customer where it
+        -- is: a realignment step holding the row (it re-checks the stay reasons once, before
+        -- its one UPDATE of the batch) either sees the lock or moves the customer first
+        PERFORM allocation._lock_customer_row(m, p_key, false);
+        INSERT INTO allocation.customer_lock AS l (managed_id, key, reason, locked_by) VALUES (m.id, p_key, p_reason, p_actor)
+        ON CONFLICT (managed_id, key) DO UPDATE SET reason = EXCLUDED.reason, locked_at = now(), locked_by = EXCLUDED.locked_by;
+    END IF;
+    INSERT INTO allocation.event (actor, kind, managed_id, table_name, key, reason)
+    VALUES (p_actor, CASE WHEN p_lock THEN 'lock' ELSE 'unlock' END, m.id, m.table_name, p_key, p_reason);
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION allocation._lock_customer(regclass, text, text, boolean) IS 'internal: sets or removes a customer lock with its event';
 -- territory imports: on_invalid, any CRS, a text form for large files (the 1.0 signature goes)
 DROP FUNCTION allocation.import_territories(jsonb, text, text, text);
 CREATE FUNCTION allocation.geojson_features(geojson text)
@@ -8582,6 +8619,12 @@ BEGIN
          WHERE i.plan_id = p.id AND i.ord = it.ord;
         RETURN;
     END IF;
+    -- both reps' counters in id order (the engine's ordered-locking rule; the rules may still
+    -- choose another rep, whose counter the trigger then takes), BEFORE the stay re-check:
+    -- _lock_counter may wait, and a stay reason that is not ordered by the row lock (a
+    -- customer lock, a virtual team link) committed meanwhile must still keep the customer
+    PERFORM allocation._lock_counter(x.rep) FROM unnest(ARRAY[it.from_rep, it.to_rep]) x(rep)
+      WHERE x.rep IS NOT NULL ORDER BY x.rep;
     SELECT s.reason INTO v_stay FROM allocation._realign_stays(m.id, ARRAY[it.key], p.claim_grace) s;
     IF v_stay IS NULL AND v_owner IS DISTINCT FROM it.from_rep THEN
         v_stay := format('changed hands since the plan listed it (held by %s now)',
@@ -8597,11 +8640,7 @@ BEGIN
          WHERE i.plan_id = p.id AND i.ord = it.ord;
         RETURN;
     END IF;
-    -- both reps' counters in id order (the engine's ordered-locking rule; the rules may still
-    -- choose another rep, whose counter the trigger then takes), then the row trigger decides
-    -- again (pinned and disputed customers stay there too)
-    PERFORM allocation._lock_counter(x.rep) FROM unnest(ARRAY[it.from_rep, it.to_rep]) x(rep)
-      WHERE x.rep IS NOT NULL ORDER BY x.rep;
+    -- the row trigger decides again (pinned and disputed customers stay there too)
     SELECT * INTO v_res FROM allocation._realign_move(m.tbl, it.key, p.id, format('realignment plan %s (%s)', p.id, p.reason));
     UPDATE allocation.realign_item i
        SET status = CASE WHEN v_res.result IS NULL THEN 'gone' WHEN v_res.result = 'moved' THEN 'moved'
@@ -8644,6 +8683,16 @@ DECLARE
 BEGIN
     SELECT array_agg(l.key), array_agg(l.owner) INTO v_lk, v_lo
       FROM allocation._realign_lock_batch(m.tbl, v_keys) l;
+    -- the listed reps' counters, once, in id order (the engine's ordered-locking rule; the rules
+    -- may still choose another rep, whose counter the trigger then takes), BEFORE the stay
+    -- re-check: _lock_counter may wait, and a stay reason that is not ordered by the row lock
+    -- (a customer lock, a virtual team link) committed meanwhile must still keep its customer
+    SELECT array_agg(DISTINCT y.rep ORDER BY y.rep) INTO v_reps
+      FROM unnest(items) i CROSS JOIN LATERAL (VALUES (i.from_rep), (i.to_rep)) y(rep)
+     WHERE i.key = ANY (coalesce(v_lk, '{}')) AND y.rep IS NOT NULL;
+    FOREACH v_rep IN ARRAY coalesce(v_reps, '{}') LOOP
+        PERFORM allocation._lock_counter(v_rep);
+    END LOOP;
     -- under the row locks, in one query: gone, stays (a reason now; changed hands since the
     -- plan listed it; held by a new rep in its ramp-up), or moves -- the checks of _realign_move_item
     WITH lk AS (SELECT * FROM unnest(v_lk, v_lo) AS x(key, owner)),
@@ -8675,14 +8724,6 @@ BEGIN
     IF v_move IS NULL THEN
         RETURN;
     END IF;
-    -- the listed reps' counters, once, in id order (the engine's ordered-locking rule; the rules
-    -- may still choose another rep, whose counter the trigger then takes)
-    SELECT array_agg(DISTINCT y.rep ORDER BY y.rep) INTO v_reps
-      FROM unnest(items) i CROSS JOIN LATERAL (VALUES (i.from_rep), (i.to_rep)) y(rep)
-     WHERE i.key = ANY (v_move) AND y.rep IS NOT NULL;
-    FOREACH v_rep IN ARRAY coalesce(v_reps, '{}') LOOP
-        PERFORM allocation._lock_counter(v_rep);
-    END LOOP;
     SELECT array_agg(r.key), array_agg(r.result), array_agg(r.owner) INTO v_rk, v_rr, v_ro
       FROM allocation._realign_move_batch(m.tbl, v_move, p.id, format('realignment plan %s (%s)', p.id, p.reason)) r;
     UPDATE allocation.realign_item i
@@ -8717,6 +8758,15 @@ DECLARE
     v_to integer;
     v_stop boolean := false;
 BEGIN
+    -- the stay re-check under the row locks must see what committed before those locks (a new
+    -- snapshot per statement); a REPEATABLE READ snapshot would miss a customer lock or a
+    -- virtual team link committed after the step began, and move that customer
+    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'a realignment step runs in READ COMMITTED transactions only' USING ERRCODE = '0A000',
+              DETAIL = format('This transaction is %s; its snapshot could miss a reason to keep a customer that committed after it began.',
+                              pg_catalog.current_setting('transaction_isolation')),
+              HINT = 'Run CALL allocation.realign_apply() or allocation.realign_apply_step() in READ COMMITTED transactions (the default; check default_transaction_isolation).';
+    END IF;
     IF reason IS NULL OR btrim(reason) = '' THEN
         RAISE EXCEPTION 'a realignment needs a reason' USING ERRCODE = '22004',
               DETAIL = 'The reason is kept with the plan and in every move''s audit event.',
@@ -8794,7 +8844,7 @@ BEGIN
             UPDATE allocation.realign_plan x SET status = 'applied', applied_at = clock_timestamp() WHERE x.id = p.id;
             INSERT INTO allocation.event (actor, kind, reason, detail)
             SELECT allocation._actor(), 'realign_applied', p.reason,
-                   jsonb_build_object('realign_plan', p.id, 'name', p.name) || jsonb_object_agg(s.status, s.n)
+                   jsonb_build_object('realign_plan', p.id, 'name', p.name) || coalesce(jsonb_object_agg(s.status, s.n), '{}')
               FROM (SELECT i.status, count(*) AS n FROM allocation.realign_item i WHERE i.plan_id = p.id GROUP BY 1) s;
         END IF;
     END IF;

@@ -401,9 +401,17 @@ extern void assign_decide(ManagedTable *mt, HeapTuple tuple, Customer *c, Decisi
 extern void assign_check_manual(ManagedTable *mt, Customer *c, int64 rep_id, bool dry_run);
 extern void assign_read_history(ManagedTable *mt, Customer *c);
 extern void assign_use_suggested_slot(ManagedTable *mt, Customer *c, int64 rep_id);
-/* realign preview: round-robin cursors of a simulated apply (team id -> RepCount.n unused, rep in key) */
-extern HTAB *assign_dry_rr;
+
+/* ---------- state.c: a customer's pin and open dispute (the UPDATE path) ---------- */
+extern bool registry_pinned(ManagedTable *mt, const char *key);
+extern int64 open_dispute_id(ManagedTable *mt, const char *key);
+
+/* ---------- roundrobin.c: whose turn it is ---------- */
+extern HTAB *assign_dry_rr;		/* a realignment preview's simulated cursors (NULL otherwise) */
 extern void assign_dry_rr_served(int64 team_id, int64 rep_id);
+extern int64 rr_last(int64 team_id, bool lock);
+extern void rr_served(int64 team_id, int64 rep_id, bool out_of_turn);
+extern int	rr_new_rep_first(int64 team_id, const int64 *cand_ids, int n, bool dry_run, const char **note);
 
 /* ---------- network.c: dealer networks (follow_parent) ---------- */
 extern void network_read_parent(ManagedTable *mt, HeapTuple tuple, Customer *c);

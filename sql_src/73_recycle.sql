@@ -98,40 +98,40 @@ BEGIN
         due AS (
             SELECT c.*, least(c.last_followup + c.no_followup, c.last_progress + c.no_progress) AS due_at
               FROM clocks c),
+        -- exempt for a reason of its own (locked, disputed, an exempt stage), and the
+        -- registration protection that pushes the due time back, read once
+        flagged AS (
+            SELECT d.*, pr.until AS protected_until,
+                   CASE WHEN lk.key IS NOT NULL THEN 'locked'
+                        WHEN EXISTS (SELECT 1 FROM allocation.ownership_dispute od
+                                      WHERE od.managed_id = d.managed_id AND od.key = d.key AND od.status = 'open') THEN 'disputed'
+                        WHEN d.stage = ANY (d.exempt_stages) THEN format('stage %s is exempt', d.stage) END AS exempt
+              FROM due d
+              LEFT JOIN allocation.customer_lock lk ON lk.managed_id = d.managed_id AND lk.key = d.key
+              LEFT JOIN allocation.protection pr ON pr.managed_id = d.managed_id AND pr.key = d.key
+                                               AND pr.rep_id = d.rep_id AND pr.until > $2),
         -- new reps in their ramp-up: how many more customers recycling may take away from them
         -- (those due first go first; the rest are exempt); customers exempt for another reason
-        -- (locked, disputed, protected, an exempt stage) use none of the quota
+        -- or protected use none of the quota
         ramp AS (
-            SELECT d.key, nr.max_recycled,
+            SELECT f.key, nr.max_recycled,
                    (SELECT count(*) FROM allocation.event e
-                     WHERE e.kind = 'recycle' AND e.from_rep = d.rep_id AND e.at >= r.created_at)
-                   + row_number() OVER (PARTITION BY d.rep_id ORDER BY least(d.due_at, 'infinity'), d.key) AS nth
-              FROM due d
-              JOIN allocation.rep r ON r.id = d.rep_id
-             CROSS JOIN LATERAL allocation._new_rep_ramp(d.rep_id, $2) nr
-             WHERE nr.max_recycled IS NOT NULL AND d.due_at <= $2
-               AND NOT coalesce(d.stage = ANY (d.exempt_stages), false)
-               AND NOT EXISTS (SELECT 1 FROM allocation.customer_lock x WHERE x.managed_id = d.managed_id AND x.key = d.key)
-               AND NOT EXISTS (SELECT 1 FROM allocation.ownership_dispute od
-                                WHERE od.managed_id = d.managed_id AND od.key = d.key AND od.status = 'open')
-               AND NOT EXISTS (SELECT 1 FROM allocation.protection x
-                                WHERE x.managed_id = d.managed_id AND x.key = d.key AND x.rep_id = d.rep_id AND x.until > $2))
-        SELECT d.managed_id, d.key, d.rep_id, d.policy_id, d.last_followup, d.last_progress,
-               greatest(d.due_at, pr.until) AS due_at, greatest(d.due_at, pr.until) - d.warn_before AS warn_at,
-               CASE WHEN d.last_followup + d.no_followup <= coalesce(d.last_progress + d.no_progress, 'infinity')
-                    THEN format('no follow-up since %s (policy: %s)', d.last_followup, d.no_followup)
-                    ELSE format('no stage progress or deal since %s (policy: %s)', d.last_progress, d.no_progress) END,
-               CASE WHEN lk.key IS NOT NULL THEN 'locked'
-                    WHEN EXISTS (SELECT 1 FROM allocation.ownership_dispute od
-                                  WHERE od.managed_id = d.managed_id AND od.key = d.key AND od.status = 'open') THEN 'disputed'
-                    WHEN d.stage = ANY (d.exempt_stages) THEN format('stage %s is exempt', d.stage)
-                    WHEN ramp.nth > ramp.max_recycled
-                    THEN format('new rep in its ramp-up: at most %s customers recycled away', ramp.max_recycled) END
-          FROM due d
-          LEFT JOIN ramp ON ramp.key = d.key
-          LEFT JOIN allocation.customer_lock lk ON lk.managed_id = d.managed_id AND lk.key = d.key
-          LEFT JOIN allocation.protection pr ON pr.managed_id = d.managed_id AND pr.key = d.key
-                                           AND pr.rep_id = d.rep_id AND pr.until > $2
+                     WHERE e.kind = 'recycle' AND e.from_rep = f.rep_id AND e.at >= r.created_at)
+                   + row_number() OVER (PARTITION BY f.rep_id ORDER BY least(f.due_at, 'infinity'), f.key) AS nth
+              FROM flagged f
+              JOIN allocation.rep r ON r.id = f.rep_id
+             CROSS JOIN LATERAL allocation._new_rep_ramp(f.rep_id, $2) nr
+             WHERE nr.max_recycled IS NOT NULL AND f.due_at <= $2 AND f.exempt IS NULL AND f.protected_until IS NULL)
+        SELECT f.managed_id, f.key, f.rep_id, f.policy_id, f.last_followup, f.last_progress,
+               greatest(f.due_at, f.protected_until) AS due_at, greatest(f.due_at, f.protected_until) - f.warn_before AS warn_at,
+               CASE WHEN f.last_followup + f.no_followup <= coalesce(f.last_progress + f.no_progress, 'infinity')
+                    THEN format('no follow-up since %s (policy: %s)', f.last_followup, f.no_followup)
+                    ELSE format('no stage progress or deal since %s (policy: %s)', f.last_progress, f.no_progress) END,
+               coalesce(f.exempt,
+                        CASE WHEN ramp.nth > ramp.max_recycled
+                             THEN format('new rep in its ramp-up: at most %s customers recycled away', ramp.max_recycled) END)
+          FROM flagged f
+          LEFT JOIN ramp ON ramp.key = f.key
         $q$
     USING p_managed, p_at, m.tbl, p_key, m.key_column::text, m.attributes->>'last_contact', m.attributes->>'stage';
 END
